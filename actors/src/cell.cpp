@@ -1,0 +1,441 @@
+#include "vigil/actors/cell.hpp"
+
+#include <deque>
+#include <exception>
+
+#include <caf/all.hpp>
+
+namespace vigil {
+
+namespace {
+
+using caf::response_promise;
+
+int64_t to_ns(time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+           t.time_since_epoch())
+    .count();
+}
+
+std::string what(std::exception_ptr ep) {
+  try {
+    std::rethrow_exception(ep);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+/// Hosts the instances of one child across restarts. The cell is the child's
+/// stable handle: senders keep addressing it while the supervisor replaces
+/// the agent instance inside, and envelopes that arrive between instances wait
+/// in `buffer_`, in order, up to `cfg_.buffer_cap`.
+class cell : public caf::event_based_actor, public context {
+public:
+  cell(caf::actor_config& ac, std::shared_ptr<runtime> rt, cell_config cfg,
+       caf::actor parent, uint64_t key)
+    : caf::event_based_actor(ac),
+      rt_(std::move(rt)),
+      cfg_(std::move(cfg)),
+      parent_(std::move(parent)),
+      key_(key) {
+    // nop
+  }
+
+  const char* name() const override {
+    return "vigil.cell";
+  }
+
+  caf::behavior make_behavior() override {
+    set_exit_handler([this](caf::exit_msg& msg) {
+      // Exits come from the supervisor only after it stopped the instance
+      // (or gave up on it); `kill` cannot be trapped anyway.
+      reject_buffer(make_error(errc::not_running, cfg_.path + " stopped"));
+      quit(msg.reason);
+    });
+    return {
+      [this](envelope& e) -> caf::result<envelope> { return on_envelope(e); },
+      [this](start_atom, bool is_restart, caf::error& reason)
+        -> caf::result<uint64_t> {
+        if (auto err = start_instance(is_restart, reason))
+          return err;
+        drain();
+        return gen_;
+      },
+      [this](stop_atom, bool graceful, bool keep_buffer) {
+        stop_instance(graceful);
+        mode_ = keep_buffer ? mode::idle_buffer : mode::idle_reject;
+        if (!keep_buffer)
+          reject_buffer(make_error(errc::not_running, cfg_.path));
+        return caf::unit;
+      },
+      [this](retire_atom) {
+        stop_instance(false);
+        reject_buffer(make_error(errc::not_running, cfg_.path + " deleted"));
+        quit();
+      },
+      [this](degrade_atom, envelope& fallback, caf::timespan min,
+             caf::timespan max) {
+        stop_instance(false);
+        fallback_ = std::move(fallback);
+        fallback_.flags |= envelope::degraded_flag;
+        probe_min_ = min;
+        probe_max_ = max;
+        probe_delay_ = min;
+        enter_degraded();
+        return caf::unit;
+      },
+      [this](probe_atom, uint64_t seq) {
+        if (mode_ == mode::degraded && seq == probe_seq_)
+          probe();
+      },
+      [this](state_atom) -> std::string { return mode_name(); },
+    };
+  }
+
+  void on_exit() override {
+    rt_->unbind(cfg_.path, caf::actor_cast<caf::actor>(this));
+    instance_.reset();
+  }
+
+  // -- context ----------------------------------------------------------------
+
+  const std::string& path() const noexcept override {
+    return cfg_.path;
+  }
+
+  time_point now() const noexcept override {
+    return const_cast<cell*>(this)->clock().now();
+  }
+
+  const envelope* current() const noexcept override {
+    return current_;
+  }
+
+  const vigil::params& parameters() const noexcept override {
+    return cfg_.params;
+  }
+
+  void stop(caf::error reason) override {
+    stop_requested_ = true;
+    stop_reason_ = std::move(reason);
+  }
+
+protected:
+  envelope make_envelope(const google::protobuf::Message& msg,
+                         const call_options& opts) override {
+    envelope e;
+    e.type = msg.GetDescriptor()->full_name();
+    msg.SerializeToString(&e.payload);
+    e.id = rt_->next_id();
+    e.idempotency_key = opts.idempotency_key;
+    if (opts.timeout.count() > 0)
+      e.deadline = to_ns(now() + opts.timeout);
+    else if (current_ != nullptr)
+      e.deadline = current_->deadline;
+    e.trace_id = current_ != nullptr ? current_->trace_id : e.id;
+    e.sender = cfg_.path;
+    return e;
+  }
+
+  void send_envelope(std::string_view to, envelope env) override {
+    auto dest = rt_->lookup(to);
+    if (!dest) {
+      rt_->add_dead_letter(std::string{to}, std::move(env),
+                           "not_found: no agent at this path");
+      return;
+    }
+    caf::anon_send(dest, std::move(env));
+  }
+
+  void request_envelope(std::string_view to, envelope env, duration timeout,
+                        std::function<void(const envelope&)> on_reply,
+                        std::function<void(const caf::error&)> on_error)
+    override {
+    auto dest = rt_->lookup(to);
+    if (!dest) {
+      on_error(make_error(errc::not_found, std::string{to}));
+      return;
+    }
+    auto t = timeout.count() > 0 ? caf::duration{timeout} : caf::infinite;
+    event_based_actor::request(dest, t, std::move(env))
+      .then([f = std::move(on_reply)](envelope& rep) { f(rep); },
+            [g = std::move(on_error)](caf::error& err) {
+              if (err == caf::sec::request_timeout)
+                g(make_error(errc::deadline_exceeded, "no reply in time"));
+              else
+                g(err);
+            });
+  }
+
+private:
+  enum class mode { idle_buffer, idle_reject, running, degraded, half_open };
+
+  enum class outcome { replied, rejected, failed };
+
+  struct pending {
+    envelope env;
+    response_promise rp;
+  };
+
+  std::string mode_name() const {
+    switch (mode_) {
+      case mode::idle_buffer: return "restarting";
+      case mode::idle_reject: return "stopped";
+      case mode::running: return "running";
+      case mode::degraded: return "degraded";
+      case mode::half_open: return "half_open";
+    }
+    return "?";
+  }
+
+  bool is_request() {
+    auto* mbe = current_mailbox_element();
+    return mbe != nullptr && mbe->mid.is_request();
+  }
+
+  caf::result<envelope> on_envelope(envelope& e) {
+    switch (mode_) {
+      case mode::running:
+      case mode::half_open: {
+        envelope out;
+        caf::error err;
+        switch (run(e, out, err)) {
+          case outcome::replied:
+            return out;
+          case outcome::rejected:
+            if (!is_request())
+              rt_->add_dead_letter(cfg_.path, std::move(e), describe(err));
+            return err;
+          case outcome::failed: {
+            auto rp = make_response_promise();
+            after_failure(std::move(e), std::move(rp), std::move(err));
+            return caf::delegated<envelope>{};
+          }
+        }
+        return caf::delegated<envelope>{};
+      }
+      case mode::degraded:
+        return fallback_;
+      case mode::idle_reject: {
+        auto err = make_error(errc::not_running, cfg_.path);
+        if (!is_request())
+          rt_->add_dead_letter(cfg_.path, std::move(e), describe(err));
+        return err;
+      }
+      case mode::idle_buffer:
+        break;
+    }
+    if (buffer_.size() >= cfg_.buffer_cap) {
+      auto err = make_error(errc::buffer_overflow,
+                            cfg_.path + " is restarting and holds "
+                              + std::to_string(buffer_.size())
+                              + " envelopes (buffer_cap)");
+      if (!is_request())
+        rt_->add_dead_letter(cfg_.path, std::move(e), describe(err));
+      return err;
+    }
+    buffer_.push_back(pending{std::move(e), make_response_promise()});
+    return caf::delegated<envelope>{};
+  }
+
+  /// Runs the handler for `e`. On `replied`, `out` holds the reply (empty type
+  /// for void handlers); on `rejected` or `failed`, `err` holds the reason.
+  outcome run(envelope& e, envelope& out, caf::error& err) {
+    if (e.deadline != 0 && to_ns(now()) > e.deadline) {
+      err = make_error(errc::deadline_exceeded,
+                       "deadline passed before " + cfg_.path + " handled "
+                         + e.type);
+      return outcome::rejected;
+    }
+    auto& table = cfg_.type->handlers->by_type;
+    auto i = table.find(e.type);
+    if (i == table.end()) {
+      err = make_error(errc::unknown_message_type,
+                       cfg_.path + " has no handler for " + e.type);
+      return outcome::rejected;
+    }
+    current_ = &e;
+    bool parsed = false;
+    try {
+      parsed = i->second(*instance_, *this, e, out);
+    } catch (...) {
+      current_ = nullptr;
+      err = make_error(errc::handler_failed,
+                       cfg_.path + ": " + what(std::current_exception()));
+      return outcome::failed;
+    }
+    current_ = nullptr;
+    if (!parsed) {
+      err = make_error(errc::bad_payload,
+                       cfg_.path + ": payload does not parse as " + e.type);
+      return outcome::rejected;
+    }
+    if (e.deadline != 0 && to_ns(now()) > e.deadline) {
+      err = make_error(errc::deadline_exceeded,
+                       cfg_.path + " handled " + e.type
+                         + " past its deadline");
+      return outcome::failed;
+    }
+    if (mode_ == mode::half_open) {
+      mode_ = mode::running;
+      probe_delay_ = probe_min_;
+      event_based_actor::send(parent_, recover_atom::value, key_, gen_);
+    }
+    if (stop_requested_) {
+      stop_requested_ = false;
+      stop_instance(true);
+      mode_ = mode::idle_buffer;
+      event_based_actor::send(parent_, exit_atom::value, key_, gen_, std::move(stop_reason_));
+      stop_reason_ = caf::error{};
+    }
+    return outcome::replied;
+  }
+
+  /// The instance failed while handling `e`: decide the envelope's fate, drop
+  /// the instance and tell the supervisor.
+  void after_failure(envelope e, response_promise rp, caf::error err) {
+    instance_.reset();
+    if (mode_ == mode::half_open) {
+      // The probe failed: the stand-in answers and the child stays degraded.
+      rp.deliver(fallback_);
+      probe_delay_ = std::min(probe_delay_ * 2, probe_max_);
+      enter_degraded();
+      return;
+    }
+    mode_ = mode::idle_buffer;
+    if (is(err, errc::deadline_exceeded)) {
+      // Its time is up: retrying it cannot succeed.
+      rp.deliver(err);
+    } else if (e.attempt >= cfg_.max_deliveries) {
+      // With max_deliveries 1 (the default, as in OTP and Akka) the failing
+      // envelope is not retried; it is kept as a dead letter, not dropped.
+      auto reason = cfg_.max_deliveries == 1
+                      ? err
+                      : make_error(errc::poison_message,
+                                   cfg_.path + " failed "
+                                     + std::to_string(e.attempt)
+                                     + " times on this envelope; last: "
+                                     + describe(err));
+      rt_->add_dead_letter(cfg_.path, e, describe(reason));
+      rp.deliver(std::move(reason));
+    } else {
+      ++e.attempt;
+      buffer_.push_front(pending{std::move(e), std::move(rp)});
+    }
+    event_based_actor::send(parent_, exit_atom::value, key_, gen_, std::move(err));
+  }
+
+  caf::error start_instance(bool is_restart, const caf::error& reason) {
+    instance_.reset();
+    ++gen_;
+    try {
+      instance_ = cfg_.type->make(cfg_.params);
+      if (is_restart)
+        instance_->on_restart(*this, reason);
+      else
+        instance_->on_start(*this);
+    } catch (...) {
+      instance_.reset();
+      mode_ = mode::idle_buffer;
+      return make_error(errc::start_failed,
+                        cfg_.path + ": " + what(std::current_exception()));
+    }
+    mode_ = mode::running;
+    return caf::none;
+  }
+
+  void stop_instance(bool graceful) {
+    if (!instance_)
+      return;
+    if (graceful) {
+      try {
+        instance_->on_stop(*this);
+      } catch (...) {
+        // on_stop cannot fail the stop; the instance is gone either way.
+      }
+    }
+    instance_.reset();
+    stop_requested_ = false;
+  }
+
+  /// Delivers buffered envelopes to the new instance, oldest first, until the
+  /// buffer is empty or the instance fails again.
+  void drain() {
+    while (!buffer_.empty() && mode_ == mode::running && instance_) {
+      auto p = std::move(buffer_.front());
+      buffer_.pop_front();
+      envelope out;
+      caf::error err;
+      switch (run(p.env, out, err)) {
+        case outcome::replied:
+          p.rp.deliver(std::move(out));
+          break;
+        case outcome::rejected:
+          if (!p.rp.pending() || p.rp.async())
+            rt_->add_dead_letter(cfg_.path, std::move(p.env), describe(err));
+          p.rp.deliver(std::move(err));
+          break;
+        case outcome::failed:
+          after_failure(std::move(p.env), std::move(p.rp), std::move(err));
+          return;
+      }
+    }
+  }
+
+  void reject_buffer(const caf::error& err) {
+    for (auto& p : buffer_) {
+      if (!p.rp.pending() || p.rp.async())
+        rt_->add_dead_letter(cfg_.path, std::move(p.env), describe(err));
+      else
+        p.rp.deliver(err);
+    }
+    buffer_.clear();
+  }
+
+  void enter_degraded() {
+    mode_ = mode::degraded;
+    for (auto& p : buffer_)
+      p.rp.deliver(fallback_);
+    buffer_.clear();
+    delayed_send(this, probe_delay_, probe_atom::value, ++probe_seq_);
+  }
+
+  /// Half-open probe: try a fresh instance; the next envelope decides.
+  void probe() {
+    if (start_instance(true, make_error(errc::start_failed, "probe"))) {
+      probe_delay_ = std::min(probe_delay_ * 2, probe_max_);
+      enter_degraded();
+      return;
+    }
+    mode_ = mode::half_open;
+  }
+
+  std::shared_ptr<runtime> rt_;
+  cell_config cfg_;
+  caf::actor parent_;
+  uint64_t key_;
+  uint64_t gen_ = 0;
+  mode mode_ = mode::idle_buffer;
+  std::unique_ptr<agent_base> instance_;
+  std::deque<pending> buffer_;
+  const envelope* current_ = nullptr;
+  bool stop_requested_ = false;
+  caf::error stop_reason_;
+  envelope fallback_;
+  caf::timespan probe_min_{0};
+  caf::timespan probe_max_{0};
+  caf::timespan probe_delay_{0};
+  uint64_t probe_seq_ = 0;
+};
+
+} // namespace
+
+caf::actor spawn_cell(caf::actor_system& sys, std::shared_ptr<runtime> rt,
+                      cell_config cfg, caf::actor parent, uint64_t key) {
+  return sys.spawn<cell>(std::move(rt), std::move(cfg), std::move(parent),
+                         key);
+}
+
+} // namespace vigil

@@ -1,0 +1,65 @@
+#include "vigil/actors/runtime.hpp"
+
+#include <algorithm>
+
+namespace vigil {
+
+std::vector<std::string> registry::names() const {
+  std::vector<std::string> out;
+  for (auto& kvp : types_)
+    out.push_back(kvp.first);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void runtime::bind(const std::string& path, caf::actor cell) {
+  std::unique_lock<std::shared_mutex> guard{dir_mtx_};
+  dir_[path] = std::move(cell);
+}
+
+void runtime::unbind(const std::string& path, const caf::actor& cell) {
+  std::unique_lock<std::shared_mutex> guard{dir_mtx_};
+  auto i = dir_.find(path);
+  if (i != dir_.end() && i->second == cell)
+    dir_.erase(i);
+}
+
+caf::actor runtime::lookup(std::string_view path) const {
+  std::shared_lock<std::shared_mutex> guard{dir_mtx_};
+  auto i = dir_.find(std::string{path});
+  return i != dir_.end() ? i->second : caf::actor{};
+}
+
+std::vector<std::string> runtime::paths() const {
+  std::vector<std::string> out;
+  {
+    std::shared_lock<std::shared_mutex> guard{dir_mtx_};
+    for (auto& kvp : dir_)
+      out.push_back(kvp.first);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void runtime::add_dead_letter(std::string path, envelope env,
+                              std::string reason) {
+  std::lock_guard<std::mutex> guard{dl_mtx_};
+  dead_letter dl;
+  dl.seq = dead_.size() + 1;
+  dl.path = std::move(path);
+  dl.env = std::move(env);
+  dl.reason = std::move(reason);
+  dead_.push_back(std::move(dl));
+}
+
+std::vector<dead_letter> runtime::dead_letters() const {
+  std::lock_guard<std::mutex> guard{dl_mtx_};
+  return dead_;
+}
+
+size_t runtime::dead_letter_count() const {
+  std::lock_guard<std::mutex> guard{dl_mtx_};
+  return dead_.size();
+}
+
+} // namespace vigil

@@ -1,0 +1,213 @@
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+
+#include <google/protobuf/message.h>
+
+#include "vigil/actors/envelope.hpp"
+#include "vigil/actors/error.hpp"
+
+namespace vigil {
+
+using clock_type = std::chrono::steady_clock; // the same clock as caf::actor_clock
+using time_point = clock_type::time_point;
+using duration = clock_type::duration;
+
+/// Free-form agent parameters (`params:` in a policy file).
+using params = std::unordered_map<std::string, std::string>;
+
+/// A reply as the requester sees it. `degraded` is true when a stand-in
+/// answered with the child spec's declared default instead of the agent.
+template <class T>
+struct reply {
+  T value;
+  bool degraded = false;
+};
+
+/// Per-call options for `context::send` and `context::request`.
+struct call_options {
+  /// Relative deadline; zero inherits the deadline of the envelope being
+  /// handled (if any), so a chain of calls never outlives its origin.
+  duration timeout{0};
+  /// Idempotency key; empty means none.
+  std::string idempotency_key;
+};
+
+/// What an agent sees of the runtime while one of its hooks or handlers runs.
+///
+/// A context belongs to exactly one agent instance and may only be used from
+/// that agent's hooks and handlers (it is not thread-safe). It stays valid for
+/// the life of the instance; do not keep it beyond `on_stop`.
+class context {
+public:
+  virtual ~context() = default;
+
+  /// The agent's stable path in its tree, e.g. "invoices/ocr".
+  virtual const std::string& path() const noexcept = 0;
+
+  /// The current time of the node's actor clock (a test clock in tests).
+  virtual time_point now() const noexcept = 0;
+
+  /// The envelope being handled, or nullptr outside a handler.
+  virtual const envelope* current() const noexcept = 0;
+
+  /// The parameters this instance was started with.
+  virtual const params& parameters() const noexcept = 0;
+
+  /// Sends `msg` to the agent at `to` without waiting for a reply. An
+  /// envelope that cannot be delivered becomes a dead letter.
+  void send(std::string_view to, const google::protobuf::Message& msg,
+            const call_options& opts = {}) {
+    send_envelope(to, make_envelope(msg, opts));
+  }
+
+  /// Sends `msg` to `to` and calls `on_reply(reply<Reply>)` with the answer,
+  /// or `on_error(const caf::error&)` on failure, `deadline_exceeded` when
+  /// no answer came within `timeout`. Both callbacks run in this agent.
+  template <class Reply, class OnReply, class OnError>
+  void request(std::string_view to, const google::protobuf::Message& msg,
+               duration timeout, OnReply on_reply, OnError on_error) {
+    call_options opts;
+    opts.timeout = timeout;
+    request_envelope(
+      to, make_envelope(msg, opts), timeout,
+      [on_reply = std::move(on_reply),
+       on_error](const envelope& e) mutable {
+        reply<Reply> r;
+        r.degraded = e.degraded();
+        if (!r.value.ParseFromString(e.payload))
+          on_error(make_error(errc::bad_payload, "reply of type " + e.type));
+        else
+          on_reply(std::move(r));
+      },
+      std::move(on_error));
+  }
+
+  /// Ends this instance once the current handler returns. An empty reason is
+  /// a normal exit; `caf::exit_reason::user_shutdown` is a shutdown exit.
+  /// Both are not failures for a transient child.
+  virtual void stop(caf::error reason = caf::error{}) = 0;
+
+protected:
+  virtual envelope make_envelope(const google::protobuf::Message& msg,
+                                 const call_options& opts) = 0;
+  virtual void send_envelope(std::string_view to, envelope env) = 0;
+  virtual void request_envelope(std::string_view to, envelope env,
+                                duration timeout,
+                                std::function<void(const envelope&)> on_reply,
+                                std::function<void(const caf::error&)> on_error)
+    = 0;
+};
+
+/// Base of every agent. Users derive from `agent<State>`.
+///
+/// Hooks run inside the agent's actor, one at a time: `on_start` after the
+/// first start, `on_restart` (which calls `on_start` unless overridden) after
+/// every restart, `on_stop` on an orderly stop (not after a crash or a
+/// brutal_kill). A throwing hook or handler is a failure of this child: its
+/// supervisor applies the child's directive.
+class agent_base {
+public:
+  virtual ~agent_base() = default;
+  virtual void on_start(context&) {
+    // nop
+  }
+  virtual void on_restart(context& ctx, const caf::error& /*reason*/) {
+    on_start(ctx);
+  }
+  virtual void on_stop(context&) {
+    // nop
+  }
+  /// The agent's Protobuf state, or nullptr if it has none.
+  virtual google::protobuf::Message* state_message() noexcept {
+    return nullptr;
+  }
+};
+
+/// An agent with a Protobuf state of type `State` (or none if `void`).
+template <class State = void>
+class agent : public agent_base {
+public:
+  State& state() noexcept {
+    return state_;
+  }
+  google::protobuf::Message* state_message() noexcept override {
+    return &state_;
+  }
+
+private:
+  State state_;
+};
+
+template <>
+class agent<void> : public agent_base {};
+
+namespace detail {
+
+/// Type-erased handler: parses `in.payload`, runs the handler and, if it
+/// returns a message, serializes it into `out` (returns false on bad bytes).
+using erased_handler
+  = std::function<bool(agent_base&, context&, const envelope& in,
+                       envelope& out)>;
+
+struct handler_table {
+  std::unordered_map<std::string, erased_handler> by_type;
+};
+
+} // namespace detail
+
+/// Collects the handlers of agent type `Agent`; passed to `Agent::define`.
+///
+/// Each handler takes `(context&, const Request&)` as a member function of
+/// `Agent`, or `(Agent&, context&, const Request&)` as any callable, and
+/// returns either void or a Protobuf reply message.
+template <class Agent>
+class handlers {
+public:
+  explicit handlers(detail::handler_table& table) : table_(table) {
+    // nop
+  }
+
+  template <class Request, class F>
+  handlers& on(F f) {
+    table_.by_type[Request::descriptor()->full_name()] =
+      [f](agent_base& self, context& ctx, const envelope& in,
+          envelope& out) -> bool {
+      Request req;
+      if (!req.ParseFromString(in.payload))
+        return false;
+      auto& me = static_cast<Agent&>(self);
+      using result = decltype(invoke(f, me, ctx, req));
+      if constexpr (std::is_void_v<result>) {
+        invoke(f, me, ctx, req);
+      } else {
+        auto rep = invoke(f, me, ctx, req);
+        out.type = rep.GetDescriptor()->full_name();
+        rep.SerializeToString(&out.payload);
+      }
+      return true;
+    };
+    return *this;
+  }
+
+private:
+  template <class F, class Request>
+  static decltype(auto) invoke(F& f, Agent& me, context& ctx,
+                               const Request& req) {
+    if constexpr (std::is_member_function_pointer_v<F>)
+      return (me.*f)(ctx, req);
+    else
+      return f(me, ctx, req);
+  }
+
+  detail::handler_table& table_;
+};
+
+} // namespace vigil

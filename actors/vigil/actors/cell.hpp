@@ -1,0 +1,44 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <caf/actor.hpp>
+#include <caf/atom.hpp>
+#include <caf/fwd.hpp>
+
+#include "vigil/actors/agent.hpp"
+#include "vigil/actors/runtime.hpp"
+
+namespace vigil {
+
+/// How a cell hosts one child: the agent type, its parameters and limits.
+struct cell_config {
+  std::string path;
+  const agent_type* type = nullptr;
+  vigil::params params;
+  /// Envelopes kept while the child is between instances; beyond this a
+  /// request fails with `buffer_overflow` and a send becomes a dead letter.
+  size_t buffer_cap = 10000;
+  /// An envelope whose handler fails this many times is a dead letter.
+  uint32_t max_deliveries = 1;
+};
+
+// The cell protocol. Supervisor -> cell messages are sent with high priority.
+using start_atom = caf::atom_constant<caf::atom("vstart")>;     // (start, is_restart, reason) -> gen
+using stop_atom = caf::atom_constant<caf::atom("vstop")>;       // (stop, graceful, keep_buffer) -> unit
+using retire_atom = caf::atom_constant<caf::atom("vretire")>;   // (retire): reject buffer, quit
+using degrade_atom = caf::atom_constant<caf::atom("vdegrade")>; // (degrade, default, min, max)
+using probe_atom = caf::atom_constant<caf::atom("vprobe")>;     // cell-internal timer
+// Cell -> supervisor, as ordinary messages.
+using exit_atom = caf::atom_constant<caf::atom("vexit")>;       // (exit, key, gen, reason)
+using recover_atom = caf::atom_constant<caf::atom("vrecover")>; // (recover, key, gen)
+using state_atom = caf::atom_constant<caf::atom("vstate")>;     // query: -> string
+
+/// Spawns a cell for the child `key` of supervisor `parent`. The cell starts
+/// without an instance: it buffers envelopes until it receives `start_atom`.
+caf::actor spawn_cell(caf::actor_system& sys, std::shared_ptr<runtime> rt,
+                      cell_config cfg, caf::actor parent, uint64_t key);
+
+} // namespace vigil

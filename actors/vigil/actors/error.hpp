@@ -1,0 +1,75 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <caf/error.hpp>
+
+namespace vigil {
+
+/// Every error that vigil's runtime reports. Registered with CAF as the error
+/// category `vigil` (see `add_error_category`), so a remote node renders the
+/// same text. The error's context carries the specifics (path, field, cause).
+enum class errc : uint8_t {
+  none = 0,
+  /// The envelope's deadline passed before or while it was handled.
+  deadline_exceeded,
+  /// A child's restart buffer is full; the envelope was not accepted.
+  buffer_overflow,
+  /// The addressed child exists but is not running (terminated or deleted).
+  not_running,
+  /// OTP's `running`: the operation needs a stopped child.
+  running,
+  /// OTP's `restarting`: the child is between instances.
+  restarting,
+  /// OTP's `not_found`: no child with that id, or no agent at that path.
+  not_found,
+  /// OTP's `already_present`: the id is taken by a stopped child.
+  already_present,
+  /// OTP's `already_started`: the id is taken by a running child.
+  already_started,
+  /// OTP's `simple_one_for_one`: operation not allowed on such a supervisor.
+  simple_one_for_one,
+  /// The restart budget (intensity per period) was exceeded.
+  reached_max_restart_intensity,
+  /// A child with `on_failure: escalate` failed.
+  escalated,
+  /// An envelope failed its child `max_deliveries` times: a dead letter now.
+  poison_message,
+  /// A handler threw. The context holds the exception text.
+  handler_failed,
+  /// `on_start`/`on_restart` threw, or the factory failed.
+  start_failed,
+  /// No handler for the envelope's payload type.
+  unknown_message_type,
+  /// The registry has no agent type of that name.
+  unknown_agent_type,
+  /// The payload bytes do not parse as the declared type.
+  bad_payload,
+  /// A child spec or supervisor flag is invalid (see `check_child_specs`).
+  invalid_child_spec,
+  /// A saga step failed and the completed steps were compensated.
+  saga_compensated,
+  /// A saga compensation failed after its retries; see the dead letters.
+  compensation_failed,
+  /// The supervisor or node is shutting down.
+  shutting_down,
+};
+
+/// Returns the OTP-style name of `x`, e.g. "reached_max_restart_intensity".
+const char* to_string(errc x) noexcept;
+
+/// Makes a `caf::error` of category `vigil`.
+caf::error make_error(errc x);
+
+/// Makes a `caf::error` of category `vigil` whose context is `what`.
+caf::error make_error(errc x, std::string what);
+
+/// True if `x` is of category `vigil` and has code `code`.
+bool is(const caf::error& x, errc code) noexcept;
+
+/// Renders any CAF error as one human-readable line, following vigil cause
+/// chains: "pipeline escalated <- ocr: handler_failed: timeout after 2s".
+std::string describe(const caf::error& x);
+
+} // namespace vigil

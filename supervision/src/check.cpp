@@ -1,0 +1,226 @@
+#include "vigil/supervision/check.hpp"
+
+#include <unordered_set>
+
+namespace vigil {
+
+const char* to_string(restart_type x) noexcept {
+  switch (x) {
+    case restart_type::permanent: return "permanent";
+    case restart_type::transient: return "transient";
+    case restart_type::temporary: return "temporary";
+  }
+  return "?";
+}
+
+const char* to_string(strategy x) noexcept {
+  switch (x) {
+    case strategy::one_for_one: return "one_for_one";
+    case strategy::one_for_all: return "one_for_all";
+    case strategy::rest_for_one: return "rest_for_one";
+    case strategy::simple_one_for_one: return "simple_one_for_one";
+  }
+  return "?";
+}
+
+const char* to_string(auto_shutdown x) noexcept {
+  switch (x) {
+    case auto_shutdown::never: return "never";
+    case auto_shutdown::any_significant: return "any_significant";
+    case auto_shutdown::all_significant: return "all_significant";
+  }
+  return "?";
+}
+
+const char* to_string(on_failure x) noexcept {
+  switch (x) {
+    case on_failure::restart: return "restart";
+    case on_failure::degrade: return "degrade";
+    case on_failure::escalate: return "escalate";
+  }
+  return "?";
+}
+
+const char* to_string(spec_errc x) noexcept {
+  switch (x) {
+    case spec_errc::missing_id: return "missing_id";
+    case spec_errc::invalid_id: return "invalid_id";
+    case spec_errc::duplicate_child_name: return "duplicate_child_name";
+    case spec_errc::invalid_child_type: return "invalid_child_type";
+    case spec_errc::unknown_agent_type: return "unknown_agent_type";
+    case spec_errc::invalid_restart_type: return "invalid_restart_type";
+    case spec_errc::invalid_shutdown: return "invalid_shutdown";
+    case spec_errc::invalid_significant: return "invalid_significant";
+    case spec_errc::invalid_on_failure: return "invalid_on_failure";
+    case spec_errc::invalid_degrade: return "invalid_degrade";
+    case spec_errc::invalid_buffer_cap: return "invalid_buffer_cap";
+    case spec_errc::invalid_max_deliveries: return "invalid_max_deliveries";
+    case spec_errc::invalid_strategy: return "invalid_strategy";
+    case spec_errc::invalid_intensity: return "invalid_intensity";
+    case spec_errc::invalid_period: return "invalid_period";
+    case spec_errc::invalid_auto_shutdown: return "invalid_auto_shutdown";
+    case spec_errc::invalid_backoff: return "invalid_backoff";
+    case spec_errc::bad_combination: return "bad_combination";
+    case spec_errc::bad_start_spec: return "bad_start_spec";
+  }
+  return "?";
+}
+
+std::string spec_problem::to_string() const {
+  return (where.empty() ? std::string{"<root>"} : where) + ": " + field
+         + ": " + vigil::to_string(code) + ": " + detail;
+}
+
+namespace {
+
+using problems = std::vector<spec_problem>;
+
+std::string join(const std::string& where, const std::string& id) {
+  return where.empty() ? id : where + "/" + id;
+}
+
+void check_flags(const sup_flags& f, const std::string& where, problems& out) {
+  auto add = [&](const char* field, spec_errc code, std::string detail) {
+    out.push_back({where, field, code, std::move(detail)});
+  };
+  if (static_cast<uint8_t>(f.strategy) > 3)
+    add("strategy", spec_errc::invalid_strategy,
+        "allowed: one_for_one, one_for_all, rest_for_one, "
+        "simple_one_for_one");
+  if (f.intensity < 0)
+    add("intensity", spec_errc::invalid_intensity,
+        "got " + std::to_string(f.intensity)
+          + "; allowed: a whole number >= 0");
+  if (f.period.count() <= 0)
+    add("period", spec_errc::invalid_period,
+        "got " + std::to_string(f.period.count())
+          + "ms; allowed: a duration > 0");
+  if (static_cast<uint8_t>(f.auto_shutdown) > 2)
+    add("auto_shutdown", spec_errc::invalid_auto_shutdown,
+        "allowed: never, any_significant, all_significant");
+  else if (f.auto_shutdown != auto_shutdown::never
+           && f.strategy == strategy::simple_one_for_one)
+    add("auto_shutdown", spec_errc::bad_combination,
+        "simple_one_for_one supervisors allow only auto_shutdown: never");
+  auto& b = f.backoff;
+  if (b.min.count() < 0 || b.max.count() < 0 || b.reset_after.count() < 0)
+    add("backoff", spec_errc::invalid_backoff, "durations must be >= 0");
+  else if (b.min.count() > 0 && b.max < b.min)
+    add("backoff", spec_errc::invalid_backoff,
+        "max (" + std::to_string(b.max.count()) + "ms) is below min ("
+          + std::to_string(b.min.count()) + "ms)");
+  if (!(b.jitter >= 0.0 && b.jitter <= 1.0))
+    add("backoff.jitter", spec_errc::invalid_backoff,
+        "allowed: a fraction from 0 to 1");
+}
+
+} // namespace
+
+std::vector<spec_problem> check_child_spec(const child_spec& c,
+                                           const sup_flags& flags,
+                                           const registry* types,
+                                           const std::string& parent) {
+  problems out;
+  auto where = join(parent, c.id.empty() ? "<no id>" : c.id);
+  auto add = [&](const char* field, spec_errc code, std::string detail) {
+    out.push_back({where, field, code, std::move(detail)});
+  };
+  if (c.id.empty())
+    add("id", spec_errc::missing_id, "every child needs a non-empty id");
+  else if (c.id.find('/') != std::string::npos)
+    add("id", spec_errc::invalid_id, "an id may not contain '/'");
+  if (static_cast<uint8_t>(c.kind) > 1) {
+    add("kind", spec_errc::invalid_child_type, "allowed: worker, supervisor");
+  } else if (c.kind == child_kind::supervisor) {
+    if (!c.sup)
+      add("kind", spec_errc::invalid_child_type,
+          "a supervisor child needs its supervisor spec");
+  } else if (c.agent.empty()) {
+    add("agent", spec_errc::unknown_agent_type,
+        "a worker needs an agent type");
+  } else if (types != nullptr && types->find(c.agent) == nullptr) {
+    std::string known;
+    for (auto& n : types->names())
+      known += (known.empty() ? "" : ", ") + n;
+    add("agent", spec_errc::unknown_agent_type,
+        "'" + c.agent + "' is not registered; known: "
+          + (known.empty() ? "none" : known));
+  }
+  bool restart_ok = static_cast<uint8_t>(c.restart) <= 2;
+  if (!restart_ok)
+    add("restart", spec_errc::invalid_restart_type,
+        "allowed: permanent, transient, temporary");
+  if (c.has_shutdown) {
+    if (static_cast<uint8_t>(c.shutdown.how) > 2)
+      add("shutdown", spec_errc::invalid_shutdown,
+          "allowed: brutal_kill, a timeout, infinity");
+    else if (c.shutdown.how == shutdown_spec::kind::timeout
+             && c.shutdown.timeout.count() < 0)
+      add("shutdown", spec_errc::invalid_shutdown,
+          "a timeout must be >= 0 ms");
+  }
+  if (c.significant) {
+    if (restart_ok && c.restart == restart_type::permanent)
+      add("significant", spec_errc::invalid_significant,
+          "bad_combination [{restart,permanent},{significant,true}]: only "
+          "transient or temporary children can be significant");
+    else if (flags.auto_shutdown == auto_shutdown::never)
+      add("significant", spec_errc::bad_combination,
+          "bad_combination [{auto_shutdown,never},{significant,true}]: set "
+          "the supervisor's auto_shutdown to any_significant or "
+          "all_significant");
+  }
+  if (static_cast<uint8_t>(c.failure) > 2) {
+    add("on_failure", spec_errc::invalid_on_failure,
+        "allowed: restart, degrade, escalate");
+  } else if (c.failure == on_failure::degrade) {
+    if (restart_ok && c.restart == restart_type::temporary)
+      add("on_failure", spec_errc::bad_combination,
+          "a temporary child is never restarted, so it cannot degrade");
+    if (c.kind == child_kind::supervisor)
+      add("on_failure", spec_errc::bad_combination,
+          "only workers can degrade");
+    if (c.degrade.fallback.type.empty())
+      add("degrade.default", spec_errc::invalid_degrade,
+          "degrade needs a default reply");
+    if (c.degrade.probe_min.count() <= 0
+        || c.degrade.probe_max < c.degrade.probe_min)
+      add("degrade.probe", spec_errc::invalid_degrade,
+          "need 0 < probe_min <= probe_max");
+  }
+  if (c.buffer_cap == 0)
+    add("buffer_cap", spec_errc::invalid_buffer_cap, "allowed: >= 1");
+  if (c.max_deliveries == 0)
+    add("max_deliveries", spec_errc::invalid_max_deliveries,
+        "allowed: >= 1");
+  if (c.kind == child_kind::supervisor && c.sup) {
+    auto nested = check_child_specs(*c.sup, types, where);
+    out.insert(out.end(), nested.begin(), nested.end());
+  }
+  return out;
+}
+
+std::vector<spec_problem> check_child_specs(const supervisor_spec& spec,
+                                            const registry* types,
+                                            const std::string& where) {
+  problems out;
+  check_flags(spec.flags, where, out);
+  if (spec.flags.strategy == strategy::simple_one_for_one
+      && spec.children.size() != 1)
+    out.push_back({where, "children", spec_errc::bad_start_spec,
+                   "simple_one_for_one needs exactly one child spec (the "
+                   "template), got "
+                     + std::to_string(spec.children.size())});
+  std::unordered_set<std::string> seen;
+  for (auto& c : spec.children) {
+    if (!c.id.empty() && !seen.insert(c.id).second)
+      out.push_back({join(where, c.id), "id",
+                     spec_errc::duplicate_child_name,
+                     "another sibling already has id '" + c.id + "'"});
+    auto more = check_child_spec(c, spec.flags, types, where);
+    out.insert(out.end(), more.begin(), more.end());
+  }
+  return out;
+}
+
+} // namespace vigil

@@ -1,0 +1,241 @@
+#include "vigil/supervision/node.hpp"
+
+#include <condition_variable>
+#include <mutex>
+
+#include <caf/all.hpp>
+
+#include "vigil/actors/cell.hpp"
+
+namespace vigil {
+
+namespace {
+
+class config : public caf::actor_system_config {
+public:
+  explicit config(const node_config& nc) {
+    set("scheduler.max-threads", nc.threads);
+    set("scheduler.policy", caf::atom_from_string(nc.scheduler_policy));
+    set("logger.console", caf::atom("none"));
+    add_message_type<envelope>("vigil.envelope");
+    add_error_category(caf::atom("vigil"),
+                       [](uint8_t code, caf::atom_value,
+                          const caf::message& ctx) -> std::string {
+                         auto err = make_error(static_cast<errc>(code));
+                         std::string out = to_string(static_cast<errc>(code));
+                         if (ctx.match_elements<std::string>())
+                           out += ": " + ctx.get_as<std::string>(0);
+                         return out;
+                       });
+  }
+};
+
+int64_t to_ns(time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+           t.time_since_epoch())
+    .count();
+}
+
+} // namespace
+
+struct node::impl {
+  explicit impl(registry types, const node_config& nc)
+    : cfg(nc),
+      sys(cfg),
+      rt(std::make_shared<runtime>(std::move(types))) {
+    // nop
+  }
+
+  config cfg;
+  caf::actor_system sys;
+  std::shared_ptr<runtime> rt;
+  caf::actor root;
+  std::string root_name;
+  std::mutex mtx;
+  std::condition_variable cv;
+  bool exited = false;
+  caf::error exit_reason;
+
+  caf::expected<caf::actor> sup(std::string_view path) {
+    auto h = rt->lookup(path.empty() ? root_name : path);
+    if (!h)
+      return make_error(errc::not_found, std::string{path});
+    return h;
+  }
+
+  template <class T, class... Ts>
+  caf::expected<T> ask(std::string_view path, Ts&&... xs) {
+    auto h = sup(path);
+    if (!h)
+      return std::move(h.error());
+    caf::scoped_actor self{sys};
+    caf::expected<T> out{make_error(errc::not_found)};
+    self->request(*h, caf::infinite, std::forward<Ts>(xs)...)
+      .receive([&](T& x) { out = std::move(x); },
+               [&](caf::error& err) { out = std::move(err); });
+    return out;
+  }
+
+  template <class... Ts>
+  caf::error ask_void(std::string_view path, Ts&&... xs) {
+    auto h = sup(path);
+    if (!h)
+      return std::move(h.error());
+    caf::scoped_actor self{sys};
+    caf::error out;
+    self->request(*h, caf::infinite, std::forward<Ts>(xs)...)
+      .receive([&]() {}, [&](caf::error& err) { out = std::move(err); });
+    return out;
+  }
+};
+
+node::node(registry types, node_config cfg)
+  : impl_(std::make_unique<impl>(std::move(types), cfg)) {
+  // nop
+}
+
+node::~node() {
+  stop();
+}
+
+caf::error node::start(std::string name, supervisor_spec spec) {
+  if (impl_->root)
+    return make_error(errc::running, impl_->root_name);
+  impl_->root_name = name;
+  auto root = spawn_supervisor(impl_->sys, impl_->rt, std::move(spec), name);
+  auto* st = impl_.get();
+  root->attach_functor([st](const caf::error& reason) {
+    std::lock_guard<std::mutex> guard{st->mtx};
+    st->exited = true;
+    st->exit_reason = reason;
+    st->cv.notify_all();
+  });
+  caf::scoped_actor self{impl_->sys};
+  caf::error out;
+  self->request(root, caf::infinite, start_atom::value, false, caf::error{})
+    .receive([](uint64_t) {}, [&](caf::error& err) { out = std::move(err); });
+  if (!out)
+    impl_->root = root;
+  return out;
+}
+
+caf::expected<envelope>
+node::call_envelope(std::string_view path,
+                    const google::protobuf::Message& req, duration timeout) {
+  auto dest = impl_->rt->lookup(path);
+  if (!dest)
+    return make_error(errc::not_found, "no agent at " + std::string{path});
+  envelope e;
+  e.type = req.GetDescriptor()->full_name();
+  req.SerializeToString(&e.payload);
+  e.id = impl_->rt->next_id();
+  e.trace_id = e.id;
+  e.deadline = to_ns(impl_->sys.clock().now() + timeout);
+  caf::scoped_actor self{impl_->sys};
+  caf::expected<envelope> out{make_error(errc::not_found)};
+  self->request(dest, caf::duration{timeout}, std::move(e))
+    .receive([&](envelope& rep) { out = std::move(rep); },
+             [&](caf::error& err) {
+               if (err == caf::sec::request_timeout)
+                 out = make_error(errc::deadline_exceeded,
+                                  std::string{path} + " did not reply in time");
+               else if (err == caf::sec::request_receiver_down)
+                 out = make_error(errc::not_running, std::string{path});
+               else
+                 out = std::move(err);
+             });
+  return out;
+}
+
+caf::error node::send(std::string_view path,
+                      const google::protobuf::Message& msg,
+                      const call_options& opts) {
+  auto dest = impl_->rt->lookup(path);
+  if (!dest)
+    return make_error(errc::not_found, "no agent at " + std::string{path});
+  envelope e;
+  e.type = msg.GetDescriptor()->full_name();
+  msg.SerializeToString(&e.payload);
+  e.id = impl_->rt->next_id();
+  e.trace_id = e.id;
+  e.idempotency_key = opts.idempotency_key;
+  if (opts.timeout.count() > 0)
+    e.deadline = to_ns(impl_->sys.clock().now() + opts.timeout);
+  caf::anon_send(dest, std::move(e));
+  return caf::none;
+}
+
+caf::expected<child_info> node::start_child(std::string_view sup,
+                                            child_spec cs) {
+  return impl_->ask<child_info>(sup, start_child_atom::value, std::move(cs));
+}
+
+caf::expected<child_info> node::start_child(std::string_view sup,
+                                            params extra, std::string name) {
+  return impl_->ask<child_info>(sup, start_child_atom::value,
+                                std::move(extra), std::move(name));
+}
+
+caf::error node::terminate_child(std::string_view sup, std::string id) {
+  return impl_->ask_void(sup, terminate_child_atom::value, std::move(id));
+}
+
+caf::expected<child_info> node::restart_child(std::string_view sup,
+                                              std::string id) {
+  return impl_->ask<child_info>(sup, restart_child_atom::value,
+                                std::move(id));
+}
+
+caf::error node::delete_child(std::string_view sup, std::string id) {
+  return impl_->ask_void(sup, delete_child_atom::value, std::move(id));
+}
+
+caf::expected<std::vector<child_info>>
+node::which_children(std::string_view sup) {
+  return impl_->ask<std::vector<child_info>>(sup,
+                                             which_children_atom::value);
+}
+
+caf::expected<child_counts> node::count_children(std::string_view sup) {
+  return impl_->ask<child_counts>(sup, count_children_atom::value);
+}
+
+std::vector<dead_letter> node::dead_letters() const {
+  return impl_->rt->dead_letters();
+}
+
+bool node::wait_for_exit(duration timeout, caf::error& reason) {
+  std::unique_lock<std::mutex> guard{impl_->mtx};
+  if (!impl_->cv.wait_for(guard, timeout, [&] { return impl_->exited; }))
+    return false;
+  reason = impl_->exit_reason;
+  return true;
+}
+
+caf::error node::stop() {
+  if (!impl_->root)
+    return caf::none;
+  auto root = std::move(impl_->root);
+  {
+    std::lock_guard<std::mutex> guard{impl_->mtx};
+    if (impl_->exited)
+      return impl_->exit_reason;
+  }
+  caf::scoped_actor self{impl_->sys};
+  self->request(root, caf::infinite, stop_atom::value, true, false)
+    .receive([] {}, [](caf::error&) {});
+  std::lock_guard<std::mutex> guard{impl_->mtx};
+  return impl_->exited && impl_->exit_reason != caf::exit_reason::user_shutdown
+           ? impl_->exit_reason
+           : caf::error{};
+}
+
+const std::shared_ptr<runtime>& node::rt() const noexcept {
+  return impl_->rt;
+}
+
+caf::actor_system& node::system() noexcept {
+  return impl_->sys;
+}
+
+} // namespace vigil

@@ -1,0 +1,178 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "vigil/actors/agent.hpp"
+#include "vigil/actors/envelope.hpp"
+
+namespace vigil {
+
+using std::chrono::milliseconds;
+
+/// OTP's restart types.
+enum class restart_type : uint8_t {
+  permanent, ///< Always restarted.
+  transient, ///< Restarted only after an abnormal exit.
+  temporary, ///< Never restarted; its spec is dropped when it exits.
+};
+
+/// OTP's restart strategies.
+enum class strategy : uint8_t {
+  one_for_one,
+  one_for_all,
+  rest_for_one,
+  simple_one_for_one,
+};
+
+/// OTP 24's automatic shutdown on significant children.
+enum class auto_shutdown : uint8_t { never, any_significant, all_significant };
+
+/// What the supervisor does when this child fails.
+enum class on_failure : uint8_t {
+  restart,  ///< Restart it (with backoff) within the restart budget.
+  degrade,  ///< When the budget is spent, a stand-in answers for it.
+  escalate, ///< Fail the supervisor at once, so its parent decides.
+};
+
+enum class child_kind : uint8_t { worker, supervisor };
+
+/// How a child is stopped.
+struct shutdown_spec {
+  enum class kind : uint8_t { brutal_kill, timeout, infinity };
+  kind how = kind::timeout;
+  milliseconds timeout{5000};
+
+  static shutdown_spec brutal_kill() {
+    return {kind::brutal_kill, milliseconds{0}};
+  }
+  static shutdown_spec after(milliseconds t) {
+    return {kind::timeout, t};
+  }
+  static shutdown_spec infinity() {
+    return {kind::infinity, milliseconds{0}};
+  }
+};
+
+/// Delay between restart attempts, in the style of Akka's restartWithBackoff.
+/// Attempt n (from 0) waits min(max, min * 2^n), scaled by a random factor in
+/// [1 - jitter, 1 + jitter]. n returns to 0 after `reset_after` without a
+/// restart. `min` of zero means no delay (OTP's behaviour).
+struct backoff_spec {
+  milliseconds min{0};
+  milliseconds max{0};
+  double jitter = 0.0;
+  milliseconds reset_after{0};
+};
+
+/// The stand-in of a degraded child: it replies `fallback` (marked degraded)
+/// and probes the real child after `probe_min`, doubling up to `probe_max`.
+struct degrade_spec {
+  envelope fallback;
+  milliseconds probe_min{1000};
+  milliseconds probe_max{30000};
+
+  /// Sets the stand-in reply from a Protobuf message.
+  void set_fallback(const google::protobuf::Message& msg) {
+    fallback.type = msg.GetDescriptor()->full_name();
+    msg.SerializeToString(&fallback.payload);
+  }
+};
+
+struct supervisor_spec;
+
+/// How one child is started and treated (OTP's child_spec, plus vigil's
+/// directives and limits).
+struct child_spec {
+  std::string id;          ///< Unique among its siblings; its path segment.
+  child_kind kind = child_kind::worker;
+  std::string agent;       ///< Registered agent type (workers).
+  vigil::params params;    ///< Passed to the agent's constructor.
+  restart_type restart = restart_type::permanent;
+  /// Unset: 5000 ms for a worker, infinity for a supervisor (OTP).
+  bool has_shutdown = false;
+  shutdown_spec shutdown;
+  bool significant = false;
+  on_failure failure = on_failure::restart;
+  degrade_spec degrade;
+  size_t buffer_cap = 10000;
+  uint32_t max_deliveries = 1;
+  /// The nested supervisor's spec (kind == supervisor).
+  std::shared_ptr<const supervisor_spec> sup;
+
+  /// The shutdown in force, with OTP's defaults applied.
+  shutdown_spec effective_shutdown() const {
+    if (has_shutdown)
+      return shutdown;
+    return kind == child_kind::supervisor ? shutdown_spec::infinity()
+                                          : shutdown_spec::after(
+                                            milliseconds{5000});
+  }
+
+  child_spec& with_restart(restart_type x) {
+    restart = x;
+    return *this;
+  }
+  child_spec& with_shutdown(shutdown_spec x) {
+    has_shutdown = true;
+    shutdown = x;
+    return *this;
+  }
+  child_spec& with_significant(bool x = true) {
+    significant = x;
+    return *this;
+  }
+  child_spec& with_param(std::string key, std::string value) {
+    params[std::move(key)] = std::move(value);
+    return *this;
+  }
+  child_spec& with_failure(on_failure x) {
+    failure = x;
+    return *this;
+  }
+};
+
+/// A supervisor's flags (OTP's sup_flags) plus vigil's backoff.
+struct sup_flags {
+  vigil::strategy strategy = strategy::one_for_one;
+  int intensity = 1;
+  milliseconds period{5000};
+  vigil::auto_shutdown auto_shutdown = auto_shutdown::never;
+  backoff_spec backoff;
+  /// Seed of the jitter generator; a fixed seed makes delays repeatable.
+  uint64_t seed = 0;
+};
+
+/// A supervisor: its flags and its children in start order. A
+/// simple_one_for_one supervisor has exactly one child: the template.
+struct supervisor_spec {
+  sup_flags flags;
+  std::vector<child_spec> children;
+};
+
+/// A worker running agent type `agent` under id `id`.
+inline child_spec worker(std::string id, std::string agent) {
+  child_spec s;
+  s.id = std::move(id);
+  s.agent = std::move(agent);
+  return s;
+}
+
+/// A nested supervisor under id `id`.
+inline child_spec supervisor(std::string id, supervisor_spec spec) {
+  child_spec s;
+  s.id = std::move(id);
+  s.kind = child_kind::supervisor;
+  s.sup = std::make_shared<const supervisor_spec>(std::move(spec));
+  return s;
+}
+
+const char* to_string(restart_type x) noexcept;
+const char* to_string(strategy x) noexcept;
+const char* to_string(auto_shutdown x) noexcept;
+const char* to_string(on_failure x) noexcept;
+
+} // namespace vigil

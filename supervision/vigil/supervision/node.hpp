@@ -1,0 +1,107 @@
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <caf/expected.hpp>
+
+#include "vigil/actors/agent.hpp"
+#include "vigil/actors/runtime.hpp"
+#include "vigil/supervision/child_spec.hpp"
+#include "vigil/supervision/supervisor.hpp"
+
+namespace vigil {
+
+/// Settings of one node's actor system.
+struct node_config {
+  /// Scheduler threads (CAF's scheduler.max-threads).
+  size_t threads = 2;
+  /// "sharing" stays linear when many actors become runnable at once; CAF's
+  /// default "stealing" does not. "testing" is for deterministic tests.
+  std::string scheduler_policy = "sharing";
+};
+
+/// One vigil process: an actor system, the agent registry and one tree.
+///
+/// All members are thread-safe and blocking; call them from outside actors
+/// (main, tests, a CLI), never from inside an agent handler. Destroying a
+/// running node stops its tree in reverse start order first.
+class node {
+public:
+  explicit node(registry types, node_config cfg = {});
+  ~node();
+
+  node(const node&) = delete;
+  node& operator=(const node&) = delete;
+
+  /// Validates `spec` and starts the tree with root path `name`. Returns the
+  /// first error: invalid specs (all of them, in the context) or a child that
+  /// failed to start.
+  [[nodiscard]] caf::error start(std::string name, supervisor_spec spec);
+
+  /// Sends `req` to the agent at `path` and waits up to `timeout` for the
+  /// reply. Errors: not_found, deadline_exceeded, buffer_overflow,
+  /// not_running, poison_message, unknown_message_type, bad_payload.
+  template <class Reply>
+  caf::expected<reply<Reply>> call(std::string_view path,
+                                   const google::protobuf::Message& req,
+                                   duration timeout) {
+    auto rep = call_envelope(path, req, timeout);
+    if (!rep)
+      return std::move(rep.error());
+    reply<Reply> r;
+    r.degraded = rep->degraded();
+    if (!r.value.ParseFromString(rep->payload))
+      return make_error(errc::bad_payload,
+                        std::string{path} + " replied with bad bytes");
+    return r;
+  }
+
+  /// Sends `msg` to the agent at `path` without waiting. Returns not_found
+  /// if no agent is bound there.
+  [[nodiscard]] caf::error send(std::string_view path,
+                                const google::protobuf::Message& msg,
+                                const call_options& opts = {});
+
+  // OTP's supervisor API, addressed by the supervisor's path.
+  caf::expected<child_info> start_child(std::string_view sup, child_spec cs);
+  caf::expected<child_info> start_child(std::string_view sup, params extra,
+                                        std::string name = "");
+  caf::error terminate_child(std::string_view sup, std::string id);
+  caf::expected<child_info> restart_child(std::string_view sup,
+                                          std::string id);
+  caf::error delete_child(std::string_view sup, std::string id);
+  caf::expected<std::vector<child_info>>
+  which_children(std::string_view sup);
+  caf::expected<child_counts> count_children(std::string_view sup);
+
+  /// A copy of this node's dead letters.
+  std::vector<dead_letter> dead_letters() const;
+
+  /// Waits up to `timeout` for the root supervisor to exit on its own
+  /// (escalation or auto_shutdown). Returns true and its reason in `reason`
+  /// if it did.
+  bool wait_for_exit(duration timeout, caf::error& reason);
+
+  /// Stops the tree in reverse start order. Returns the root's exit reason
+  /// if it had already exited (e.g. an escalation), or none.
+  caf::error stop();
+
+  /// The shared runtime (registry, directory, dead letters).
+  const std::shared_ptr<runtime>& rt() const noexcept;
+
+  /// The underlying CAF actor system.
+  caf::actor_system& system() noexcept;
+
+private:
+  caf::expected<envelope> call_envelope(std::string_view path,
+                                        const google::protobuf::Message& req,
+                                        duration timeout);
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace vigil
