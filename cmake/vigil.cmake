@@ -42,10 +42,13 @@ function(vigil_add_component name)
 endfunction()
 
 # vigil_add_proto(TARGET files.proto...)
-# Generates C++ for the given schemas into a static library TARGET.
+# Generates C++ for the given schemas into a static library TARGET; a schema
+# at dir/x.proto is included as "dir/x.pb.h".
 function(vigil_add_proto target)
-  protobuf_generate_cpp(srcs hdrs ${ARGN})
-  add_library(${target} STATIC ${srcs} ${hdrs})
+  add_library(${target} STATIC ${ARGN})
+  protobuf_generate(TARGET ${target} LANGUAGE cpp
+                    IMPORT_DIRS ${CMAKE_CURRENT_SOURCE_DIR}
+                    PROTOC_OUT_DIR ${CMAKE_CURRENT_BINARY_DIR})
   target_include_directories(${target} PUBLIC ${CMAKE_CURRENT_BINARY_DIR})
   target_link_libraries(${target} PUBLIC protobuf::libprotobuf)
 endfunction()

@@ -318,7 +318,10 @@ private:
                                      + std::to_string(e.attempt)
                                      + " times on this envelope; last: "
                                      + describe(err));
-      rt_->add_dead_letter(cfg_.path, e, describe(reason));
+      // A requester is told and owns the retry; an async envelope would be
+      // lost, so it goes to the dead letters, as does every poison message.
+      if (cfg_.max_deliveries > 1 || !rp.pending() || rp.async())
+        rt_->add_dead_letter(cfg_.path, e, describe(reason));
       rp.deliver(std::move(reason));
     } else {
       ++e.attempt;

@@ -9,6 +9,7 @@
 
 #include "vigil/actors/cell.hpp"
 #include "vigil/supervision/check.hpp"
+#include "vigil/supervision/saga.hpp"
 
 namespace vigil {
 
@@ -489,8 +490,10 @@ private:
     start_one(key, false, caf::error{},
               [this, key, rp, forget_on_failure](caf::error err) mutable {
                 auto* c = find_key(key);
-                if (!err && c != nullptr)
-                  return rp.deliver(info(*c));
+                if (!err && c != nullptr) {
+                  rp.deliver(info(*c));
+                  return;
+                }
                 if (c != nullptr) {
                   c->st = status::stopped;
                   if (forget_on_failure) {
@@ -498,7 +501,9 @@ private:
                     remove_child(key);
                   }
                 }
-                rp.deliver(err ? err : make_error(errc::not_found));
+                if (!err)
+                  err = make_error(errc::not_found);
+                rp.deliver(std::move(err));
               });
     return rp;
   }
@@ -569,8 +574,10 @@ caf::behavior supervisor_actor::make_behavior() {
       auto rp = make_response_promise<uint64_t>();
       start_seq(keys, 0, false, caf::error{},
                 [this, rp](caf::error err, uint64_t failed) mutable {
-                  if (!err)
-                    return rp.deliver(uint64_t{1});
+                  if (!err) {
+                    rp.deliver(uint64_t{1});
+                    return;
+                  }
                   // OTP: a child that fails to start fails the supervisor.
                   auto* c = find_key(failed);
                   auto reason = make_error(
@@ -620,8 +627,18 @@ caf::behavior supervisor_actor::make_behavior() {
         return;
       restart(key, std::move(reason));
     },
-    [this](envelope&) -> caf::error {
-      return make_error(errc::not_found, path_ + " is a supervisor, not an agent");
+    [this](envelope& e) -> caf::result<envelope> {
+      if (!spec_.saga.enabled)
+        return make_error(errc::not_found,
+                          path_ + " is a supervisor, not an agent");
+      // A saga: each input runs in its own saga actor over the steps.
+      std::vector<std::string> steps;
+      for (auto& kvp : children_)
+        steps.push_back(kvp.second.path);
+      auto run = spawn_saga_run(home_system(), rt_, std::move(steps),
+                                spec_.saga);
+      delegate(run, run_saga_atom::value, std::move(e));
+      return caf::delegated<envelope>{};
     },
     // -- OTP API --------------------------------------------------------------
     [this](start_child_atom,

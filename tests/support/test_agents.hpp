@@ -9,7 +9,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "test.pb.h"
+#include "proto/test.pb.h"
 #include "vigil/actors/registry.hpp"
 
 namespace vigil::test {

@@ -146,11 +146,25 @@ struct sup_flags {
   uint64_t seed = 0;
 };
 
+/// Makes a supervisor a saga: its worker children are the ordered steps
+/// (agents derived from `saga_step`). An envelope sent to the supervisor's
+/// path runs the saga on that input and is answered with a `SagaOutcome`.
+/// When step k fails, steps k-1..1 are compensated in reverse order; a failed
+/// compensation is retried `compensation_retries` times (delay doubling from
+/// `retry_delay`), then kept as a dead letter, and the rest still run.
+struct saga_spec {
+  bool enabled = false;
+  uint32_t compensation_retries = 3;
+  milliseconds retry_delay{100};
+  milliseconds step_timeout{30000};
+};
+
 /// A supervisor: its flags and its children in start order. A
 /// simple_one_for_one supervisor has exactly one child: the template.
 struct supervisor_spec {
   sup_flags flags;
   std::vector<child_spec> children;
+  saga_spec saga;
 };
 
 /// A worker running agent type `agent` under id `id`.
@@ -168,6 +182,18 @@ inline child_spec supervisor(std::string id, supervisor_spec spec) {
   s.kind = child_kind::supervisor;
   s.sup = std::make_shared<const supervisor_spec>(std::move(spec));
   return s;
+}
+
+/// A saga supervisor under id `id` whose steps run in the order given.
+/// Steps are restarted one_for_one if they crash (intensity 10 per 5 s).
+inline child_spec saga(std::string id, std::vector<child_spec> steps,
+                       saga_spec opts = {}) {
+  supervisor_spec spec;
+  spec.flags.intensity = 10;
+  spec.children = std::move(steps);
+  spec.saga = opts;
+  spec.saga.enabled = true;
+  return supervisor(std::move(id), std::move(spec));
 }
 
 const char* to_string(restart_type x) noexcept;

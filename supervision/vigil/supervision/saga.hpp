@@ -1,0 +1,24 @@
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/atom.hpp>
+#include <caf/fwd.hpp>
+
+#include "vigil/actors/runtime.hpp"
+#include "vigil/supervision/child_spec.hpp"
+
+namespace vigil {
+
+using run_saga_atom = caf::atom_constant<caf::atom("vrunsaga")>;
+
+/// Spawns one saga run over the agents at `steps` (in execution order).
+/// Send it (run_saga_atom, envelope input); it answers with an envelope
+/// holding a `vigil.SagaOutcome` and then exits. Used by saga supervisors.
+caf::actor spawn_saga_run(caf::actor_system& sys, std::shared_ptr<runtime> rt,
+                          std::vector<std::string> steps, saga_spec opts);
+
+} // namespace vigil
