@@ -117,6 +117,19 @@ public:
     return cfg_.params;
   }
 
+  deferred_reply defer() override {
+    if (current_rp_ == nullptr)
+      return {};
+    deferred_ = true;
+    if (!current_rp_->pending())
+      *current_rp_ = make_response_promise();
+    auto rp = *current_rp_;
+    return deferred_reply{[rp](envelope e) mutable { rp.deliver(std::move(e)); },
+                          [rp](caf::error err) mutable {
+                            rp.deliver(std::move(err));
+                          }};
+  }
+
   void stop(caf::error reason) override {
     stop_requested_ = true;
     stop_reason_ = std::move(reason);
@@ -201,7 +214,16 @@ private:
       case mode::half_open: {
         envelope out;
         caf::error err;
-        switch (run(e, out, err)) {
+        response_promise rp;
+        current_rp_ = &rp;
+        auto res = run(e, out, err);
+        current_rp_ = nullptr;
+        if (deferred_) {
+          deferred_ = false;
+          if (res == outcome::replied)
+            return caf::delegated<envelope>{};
+        }
+        switch (res) {
           case outcome::replied:
             return out;
           case outcome::rejected:
@@ -209,7 +231,8 @@ private:
               rt_->add_dead_letter(cfg_.path, std::move(e), describe(err));
             return err;
           case outcome::failed: {
-            auto rp = make_response_promise();
+            if (!rp.pending())
+              rp = make_response_promise();
             after_failure(std::move(e), std::move(rp), std::move(err));
             return caf::delegated<envelope>{};
           }
@@ -371,9 +394,14 @@ private:
       buffer_.pop_front();
       envelope out;
       caf::error err;
-      switch (run(p.env, out, err)) {
+      current_rp_ = &p.rp;
+      auto res = run(p.env, out, err);
+      current_rp_ = nullptr;
+      bool deferred = std::exchange(deferred_, false);
+      switch (res) {
         case outcome::replied:
-          p.rp.deliver(std::move(out));
+          if (!deferred)
+            p.rp.deliver(std::move(out));
           break;
         case outcome::rejected:
           if (!p.rp.pending() || p.rp.async())
@@ -424,6 +452,8 @@ private:
   std::unique_ptr<agent_base> instance_;
   std::deque<pending> buffer_;
   const envelope* current_ = nullptr;
+  response_promise* current_rp_ = nullptr;
+  bool deferred_ = false;
   bool stop_requested_ = false;
   caf::error stop_reason_;
   envelope fallback_;

@@ -40,6 +40,41 @@ struct call_options {
   std::string idempotency_key;
 };
 
+/// A reply that a handler gives later, e.g. from a `request` callback.
+/// Obtained from `context::defer()`; deliver or fail it exactly once.
+class deferred_reply {
+public:
+  deferred_reply() = default;
+  deferred_reply(std::function<void(envelope)> ok,
+                 std::function<void(caf::error)> err)
+    : ok_(std::move(ok)), err_(std::move(err)) {
+    // nop
+  }
+
+  /// Answers the original requester with `msg`.
+  void deliver(const google::protobuf::Message& msg) {
+    envelope e;
+    e.type = msg.GetDescriptor()->full_name();
+    msg.SerializeToString(&e.payload);
+    if (ok_)
+      ok_(std::move(e));
+    ok_ = nullptr;
+    err_ = nullptr;
+  }
+
+  /// Answers the original requester with an error.
+  void fail(caf::error err) {
+    if (err_)
+      err_(std::move(err));
+    ok_ = nullptr;
+    err_ = nullptr;
+  }
+
+private:
+  std::function<void(envelope)> ok_;
+  std::function<void(caf::error)> err_;
+};
+
 /// What an agent sees of the runtime while one of its hooks or handlers runs.
 ///
 /// A context belongs to exactly one agent instance and may only be used from
@@ -89,6 +124,11 @@ public:
       },
       std::move(on_error));
   }
+
+  /// Takes over the reply to the envelope being handled: the handler's
+  /// return value is then ignored, and the reply goes out when the handle is
+  /// delivered. Only valid inside a handler.
+  virtual deferred_reply defer() = 0;
 
   /// Ends this instance once the current handler returns. An empty reason is
   /// a normal exit; `caf::exit_reason::user_shutdown` is a shutdown exit.

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs vigil's build dependencies from Debian 12 packages, if missing.
+set -euo pipefail
+pkgs=(cmake ninja-build g++ ccache libcaf-dev libprotobuf-dev
+      protobuf-compiler libgtest-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "vigil: installing ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "vigil: run as root (or install the packages above with sudo)" >&2
+    exit 1
+  fi
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
