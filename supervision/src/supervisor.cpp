@@ -1,5 +1,6 @@
 #include "vigil/supervision/supervisor.hpp"
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <random>
@@ -17,6 +18,7 @@ namespace {
 
 using try_again_atom = caf::atom_constant<caf::atom("vtryagain")>;
 using child_down_atom = caf::atom_constant<caf::atom("vchilddown")>;
+using nudge_atom = caf::atom_constant<caf::atom("vnudge")>;
 
 constexpr auto high = caf::message_priority::high;
 
@@ -73,6 +75,9 @@ private:
     uint32_t backoff_n = 0;
     time_point last_failure{};
     uint64_t token = 0; // invalidates scheduled restarts
+    /// Children after this one that its failed group restart (one_for_all,
+    /// rest_for_one) left stopped; its retry restarts them with it.
+    std::vector<uint64_t> followers;
   };
 
   using cont = std::function<void(caf::error)>;
@@ -138,6 +143,16 @@ private:
     return caf::none;
   }
 
+  /// Messages that arrive during an `await` are skipped into the cache of
+  /// their mailbox queue, and CAF 0.17 flushes a queue's cache only when that
+  /// queue consumes a message. The awaited responses are high priority, so
+  /// normal messages skipped meanwhile (child exits, retries, API calls)
+  /// would wait for the next unrelated normal message. A no-op normal
+  /// message to ourselves flushes them.
+  void nudge() {
+    send(this, nudge_atom::value);
+  }
+
   // -- starting ---------------------------------------------------------------
 
   /// Starts (or restarts) child `key`, then calls `k` with the outcome.
@@ -167,6 +182,7 @@ private:
                   std::move(reason))
       .await(
         [this, key, k](uint64_t gen) {
+          nudge();
           if (auto* c = find_key(key)) {
             c->gen = gen;
             c->st = status::running;
@@ -174,6 +190,7 @@ private:
           k(caf::none);
         },
         [this, key, k](caf::error& err) {
+          nudge();
           if (auto* c = find_key(key)) {
             c->st = status::restarting;
             if (c->spec.kind == child_kind::supervisor)
@@ -223,6 +240,7 @@ private:
     request<high>(c->handle, timeout, stop_atom::value, graceful, keep_buffer)
       .await(
         [this, key, k]() {
+          nudge();
           if (auto* c = find_key(key)) {
             c->st = status::stopped;
             if (c->spec.kind == child_kind::supervisor) {
@@ -233,6 +251,7 @@ private:
           k();
         },
         [this, key, k](caf::error&) {
+          nudge();
           // Did not stop in time: kill it. A worker gets a new cell on its
           // next start; envelopes stuck in the old one are lost.
           if (auto* c = find_key(key)) {
@@ -437,16 +456,17 @@ private:
       case strategy::one_for_all:
       case strategy::rest_for_one: {
         bool all = spec_.flags.strategy == strategy::one_for_all;
+        auto& fl = c->followers;
         for (auto& kvp : children_) {
           if (!all && kvp.first < key)
             continue;
-          auto& s = kvp.second;
-          if (kvp.first != key && s.st == status::stopped)
-            continue; // terminated on purpose: stays so
+          // As in OTP, the group restart starts every child in range, also
+          // one stopped by terminate_child (start_children/2 starts them all).
           if (kvp.first != key)
             stop_keys.insert(stop_keys.begin(), kvp.first);
           start_keys.push_back(kvp.first);
         }
+        fl.clear();
         break;
       }
     }
@@ -468,13 +488,26 @@ private:
       for (auto k : keys)
         if (auto* s = find_key(k))
           ++s->restarts;
+      auto group = keys;
       start_seq(std::move(keys), 0, true, reason,
-                [this](caf::error err, uint64_t failed) {
+                [this, group](caf::error err, uint64_t failed) {
                   if (!err)
                     return;
                   // Retry by a message to ourselves, so that API calls and
                   // shutdown can still get in (OTP's try_again_restart).
                   if (auto* f = find_key(failed)) {
+                    // As in OTP, the children after the failed one stay
+                    // down (undefined) until the retry restarts them too;
+                    // if the retry is cancelled, they stay stopped.
+                    auto i = std::find(group.begin(), group.end(), failed);
+                    f->followers.clear();
+                    if (i != group.end())
+                      ++i;
+                    for (; i < group.end(); ++i)
+                      if (auto* s = find_key(*i)) {
+                        s->st = status::stopped;
+                        f->followers.push_back(*i);
+                      }
                     f->st = status::restarting;
                     schedule_retry(*f, std::move(err));
                   }
@@ -621,6 +654,9 @@ caf::behavior supervisor_actor::make_behavior() {
         }
       }
     },
+    [](nudge_atom) {
+      // nop: consuming it flushes skipped messages (see nudge())
+    },
     [this](try_again_atom, uint64_t key, uint64_t token, caf::error& reason) {
       auto* c = find_key(key);
       if (c == nullptr || c->token != token || c->st != status::restarting)
@@ -683,6 +719,7 @@ caf::behavior supervisor_actor::make_behavior() {
       auto key = c->key;
       auto rp = make_response_promise();
       ++c->token; // cancels a pending restart
+      c->followers.clear();
       stop_one(key, false, [this, key, rp]() mutable {
         if (auto* c = find_key(key)) {
           c->st = status::stopped;
