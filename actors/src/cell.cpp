@@ -48,6 +48,16 @@ public:
   }
 
   caf::behavior make_behavior() override {
+    if (parent_)
+      monitor(parent_);
+    set_down_handler([this](caf::down_msg& dm) {
+      // Our supervisor is gone without stopping us (it was killed): as an
+      // OTP worker linked to it, end without on_stop.
+      if (dm.source == parent_.address()) {
+        stop_instance(false);
+        quit(dm.reason);
+      }
+    });
     set_exit_handler([this](caf::exit_msg& msg) {
       // Exits come from the supervisor only after it stopped the instance
       // (or gave up on it); `kill` cannot be trapped anyway.
@@ -60,8 +70,17 @@ public:
         -> caf::result<uint64_t> {
         if (auto err = start_instance(is_restart, reason))
           return err;
-        drain();
+        // Answer first, then drain in chunks, so the supervisor never waits
+        // on buffered handlers. Until the buffer is empty, new envelopes
+        // queue behind it (see on_envelope), which keeps their order.
+        if (!buffer_.empty())
+          event_based_actor::send<caf::message_priority::high>(
+            this, drain_atom::value, gen_);
         return gen_;
+      },
+      [this](drain_atom, uint64_t gen) {
+        if (gen == gen_)
+          drain();
       },
       [this](stop_atom, bool graceful, bool keep_buffer) {
         stop_instance(graceful);
@@ -96,6 +115,8 @@ public:
 
   void on_exit() override {
     rt_->unbind(cfg_.path, caf::actor_cast<caf::actor>(this));
+    // Whoever still waits is told, also after a kill.
+    reject_buffer(make_error(errc::not_running, cfg_.path + " stopped"));
     instance_.reset();
   }
 
@@ -152,40 +173,99 @@ protected:
     return e;
   }
 
-  void send_envelope(std::string_view to, envelope env) override {
-    auto dest = rt_->lookup(to);
+  handle resolve(std::string_view path) const override {
+    return handle{std::string{path}, rt_->lookup(path)};
+  }
+
+  /// The live cell behind `to`: its cached cell, or the one bound at its
+  /// path now if that cell was replaced.
+  caf::actor target(const handle& to) const {
+    if (to.cell()) {
+      auto* ptr = caf::actor_cast<caf::abstract_actor*>(to.cell());
+      if (!ptr->getf(caf::abstract_actor::is_terminated_flag))
+        return to.cell();
+    }
+    return rt_->lookup(to.path());
+  }
+
+  void send_envelope(const handle& to, envelope env) override {
+    auto dest = target(to);
     if (!dest) {
-      rt_->add_dead_letter(std::string{to}, std::move(env),
+      rt_->add_dead_letter(to.path(), std::move(env),
                            "not_found: no agent at this path");
       return;
     }
     caf::anon_send(dest, std::move(env));
   }
 
-  void request_envelope(std::string_view to, envelope env, duration timeout,
+  void request_envelope(const handle& to, envelope env, duration timeout,
                         std::function<void(const envelope&)> on_reply,
                         std::function<void(const caf::error&)> on_error)
     override {
-    auto dest = rt_->lookup(to);
+    auto dest = target(to);
     if (!dest) {
-      on_error(make_error(errc::not_found, std::string{to}));
+      on_error(make_error(errc::not_found, to.path()));
       return;
     }
     auto t = timeout.count() > 0 ? caf::duration{timeout} : caf::infinite;
+    // The callbacks belong to the instance that made the request: after a
+    // restart they are dropped, never run on a destroyed or newer instance
+    // (a deferred reply they held then fails, see deferred_reply).
     event_based_actor::request(dest, t, std::move(env))
-      .then([f = std::move(on_reply)](envelope& rep) { f(rep); },
-            [g = std::move(on_error)](caf::error& err) {
-              if (err == caf::sec::request_timeout)
-                g(make_error(errc::deadline_exceeded, "no reply in time"));
-              else
-                g(err);
-            });
+      .then(
+        [this, gen = gen_, f = std::move(on_reply)](envelope& rep) {
+          if (gen == gen_ && instance_)
+            invoke_callback([&] { f(rep); });
+        },
+        [this, gen = gen_, g = std::move(on_error)](caf::error& err) {
+          if (gen != gen_ || !instance_)
+            return;
+          if (err == caf::sec::request_timeout)
+            err = make_error(errc::deadline_exceeded, "no reply in time");
+          invoke_callback([&] { g(err); });
+        });
   }
 
 private:
-  enum class mode { idle_buffer, idle_reject, running, degraded, half_open };
+  /// `draining` is never stored: it marks a running cell with a non-empty
+  /// buffer while on_envelope queues a new envelope behind the buffer.
+  enum class mode {
+    idle_buffer,
+    idle_reject,
+    running,
+    degraded,
+    half_open,
+    draining
+  };
 
   enum class outcome { replied, rejected, failed };
+
+  /// Runs a request callback of the current instance. A throw there is a
+  /// failure of the child, like a throw in a handler.
+  template <class F>
+  void invoke_callback(F f) {
+    try {
+      f();
+    } catch (...) {
+      auto err = make_error(errc::handler_failed,
+                            cfg_.path + " (request callback): "
+                              + what(std::current_exception()));
+      instance_.reset();
+      stop_requested_ = false;
+      mode_ = mode::idle_buffer;
+      event_based_actor::send(parent_, exit_atom::value, key_, gen_,
+                              std::move(err));
+      return;
+    }
+    if (stop_requested_ && instance_) {
+      stop_requested_ = false;
+      stop_instance(true);
+      mode_ = mode::idle_buffer;
+      event_based_actor::send(parent_, exit_atom::value, key_, gen_,
+                              std::move(stop_reason_));
+      stop_reason_ = caf::error{};
+    }
+  }
 
   struct pending {
     envelope env;
@@ -199,6 +279,7 @@ private:
       case mode::running: return "running";
       case mode::degraded: return "degraded";
       case mode::half_open: return "half_open";
+      case mode::draining: return "running";
     }
     return "?";
   }
@@ -209,6 +290,8 @@ private:
   }
 
   caf::result<envelope> on_envelope(envelope& e) {
+    if (mode_ == mode::running && !buffer_.empty())
+      mode_ = mode::draining;
     switch (mode_) {
       case mode::running:
       case mode::half_open: {
@@ -248,8 +331,11 @@ private:
         return err;
       }
       case mode::idle_buffer:
+      case mode::draining:
         break;
     }
+    if (mode_ == mode::draining)
+      mode_ = mode::running;
     if (buffer_.size() >= cfg_.buffer_cap) {
       auto err = make_error(errc::buffer_overflow,
                             cfg_.path + " is restarting and holds "
@@ -320,6 +406,8 @@ private:
   /// the instance and tell the supervisor.
   void after_failure(envelope e, response_promise rp, caf::error err) {
     instance_.reset();
+    stop_requested_ = false;
+    stop_reason_ = caf::error{};
     if (mode_ == mode::half_open) {
       // The probe failed: the stand-in answers and the child stays degraded.
       rp.deliver(fallback_);
@@ -355,6 +443,8 @@ private:
 
   caf::error start_instance(bool is_restart, const caf::error& reason) {
     instance_.reset();
+    stop_requested_ = false;
+    stop_reason_ = caf::error{};
     ++gen_;
     try {
       instance_ = cfg_.type->make(cfg_.params);
@@ -386,10 +476,19 @@ private:
     stop_requested_ = false;
   }
 
-  /// Delivers buffered envelopes to the new instance, oldest first, until the
-  /// buffer is empty or the instance fails again.
+  /// Delivers up to `drain_chunk` buffered envelopes to the new instance,
+  /// oldest first, and schedules the next chunk, until the buffer is empty or
+  /// the instance fails again. Chunks keep control messages (stop, start)
+  /// from waiting behind a long buffer.
   void drain() {
+    static constexpr size_t drain_chunk = 64;
+    size_t n = 0;
     while (!buffer_.empty() && mode_ == mode::running && instance_) {
+      if (n++ == drain_chunk) {
+        event_based_actor::send<caf::message_priority::high>(
+          this, drain_atom::value, gen_);
+        return;
+      }
       auto p = std::move(buffer_.front());
       buffer_.pop_front();
       envelope out;

@@ -42,12 +42,13 @@ bool is_shutdown(const caf::error& x) {
 class supervisor_actor : public caf::event_based_actor {
 public:
   supervisor_actor(caf::actor_config& cfg, std::shared_ptr<runtime> rt,
-                   supervisor_spec spec, std::string path)
+                   supervisor_spec spec, std::string path, caf::actor parent)
     : caf::event_based_actor(cfg),
       rt_(std::move(rt)),
       spec_(std::move(spec)),
       path_(std::move(path)),
-      rng_(spec_.flags.seed) {
+      rng_(spec_.flags.seed),
+      parent_(std::move(parent)) {
     // nop
   }
 
@@ -77,7 +78,6 @@ private:
     uint64_t token = 0; // invalidates scheduled restarts
     /// Children after this one that its failed group restart (one_for_all,
     /// rest_for_one) left stopped; its retry restarts them with it.
-    std::vector<uint64_t> followers;
   };
 
   using cont = std::function<void(caf::error)>;
@@ -138,7 +138,7 @@ private:
 
   caf::error retire(child& c) {
     if (c.handle && c.spec.kind == child_kind::worker)
-      send<high>(c.handle, retire_atom::value);
+      send(c.handle, retire_atom::value); // behind queued envelopes
     c.handle = nullptr;
     return caf::none;
   }
@@ -149,6 +149,13 @@ private:
   /// normal messages skipped meanwhile (child exits, retries, API calls)
   /// would wait for the next unrelated normal message. A no-op normal
   /// message to ourselves flushes them.
+  /// True if the message being handled comes from `c`'s current cell, not
+  /// from one that was killed and replaced.
+  bool from_handle(const child& c) {
+    return c.handle
+           && current_sender() == caf::actor_cast<caf::strong_actor_ptr>(c.handle);
+  }
+
   void nudge() {
     send(this, nudge_atom::value);
   }
@@ -175,7 +182,8 @@ private:
         rt_->bind(c->path, c->handle);
       }
     } else {
-      c->handle = spawn_supervisor(home_system(), rt_, *c->spec.sup, c->path);
+      c->handle = spawn_supervisor(home_system(), rt_, *c->spec.sup, c->path,
+                                   caf::actor_cast<caf::actor>(this));
       monitor(c->handle);
     }
     request<high>(c->handle, caf::infinite, start_atom::value, is_restart,
@@ -325,13 +333,18 @@ private:
   }
 
   /// Shuts this supervisor down: children first, then itself.
+  /// Every stop request gets its answer, also one that arrives while the
+  /// supervisor is already stopping (e.g. escalating).
   void shutdown(caf::error reason, caf::response_promise rp = {}) {
+    if (rp.pending())
+      stop_requests_.push_back(std::move(rp));
     if (stopping_)
       return;
     stopping_ = true;
-    stop_all([this, reason, rp]() mutable {
-      if (rp.pending())
-        rp.deliver(caf::unit);
+    stop_all([this, reason]() mutable {
+      for (auto& p : stop_requests_)
+        p.deliver(caf::unit);
+      stop_requests_.clear();
       quit(reason);
     });
   }
@@ -456,7 +469,6 @@ private:
       case strategy::one_for_all:
       case strategy::rest_for_one: {
         bool all = spec_.flags.strategy == strategy::one_for_all;
-        auto& fl = c->followers;
         for (auto& kvp : children_) {
           if (!all && kvp.first < key)
             continue;
@@ -466,7 +478,6 @@ private:
             stop_keys.insert(stop_keys.begin(), kvp.first);
           start_keys.push_back(kvp.first);
         }
-        fl.clear();
         break;
       }
     }
@@ -497,17 +508,13 @@ private:
                   // shutdown can still get in (OTP's try_again_restart).
                   if (auto* f = find_key(failed)) {
                     // As in OTP, the children after the failed one stay
-                    // down (undefined) until the retry restarts them too;
-                    // if the retry is cancelled, they stay stopped.
+                    // down (undefined) until the retry restarts the group.
                     auto i = std::find(group.begin(), group.end(), failed);
-                    f->followers.clear();
                     if (i != group.end())
                       ++i;
                     for (; i < group.end(); ++i)
-                      if (auto* s = find_key(*i)) {
+                      if (auto* s = find_key(*i))
                         s->st = status::stopped;
-                        f->followers.push_back(*i);
-                      }
                     f->st = status::restarting;
                     schedule_retry(*f, std::move(err));
                   }
@@ -552,6 +559,9 @@ private:
   }
 
   void degrade(child& c) {
+    if (!c.handle) // its cell was killed: nobody to stand in
+      return escalate(chain(c, make_error(errc::not_running, "no cell"),
+                            errc::reached_max_restart_intensity));
     c.st = status::degraded;
     ++c.restarts;
     auto& d = c.spec.degrade;
@@ -571,12 +581,22 @@ private:
   uint64_t next_key_ = 1;
   bool started_ = false;
   bool stopping_ = false;
+  std::vector<caf::response_promise> stop_requests_;
+  caf::actor parent_;
   size_t killed_ = 0;
 };
 
 caf::behavior supervisor_actor::make_behavior() {
   rt_->bind(path_, caf::actor_cast<caf::actor>(this));
+  if (parent_)
+    monitor(parent_);
   set_down_handler([this](caf::down_msg& dm) {
+    if (parent_ && dm.source == parent_.address()) {
+      // Our supervisor is gone (OTP: the linked parent's exit signal): stop
+      // the children and follow it.
+      shutdown(dm.reason);
+      return;
+    }
     // Queue it behind whatever is in progress.
     send(this, child_down_atom::value, dm.source, std::move(dm.reason));
   });
@@ -632,12 +652,13 @@ caf::behavior supervisor_actor::make_behavior() {
     [this](exit_atom, uint64_t key, uint64_t gen, caf::error& reason) {
       auto* c = find_key(key);
       if (stopping_ || c == nullptr || c->gen != gen
-          || c->st != status::running)
-        return; // stale: that instance is already handled
+          || c->st != status::running || !from_handle(*c))
+        return; // stale: that instance (or cell) is already handled
       on_child_exit(key, std::move(reason));
     },
     [this](recover_atom, uint64_t key, uint64_t gen) {
-      if (auto* c = find_key(key); c && c->st == status::degraded) {
+      if (auto* c = find_key(key);
+          c && c->st == status::degraded && from_handle(*c)) {
         c->st = status::running;
         c->gen = gen;
       }
@@ -719,7 +740,6 @@ caf::behavior supervisor_actor::make_behavior() {
       auto key = c->key;
       auto rp = make_response_promise();
       ++c->token; // cancels a pending restart
-      c->followers.clear();
       stop_one(key, false, [this, key, rp]() mutable {
         if (auto* c = find_key(key)) {
           c->st = status::stopped;
@@ -786,9 +806,9 @@ caf::behavior supervisor_actor::make_behavior() {
 
 caf::actor spawn_supervisor(caf::actor_system& sys,
                             std::shared_ptr<runtime> rt, supervisor_spec spec,
-                            std::string path) {
+                            std::string path, caf::actor parent) {
   return sys.spawn<supervisor_actor>(std::move(rt), std::move(spec),
-                                     std::move(path));
+                                     std::move(path), std::move(parent));
 }
 
 } // namespace vigil

@@ -276,6 +276,8 @@ TEST_F(cell_test, handler_running_past_deadline_fails_the_child) {
   EXPECT_EQ(switches::get().start_count("sup/w"), 2);
   EXPECT_EQ(restarts_of(sup, "w"), 1u);
   EXPECT_EQ(status_of(sup, "w"), "running");
+  // Its requester was told, and it is not redelivered: no dead letter.
+  EXPECT_EQ(rt->dead_letter_count(), 0u);
   auto ok = call("sup/w", ping(2));
   ASSERT_TRUE(ok) << describe(ok.error());
   EXPECT_EQ(pong_of(*ok).seen(), 1) << "not a new instance";

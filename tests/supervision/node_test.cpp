@@ -20,9 +20,6 @@ using namespace vigil::test;
 namespace {
 
 constexpr auto deadline = 10s;
-}
-caf::actor g_dbg_sup; // DBG
-namespace {
 
 // -- an agent that records the order of on_stop calls --------------------------
 
@@ -141,7 +138,6 @@ TEST_F(node_test, crash_then_call_again_works) {
   auto r = n.call<Pong>("app/w", ping(2), deadline);
   ASSERT_TRUE(r) << describe(r.error());
   EXPECT_EQ(r->value.seen(), 1) << "the reply is not from a new instance";
-  g_dbg_sup = n.rt()->lookup("app");
   auto kids = n.which_children("app");
   ASSERT_TRUE(kids) << describe(kids.error());
   auto* w = find(*kids, "w");

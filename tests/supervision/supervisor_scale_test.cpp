@@ -58,7 +58,9 @@ TEST_F(sup_test, simple_one_for_one_scale_many_temporary_children) {
             << " us\n";
   if (us1 < 100) // too fast to measure: OTP skips when T1 is 0
     return;
-  EXPECT_LE(us2 / us1, 50) << "bad scaling: T(10k)/T(1k) = " << us2 / us1;
+  // 10x the children: linear is about 10; OTP allows 50, which would let
+  // n^1.7 pass, so we hold it to 25.
+  EXPECT_LE(us2 / us1, 25) << "bad scaling: T(10k)/T(1k) = " << us2 / us1;
 }
 
 } // namespace

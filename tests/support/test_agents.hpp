@@ -99,6 +99,9 @@ public:
     switch (m.how()) {
       case 0: ctx.stop(); break;
       case 1: ctx.stop(caf::exit_reason::user_shutdown); break;
+      case 3:
+        ctx.stop(); // then fail: the failure wins, the stop must not linger
+        throw std::runtime_error("failed after stop");
       default: ctx.stop(make_error(errc::handler_failed, "asked to fail"));
     }
   }
@@ -112,9 +115,38 @@ public:
   }
 };
 
+/// Forwards a Relay as a Ping to `to` through a cached handle, with a
+/// deadline, and answers its own requester from the callback.
+class relay : public agent<> {
+public:
+  static void define(handlers<relay>& h) {
+    h.on<Relay>(&relay::forward);
+    h.on<Crash>([](relay&, context&, const Crash& m) {
+      throw std::runtime_error(m.why());
+    });
+  }
+
+  void forward(context& ctx, const Relay& m) {
+    auto& h = handles_[m.to()];
+    if (!h)
+      h = ctx.resolve(m.to());
+    Ping p;
+    p.set_n(m.n());
+    auto reply = ctx.defer();
+    ctx.request<Pong>(
+      h, p, std::chrono::milliseconds{m.timeout_ms()},
+      [reply](vigil::reply<Pong> r) mutable { reply.deliver(r.value); },
+      [reply](const caf::error& err) mutable { reply.fail(err); });
+  }
+
+private:
+  std::map<std::string, handle> handles_;
+};
+
 inline registry test_registry() {
   registry r;
   r.add<echo>("echo");
+  r.add<relay>("relay");
   return r;
 }
 

@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include <caf/actor.hpp>
 #include <google/protobuf/message.h>
 
 #include "vigil/actors/envelope.hpp"
@@ -40,39 +41,85 @@ struct call_options {
   std::string idempotency_key;
 };
 
+/// A stable reference to the agent at a path: the path plus the cell that
+/// hosts it, so a send skips the directory lookup. It stays valid across
+/// restarts of the agent (the cell stays); when the cell was replaced (its
+/// supervisor restarted, or a stuck instance was killed) a send through the
+/// handle falls back to the path. Obtained from `context::resolve`.
+class handle {
+public:
+  handle() = default;
+  handle(std::string path, caf::actor cell)
+    : path_(std::move(path)), cell_(std::move(cell)) {
+    // nop
+  }
+
+  const std::string& path() const noexcept {
+    return path_;
+  }
+
+  /// The hosting cell; invalid if nothing was bound at the path.
+  const caf::actor& cell() const noexcept {
+    return cell_;
+  }
+
+  explicit operator bool() const noexcept {
+    return static_cast<bool>(cell_);
+  }
+
+private:
+  std::string path_;
+  caf::actor cell_;
+};
+
 /// A reply that a handler gives later, e.g. from a `request` callback.
-/// Obtained from `context::defer()`; deliver or fail it exactly once.
+/// Obtained from `context::defer()`; copies share one reply. Deliver or fail
+/// it once; later calls do nothing. If every copy is dropped unanswered
+/// (e.g. the instance was restarted before its callback ran), the requester
+/// gets `not_running` instead of waiting for ever.
 class deferred_reply {
 public:
   deferred_reply() = default;
   deferred_reply(std::function<void(envelope)> ok,
                  std::function<void(caf::error)> err)
-    : ok_(std::move(ok)), err_(std::move(err)) {
-    // nop
+    : st_(std::make_shared<state>()) {
+    st_->ok = std::move(ok);
+    st_->err = std::move(err);
   }
 
   /// Answers the original requester with `msg`.
   void deliver(const google::protobuf::Message& msg) {
+    if (!st_ || !st_->ok)
+      return;
     envelope e;
     e.type = msg.GetDescriptor()->full_name();
     msg.SerializeToString(&e.payload);
-    if (ok_)
-      ok_(std::move(e));
-    ok_ = nullptr;
-    err_ = nullptr;
+    auto ok = std::move(st_->ok);
+    st_->ok = nullptr;
+    st_->err = nullptr;
+    ok(std::move(e));
   }
 
   /// Answers the original requester with an error.
   void fail(caf::error err) {
-    if (err_)
-      err_(std::move(err));
-    ok_ = nullptr;
-    err_ = nullptr;
+    if (!st_ || !st_->err)
+      return;
+    auto f = std::move(st_->err);
+    st_->ok = nullptr;
+    st_->err = nullptr;
+    f(std::move(err));
   }
 
 private:
-  std::function<void(envelope)> ok_;
-  std::function<void(caf::error)> err_;
+  struct state {
+    std::function<void(envelope)> ok;
+    std::function<void(caf::error)> err;
+    ~state() {
+      if (err)
+        err(make_error(errc::not_running, "the agent dropped this reply"));
+    }
+  };
+  std::shared_ptr<state> st_;
 };
 
 /// What an agent sees of the runtime while one of its hooks or handlers runs.
@@ -96,9 +143,19 @@ public:
   /// The parameters this instance was started with.
   virtual const params& parameters() const noexcept = 0;
 
+  /// Looks up the agent at `path`. The result is invalid (but keeps the
+  /// path) if no agent is bound there now.
+  virtual handle resolve(std::string_view path) const = 0;
+
   /// Sends `msg` to the agent at `to` without waiting for a reply. An
   /// envelope that cannot be delivered becomes a dead letter.
   void send(std::string_view to, const google::protobuf::Message& msg,
+            const call_options& opts = {}) {
+    send_envelope(resolve(to), make_envelope(msg, opts));
+  }
+
+  /// Sends `msg` through a handle from `resolve`, skipping the lookup.
+  void send(const handle& to, const google::protobuf::Message& msg,
             const call_options& opts = {}) {
     send_envelope(to, make_envelope(msg, opts));
   }
@@ -108,6 +165,14 @@ public:
   /// no answer came within `timeout`. Both callbacks run in this agent.
   template <class Reply, class OnReply, class OnError>
   void request(std::string_view to, const google::protobuf::Message& msg,
+               duration timeout, OnReply on_reply, OnError on_error) {
+    request<Reply>(resolve(to), msg, timeout, std::move(on_reply),
+                   std::move(on_error));
+  }
+
+  /// `request` through a handle from `resolve`.
+  template <class Reply, class OnReply, class OnError>
+  void request(const handle& to, const google::protobuf::Message& msg,
                duration timeout, OnReply on_reply, OnError on_error) {
     call_options opts;
     opts.timeout = timeout;
@@ -138,8 +203,8 @@ public:
 protected:
   virtual envelope make_envelope(const google::protobuf::Message& msg,
                                  const call_options& opts) = 0;
-  virtual void send_envelope(std::string_view to, envelope env) = 0;
-  virtual void request_envelope(std::string_view to, envelope env,
+  virtual void send_envelope(const handle& to, envelope env) = 0;
+  virtual void request_envelope(const handle& to, envelope env,
                                 duration timeout,
                                 std::function<void(const envelope&)> on_reply,
                                 std::function<void(const caf::error&)> on_error)

@@ -21,7 +21,9 @@ struct cell_config {
   /// Envelopes kept while the child is between instances; beyond this a
   /// request fails with `buffer_overflow` and a send becomes a dead letter.
   size_t buffer_cap = 10000;
-  /// An envelope whose handler fails this many times is a dead letter.
+  /// Deliveries of one envelope: with 1 a failing envelope is not retried;
+  /// with N > 1 it is redelivered to the restarted instance until it has
+  /// failed N times, then it is a dead letter (poison_message).
   uint32_t max_deliveries = 1;
 };
 
@@ -35,6 +37,7 @@ using probe_atom = caf::atom_constant<caf::atom("vprobe")>;     // cell-internal
 using exit_atom = caf::atom_constant<caf::atom("vexit")>;       // (exit, key, gen, reason)
 using recover_atom = caf::atom_constant<caf::atom("vrecover")>; // (recover, key, gen)
 using state_atom = caf::atom_constant<caf::atom("vstate")>;     // query: -> string
+using drain_atom = caf::atom_constant<caf::atom("vdrain")>;     // cell-internal: next buffer chunk
 
 /// Spawns a cell for the child `key` of supervisor `parent`. The cell starts
 /// without an instance: it buffers envelopes until it receives `start_atom`.

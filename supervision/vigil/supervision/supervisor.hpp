@@ -58,12 +58,13 @@ using delete_child_atom = caf::atom_constant<caf::atom("vdeletec")>;
 using which_children_atom = caf::atom_constant<caf::atom("vwhich")>;
 using count_children_atom = caf::atom_constant<caf::atom("vcount")>;
 
-/// Spawns an idle supervisor at `path` for `spec`. `parent` receives nothing
-/// directly: a parent monitors the supervisor and sees its exit reason (an
-/// escalation carries the cause chain). Send `start_atom` to start it.
+/// Spawns an idle supervisor at `path` for `spec`. Send `start_atom` to
+/// start it. A parent monitors the supervisor and sees its exit reason (an
+/// escalation carries the cause chain); the supervisor monitors `parent` (if
+/// valid) and stops its children and itself when the parent goes away.
 caf::actor spawn_supervisor(caf::actor_system& sys,
                             std::shared_ptr<runtime> rt, supervisor_spec spec,
-                            std::string path);
+                            std::string path, caf::actor parent = {});
 
 } // namespace vigil
 
