@@ -26,7 +26,7 @@ void runtime::unbind(const std::string& path, const caf::actor& cell) {
 
 caf::actor runtime::lookup(std::string_view path) const {
   std::shared_lock<std::shared_mutex> guard{dir_mtx_};
-  auto i = dir_.find(std::string{path});
+  auto i = dir_.find(path);
   return i != dir_.end() ? i->second : caf::actor{};
 }
 
@@ -44,8 +44,14 @@ std::vector<std::string> runtime::paths() const {
 void runtime::add_dead_letter(std::string path, envelope env,
                               std::string reason) {
   std::lock_guard<std::mutex> guard{dl_mtx_};
+  if (dead_cap_ == 0 || dead_.size() >= dead_cap_) {
+    ++dead_dropped_;
+    if (dead_.empty())
+      return;
+    dead_.pop_front();
+  }
   dead_letter dl;
-  dl.seq = dead_.size() + 1;
+  dl.seq = ++dead_seq_;
   dl.path = std::move(path);
   dl.env = std::move(env);
   dl.reason = std::move(reason);
@@ -54,7 +60,12 @@ void runtime::add_dead_letter(std::string path, envelope env,
 
 std::vector<dead_letter> runtime::dead_letters() const {
   std::lock_guard<std::mutex> guard{dl_mtx_};
-  return dead_;
+  return {dead_.begin(), dead_.end()};
+}
+
+size_t runtime::dead_letters_dropped() const {
+  std::lock_guard<std::mutex> guard{dl_mtx_};
+  return dead_dropped_;
 }
 
 size_t runtime::dead_letter_count() const {

@@ -59,3 +59,30 @@ TEST(envelope_test, errors_render_with_their_context) {
 }
 
 } // namespace
+
+#include "vigil/actors/runtime.hpp"
+
+namespace {
+
+TEST(runtime_test, dead_letters_keep_the_newest_up_to_the_cap) {
+  vigil::runtime rt{vigil::registry{}, 3};
+  for (int i = 1; i <= 5; ++i) {
+    vigil::envelope e;
+    e.id = static_cast<uint64_t>(i);
+    rt.add_dead_letter("a/b", e, "reason " + std::to_string(i));
+  }
+  auto dl = rt.dead_letters();
+  ASSERT_EQ(dl.size(), 3u);
+  EXPECT_EQ(dl.front().env.id, 3u);
+  EXPECT_EQ(dl.front().seq, 3u);
+  EXPECT_EQ(dl.back().reason, "reason 5");
+  EXPECT_EQ(rt.dead_letters_dropped(), 2u);
+}
+
+TEST(runtime_test, lookup_finds_bound_paths_only) {
+  vigil::runtime rt{vigil::registry{}};
+  EXPECT_FALSE(rt.lookup("a/b"));
+  EXPECT_TRUE(rt.paths().empty());
+}
+
+} // namespace

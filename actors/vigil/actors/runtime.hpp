@@ -1,6 +1,8 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
+#include <map>
 #include <cstdint>
 #include <mutex>
 #include <shared_mutex>
@@ -8,6 +10,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <vector>
+#include <deque>
 
 #include <caf/actor.hpp>
 
@@ -31,7 +34,13 @@ struct dead_letter {
 /// node holds, so it outlives them all.
 class runtime {
 public:
-  explicit runtime(registry types) : types_(std::move(types)) {
+  /// In-memory dead letters kept before the oldest are dropped (and
+  /// counted); durable dead letters in LMDB come with the persistence layer.
+  static constexpr size_t default_dead_letter_cap = 100000;
+
+  explicit runtime(registry types,
+                   size_t dead_letter_cap = default_dead_letter_cap)
+    : types_(std::move(types)), dead_cap_(dead_letter_cap) {
     // nop
   }
 
@@ -62,16 +71,24 @@ public:
   /// A copy of all dead letters, oldest first.
   std::vector<dead_letter> dead_letters() const;
 
-  /// Number of dead letters recorded so far.
+  /// Number of dead letters held now.
   size_t dead_letter_count() const;
+
+  /// Number of dead letters dropped because the cap was reached.
+  size_t dead_letters_dropped() const;
 
 private:
   registry types_;
   std::atomic<uint64_t> ids_{1};
   mutable std::shared_mutex dir_mtx_;
-  std::unordered_map<std::string, caf::actor> dir_;
+  // Ordered with a transparent comparator: lookups by string_view allocate
+  // nothing.
+  std::map<std::string, caf::actor, std::less<>> dir_;
   mutable std::mutex dl_mtx_;
-  std::vector<dead_letter> dead_;
+  size_t dead_cap_;
+  uint64_t dead_seq_ = 0;
+  size_t dead_dropped_ = 0;
+  std::deque<dead_letter> dead_;
 };
 
 } // namespace vigil
