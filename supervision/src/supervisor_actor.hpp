@@ -1,0 +1,595 @@
+#pragma once
+
+// The supervisor's engine: OTP's restart and stop machinery as a CAF actor.
+// Internal to vigil_supervision; the message API is in supervisor.cpp.
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <random>
+#include <unordered_map>
+
+#include <caf/all.hpp>
+
+#include "vigil/actors/cell.hpp"
+#include "vigil/supervision/check.hpp"
+#include "vigil/supervision/saga.hpp"
+#include "vigil/supervision/supervisor.hpp"
+
+namespace vigil {
+
+namespace detail {
+
+using try_again_atom = caf::atom_constant<caf::atom("vtryagain")>;
+using child_down_atom = caf::atom_constant<caf::atom("vchilddown")>;
+using nudge_atom = caf::atom_constant<caf::atom("vnudge")>;
+
+constexpr auto high = caf::message_priority::high;
+
+/// How long a brutal_kill waits for the cell to drop its instance before the
+/// cell itself is killed (a cell only misses this while a handler is stuck).
+constexpr auto brutal_kill_grace = std::chrono::seconds{1};
+
+inline bool is_normal(const caf::error& x) {
+  return !x || x == caf::exit_reason::normal;
+}
+
+inline bool is_shutdown(const caf::error& x) {
+  return x == caf::exit_reason::user_shutdown || is(x, errc::shutting_down);
+}
+
+/// OTP's supervisor as a CAF actor. Children are kept in start order (their
+/// key order) and stopped in reverse. Everything that must not interleave
+/// (starting and stopping children) uses `await`, so the supervisor does one
+/// thing at a time, as OTP's does; failed restarts are retried by a message
+/// to itself so that API calls and shutdown still get in.
+class supervisor_actor : public caf::event_based_actor {
+public:
+  supervisor_actor(caf::actor_config& cfg, std::shared_ptr<runtime> rt,
+                   supervisor_spec spec, std::string path, caf::actor parent)
+    : caf::event_based_actor(cfg),
+      rt_(std::move(rt)),
+      spec_(std::move(spec)),
+      path_(std::move(path)),
+      rng_(spec_.flags.seed),
+      parent_(std::move(parent)) {
+    // nop
+  }
+
+  const char* name() const override {
+    return "vigil.supervisor";
+  }
+
+  caf::behavior make_behavior() override;
+
+  void on_exit() override {
+    rt_->unbind(path_, caf::actor_cast<caf::actor>(this));
+  }
+
+private:
+  enum class status { running, restarting, stopped, degraded };
+
+  struct child {
+    uint64_t key = 0;
+    child_spec spec;
+    std::string path;
+    caf::actor handle;
+    status st = status::stopped;
+    uint64_t gen = 0;
+    uint64_t restarts = 0;
+    uint32_t backoff_n = 0;
+    time_point last_failure{};
+    uint64_t token = 0; // invalidates scheduled restarts
+    /// Children after this one that its failed group restart (one_for_all,
+    /// rest_for_one) left stopped; its retry restarts them with it.
+  };
+
+  using cont = std::function<void(caf::error)>;
+
+  // -- helpers ----------------------------------------------------------------
+
+  bool simple() const {
+    return spec_.flags.strategy == strategy::simple_one_for_one;
+  }
+
+  std::string child_path(const std::string& id) const {
+    return path_.empty() ? id : path_ + "/" + id;
+  }
+
+  child* find_key(uint64_t key) {
+    auto i = children_.find(key);
+    return i != children_.end() ? &i->second : nullptr;
+  }
+
+  child* find_id(const std::string& id) {
+    auto i = by_id_.find(id);
+    return i != by_id_.end() ? find_key(i->second) : nullptr;
+  }
+
+  child_info info(const child& c) const {
+    child_info ci;
+    ci.id = c.spec.id;
+    ci.path = c.path;
+    ci.kind = c.spec.kind;
+    switch (c.st) {
+      case status::running: ci.status = "running"; break;
+      case status::restarting: ci.status = "restarting"; break;
+      case status::stopped: ci.status = "stopped"; break;
+      case status::degraded: ci.status = "degraded"; break;
+    }
+    ci.restarts = c.restarts;
+    ci.handle = c.handle;
+    return ci;
+  }
+
+  child& add_child(child_spec spec) {
+    auto key = next_key_++;
+    auto& c = children_[key];
+    c.key = key;
+    c.path = child_path(spec.id);
+    by_id_[spec.id] = key;
+    c.spec = std::move(spec);
+    return c;
+  }
+
+  void remove_child(uint64_t key) {
+    auto i = children_.find(key);
+    if (i == children_.end())
+      return;
+    by_id_.erase(i->second.spec.id);
+    children_.erase(i);
+  }
+
+  caf::error retire(child& c) {
+    if (c.handle && c.spec.kind == child_kind::worker)
+      send(c.handle, retire_atom::value); // behind queued envelopes
+    c.handle = nullptr;
+    return caf::none;
+  }
+
+  /// Messages that arrive during an `await` are skipped into the cache of
+  /// their mailbox queue, and CAF 0.17 flushes a queue's cache only when that
+  /// queue consumes a message. The awaited responses are high priority, so
+  /// normal messages skipped meanwhile (child exits, retries, API calls)
+  /// would wait for the next unrelated normal message. A no-op normal
+  /// message to ourselves flushes them.
+  /// True if the message being handled comes from `c`'s current cell, not
+  /// from one that was killed and replaced.
+  bool from_handle(const child& c) {
+    return c.handle
+           && current_sender() == caf::actor_cast<caf::strong_actor_ptr>(c.handle);
+  }
+
+  void nudge() {
+    send(this, nudge_atom::value);
+  }
+
+  // -- starting ---------------------------------------------------------------
+
+  /// Starts (or restarts) child `key`, then calls `k` with the outcome.
+  void start_one(uint64_t key, bool is_restart, caf::error reason, cont k) {
+    auto* c = find_key(key);
+    if (c == nullptr)
+      return k(make_error(errc::not_found));
+    if (c->spec.kind == child_kind::worker) {
+      if (!c->handle) {
+        cell_config cc;
+        cc.path = c->path;
+        cc.type = rt_->types().find(c->spec.agent);
+        cc.params = c->spec.params;
+        cc.buffer_cap = c->spec.buffer_cap;
+        cc.max_deliveries = c->spec.max_deliveries;
+        if (cc.type == nullptr)
+          return k(make_error(errc::unknown_agent_type, c->spec.agent));
+        c->handle = spawn_cell(home_system(), rt_, std::move(cc),
+                               caf::actor_cast<caf::actor>(this), key);
+        rt_->bind(c->path, c->handle);
+      }
+    } else {
+      c->handle = spawn_supervisor(home_system(), rt_, *c->spec.sup, c->path,
+                                   caf::actor_cast<caf::actor>(this));
+      monitor(c->handle);
+    }
+    request<high>(c->handle, caf::infinite, start_atom::value, is_restart,
+                  std::move(reason))
+      .await(
+        [this, key, k](uint64_t gen) {
+          nudge();
+          if (auto* c = find_key(key)) {
+            c->gen = gen;
+            c->st = status::running;
+          }
+          k(caf::none);
+        },
+        [this, key, k](caf::error& err) {
+          nudge();
+          if (auto* c = find_key(key)) {
+            c->st = status::restarting;
+            if (c->spec.kind == child_kind::supervisor)
+              c->handle = nullptr;
+          }
+          k(err);
+        });
+  }
+
+  /// Starts `keys` in order; stops at the first failure, which `k` receives
+  /// together with the key that failed.
+  void start_seq(std::vector<uint64_t> keys, size_t i, bool is_restart,
+                 caf::error reason,
+                 std::function<void(caf::error, uint64_t)> k) {
+    if (i == keys.size())
+      return k(caf::none, 0);
+    auto key = keys[i];
+    start_one(key, is_restart, reason,
+              [this, keys = std::move(keys), i, is_restart, reason, k,
+               key](caf::error err) mutable {
+                if (err)
+                  return k(std::move(err), key);
+                start_seq(std::move(keys), i + 1, is_restart,
+                          std::move(reason), std::move(k));
+              });
+  }
+
+  // -- stopping ---------------------------------------------------------------
+
+  /// Stops child `key` as its shutdown spec says. With `keep_buffer`, a
+  /// worker's cell keeps buffering for the restart that follows.
+  void stop_one(uint64_t key, bool keep_buffer, std::function<void()> k) {
+    auto* c = find_key(key);
+    if (c == nullptr || !c->handle) {
+      if (c != nullptr)
+        c->st = status::stopped;
+      return k();
+    }
+    auto sd = c->spec.effective_shutdown();
+    bool graceful = sd.how != shutdown_spec::kind::brutal_kill;
+    caf::duration timeout = caf::infinite;
+    if (sd.how == shutdown_spec::kind::timeout)
+      timeout = caf::duration{sd.timeout};
+    else if (sd.how == shutdown_spec::kind::brutal_kill)
+      timeout = caf::duration{brutal_kill_grace};
+    ++c->token;
+    request<high>(c->handle, timeout, stop_atom::value, graceful, keep_buffer)
+      .await(
+        [this, key, k]() {
+          nudge();
+          if (auto* c = find_key(key)) {
+            c->st = status::stopped;
+            if (c->spec.kind == child_kind::supervisor) {
+              demonitor(c->handle);
+              c->handle = nullptr;
+            }
+          }
+          k();
+        },
+        [this, key, k](caf::error&) {
+          nudge();
+          // Did not stop in time: kill it. A worker gets a new cell on its
+          // next start; envelopes stuck in the old one are lost.
+          if (auto* c = find_key(key)) {
+            if (c->handle) {
+              demonitor(c->handle);
+              send_exit(c->handle, caf::exit_reason::kill);
+            }
+            c->handle = nullptr;
+            c->st = status::stopped;
+            ++killed_;
+          }
+          k();
+        });
+  }
+
+  /// Stops `keys` one after the other, in the given order.
+  void stop_seq(std::vector<uint64_t> keys, size_t i, bool keep_buffer,
+                std::function<void()> k) {
+    if (i == keys.size())
+      return k();
+    auto key = keys[i];
+    stop_one(key, keep_buffer,
+             [this, keys = std::move(keys), i, keep_buffer, k]() mutable {
+               stop_seq(std::move(keys), i + 1, keep_buffer, std::move(k));
+             });
+  }
+
+  /// Stops every child: in reverse start order, or all at once for
+  /// simple_one_for_one (as OTP does, so 10,000 children stop in linear
+  /// time). Retires worker cells afterwards.
+  void stop_all(std::function<void()> k) {
+    std::vector<uint64_t> keys;
+    for (auto i = children_.rbegin(); i != children_.rend(); ++i)
+      keys.push_back(i->first);
+    auto finish = [this, k] {
+      for (auto& kvp : children_)
+        retire(kvp.second);
+      k();
+    };
+    if (!simple())
+      return stop_seq(std::move(keys), 0, false, finish);
+    auto pending = std::make_shared<size_t>(0);
+    for (auto key : keys) {
+      auto& c = children_[key];
+      if (!c.handle || c.st == status::stopped)
+        continue;
+      auto sd = c.spec.effective_shutdown();
+      caf::duration timeout = caf::infinite;
+      if (sd.how == shutdown_spec::kind::timeout)
+        timeout = caf::duration{sd.timeout};
+      else if (sd.how == shutdown_spec::kind::brutal_kill)
+        timeout = caf::duration{brutal_kill_grace};
+      ++*pending;
+      auto done = [this, pending, key, finish](bool killed) {
+        if (killed) {
+          if (auto* c = find_key(key)) {
+            send_exit(c->handle, caf::exit_reason::kill);
+            c->handle = nullptr;
+          }
+        }
+        if (--*pending == 0)
+          finish();
+      };
+      request<high>(c.handle, timeout, stop_atom::value,
+                    sd.how != shutdown_spec::kind::brutal_kill, false)
+        .then([done]() { done(false); },
+              [done](caf::error&) { done(true); });
+    }
+    if (*pending == 0)
+      finish();
+  }
+
+  /// Shuts this supervisor down: children first, then itself.
+  /// Every stop request gets its answer, also one that arrives while the
+  /// supervisor is already stopping (e.g. escalating).
+  void shutdown(caf::error reason, caf::response_promise rp = {}) {
+    if (rp.pending())
+      stop_requests_.push_back(std::move(rp));
+    if (stopping_)
+      return;
+    stopping_ = true;
+    stop_all([this, reason]() mutable {
+      for (auto& p : stop_requests_)
+        p.deliver(caf::unit);
+      stop_requests_.clear();
+      quit(reason);
+    });
+  }
+
+  // -- failures and restarts --------------------------------------------------
+
+  /// Adds a restart to the sliding window; false if that exceeds intensity.
+  bool add_restart() {
+    auto now = clock().now();
+    restarts_.push_back(now);
+    while (!restarts_.empty() && now - restarts_.front() >= spec_.flags.period)
+      restarts_.pop_front();
+    return static_cast<int>(restarts_.size()) <= spec_.flags.intensity;
+  }
+
+  caf::timespan backoff_delay(child& c) {
+    auto& b = spec_.flags.backoff;
+    if (b.min.count() <= 0)
+      return caf::timespan{0};
+    auto now = clock().now();
+    if (b.reset_after.count() > 0 && c.backoff_n > 0
+        && now - c.last_failure >= b.reset_after)
+      c.backoff_n = 0;
+    c.last_failure = now;
+    double ms = static_cast<double>(b.min.count());
+    for (uint32_t i = 0; i < c.backoff_n && ms < b.max.count(); ++i)
+      ms *= 2;
+    ms = std::min(ms, static_cast<double>(b.max.count()));
+    if (b.jitter > 0) {
+      std::uniform_real_distribution<double> d{1.0 - b.jitter,
+                                               1.0 + b.jitter};
+      ms *= d(rng_);
+    }
+    ++c.backoff_n;
+    return std::chrono::duration_cast<caf::timespan>(
+      std::chrono::duration<double, std::milli>{ms});
+  }
+
+  caf::error chain(const child& c, const caf::error& reason, errc code) {
+    return make_error(code, (path_.empty() ? "<root>" : path_) + " escalated <- "
+                              + c.path + " " + describe(reason));
+  }
+
+  void escalate(caf::error reason) {
+    shutdown(std::move(reason));
+  }
+
+  void check_auto_shutdown(bool significant) {
+    if (!significant)
+      return;
+    switch (spec_.flags.auto_shutdown) {
+      case auto_shutdown::never:
+        return;
+      case auto_shutdown::any_significant:
+        return shutdown(caf::exit_reason::user_shutdown);
+      case auto_shutdown::all_significant:
+        for (auto& kvp : children_)
+          if (kvp.second.spec.significant
+              && kvp.second.st != status::stopped)
+            return;
+        return shutdown(caf::exit_reason::user_shutdown);
+    }
+  }
+
+  /// A child's instance ended with `reason`, on its own.
+  void on_child_exit(uint64_t key, caf::error reason) {
+    auto* c = find_key(key);
+    if (c == nullptr)
+      return;
+    bool benign = is_normal(reason) || is_shutdown(reason);
+    bool significant = c->spec.significant;
+    if (c->spec.restart == restart_type::temporary) {
+      retire(*c);
+      remove_child(key);
+      return check_auto_shutdown(significant);
+    }
+    if (c->spec.restart == restart_type::transient && benign) {
+      c->st = status::stopped;
+      if (c->handle && c->spec.kind == child_kind::worker)
+        send<high>(c->handle, stop_atom::value, false, false);
+      if (c->spec.kind == child_kind::supervisor)
+        c->handle = nullptr;
+      return check_auto_shutdown(significant);
+    }
+    if (c->spec.kind == child_kind::supervisor)
+      c->handle = nullptr;
+    if (c->spec.failure == on_failure::escalate && !benign)
+      return escalate(chain(*c, reason, errc::escalated));
+    c->st = status::restarting;
+    schedule_restart(*c, std::move(reason));
+  }
+
+  void schedule_restart(child& c, caf::error reason) {
+    auto delay = backoff_delay(c);
+    auto token = ++c.token;
+    if (delay.count() == 0)
+      return restart(c.key, std::move(reason));
+    delayed_send(this, delay, try_again_atom::value, c.key, token,
+                 std::move(reason));
+  }
+
+  /// Applies the strategy to restart `key`, within the restart budget.
+  void restart(uint64_t key, caf::error reason) {
+    auto* c = find_key(key);
+    if (c == nullptr || stopping_)
+      return;
+    if (!add_restart()) {
+      if (c->spec.failure == on_failure::degrade) {
+        restarts_.pop_back();
+        return degrade(*c);
+      }
+      return escalate(chain(*c, reason, errc::reached_max_restart_intensity));
+    }
+    // Siblings to stop first (reverse start order) and the group to start.
+    std::vector<uint64_t> stop_keys;
+    std::vector<uint64_t> start_keys;
+    switch (spec_.flags.strategy) {
+      case strategy::one_for_one:
+      case strategy::simple_one_for_one:
+        start_keys.push_back(key);
+        break;
+      case strategy::one_for_all:
+      case strategy::rest_for_one: {
+        bool all = spec_.flags.strategy == strategy::one_for_all;
+        for (auto& kvp : children_) {
+          if (!all && kvp.first < key)
+            continue;
+          // As in OTP, the group restart starts every child in range, also
+          // one stopped by terminate_child (start_children/2 starts them all).
+          if (kvp.first != key)
+            stop_keys.insert(stop_keys.begin(), kvp.first);
+          start_keys.push_back(kvp.first);
+        }
+        break;
+      }
+    }
+    stop_seq(stop_keys, 0, true, [this, key, start_keys, reason]() mutable {
+      // Temporary siblings are not restarted: their specs go.
+      std::vector<uint64_t> keys;
+      for (auto k : start_keys) {
+        auto* s = find_key(k);
+        if (s == nullptr)
+          continue;
+        if (k != key && s->spec.restart == restart_type::temporary) {
+          retire(*s);
+          remove_child(k);
+          continue;
+        }
+        s->st = status::restarting;
+        keys.push_back(k);
+      }
+      for (auto k : keys)
+        if (auto* s = find_key(k))
+          ++s->restarts;
+      auto group = keys;
+      start_seq(std::move(keys), 0, true, reason,
+                [this, group](caf::error err, uint64_t failed) {
+                  if (!err)
+                    return;
+                  // Retry by a message to ourselves, so that API calls and
+                  // shutdown can still get in (OTP's try_again_restart).
+                  if (auto* f = find_key(failed)) {
+                    // As in OTP, the children after the failed one stay
+                    // down (undefined) until the retry restarts the group.
+                    auto i = std::find(group.begin(), group.end(), failed);
+                    if (i != group.end())
+                      ++i;
+                    for (; i < group.end(); ++i)
+                      if (auto* s = find_key(*i))
+                        s->st = status::stopped;
+                    f->st = status::restarting;
+                    schedule_retry(*f, std::move(err));
+                  }
+                });
+    });
+  }
+
+  /// Starts child `key` for an API call (start_child, restart_child) and
+  /// answers with its info, or with the start error. A failed start_child
+  /// keeps no spec, as in OTP.
+  caf::result<child_info> start_api(uint64_t key, bool forget_on_failure) {
+    auto rp = make_response_promise<child_info>();
+    start_one(key, false, caf::error{},
+              [this, key, rp, forget_on_failure](caf::error err) mutable {
+                auto* c = find_key(key);
+                if (!err && c != nullptr) {
+                  rp.deliver(info(*c));
+                  return;
+                }
+                if (c != nullptr) {
+                  c->st = status::stopped;
+                  if (forget_on_failure) {
+                    retire(*c);
+                    remove_child(key);
+                  }
+                }
+                if (!err)
+                  err = make_error(errc::not_found);
+                rp.deliver(std::move(err));
+              });
+    return rp;
+  }
+
+  void schedule_retry(child& c, caf::error reason) {
+    auto delay = backoff_delay(c);
+    auto token = ++c.token;
+    if (delay.count() == 0)
+      send(this, try_again_atom::value, c.key, token, std::move(reason));
+    else
+      delayed_send(this, delay, try_again_atom::value, c.key, token,
+                   std::move(reason));
+  }
+
+  void degrade(child& c) {
+    if (!c.handle) // its cell was killed: nobody to stand in
+      return escalate(chain(c, make_error(errc::not_running, "no cell"),
+                            errc::reached_max_restart_intensity));
+    c.st = status::degraded;
+    ++c.restarts;
+    auto& d = c.spec.degrade;
+    send<high>(c.handle, degrade_atom::value, d.fallback,
+               caf::timespan{d.probe_min}, caf::timespan{d.probe_max});
+  }
+
+  // -- state ------------------------------------------------------------------
+
+  std::shared_ptr<runtime> rt_;
+  supervisor_spec spec_;
+  std::string path_;
+  std::mt19937_64 rng_;
+  std::map<uint64_t, child> children_;
+  std::unordered_map<std::string, uint64_t> by_id_;
+  std::deque<time_point> restarts_;
+  uint64_t next_key_ = 1;
+  bool started_ = false;
+  bool stopping_ = false;
+  std::vector<caf::response_promise> stop_requests_;
+  caf::actor parent_;
+  size_t killed_ = 0;
+};
+
+} // namespace detail
+
+} // namespace vigil
