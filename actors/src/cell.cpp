@@ -1,6 +1,6 @@
 #include "vigil/actors/cell.hpp"
 
-#include <deque>
+#include <list>
 #include <exception>
 
 #include <caf/all.hpp>
@@ -88,6 +88,13 @@ public:
         if (!keep_buffer)
           reject_buffer(make_error(errc::not_running, cfg_.path));
         return caf::unit;
+      },
+      [this](stop_atom, bool graceful, bool keep_buffer, ack_atom) {
+        stop_instance(graceful);
+        mode_ = keep_buffer ? mode::idle_buffer : mode::idle_reject;
+        if (!keep_buffer)
+          reject_buffer(make_error(errc::not_running, cfg_.path));
+        event_based_actor::send(parent_, ack_atom::value, key_);
       },
       [this](retire_atom) {
         stop_instance(false);
@@ -549,7 +556,9 @@ private:
   uint64_t gen_ = 0;
   mode mode_ = mode::idle_buffer;
   std::unique_ptr<agent_base> instance_;
-  std::deque<pending> buffer_;
+  // A list, not a deque: an empty std::deque allocates ~600 bytes, and
+  // every cell has a buffer that is empty almost always.
+  std::list<pending> buffer_;
   const envelope* current_ = nullptr;
   response_promise* current_rp_ = nullptr;
   bool deferred_ = false;

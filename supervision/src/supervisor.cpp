@@ -95,6 +95,8 @@ caf::behavior supervisor_actor::make_behavior() {
         }
       }
     },
+    [this](ack_atom, uint64_t key) { on_ack(key); },
+    [this](stop_timeout_atom, uint64_t batch) { on_stop_timeout(batch); },
     [](nudge_atom) {
       // nop: consuming it flushes skipped messages (see nudge())
     },

@@ -23,6 +23,7 @@ namespace detail {
 using try_again_atom = caf::atom_constant<caf::atom("vtryagain")>;
 using child_down_atom = caf::atom_constant<caf::atom("vchilddown")>;
 using nudge_atom = caf::atom_constant<caf::atom("vnudge")>;
+using stop_timeout_atom = caf::atom_constant<caf::atom("vstoptime")>;
 
 constexpr auto high = caf::message_priority::high;
 
@@ -305,6 +306,8 @@ private:
     };
     if (!simple())
       return stop_seq(std::move(keys), 0, false, finish);
+    if (spec_.children.front().kind == child_kind::worker)
+      return stop_workers_at_once(std::move(keys), finish);
     auto pending = std::make_shared<size_t>(0);
     for (auto key : keys) {
       auto& c = children_[key];
@@ -334,6 +337,64 @@ private:
     }
     if (*pending == 0)
       finish();
+  }
+
+  /// Stops many worker cells at once with plain messages and acks, and one
+  /// timer for the batch, so stopping n children costs O(n). (n pending
+  /// request handlers would cost O(n^2): CAF 0.17 keeps them in a flat map.)
+  void stop_workers_at_once(const std::vector<uint64_t>& keys,
+                            std::function<void()> done) {
+    auto sd = spec_.children.front().effective_shutdown();
+    bool graceful = sd.how != shutdown_spec::kind::brutal_kill;
+    ++ack_batch_;
+    acks_pending_ = 0;
+    for (auto key : keys) {
+      auto& c = children_[key];
+      if (!c.handle || c.st == status::stopped)
+        continue;
+      c.st = status::running; // until its ack arrives
+      send<high>(c.handle, stop_atom::value, graceful, false, ack_atom::value);
+      ++acks_pending_;
+    }
+    if (acks_pending_ == 0)
+      return done();
+    acks_done_ = std::move(done);
+    if (sd.how == shutdown_spec::kind::timeout)
+      delayed_send(this, caf::timespan{sd.timeout}, stop_timeout_atom::value,
+                   ack_batch_);
+    else if (sd.how == shutdown_spec::kind::brutal_kill)
+      delayed_send(this, caf::timespan{brutal_kill_grace},
+                   stop_timeout_atom::value, ack_batch_);
+  }
+
+  void on_ack(uint64_t key) {
+    auto* c = find_key(key);
+    if (acks_pending_ == 0 || c == nullptr || c->st == status::stopped)
+      return;
+    c->st = status::stopped;
+    if (--acks_pending_ == 0) {
+      auto f = std::move(acks_done_);
+      acks_done_ = nullptr;
+      f();
+    }
+  }
+
+  void on_stop_timeout(uint64_t batch) {
+    if (batch != ack_batch_ || acks_pending_ == 0)
+      return;
+    for (auto& kvp : children_) {
+      auto& c = kvp.second;
+      if (c.handle && c.st != status::stopped) {
+        send_exit(c.handle, caf::exit_reason::kill);
+        c.handle = nullptr;
+        c.st = status::stopped;
+        ++killed_;
+      }
+    }
+    acks_pending_ = 0;
+    auto f = std::move(acks_done_);
+    acks_done_ = nullptr;
+    f();
   }
 
   /// Shuts this supervisor down: children first, then itself.
@@ -586,6 +647,9 @@ private:
   bool started_ = false;
   bool stopping_ = false;
   std::vector<caf::response_promise> stop_requests_;
+  uint64_t ack_batch_ = 0;
+  size_t acks_pending_ = 0;
+  std::function<void()> acks_done_;
   caf::actor parent_;
   size_t killed_ = 0;
 };

@@ -38,6 +38,9 @@ using exit_atom = caf::atom_constant<caf::atom("vexit")>;       // (exit, key, g
 using recover_atom = caf::atom_constant<caf::atom("vrecover")>; // (recover, key, gen)
 using state_atom = caf::atom_constant<caf::atom("vstate")>;     // query: -> string
 using drain_atom = caf::atom_constant<caf::atom("vdrain")>;     // cell-internal: next buffer chunk
+// (stop, graceful, keep_buffer, ack): like stop, but answers with a plain
+// (ack, key) message to the supervisor instead of a response.
+using ack_atom = caf::atom_constant<caf::atom("vack")>;
 
 /// Spawns a cell for the child `key` of supervisor `parent`. The cell starts
 /// without an instance: it buffers envelopes until it receives `start_atom`.

@@ -1,0 +1,624 @@
+// vigil_bench CASE IMPL [n] [producers]
+//
+// Runs one benchmark case on one implementation and prints one JSON line:
+//   {"name":..., "impl":"vigil"|"caf-raw", "value":..., "unit":..., "params":{...}}
+// bench/run runs every case several times, against every baseline, and
+// turns the lines into one JSON document with ratios.
+//
+// Both implementations run with the same CAF settings: scheduler.max-threads
+// = 2 and the "sharing" policy (which stays linear when many actors become
+// runnable at once).
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <caf/all.hpp>
+
+#include "bench.pb.h"
+#include "vigil/actors/cell.hpp"
+#include "vigil/supervision/node.hpp"
+
+using namespace std::chrono;
+using vigil::bench::Ball;
+using vigil::bench::Crash;
+using vigil::bench::Done;
+using vigil::bench::Start;
+
+namespace {
+
+constexpr size_t threads = 2;
+
+using ball_atom = caf::atom_constant<caf::atom("ball")>;
+using go_atom = caf::atom_constant<caf::atom("go")>;
+using crash_atom = caf::atom_constant<caf::atom("crash")>;
+
+// -- output -------------------------------------------------------------------
+
+struct result {
+  std::string name;
+  std::string impl;
+  double value = 0;
+  std::string unit;
+  std::map<std::string, double> params;
+};
+
+void print(const result& r) {
+  std::ostringstream os;
+  os << "{\"name\":\"" << r.name << "\",\"impl\":\"" << r.impl
+     << "\",\"value\":" << r.value << ",\"unit\":\"" << r.unit
+     << "\",\"params\":{";
+  bool first = true;
+  for (auto& kvp : r.params) {
+    os << (first ? "" : ",") << "\"" << kvp.first << "\":" << kvp.second;
+    first = false;
+  }
+  os << ",\"threads\":" << threads << "}}";
+  std::cout << os.str() << std::endl;
+}
+
+double seconds_since(steady_clock::time_point t0) {
+  return duration<double>(steady_clock::now() - t0).count();
+}
+
+/// Resident set size of this process in bytes (from /proc).
+double rss_bytes() {
+  std::ifstream in{"/proc/self/status"};
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0)
+      return std::stod(line.substr(6)) * 1024.0;
+  return 0;
+}
+
+class raw_config : public caf::actor_system_config {
+public:
+  raw_config() {
+    set("scheduler.max-threads", threads);
+    set("scheduler.policy", caf::atom("sharing"));
+    set("logger.console", caf::atom("none"));
+  }
+};
+
+vigil::node_config node_cfg() {
+  vigil::node_config nc;
+  nc.threads = threads;
+  return nc;
+}
+
+template <class T>
+T parse_or_die(const caf::expected<T>& x, const char* what) {
+  if (!x) {
+    std::cerr << what << ": " << vigil::describe(x.error()) << "\n";
+    std::exit(1);
+  }
+  return *x;
+}
+
+// -- vigil agents -----------------------------------------------------------------
+
+/// Sends a Ball to its peer and back, n round trips, then answers Start.
+class pinger : public vigil::agent<> {
+public:
+  static void define(vigil::handlers<pinger>& h) {
+    h.on<Start>(&pinger::start).on<Ball>(&pinger::ball);
+  }
+  void start(vigil::context& ctx, const Start& m) {
+    peer_ = ctx.resolve(m.peer());
+    n_ = m.n();
+    done_ = ctx.defer();
+    Ball b;
+    b.set_n(1);
+    ctx.send(peer_, b);
+  }
+  void ball(vigil::context& ctx, const Ball& m) {
+    if (m.n() >= n_) {
+      Done d;
+      d.set_n(m.n());
+      done_.deliver(d);
+      return;
+    }
+    Ball b;
+    b.set_n(m.n() + 1);
+    ctx.send(peer_, b);
+  }
+
+private:
+  vigil::handle peer_;
+  int64_t n_ = 0;
+  vigil::deferred_reply done_;
+};
+
+/// Returns every Ball to its sender.
+class ponger : public vigil::agent<> {
+public:
+  static void define(vigil::handlers<ponger>& h) {
+    h.on<Ball>(&ponger::ball);
+  }
+  void ball(vigil::context& ctx, const Ball& m) {
+    if (!back_)
+      back_ = ctx.resolve(ctx.current()->sender);
+    ctx.send(back_, m);
+  }
+
+private:
+  vigil::handle back_;
+};
+
+/// Counts Balls; answers Start once it has seen Start.n of them.
+class counter : public vigil::agent<> {
+public:
+  static void define(vigil::handlers<counter>& h) {
+    h.on<Ball>(&counter::ball).on<Start>(&counter::start);
+  }
+  void ball(vigil::context&, const Ball&) {
+    if (++count_ == target_)
+      finish();
+  }
+  void start(vigil::context& ctx, const Start& m) {
+    target_ = m.n();
+    done_ = ctx.defer();
+    if (count_ >= target_)
+      finish();
+  }
+
+private:
+  void finish() {
+    Done d;
+    d.set_n(count_);
+    done_.deliver(d);
+  }
+  int64_t count_ = 0;
+  int64_t target_ = -1;
+  vigil::deferred_reply done_;
+};
+
+/// Sends Start.n Balls to Start.peer as fast as it can.
+class producer : public vigil::agent<> {
+public:
+  static void define(vigil::handlers<producer>& h) {
+    h.on<Start>(&producer::start);
+  }
+  void start(vigil::context& ctx, const Start& m) {
+    auto peer = ctx.resolve(m.peer());
+    Ball b;
+    for (int64_t i = 0; i < m.n(); ++i) {
+      b.set_n(i);
+      ctx.send(peer, b);
+    }
+  }
+};
+
+/// Does nothing: the cost of a supervised agent itself.
+class idle : public vigil::agent<> {
+public:
+  static void define(vigil::handlers<idle>&) {
+    // no handlers
+  }
+};
+
+/// Crashes on Crash, answers Ball.
+class crashy : public vigil::agent<> {
+public:
+  static void define(vigil::handlers<crashy>& h) {
+    h.on<Crash>(&crashy::crash).on<Ball>(&crashy::ball);
+  }
+  void crash(vigil::context&, const Crash&) {
+    throw std::runtime_error("crash on purpose");
+  }
+  Ball ball(vigil::context&, const Ball& m) {
+    return m;
+  }
+};
+
+vigil::registry bench_types() {
+  vigil::registry r;
+  r.add<pinger>("pinger").add<ponger>("ponger").add<counter>("counter");
+  r.add<producer>("producer").add<idle>("idle").add<crashy>("crashy");
+  return r;
+}
+
+vigil::envelope wrap(vigil::runtime& rt, const google::protobuf::Message& m) {
+  vigil::envelope e;
+  e.type = m.GetDescriptor()->full_name();
+  m.SerializeToString(&e.payload);
+  e.id = rt.next_id();
+  return e;
+}
+
+// -- ping_pong ------------------------------------------------------------------
+
+result ping_pong_vigil(int64_t n) {
+  vigil::node node{bench_types(), node_cfg()};
+  vigil::supervisor_spec tree;
+  tree.children = {vigil::worker("pinger", "pinger"),
+                   vigil::worker("ponger", "ponger")};
+  if (auto err = node.start("bench", tree))
+    std::exit(1);
+  Start s;
+  s.set_n(n);
+  s.set_peer("bench/ponger");
+  auto t0 = steady_clock::now();
+  auto r = node.call<Done>("bench/pinger", s, std::chrono::minutes{10});
+  auto secs = seconds_since(t0);
+  parse_or_die(r, "ping_pong");
+  return {"ping_pong", "vigil", n / secs, "round_trips/s", {{"n", double(n)}}};
+}
+
+struct raw_pinger_state {
+  caf::actor peer;
+  int64_t n = 0;
+  caf::response_promise rp;
+};
+
+caf::behavior raw_pinger(caf::stateful_actor<raw_pinger_state>* self) {
+  return {
+    [=](go_atom, int64_t n, caf::actor peer) -> caf::result<int64_t> {
+      auto& st = self->state;
+      st.n = n;
+      st.peer = peer;
+      st.rp = self->make_response_promise();
+      self->send(peer, ball_atom::value, int64_t{1});
+      return caf::delegated<int64_t>{};
+    },
+    [=](ball_atom, int64_t k) {
+      auto& st = self->state;
+      if (k >= st.n)
+        st.rp.deliver(k);
+      else
+        self->send(st.peer, ball_atom::value, k + 1);
+    },
+  };
+}
+
+caf::behavior raw_ponger(caf::event_based_actor* self) {
+  return {
+    [=](ball_atom, int64_t k) {
+      self->send(caf::actor_cast<caf::actor>(self->current_sender()),
+                 ball_atom::value, k);
+    },
+  };
+}
+
+result ping_pong_raw(int64_t n) {
+  raw_config cfg;
+  caf::actor_system sys{cfg};
+  auto pong = sys.spawn(raw_ponger);
+  auto ping = sys.spawn(raw_pinger);
+  caf::scoped_actor self{sys};
+  auto t0 = steady_clock::now();
+  self->request(ping, caf::infinite, go_atom::value, n, pong)
+    .receive([](int64_t) {}, [](caf::error&) { std::exit(1); });
+  auto secs = seconds_since(t0);
+  self->send_exit(ping, caf::exit_reason::user_shutdown);
+  self->send_exit(pong, caf::exit_reason::user_shutdown);
+  return {"ping_pong", "caf-raw", n / secs, "round_trips/s",
+          {{"n", double(n)}}};
+}
+
+// -- counting -------------------------------------------------------------------
+
+result counting_vigil(int64_t n, int producers) {
+  vigil::node node{bench_types(), node_cfg()};
+  vigil::supervisor_spec tree;
+  tree.children.push_back(vigil::worker("counter", "counter"));
+  for (int i = 0; i < producers; ++i)
+    tree.children.push_back(
+      vigil::worker("producer" + std::to_string(i), "producer"));
+  if (auto err = node.start("bench", tree))
+    std::exit(1);
+  auto t0 = steady_clock::now();
+  Start s;
+  s.set_n(n / producers);
+  s.set_peer("bench/counter");
+  for (int i = 0; i < producers; ++i)
+    if (node.send("bench/producer" + std::to_string(i), s))
+      std::exit(1);
+  Start c;
+  c.set_n(n / producers * producers);
+  auto r = node.call<Done>("bench/counter", c, std::chrono::minutes{10});
+  auto secs = seconds_since(t0);
+  parse_or_die(r, "counting");
+  return {"counting", "vigil", n / secs, "msgs/s",
+          {{"n", double(n)}, {"producers", double(producers)}}};
+}
+
+struct raw_counter_state {
+  int64_t count = 0;
+  int64_t target = -1;
+  caf::response_promise rp;
+};
+
+caf::behavior raw_counter(caf::stateful_actor<raw_counter_state>* self) {
+  return {
+    [=](ball_atom, int64_t) {
+      auto& st = self->state;
+      if (++st.count == st.target)
+        st.rp.deliver(st.count);
+    },
+    [=](go_atom, int64_t target) -> caf::result<int64_t> {
+      auto& st = self->state;
+      st.target = target;
+      if (st.count >= target)
+        return st.count;
+      st.rp = self->make_response_promise();
+      return caf::delegated<int64_t>{};
+    },
+  };
+}
+
+caf::behavior raw_producer(caf::event_based_actor* self) {
+  return {
+    [=](go_atom, int64_t n, caf::actor counter) {
+      for (int64_t i = 0; i < n; ++i)
+        self->send(counter, ball_atom::value, i);
+    },
+  };
+}
+
+result counting_raw(int64_t n, int producers) {
+  raw_config cfg;
+  caf::actor_system sys{cfg};
+  auto counter = sys.spawn(raw_counter);
+  std::vector<caf::actor> ps;
+  for (int i = 0; i < producers; ++i)
+    ps.push_back(sys.spawn(raw_producer));
+  caf::scoped_actor self{sys};
+  auto t0 = steady_clock::now();
+  for (auto& p : ps)
+    self->send(p, go_atom::value, n / producers, counter);
+  self->request(counter, caf::infinite, go_atom::value,
+                n / producers * producers)
+    .receive([](int64_t) {}, [](caf::error&) { std::exit(1); });
+  auto secs = seconds_since(t0);
+  for (auto& p : ps)
+    self->send_exit(p, caf::exit_reason::user_shutdown);
+  self->send_exit(counter, caf::exit_reason::user_shutdown);
+  return {"counting", "caf-raw", n / secs, "msgs/s",
+          {{"n", double(n)}, {"producers", double(producers)}}};
+}
+
+// -- spawn ----------------------------------------------------------------------
+
+result spawn_vigil(int64_t n) {
+  vigil::node node{bench_types(), node_cfg()};
+  vigil::supervisor_spec tree;
+  tree.flags.strategy = vigil::strategy::simple_one_for_one;
+  tree.children.push_back(vigil::worker("a", "idle"));
+  if (auto err = node.start("bench", tree))
+    std::exit(1);
+  auto sup = node.rt()->lookup("bench");
+  caf::scoped_actor self{node.system()};
+  auto rss0 = rss_bytes();
+  auto t0 = steady_clock::now();
+  // start_child is a synchronous call, as in OTP: one at a time.
+  for (int64_t i = 0; i < n; ++i)
+    self
+      ->request(sup, caf::infinite, vigil::start_child_atom::value,
+                vigil::params{}, std::string{})
+      .receive([](vigil::child_info&) {},
+               [](caf::error& e) {
+                 std::cerr << vigil::describe(e) << "\n";
+                 std::exit(1);
+               });
+  auto rss1 = rss_bytes();
+  auto err = node.stop();
+  auto secs = seconds_since(t0);
+  if (err)
+    std::exit(1);
+  return {"spawn", "vigil", n / secs, "agents/s",
+          {{"n", double(n)}, {"bytes_per_agent", (rss1 - rss0) / n}}};
+}
+
+caf::behavior raw_idle(caf::event_based_actor*) {
+  return {[](ball_atom) {}};
+}
+
+struct raw_spawner_state {
+  std::vector<caf::actor> children;
+  int64_t down = 0;
+  caf::response_promise rp;
+};
+
+/// Spawns n idle actors (from inside an actor, as a supervisor would), then
+/// on `crash_atom` stops them all and answers once every one is down.
+caf::behavior raw_spawner(caf::stateful_actor<raw_spawner_state>* self) {
+  self->set_down_handler([self](caf::down_msg&) {
+    auto& st = self->state;
+    if (++st.down == static_cast<int64_t>(st.children.size())) {
+      st.children.clear();
+      st.rp.deliver(st.down);
+      self->quit();
+    }
+  });
+  return {
+    [=](go_atom, int64_t n) {
+      auto& st = self->state;
+      st.children.reserve(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i)
+        st.children.push_back(self->spawn<caf::monitored>(raw_idle));
+      return n;
+    },
+    [=](crash_atom) -> caf::result<int64_t> {
+      auto& st = self->state;
+      st.rp = self->make_response_promise();
+      for (auto& c : st.children)
+        self->send_exit(c, caf::exit_reason::user_shutdown);
+      return caf::delegated<int64_t>{};
+    },
+  };
+}
+
+result spawn_raw(int64_t n) {
+  raw_config cfg;
+  caf::actor_system sys{cfg};
+  caf::scoped_actor self{sys, true};
+  auto rss0 = rss_bytes();
+  auto t0 = steady_clock::now();
+  auto spawner = sys.spawn(raw_spawner);
+  self->request(spawner, caf::infinite, go_atom::value, n)
+    .receive([](int64_t) {}, [](caf::error&) { std::exit(1); });
+  auto rss1 = rss_bytes();
+  self->request(spawner, caf::infinite, crash_atom::value)
+    .receive([](int64_t) {}, [](caf::error&) { std::exit(1); });
+  auto secs = seconds_since(t0);
+  return {"spawn", "caf-raw", n / secs, "agents/s",
+          {{"n", double(n)}, {"bytes_per_agent", (rss1 - rss0) / n}}};
+}
+
+// -- restart --------------------------------------------------------------------
+
+result latency_result(const char* impl, std::vector<int64_t>& ns,
+                      double secs) {
+  std::sort(ns.begin(), ns.end());
+  auto pct = [&](double p) {
+    return ns.empty() ? 0.0
+                      : ns[std::min(ns.size() - 1,
+                                    static_cast<size_t>(p * ns.size()))]
+                          / 1000.0;
+  };
+  auto n = static_cast<double>(ns.size());
+  return {"restart", impl, n / secs, "restarts/s",
+          {{"n", n}, {"p50_us", pct(0.50)}, {"p99_us", pct(0.99)}}};
+}
+
+result restart_vigil(int64_t n) {
+  vigil::node node{bench_types(), node_cfg()};
+  vigil::supervisor_spec tree;
+  tree.flags.intensity = 1000000000;
+  tree.flags.period = std::chrono::milliseconds{1000};
+  tree.children.push_back(vigil::worker("w", "crashy"));
+  if (auto err = node.start("bench", tree))
+    std::exit(1);
+  auto& rt = *node.rt();
+  auto cell = rt.lookup("bench/w");
+  caf::scoped_actor self{node.system()};
+  std::vector<int64_t> ns;
+  ns.reserve(static_cast<size_t>(n));
+  Crash crash;
+  Ball ball;
+  auto t_all = steady_clock::now();
+  for (int64_t i = 0; i < n; ++i) {
+    auto t0 = steady_clock::now();
+    self->request(cell, caf::infinite, wrap(rt, crash))
+      .receive([](vigil::envelope&) { std::exit(1); }, [](caf::error&) {});
+    // Buffered by the cell until the new instance serves it.
+    self->request(cell, caf::infinite, wrap(rt, ball))
+      .receive([](vigil::envelope&) {},
+               [](caf::error& e) {
+                 std::cerr << vigil::describe(e) << "\n";
+                 std::exit(1);
+               });
+    ns.push_back(duration_cast<nanoseconds>(steady_clock::now() - t0).count());
+  }
+  auto secs = seconds_since(t_all);
+  return latency_result("vigil", ns, secs);
+}
+
+struct raw_parent_state {
+  caf::actor child;
+  bool down = true;
+  std::vector<std::pair<caf::response_promise, int64_t>> waiting;
+};
+
+caf::behavior raw_child(caf::event_based_actor* self) {
+  return {
+    [=](crash_atom) { self->quit(caf::sec::runtime_error); },
+    [=](ball_atom, int64_t k) { return k; },
+  };
+}
+
+/// The raw CAF baseline: a parent that monitors its child, respawns it when
+/// it dies, and holds requests while it has none.
+caf::behavior raw_parent(caf::stateful_actor<raw_parent_state>* self) {
+  auto respawn = [self] {
+    auto& st = self->state;
+    st.child = self->spawn<caf::monitored>(raw_child);
+    st.down = false;
+    for (auto& w : st.waiting)
+      w.first.delegate(st.child, ball_atom::value, w.second);
+    st.waiting.clear();
+  };
+  self->set_down_handler([self, respawn](caf::down_msg& dm) {
+    if (dm.source == self->state.child.address())
+      respawn();
+  });
+  respawn();
+  return {
+    [=](crash_atom) {
+      self->send(self->state.child, crash_atom::value);
+      self->state.down = true;
+    },
+    [=](ball_atom, int64_t k) -> caf::result<int64_t> {
+      auto& st = self->state;
+      auto rp = self->make_response_promise();
+      if (st.down)
+        st.waiting.emplace_back(rp, k);
+      else
+        rp.delegate(st.child, ball_atom::value, k);
+      return caf::delegated<int64_t>{};
+    },
+  };
+}
+
+result restart_raw(int64_t n) {
+  raw_config cfg;
+  caf::actor_system sys{cfg};
+  auto parent = sys.spawn(raw_parent);
+  caf::scoped_actor self{sys};
+  std::vector<int64_t> ns;
+  ns.reserve(static_cast<size_t>(n));
+  auto t_all = steady_clock::now();
+  for (int64_t i = 0; i < n; ++i) {
+    auto t0 = steady_clock::now();
+    self->send(parent, crash_atom::value);
+    self->request(parent, caf::infinite, ball_atom::value, i)
+      .receive([](int64_t) {}, [](caf::error&) { std::exit(1); });
+    ns.push_back(duration_cast<nanoseconds>(steady_clock::now() - t0).count());
+  }
+  auto secs = seconds_since(t_all);
+  self->send_exit(parent, caf::exit_reason::user_shutdown);
+  return latency_result("caf-raw", ns, secs);
+}
+
+int usage() {
+  std::cerr << "usage: vigil_bench CASE IMPL [N] [PRODUCERS]\n"
+               "  CASE: ping_pong | counting | spawn | restart\n"
+               "  IMPL: vigil | caf-raw\n"
+               "example: vigil_bench counting vigil 1000000 2\n";
+  return 2;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3)
+    return usage();
+  std::string name = argv[1];
+  std::string impl = argv[2];
+  bool ours = impl == "vigil";
+  if (!ours && impl != "caf-raw")
+    return usage();
+  int64_t n = argc > 3 ? std::stoll(argv[3]) : 0;
+  int producers = argc > 4 ? std::stoi(argv[4]) : 1;
+  if (name == "ping_pong")
+    print(ours ? ping_pong_vigil(n ? n : 1000000)
+               : ping_pong_raw(n ? n : 1000000));
+  else if (name == "counting")
+    print(ours ? counting_vigil(n ? n : 10000000, producers)
+               : counting_raw(n ? n : 10000000, producers));
+  else if (name == "spawn")
+    print(ours ? spawn_vigil(n ? n : 1000000) : spawn_raw(n ? n : 1000000));
+  else if (name == "restart")
+    print(ours ? restart_vigil(n ? n : 100000)
+               : restart_raw(n ? n : 100000));
+  else
+    return usage();
+  return 0;
+}
