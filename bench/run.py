@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 QUICK = "--quick" in sys.argv
-REPEATS = 3 if QUICK else 5
+REPEATS = 3
 BIN = os.path.join("build", "bench", "vigil_bench")
 ERL = shutil.which("erl")
 ERL_SCHEDULERS = 2
@@ -22,7 +22,7 @@ CASES = [
     ("ping_pong", {}, 200_000, 1_000_000),
     ("counting", {"producers": 1}, 2_000_000, 10_000_000),
     ("counting", {"producers": 2}, 2_000_000, 10_000_000),
-    ("spawn", {}, 50_000, 200_000),
+    ("spawn", {}, 50_000, 1_000_000),
     ("restart", {}, 10_000, 100_000),
 ]
 
