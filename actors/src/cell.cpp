@@ -104,8 +104,8 @@ public:
       [this](degrade_atom, envelope& fallback, caf::timespan min,
              caf::timespan max) {
         stop_instance(false);
-        fallback_ = std::move(fallback);
-        fallback_.flags |= envelope::degraded_flag;
+        fallback_ = std::make_unique<envelope>(std::move(fallback));
+        fallback_->flags |= envelope::degraded_flag;
         probe_min_ = min;
         probe_max_ = max;
         probe_delay_ = min;
@@ -330,7 +330,7 @@ private:
         return caf::delegated<envelope>{};
       }
       case mode::degraded:
-        return fallback_;
+        return *fallback_;
       case mode::idle_reject: {
         auto err = make_error(errc::not_running, cfg_.path);
         if (!is_request())
@@ -417,7 +417,7 @@ private:
     stop_reason_ = caf::error{};
     if (mode_ == mode::half_open) {
       // The probe failed: the stand-in answers and the child stays degraded.
-      rp.deliver(fallback_);
+      rp.deliver(*fallback_);
       probe_delay_ = std::min(probe_delay_ * 2, probe_max_);
       enter_degraded();
       return;
@@ -534,7 +534,7 @@ private:
   void enter_degraded() {
     mode_ = mode::degraded;
     for (auto& p : buffer_)
-      p.rp.deliver(fallback_);
+      p.rp.deliver(*fallback_);
     buffer_.clear();
     delayed_send(this, probe_delay_, probe_atom::value, ++probe_seq_);
   }
@@ -564,7 +564,8 @@ private:
   bool deferred_ = false;
   bool stop_requested_ = false;
   caf::error stop_reason_;
-  envelope fallback_;
+  // Only degraded children have a stand-in reply; the rest pay a pointer.
+  std::unique_ptr<envelope> fallback_;
   caf::timespan probe_min_{0};
   caf::timespan probe_max_{0};
   caf::timespan probe_delay_{0};

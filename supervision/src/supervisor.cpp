@@ -145,13 +145,21 @@ caf::behavior supervisor_actor::make_behavior() {
         return make_error(errc::invalid_child_spec,
                           path_ + " is not simple_one_for_one: pass a "
                                   "child_spec");
-      auto cs = spec_.children.front();
-      cs.id = name.empty() ? cs.id + "-" + std::to_string(next_key_) : name;
-      for (auto& kvp : extra)
-        cs.params[kvp.first] = kvp.second;
-      if (auto* c = find_id(cs.id))
+      if (!template_)
+        template_ = std::make_shared<const child_spec>(spec_.children.front());
+      auto id = name.empty()
+                  ? template_->id + "-" + std::to_string(next_key_)
+                  : name;
+      if (auto* c = find_id(id))
         return make_error(errc::already_started, c->path);
-      auto key = add_child(std::move(cs)).key;
+      auto spec = template_;
+      if (!extra.empty()) { // only then does the child need its own spec
+        auto own = std::make_shared<child_spec>(*template_);
+        for (auto& kvp : extra)
+          own->params[kvp.first] = kvp.second;
+        spec = std::move(own);
+      }
+      auto key = add_child(std::move(id), std::move(spec)).key;
       return start_api(key, true);
     },
     [this](terminate_child_atom,
@@ -165,7 +173,7 @@ caf::behavior supervisor_actor::make_behavior() {
       stop_one(key, false, [this, key, rp]() mutable {
         if (auto* c = find_key(key)) {
           c->st = status::stopped;
-          if (simple() || c->spec.restart == restart_type::temporary) {
+          if (simple() || c->spec->restart == restart_type::temporary) {
             retire(*c);
             remove_child(key);
           }
@@ -214,7 +222,7 @@ caf::behavior supervisor_actor::make_behavior() {
         auto& c = kvp.second;
         if (c.st == status::running)
           ++n.active;
-        if (c.spec.kind == child_kind::supervisor)
+        if (c.spec->kind == child_kind::supervisor)
           ++n.supervisors;
         else
           ++n.workers;

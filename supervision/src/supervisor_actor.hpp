@@ -72,7 +72,10 @@ private:
 
   struct child {
     uint64_t key = 0;
-    child_spec spec;
+    std::string id;
+    /// Shared with the template for simple_one_for_one children that add no
+    /// params, so a dynamic child costs no copy of the spec.
+    std::shared_ptr<const child_spec> spec;
     std::string path;
     caf::actor handle;
     status st = status::stopped;
@@ -109,9 +112,9 @@ private:
 
   child_info info(const child& c) const {
     child_info ci;
-    ci.id = c.spec.id;
+    ci.id = c.id;
     ci.path = c.path;
-    ci.kind = c.spec.kind;
+    ci.kind = c.spec->kind;
     switch (c.st) {
       case status::running: ci.status = "running"; break;
       case status::restarting: ci.status = "restarting"; break;
@@ -123,26 +126,33 @@ private:
     return ci;
   }
 
-  child& add_child(child_spec spec) {
+  child& add_child(std::string id, std::shared_ptr<const child_spec> spec) {
     auto key = next_key_++;
     auto& c = children_[key];
     c.key = key;
-    c.path = child_path(spec.id);
-    by_id_[spec.id] = key;
+    c.path = child_path(id);
+    by_id_[id] = key;
+    c.id = std::move(id);
     c.spec = std::move(spec);
     return c;
+  }
+
+  child& add_child(child_spec spec) {
+    auto id = spec.id;
+    return add_child(std::move(id),
+                     std::make_shared<const child_spec>(std::move(spec)));
   }
 
   void remove_child(uint64_t key) {
     auto i = children_.find(key);
     if (i == children_.end())
       return;
-    by_id_.erase(i->second.spec.id);
+    by_id_.erase(i->second.id);
     children_.erase(i);
   }
 
   caf::error retire(child& c) {
-    if (c.handle && c.spec.kind == child_kind::worker)
+    if (c.handle && c.spec->kind == child_kind::worker)
       send(c.handle, retire_atom::value); // behind queued envelopes
     c.handle = nullptr;
     return caf::none;
@@ -172,22 +182,22 @@ private:
     auto* c = find_key(key);
     if (c == nullptr)
       return k(make_error(errc::not_found));
-    if (c->spec.kind == child_kind::worker) {
+    if (c->spec->kind == child_kind::worker) {
       if (!c->handle) {
         cell_config cc;
         cc.path = c->path;
-        cc.type = rt_->types().find(c->spec.agent);
-        cc.params = c->spec.params;
-        cc.buffer_cap = c->spec.buffer_cap;
-        cc.max_deliveries = c->spec.max_deliveries;
+        cc.type = rt_->types().find(c->spec->agent);
+        cc.params = c->spec->params;
+        cc.buffer_cap = c->spec->buffer_cap;
+        cc.max_deliveries = c->spec->max_deliveries;
         if (cc.type == nullptr)
-          return k(make_error(errc::unknown_agent_type, c->spec.agent));
+          return k(make_error(errc::unknown_agent_type, c->spec->agent));
         c->handle = spawn_cell(home_system(), rt_, std::move(cc),
                                caf::actor_cast<caf::actor>(this), key);
         rt_->bind(c->path, c->handle);
       }
     } else {
-      c->handle = spawn_supervisor(home_system(), rt_, *c->spec.sup, c->path,
+      c->handle = spawn_supervisor(home_system(), rt_, *c->spec->sup, c->path,
                                    caf::actor_cast<caf::actor>(this));
       monitor(c->handle);
     }
@@ -206,7 +216,7 @@ private:
           nudge();
           if (auto* c = find_key(key)) {
             c->st = status::restarting;
-            if (c->spec.kind == child_kind::supervisor)
+            if (c->spec->kind == child_kind::supervisor)
               c->handle = nullptr;
           }
           k(err);
@@ -242,7 +252,7 @@ private:
         c->st = status::stopped;
       return k();
     }
-    auto sd = c->spec.effective_shutdown();
+    auto sd = c->spec->effective_shutdown();
     bool graceful = sd.how != shutdown_spec::kind::brutal_kill;
     caf::duration timeout = caf::infinite;
     if (sd.how == shutdown_spec::kind::timeout)
@@ -256,7 +266,7 @@ private:
           nudge();
           if (auto* c = find_key(key)) {
             c->st = status::stopped;
-            if (c->spec.kind == child_kind::supervisor) {
+            if (c->spec->kind == child_kind::supervisor) {
               demonitor(c->handle);
               c->handle = nullptr;
             }
@@ -313,7 +323,7 @@ private:
       auto& c = children_[key];
       if (!c.handle || c.st == status::stopped)
         continue;
-      auto sd = c.spec.effective_shutdown();
+      auto sd = c.spec->effective_shutdown();
       caf::duration timeout = caf::infinite;
       if (sd.how == shutdown_spec::kind::timeout)
         timeout = caf::duration{sd.timeout};
@@ -467,7 +477,7 @@ private:
         return shutdown(caf::exit_reason::user_shutdown);
       case auto_shutdown::all_significant:
         for (auto& kvp : children_)
-          if (kvp.second.spec.significant
+          if (kvp.second.spec->significant
               && kvp.second.st != status::stopped)
             return;
         return shutdown(caf::exit_reason::user_shutdown);
@@ -480,23 +490,23 @@ private:
     if (c == nullptr)
       return;
     bool benign = is_normal(reason) || is_shutdown(reason);
-    bool significant = c->spec.significant;
-    if (c->spec.restart == restart_type::temporary) {
+    bool significant = c->spec->significant;
+    if (c->spec->restart == restart_type::temporary) {
       retire(*c);
       remove_child(key);
       return check_auto_shutdown(significant);
     }
-    if (c->spec.restart == restart_type::transient && benign) {
+    if (c->spec->restart == restart_type::transient && benign) {
       c->st = status::stopped;
-      if (c->handle && c->spec.kind == child_kind::worker)
+      if (c->handle && c->spec->kind == child_kind::worker)
         send<high>(c->handle, stop_atom::value, false, false);
-      if (c->spec.kind == child_kind::supervisor)
+      if (c->spec->kind == child_kind::supervisor)
         c->handle = nullptr;
       return check_auto_shutdown(significant);
     }
-    if (c->spec.kind == child_kind::supervisor)
+    if (c->spec->kind == child_kind::supervisor)
       c->handle = nullptr;
-    if (c->spec.failure == on_failure::escalate && !benign)
+    if (c->spec->failure == on_failure::escalate && !benign)
       return escalate(chain(*c, reason, errc::escalated));
     c->st = status::restarting;
     schedule_restart(*c, std::move(reason));
@@ -517,7 +527,7 @@ private:
     if (c == nullptr || stopping_)
       return;
     if (!add_restart()) {
-      if (c->spec.failure == on_failure::degrade) {
+      if (c->spec->failure == on_failure::degrade) {
         restarts_.pop_back();
         return degrade(*c);
       }
@@ -553,7 +563,7 @@ private:
         auto* s = find_key(k);
         if (s == nullptr)
           continue;
-        if (k != key && s->spec.restart == restart_type::temporary) {
+        if (k != key && s->spec->restart == restart_type::temporary) {
           retire(*s);
           remove_child(k);
           continue;
@@ -629,7 +639,7 @@ private:
                             errc::reached_max_restart_intensity));
     c.st = status::degraded;
     ++c.restarts;
-    auto& d = c.spec.degrade;
+    auto& d = c.spec->degrade;
     send<high>(c.handle, degrade_atom::value, d.fallback,
                caf::timespan{d.probe_min}, caf::timespan{d.probe_max});
   }
@@ -640,6 +650,7 @@ private:
   supervisor_spec spec_;
   std::string path_;
   std::mt19937_64 rng_;
+  std::shared_ptr<const child_spec> template_; // simple_one_for_one
   std::map<uint64_t, child> children_;
   std::unordered_map<std::string, uint64_t> by_id_;
   std::deque<time_point> restarts_;
