@@ -183,29 +183,17 @@ caf::behavior supervisor_actor::make_behavior() {
       return rp;
     },
     [this](restart_child_atom, std::string& id) -> caf::result<child_info> {
-      if (simple())
-        return make_error(errc::simple_one_for_one, path_);
-      auto* c = find_id(id);
-      if (c == nullptr)
-        return make_error(errc::not_found, child_path(id));
-      if (c->st == status::running || c->st == status::degraded)
-        return make_error(errc::running, c->path);
-      if (c->st == status::restarting)
-        return make_error(errc::restarting, c->path);
-      return start_api(c->key, false);
+      auto c = stopped_child(id);
+      if (!c)
+        return std::move(c.error());
+      return start_api((*c)->key, false);
     },
     [this](delete_child_atom, std::string& id) -> caf::result<void> {
-      if (simple())
-        return make_error(errc::simple_one_for_one, path_);
-      auto* c = find_id(id);
-      if (c == nullptr)
-        return make_error(errc::not_found, child_path(id));
-      if (c->st == status::running || c->st == status::degraded)
-        return make_error(errc::running, c->path);
-      if (c->st == status::restarting)
-        return make_error(errc::restarting, c->path);
-      retire(*c);
-      remove_child(c->key);
+      auto c = stopped_child(id);
+      if (!c)
+        return std::move(c.error());
+      retire(**c);
+      remove_child((*c)->key);
       return caf::unit;
     },
     [this](which_children_atom) {

@@ -110,6 +110,21 @@ private:
     return i != by_id_.end() ? find_key(i->second) : nullptr;
   }
 
+  /// The child `id` if restart_child/delete_child may act on it, else OTP's
+  /// error: simple_one_for_one, not_found, running or restarting.
+  caf::expected<child*> stopped_child(const std::string& id) {
+    if (simple())
+      return make_error(errc::simple_one_for_one, path_);
+    auto* c = find_id(id);
+    if (c == nullptr)
+      return make_error(errc::not_found, child_path(id));
+    if (c->st == status::running || c->st == status::degraded)
+      return make_error(errc::running, c->path);
+    if (c->st == status::restarting)
+      return make_error(errc::restarting, c->path);
+    return c;
+  }
+
   child_info info(const child& c) const {
     child_info ci;
     ci.id = c.id;
