@@ -166,11 +166,10 @@ private:
     children_.erase(i);
   }
 
-  caf::error retire(child& c) {
+  void retire(child& c) {
     if (c.handle && c.spec->kind == child_kind::worker)
       send(c.handle, retire_atom::value); // behind queued envelopes
     c.handle = nullptr;
-    return caf::none;
   }
 
   /// Messages that arrive during an `await` are skipped into the cache of
@@ -299,7 +298,6 @@ private:
             }
             c->handle = nullptr;
             c->st = status::stopped;
-            ++killed_;
           }
           k();
         });
@@ -413,7 +411,6 @@ private:
         send_exit(c.handle, caf::exit_reason::kill);
         c.handle = nullptr;
         c.st = status::stopped;
-        ++killed_;
       }
     }
     acks_pending_ = 0;
@@ -677,7 +674,6 @@ private:
   size_t acks_pending_ = 0;
   std::function<void()> acks_done_;
   caf::actor parent_;
-  size_t killed_ = 0;
 };
 
 } // namespace detail

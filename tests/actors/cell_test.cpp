@@ -71,19 +71,6 @@ int64_t ns_of(std::chrono::milliseconds d) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
 }
 
-Pong pong_of(const envelope& e) {
-  Pong p;
-  EXPECT_EQ(e.type, Pong::descriptor()->full_name());
-  EXPECT_TRUE(p.ParseFromString(e.payload));
-  return p;
-}
-
-Ping ping(int64_t n) {
-  Ping p;
-  p.set_n(n);
-  return p;
-}
-
 class cell_test : public runtime_fixture {
 public:
   using request_handle = decltype(std::declval<caf::scoped_actor&>()->request(

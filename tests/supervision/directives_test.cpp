@@ -11,19 +11,6 @@ using namespace vigil::test;
 
 namespace {
 
-Pong pong_of(const envelope& e) {
-  Pong p;
-  EXPECT_EQ(e.type, Pong::descriptor()->full_name());
-  EXPECT_TRUE(p.ParseFromString(e.payload));
-  return p;
-}
-
-Ping ping(int64_t n) {
-  Ping p;
-  p.set_n(n);
-  return p;
-}
-
 class directives_test : public runtime_fixture {
 public:
   static constexpr const char* path = "sup/w";

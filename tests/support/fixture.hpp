@@ -175,6 +175,20 @@ public:
   std::vector<caf::actor> sups;
 };
 
+/// The Pong in a reply envelope (fails the test if it is something else).
+inline Pong pong_of(const envelope& e) {
+  Pong p;
+  EXPECT_EQ(e.type, Pong::descriptor()->full_name());
+  EXPECT_TRUE(p.ParseFromString(e.payload));
+  return p;
+}
+
+inline Ping ping(int64_t n) {
+  Ping p;
+  p.set_n(n);
+  return p;
+}
+
 inline supervisor_spec flags(strategy s, int intensity = 1,
                              int period_ms = 5000) {
   supervisor_spec spec;
