@@ -3,6 +3,7 @@
 
 find_package(Threads REQUIRED)
 find_package(Protobuf REQUIRED)
+find_package(spdlog REQUIRED)
 
 # Debian ships no CMake package config for CAF 0.17.
 find_path(CAF_INCLUDE_DIR caf/all.hpp REQUIRED)
@@ -18,6 +19,16 @@ if(NOT TARGET caf::core)
   set_target_properties(caf::io PROPERTIES
     IMPORTED_LOCATION ${CAF_IO_LIBRARY}
     INTERFACE_LINK_LIBRARIES caf::core)
+endif()
+
+# LMDB: Debian's liblmdb-dev ships no CMake package config.
+find_path(LMDB_INCLUDE_DIR lmdb.h REQUIRED)
+find_library(LMDB_LIBRARY lmdb REQUIRED)
+if(NOT TARGET lmdb::lmdb)
+  add_library(lmdb::lmdb UNKNOWN IMPORTED)
+  set_target_properties(lmdb::lmdb PROPERTIES
+    IMPORTED_LOCATION ${LMDB_LIBRARY}
+    INTERFACE_INCLUDE_DIRECTORIES ${LMDB_INCLUDE_DIR})
 endif()
 
 # One precompiled header for every translation unit that includes CAF.

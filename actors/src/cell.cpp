@@ -1,9 +1,15 @@
 #include "vigil/actors/cell.hpp"
 
-#include <list>
+#include <deque>
 #include <exception>
+#include <list>
+#include <map>
+#include <unordered_map>
 
 #include <caf/all.hpp>
+
+#include "durable.hpp"
+#include "vigil/actors/writer.hpp"
 
 namespace vigil {
 
@@ -40,7 +46,8 @@ public:
       cfg_(std::move(cfg)),
       parent_(std::move(parent)),
       key_(key) {
-    // nop
+    if (cfg_.durability.mode != durability_mode::none)
+      init_durable();
   }
 
   const char* name() const override {
@@ -65,7 +72,26 @@ public:
       quit(msg.reason);
     });
     return {
-      [this](envelope& e) -> caf::result<envelope> { return on_envelope(e); },
+      [this](envelope& e) -> caf::result<envelope> {
+        if (dur_ && dur_->journal && mode_ != mode::idle_reject
+            && !(mode_ == mode::degraded && is_request()))
+          return accept(e);
+        return on_envelope(e);
+      },
+      [this](committed_atom, uint64_t token, bool duplicate,
+             caf::error& err) { on_committed(token, duplicate, err); },
+      [this](snap_atom) {
+        dur_->timer = false;
+        if (dur_->unsaved > 0 && instance_)
+          save_snapshot();
+      },
+      [this](outbox_atom, uint64_t oseq) {
+        auto i = dur_->outbox.find(oseq);
+        if (i != dur_->outbox.end()) {
+          dur_->ready.push_back(oseq);
+          dispatch_outbox();
+        }
+      },
       [this](start_atom, bool is_restart, caf::error& reason)
         -> caf::result<uint64_t> {
         if (auto err = start_instance(is_restart, reason))
@@ -76,6 +102,8 @@ public:
         if (!buffer_.empty())
           event_based_actor::send<caf::message_priority::high>(
             this, drain_atom::value, gen_);
+        if (dur_)
+          dispatch_outbox();
         return gen_;
       },
       [this](drain_atom, uint64_t gen) {
@@ -169,7 +197,7 @@ protected:
     envelope e;
     e.type = msg.GetDescriptor()->full_name();
     msg.SerializeToString(&e.payload);
-    e.id = rt_->next_id();
+    e.id = opts.message_id != 0 ? opts.message_id : rt_->next_id();
     e.idempotency_key = opts.idempotency_key;
     if (opts.timeout.count() > 0)
       e.deadline = to_ns(now() + opts.timeout);
@@ -196,6 +224,13 @@ protected:
   }
 
   void send_envelope(const handle& to, envelope env) override {
+    if (dur_ && dur_->journal && current_ != nullptr) {
+      // Sent by a journal agent's handler: committed with the state change
+      // (the outbox) and delivered after that commit, at least once; the
+      // receiver drops a redelivered message id.
+      dur_->sends.push_back(detail::outbox_send{0, to.path(), std::move(env)});
+      return;
+    }
     auto dest = target(to);
     if (!dest) {
       rt_->add_dead_letter(to.path(), std::move(env),
@@ -277,6 +312,7 @@ private:
   struct pending {
     envelope env;
     response_promise rp;
+    uint64_t seq = 0; ///< Journal seq (journal agents only).
   };
 
   std::string mode_name() const {
@@ -377,6 +413,8 @@ private:
     try {
       parsed = i->second(*instance_, *this, e, out);
     } catch (...) {
+      if (dur_)
+        dur_->sends.clear();
       current_ = nullptr;
       err = make_error(errc::handler_failed,
                        cfg_.path + ": " + what(std::current_exception()));
@@ -384,16 +422,22 @@ private:
     }
     current_ = nullptr;
     if (!parsed) {
+      if (dur_)
+        dur_->sends.clear();
       err = make_error(errc::bad_payload,
                        cfg_.path + ": payload does not parse as " + e.type);
       return outcome::rejected;
     }
     if (e.deadline != 0 && to_ns(now()) > e.deadline) {
+      if (dur_)
+        dur_->sends.clear();
       err = make_error(errc::deadline_exceeded,
                        cfg_.path + " handled " + e.type
                          + " past its deadline");
       return outcome::failed;
     }
+    if (dur_)
+      after_handled();
     if (mode_ == mode::half_open) {
       mode_ = mode::running;
       probe_delay_ = probe_min_;
@@ -410,21 +454,37 @@ private:
   }
 
   /// The instance failed while handling `e`: decide the envelope's fate, drop
-  /// the instance and tell the supervisor.
-  void after_failure(envelope e, response_promise rp, caf::error err) {
+  /// the instance and tell the supervisor. `seq` is its journal seq (0 if
+  /// not journaled).
+  void after_failure(envelope e, response_promise rp, caf::error err,
+                     uint64_t seq = 0) {
     instance_.reset();
     stop_requested_ = false;
     stop_reason_ = caf::error{};
     if (mode_ == mode::half_open) {
       // The probe failed: the stand-in answers and the child stays degraded.
       rp.deliver(*fallback_);
+      if (seq != 0) // accepted: it still has to be applied or dead-lettered
+        settle(std::move(e), std::move(rp), err, seq);
       probe_delay_ = std::min(probe_delay_ * 2, probe_max_);
       enter_degraded();
       return;
     }
     mode_ = mode::idle_buffer;
+    settle(std::move(e), std::move(rp), err, seq);
+    event_based_actor::send(parent_, exit_atom::value, key_, gen_, std::move(err));
+  }
+
+  /// The fate of an envelope whose handler failed: told to the requester,
+  /// kept for the next instance, or a dead letter.
+  void settle(envelope e, response_promise rp, const caf::error& err,
+              uint64_t seq) {
+    bool journaled = seq != 0 && dur_ && dur_->journal;
+    bool async = !rp.pending() || rp.async();
     if (is(err, errc::deadline_exceeded)) {
       // Its time is up: retrying it cannot succeed.
+      if (journaled)
+        consume_failed(seq, e, async ? describe(err) : std::string{});
       rp.deliver(err);
     } else if (e.attempt >= cfg_.max_deliveries) {
       // With max_deliveries 1 (the default, as in OTP and Akka) the failing
@@ -438,14 +498,18 @@ private:
                                      + describe(err));
       // A requester is told and owns the retry; an async envelope would be
       // lost, so it goes to the dead letters, as does every poison message.
-      if (cfg_.max_deliveries > 1 || !rp.pending() || rp.async())
+      bool dead = cfg_.max_deliveries > 1 || async;
+      if (journaled)
+        consume_failed(seq, e, dead ? describe(reason) : std::string{});
+      else if (dead)
         rt_->add_dead_letter(cfg_.path, e, describe(reason));
       rp.deliver(std::move(reason));
     } else {
       ++e.attempt;
-      buffer_.push_front(pending{std::move(e), std::move(rp)});
+      if (journaled) // the attempt count survives a crash of the node, too
+        write(detail::redeliver_item(cfg_.path, seq, e), false);
+      buffer_.push_front(pending{std::move(e), std::move(rp), seq});
     }
-    event_based_actor::send(parent_, exit_atom::value, key_, gen_, std::move(err));
   }
 
   caf::error start_instance(bool is_restart, const caf::error& reason) {
@@ -455,6 +519,8 @@ private:
     ++gen_;
     try {
       instance_ = cfg_.type->make(cfg_.params);
+      if (dur_)
+        restore_state();
       if (is_restart)
         instance_->on_restart(*this, reason);
       else
@@ -478,6 +544,8 @@ private:
       } catch (...) {
         // on_stop cannot fail the stop; the instance is gone either way.
       }
+      if (dur_ && !dur_->journal && dur_->unsaved > 0)
+        save_snapshot();
     }
     instance_.reset();
     stop_requested_ = false;
@@ -490,7 +558,9 @@ private:
   void drain() {
     static constexpr size_t drain_chunk = 64;
     size_t n = 0;
-    while (!buffer_.empty() && mode_ == mode::running && instance_) {
+    while (!buffer_.empty() && instance_
+           && (mode_ == mode::running
+               || (mode_ == mode::half_open && dur_ && dur_->journal))) {
       if (n++ == drain_chunk) {
         event_based_actor::send<caf::message_priority::high>(
           this, drain_atom::value, gen_);
@@ -501,7 +571,9 @@ private:
       envelope out;
       caf::error err;
       current_rp_ = &p.rp;
+      current_seq_ = p.seq;
       auto res = run(p.env, out, err);
+      current_seq_ = 0;
       current_rp_ = nullptr;
       bool deferred = std::exchange(deferred_, false);
       switch (res) {
@@ -509,19 +581,37 @@ private:
           if (!deferred)
             p.rp.deliver(std::move(out));
           break;
-        case outcome::rejected:
-          if (!p.rp.pending() || p.rp.async())
+        case outcome::rejected: {
+          bool async = !p.rp.pending() || p.rp.async();
+          if (p.seq != 0 && dur_ && dur_->journal)
+            consume_failed(p.seq, p.env, async ? describe(err) : std::string{});
+          else if (async)
             rt_->add_dead_letter(cfg_.path, std::move(p.env), describe(err));
           p.rp.deliver(std::move(err));
           break;
+        }
         case outcome::failed:
-          after_failure(std::move(p.env), std::move(p.rp), std::move(err));
+          after_failure(std::move(p.env), std::move(p.rp), std::move(err),
+                        p.seq);
           return;
       }
     }
   }
 
   void reject_buffer(const caf::error& err) {
+    if (dur_ && dur_->journal) {
+      // Accepted envelopes stay in the journal and are applied when the
+      // agent runs again (restart_child, or the next start of the node).
+      // A requester is told now; its envelope is not lost.
+      for (auto& p : buffer_)
+        if (p.rp.pending() && !p.rp.async())
+          p.rp.deliver(make_error(
+            errc::not_running, cfg_.path
+                                 + " stopped; the envelope is kept in its "
+                                   "journal and applied when it runs again"));
+      buffer_.remove_if([](const pending& p) { return p.seq == 0; });
+      return;
+    }
     for (auto& p : buffer_) {
       if (!p.rp.pending() || p.rp.async())
         rt_->add_dead_letter(cfg_.path, std::move(p.env), describe(err));
@@ -535,7 +625,11 @@ private:
     mode_ = mode::degraded;
     for (auto& p : buffer_)
       p.rp.deliver(*fallback_);
-    buffer_.clear();
+    // A journal agent keeps what it accepted, to apply after recovery.
+    if (dur_ && dur_->journal)
+      buffer_.remove_if([](const pending& p) { return p.seq == 0; });
+    else
+      buffer_.clear();
     delayed_send(this, probe_delay_, probe_atom::value, ++probe_seq_);
   }
 
@@ -547,6 +641,321 @@ private:
       return;
     }
     mode_ = mode::half_open;
+    if (!buffer_.empty())
+      drain(); // a journal agent's kept envelopes: the first one decides
+  }
+
+  // -- durability (see durability.hpp) ----------------------------------------
+
+  struct durable {
+    bool journal = false;
+    durability_spec spec;
+    caf::actor writer;
+    uint64_t next_seq = 1;
+    uint64_t next_outbox = 1;
+    uint64_t processed = 0;
+    uint64_t next_token = 1;
+    uint64_t duplicates = 0;
+    /// The last state handed to the writer; what a restart restores.
+    std::string state;
+    std::string state_type;
+    bool has_state = false;
+    /// Journal: envelopes whose accept commit is outstanding, by token.
+    std::unordered_map<uint64_t, pending> accepting;
+    /// Outbox sends of the handler running now.
+    std::vector<detail::outbox_send> sends;
+    /// Outbox entries not yet delivered, by outbox seq; `ready` lists the
+    /// committed ones waiting for a delivery slot.
+    std::map<uint64_t, detail::outbox_send> outbox;
+    std::deque<uint64_t> ready;
+    size_t in_flight = 0;
+    /// Consume/snapshot commits outstanding: token -> outbox seqs they carry.
+    std::unordered_map<uint64_t, std::vector<uint64_t>> after_commit;
+    /// Snapshot mode.
+    uint32_t unsaved = 0;
+    bool timer = false;
+  };
+
+  /// Outbox deliveries in flight per agent.
+  static constexpr size_t outbox_window = 256;
+
+  void init_durable() {
+    dur_ = std::make_unique<durable>();
+    dur_->journal = cfg_.durability.mode == durability_mode::journal;
+    dur_->spec = cfg_.durability;
+    dur_->writer = rt_->writer();
+    if (auto rec = rt_->claim(cfg_.path))
+      restore(*rec);
+  }
+
+  /// Takes what the node recovered for this path: the last state, then the
+  /// unconsumed envelopes in their original order, ahead of any new one.
+  void restore(const recovered_agent& rec) {
+    auto& d = *dur_;
+    if (rec.has_snapshot) {
+      auto& s = rec.snapshot;
+      d.has_state = !s.state_type().empty();
+      d.state = s.state();
+      d.state_type = s.state_type();
+      d.next_seq = std::max<uint64_t>(1, s.next_seq());
+      d.next_outbox = std::max<uint64_t>(1, s.next_outbox());
+      d.processed = s.processed();
+      for (auto& r : s.pending())
+        buffer_.push_back(pending{detail::from_record(r), {}, 0});
+    }
+    for (auto& je : rec.journal) {
+      buffer_.push_back(pending{detail::from_record(je.env()), {}, je.seq()});
+      d.next_seq = std::max(d.next_seq, je.seq() + 1);
+    }
+    for (auto& oe : rec.outbox) {
+      d.outbox.emplace(oe.seq(), detail::outbox_send{
+                                   oe.seq(), oe.to(),
+                                   detail::from_record(oe.env())});
+      d.ready.push_back(oe.seq());
+      d.next_outbox = std::max(d.next_outbox, oe.seq() + 1);
+    }
+  }
+
+  /// Loads the last saved state into a new instance (throws on mismatch,
+  /// which fails the start).
+  void restore_state() {
+    if (!dur_->writer)
+      throw std::runtime_error("durability " + std::string{to_string(
+                                 cfg_.durability.mode)}
+                               + " needs a data dir; set node_config::data_dir");
+    auto* m = instance_->state_message();
+    if (!dur_->has_state || m == nullptr)
+      return;
+    if (m->GetDescriptor()->full_name() != dur_->state_type)
+      throw std::runtime_error("saved state of " + cfg_.path + " is a "
+                               + dur_->state_type + ", but agent type "
+                               + cfg_.type->name + " keeps a "
+                               + m->GetDescriptor()->full_name());
+    if (!m->ParseFromString(dur_->state))
+      throw std::runtime_error("saved state of " + cfg_.path
+                               + " does not parse as " + dur_->state_type);
+  }
+
+  void capture_state() {
+    auto& d = *dur_;
+    if (auto* m = instance_ ? instance_->state_message() : nullptr) {
+      d.state.clear();
+      m->SerializeToString(&d.state);
+      d.state_type = m->GetDescriptor()->full_name();
+      d.has_state = true;
+    }
+  }
+
+  /// Hands `item` to the writer; with `ack`, returns the token of the
+  /// commit acknowledgement (registered in after_commit).
+  uint64_t write(write_item item, bool ack) {
+    auto& d = *dur_;
+    uint64_t tok = 0;
+    if (ack) {
+      tok = d.next_token++;
+      d.after_commit.emplace(tok, std::vector<uint64_t>{});
+    }
+    event_based_actor::send(d.writer, write_atom::value, tok,
+                            std::move(item));
+    return tok;
+  }
+
+  detail::consume_args consume_args(uint64_t seq) {
+    auto& d = *dur_;
+    detail::consume_args a;
+    a.path = &cfg_.path;
+    a.agent = &cfg_.type->name;
+    a.seq = seq;
+    a.state = d.has_state ? &d.state : nullptr;
+    a.state_type = d.state_type;
+    a.next_seq = d.next_seq;
+    a.next_outbox = d.next_outbox;
+    a.processed = d.processed;
+    a.durability = d.journal ? 2 : 1;
+    return a;
+  }
+
+  /// A journal agent's accept: the envelope is durable (and checked against
+  /// the message ids already accepted) before it is handled.
+  caf::result<envelope> accept(envelope& e) {
+    auto& d = *dur_;
+    if (d.accepting.size() + buffer_.size() >= cfg_.buffer_cap) {
+      auto err = make_error(errc::buffer_overflow,
+                            cfg_.path + " holds "
+                              + std::to_string(buffer_.size()
+                                               + d.accepting.size())
+                              + " envelopes (buffer_cap)");
+      if (!is_request())
+        rt_->add_dead_letter(cfg_.path, std::move(e), describe(err));
+      return err;
+    }
+    auto seq = d.next_seq++;
+    auto tok = d.next_token++;
+    event_based_actor::send(d.writer, write_atom::value, tok,
+                            detail::accept_item(cfg_.path, seq, e));
+    d.accepting.emplace(tok, pending{std::move(e), make_response_promise(),
+                                     seq});
+    return caf::delegated<envelope>{};
+  }
+
+  void on_committed(uint64_t tok, bool duplicate, caf::error& err) {
+    auto& d = *dur_;
+    if (auto i = d.accepting.find(tok); i != d.accepting.end()) {
+      auto p = std::move(i->second);
+      d.accepting.erase(i);
+      bool async = !p.rp.pending() || p.rp.async();
+      if (err) {
+        if (async)
+          rt_->add_dead_letter(cfg_.path, std::move(p.env), describe(err));
+        p.rp.deliver(std::move(err));
+      } else if (duplicate) {
+        ++d.duplicates;
+        p.rp.deliver(make_error(errc::duplicate,
+                                cfg_.path + " already accepted message "
+                                  + std::to_string(p.env.id)));
+      } else {
+        buffer_.push_back(std::move(p));
+        if (instance_
+            && (mode_ == mode::running || mode_ == mode::half_open))
+          drain();
+      }
+      return;
+    }
+    auto j = d.after_commit.find(tok);
+    if (j == d.after_commit.end())
+      return;
+    auto seqs = std::move(j->second);
+    d.after_commit.erase(j);
+    if (err) {
+      storage_failure(std::move(err));
+      return;
+    }
+    for (auto oseq : seqs)
+      d.ready.push_back(oseq);
+    dispatch_outbox();
+  }
+
+  /// A commit of this agent failed: memory is ahead of the disk, so the
+  /// instance fails and its supervisor decides.
+  void storage_failure(caf::error err) {
+    if (!instance_)
+      return;
+    instance_.reset();
+    stop_requested_ = false;
+    mode_ = mode::idle_buffer;
+    event_based_actor::send(parent_, exit_atom::value, key_, gen_,
+                            std::move(err));
+  }
+
+  /// Runs after a handler succeeded (inside `run`).
+  void after_handled() {
+    auto& d = *dur_;
+    ++d.processed;
+    if (!d.journal) {
+      ++d.unsaved;
+      if (d.spec.every_messages != 0 && d.unsaved >= d.spec.every_messages)
+        save_snapshot();
+      else if (d.spec.every.count() > 0 && !d.timer) {
+        d.timer = true;
+        delayed_send(this, d.spec.every, snap_atom::value);
+      }
+      return;
+    }
+    capture_state();
+    auto sends = std::move(d.sends);
+    d.sends.clear();
+    for (auto& x : sends)
+      x.seq = d.next_outbox++;
+    auto a = consume_args(current_seq_);
+    a.outbox = &sends;
+    auto tok = write(detail::consume_item(a), true);
+    if (!sends.empty()) {
+      auto& seqs = d.after_commit[tok];
+      for (auto& x : sends) {
+        seqs.push_back(x.seq);
+        auto oseq = x.seq;
+        d.outbox.emplace(oseq, std::move(x));
+      }
+    }
+  }
+
+  /// Consumes journal entry `seq` without a state change; a non-empty
+  /// `reason` makes the envelope a dead letter in the same transaction.
+  void consume_failed(uint64_t seq, const envelope& e,
+                      const std::string& reason) {
+    ++dur_->processed;
+    auto a = consume_args(seq);
+    a.dead_reason = reason;
+    a.dead_env = &e;
+    write(detail::consume_item(a), true);
+    if (!reason.empty())
+      rt_->add_dead_letter(cfg_.path, e, reason, false);
+  }
+
+  /// Snapshot mode: state plus the envelopes waiting in the buffer.
+  void save_snapshot() {
+    auto& d = *dur_;
+    capture_state();
+    std::vector<const envelope*> waiting;
+    for (auto& p : buffer_)
+      waiting.push_back(&p.env);
+    auto a = consume_args(0);
+    a.pending = &waiting;
+    write(detail::consume_item(a), true);
+    d.unsaved = 0;
+  }
+
+  /// Delivers committed outbox entries, at most `outbox_window` at a time,
+  /// each as a request: any answer (also an error from the receiver) ends
+  /// its delivery; an unreachable receiver is retried.
+  void dispatch_outbox() {
+    auto& d = *dur_;
+    while (!d.ready.empty() && d.in_flight < outbox_window) {
+      auto oseq = d.ready.front();
+      d.ready.pop_front();
+      auto i = d.outbox.find(oseq);
+      if (i == d.outbox.end())
+        continue;
+      auto dest = rt_->lookup(i->second.to);
+      if (!dest) {
+        retry_outbox(oseq);
+        continue;
+      }
+      ++d.in_flight;
+      event_based_actor::request(dest, std::chrono::seconds{30},
+                                 i->second.env)
+        .then([this, oseq](envelope&) { outbox_delivered(oseq); },
+              [this, oseq](caf::error& err) {
+                if (unreachable(err)) {
+                  --dur_->in_flight;
+                  retry_outbox(oseq);
+                  dispatch_outbox();
+                } else {
+                  outbox_delivered(oseq);
+                }
+              });
+    }
+  }
+
+  static bool unreachable(const caf::error& err) {
+    return err == caf::sec::request_timeout
+           || err == caf::sec::request_receiver_down
+           || is(err, errc::not_found) || is(err, errc::not_running)
+           || is(err, errc::buffer_overflow) || is(err, errc::storage_failed)
+           || is(err, errc::shutting_down);
+  }
+
+  void retry_outbox(uint64_t oseq) {
+    delayed_send(this, std::chrono::milliseconds{250}, outbox_atom::value,
+                 oseq);
+  }
+
+  void outbox_delivered(uint64_t oseq) {
+    auto& d = *dur_;
+    --d.in_flight;
+    if (d.outbox.erase(oseq) > 0)
+      write(detail::outbox_done_item(cfg_.path, oseq), false);
+    dispatch_outbox();
   }
 
   std::shared_ptr<runtime> rt_;
@@ -570,6 +979,9 @@ private:
   caf::timespan probe_max_{0};
   caf::timespan probe_delay_{0};
   uint64_t probe_seq_ = 0;
+  // Only durable children pay for this.
+  std::unique_ptr<durable> dur_;
+  uint64_t current_seq_ = 0;
 };
 
 } // namespace

@@ -38,6 +38,8 @@ const char* to_string(errc x) noexcept {
     case errc::saga_compensated: return "saga_compensated";
     case errc::compensation_failed: return "compensation_failed";
     case errc::shutting_down: return "shutting_down";
+    case errc::storage_failed: return "storage_failed";
+    case errc::duplicate: return "duplicate";
   }
   return "unknown";
 }

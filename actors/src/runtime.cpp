@@ -2,6 +2,11 @@
 
 #include <algorithm>
 
+#include <caf/all.hpp>
+
+#include "durable.hpp"
+#include "vigil/actors/writer.hpp"
+
 namespace vigil {
 
 std::vector<std::string> registry::names() const {
@@ -41,8 +46,40 @@ std::vector<std::string> runtime::paths() const {
   return out;
 }
 
+void runtime::attach_store(std::shared_ptr<store> st, caf::actor writer,
+                           std::map<std::string, recovered_agent> found) {
+  ids_.store((st->boots() << 40) + 1);
+  store_ = std::move(st);
+  writer_ = std::move(writer);
+  std::lock_guard<std::mutex> guard{rec_mtx_};
+  for (auto& kvp : found)
+    recovered_.emplace(kvp.first, std::make_shared<recovered_agent>(
+                                    std::move(kvp.second)));
+}
+
+std::shared_ptr<recovered_agent> runtime::claim(const std::string& path) {
+  std::lock_guard<std::mutex> guard{rec_mtx_};
+  auto i = recovered_.find(path);
+  if (i == recovered_.end())
+    return nullptr;
+  auto out = std::move(i->second);
+  recovered_.erase(i);
+  return out;
+}
+
+std::vector<std::string> runtime::unclaimed() const {
+  std::lock_guard<std::mutex> guard{rec_mtx_};
+  std::vector<std::string> out;
+  for (auto& kvp : recovered_)
+    out.push_back(kvp.first);
+  return out;
+}
+
 void runtime::add_dead_letter(std::string path, envelope env,
-                              std::string reason) {
+                              std::string reason, bool persist) {
+  if (writer_ && persist)
+    caf::anon_send(writer_, write_atom::value, uint64_t{0},
+                   detail::dead_letter_item(path, env, reason));
   std::lock_guard<std::mutex> guard{dl_mtx_};
   if (dead_cap_ == 0 || dead_.size() >= dead_cap_) {
     ++dead_dropped_;

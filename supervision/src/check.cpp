@@ -55,6 +55,7 @@ const char* to_string(spec_errc x) noexcept {
     case spec_errc::invalid_degrade: return "invalid_degrade";
     case spec_errc::invalid_buffer_cap: return "invalid_buffer_cap";
     case spec_errc::invalid_max_deliveries: return "invalid_max_deliveries";
+    case spec_errc::invalid_durability: return "invalid_durability";
     case spec_errc::invalid_strategy: return "invalid_strategy";
     case spec_errc::invalid_intensity: return "invalid_intensity";
     case spec_errc::invalid_period: return "invalid_period";
@@ -193,6 +194,18 @@ std::vector<spec_problem> check_child_spec(const child_spec& c,
   if (c.max_deliveries == 0)
     add("max_deliveries", spec_errc::invalid_max_deliveries,
         "allowed: >= 1");
+  if (c.durability.mode > durability_mode::journal)
+    add("durability", spec_errc::invalid_durability,
+        "allowed: none, snapshot, journal");
+  else if (c.durability.mode == durability_mode::snapshot
+           && c.durability.every_messages == 0
+           && c.durability.every.count() <= 0)
+    add("durability", spec_errc::invalid_durability,
+        "a snapshot child needs every_messages >= 1 or every > 0");
+  if (c.kind == child_kind::supervisor
+      && c.durability.mode != durability_mode::none)
+    add("durability", spec_errc::invalid_durability,
+        "only workers are durable; set durability on the agents");
   if (c.kind == child_kind::supervisor && c.sup) {
     auto nested = check_child_specs(*c.sup, types, where);
     out.insert(out.end(), nested.begin(), nested.end());

@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include <caf/all.hpp>
+#include <spdlog/spdlog.h>
 
 #include "vigil/actors/cell.hpp"
 
@@ -40,17 +41,62 @@ int64_t to_ns(time_point t) {
 
 struct node::impl {
   explicit impl(registry types, const node_config& nc)
-    : cfg(nc),
+    : cfg_copy(nc),
+      cfg(nc),
       sys(cfg),
       rt(std::make_shared<runtime>(std::move(types))) {
     // nop
   }
 
+  node_config cfg_copy;
   config cfg;
   caf::actor_system sys;
   std::shared_ptr<runtime> rt;
   caf::actor root;
   std::string root_name;
+  caf::actor writer;
+  std::vector<std::string> orphans;
+  std::vector<quarantined> bad;
+
+  caf::error open_store() {
+    store_options so;
+    so.dir = cfg_copy.data_dir;
+    so.sync = cfg_copy.sync;
+    so.map_size = cfg_copy.map_size;
+    so.max_map_size = cfg_copy.max_map_size;
+    std::unique_ptr<store> st;
+    if (auto s = store::open(so, st))
+      return make_error(errc::storage_failed, s.message());
+    std::map<std::string, recovered_agent> found;
+    if (auto s = st->recover(found, bad))
+      return make_error(errc::storage_failed, s.message());
+    for (auto& q : bad) {
+      spdlog::warn("vigil: {}: quarantined a corrupt record of {} (key {} "
+                   "bytes): {}; it is in the dead letters now",
+                   so.dir, to_string(q.where), q.key.size(), q.reason);
+      dead_letter_of(q);
+    }
+    std::shared_ptr<store> shared{std::move(st)};
+    writer = spawn_writer(sys, shared, cfg_copy.writer);
+    rt->attach_store(shared, writer, std::move(found));
+    return caf::none;
+  }
+
+  void dead_letter_of(const quarantined& q) {
+    envelope e;
+    rt->add_dead_letter(std::string{to_string(q.where)}, std::move(e),
+                        "quarantined: " + q.reason, false);
+  }
+
+  void stop_writer() {
+    if (!writer)
+      return;
+    caf::scoped_actor self{sys, true};
+    self->request(writer, caf::infinite, flush_atom::value)
+      .receive([] {}, [](caf::error&) {});
+    self->send_exit(writer, caf::exit_reason::user_shutdown);
+    writer = nullptr;
+  }
   std::mutex mtx;
   std::condition_variable cv;
   bool exited = false;
@@ -96,12 +142,16 @@ node::node(registry types, node_config cfg)
 
 node::~node() {
   stop();
+  impl_->stop_writer();
 }
 
 caf::error node::start(std::string name, supervisor_spec spec) {
   if (impl_->root)
     return make_error(errc::running, impl_->root_name);
   impl_->root_name = name;
+  if (!impl_->cfg_copy.data_dir.empty() && !impl_->writer)
+    if (auto err = impl_->open_store())
+      return err;
   auto root = spawn_supervisor(impl_->sys, impl_->rt, std::move(spec), name);
   auto* st = impl_.get();
   root->attach_functor([st](const caf::error& reason) {
@@ -114,8 +164,14 @@ caf::error node::start(std::string name, supervisor_spec spec) {
   caf::error out;
   self->request(root, caf::infinite, start_atom::value, false, caf::error{})
     .receive([](uint64_t) {}, [&](caf::error& err) { out = std::move(err); });
-  if (!out)
+  if (!out) {
     impl_->root = root;
+    impl_->orphans = impl_->rt->unclaimed();
+    for (auto& p : impl_->orphans)
+      spdlog::warn("vigil: {} holds durable agent {}, which is not in the "
+                   "tree; its records are kept (see vigil inspect)",
+                   impl_->cfg_copy.data_dir, p);
+  }
   return out;
 }
 
@@ -156,7 +212,7 @@ caf::error node::send(std::string_view path,
   envelope e;
   e.type = msg.GetDescriptor()->full_name();
   msg.SerializeToString(&e.payload);
-  e.id = impl_->rt->next_id();
+  e.id = opts.message_id != 0 ? opts.message_id : impl_->rt->next_id();
   e.trace_id = e.id;
   e.idempotency_key = opts.idempotency_key;
   if (opts.timeout.count() > 0)
@@ -198,6 +254,29 @@ node::which_children(std::string_view sup) {
 
 caf::expected<child_counts> node::count_children(std::string_view sup) {
   return impl_->ask<child_counts>(sup, count_children_atom::value);
+}
+
+std::vector<std::string> node::orphans() const {
+  return impl_->orphans;
+}
+
+std::vector<quarantined> node::quarantine() const {
+  return impl_->bad;
+}
+
+caf::expected<std::vector<uint64_t>> node::writer_stats() {
+  if (!impl_->writer)
+    return make_error(errc::not_found, "this node has no data dir");
+  caf::scoped_actor self{impl_->sys, true};
+  caf::expected<std::vector<uint64_t>> out{make_error(errc::not_found)};
+  self->request(impl_->writer, caf::infinite, stats_atom::value)
+    .receive(
+      [&](uint64_t items, uint64_t commits, uint64_t failures,
+          uint64_t largest) {
+        out = std::vector<uint64_t>{items, commits, failures, largest};
+      },
+      [&](caf::error& err) { out = std::move(err); });
+  return out;
 }
 
 std::vector<dead_letter> node::dead_letters() const {

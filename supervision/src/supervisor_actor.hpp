@@ -204,6 +204,7 @@ private:
         cc.params = c->spec->params;
         cc.buffer_cap = c->spec->buffer_cap;
         cc.max_deliveries = c->spec->max_deliveries;
+        cc.durability = c->spec->durability;
         if (cc.type == nullptr)
           return k(make_error(errc::unknown_agent_type, c->spec->agent));
         c->handle = spawn_cell(home_system(), rt_, std::move(cc),

@@ -144,6 +144,13 @@ std::vector<spec_case> child_spec_cases() {
      spec_errc::invalid_buffer_cap, "buffer_cap", "sup/child1"},
     {"max_deliveries_zero", [](auto& s) { first(s).max_deliveries = 0; },
      spec_errc::invalid_max_deliveries, "max_deliveries", "sup/child1"},
+    {"snapshot_that_never_saves",
+     [](auto& s) {
+       first(s).durability.mode = durability_mode::snapshot;
+       first(s).durability.every_messages = 0;
+       first(s).durability.every = milliseconds{0};
+     },
+     spec_errc::invalid_durability, "durability", "sup/child1"},
     {"nested",
      [](auto& s) {
        auto inner = valid_spec();

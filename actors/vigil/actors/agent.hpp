@@ -39,6 +39,10 @@ struct call_options {
   duration timeout{0};
   /// Idempotency key; empty means none.
   std::string idempotency_key;
+  /// Message id; 0 assigns a fresh one. A producer that may resend (after
+  /// its own crash, say) sets a stable id, so that a `journal` receiver
+  /// applies the message once.
+  uint64_t message_id = 0;
 };
 
 /// A stable reference to the agent at a path: the path plus the cell that

@@ -9,6 +9,7 @@
 #include <caf/fwd.hpp>
 
 #include "vigil/actors/agent.hpp"
+#include "vigil/actors/durability.hpp"
 #include "vigil/actors/runtime.hpp"
 
 namespace vigil {
@@ -18,13 +19,17 @@ struct cell_config {
   std::string path;
   const agent_type* type = nullptr;
   vigil::params params;
-  /// Envelopes kept while the child is between instances; beyond this a
-  /// request fails with `buffer_overflow` and a send becomes a dead letter.
+  /// Envelopes kept while the child is between instances (for a journal
+  /// child: always, while they wait for their commit and their handler);
+  /// beyond this a request fails with `buffer_overflow` and a send becomes
+  /// a dead letter.
   size_t buffer_cap = 10000;
   /// Deliveries of one envelope: with 1 a failing envelope is not retried;
   /// with N > 1 it is redelivered to the restarted instance until it has
   /// failed N times, then it is a dead letter (poison_message).
   uint32_t max_deliveries = 1;
+  /// none, snapshot or journal; durable cells need the runtime's store.
+  durability_spec durability;
 };
 
 // The cell protocol. Supervisor -> cell messages are sent with high priority.
@@ -38,6 +43,8 @@ using exit_atom = caf::atom_constant<caf::atom("vexit")>;       // (exit, key, g
 using recover_atom = caf::atom_constant<caf::atom("vrecover")>; // (recover, key, gen)
 using state_atom = caf::atom_constant<caf::atom("vstate")>;     // query: -> string
 using drain_atom = caf::atom_constant<caf::atom("vdrain")>;     // cell-internal: next buffer chunk
+using snap_atom = caf::atom_constant<caf::atom("vsnap")>;     // cell-internal: snapshot timer
+using outbox_atom = caf::atom_constant<caf::atom("voutbox")>; // cell-internal: outbox retry
 // (stop, graceful, keep_buffer, ack): like stop, but answers with a plain
 // (ack, key) message to the supervisor instead of a response.
 using ack_atom = caf::atom_constant<caf::atom("vack")>;

@@ -54,6 +54,12 @@ enum class errc : uint8_t {
   compensation_failed,
   /// The supervisor or node is shutting down.
   shutting_down,
+  /// The data dir could not be read or written; the context holds the
+  /// persistence layer's message (data dir, database, operation).
+  storage_failed,
+  /// A `journal` agent already accepted an envelope with this message id;
+  /// it is not applied again.
+  duplicate,
 };
 
 /// Returns the OTP-style name of `x`, e.g. "reached_max_restart_intensity".

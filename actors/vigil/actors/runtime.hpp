@@ -16,6 +16,7 @@
 
 #include "vigil/actors/envelope.hpp"
 #include "vigil/actors/registry.hpp"
+#include "vigil/persistence/store.hpp"
 
 namespace vigil {
 
@@ -48,10 +49,37 @@ public:
     return types_;
   }
 
-  /// Next message id (unique per node, monotonic).
+  /// Next message id: unique per node and monotonic. With a data dir, ids
+  /// start at `boots << 40`, so they stay unique across restarts of the
+  /// node and a journal agent can tell a redelivery from a new message.
   uint64_t next_id() noexcept {
     return ids_.fetch_add(1, std::memory_order_relaxed);
   }
+
+  // -- durability (set once by the node before the tree starts) -------------
+
+  /// Attaches the node's store, its writer and what `store::recover` found.
+  /// Not thread-safe: call before any actor of the node runs.
+  void attach_store(std::shared_ptr<store> st, caf::actor writer,
+                    std::map<std::string, recovered_agent> found);
+
+  /// The node's store, or nullptr without a data dir.
+  const std::shared_ptr<store>& storage() const noexcept {
+    return store_;
+  }
+
+  /// The node's writer actor; invalid without a data dir.
+  const caf::actor& writer() const noexcept {
+    return writer_;
+  }
+
+  /// Hands the records recovered for `path` to the cell that resumes it
+  /// (once; later calls return nullptr).
+  std::shared_ptr<recovered_agent> claim(const std::string& path);
+
+  /// Recovered paths that no child claimed: in the data dir but no longer
+  /// in the tree. Reported, never deleted.
+  std::vector<std::string> unclaimed() const;
 
   /// Binds `path` to the cell that hosts the agent there.
   void bind(const std::string& path, caf::actor cell);
@@ -65,8 +93,11 @@ public:
   /// Every bound path, sorted.
   std::vector<std::string> paths() const;
 
-  /// Records a dead letter.
-  void add_dead_letter(std::string path, envelope env, std::string reason);
+  /// Records a dead letter (and, with a data dir, writes it to LMDB).
+  /// `persist` false: the caller writes it to LMDB itself (atomically with
+  /// other changes).
+  void add_dead_letter(std::string path, envelope env, std::string reason,
+                       bool persist = true);
 
   /// A copy of all dead letters, oldest first.
   std::vector<dead_letter> dead_letters() const;
@@ -89,6 +120,10 @@ private:
   uint64_t dead_seq_ = 0;
   size_t dead_dropped_ = 0;
   std::deque<dead_letter> dead_;
+  std::shared_ptr<store> store_;
+  caf::actor writer_;
+  mutable std::mutex rec_mtx_;
+  std::map<std::string, std::shared_ptr<recovered_agent>> recovered_;
 };
 
 } // namespace vigil

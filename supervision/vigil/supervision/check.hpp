@@ -22,6 +22,7 @@ enum class spec_errc : uint8_t {
   invalid_degrade,        ///< degrade without a fallback, or bad probe times
   invalid_buffer_cap,     ///< buffer_cap of zero
   invalid_max_deliveries, ///< max_deliveries of zero
+  invalid_durability,     ///< snapshot that never saves, or mode out of range
   invalid_strategy,       ///< strategy out of range
   invalid_intensity,      ///< intensity below zero
   invalid_period,         ///< period of zero or less

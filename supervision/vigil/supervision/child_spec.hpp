@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "vigil/actors/agent.hpp"
+#include "vigil/actors/durability.hpp"
 #include "vigil/actors/envelope.hpp"
 
 namespace vigil {
@@ -100,6 +101,9 @@ struct child_spec {
   degrade_spec degrade;
   size_t buffer_cap = 10000;
   uint32_t max_deliveries = 1;
+  /// none (default), snapshot or journal; durable children need a node
+  /// with a data dir.
+  durability_spec durability;
   /// The nested supervisor's spec (kind == supervisor).
   std::shared_ptr<const supervisor_spec> sup;
 
@@ -131,6 +135,10 @@ struct child_spec {
   }
   child_spec& with_failure(on_failure x) {
     failure = x;
+    return *this;
+  }
+  child_spec& with_durability(durability_mode x) {
+    durability.mode = x;
     return *this;
   }
 };

@@ -10,6 +10,8 @@
 
 #include "vigil/actors/agent.hpp"
 #include "vigil/actors/runtime.hpp"
+#include "vigil/actors/writer.hpp"
+#include "vigil/persistence/store.hpp"
 #include "vigil/supervision/child_spec.hpp"
 #include "vigil/supervision/supervisor.hpp"
 
@@ -22,6 +24,14 @@ struct node_config {
   /// "sharing" stays linear when many actors become runnable at once; CAF's
   /// default "stealing" does not. "testing" is for deterministic tests.
   std::string scheduler_policy = "sharing";
+  /// The LMDB data dir; empty runs without one (then no child may be
+  /// durable). Created if missing; one live node per dir.
+  std::string data_dir;
+  sync_mode sync = sync_mode::full;
+  size_t map_size = size_t{64} << 20;
+  size_t max_map_size = size_t{16} << 30;
+  /// Group commit of the node's writer.
+  writer_options writer;
 };
 
 /// One vigil process: an actor system, the agent registry and one tree.
@@ -37,9 +47,11 @@ public:
   node(const node&) = delete;
   node& operator=(const node&) = delete;
 
-  /// Validates `spec` and starts the tree with root path `name`. Returns the
-  /// first error: invalid specs (all of them, in the context) or a child that
-  /// failed to start.
+  /// Validates `spec` and starts the tree with root path `name`. With a
+  /// data dir, first opens it and recovers every durable agent: each resumes
+  /// at its path with its last state and unconsumed envelopes. Returns the
+  /// first error: the data dir (locked, unwritable, newer format), invalid
+  /// specs (all of them, in the context) or a child that failed to start.
   [[nodiscard]] caf::error start(std::string name, supervisor_spec spec);
 
   /// Sends `req` to the agent at `path` and waits up to `timeout` for the
@@ -77,6 +89,16 @@ public:
   caf::expected<std::vector<child_info>>
   which_children(std::string_view sup);
   caf::expected<child_counts> count_children(std::string_view sup);
+
+  /// Durable agents found in the data dir whose path is not in the tree
+  /// (after `start`). They are kept, not deleted.
+  std::vector<std::string> orphans() const;
+
+  /// Corrupt records that `start` moved to the dead letters.
+  std::vector<quarantined> quarantine() const;
+
+  /// The writer's counters: items, commits, failures, largest batch.
+  caf::expected<std::vector<uint64_t>> writer_stats();
 
   /// A copy of this node's dead letters.
   std::vector<dead_letter> dead_letters() const;

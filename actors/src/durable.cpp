@@ -1,0 +1,170 @@
+#include "durable.hpp"
+
+#include <chrono>
+
+#include "vigil/actors/durability.hpp"
+
+namespace vigil {
+
+const char* to_string(durability_mode x) noexcept {
+  switch (x) {
+    case durability_mode::none: return "none";
+    case durability_mode::snapshot: return "snapshot";
+    case durability_mode::journal: return "journal";
+  }
+  return "?";
+}
+
+} // namespace vigil
+
+namespace vigil::detail {
+
+namespace {
+
+int64_t unix_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch())
+    .count();
+}
+
+mutation put(db where, std::string key, const google::protobuf::Message& m) {
+  mutation x;
+  x.what = mutation::op::put;
+  x.where = where;
+  x.key = std::move(key);
+  m.SerializeToString(&x.value);
+  return x;
+}
+
+mutation dead_letter(const std::string& path, const envelope& e,
+                     const std::string& reason) {
+  records::DeadLetter dl;
+  dl.set_format(store::format);
+  dl.set_path(path);
+  *dl.mutable_env() = to_record(e);
+  dl.set_reason(reason);
+  dl.set_unix_ms(unix_ms());
+  mutation x;
+  x.what = mutation::op::append_dead_letter;
+  x.where = db::dead_letters;
+  dl.SerializeToString(&x.value);
+  return x;
+}
+
+} // namespace
+
+records::Envelope to_record(const envelope& e) {
+  records::Envelope r;
+  r.set_type(e.type);
+  r.set_payload(e.payload);
+  r.set_id(e.id);
+  r.set_idempotency_key(e.idempotency_key);
+  r.set_deadline(e.deadline);
+  r.set_attempt(e.attempt);
+  r.set_trace_id(e.trace_id);
+  r.set_sender(e.sender);
+  r.set_flags(e.flags);
+  return r;
+}
+
+envelope from_record(const records::Envelope& r) {
+  envelope e;
+  e.type = r.type();
+  e.payload = r.payload();
+  e.id = r.id();
+  e.idempotency_key = r.idempotency_key();
+  e.deadline = r.deadline();
+  e.attempt = r.attempt() == 0 ? 1 : r.attempt();
+  e.trace_id = r.trace_id();
+  e.sender = r.sender();
+  e.flags = r.flags();
+  return e;
+}
+
+write_item accept_item(const std::string& path, uint64_t seq,
+                       const envelope& e) {
+  write_item item;
+  item.guard = path_key(path, e.id);
+  records::IdempotencyRecord idem;
+  idem.set_format(store::format);
+  idem.set_seq(seq);
+  idem.SerializeToString(&item.guard_value);
+  records::JournalEntry je;
+  je.set_format(store::format);
+  je.set_seq(seq);
+  *je.mutable_env() = to_record(e);
+  item.muts.push_back(put(db::journal, path_key(path, seq), je));
+  return item;
+}
+
+write_item consume_item(const consume_args& a) {
+  write_item item;
+  if (a.seq != 0) {
+    mutation del;
+    del.what = mutation::op::del;
+    del.where = db::journal;
+    del.key = path_key(*a.path, a.seq);
+    item.muts.push_back(std::move(del));
+  }
+  records::Snapshot snap;
+  snap.set_format(store::format);
+  snap.set_path(*a.path);
+  snap.set_agent(*a.agent);
+  if (a.state != nullptr) {
+    snap.set_state_type(a.state_type);
+    snap.set_state(*a.state);
+  }
+  snap.set_applied_seq(a.seq);
+  snap.set_next_seq(a.next_seq);
+  snap.set_next_outbox(a.next_outbox);
+  snap.set_processed(a.processed);
+  snap.set_unix_ms(unix_ms());
+  snap.set_durability(a.durability);
+  if (a.pending != nullptr)
+    for (auto* e : *a.pending)
+      *snap.add_pending() = to_record(*e);
+  item.muts.push_back(put(db::snapshots, *a.path, snap));
+  if (a.outbox != nullptr) {
+    for (auto& o : *a.outbox) {
+      records::OutboxEntry oe;
+      oe.set_format(store::format);
+      oe.set_seq(o.seq);
+      oe.set_to(o.to);
+      *oe.mutable_env() = to_record(o.env);
+      item.muts.push_back(put(db::outbox, path_key(*a.path, o.seq), oe));
+    }
+  }
+  if (!a.dead_reason.empty() && a.dead_env != nullptr)
+    item.muts.push_back(dead_letter(*a.path, *a.dead_env, a.dead_reason));
+  return item;
+}
+
+write_item redeliver_item(const std::string& path, uint64_t seq,
+                          const envelope& e) {
+  write_item item;
+  records::JournalEntry je;
+  je.set_format(store::format);
+  je.set_seq(seq);
+  *je.mutable_env() = to_record(e);
+  item.muts.push_back(put(db::journal, path_key(path, seq), je));
+  return item;
+}
+
+write_item outbox_done_item(const std::string& path, uint64_t seq) {
+  write_item item;
+  mutation del;
+  del.what = mutation::op::del;
+  del.where = db::outbox;
+  del.key = path_key(path, seq);
+  item.muts.push_back(std::move(del));
+  return item;
+}
+
+write_item dead_letter_item(const std::string& path, const envelope& e,
+                            const std::string& reason) {
+  write_item item;
+  item.muts.push_back(dead_letter(path, e, reason));
+  return item;
+}
+
+} // namespace vigil::detail

@@ -1,0 +1,63 @@
+#pragma once
+
+// Builds the write items of durable agents (see durability.hpp). Pure
+// functions: no CAF, no I/O; the cell sends the items to the node's writer.
+
+#include <string>
+#include <vector>
+
+#include "vigil/actors/envelope.hpp"
+#include "vigil/persistence/store.hpp"
+
+namespace vigil::detail {
+
+records::Envelope to_record(const envelope& e);
+envelope from_record(const records::Envelope& r);
+
+/// An envelope sent by a journal agent's handler, bound for the outbox.
+struct outbox_send {
+  uint64_t seq = 0;
+  std::string to;
+  envelope env;
+};
+
+/// What a journal agent commits after handling envelope `seq`.
+struct consume_args {
+  const std::string* path = nullptr;
+  const std::string* agent = nullptr;
+  uint64_t seq = 0;             ///< The consumed journal entry (0: none).
+  const std::string* state = nullptr; ///< New state bytes (nullptr: none).
+  std::string state_type;
+  uint64_t next_seq = 0;
+  uint64_t next_outbox = 0;
+  uint64_t processed = 0;
+  uint32_t durability = 0;
+  const std::vector<outbox_send>* outbox = nullptr;
+  /// Non-empty: the envelope failed for good and becomes a dead letter.
+  std::string dead_reason;
+  const envelope* dead_env = nullptr;
+  /// Snapshot mode: the unconsumed envelopes to keep with the state.
+  const std::vector<const envelope*>* pending = nullptr;
+};
+
+/// Accepting `e` as journal entry `seq` of `path`, guarded by its message id
+/// (a duplicate id is not accepted twice).
+write_item accept_item(const std::string& path, uint64_t seq,
+                       const envelope& e);
+
+/// Consumption of an entry (state, journal delete, outbox, dead letter) in
+/// one item, or a snapshot-mode save when `a.seq` is 0.
+write_item consume_item(const consume_args& a);
+
+/// Rewrites journal entry `seq` (its attempt count changed).
+write_item redeliver_item(const std::string& path, uint64_t seq,
+                          const envelope& e);
+
+/// Removes delivered outbox entry `seq` of `path`.
+write_item outbox_done_item(const std::string& path, uint64_t seq);
+
+/// A dead letter on its own.
+write_item dead_letter_item(const std::string& path, const envelope& e,
+                            const std::string& reason);
+
+} // namespace vigil::detail

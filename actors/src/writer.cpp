@@ -1,0 +1,116 @@
+#include "vigil/actors/writer.hpp"
+
+#include <vector>
+
+#include <caf/all.hpp>
+
+#include "vigil/actors/error.hpp"
+
+namespace vigil {
+
+namespace {
+
+class writer : public caf::event_based_actor {
+public:
+  writer(caf::actor_config& cfg, std::shared_ptr<store> st,
+         writer_options opts)
+    : caf::event_based_actor(cfg), st_(std::move(st)), opts_(opts) {
+    if (opts_.max_batch == 0)
+      opts_.max_batch = 1;
+    batch_.reserve(opts_.max_batch);
+    ptrs_.reserve(opts_.max_batch);
+    results_.reserve(opts_.max_batch);
+  }
+
+  const char* name() const override {
+    return "vigil.writer";
+  }
+
+  caf::behavior make_behavior() override {
+    return {
+      [this](write_atom, uint64_t token, write_item& item) {
+        batch_.push_back(entry{std::move(item), token, current_sender()});
+        if (batch_.size() >= opts_.max_batch) {
+          flush();
+        } else if (!flush_pending_) {
+          // The flush request queues behind whatever is in the mailbox now,
+          // so everything that arrived meanwhile joins this batch.
+          flush_pending_ = true;
+          if (opts_.max_latency.count() > 0)
+            caf::delayed_anon_send(caf::actor_cast<caf::actor>(this),
+                                  opts_.max_latency, flush_atom::value);
+          else
+            caf::anon_send(caf::actor_cast<caf::actor>(this),
+                           flush_atom::value);
+        }
+      },
+      // From itself (anonymous) or from a node that waits for a flush.
+      [this](flush_atom) {
+        flush_pending_ = false;
+        flush();
+        return caf::unit;
+      },
+      [this](stats_atom) {
+        return caf::make_message(items_, commits_, failures_, largest_);
+      },
+    };
+  }
+
+  void on_exit() override {
+    flush();
+  }
+
+private:
+  struct entry {
+    write_item item;
+    uint64_t token;
+    caf::strong_actor_ptr sender;
+  };
+
+  void flush() {
+    if (batch_.empty())
+      return;
+    ptrs_.clear();
+    for (auto& e : batch_)
+      ptrs_.push_back(&e.item);
+    results_.assign(batch_.size(), write_result::applied);
+    auto st = st_->apply(ptrs_.data(), ptrs_.size(), results_.data());
+    caf::error err;
+    if (st) {
+      ++failures_;
+      err = make_error(errc::storage_failed, st.message());
+    } else {
+      ++commits_;
+      items_ += batch_.size();
+      largest_ = std::max<uint64_t>(largest_, batch_.size());
+    }
+    for (size_t i = 0; i < batch_.size(); ++i) {
+      auto& e = batch_[i];
+      if (e.token != 0 && e.sender)
+        caf::anon_send(caf::actor_cast<caf::actor>(e.sender),
+                       committed_atom::value, e.token,
+                       results_[i] == write_result::duplicate, err);
+    }
+    batch_.clear();
+  }
+
+  std::shared_ptr<store> st_;
+  writer_options opts_;
+  std::vector<entry> batch_;
+  std::vector<write_item*> ptrs_;
+  std::vector<write_result> results_;
+  bool flush_pending_ = false;
+  uint64_t items_ = 0;
+  uint64_t commits_ = 0;
+  uint64_t failures_ = 0;
+  uint64_t largest_ = 0;
+};
+
+} // namespace
+
+caf::actor spawn_writer(caf::actor_system& sys, std::shared_ptr<store> st,
+                        writer_options opts) {
+  return sys.spawn<writer, caf::detached>(std::move(st), opts);
+}
+
+} // namespace vigil

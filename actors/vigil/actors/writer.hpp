@@ -1,0 +1,51 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+
+#include <caf/actor.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+#include <caf/fwd.hpp>
+
+#include "vigil/persistence/store.hpp"
+
+namespace vigil {
+
+/// Group-commit settings of a node's writer.
+struct writer_options {
+  /// Items per transaction at most; a full batch commits at once.
+  size_t max_batch = 1000;
+  /// How long the writer may wait for more items before it commits a
+  /// non-full batch. Zero commits as soon as the writer's mailbox holds no
+  /// more items (batching only what arrived meanwhile).
+  std::chrono::microseconds max_latency{0};
+};
+
+// (write, token, write_item) -> sender receives
+// (committed, token, duplicate: bool, error: caf::error) after the commit
+// returned. Token 0 asks for no acknowledgement.
+using write_atom = caf::atom_constant<caf::atom("vwrite")>;
+using committed_atom = caf::atom_constant<caf::atom("vcommit")>;
+using flush_atom = caf::atom_constant<caf::atom("vflush")>;
+
+/// (stats) -> (items, commits, failures, largest batch): the writer's
+/// counters since it started.
+using stats_atom = caf::atom_constant<caf::atom("vstats")>;
+
+/// Spawns the node's single writer: a detached actor (its own thread, so a
+/// write transaction may span messages) that owns every write transaction
+/// of `st`, so that blocking fsyncs never stall the scheduler. It collects
+/// items as they arrive and commits them together (group commit) when the
+/// batch is full, when its mailbox runs empty, or after `max_latency`; only
+/// then it acknowledges each item to its sender. A failed commit
+/// acknowledges every item of the batch with `storage_failed`.
+caf::actor spawn_writer(caf::actor_system& sys, std::shared_ptr<store> st,
+                        writer_options opts);
+
+} // namespace vigil
+
+// Write items never leave their node: they go from a cell to its node's
+// writer only, so they need no serialization.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vigil::write_item)

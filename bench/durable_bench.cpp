@@ -1,0 +1,345 @@
+// durable_bench CASE IMPL [n] [batch]
+//
+// Durable throughput and recovery, one JSON line per run (see vigil_bench
+// for the format). Data dirs live under ./build/bench-data (a real disk, not
+// tmpfs) and are removed afterwards. Every commit uses sync mode `full`.
+//
+//   durable vigil N BATCH   journal agent, writer max_batch = BATCH: N
+//                           envelopes sent at once, timed until all applied
+//   durable lmdb-raw N      raw LMDB puts of the same record bytes, 1000 per
+//                           transaction (the physical limit here)
+//   durable fsync-each N    raw LMDB, one transaction (one fsync) per record
+//   recovery vigil N        node start on a data dir holding N journal
+//                           agents' snapshots: open, recover, and all N
+//                           agents resumed and serving
+//   recovery lmdb-raw N     a raw cursor scan of the same N records
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <mutex>
+#include <sstream>
+#include <string>
+
+#include <lmdb.h>
+#include <unistd.h>
+
+#include "bench.pb.h"
+#include "vigil/supervision/node.hpp"
+
+using namespace std::chrono;
+using vigil::bench::Ball;
+using vigil::bench::Tally;
+
+namespace {
+
+void print(const std::string& name, const std::string& impl, double value,
+           const std::string& unit,
+           std::initializer_list<std::pair<const char*, double>> params) {
+  std::ostringstream os;
+  os << "{\"name\":\"" << name << "\",\"impl\":\"" << impl
+     << "\",\"value\":" << value << ",\"unit\":\"" << unit
+     << "\",\"params\":{";
+  bool first = true;
+  for (auto& kvp : params) {
+    os << (first ? "" : ",") << "\"" << kvp.first << "\":" << kvp.second;
+    first = false;
+  }
+  os << ",\"threads\":2}}";
+  std::cout << os.str() << std::endl;
+}
+
+[[noreturn]] void die(const std::string& what) {
+  std::cerr << "durable_bench: " << what << "\n";
+  std::exit(1);
+}
+
+/// A fresh data dir under ./build/bench-data, removed on destruction.
+struct data_dir {
+  std::string path;
+  data_dir() {
+    path = "build/bench-data/" + std::to_string(getpid());
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~data_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
+/// The record a journal agent writes per accepted envelope, so the raw
+/// baselines put the same bytes.
+std::string journal_record(int64_t i) {
+  Ball b;
+  b.set_n(i);
+  vigil::records::JournalEntry je;
+  je.set_format(vigil::store::format);
+  je.set_seq(static_cast<uint64_t>(i));
+  auto* e = je.mutable_env();
+  e->set_type(Ball::descriptor()->full_name());
+  e->set_payload(b.SerializeAsString());
+  e->set_id(static_cast<uint64_t>(i) + (uint64_t{1} << 40));
+  e->set_attempt(1);
+  e->set_trace_id(e->id());
+  return je.SerializeAsString();
+}
+
+// -- vigil ------------------------------------------------------------------
+
+struct finish_line {
+  std::mutex mtx;
+  std::condition_variable cv;
+  int64_t target = 0;
+  bool done = false;
+};
+finish_line finish;
+
+class jcount : public vigil::agent<Tally> {
+public:
+  static void define(vigil::handlers<jcount>& h) {
+    h.on<Ball>([](jcount& self, vigil::context&, const Ball&) {
+      auto n = self.state().n() + 1;
+      self.state().set_n(n);
+      if (n == finish.target) {
+        std::lock_guard<std::mutex> g{finish.mtx};
+        finish.done = true;
+        finish.cv.notify_all();
+      }
+    });
+  }
+};
+
+vigil::registry types() {
+  vigil::registry r;
+  r.add<jcount>("jcount");
+  return r;
+}
+
+vigil::node_config config(const data_dir& d, size_t batch) {
+  vigil::node_config nc;
+  nc.threads = 2;
+  nc.data_dir = d.path;
+  nc.sync = vigil::sync_mode::full;
+  nc.writer.max_batch = batch;
+  return nc;
+}
+
+void durable_vigil(int64_t n, size_t batch) {
+  data_dir d;
+  vigil::node nd{types(), config(d, batch)};
+  vigil::supervisor_spec spec;
+  auto sink = vigil::worker("sink", "jcount")
+                .with_durability(vigil::durability_mode::journal);
+  // The whole burst waits in memory (for its commit, then its handler);
+  // the default cap of 10000 would shed the rest as buffer_overflow.
+  sink.buffer_cap = static_cast<size_t>(n);
+  spec.children.push_back(sink);
+  if (auto err = nd.start("bench", spec))
+    die(vigil::describe(err));
+  finish.target = n;
+  finish.done = false;
+  auto t0 = steady_clock::now();
+  Ball b;
+  for (int64_t i = 0; i < n; ++i) {
+    b.set_n(i);
+    if (auto err = nd.send("bench/sink", b))
+      die(vigil::describe(err));
+  }
+  std::unique_lock<std::mutex> g{finish.mtx};
+  if (!finish.cv.wait_for(g, minutes{10}, [] { return finish.done; }))
+    die("the journal agent did not apply every envelope in 10 minutes");
+  double secs = duration<double>(steady_clock::now() - t0).count();
+  g.unlock();
+  auto stats = nd.writer_stats();
+  double commits = stats ? static_cast<double>((*stats)[1]) : 0;
+  print("durable", "vigil", n / secs, "envelopes/s",
+        {{"n", n}, {"batch", batch}, {"commits", commits}});
+}
+
+// -- raw LMDB -----------------------------------------------------------------
+
+struct raw_env {
+  MDB_env* env = nullptr;
+  MDB_dbi dbi = 0;
+  explicit raw_env(const std::string& dir) {
+    if (mdb_env_create(&env) != 0)
+      die("mdb_env_create");
+    mdb_env_set_mapsize(env, size_t{1} << 30);
+    if (int rc = mdb_env_open(env, dir.c_str(), 0, 0644))
+      die(std::string{"mdb_env_open: "} + mdb_strerror(rc));
+    MDB_txn* txn;
+    mdb_txn_begin(env, nullptr, 0, &txn);
+    mdb_dbi_open(txn, nullptr, 0, &dbi);
+    mdb_txn_commit(txn);
+  }
+  ~raw_env() {
+    mdb_env_close(env);
+  }
+};
+
+std::string be64(uint64_t x) {
+  std::string k(8, '\0');
+  for (int i = 7; i >= 0; --i, x >>= 8)
+    k[static_cast<size_t>(i)] = static_cast<char>(x & 0xff);
+  return k;
+}
+
+void durable_raw(int64_t n, int64_t per_txn, const char* impl) {
+  data_dir d;
+  raw_env re{d.path};
+  std::vector<std::string> vals;
+  vals.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    vals.push_back(journal_record(i));
+  auto t0 = steady_clock::now();
+  MDB_txn* txn = nullptr;
+  for (int64_t i = 0; i < n; ++i) {
+    if (txn == nullptr && mdb_txn_begin(re.env, nullptr, 0, &txn) != 0)
+      die("mdb_txn_begin");
+    auto k = be64(static_cast<uint64_t>(i));
+    MDB_val key{k.size(), k.data()};
+    MDB_val val{vals[static_cast<size_t>(i)].size(),
+                vals[static_cast<size_t>(i)].data()};
+    if (int rc = mdb_put(txn, re.dbi, &key, &val, 0))
+      die(std::string{"mdb_put: "} + mdb_strerror(rc));
+    if ((i + 1) % per_txn == 0 || i + 1 == n) {
+      if (int rc = mdb_txn_commit(txn))
+        die(std::string{"mdb_txn_commit: "} + mdb_strerror(rc));
+      txn = nullptr;
+    }
+  }
+  double secs = duration<double>(steady_clock::now() - t0).count();
+  print("durable", impl, n / secs, "envelopes/s",
+        {{"n", n}, {"batch", per_txn}});
+}
+
+// -- recovery -----------------------------------------------------------------
+
+std::string agent_path(int64_t i) {
+  return "bench/a" + std::to_string(i);
+}
+
+/// Writes n journal agents' snapshots (untimed preparation).
+void seed(const std::string& dir, int64_t n) {
+  std::unique_ptr<vigil::store> st;
+  vigil::store_options so;
+  so.dir = dir;
+  so.sync = vigil::sync_mode::nosync;
+  if (auto s = vigil::store::open(so, st))
+    die(s.message());
+  std::vector<vigil::write_item> items;
+  for (int64_t i = 0; i < n; ++i) {
+    Tally t;
+    t.set_n(i);
+    vigil::records::Snapshot s;
+    s.set_format(vigil::store::format);
+    s.set_path(agent_path(i));
+    s.set_agent("jcount");
+    s.set_state_type(Tally::descriptor()->full_name());
+    s.set_state(t.SerializeAsString());
+    s.set_next_seq(2);
+    s.set_durability(2);
+    vigil::write_item item;
+    vigil::mutation m;
+    m.where = vigil::db::snapshots;
+    m.key = s.path();
+    s.SerializeToString(&m.value);
+    item.muts.push_back(std::move(m));
+    items.push_back(std::move(item));
+    if (items.size() == 10000 || i + 1 == n) {
+      std::vector<vigil::write_item*> ptrs;
+      for (auto& x : items)
+        ptrs.push_back(&x);
+      std::vector<vigil::write_result> res(items.size());
+      if (auto s = st->apply(ptrs.data(), ptrs.size(), res.data()))
+        die(s.message());
+      items.clear();
+    }
+  }
+}
+
+void recovery_vigil(int64_t n) {
+  data_dir d;
+  seed(d.path, n);
+  vigil::supervisor_spec spec;
+  spec.flags.intensity = 10;
+  for (int64_t i = 0; i < n; ++i)
+    spec.children.push_back(
+      vigil::worker("a" + std::to_string(i), "jcount")
+        .with_durability(vigil::durability_mode::journal));
+  auto t0 = steady_clock::now();
+  vigil::node nd{types(), config(d, 1000)};
+  if (auto err = nd.start("bench", spec))
+    die(vigil::describe(err));
+  double secs = duration<double>(steady_clock::now() - t0).count();
+  if (!nd.orphans().empty())
+    die("recovery left orphans: " + nd.orphans().front());
+  print("recovery", "vigil", secs * 1000.0, "ms", {{"n", n}});
+}
+
+void recovery_raw(int64_t n) {
+  data_dir d;
+  seed(d.path, n);
+  auto t0 = steady_clock::now();
+  MDB_env* env;
+  mdb_env_create(&env);
+  mdb_env_set_maxdbs(env, 8);
+  if (int rc = mdb_env_open(env, d.path.c_str(), MDB_RDONLY, 0644))
+    die(std::string{"mdb_env_open: "} + mdb_strerror(rc));
+  MDB_txn* txn;
+  mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
+  MDB_dbi dbi;
+  if (int rc = mdb_dbi_open(txn, "snapshots", 0, &dbi))
+    die(std::string{"mdb_dbi_open: "} + mdb_strerror(rc));
+  MDB_cursor* cur;
+  mdb_cursor_open(txn, dbi, &cur);
+  MDB_val k, v;
+  int64_t seen = 0;
+  size_t bytes = 0;
+  for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    ++seen;
+    bytes += v.mv_size;
+  }
+  mdb_cursor_close(cur);
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+  double secs = duration<double>(steady_clock::now() - t0).count();
+  if (seen != n)
+    die("raw scan saw " + std::to_string(seen) + " records");
+  print("recovery", "lmdb-raw", secs * 1000.0, "ms",
+        {{"n", n}, {"bytes", static_cast<double>(bytes)}});
+}
+
+int usage() {
+  std::cerr << "usage: durable_bench durable vigil|lmdb-raw|fsync-each [n] "
+               "[batch]\n       durable_bench recovery vigil|lmdb-raw [n]\n";
+  return 2;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3)
+    return usage();
+  std::string name = argv[1];
+  std::string impl = argv[2];
+  int64_t n = argc > 3 ? std::stoll(argv[3]) : 0;
+  int64_t batch = argc > 4 ? std::stoll(argv[4]) : 1000;
+  if (name == "durable" && impl == "vigil")
+    durable_vigil(n ? n : 100000, static_cast<size_t>(batch));
+  else if (name == "durable" && impl == "lmdb-raw")
+    durable_raw(n ? n : 100000, 1000, "lmdb-raw");
+  else if (name == "durable" && impl == "fsync-each")
+    durable_raw(n ? n : 2000, 1, "fsync-each");
+  else if (name == "recovery" && impl == "vigil")
+    recovery_vigil(n ? n : 100000);
+  else if (name == "recovery" && impl == "lmdb-raw")
+    recovery_raw(n ? n : 100000);
+  else
+    return usage();
+  return 0;
+}

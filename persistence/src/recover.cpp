@@ -1,0 +1,211 @@
+// The read side of `store`: recover (with quarantine), mailbox, snapshots.
+
+#include <chrono>
+
+#include "store_impl.hpp"
+
+namespace vigil {
+
+namespace {
+
+using detail::view;
+
+int64_t unix_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch())
+    .count();
+}
+
+/// A record that cannot be used, with what is known about it.
+struct suspect {
+  db where;
+  std::string key;
+  std::string raw;
+  std::string path; // empty if the key is malformed
+  std::string reason;
+};
+
+/// Why the record at `key` cannot be used, or an empty string. Fills `rec`,
+/// `path` and `seq` (snapshots are keyed by path, the others by path_key).
+template <class Record>
+std::string judge(db where, std::string_view key, const MDB_val& v,
+                  Record& rec, std::string_view& path, uint64_t& seq) {
+  std::string name = to_string(where);
+  if (where == db::snapshots)
+    path = key;
+  else if (!split_path_key(key, path, seq))
+    return "corrupt record in " + name
+           + ": malformed key (expected <path>\\0<8-byte seq>)";
+  if (!rec.ParseFromArray(v.mv_data, static_cast<int>(v.mv_size)))
+    return "corrupt record in " + name + ": does not parse as "
+           + rec.GetTypeName();
+  if (rec.format() > store::format)
+    return "record in " + name + " has format " + std::to_string(rec.format())
+           + "; this vigil reads format <= " + std::to_string(store::format);
+  return {};
+}
+
+/// Visits every record of `where` whose key starts with `prefix`, in key
+/// order: `good(path, seq, Record&)` or `bad(suspect&&)`.
+template <class Record, class Impl, class Good, class Bad>
+status scan(const Impl& d, MDB_txn* t, db where,
+            std::string_view prefix, Good&& good, Bad&& bad) {
+  lmdb::cursor c;
+  if (auto rc = c.open(t, d.dbi(where)); rc != MDB_SUCCESS)
+    return d.fail(rc, where, "mdb_cursor_open");
+  MDB_val k{prefix.size(), const_cast<char*>(prefix.data())};
+  MDB_val v;
+  auto rc = c.get(k, v, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE);
+  for (; rc == MDB_SUCCESS; rc = c.get(k, v, MDB_NEXT)) {
+    auto key = view(k);
+    if (key.substr(0, prefix.size()) != prefix)
+      break;
+    Record rec;
+    std::string_view path;
+    uint64_t seq = 0;
+    auto reason = judge(where, key, v, rec, path, seq);
+    if (reason.empty())
+      good(path, seq, rec);
+    else
+      bad(suspect{where, std::string{key}, std::string{view(v)},
+                  std::string{path}, std::move(reason)});
+  }
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+    return d.fail(rc, where, "mdb_cursor_get");
+  return {};
+}
+
+} // namespace
+
+status store::recover(std::map<std::string, recovered_agent>& out,
+                      std::vector<quarantined>& bad) {
+  auto& d = *impl_;
+  out.clear();
+  bad.clear();
+  std::vector<suspect> found;
+  auto on_bad = [&](suspect&& x) { found.push_back(std::move(x)); };
+  auto agent = [&](std::string_view path) -> recovered_agent& {
+    auto [i, added] = out.try_emplace(std::string{path});
+    if (added)
+      i->second.path = i->first;
+    return i->second;
+  };
+  {
+    impl::reader r;
+    if (auto st = d.begin_read(r))
+      return st;
+    auto t = r.txn.get();
+    auto st = scan<records::Snapshot>(
+      d, t, db::snapshots, {},
+      [&](std::string_view path, uint64_t, records::Snapshot& x) {
+        auto& a = agent(path);
+        a.has_snapshot = true;
+        a.snapshot = std::move(x);
+      },
+      on_bad);
+    if (st)
+      return st;
+    st = scan<records::JournalEntry>(
+      d, t, db::journal, {},
+      [&](std::string_view path, uint64_t, records::JournalEntry& x) {
+        agent(path).journal.push_back(std::move(x));
+      },
+      on_bad);
+    if (st)
+      return st;
+    st = scan<records::OutboxEntry>(
+      d, t, db::outbox, {},
+      [&](std::string_view path, uint64_t, records::OutboxEntry& x) {
+        agent(path).outbox.push_back(std::move(x));
+      },
+      on_bad);
+    if (st)
+      return st;
+  }
+  if (found.empty())
+    return {};
+  // Move the suspects to the dead letters, all in one transaction.
+  std::vector<std::string> letters;
+  letters.reserve(found.size());
+  auto now = unix_ms();
+  for (auto& x : found) {
+    records::DeadLetter dl;
+    dl.set_format(store::format);
+    dl.set_path(x.path);
+    dl.set_reason(x.reason);
+    dl.set_unix_ms(now);
+    dl.set_db(to_string(x.where));
+    dl.set_key(x.key);
+    dl.set_raw(x.raw);
+    dl.SerializeToString(&letters.emplace_back());
+  }
+  auto st = d.write([&](MDB_txn* t) -> op_result {
+    for (size_t i = 0; i < found.size(); ++i) {
+      if (auto r = d.append_dead_letter(t, letters[i]); r.rc != MDB_SUCCESS)
+        return r;
+      auto k = lmdb::val(found[i].key);
+      auto rc = mdb_del(t, d.dbi(found[i].where), &k, nullptr);
+      if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+        return {rc, to_string(found[i].where), "mdb_del", &found[i].key};
+    }
+    return {};
+  });
+  if (st)
+    return st;
+  for (auto& x : found)
+    bad.push_back(
+      quarantined{x.where, std::move(x.key), std::move(x.reason)});
+  return {};
+}
+
+status store::mailbox(std::string_view path,
+                      std::vector<records::JournalEntry>& out) {
+  auto& d = *impl_;
+  out.clear();
+  impl::reader r;
+  if (auto st = d.begin_read(r))
+    return st;
+  std::string prefix{path};
+  prefix += '\0';
+  status corrupt;
+  auto st = scan<records::JournalEntry>(
+    d, r.txn.get(), db::journal, prefix,
+    [&](std::string_view p, uint64_t, records::JournalEntry& x) {
+      if (p == path) // not a longer path that contains '\0'
+        out.push_back(std::move(x));
+    },
+    [&](suspect&& x) {
+      if (!corrupt)
+        corrupt = {store_errc::corrupt,
+                   "data dir " + d.opts.dir + " [journal] key \""
+                     + detail::printable(x.key) + "\": " + x.reason
+                     + ": restart the node so that recovery moves it to "
+                     + "the dead letters"};
+    });
+  if (st)
+    return st;
+  if (corrupt)
+    out.clear();
+  return corrupt;
+}
+
+status store::snapshots(std::vector<records::Snapshot>& out,
+                        std::vector<quarantined>* bad) {
+  auto& d = *impl_;
+  out.clear();
+  impl::reader r;
+  if (auto st = d.begin_read(r))
+    return st;
+  return scan<records::Snapshot>(
+    d, r.txn.get(), db::snapshots, {},
+    [&](std::string_view, uint64_t, records::Snapshot& x) {
+      out.push_back(std::move(x));
+    },
+    [&](suspect&& x) {
+      if (bad != nullptr)
+        bad->push_back(
+          quarantined{x.where, std::move(x.key), std::move(x.reason)});
+    });
+}
+
+} // namespace vigil

@@ -1,0 +1,367 @@
+#include "vigil/persistence/store.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <system_error>
+
+#include "store_impl.hpp"
+
+namespace vigil {
+
+namespace detail {
+
+std::string printable(std::string_view key) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : key) {
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 0xf];
+    }
+  }
+  return out;
+}
+
+} // namespace detail
+
+namespace {
+
+using detail::abort_rc;
+using detail::get_be64;
+using detail::put_be64;
+using detail::view;
+using detail::unique_fd;
+
+constexpr const char* lock_name = "vigil.lock";
+const std::string format_key = "format";
+
+std::string errno_text(int e) {
+  return std::error_code{e, std::generic_category()}.message();
+}
+
+/// Creates `dir` and its missing parents (mkdir -p).
+status make_dirs(const std::string& dir) {
+  for (size_t pos = 1; pos <= dir.size(); ++pos) {
+    if (pos < dir.size() && dir[pos] != '/')
+      continue;
+    auto part = dir.substr(0, pos);
+    if (::mkdir(part.c_str(), 0755) == 0 || errno == EEXIST)
+      continue;
+    auto e = errno;
+    return {store_errc::io,
+            "cannot create data dir " + dir + " (mkdir " + part
+              + "): " + errno_text(e)
+              + ": choose a writable --data-dir or fix its permissions"};
+  }
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return {store_errc::io, "data dir " + dir + " is not a directory: "
+                              + "choose another --data-dir"};
+  return {};
+}
+
+/// Takes the exclusive lock on `<dir>/vigil.lock` and writes our pid into
+/// it. flock belongs to the open file description, so a second open of the
+/// same dir fails in this process as well as in another.
+status lock_dir(const std::string& dir, unique_fd& out) {
+  auto path = dir + "/" + lock_name;
+  unique_fd fd;
+  fd.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (fd.get() < 0) {
+    auto e = errno;
+    return {store_errc::io,
+            "cannot open lock file " + path + ": " + errno_text(e)
+              + ": choose a writable --data-dir or fix its permissions"};
+  }
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    auto e = errno;
+    if (e != EWOULDBLOCK)
+      return {store_errc::io,
+              "cannot lock " + path + ": " + errno_text(e)
+                + ": choose a --data-dir on a local filesystem"};
+    char buf[32] = {};
+    auto n = ::pread(fd.get(), buf, sizeof(buf) - 1, 0);
+    std::string pid{buf, n > 0 ? static_cast<size_t>(n) : 0};
+    while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' '))
+      pid.pop_back();
+    if (pid.empty())
+      pid = "unknown";
+    return {store_errc::locked,
+            "data dir " + dir + " is locked by pid " + pid + " (" + path
+              + "): stop that node or use another --data-dir"};
+  }
+  auto pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd.get(), 0) != 0
+      || ::pwrite(fd.get(), pid.data(), pid.size(), 0)
+           != static_cast<ssize_t>(pid.size())) {
+    auto e = errno;
+    return {store_errc::io, "cannot write " + path + ": " + errno_text(e)
+                              + ": choose a writable --data-dir"};
+  }
+  out.reset(fd.release());
+  return {};
+}
+
+} // namespace
+
+// -- path keys ----------------------------------------------------------------
+
+std::string path_key(std::string_view path, uint64_t n) {
+  std::string out;
+  out.resize(path.size() + 9);
+  path.copy(out.data(), path.size());
+  out[path.size()] = '\0';
+  put_be64(out.data() + path.size() + 1, n);
+  return out;
+}
+
+bool split_path_key(std::string_view key, std::string_view& path,
+                    uint64_t& n) noexcept {
+  if (key.size() < 9 || key[key.size() - 9] != '\0')
+    return false;
+  path = key.substr(0, key.size() - 9);
+  n = get_be64(key.data() + key.size() - 8);
+  return true;
+}
+
+// -- store --------------------------------------------------------------------
+
+store::store() : impl_(std::make_unique<impl>()) {
+  // nop
+}
+
+store::~store() = default;
+
+const store_options& store::options() const noexcept {
+  return impl_->opts;
+}
+
+uint64_t store::boots() const noexcept {
+  return impl_->boots;
+}
+
+size_t store::map_size() const noexcept {
+  return impl_->map_size;
+}
+
+status store::open(const store_options& opts, std::unique_ptr<store>& out) {
+  auto& dir = opts.dir;
+  if (dir.empty())
+    return {store_errc::invalid, "store_options.dir is empty: set --data-dir"};
+  if (opts.map_size == 0)
+    return {store_errc::invalid, "map_size is 0: set it to at least 64 KiB"};
+  if (opts.max_map_size < opts.map_size)
+    return {store_errc::invalid,
+            "max_map_size (" + std::to_string(opts.max_map_size)
+              + ") is below map_size (" + std::to_string(opts.map_size)
+              + "): raise max_map_size"};
+  if (auto st = make_dirs(dir))
+    return st;
+  std::unique_ptr<store> self{new store};
+  auto& d = *self->impl_;
+  d.opts = opts;
+  if (auto st = lock_dir(dir, d.lock))
+    return st;
+  auto env_call = [&](int rc, const char* op) {
+    return lmdb::check(rc, dir, nullptr, op);
+  };
+  if (auto st = env_call(d.env.create(), "mdb_env_create"))
+    return st;
+  auto e = d.env.get();
+  if (auto st = env_call(mdb_env_set_maxdbs(e, 8), "mdb_env_set_maxdbs"))
+    return st;
+  if (auto st = env_call(mdb_env_set_mapsize(e, opts.map_size),
+                         "mdb_env_set_mapsize"))
+    return st;
+  unsigned flags = MDB_NOTLS;
+  if (opts.sync == sync_mode::nometasync)
+    flags |= MDB_NOMETASYNC;
+  else if (opts.sync == sync_mode::nosync)
+    flags |= MDB_NOSYNC;
+  if (auto st = env_call(mdb_env_open(e, dir.c_str(), flags, 0644),
+                         "mdb_env_open"))
+    return st;
+  // LMDB maps max(opts.map_size, used size); keep a map that an earlier run
+  // grew beyond opts.map_size (size 0 adopts the size in the meta page).
+  if (auto st = env_call(mdb_env_set_mapsize(e, 0), "mdb_env_set_mapsize"))
+    return st;
+  d.refresh_map_size();
+  if (d.map_size < opts.map_size) {
+    if (auto st = env_call(mdb_env_set_mapsize(e, opts.map_size),
+                           "mdb_env_set_mapsize"))
+      return st;
+    d.refresh_map_size();
+  }
+  // Open the databases and bump the boot counter in one transaction.
+  status bad;
+  records::Meta meta;
+  std::string buf;
+  auto st = d.write([&](MDB_txn* t) -> op_result {
+    auto meta_dbi = &d.dbis[static_cast<size_t>(db::meta)];
+    if (auto rc = mdb_dbi_open(t, "meta", MDB_CREATE, meta_dbi); rc != 0)
+      return {rc, "meta", "mdb_dbi_open"};
+    auto k = lmdb::val(format_key);
+    MDB_val v;
+    auto rc = mdb_get(t, *meta_dbi, &k, &v);
+    meta.Clear();
+    if (rc == MDB_SUCCESS) {
+      if (!meta.ParseFromArray(v.mv_data, static_cast<int>(v.mv_size))) {
+        bad = {store_errc::corrupt,
+               "data dir " + dir + " [meta] \"format\": the record does not "
+                 + "parse as " + meta.GetTypeName()
+                 + ": restore the data dir from a backup or use another "
+                 + "--data-dir"};
+        return {abort_rc};
+      }
+      if (meta.format() > store::format) {
+        bad = {store_errc::newer_format,
+               "data dir " + dir + " has format "
+                 + std::to_string(meta.format())
+                 + "; this vigil reads format <= "
+                 + std::to_string(store::format)
+                 + ": upgrade vigil or use another --data-dir"};
+        return {abort_rc};
+      }
+    } else if (rc != MDB_NOTFOUND) {
+      return {rc, "meta", "mdb_get", &format_key};
+    }
+    for (size_t i = 1; i < db_count; ++i) {
+      auto name = to_string(static_cast<db>(i));
+      if (rc = mdb_dbi_open(t, name, MDB_CREATE, &d.dbis[i]); rc != 0)
+        return {rc, name, "mdb_dbi_open"};
+    }
+    meta.set_format(store::format);
+    meta.set_boots(meta.boots() + 1);
+    meta.SerializeToString(&buf);
+    auto nv = lmdb::val(buf);
+    if (rc = mdb_put(t, *meta_dbi, &k, &nv, 0); rc != MDB_SUCCESS)
+      return {rc, "meta", "mdb_put", &format_key};
+    return {};
+  });
+  if (st)
+    return st;
+  if (bad)
+    return bad;
+  d.boots = meta.boots();
+  out = std::move(self);
+  return {};
+}
+
+status store::apply(write_item* const* items, size_t n,
+                    write_result* results) {
+  if (n == 0)
+    return {};
+  auto& d = *impl_;
+  return d.write([&](MDB_txn* t) -> op_result {
+    auto idem = d.dbi(db::idempotency);
+    for (size_t i = 0; i < n; ++i) {
+      auto& item = *items[i];
+      if (!item.guard.empty()) {
+        auto k = lmdb::val(item.guard);
+        MDB_val v;
+        auto rc = mdb_get(t, idem, &k, &v);
+        if (rc == MDB_SUCCESS) {
+          results[i] = write_result::duplicate;
+          continue;
+        }
+        if (rc != MDB_NOTFOUND)
+          return {rc, "idempotency", "mdb_get", &item.guard};
+        v = lmdb::val(item.guard_value);
+        if (rc = mdb_put(t, idem, &k, &v, 0); rc != MDB_SUCCESS)
+          return {rc, "idempotency", "mdb_put", &item.guard};
+      }
+      for (auto& m : item.muts)
+        if (auto r = d.mutate(t, m); r.rc != MDB_SUCCESS)
+          return r;
+      results[i] = write_result::applied;
+    }
+    return {};
+  });
+}
+
+status store::dead_letters(std::vector<records::DeadLetter>& out) {
+  auto& d = *impl_;
+  impl::reader r;
+  if (auto st = d.begin_read(r))
+    return st;
+  lmdb::cursor c;
+  if (auto rc = c.open(r.txn.get(), d.dbi(db::dead_letters)); rc != 0)
+    return d.fail(rc, db::dead_letters, "mdb_cursor_open");
+  out.clear();
+  MDB_val k, v;
+  int rc;
+  for (rc = c.get(k, v, MDB_FIRST); rc == MDB_SUCCESS;
+       rc = c.get(k, v, MDB_NEXT)) {
+    auto& x = out.emplace_back();
+    if (!x.ParseFromArray(v.mv_data, static_cast<int>(v.mv_size))) {
+      // Keep it visible (and removable) rather than hide it.
+      x.Clear();
+      x.set_format(store::format);
+      x.set_reason("dead letter does not parse as " + x.GetTypeName());
+      x.set_db("dead_letters");
+      x.set_key(std::string{view(k)});
+      x.set_raw(std::string{view(v)});
+    }
+    x.set_seq(k.mv_size == 8 ? get_be64(k.mv_data) : 0);
+  }
+  if (rc != MDB_NOTFOUND)
+    return d.fail(rc, db::dead_letters, "mdb_cursor_get");
+  return {};
+}
+
+status store::remove_dead_letters(const std::vector<uint64_t>& seqs, bool all,
+                                  size_t& removed) {
+  auto& d = *impl_;
+  removed = 0;
+  if (seqs.empty() && !all)
+    return {};
+  size_t n = 0;
+  auto dl = d.dbi(db::dead_letters);
+  auto st = d.write([&](MDB_txn* t) -> op_result {
+    n = 0;
+    if (seqs.empty()) {
+      MDB_stat ms;
+      if (auto rc = mdb_stat(t, dl, &ms); rc != MDB_SUCCESS)
+        return {rc, "dead_letters", "mdb_stat"};
+      n = ms.ms_entries;
+      if (auto rc = mdb_drop(t, dl, 0); rc != MDB_SUCCESS)
+        return {rc, "dead_letters", "mdb_drop"};
+      return {};
+    }
+    for (auto seq : seqs) {
+      char buf[8];
+      put_be64(buf, seq);
+      MDB_val k{sizeof(buf), buf};
+      auto rc = mdb_del(t, dl, &k, nullptr);
+      if (rc == MDB_SUCCESS)
+        ++n;
+      else if (rc != MDB_NOTFOUND)
+        return {rc, "dead_letters", "mdb_del"};
+    }
+    return {};
+  });
+  if (!st)
+    removed = n;
+  return st;
+}
+
+status store::count(db which, size_t& out) {
+  auto& d = *impl_;
+  impl::reader r;
+  if (auto st = d.begin_read(r))
+    return st;
+  MDB_stat ms;
+  if (auto rc = mdb_stat(r.txn.get(), d.dbi(which), &ms); rc != MDB_SUCCESS)
+    return d.fail(rc, which, "mdb_stat");
+  out = ms.ms_entries;
+  return {};
+}
+
+} // namespace vigil

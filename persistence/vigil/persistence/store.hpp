@@ -1,0 +1,179 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "vigil/persistence/status.hpp"
+#include "vigil/store.pb.h"
+
+namespace vigil {
+
+/// How a commit reaches the disk. Every mode survives kill -9 of the node:
+/// a committed transaction is in the OS page cache, which outlives the
+/// process. They differ on an OS crash or power loss:
+/// - `full`: fsync of data and meta page per commit; nothing committed is
+///   lost.
+/// - `nometasync`: the meta page is not synced; the last committed
+///   transaction may be undone, the database stays intact (ACI, not D).
+/// - `nosync`: nothing is synced; recent transactions may be lost, and on
+///   filesystems that do not keep write order the file may be corrupted.
+enum class sync_mode : uint8_t { full, nometasync, nosync };
+
+/// Parses "full", "nometasync" or "nosync".
+bool from_string(std::string_view s, sync_mode& out) noexcept;
+const char* to_string(sync_mode x) noexcept;
+
+/// Where and how a node keeps its LMDB environment.
+struct store_options {
+  std::string dir;                            ///< Data directory (created).
+  sync_mode sync = sync_mode::full;
+  size_t map_size = size_t{64} << 20;         ///< Initial LMDB map size.
+  size_t max_map_size = size_t{16} << 30;     ///< MDB_MAP_FULL grows the map
+                                              ///< (doubling) up to this.
+};
+
+/// The named databases of a node's environment.
+enum class db : uint8_t {
+  meta,         ///< "format" -> Meta
+  snapshots,    ///< path -> Snapshot
+  journal,      ///< path\0seq -> JournalEntry
+  outbox,       ///< path\0seq -> OutboxEntry
+  idempotency,  ///< path\0id -> IdempotencyRecord
+  dead_letters, ///< seq -> DeadLetter
+};
+constexpr size_t db_count = 6;
+const char* to_string(db x) noexcept;
+
+/// One change to one database.
+struct mutation {
+  enum class op : uint8_t {
+    put,
+    del,
+    /// Appends `value` (a DeadLetter) to dead_letters under the next
+    /// dead-letter seq; `key` is ignored.
+    append_dead_letter,
+  };
+  op what = op::put;
+  db where = db::meta;
+  std::string key;
+  std::string value;
+};
+
+/// One agent's change, applied atomically with the other items of a batch.
+///
+/// If `guard` is not empty it is a key in `db::idempotency`: when that key
+/// exists the item is a duplicate and none of its mutations is applied;
+/// otherwise `guard` is stored with `guard_value` and the mutations follow.
+struct write_item {
+  std::string guard;
+  std::string guard_value;
+  std::vector<mutation> muts;
+};
+
+enum class write_result : uint8_t { applied, duplicate };
+
+/// What the node finds for one agent path at start.
+struct recovered_agent {
+  std::string path;
+  bool has_snapshot = false;
+  records::Snapshot snapshot;                 ///< Valid if has_snapshot.
+  std::vector<records::JournalEntry> journal; ///< Unconsumed, seq order.
+  std::vector<records::OutboxEntry> outbox;   ///< Undelivered, seq order.
+};
+
+/// A record that did not parse (or was of a newer format) and was moved to
+/// the dead letters by `recover`.
+struct quarantined {
+  db where;
+  std::string key;
+  std::string reason;
+};
+
+/// Formats `path\0n` with `n` big-endian, so keys of one path sort by `n`.
+std::string path_key(std::string_view path, uint64_t n);
+/// Splits a key made by `path_key`; false if it is malformed.
+bool split_path_key(std::string_view key, std::string_view& path,
+                    uint64_t& n) noexcept;
+
+/// One node's LMDB environment: a data directory with an exclusive lock
+/// file, the six named databases, and the format/boot record.
+///
+/// Threads: `apply` may be called from one thread at a time (the node's
+/// writer). The read calls (`mailbox`, `snapshots`, `dead_letters`, `count`)
+/// may run on any thread, also during `apply`, but not from inside another
+/// call of the same thread. `recover` writes (it moves corrupt records away)
+/// and must finish before the first `apply`. Read calls clear their output
+/// vectors first.
+///
+/// Every error names the data dir, the database and the operation; LMDB's
+/// codes are translated only in `check` (src/lmdb.cpp).
+class store {
+public:
+  /// The newest record format this build reads and the one it writes.
+  static constexpr uint32_t format = 1;
+
+  /// Opens (or creates) the environment in `opts.dir` and increments the
+  /// boot counter. Fails with `locked` if another live process holds the
+  /// directory, `newer_format` if it was written by a newer vigil, `io` if
+  /// the directory cannot be created or written.
+  static status open(const store_options& opts, std::unique_ptr<store>& out);
+
+  ~store();
+  store(const store&) = delete;
+  store& operator=(const store&) = delete;
+
+  const store_options& options() const noexcept;
+
+  /// The boot counter after this open (1 for a new data dir).
+  uint64_t boots() const noexcept;
+
+  /// The current map size in bytes (grows on MDB_MAP_FULL).
+  size_t map_size() const noexcept;
+
+  /// Applies `items` in one write transaction and commits it with the
+  /// configured sync mode. `results[i]` tells whether item i was applied or
+  /// a duplicate. MDB_MAP_FULL grows the map and retries the whole batch,
+  /// up to `max_map_size`; after that, `map_full`. On error nothing of the
+  /// batch is committed.
+  status apply(write_item* const* items, size_t n, write_result* results);
+
+  /// Reads every snapshot, journal and outbox record, grouped by path.
+  /// Records that do not parse, have malformed keys or a newer format are
+  /// moved (in one transaction) to the dead letters with their db, key, raw
+  /// bytes and reason, and listed in `bad`; they are reported only once.
+  status recover(std::map<std::string, recovered_agent>& out,
+                 std::vector<quarantined>& bad);
+
+  /// The unconsumed journal entries of `path`, in seq order; `corrupt`
+  /// (naming the key) if one does not parse.
+  status mailbox(std::string_view path, std::vector<records::JournalEntry>& out);
+
+  /// Every snapshot, in path order (records that do not parse are skipped
+  /// and named in `bad`, not moved).
+  status snapshots(std::vector<records::Snapshot>& out,
+                   std::vector<quarantined>* bad = nullptr);
+
+  /// Every dead letter, oldest first (seq filled from the key). One that
+  /// does not parse is listed with its raw bytes, so it can be removed.
+  status dead_letters(std::vector<records::DeadLetter>& out);
+
+  /// Removes the dead letters with the given seqs (all if `seqs` is empty
+  /// and `all` is true). `removed` counts what was there.
+  status remove_dead_letters(const std::vector<uint64_t>& seqs, bool all,
+                             size_t& removed);
+
+  /// Number of records in `d`.
+  status count(db d, size_t& out);
+
+private:
+  store();
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace vigil

@@ -1,0 +1,402 @@
+// Durable agents on real threads and real LMDB files: restore order,
+// duplicates, the snapshot window, the outbox, recovery at node start,
+// quarantine of corrupt records, orphans, group commit and a locked dir.
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <functional>
+#include <thread>
+
+#include <lmdb.h>
+
+#include "support/durable_agents.hpp"
+#include "support/temp_dir.hpp"
+#include "vigil/supervision/node.hpp"
+
+using namespace vigil;
+using namespace vigil::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr auto deadline = 20s;
+
+/// Polls `pred` until it holds or `deadline` passes.
+bool eventually(const std::function<bool()>& pred) {
+  auto until = std::chrono::steady_clock::now() + deadline;
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred())
+      return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return pred();
+}
+
+node_config with_dir(const temp_dir& d) {
+  node_config nc;
+  nc.data_dir = d.path();
+  nc.sync = sync_mode::nosync; // kill -9 safe; these tests do not pull power
+  return nc;
+}
+
+supervisor_spec tree(std::vector<child_spec> children) {
+  supervisor_spec spec;
+  spec.flags.intensity = 10;
+  spec.children = std::move(children);
+  return spec;
+}
+
+child_spec journaled(std::string id) {
+  return worker(std::move(id), "tally")
+    .with_durability(durability_mode::journal);
+}
+
+Add add(int64_t n) {
+  Add a;
+  a.set_n(n);
+  return a;
+}
+
+Tally get(node& nd, const std::string& path) {
+  auto r = nd.call<Tally>(path, Get{}, 5s);
+  return r ? r->value : Tally{};
+}
+
+bool has_count(node& nd, const std::string& path, int64_t n) {
+  return get(nd, path).count() == n;
+}
+
+std::vector<int64_t> seen(const Tally& t) {
+  return {t.seen().begin(), t.seen().end()};
+}
+
+/// Writes records straight into a data dir, as an earlier run would have.
+void seed(const std::string& dir, std::vector<write_item> items) {
+  std::unique_ptr<store> st;
+  store_options so;
+  so.dir = dir;
+  ASSERT_FALSE(store::open(so, st)) << "cannot open " << dir;
+  std::vector<write_item*> ptrs;
+  for (auto& i : items)
+    ptrs.push_back(&i);
+  std::vector<write_result> res(items.size());
+  auto s = st->apply(ptrs.data(), ptrs.size(), res.data());
+  ASSERT_FALSE(s) << s.message();
+}
+
+mutation put(db where, std::string key, const google::protobuf::Message& m) {
+  mutation x;
+  x.where = where;
+  x.key = std::move(key);
+  m.SerializeToString(&x.value);
+  return x;
+}
+
+write_item snapshot_of(const std::string& path, const Tally& state,
+                       uint64_t next_seq) {
+  records::Snapshot s;
+  s.set_format(store::format);
+  s.set_path(path);
+  s.set_agent("tally");
+  s.set_state_type(Tally::descriptor()->full_name());
+  s.set_state(state.SerializeAsString());
+  s.set_next_seq(next_seq);
+  s.set_durability(2);
+  write_item item;
+  item.muts.push_back(put(db::snapshots, path, s));
+  return item;
+}
+
+write_item journal_of(const std::string& path, uint64_t seq, int64_t n) {
+  records::JournalEntry je;
+  je.set_format(store::format);
+  je.set_seq(seq);
+  auto* e = je.mutable_env();
+  e->set_type(Add::descriptor()->full_name());
+  e->set_payload(add(n).SerializeAsString());
+  e->set_id(1000 + seq);
+  e->set_attempt(1);
+  write_item item;
+  item.muts.push_back(put(db::journal, path_key(path, seq), je));
+  return item;
+}
+
+/// Puts raw bytes into a named database with LMDB's C API, bypassing vigil.
+void put_raw(const std::string& dir, const char* dbname,
+             const std::string& key, const std::string& value) {
+  MDB_env* env = nullptr;
+  ASSERT_EQ(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 8);
+  mdb_env_set_mapsize(env, size_t{64} << 20);
+  ASSERT_EQ(mdb_env_open(env, dir.c_str(), 0, 0644), 0);
+  MDB_txn* txn = nullptr;
+  ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+  MDB_dbi dbi;
+  ASSERT_EQ(mdb_dbi_open(txn, dbname, 0, &dbi), 0);
+  MDB_val k{key.size(), const_cast<char*>(key.data())};
+  MDB_val v{value.size(), const_cast<char*>(value.data())};
+  ASSERT_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
+  ASSERT_EQ(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+}
+
+} // namespace
+
+TEST(durable_test, restart_restores_committed_state_then_pending_in_order) {
+  temp_dir dir;
+  node nd{durable_registry(), with_dir(dir)};
+  ASSERT_FALSE(nd.start("root", tree({journaled("tally")})));
+  for (int64_t i = 1; i <= 5; ++i)
+    ASSERT_FALSE(nd.send("root/tally", add(i)));
+  ASSERT_TRUE(eventually([&] { return has_count(nd, "root/tally", 5); }));
+  // The crash and the three envelopes behind it are all accepted before
+  // the handler of Add(-1) runs; the restarted instance must get the state
+  // after 5 and then 6, 7, 8 in order.
+  ASSERT_FALSE(nd.send("root/tally", add(-1)));
+  for (int64_t i = 6; i <= 8; ++i)
+    ASSERT_FALSE(nd.send("root/tally", add(i)));
+  ASSERT_TRUE(eventually([&] { return has_count(nd, "root/tally", 8); }));
+  auto t = get(nd, "root/tally");
+  EXPECT_EQ(seen(t), (std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8}));
+  EXPECT_EQ(t.sum(), 36);
+  auto dls = nd.dead_letters();
+  ASSERT_EQ(dls.size(), 1u);
+  EXPECT_EQ(dls[0].path, "root/tally");
+  EXPECT_NE(dls[0].reason.find("negative add"), std::string::npos);
+  nd.stop();
+  // The dead letter was committed with the consumption of Add(-1).
+  std::vector<records::DeadLetter> stored;
+  ASSERT_FALSE(nd.rt()->storage()->dead_letters(stored));
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored[0].path(), "root/tally");
+}
+
+TEST(durable_test, node_start_resumes_state_then_journal_in_seq_order) {
+  temp_dir dir;
+  Tally before;
+  before.set_count(10);
+  before.set_sum(100);
+  before.add_seen(100);
+  // Written out of order on purpose: recovery goes by seq.
+  seed(dir.path(), {snapshot_of("root/tally", before, 4),
+                    journal_of("root/tally", 3, 30),
+                    journal_of("root/tally", 1, 10),
+                    journal_of("root/tally", 2, 20)});
+  node nd{durable_registry(), with_dir(dir)};
+  ASSERT_FALSE(nd.start("root", tree({journaled("tally")})));
+  ASSERT_FALSE(nd.send("root/tally", add(40))); // new: after the journal
+  ASSERT_TRUE(eventually([&] { return has_count(nd, "root/tally", 14); }));
+  auto t = get(nd, "root/tally");
+  EXPECT_EQ(seen(t), (std::vector<int64_t>{100, 10, 20, 30, 40}));
+  EXPECT_EQ(t.sum(), 200);
+  EXPECT_TRUE(nd.orphans().empty());
+  ASSERT_TRUE(eventually([&] {
+    std::vector<records::JournalEntry> left;
+    return !nd.rt()->storage()->mailbox("root/tally", left) && left.empty();
+  }));
+}
+
+TEST(durable_test, duplicate_message_id_is_applied_once_across_restarts) {
+  temp_dir dir;
+  call_options same;
+  same.message_id = 777;
+  {
+    node nd{durable_registry(), with_dir(dir)};
+    ASSERT_FALSE(nd.start("root", tree({journaled("tally")})));
+    ASSERT_FALSE(nd.send("root/tally", add(5), same));
+    ASSERT_FALSE(nd.send("root/tally", add(5), same));
+    ASSERT_FALSE(nd.send("root/tally", add(1)));
+    ASSERT_TRUE(eventually([&] { return has_count(nd, "root/tally", 2); }));
+    EXPECT_EQ(seen(get(nd, "root/tally")), (std::vector<int64_t>{5, 1}));
+  }
+  node nd{durable_registry(), with_dir(dir)};
+  ASSERT_FALSE(nd.start("root", tree({journaled("tally")})));
+  ASSERT_FALSE(nd.send("root/tally", add(5), same)); // a redelivery
+  ASSERT_FALSE(nd.send("root/tally", add(2)));
+  ASSERT_TRUE(eventually([&] { return has_count(nd, "root/tally", 3); }));
+  EXPECT_EQ(seen(get(nd, "root/tally")), (std::vector<int64_t>{5, 1, 2}));
+}
+
+TEST(durable_test, outbox_sends_are_delivered_once_after_the_commit) {
+  temp_dir dir;
+  node nd{durable_registry(), with_dir(dir)};
+  ASSERT_FALSE(nd.start("root", tree({journaled("src"), journaled("dst")})));
+  Fanout f;
+  f.set_to("root/dst");
+  f.set_from(1);
+  f.set_count(50);
+  ASSERT_FALSE(nd.send("root/src", f));
+  ASSERT_TRUE(eventually([&] { return has_count(nd, "root/dst", 50); }));
+  EXPECT_EQ(get(nd, "root/dst").sum(), 1275);
+  EXPECT_EQ(get(nd, "root/src").count(), 1);
+  // Delivered entries leave the outbox.
+  ASSERT_TRUE(eventually([&] {
+    size_t n = 1;
+    return !nd.rt()->storage()->count(db::outbox, n) && n == 0;
+  }));
+}
+
+TEST(durable_test, orphan_in_data_dir_is_reported_and_kept) {
+  temp_dir dir;
+  seed(dir.path(), {snapshot_of("root/gone", Tally{}, 1)});
+  {
+    node nd{durable_registry(), with_dir(dir)};
+    ASSERT_FALSE(nd.start("root", tree({journaled("tally")})));
+    EXPECT_EQ(nd.orphans(), std::vector<std::string>{"root/gone"});
+  }
+  std::unique_ptr<store> st;
+  store_options so;
+  so.dir = dir.path();
+  ASSERT_FALSE(store::open(so, st));
+  std::vector<records::Snapshot> snaps;
+  ASSERT_FALSE(st->snapshots(snaps));
+  // root/tally consumed nothing, so it saved nothing; root/gone is intact.
+  ASSERT_EQ(snaps.size(), 1u);
+  EXPECT_EQ(snaps[0].path(), "root/gone");
+}
+
+TEST(durable_test, corrupt_record_is_quarantined_once_and_the_node_runs) {
+  temp_dir dir;
+  seed(dir.path(), {journal_of("root/tally", 1, 1)});
+  put_raw(dir.path(), "journal", path_key("root/tally", 2),
+          "\xff\xff\xff not a protobuf");
+  {
+    node nd{durable_registry(), with_dir(dir)};
+    ASSERT_FALSE(nd.start("root", tree({journaled("tally")})));
+    auto q = nd.quarantine();
+    ASSERT_EQ(q.size(), 1u);
+    EXPECT_EQ(q[0].where, db::journal);
+    EXPECT_EQ(q[0].key, path_key("root/tally", 2));
+    auto dls = nd.dead_letters();
+    ASSERT_EQ(dls.size(), 1u);
+    EXPECT_EQ(dls[0].reason.rfind("quarantined: ", 0), 0u) << dls[0].reason;
+    // The good record is applied and the node keeps serving.
+    ASSERT_FALSE(nd.send("root/tally", add(2)));
+    ASSERT_TRUE(eventually([&] { return has_count(nd, "root/tally", 2); }));
+    EXPECT_EQ(seen(get(nd, "root/tally")), (std::vector<int64_t>{1, 2}));
+  }
+  node nd{durable_registry(), with_dir(dir)};
+  ASSERT_FALSE(nd.start("root", tree({journaled("tally")})));
+  EXPECT_TRUE(nd.quarantine().empty()); // reported once
+  std::vector<records::DeadLetter> stored;
+  ASSERT_FALSE(nd.rt()->storage()->dead_letters(stored));
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored[0].db(), "journal");
+  EXPECT_EQ(stored[0].key(), path_key("root/tally", 2));
+  EXPECT_EQ(stored[0].raw(), "\xff\xff\xff not a protobuf");
+}
+
+TEST(durable_test, snapshot_child_restores_the_last_snapshot_after_a_crash) {
+  temp_dir dir;
+  node nd{durable_registry(), with_dir(dir)};
+  auto c = worker("tally", "tally");
+  c.durability.mode = durability_mode::snapshot;
+  c.durability.every_messages = 3;
+  c.durability.every = 0ms;
+  ASSERT_FALSE(nd.start("root", tree({c})));
+  // No Get before the crash: every envelope counts toward every_messages,
+  // reads included. The window: 4 and 5 come after the last snapshot
+  // (taken at 3), so the crash loses them, as documented.
+  for (int64_t i = 1; i <= 5; ++i)
+    ASSERT_FALSE(nd.send("root/tally", add(i)));
+  ASSERT_FALSE(nd.send("root/tally", add(-1)));
+  ASSERT_TRUE(eventually([&] { return has_count(nd, "root/tally", 3); }))
+    << get(nd, "root/tally").DebugString();
+  EXPECT_EQ(seen(get(nd, "root/tally")), (std::vector<int64_t>{1, 2, 3}));
+}
+
+TEST(durable_test, snapshot_child_saves_on_its_timer_and_on_stop) {
+  temp_dir dir;
+  auto c = worker("tally", "tally");
+  c.durability.mode = durability_mode::snapshot;
+  c.durability.every_messages = 0;
+  c.durability.every = 30ms;
+  auto saved_count = [&](store& st) -> int64_t {
+    std::vector<records::Snapshot> snaps;
+    if (st.snapshots(snaps) || snaps.empty())
+      return -1;
+    Tally t;
+    t.ParseFromString(snaps[0].state());
+    return t.count();
+  };
+  {
+    node nd{durable_registry(), with_dir(dir)};
+    ASSERT_FALSE(nd.start("root", tree({c})));
+    ASSERT_FALSE(nd.send("root/tally", add(1)));
+    ASSERT_FALSE(nd.send("root/tally", add(2)));
+    ASSERT_TRUE(
+      eventually([&] { return saved_count(*nd.rt()->storage()) == 2; }));
+    ASSERT_FALSE(nd.send("root/tally", add(3)));
+    ASSERT_TRUE(eventually([&] { return has_count(nd, "root/tally", 3); }));
+  } // an orderly stop saves the rest
+  node nd{durable_registry(), with_dir(dir)};
+  ASSERT_FALSE(nd.start("root", tree({c})));
+  EXPECT_EQ(seen(get(nd, "root/tally")), (std::vector<int64_t>{1, 2, 3}));
+}
+
+TEST(durable_test, writer_groups_concurrent_commits) {
+  for (size_t max_batch : {size_t{1}, size_t{8}}) {
+    temp_dir dir;
+    auto nc = with_dir(dir);
+    nc.writer.max_batch = max_batch;
+    node nd{durable_registry(), nc};
+    std::vector<child_spec> cs;
+    for (int i = 0; i < 8; ++i)
+      cs.push_back(journaled("t" + std::to_string(i)));
+    ASSERT_FALSE(nd.start("root", tree(cs)));
+    for (int64_t k = 1; k <= 100; ++k)
+      for (int i = 0; i < 8; ++i)
+        ASSERT_FALSE(nd.send("root/t" + std::to_string(i), add(k)));
+    for (int i = 0; i < 8; ++i)
+      ASSERT_TRUE(eventually([&] {
+        return has_count(nd, "root/t" + std::to_string(i), 100);
+      }));
+    auto stats = nd.writer_stats();
+    ASSERT_TRUE(stats);
+    auto items = (*stats)[0], commits = (*stats)[1], largest = (*stats)[3];
+    EXPECT_GE(items, 1600u) << "an accept and a consume per envelope";
+    EXPECT_EQ((*stats)[2], 0u) << "no failed commit";
+    EXPECT_LE(largest, max_batch);
+    if (max_batch == 1)
+      EXPECT_EQ(commits, items);
+    else
+      EXPECT_LT(commits, items) << "800 envelopes at once must share commits";
+  }
+}
+
+TEST(durable_test, second_node_on_the_same_dir_is_refused) {
+  temp_dir dir;
+  node a{durable_registry(), with_dir(dir)};
+  ASSERT_FALSE(a.start("root", tree({journaled("tally")})));
+  node b{durable_registry(), with_dir(dir)};
+  auto err = b.start("root", tree({journaled("tally")}));
+  ASSERT_TRUE(is(err, errc::storage_failed)) << describe(err);
+  EXPECT_NE(describe(err).find(dir.path()), std::string::npos)
+    << describe(err);
+  // The first node is unharmed.
+  ASSERT_FALSE(a.send("root/tally", add(1)));
+  EXPECT_TRUE(eventually([&] { return has_count(a, "root/tally", 1); }));
+}
+
+TEST(durable_test, durable_child_without_a_data_dir_fails_to_start) {
+  node nd{durable_registry()};
+  auto err = nd.start("root", tree({journaled("tally")}));
+  ASSERT_TRUE(err);
+  EXPECT_NE(describe(err).find("data dir"), std::string::npos)
+    << describe(err);
+}
+
+TEST(durable_test, unusable_data_dir_fails_with_its_path) {
+  temp_dir dir;
+  auto file = dir.path() + "/file";
+  std::ofstream{file} << "x";
+  node_config nc;
+  nc.data_dir = file + "/data";
+  node nd{durable_registry(), nc};
+  auto err = nd.start("root", tree({journaled("tally")}));
+  ASSERT_TRUE(is(err, errc::storage_failed)) << describe(err);
+  EXPECT_NE(describe(err).find(nc.data_dir), std::string::npos)
+    << describe(err);
+}
