@@ -4,10 +4,12 @@
 // At the end the counter must hold exactly N increments summing to
 // N(N+1)/2: nothing lost, nothing applied twice.
 //
-// Under ctest: VIGIL_CRASH_KILLS (default 8) kills. N = VIGIL_CRASH_N, by
-// default 30000 per kill: the child applies about 30000 per second here and
-// the kills land 20 ms to 1.5 s into each run, so nearly every kill lands
-// mid-run. Soak mode outside ctest:
+// Kill points: a quarter of the kills land during start and recovery (1 to
+// 60 ms after the fork); the rest land once the counter has advanced by a
+// random 1..25000 beyond what the previous run reached (the child prints its
+// progress), so every kill lands mid-run. Under ctest: VIGIL_CRASH_KILLS
+// (default 8) kills and N = VIGIL_CRASH_N (default 30000 per kill). Soak mode
+// outside ctest (VIGIL_CRASH_CHILD overrides the child binary's path):
 //   VIGIL_CRASH_KILLS=100 ./build/tests/crash_test
 
 #include <gtest/gtest.h>
@@ -47,8 +49,11 @@ child spawn(const std::string& dir, long n) {
     close(fds[0]);
     close(fds[1]);
     auto ns = std::to_string(n);
-    execl(VIGIL_CRASH_CHILD, VIGIL_CRASH_CHILD, dir.c_str(), ns.c_str(),
-          "full", static_cast<char*>(nullptr));
+    const char* bin = std::getenv("VIGIL_CRASH_CHILD");
+    if (bin == nullptr)
+      bin = VIGIL_CRASH_CHILD;
+    execl(bin, bin, dir.c_str(), ns.c_str(), "full",
+          static_cast<char*>(nullptr));
     _exit(127);
   }
   close(fds[1]);
@@ -65,6 +70,28 @@ std::string read_all(int fd) {
   return out;
 }
 
+/// Reads the child's "progress=<n>" lines until one reaches `target`.
+/// Returns false at EOF (the child exited). `last` gets the latest value.
+bool wait_for_progress(int fd, long long target, long long& last,
+                       std::string& rest) {
+  char buf[256];
+  for (;;) {
+    size_t nl;
+    while ((nl = rest.find('\n')) != std::string::npos) {
+      long long v;
+      if (std::sscanf(rest.c_str(), "progress=%lld", &v) == 1)
+        last = v;
+      rest.erase(0, nl + 1);
+      if (last >= target)
+        return true;
+    }
+    auto k = read(fd, buf, sizeof(buf));
+    if (k <= 0)
+      return false;
+    rest.append(buf, static_cast<size_t>(k));
+  }
+}
+
 } // namespace
 
 TEST(crash_test, sigkill_at_random_points_loses_nothing_and_repeats_nothing) {
@@ -75,21 +102,28 @@ TEST(crash_test, sigkill_at_random_points_loses_nothing_and_repeats_nothing) {
   if (seed == 0)
     seed = std::random_device{}();
   std::mt19937 rng{seed};
-  // Kill points from 20 ms (still opening the store, recovering) to 1.5 s
-  // (deep in the run).
-  std::uniform_int_distribution<int> delay_ms{20, 1500};
+  std::uniform_int_distribution<int> early_ms{1, 60};
+  std::uniform_int_distribution<long long> advance{1, 25000};
   std::printf("crash_test: seed %u, %ld kills, N = %ld\n", seed, kills, n);
   int finished_early = 0;
+  long long reached = 0;
   for (long k = 0; k < kills; ++k) {
     auto c = spawn(dir.path(), n);
     ASSERT_GT(c.pid, 0);
-    // This sleep is the chaos itself (where the kill lands), not a wait for
-    // a condition.
-    std::this_thread::sleep_for(std::chrono::milliseconds{delay_ms(rng)});
+    bool early = k % 4 == 0;
+    long long last = reached;
+    std::string rest;
+    bool running = true;
+    if (early)
+      // This sleep is the chaos itself (where the kill lands), not a wait
+      // for a condition.
+      std::this_thread::sleep_for(std::chrono::milliseconds{early_ms(rng)});
+    else
+      running = wait_for_progress(c.out, reached + advance(rng), last, rest);
     kill(c.pid, SIGKILL);
     int status = 0;
     ASSERT_EQ(waitpid(c.pid, &status, 0), c.pid);
-    auto out = read_all(c.out);
+    auto out = rest + read_all(c.out);
     if (WIFEXITED(status)) {
       // It finished before the kill landed: later runs must agree.
       ASSERT_EQ(WEXITSTATUS(status), 0) << out;
@@ -98,8 +132,10 @@ TEST(crash_test, sigkill_at_random_points_loses_nothing_and_repeats_nothing) {
       ASSERT_TRUE(WIFSIGNALED(status));
       ASSERT_EQ(WTERMSIG(status), SIGKILL);
     }
-    std::printf("crash_test: kill %ld/%ld after the child ran\n", k + 1,
-                kills);
+    reached = std::max(reached, last);
+    std::printf("crash_test: kill %ld/%ld %s (counter seen at %lld)\n", k + 1,
+                kills, early ? "during start" : (running ? "mid-run" : "after exit"),
+                last);
   }
   auto c = spawn(dir.path(), n);
   ASSERT_GT(c.pid, 0);
@@ -110,7 +146,10 @@ TEST(crash_test, sigkill_at_random_points_loses_nothing_and_repeats_nothing) {
   ASSERT_EQ(WEXITSTATUS(status), 0) << out;
   long long count = -1;
   long long sum = -1;
-  ASSERT_EQ(std::sscanf(out.c_str(), "count=%lld sum=%lld", &count, &sum), 2)
+  auto at = out.rfind("count=");
+  ASSERT_NE(at, std::string::npos) << out;
+  ASSERT_EQ(std::sscanf(out.c_str() + at, "count=%lld sum=%lld", &count, &sum),
+            2)
     << out;
   EXPECT_EQ(count, n);
   EXPECT_EQ(sum, static_cast<long long>(n) * (n + 1) / 2);
