@@ -189,6 +189,18 @@ private:
     send(this, nudge_atom::value);
   }
 
+  /// Runs `f` for an awaited response, then nudges only if no new await
+  /// began: one nudge per chain, not one per step, since nudges sent while
+  /// awaiting pile up in the skip cache and every later message rescans it
+  /// (a 100,000-child start went quadratic that way).
+  template <class F>
+  void after_await(F&& f) {
+    --awaiting_;
+    f();
+    if (awaiting_ == 0)
+      nudge();
+  }
+
   // -- starting ---------------------------------------------------------------
 
   /// Starts (or restarts) child `key`, then calls `k` with the outcome.
@@ -216,39 +228,52 @@ private:
                                    caf::actor_cast<caf::actor>(this));
       monitor(c->handle);
     }
+    ++awaiting_;
     request<high>(c->handle, caf::infinite, start_atom::value, is_restart,
                   std::move(reason))
       .await(
         [this, key, k](uint64_t gen) {
-          nudge();
-          if (auto* c = find_key(key)) {
-            c->gen = gen;
-            c->st = status::running;
-          }
-          k(caf::none);
+          after_await([&] {
+            if (auto* c = find_key(key)) {
+              c->gen = gen;
+              c->st = status::running;
+            }
+            k(caf::none);
+          });
         },
         [this, key, k](caf::error& err) {
-          nudge();
-          if (auto* c = find_key(key)) {
-            c->st = status::restarting;
-            if (c->spec->kind == child_kind::supervisor)
-              c->handle = nullptr;
-          }
-          k(err);
+          after_await([&] {
+            if (auto* c = find_key(key)) {
+              c->st = status::restarting;
+              if (c->spec->kind == child_kind::supervisor)
+                c->handle = nullptr;
+            }
+            k(err);
+          });
         });
   }
 
   /// Starts `keys` in order; stops at the first failure, which `k` receives
   /// together with the key that failed.
+  /// Keys shared by the steps of a sequence: each step's continuation is
+  /// copied, and copying the keys themselves made big trees quadratic.
+  using key_list = std::shared_ptr<const std::vector<uint64_t>>;
+
   void start_seq(std::vector<uint64_t> keys, size_t i, bool is_restart,
                  caf::error reason,
                  std::function<void(caf::error, uint64_t)> k) {
-    if (i == keys.size())
+    start_seq(std::make_shared<const std::vector<uint64_t>>(std::move(keys)),
+              i, is_restart, std::move(reason), std::move(k));
+  }
+
+  void start_seq(key_list keys, size_t i, bool is_restart, caf::error reason,
+                 std::function<void(caf::error, uint64_t)> k) {
+    if (i == keys->size())
       return k(caf::none, 0);
-    auto key = keys[i];
+    auto key = (*keys)[i];
     start_one(key, is_restart, reason,
-              [this, keys = std::move(keys), i, is_restart, reason, k,
-               key](caf::error err) mutable {
+              [this, keys = std::move(keys), i, is_restart, reason,
+               k = std::move(k), key](caf::error err) mutable {
                 if (err)
                   return k(std::move(err), key);
                 start_seq(std::move(keys), i + 1, is_restart,
@@ -275,43 +300,53 @@ private:
     else if (sd.how == shutdown_spec::kind::brutal_kill)
       timeout = caf::duration{brutal_kill_grace};
     ++c->token;
+    ++awaiting_;
     request<high>(c->handle, timeout, stop_atom::value, graceful, keep_buffer)
       .await(
         [this, key, k]() {
-          nudge();
-          if (auto* c = find_key(key)) {
-            c->st = status::stopped;
-            if (c->spec->kind == child_kind::supervisor) {
-              demonitor(c->handle);
-              c->handle = nullptr;
+          after_await([&] {
+            if (auto* c = find_key(key)) {
+              c->st = status::stopped;
+              if (c->spec->kind == child_kind::supervisor) {
+                demonitor(c->handle);
+                c->handle = nullptr;
+              }
             }
-          }
-          k();
+            k();
+          });
         },
         [this, key, k](caf::error&) {
-          nudge();
-          // Did not stop in time: kill it. A worker gets a new cell on its
-          // next start; envelopes stuck in the old one are lost.
-          if (auto* c = find_key(key)) {
-            if (c->handle) {
-              demonitor(c->handle);
-              send_exit(c->handle, caf::exit_reason::kill);
+          after_await([&] {
+            // Did not stop in time: kill it. A worker gets a new cell on
+            // its next start; envelopes stuck in the old one are lost.
+            if (auto* c = find_key(key)) {
+              if (c->handle) {
+                demonitor(c->handle);
+                send_exit(c->handle, caf::exit_reason::kill);
+              }
+              c->handle = nullptr;
+              c->st = status::stopped;
             }
-            c->handle = nullptr;
-            c->st = status::stopped;
-          }
-          k();
+            k();
+          });
         });
   }
 
   /// Stops `keys` one after the other, in the given order.
   void stop_seq(std::vector<uint64_t> keys, size_t i, bool keep_buffer,
                 std::function<void()> k) {
-    if (i == keys.size())
+    stop_seq(std::make_shared<const std::vector<uint64_t>>(std::move(keys)),
+             i, keep_buffer, std::move(k));
+  }
+
+  void stop_seq(key_list keys, size_t i, bool keep_buffer,
+                std::function<void()> k) {
+    if (i == keys->size())
       return k();
-    auto key = keys[i];
+    auto key = (*keys)[i];
     stop_one(key, keep_buffer,
-             [this, keys = std::move(keys), i, keep_buffer, k]() mutable {
+             [this, keys = std::move(keys), i, keep_buffer,
+              k = std::move(k)]() mutable {
                stop_seq(std::move(keys), i + 1, keep_buffer, std::move(k));
              });
   }
@@ -563,12 +598,13 @@ private:
           // As in OTP, the group restart starts every child in range, also
           // one stopped by terminate_child (start_children/2 starts them all).
           if (kvp.first != key)
-            stop_keys.insert(stop_keys.begin(), kvp.first);
+            stop_keys.push_back(kvp.first);
           start_keys.push_back(kvp.first);
         }
         break;
       }
     }
+    std::reverse(stop_keys.begin(), stop_keys.end()); // reverse start order
     stop_seq(stop_keys, 0, true, [this, key, start_keys, reason]() mutable {
       // Temporary siblings are not restarted: their specs go.
       std::vector<uint64_t> keys;
@@ -668,6 +704,8 @@ private:
   std::unordered_map<std::string, uint64_t> by_id_;
   std::deque<time_point> restarts_;
   uint64_t next_key_ = 1;
+  /// Awaited responses outstanding (see after_await).
+  size_t awaiting_ = 0;
   bool started_ = false;
   bool stopping_ = false;
   std::vector<caf::response_promise> stop_requests_;
