@@ -8,6 +8,8 @@
 //                           envelopes sent at once, timed until all applied
 //   durable lmdb-raw N      raw LMDB puts of the same record bytes, 1000 per
 //                           transaction (the physical limit here)
+//   durable lmdb-raw-ops N  raw LMDB doing a journal agent's five operations
+//                           per envelope, 1000 envelopes per transaction
 //   durable fsync-each N    raw LMDB, one transaction (one fsync) per record
 //   recovery vigil N        node start on a data dir holding N journal
 //                           agents' snapshots: open, recover, and all N
@@ -216,6 +218,61 @@ void durable_raw(int64_t n, int64_t per_txn, const char* impl) {
         {{"n", n}, {"batch", per_txn}});
 }
 
+/// Raw LMDB doing per envelope what a journal agent's commits do: check
+/// and put the idempotency key, put the journal entry, delete it, put the
+/// snapshot; `per_txn` envelopes per transaction. Shows the cost of the
+/// layer above LMDB apart from the write amplification of the guarantee.
+void durable_raw_ops(int64_t n, int64_t per_txn) {
+  data_dir d;
+  MDB_env* env;
+  mdb_env_create(&env);
+  mdb_env_set_maxdbs(env, 8);
+  mdb_env_set_mapsize(env, size_t{1} << 30);
+  if (int rc = mdb_env_open(env, d.path.c_str(), 0, 0644))
+    die(std::string{"mdb_env_open: "} + mdb_strerror(rc));
+  MDB_txn* txn;
+  MDB_dbi idem, journal, snaps;
+  mdb_txn_begin(env, nullptr, 0, &txn);
+  mdb_dbi_open(txn, "idempotency", MDB_CREATE, &idem);
+  mdb_dbi_open(txn, "journal", MDB_CREATE, &journal);
+  mdb_dbi_open(txn, "snapshots", MDB_CREATE, &snaps);
+  mdb_txn_commit(txn);
+  std::vector<std::string> vals;
+  vals.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    vals.push_back(journal_record(i));
+  std::string path = "bench/sink";
+  std::string snap(64, 's');
+  auto t0 = steady_clock::now();
+  txn = nullptr;
+  for (int64_t i = 0; i < n; ++i) {
+    if (txn == nullptr && mdb_txn_begin(env, nullptr, 0, &txn) != 0)
+      die("mdb_txn_begin");
+    auto ik = path + '\0' + be64(static_cast<uint64_t>(i) + (1ull << 40));
+    auto jk = path + '\0' + be64(static_cast<uint64_t>(i));
+    MDB_val k1{ik.size(), ik.data()}, v1{8, ik.data()}, probe;
+    if (mdb_get(txn, idem, &k1, &probe) == 0)
+      die("unexpected duplicate");
+    mdb_put(txn, idem, &k1, &v1, 0);
+    auto& v = vals[static_cast<size_t>(i)];
+    MDB_val k2{jk.size(), jk.data()}, v2{v.size(), v.data()};
+    mdb_put(txn, journal, &k2, &v2, 0);
+    mdb_del(txn, journal, &k2, nullptr);
+    MDB_val k3{path.size(), path.data()}, v3{snap.size(), snap.data()};
+    if (int rc = mdb_put(txn, snaps, &k3, &v3, 0))
+      die(std::string{"mdb_put: "} + mdb_strerror(rc));
+    if ((i + 1) % per_txn == 0 || i + 1 == n) {
+      if (int rc = mdb_txn_commit(txn))
+        die(std::string{"mdb_txn_commit: "} + mdb_strerror(rc));
+      txn = nullptr;
+    }
+  }
+  double secs = duration<double>(steady_clock::now() - t0).count();
+  mdb_env_close(env);
+  print("durable", "lmdb-raw-ops", n / secs, "envelopes/s",
+        {{"n", n}, {"batch", per_txn}});
+}
+
 // -- recovery -----------------------------------------------------------------
 
 std::string agent_path(int64_t i) {
@@ -315,7 +372,8 @@ void recovery_raw(int64_t n) {
 }
 
 int usage() {
-  std::cerr << "usage: durable_bench durable vigil|lmdb-raw|fsync-each [n] "
+  std::cerr << "usage: durable_bench durable "
+               "vigil|lmdb-raw|lmdb-raw-ops|fsync-each [n] "
                "[batch]\n       durable_bench recovery vigil|lmdb-raw [n]\n";
   return 2;
 }
@@ -333,6 +391,8 @@ int main(int argc, char** argv) {
     durable_vigil(n ? n : 100000, static_cast<size_t>(batch));
   else if (name == "durable" && impl == "lmdb-raw")
     durable_raw(n ? n : 100000, 1000, "lmdb-raw");
+  else if (name == "durable" && impl == "lmdb-raw-ops")
+    durable_raw_ops(n ? n : 100000, 1000);
   else if (name == "durable" && impl == "fsync-each")
     durable_raw(n ? n : 2000, 1, "fsync-each");
   else if (name == "recovery" && impl == "vigil")

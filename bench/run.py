@@ -16,19 +16,41 @@ REPEATS = 3
 BIN = os.path.join("build", "bench", "vigil_bench")
 ERL = shutil.which("erl")
 ERL_SCHEDULERS = 2
+# Raw LMDB baselines of the durable case: puts of the same record bytes in
+# 1000-record transactions (the physical limit); the five LMDB operations a
+# journal agent does per envelope, 1000 envelopes per transaction; and one
+# fsync per record. fsync-each runs at most 2000 records.
+DURABLE_BASES = ["lmdb-raw", "lmdb-raw-ops", "fsync-each"]
 
-# (case, params, cases' n in quick mode, n in full mode)
+DURABLE_BIN = os.path.join("build", "bench", "durable_bench")
+
+# (case, params, n in quick mode, n in full mode, baselines)
 CASES = [
-    ("ping_pong", {}, 200_000, 1_000_000),
-    ("counting", {"producers": 1}, 2_000_000, 10_000_000),
-    ("counting", {"producers": 2}, 2_000_000, 10_000_000),
-    ("spawn", {}, 50_000, 1_000_000),
-    ("restart", {}, 10_000, 100_000),
+    ("ping_pong", {}, 200_000, 1_000_000, None),
+    ("counting", {"producers": 1}, 2_000_000, 10_000_000, None),
+    ("counting", {"producers": 2}, 2_000_000, 10_000_000, None),
+    ("spawn", {}, 50_000, 1_000_000, None),
+    ("restart", {}, 10_000, 100_000, None),
+    # Durable envelopes/s of a journal agent at writer batch sizes 1..1000,
+    # every commit with sync=full, against raw LMDB.
+    ("durable", {"batch": 1}, 500, 2_000, DURABLE_BASES),
+    ("durable", {"batch": 10}, 5_000, 20_000, DURABLE_BASES),
+    ("durable", {"batch": 100}, 50_000, 200_000, DURABLE_BASES),
+    ("durable", {"batch": 1000}, 100_000, 500_000, DURABLE_BASES),
+    # Node start on 100,000 journal agents' snapshots, against a raw scan.
+    ("recovery", {}, 100_000, 100_000, ["lmdb-raw"]),
 ]
 
 
 def run_cpp(case, impl, n, params):
-    cmd = [BIN, case, impl, str(n)]
+    if case in ("durable", "recovery"):
+        if impl == "fsync-each":
+            n = min(n, 2000)
+        cmd = [DURABLE_BIN, case, impl, str(n)]
+        if "batch" in params:
+            cmd.append(str(params["batch"]))
+    else:
+        cmd = [BIN, case, impl, str(n)]
     if "producers" in params:
         cmd.append(str(params["producers"]))
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -55,12 +77,17 @@ def median_of(runs, key):
 
 def main():
     results = []
-    for case, params, quick_n, full_n in CASES:
+    for case, params, quick_n, full_n, bases in CASES:
         n = quick_n if QUICK else full_n
         label = case + "".join(f" {k}={v}" for k, v in params.items())
-        impls = {"vigil": [], "caf-raw": []}
-        if ERL:
-            impls["erlang"] = []
+        impls = {"vigil": []}
+        if bases is None:
+            impls["caf-raw"] = []
+            if ERL:
+                impls["erlang"] = []
+        else:
+            for b in bases:
+                impls[b] = []
         for i in range(REPEATS):
             for impl in impls:
                 print(f"bench: {label} n={n} {impl} run {i + 1}/{REPEATS}",
@@ -75,11 +102,17 @@ def main():
             if kind == "vigil":
                 continue
             base = median_of(runs, "value")
+            # Times (ms) are better lower: the ratio is baseline/ours then.
+            lower_better = unit == "ms"
             results.append({
                 "name": case, "ours": ours, "baseline": base,
                 "baseline_kind": kind, "unit": unit,
-                "ratio": ours / base if base else None,
-                "params": dict(params, n=n, repeats=REPEATS),
+                "ratio": ((base / ours if ours else None) if lower_better
+                          else (ours / base if base else None)),
+                "params": dict(params, n=n, baseline_n=runs[0]["params"]["n"],
+                               repeats=REPEATS,
+                               **({"orientation": "baseline/ours"}
+                                  if lower_better else {})),
             })
             # Secondary figures, oriented so that higher is better.
             for key, sub_unit in (("p50_us", "us"), ("p99_us", "us"),
@@ -96,18 +129,21 @@ def main():
                     })
     doc = {
         "machine": {"cores": os.cpu_count(), "caf_max_threads": 2,
+                    "lmdb_sync": "full",
                     "caf_scheduler_policy": "sharing",
                     "erlang_schedulers": ERL_SCHEDULERS if ERL else None},
         "mode": "quick" if QUICK else "full",
         "results": results,
     }
     print(json.dumps(doc, indent=2))
-    print(f"\n{'case':<26} {'baseline':<8} {'ours':>14} {'baseline':>14} "
+    print(f"\n{'case':<26} {'baseline':<12} {'ours':>14} {'baseline':>14} "
           f"{'unit':<14} {'ratio':>6}", file=sys.stderr)
     for r in results:
         label = r["name"] + (f" p={r['params']['producers']}"
-                             if "producers" in r["params"] else "")
-        print(f"{label:<26} {r['baseline_kind']:<8} {r['ours']:>14.1f} "
+                             if "producers" in r["params"] else "") + (
+                                 f" b={r['params']['batch']}"
+                                 if "batch" in r["params"] else "")
+        print(f"{label:<26} {r['baseline_kind']:<12} {r['ours']:>14.1f} "
               f"{r['baseline']:>14.1f} {r['unit']:<14} {r['ratio']:>6.2f}",
               file=sys.stderr)
 

@@ -78,8 +78,11 @@ public:
           return accept(e);
         return on_envelope(e);
       },
-      [this](committed_atom, uint64_t token, bool duplicate,
-             caf::error& err) { on_committed(token, duplicate, err); },
+      [this](committed_atom, std::vector<uint64_t>& tokens,
+             caf::error& err) {
+        for (auto tok : tokens)
+          on_committed(tok & ~duplicate_bit, (tok & duplicate_bit) != 0, err);
+      },
       [this](snap_atom) {
         dur_->timer = false;
         if (dur_->unsaved > 0 && instance_)
@@ -660,8 +663,12 @@ private:
     std::string state;
     std::string state_type;
     bool has_state = false;
-    /// Journal: envelopes whose accept commit is outstanding, by token.
-    std::unordered_map<uint64_t, pending> accepting;
+    /// Journal: envelopes whose accept commit is outstanding, in token
+    /// order (the writer acknowledges in the order it was written to);
+    /// `accepting.front()` has token `first_accept`.
+    std::deque<pending> accepting;
+    uint64_t first_accept = accept_bit;
+    uint64_t next_accept = accept_bit;
     /// Outbox sends of the handler running now.
     std::vector<detail::outbox_send> sends;
     /// Outbox entries not yet delivered, by outbox seq; `ready` lists the
@@ -669,7 +676,8 @@ private:
     std::map<uint64_t, detail::outbox_send> outbox;
     std::deque<uint64_t> ready;
     size_t in_flight = 0;
-    /// Consume/snapshot commits outstanding: token -> outbox seqs they carry.
+    /// Consume commits outstanding that carry outbox entries: token -> the
+    /// outbox seqs to deliver once it is committed.
     std::unordered_map<uint64_t, std::vector<uint64_t>> after_commit;
     /// Snapshot mode.
     uint32_t unsaved = 0;
@@ -678,6 +686,9 @@ private:
 
   /// Outbox deliveries in flight per agent.
   static constexpr size_t outbox_window = 256;
+
+  /// Marks accept tokens; other writes count up from 1.
+  static constexpr uint64_t accept_bit = uint64_t{1} << 62;
 
   void init_durable() {
     dur_ = std::make_unique<durable>();
@@ -747,14 +758,10 @@ private:
   }
 
   /// Hands `item` to the writer; with `ack`, returns the token of the
-  /// commit acknowledgement (registered in after_commit).
+  /// commit acknowledgement (a failed commit then fails the instance).
   uint64_t write(write_item item, bool ack) {
     auto& d = *dur_;
-    uint64_t tok = 0;
-    if (ack) {
-      tok = d.next_token++;
-      d.after_commit.emplace(tok, std::vector<uint64_t>{});
-    }
+    uint64_t tok = ack ? d.next_token++ : 0;
     event_based_actor::send(d.writer, write_atom::value, tok,
                             std::move(item));
     return tok;
@@ -790,19 +797,21 @@ private:
       return err;
     }
     auto seq = d.next_seq++;
-    auto tok = d.next_token++;
+    auto tok = d.next_accept++;
     event_based_actor::send(d.writer, write_atom::value, tok,
                             detail::accept_item(cfg_.path, seq, e));
-    d.accepting.emplace(tok, pending{std::move(e), make_response_promise(),
-                                     seq});
+    d.accepting.push_back(pending{std::move(e), make_response_promise(), seq});
     return caf::delegated<envelope>{};
   }
 
   void on_committed(uint64_t tok, bool duplicate, caf::error& err) {
     auto& d = *dur_;
-    if (auto i = d.accepting.find(tok); i != d.accepting.end()) {
-      auto p = std::move(i->second);
-      d.accepting.erase(i);
+    if ((tok & accept_bit) != 0) {
+      if (tok != d.first_accept || d.accepting.empty())
+        return; // cannot happen: the writer acknowledges in order
+      ++d.first_accept;
+      auto p = std::move(d.accepting.front());
+      d.accepting.pop_front();
       bool async = !p.rp.pending() || p.rp.async();
       if (err) {
         if (async)
@@ -821,17 +830,18 @@ private:
       }
       return;
     }
-    auto j = d.after_commit.find(tok);
-    if (j == d.after_commit.end())
-      return;
-    auto seqs = std::move(j->second);
-    d.after_commit.erase(j);
     if (err) {
+      d.after_commit.erase(tok);
       storage_failure(std::move(err));
       return;
     }
-    for (auto oseq : seqs)
+    // Only commits that carry outbox entries are registered.
+    auto j = d.after_commit.find(tok);
+    if (j == d.after_commit.end())
+      return;
+    for (auto oseq : j->second)
       d.ready.push_back(oseq);
+    d.after_commit.erase(j);
     dispatch_outbox();
   }
 

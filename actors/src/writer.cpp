@@ -1,5 +1,7 @@
 #include "vigil/actors/writer.hpp"
 
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <caf/all.hpp>
@@ -84,13 +86,24 @@ private:
       items_ += batch_.size();
       largest_ = std::max<uint64_t>(largest_, batch_.size());
     }
+    // One acknowledgement per sender, not per item.
     for (size_t i = 0; i < batch_.size(); ++i) {
       auto& e = batch_[i];
-      if (e.token != 0 && e.sender)
-        caf::anon_send(caf::actor_cast<caf::actor>(e.sender),
-                       committed_atom::value, e.token,
-                       results_[i] == write_result::duplicate, err);
+      if (e.token == 0 || !e.sender)
+        continue;
+      auto tok = e.token;
+      if (results_[i] == write_result::duplicate)
+        tok |= duplicate_bit;
+      auto [pos, added] = acks_.emplace(e.sender.get(), acks_.size());
+      if (added)
+        ack_lists_.emplace_back(e.sender, std::vector<uint64_t>{});
+      ack_lists_[pos->second].second.push_back(tok);
     }
+    for (auto& [to, toks] : ack_lists_)
+      caf::anon_send(caf::actor_cast<caf::actor>(to), committed_atom::value,
+                     std::move(toks), err);
+    acks_.clear();
+    ack_lists_.clear();
     batch_.clear();
   }
 
@@ -99,6 +112,9 @@ private:
   std::vector<entry> batch_;
   std::vector<write_item*> ptrs_;
   std::vector<write_result> results_;
+  std::unordered_map<caf::actor_control_block*, size_t> acks_;
+  std::vector<std::pair<caf::strong_actor_ptr, std::vector<uint64_t>>>
+    ack_lists_;
   bool flush_pending_ = false;
   uint64_t items_ = 0;
   uint64_t commits_ = 0;

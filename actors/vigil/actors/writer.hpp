@@ -23,12 +23,15 @@ struct writer_options {
   std::chrono::microseconds max_latency{0};
 };
 
-// (write, token, write_item) -> sender receives
-// (committed, token, duplicate: bool, error: caf::error) after the commit
-// returned. Token 0 asks for no acknowledgement.
+// (write, token, write_item) -> after the commit returned, the sender
+// receives (committed, tokens: std::vector<uint64_t>, error: caf::error):
+// one message per sender and batch, tokens in the order written, with
+// `duplicate_bit` set on items whose guard already existed. Token 0 asks
+// for no acknowledgement.
 using write_atom = caf::atom_constant<caf::atom("vwrite")>;
 using committed_atom = caf::atom_constant<caf::atom("vcommit")>;
 using flush_atom = caf::atom_constant<caf::atom("vflush")>;
+constexpr uint64_t duplicate_bit = uint64_t{1} << 63;
 
 /// (stats) -> (items, commits, failures, largest batch): the writer's
 /// counters since it started.
