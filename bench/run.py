@@ -12,6 +12,9 @@ import subprocess
 import sys
 
 QUICK = "--quick" in sys.argv
+# --only=case,case runs a subset, e.g. --only=durable,recovery
+ONLY = next((a.split("=", 1)[1].split(",") for a in sys.argv
+             if a.startswith("--only=")), None)
 REPEATS = 3
 BIN = os.path.join("build", "bench", "vigil_bench")
 ERL = shutil.which("erl")
@@ -78,6 +81,8 @@ def median_of(runs, key):
 def main():
     results = []
     for case, params, quick_n, full_n, bases in CASES:
+        if ONLY and case not in ONLY:
+            continue
         n = quick_n if QUICK else full_n
         label = case + "".join(f" {k}={v}" for k, v in params.items())
         impls = {"vigil": []}

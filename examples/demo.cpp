@@ -4,8 +4,12 @@
 //   ├─ ocr        permanent; crashes on a scan named "crash"
 //   ├─ enricher   on_failure: degrade; always crashes, so a stand-in answers
 //   └─ payments   nested supervisor (rest_for_one): ledger, notifier
+//                 (ledger is durable: a journal agent in LMDB)
 //
-// Exits 0 only if every recovery it shows really happened.
+//   demo [DATA_DIR]   (default: ./vigil-data)
+//
+// Exits 0 only if every recovery it shows really happened, including the
+// ledger resuming its count from LMDB in a second node on the same data dir.
 #include <iostream>
 #include <thread>
 
@@ -89,14 +93,18 @@ Scan scan(const std::string& doc) {
 
 } // namespace
 
-int main() {
+int main(int argc, char** argv) {
   vigil::registry types;
   types.add<ocr>("ocr").add<enricher>("enricher");
-  vigil::node node{std::move(types)};
+  vigil::node_config nc;
+  nc.data_dir = argc > 1 ? argv[1] : "vigil-data";
+  auto node_ptr = std::make_unique<vigil::node>(types, nc);
+  auto& node = *node_ptr;
 
   vigil::supervisor_spec payments;
   payments.flags.strategy = vigil::strategy::rest_for_one;
-  payments.children = {vigil::worker("ledger", "ocr"),
+  payments.children = {vigil::worker("ledger", "ocr")
+                         .with_durability(vigil::durability_mode::journal),
                        vigil::worker("notifier", "ocr")};
   vigil::supervisor_spec tree;
   tree.flags.intensity = 3;
@@ -111,7 +119,7 @@ int main() {
   tree.children = {vigil::worker("ocr", "ocr"), enrich,
                    vigil::supervisor("payments", payments)};
 
-  std::cout << "== starting the tree\n";
+  std::cout << "== starting the tree (data dir " << nc.data_dir << ")\n";
   if (auto err = node.start("invoices", tree)) {
     std::cerr << "start failed: " << vigil::describe(err) << "\n";
     return 1;
@@ -143,6 +151,20 @@ int main() {
     return r && r->degraded;
   });
 
+  std::cout << "\n== the ledger is a journal agent: each entry is in LMDB "
+               "before it is handled\n";
+  int64_t ledger = 0;
+  for (int i = 1; i <= 3; ++i) {
+    auto r = node.call<Text>("invoices/payments/ledger",
+                             scan("invoice-" + std::to_string(i)), 2s);
+    std::cout << "  reply: " << (r ? r->value.text() + " (entries: "
+                                       + std::to_string(r->value.pages()) + ")"
+                                   : vigil::describe(r.error())) << "\n";
+    ok = ok && r;
+    if (r)
+      ledger = r->value.pages();
+  }
+
   std::cout << "\n== the tree after recovery\n";
   print_tree(node, "invoices");
   std::cout << "\n== dead letters: " << node.dead_letters().size() << "\n";
@@ -152,6 +174,20 @@ int main() {
   std::cout << "\n== stopping in reverse start order\n";
   auto err = node.stop();
   ok = ok && !err;
+  node_ptr.reset();
+
+  std::cout << "\n== a new node on the same data dir: the ledger resumes\n";
+  vigil::node again{types, nc};
+  if (auto err = again.start("invoices", tree)) {
+    std::cerr << "restart failed: " << vigil::describe(err) << "\n";
+    return 1;
+  }
+  auto r = again.call<Text>("invoices/payments/ledger", scan("invoice-4"), 2s);
+  std::cout << "  reply: " << (r ? r->value.text() + " (entries: "
+                                     + std::to_string(r->value.pages()) + ")"
+                                 : vigil::describe(r.error())) << "\n";
+  ok = ok && r && r->value.pages() == ledger + 1;
+  ok = ok && !again.stop();
   std::cout << (ok ? "\ndemo: OK, every recovery happened\n"
                    : "\ndemo: FAILED, a recovery did not happen\n");
   return ok ? 0 : 1;
