@@ -2,7 +2,8 @@
 # Installs vigil's build dependencies from Debian 12 packages, if missing.
 set -euo pipefail
 pkgs=(cmake ninja-build g++ ccache libcaf-dev libprotobuf-dev
-      protobuf-compiler libgtest-dev liblmdb-dev libspdlog-dev)
+      protobuf-compiler libgtest-dev liblmdb-dev libspdlog-dev
+      libyaml-cpp-dev libcli11-dev nlohmann-json3-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

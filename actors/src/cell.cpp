@@ -243,6 +243,18 @@ protected:
     caf::anon_send(dest, std::move(env));
   }
 
+  void send_envelope_after(const handle& to, envelope env,
+                           duration delay) override {
+    // A timer is never outboxed, also for a journal agent (see send_after).
+    auto dest = target(to);
+    if (!dest) {
+      rt_->add_dead_letter(to.path(), std::move(env),
+                           "not_found: no agent at this path");
+      return;
+    }
+    caf::delayed_anon_send(dest, delay, std::move(env));
+  }
+
   void request_envelope(const handle& to, envelope env, duration timeout,
                         std::function<void(const envelope&)> on_reply,
                         std::function<void(const caf::error&)> on_error)
@@ -439,6 +451,7 @@ private:
                          + " past its deadline");
       return outcome::failed;
     }
+    rt_->count_handled();
     if (dur_)
       after_handled();
     if (mode_ == mode::half_open) {
@@ -484,10 +497,13 @@ private:
               uint64_t seq) {
     bool journaled = seq != 0 && dur_ && dur_->journal;
     bool async = !rp.pending() || rp.async();
+    // A journal agent keeps every envelope it accepted: one that fails for
+    // good is a dead letter (replayable) even when a requester is told too,
+    // since that requester may be an outbox that now considers it delivered.
     if (is(err, errc::deadline_exceeded)) {
       // Its time is up: retrying it cannot succeed.
       if (journaled)
-        consume_failed(seq, e, async ? describe(err) : std::string{});
+        consume_failed(seq, e, describe(err));
       rp.deliver(err);
     } else if (e.attempt >= cfg_.max_deliveries) {
       // With max_deliveries 1 (the default, as in OTP and Akka) the failing
@@ -503,7 +519,7 @@ private:
       // lost, so it goes to the dead letters, as does every poison message.
       bool dead = cfg_.max_deliveries > 1 || async;
       if (journaled)
-        consume_failed(seq, e, dead ? describe(reason) : std::string{});
+        consume_failed(seq, e, describe(reason));
       else if (dead)
         rt_->add_dead_letter(cfg_.path, e, describe(reason));
       rp.deliver(std::move(reason));
@@ -587,7 +603,7 @@ private:
         case outcome::rejected: {
           bool async = !p.rp.pending() || p.rp.async();
           if (p.seq != 0 && dur_ && dur_->journal)
-            consume_failed(p.seq, p.env, async ? describe(err) : std::string{});
+            consume_failed(p.seq, p.env, describe(err));
           else if (async)
             rt_->add_dead_letter(cfg_.path, std::move(p.env), describe(err));
           p.rp.deliver(std::move(err));

@@ -189,6 +189,37 @@ status store::mailbox(std::string_view path,
   return corrupt;
 }
 
+status store::outbox(std::string_view path,
+                     std::vector<records::OutboxEntry>& out) {
+  auto& d = *impl_;
+  out.clear();
+  impl::reader r;
+  if (auto st = d.begin_read(r))
+    return st;
+  std::string prefix{path};
+  prefix += '\0';
+  status corrupt;
+  auto st = scan<records::OutboxEntry>(
+    d, r.txn.get(), db::outbox, prefix,
+    [&](std::string_view p, uint64_t, records::OutboxEntry& x) {
+      if (p == path)
+        out.push_back(std::move(x));
+    },
+    [&](suspect&& x) {
+      if (!corrupt)
+        corrupt = {store_errc::corrupt,
+                   "data dir " + d.opts.dir + " [outbox] key \""
+                     + detail::printable(x.key) + "\": " + x.reason
+                     + ": restart the node so that recovery moves it to "
+                     + "the dead letters"};
+    });
+  if (st)
+    return st;
+  if (corrupt)
+    out.clear();
+  return corrupt;
+}
+
 status store::snapshots(std::vector<records::Snapshot>& out,
                         std::vector<quarantined>* bad) {
   auto& d = *impl_;

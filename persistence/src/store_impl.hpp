@@ -94,6 +94,8 @@ struct store::impl {
   lmdb::env env;
   MDB_dbi dbis[db_count] = {};
   uint64_t boots = 0;
+  /// Opened by open_read_only: every write fails.
+  bool read_only = false;
   std::atomic<size_t> map_size{0};
   /// Held shared by every transaction of this process, exclusively by
   /// mdb_env_set_mapsize (which requires that no transaction is active).
@@ -169,6 +171,9 @@ struct store::impl {
   /// body runs again from the start.
   template <class Body>
   status write(Body&& body) {
+    if (read_only)
+      return {store_errc::invalid,
+              "data dir " + opts.dir + " is open read-only"};
     std::lock_guard<std::mutex> guard{write_mtx};
     for (;;) {
       std::shared_lock<std::shared_mutex> lk;

@@ -621,8 +621,10 @@ private:
         keys.push_back(k);
       }
       for (auto k : keys)
-        if (auto* s = find_key(k))
+        if (auto* s = find_key(k)) {
           ++s->restarts;
+          rt_->count_restart();
+        }
       auto group = keys;
       start_seq(std::move(keys), 0, true, reason,
                 [this, group](caf::error err, uint64_t failed) {
@@ -688,6 +690,7 @@ private:
                             errc::reached_max_restart_intensity));
     c.st = status::degraded;
     ++c.restarts;
+    rt_->count_restart();
     auto& d = c.spec->degrade;
     send<high>(c.handle, degrade_atom::value, d.fallback,
                caf::timespan{d.probe_min}, caf::timespan{d.probe_max});

@@ -104,6 +104,22 @@ public:
     ok(std::move(e));
   }
 
+  /// Answers the original requester with raw payload `bytes` declared as
+  /// Protobuf type `type`, unchecked: the bytes need not parse as `type`
+  /// (chaos agents use this to send corrupt replies, which the requester
+  /// sees as `bad_payload`). Once only, like `deliver`.
+  void deliver_bytes(std::string type, std::string bytes) {
+    if (!st_ || !st_->ok)
+      return;
+    envelope e;
+    e.type = std::move(type);
+    e.payload = std::move(bytes);
+    auto ok = std::move(st_->ok);
+    st_->ok = nullptr;
+    st_->err = nullptr;
+    ok(std::move(e));
+  }
+
   /// Answers the original requester with an error.
   void fail(caf::error err) {
     if (!st_ || !st_->err)
@@ -164,6 +180,22 @@ public:
     send_envelope(to, make_envelope(msg, opts));
   }
 
+  /// Sends `msg` to the agent at `to` after `delay` (a timer). The path is
+  /// resolved now; if no agent is bound there, the envelope becomes a dead
+  /// letter at once. The envelope inherits the deadline of the one being
+  /// handled, as with `send`.
+  ///
+  /// Not durable: even from a `journal` agent's handler the envelope skips
+  /// the outbox and waits in the node's clock, so a crash of the node (or of
+  /// the receiver's cell) loses it. An agent that relies on a timer re-arms
+  /// it in `on_start`/`on_restart`, and should ignore ticks of an older
+  /// instance (e.g. by a generation number in its state).
+  void send_after(duration delay, std::string_view to,
+                  const google::protobuf::Message& msg) {
+    send_envelope_after(resolve(to), make_envelope(msg, call_options{}),
+                        delay);
+  }
+
   /// Sends `msg` to `to` and calls `on_reply(reply<Reply>)` with the answer,
   /// or `on_error(const caf::error&)` on failure, `deadline_exceeded` when
   /// no answer came within `timeout`. Both callbacks run in this agent.
@@ -208,6 +240,10 @@ protected:
   virtual envelope make_envelope(const google::protobuf::Message& msg,
                                  const call_options& opts) = 0;
   virtual void send_envelope(const handle& to, envelope env) = 0;
+  /// Delivers `env` to `to` after `delay`, bypassing any outbox.
+  virtual void send_envelope_after(const handle& to, envelope env,
+                                   duration delay)
+    = 0;
   virtual void request_envelope(const handle& to, envelope env,
                                 duration timeout,
                                 std::function<void(const envelope&)> on_reply,

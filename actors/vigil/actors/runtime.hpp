@@ -56,6 +56,27 @@ public:
     return ids_.fetch_add(1, std::memory_order_relaxed);
   }
 
+  /// Counts one envelope handled by an agent (for progress reports).
+  void count_handled() noexcept {
+    handled_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  /// Envelopes handled by this node's agents so far.
+  uint64_t handled() const noexcept {
+    return handled_.load(std::memory_order_relaxed);
+  }
+
+  /// Counts one restart (or degrade) of a child, anywhere in the tree.
+  void count_restart() noexcept {
+    restarts_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  /// Restarts in this node so far; unlike `child_info::restarts` it does not
+  /// start again at 0 when a supervisor is itself restarted.
+  uint64_t restarts() const noexcept {
+    return restarts_.load(std::memory_order_relaxed);
+  }
+
   // -- durability (set once by the node before the tree starts) -------------
 
   /// Attaches the node's store, its writer and what `store::recover` found.
@@ -111,6 +132,8 @@ public:
 private:
   registry types_;
   std::atomic<uint64_t> ids_{1};
+  alignas(64) std::atomic<uint64_t> handled_{0};
+  std::atomic<uint64_t> restarts_{0};
   mutable std::shared_mutex dir_mtx_;
   // Ordered with a transparent comparator: lookups by string_view allocate
   // nothing.

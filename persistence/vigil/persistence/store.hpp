@@ -123,6 +123,12 @@ public:
   /// the directory cannot be created or written.
   static status open(const store_options& opts, std::unique_ptr<store>& out);
 
+  /// Opens an existing data dir for reading only, without its lock file, so
+  /// that `vigil inspect` can look while a node runs in it. Writes fail with
+  /// `invalid`. `not_found` if `opts.dir` holds no vigil data dir.
+  static status open_read_only(const store_options& opts,
+                               std::unique_ptr<store>& out);
+
   ~store();
   store(const store&) = delete;
   store& operator=(const store&) = delete;
@@ -153,6 +159,10 @@ public:
   /// (naming the key) if one does not parse.
   status mailbox(std::string_view path, std::vector<records::JournalEntry>& out);
 
+  /// The undelivered outbox entries of `path`, in seq order; `corrupt`
+  /// (naming the key) if one does not parse.
+  status outbox(std::string_view path, std::vector<records::OutboxEntry>& out);
+
   /// Every snapshot, in path order (records that do not parse are skipped
   /// and named in `bad`, not moved).
   status snapshots(std::vector<records::Snapshot>& out,
@@ -166,6 +176,15 @@ public:
   /// and `all` is true). `removed` counts what was there.
   status remove_dead_letters(const std::vector<uint64_t>& seqs, bool all,
                              size_t& removed);
+
+  /// Moves dead letters back into the journal of their agent (as new
+  /// entries after its last one, attempt 1), so that it applies them when
+  /// it next runs; all in one transaction. A quarantined record, or one
+  /// whose path is not a journal agent here, stays and is named in
+  /// `problems`, as is an unknown seq.
+  status replay_dead_letters(const std::vector<uint64_t>& seqs, bool all,
+                             std::vector<std::string>& problems,
+                             size_t& replayed);
 
   /// Number of records in `d`.
   status count(db d, size_t& out);

@@ -1,0 +1,527 @@
+// The `vigil` command line: run, check, inspect, dead-letters.
+
+#include "vigil/cli/app.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/dynamic_message.h>
+#include <google/protobuf/util/json_util.h>
+#include <nlohmann/json.hpp>
+
+#include "report.hpp"
+#include "vigil/cli/policy.hpp"
+#include "vigil/persistence/store.hpp"
+
+namespace vigil::cli {
+
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+// Exit codes.
+constexpr int exit_ok = 0;
+constexpr int exit_error = 1;      // a runtime or storage error
+constexpr int exit_invalid = 2;    // bad policy file or arguments
+constexpr int exit_escalated = 3;  // the root supervisor escalated
+
+std::atomic<int> stop_signal{0};
+
+extern "C" void on_signal(int sig) {
+  stop_signal = sig;
+}
+
+/// "250ms", "5s", "2m", "1h" (or a plain 0).
+bool parse_duration(const std::string& s, milliseconds& out) {
+  size_t i = 0;
+  while (i < s.size() && s[i] >= '0' && s[i] <= '9')
+    ++i;
+  if (i == 0 || i > 12)
+    return false;
+  auto n = std::stoll(s.substr(0, i));
+  auto unit = s.substr(i);
+  if (unit == "ms")
+    out = milliseconds{n};
+  else if (unit == "s")
+    out = milliseconds{n * 1000};
+  else if (unit == "m")
+    out = milliseconds{n * 60000};
+  else if (unit == "h")
+    out = milliseconds{n * 3600000};
+  else if (unit.empty() && n == 0)
+    out = milliseconds{0};
+  else
+    return false;
+  return true;
+}
+
+/// A Protobuf payload as JSON if its type is linked into this binary.
+json payload_json(const std::string& type, const std::string& bytes) {
+  auto* desc = google::protobuf::DescriptorPool::generated_pool()
+                 ->FindMessageTypeByName(type);
+  if (desc != nullptr) {
+    std::unique_ptr<google::protobuf::Message> m{
+      google::protobuf::MessageFactory::generated_factory()
+        ->GetPrototype(desc)
+        ->New()};
+    std::string out;
+    if (m->ParseFromString(bytes)
+        && google::protobuf::util::MessageToJsonString(*m, &out).ok())
+      return json::parse(out, nullptr, false);
+  }
+  return json{{"type", type},
+              {"bytes", bytes.size()},
+              {"note", "type not linked into this binary, or bytes do not "
+                       "parse"}};
+}
+
+json envelope_json(const records::Envelope& e) {
+  return json{{"id", e.id()},
+              {"type", e.type()},
+              {"attempt", e.attempt()},
+              {"sender", e.sender()},
+              {"payload", payload_json(e.type(), e.payload())}};
+}
+
+void print_errors(const std::vector<policy_error>& errs) {
+  for (auto& e : errs)
+    std::cerr << e.to_string() << "\n";
+  std::cerr << "vigil: " << errs.size() << " error"
+            << (errs.size() == 1 ? "" : "s") << "; nothing started\n";
+}
+
+// -- run ----------------------------------------------------------------------
+
+struct run_args {
+  std::string file;
+  std::string data_dir;
+  std::string for_time;
+  std::string report = "text";
+  std::string progress = "1s";
+};
+
+int cmd_run(const run_args& a, const registry& types) {
+  loaded_policy lp;
+  if (auto errs = load_policy_file(a.file, types, lp); !errs.empty()) {
+    print_errors(errs);
+    return exit_invalid;
+  }
+  milliseconds run_for{0};
+  if (!a.for_time.empty() && !parse_duration(a.for_time, run_for)) {
+    std::cerr << "vigil run: --for " << a.for_time
+              << ": not a duration; write it like 500ms, 30s, 2m or 1h\n";
+    return exit_invalid;
+  }
+  milliseconds every{1000};
+  if (!parse_duration(a.progress, every)) {
+    std::cerr << "vigil run: --progress " << a.progress
+              << ": not a duration; write it like 500ms or 2s (0 = off)\n";
+    return exit_invalid;
+  }
+  if (!a.data_dir.empty())
+    lp.node.data_dir = a.data_dir;
+  if (lp.node.data_dir.empty()) {
+    std::vector<std::string> durable;
+    std::function<void(const supervisor_spec&, const std::string&)> find =
+      [&](const supervisor_spec& s, const std::string& at) {
+        for (auto& c : s.children) {
+          auto p = at + "/" + c.id;
+          if (c.durability.mode != durability_mode::none)
+            durable.push_back(p);
+          if (c.sup)
+            find(*c.sup, p);
+        }
+      };
+    find(lp.tree, lp.name);
+    if (!durable.empty()) {
+      std::string names;
+      for (auto& p : durable)
+        names += (names.empty() ? "" : ", ") + p;
+      std::cerr << a.file << ": durable children " << names
+                << " need a data dir: pass --data-dir DIR or set "
+                   "node.data_dir\n";
+      return exit_invalid;
+    }
+  }
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  node nd{types, lp.node};
+  std::cerr << "vigil: starting " << lp.name << " from " << a.file
+            << (lp.node.data_dir.empty() ? " (no data dir: memory only)"
+                                         : " (data dir " + lp.node.data_dir
+                                             + ")")
+            << "\n";
+  if (auto err = nd.start(lp.name, lp.tree)) {
+    std::cerr << "vigil: the tree did not start: " << describe(err) << "\n";
+    return exit_error;
+  }
+  for (auto& o : nd.orphans())
+    std::cerr << "vigil: " << o
+              << " is in the data dir but not in the tree (kept)\n";
+  auto t0 = steady_clock::now();
+  auto next_progress = t0 + every;
+  tree_node last;
+  snapshot_tree(nd, lp.name, last);
+  caf::error root_exit;
+  bool escalated = false;
+  std::string stopped_by = "--for";
+  for (;;) {
+    // Waits for the root to exit on its own, in 100 ms slices, so that a
+    // signal, --for and the progress line are all seen in time.
+    if (nd.wait_for_exit(milliseconds{100}, root_exit)) {
+      escalated = true;
+      break;
+    }
+    auto now = steady_clock::now();
+    if (stop_signal != 0) {
+      stopped_by = stop_signal == SIGINT ? "SIGINT" : "SIGTERM";
+      break;
+    }
+    if (run_for.count() > 0 && now - t0 >= run_for)
+      break;
+    if (every.count() > 0 && now >= next_progress) {
+      next_progress += every;
+      snapshot_tree(nd, lp.name, last);
+      uint64_t restarts = 0;
+      size_t degraded = 0;
+      totals(last, restarts, degraded);
+      auto secs = std::chrono::duration<double>(now - t0).count();
+      std::fprintf(stderr,
+                   "vigil: %6.1fs  handled=%llu  restarts=%llu  "
+                   "degraded=%zu  dead_letters=%zu\n",
+                   secs, static_cast<unsigned long long>(nd.rt()->handled()),
+                   static_cast<unsigned long long>(nd.rt()->restarts()),
+                   degraded, nd.rt()->dead_letter_count());
+    }
+  }
+  auto secs = std::chrono::duration<double>(steady_clock::now() - t0).count();
+  if (!escalated)
+    snapshot_tree(nd, lp.name, last);
+  auto handled = nd.rt()->handled();
+  auto dls = nd.dead_letters();
+  if (escalated) {
+    last.state = "failed";
+    std::cerr << "vigil: " << lp.name
+              << " escalated: " << describe(root_exit) << "\n";
+  } else {
+    std::cerr << "vigil: stopping (" << stopped_by
+              << ") in reverse start order\n";
+    if (auto err = nd.stop()) {
+      escalated = true;
+      root_exit = err;
+      last.state = "failed";
+    } else {
+      last.state = "stopped";
+    }
+  }
+  if (a.report == "json") {
+    json j;
+    j["tree"] = to_json(last);
+    auto items = json::array();
+    for (size_t i = 0; i < dls.size() && i < 100; ++i)
+      items.push_back({{"seq", dls[i].seq},
+                       {"path", dls[i].path},
+                       {"type", dls[i].env.type},
+                       {"id", dls[i].env.id},
+                       {"reason", dls[i].reason}});
+    j["dead_letters"] = {{"count", dls.size()}, {"first", items}};
+    j["outcome"] = escalated ? "escalated" : "completed";
+    if (escalated)
+      j["cause"] = describe(root_exit);
+    j["handled"] = handled;
+    j["restarts"] = nd.rt()->restarts();
+    j["seconds"] = secs;
+    std::cout << j.dump(2) << std::endl;
+  } else {
+    std::cout << "== " << lp.name << " after " << secs << " s\n";
+    print_tree(last, std::cout);
+    std::cout << "handled " << handled << " envelopes, "
+              << nd.rt()->restarts() << " restarts, " << dls.size()
+              << " dead letters\n";
+    for (size_t i = 0; i < dls.size() && i < 10; ++i)
+      std::cout << "  dead letter " << dls[i].seq << " " << dls[i].path
+                << ": " << dls[i].reason << "\n";
+    std::cout << "outcome: "
+              << (escalated ? "escalated <- " + describe(root_exit)
+                            : std::string{"completed"})
+              << "\n";
+  }
+  return escalated ? exit_escalated : exit_ok;
+}
+
+// -- check ----------------------------------------------------------------------
+
+int cmd_check(const std::string& file, const registry& types) {
+  loaded_policy lp;
+  if (auto errs = load_policy_file(file, types, lp); !errs.empty()) {
+    print_errors(errs);
+    return exit_invalid;
+  }
+  size_t n = 0;
+  std::function<void(const supervisor_spec&)> count =
+    [&](const supervisor_spec& s) {
+      for (auto& c : s.children) {
+        ++n;
+        if (c.sup)
+          count(*c.sup);
+      }
+    };
+  count(lp.tree);
+  std::cout << file << ": OK (" << lp.name << ", " << n << " children)\n";
+  return exit_ok;
+}
+
+// -- inspect ------------------------------------------------------------------
+
+int open_or_fail(const std::string& dir, bool write,
+                 std::unique_ptr<store>& st) {
+  store_options so;
+  so.dir = dir;
+  auto s = write ? store::open(so, st) : store::open_read_only(so, st);
+  if (s) {
+    std::cerr << "vigil: " << s.message() << "\n";
+    if (s.code() == store_errc::locked)
+      std::cerr << "vigil: stop the node that runs on " << dir
+                << " first; inspect works while it runs\n";
+    return exit_error;
+  }
+  return exit_ok;
+}
+
+int cmd_inspect(const std::string& dir, const std::string& what,
+                const std::string& path, bool as_json) {
+  std::unique_ptr<store> st;
+  if (auto rc = open_or_fail(dir, false, st))
+    return rc;
+  if (what == "agents") {
+    std::vector<records::Snapshot> snaps;
+    std::vector<quarantined> bad;
+    if (auto s = st->snapshots(snaps, &bad)) {
+      std::cerr << "vigil: " << s.message() << "\n";
+      return exit_error;
+    }
+    auto out = json::array();
+    for (auto& s : snaps) {
+      std::vector<records::JournalEntry> mb;
+      (void)st->mailbox(s.path(), mb);
+      std::vector<records::OutboxEntry> ob;
+      (void)st->outbox(s.path(), ob);
+      json a{{"path", s.path()},
+             {"agent", s.agent()},
+             {"durability", s.durability() == 2 ? "journal" : "snapshot"},
+             {"seq", s.applied_seq()},
+             {"next_seq", s.next_seq()},
+             {"processed", s.processed()},
+             {"pending", mb.size() + static_cast<size_t>(s.pending_size())},
+             {"outbox", ob.size()},
+             {"state", s.state_type().empty()
+                         ? json(nullptr)
+                         : payload_json(s.state_type(), s.state())}};
+      out.push_back(std::move(a));
+    }
+    if (as_json) {
+      std::cout << out.dump(2) << std::endl;
+    } else {
+      for (auto& a : out)
+        std::cout << a["path"].get<std::string>() << "  "
+                  << a["agent"].get<std::string>() << "  "
+                  << a["durability"].get<std::string>()
+                  << "  seq=" << a["seq"] << "  pending=" << a["pending"]
+                  << "  outbox=" << a["outbox"]
+                  << "  state=" << a["state"].dump() << "\n";
+      std::cout << snaps.size() << " durable agents\n";
+    }
+    for (auto& q : bad)
+      std::cerr << "vigil: unreadable snapshot: " << q.reason << "\n";
+    return exit_ok;
+  }
+  if (what == "mailbox") {
+    if (path.empty()) {
+      std::cerr << "vigil inspect mailbox: give the agent's PATH, e.g. "
+                   "`vigil inspect --data-dir DIR mailbox root/counter`\n";
+      return exit_invalid;
+    }
+    std::vector<records::JournalEntry> mb;
+    if (auto s = st->mailbox(path, mb)) {
+      std::cerr << "vigil: " << s.message() << "\n";
+      return exit_error;
+    }
+    auto out = json::array();
+    for (auto& je : mb) {
+      auto e = envelope_json(je.env());
+      e["seq"] = je.seq();
+      out.push_back(std::move(e));
+    }
+    if (as_json)
+      std::cout << out.dump(2) << std::endl;
+    else {
+      for (auto& e : out)
+        std::cout << "seq=" << e["seq"] << "  id=" << e["id"] << "  "
+                  << e["type"].get<std::string>()
+                  << "  attempt=" << e["attempt"] << "  "
+                  << e["payload"].dump() << "\n";
+      std::cout << mb.size() << " pending envelopes for " << path << "\n";
+    }
+    return exit_ok;
+  }
+  // dead-letters
+  std::vector<records::DeadLetter> dls;
+  if (auto s = st->dead_letters(dls)) {
+    std::cerr << "vigil: " << s.message() << "\n";
+    return exit_error;
+  }
+  auto out = json::array();
+  for (auto& d : dls) {
+    json x{{"seq", d.seq()}, {"path", d.path()}, {"reason", d.reason()},
+           {"unix_ms", d.unix_ms()}};
+    if (!d.raw().empty() || !d.db().empty()) {
+      x["quarantined"] = {{"db", d.db()}, {"key_bytes", d.key().size()},
+                          {"raw_bytes", d.raw().size()}};
+    } else {
+      x["envelope"] = envelope_json(d.env());
+    }
+    out.push_back(std::move(x));
+  }
+  if (as_json)
+    std::cout << out.dump(2) << std::endl;
+  else {
+    for (auto& x : out)
+      std::cout << x["seq"] << "  " << x["path"].get<std::string>() << "  "
+                << x["reason"].get<std::string>() << "\n";
+    std::cout << dls.size() << " dead letters\n";
+  }
+  return exit_ok;
+}
+
+// -- dead-letters ---------------------------------------------------------------
+
+int cmd_dead_letters(const std::string& action, const std::string& dir,
+                     const std::vector<uint64_t>& ids, bool all) {
+  if (action == "list")
+    return cmd_inspect(dir, "dead-letters", "", false);
+  if (ids.empty() && !all) {
+    std::cerr << "vigil dead-letters " << action
+              << ": name the dead letters (their seq, see `vigil "
+                 "dead-letters list`) or pass --all\n";
+    return exit_invalid;
+  }
+  std::unique_ptr<store> st;
+  if (auto rc = open_or_fail(dir, true, st))
+    return rc;
+  if (action == "purge") {
+    size_t removed = 0;
+    if (auto s = st->remove_dead_letters(ids, all, removed)) {
+      std::cerr << "vigil: " << s.message() << "\n";
+      return exit_error;
+    }
+    std::cout << "purged " << removed << " dead letters\n";
+    if (!all && removed < ids.size())
+      std::cerr << "vigil: " << ids.size() - removed << " of the given seqs "
+                << "were not found\n";
+    return exit_ok;
+  }
+  std::vector<std::string> problems;
+  size_t replayed = 0;
+  if (auto s = st->replay_dead_letters(ids, all, problems, replayed)) {
+    std::cerr << "vigil: " << s.message() << "\n";
+    return exit_error;
+  }
+  std::cout << "replayed " << replayed
+            << " dead letters into their agents' journals; they run when "
+               "the node next starts\n";
+  for (auto& p : problems)
+    std::cerr << "vigil: " << p << "\n";
+  return problems.empty() ? exit_ok : exit_error;
+}
+
+} // namespace
+
+int main(int argc, char** argv, registry types) {
+  add_builtin_agents(types);
+  CLI::App app{"vigil: run and inspect supervision trees of agents"};
+  app.require_subcommand(1);
+  app.footer("Run `vigil SUBCOMMAND --help` for examples.");
+
+  run_args ra;
+  auto* run = app.add_subcommand(
+    "run", "Start the tree in FILE, show progress, stop cleanly on "
+           "SIGINT/SIGTERM or after --for, and print a report");
+  run->add_option("FILE", ra.file, "Policy file (YAML)")->required();
+  run->add_option("--data-dir", ra.data_dir,
+                  "LMDB data dir (overrides node.data_dir in FILE)");
+  run->add_option("--for", ra.for_time,
+                  "Stop after this long, e.g. 30s (default: until a signal)");
+  run->add_option("--report", ra.report, "Final report format")
+    ->check(CLI::IsMember({"text", "json"}));
+  run->add_option("--progress", ra.progress,
+                  "Progress line interval, e.g. 500ms (0 = off; default 1s)");
+  run->footer("Example:\n  vigil run examples/policies/chaos.yaml "
+              "--data-dir ./vigil-data --for 10s --report json\n"
+              "Exit codes: 0 completed, 1 error, 2 invalid policy, 3 the "
+              "root escalated.");
+
+  std::string check_file;
+  auto* check = app.add_subcommand(
+    "check", "Validate FILE and report every error as FILE:LINE:COL");
+  check->add_option("FILE", check_file, "Policy file (YAML)")->required();
+  check->footer("Example:\n  vigil check examples/policies/chaos.yaml\n"
+                "Exit codes: 0 valid, 2 errors (all of them are listed).");
+
+  std::string dir, what = "agents", path;
+  bool as_json = false;
+  auto* inspect = app.add_subcommand(
+    "inspect", "Show the durable agents, one agent's pending mailbox, or the "
+               "dead letters of a data dir (also while a node runs)");
+  inspect->add_option("--data-dir", dir, "LMDB data dir")->required();
+  inspect->add_option("WHAT", what, "agents | mailbox | dead-letters")
+    ->check(CLI::IsMember({"agents", "mailbox", "dead-letters"}));
+  inspect->add_option("PATH", path, "The agent's path (mailbox)");
+  inspect->add_flag("--json", as_json, "Print JSON");
+  inspect->footer("Examples:\n  vigil inspect --data-dir ./vigil-data\n"
+                  "  vigil inspect --data-dir ./vigil-data mailbox "
+                  "chaos/counter --json\n"
+                  "  vigil inspect --data-dir ./vigil-data dead-letters");
+
+  std::string action, dl_dir;
+  std::vector<uint64_t> ids;
+  bool all = false;
+  auto* dl = app.add_subcommand(
+    "dead-letters", "List, replay (back into their journal agents) or purge "
+                    "the dead letters of a data dir; the node must be "
+                    "stopped to replay or purge");
+  dl->add_option("ACTION", action, "list | replay | purge")
+    ->required()
+    ->check(CLI::IsMember({"list", "replay", "purge"}));
+  dl->add_option("--data-dir", dl_dir, "LMDB data dir")->required();
+  dl->add_option("SEQ", ids, "Dead letters by seq (see list)");
+  dl->add_flag("--all", all, "All dead letters");
+  dl->footer("Examples:\n  vigil dead-letters list --data-dir ./vigil-data\n"
+             "  vigil dead-letters replay --data-dir ./vigil-data 3 4\n"
+             "  vigil dead-letters purge --data-dir ./vigil-data --all");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    auto rc = app.exit(e);
+    return rc == 0 ? exit_ok : exit_invalid;
+  }
+  if (*run)
+    return cmd_run(ra, types);
+  if (*check)
+    return cmd_check(check_file, types);
+  if (*inspect)
+    return cmd_inspect(dir, what, path, as_json);
+  return cmd_dead_letters(action, dl_dir, ids, all);
+}
+
+} // namespace vigil::cli

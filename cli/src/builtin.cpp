@@ -1,0 +1,375 @@
+// vigil's built-in agent types (source, counter, sink, flaky), so that a
+// policy can be tried, loaded and broken without writing C++. Their messages
+// are in proto/vigil/builtin.proto.
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <initializer_list>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "vigil/builtin.pb.h"
+#include "vigil/cli/app.hpp"
+
+namespace vigil::cli {
+
+namespace {
+
+using builtin::Count;
+using builtin::Get;
+using builtin::Number;
+using builtin::SourceState;
+using builtin::Tick;
+
+// -- parameters ---------------------------------------------------------------
+
+[[noreturn]] void bad_param(std::string_view agent, std::string_view key,
+                            std::string_view value, std::string_view allowed) {
+  throw std::invalid_argument(std::string{agent} + ": param '"
+                              + std::string{key} + "' is '"
+                              + std::string{value} + "'; allowed: "
+                              + std::string{allowed});
+}
+
+/// Rejects keys not in `allowed`, so that a typo in a policy fails the
+/// start instead of being ignored.
+void check_keys(const params& ps, std::string_view agent,
+                std::initializer_list<std::string_view> allowed) {
+  for (auto& [key, value] : ps) {
+    if (std::find(allowed.begin(), allowed.end(), key) != allowed.end())
+      continue;
+    std::string names;
+    for (auto a : allowed)
+      names += (names.empty() ? "" : ", ") + std::string{a};
+    throw std::invalid_argument(std::string{agent} + ": unknown param '" + key
+                                + "'; allowed: "
+                                + (names.empty() ? "none" : names));
+  }
+}
+
+const std::string* find(const params& ps, std::string_view key) {
+  auto i = ps.find(std::string{key});
+  return i != ps.end() ? &i->second : nullptr;
+}
+
+/// An integer >= `min`, or `def` if the param is absent.
+int64_t int_param(const params& ps, std::string_view agent,
+                  std::string_view key, int64_t def, int64_t min) {
+  auto* s = find(ps, key);
+  if (s == nullptr)
+    return def;
+  int64_t x = 0;
+  auto [end, ec] = std::from_chars(s->data(), s->data() + s->size(), x);
+  if (s->empty() || ec != std::errc{} || end != s->data() + s->size()
+      || x < min)
+    bad_param(agent, key, *s, "an integer >= " + std::to_string(min));
+  return x;
+}
+
+/// A real number in [min, max], or `def` if the param is absent.
+double real_param(const params& ps, std::string_view agent,
+                  std::string_view key, double def, double min, double max,
+                  std::string_view allowed) {
+  auto* s = find(ps, key);
+  if (s == nullptr)
+    return def;
+  char* end = nullptr;
+  double x = std::strtod(s->c_str(), &end);
+  if (s->empty() || end != s->c_str() + s->size() || !std::isfinite(x)
+      || x < min || x > max)
+    bad_param(agent, key, *s, allowed);
+  return x;
+}
+
+/// "250ms", "5s", "2m", "1h": a non-negative integer and a unit. Returns
+/// false if `s` is not of that form.
+bool parse_duration(const std::string& s, duration& out) {
+  int64_t n = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+  if (ec != std::errc{} || end == s.data() || n < 0)
+    return false;
+  std::string_view unit{end, static_cast<size_t>(s.data() + s.size() - end)};
+  using namespace std::chrono;
+  if (unit == "ms")
+    out = milliseconds{n};
+  else if (unit == "s")
+    out = seconds{n};
+  else if (unit == "m")
+    out = minutes{n};
+  else if (unit == "h")
+    out = hours{n};
+  else
+    return false;
+  return true;
+}
+
+/// A duration param, or zero if absent.
+duration duration_param(const params& ps, std::string_view agent,
+                        std::string_view key) {
+  auto* s = find(ps, key);
+  duration d{0};
+  if (s != nullptr && !parse_duration(*s, d))
+    bad_param(agent, key, *s,
+              "a non-negative integer with a unit ms, s, m or h (e.g. "
+              "250ms)");
+  return d;
+}
+
+void add(Count& c, int64_t n) {
+  c.set_count(c.count() + 1);
+  c.set_sum(c.sum() + n);
+}
+
+// -- source -------------------------------------------------------------------
+
+/// Sends Number{1..count} to `to`, `batch` per Tick, as fast as it can or at
+/// `rate` messages per second. Start the receiver before the source (put it
+/// earlier among the siblings): a non-durable source's first numbers are
+/// dead letters if no agent is bound at `to` yet, while a journal source's
+/// outbox retries until the receiver is there.
+///
+/// As a `journal` agent its sends go through the outbox: each Tick commits
+/// the new position together with the numbers it sent, so after a crash no
+/// number is skipped, and a redelivered one keeps its message id, which a
+/// `journal` receiver drops. Its timer (with a rate) is not durable; the tick
+/// chain is started again in on_start/on_restart.
+class source : public agent<SourceState> {
+public:
+  explicit source(const params& ps) {
+    check_keys(ps, "source", {"to", "count", "rate", "batch"});
+    auto* to = find(ps, "to");
+    if (to == nullptr || to->empty())
+      throw std::invalid_argument(
+        "source: param 'to' is required: the path of the agent that gets "
+        "the numbers, e.g. root/counter");
+    to_ = *to;
+    count_ = int_param(ps, "source", "count", 100, 0);
+    rate_ = real_param(ps, "source", "rate", 0.0, 0.0, 1e9,
+                       "messages per second, a number >= 0 (0: as fast as "
+                       "possible)");
+    // With a rate, the default batch makes a tick every ~10 ms.
+    auto def_batch = rate_ > 0 ? std::max<int64_t>(1, std::llround(rate_ / 100))
+                               : int64_t{100};
+    batch_ = int_param(ps, "source", "batch", def_batch, 1);
+    if (rate_ > 0)
+      interval_ = std::chrono::duration_cast<duration>(
+        std::chrono::duration<double>(static_cast<double>(batch_) / rate_));
+  }
+
+  static void define(handlers<source>& h) {
+    h.on<Tick>(&source::tick);
+    h.on<Get>(&source::get);
+  }
+
+  void on_start(context& ctx) override {
+    auto& st = state();
+    if (st.next() < 1)
+      st.set_next(1);
+    st.set_done(st.next() > count_);
+    st.set_chain(next_chain(st.chain()));
+    to_handle_ = ctx.resolve(to_);
+    if (!st.done())
+      ctx.send(ctx.path(), tick_of(st.chain()));
+  }
+
+  void tick(context& ctx, const Tick& t) {
+    auto& st = state();
+    if (t.chain() != st.chain() || st.done())
+      return; // a tick of an earlier instance
+    Number n;
+    for (int64_t k = 0; k < batch_ && st.next() <= count_; ++k) {
+      n.set_n(st.next());
+      ctx.send(to_handle_, n);
+      st.set_next(st.next() + 1);
+    }
+    if (st.next() > count_) {
+      st.set_done(true);
+      return;
+    }
+    if (rate_ > 0)
+      ctx.send_after(interval_, ctx.path(), tick_of(st.chain()));
+    else
+      ctx.send(ctx.path(), tick_of(st.chain()));
+  }
+
+  /// Numbers sent so far and their sum.
+  Count get(context&, const Get&) {
+    Count c;
+    auto sent = std::max<int64_t>(0, state().next() - 1);
+    c.set_count(sent);
+    c.set_sum(sent * (sent + 1) / 2);
+    return c;
+  }
+
+private:
+  static Tick tick_of(int64_t chain) {
+    Tick t;
+    t.set_chain(chain);
+    return t;
+  }
+
+  /// A chain number no earlier instance used: above the last one in the
+  /// state, and at least the wall clock in microseconds, because the state
+  /// of a non-durable source starts at 0 again after a restart (its old
+  /// ticks may still be waiting), and a journal source's chain bump is not
+  /// committed until its next tick.
+  static int64_t next_chain(int64_t last) {
+    auto now = std::chrono::duration_cast<std::chrono::microseconds>(
+                 std::chrono::system_clock::now().time_since_epoch())
+                 .count();
+    return std::max<int64_t>(last + 1, now);
+  }
+
+  std::string to_;
+  handle to_handle_;
+  int64_t count_ = 100;
+  double rate_ = 0;
+  int64_t batch_ = 100;
+  duration interval_{0};
+};
+
+// -- counter and sink ---------------------------------------------------------
+
+/// Counts and sums Numbers and answers each with its Count. As a `journal`
+/// agent it applies every message id once: the runtime drops a redelivered
+/// id (e.g. from a journal source's outbox) before this handler runs.
+class counter : public agent<Count> {
+public:
+  explicit counter(const params& ps) {
+    check_keys(ps, "counter", {});
+  }
+
+  static void define(handlers<counter>& h) {
+    h.on<Number>([](counter& self, context&, const Number& n) {
+      add(self.state(), n.n());
+      return self.state();
+    });
+    h.on<Get>([](counter& self, context&, const Get&) { return self.state(); });
+  }
+};
+
+/// Like counter, but a Number gets no reply (a void handler).
+class sink : public agent<Count> {
+public:
+  explicit sink(const params& ps) {
+    check_keys(ps, "sink", {});
+  }
+
+  static void define(handlers<sink>& h) {
+    h.on<Number>(
+      [](sink& self, context&, const Number& n) { add(self.state(), n.n()); });
+    h.on<Get>([](sink& self, context&, const Get&) { return self.state(); });
+  }
+};
+
+// -- flaky --------------------------------------------------------------------
+
+/// Chaos: counts Numbers like counter and echoes each, failing on purpose
+/// as its params say. For each Number, in this order: count it, sleep
+/// `delay`, apply the crash rules (crash_every, crash_after,
+/// crash_probability), forward it to `to`, reply (or corrupt the reply),
+/// then stop if `exit_after` is reached. Get is never affected. Counters of
+/// crash_every, exit_after and corrupt_every are per instance: they start
+/// at 0 after each restart.
+class flaky : public agent<Count> {
+public:
+  explicit flaky(const params& ps) {
+    constexpr std::string_view me = "flaky";
+    check_keys(ps, me,
+               {"crash_every", "crash_after", "crash_probability", "seed",
+                "exit_after", "delay", "corrupt_every", "to"});
+    crash_every_ = int_param(ps, me, "crash_every", 0, 0);
+    crash_after_ = duration_param(ps, me, "crash_after");
+    crash_probability_ = real_param(ps, me, "crash_probability", 0.0, 0.0,
+                                    1.0, "a number in [0, 1]");
+    seed_ = static_cast<uint64_t>(int_param(ps, me, "seed", 0, 0));
+    exit_after_ = int_param(ps, me, "exit_after", 0, 0);
+    delay_ = duration_param(ps, me, "delay");
+    corrupt_every_ = int_param(ps, me, "corrupt_every", 0, 0);
+    if (auto* to = find(ps, "to"))
+      to_ = *to;
+  }
+
+  static void define(handlers<flaky>& h) {
+    h.on<Number>(&flaky::number);
+    h.on<Get>([](flaky& self, context&, const Get&) { return self.state(); });
+  }
+
+  void on_start(context& ctx) override {
+    started_ = ctx.now();
+  }
+
+  Number number(context& ctx, const Number& n) {
+    add(state(), n.n());
+    ++handled_;
+    if (delay_.count() > 0)
+      std::this_thread::sleep_for(delay_); // a slow handler, on purpose
+    if (crash_every_ > 0 && handled_ % crash_every_ == 0)
+      throw std::runtime_error("flaky: crash_every "
+                               + std::to_string(crash_every_) + " (message "
+                               + std::to_string(handled_)
+                               + " of this instance)");
+    if (crash_after_.count() > 0 && ctx.now() - started_ >= crash_after_)
+      throw std::runtime_error("flaky: crash_after reached");
+    if (crash_probability_ > 0 && draw(ctx, n) < crash_probability_)
+      throw std::runtime_error("flaky: crash_probability hit on n="
+                               + std::to_string(n.n()));
+    if (!to_.empty())
+      ctx.send(to_, n);
+    ++replies_;
+    if (corrupt_every_ > 0 && replies_ % corrupt_every_ == 0)
+      ctx.defer().deliver_bytes(Number::descriptor()->full_name(),
+                                "\xff\xff garbage");
+    if (exit_after_ > 0 && handled_ >= exit_after_)
+      ctx.stop(); // a normal exit: a transient child stays down
+    return n;
+  }
+
+private:
+  /// A number in [0, 1) that depends only on the seed, the Number and its
+  /// delivery attempt, so that the same input crashes the same way in every
+  /// run, independent of timing and restarts. (Seeding one generator per
+  /// instance would not do: a non-durable instance restarts with a count of
+  /// 0, so every instance would draw the same first number.)
+  double draw(context& ctx, const Number& n) const {
+    auto* cur = ctx.current();
+    uint64_t attempt = cur != nullptr ? cur->attempt : 1;
+    auto x = static_cast<uint64_t>(n.n());
+    std::seed_seq seq{static_cast<uint32_t>(seed_),
+                      static_cast<uint32_t>(seed_ >> 32),
+                      static_cast<uint32_t>(x), static_cast<uint32_t>(x >> 32),
+                      static_cast<uint32_t>(attempt)};
+    std::mt19937_64 gen{seq};
+    return static_cast<double>(gen() >> 11) * 0x1.0p-53;
+  }
+
+  int64_t crash_every_ = 0;
+  duration crash_after_{0};
+  double crash_probability_ = 0;
+  uint64_t seed_ = 0;
+  int64_t exit_after_ = 0;
+  duration delay_{0};
+  int64_t corrupt_every_ = 0;
+  std::string to_;
+  time_point started_{};
+  int64_t handled_ = 0;
+  int64_t replies_ = 0;
+};
+
+} // namespace
+
+void add_builtin_agents(registry& types) {
+  types.add<source>("source")
+    .add<counter>("counter")
+    .add<sink>("sink")
+    .add<flaky>("flaky");
+}
+
+} // namespace vigil::cli

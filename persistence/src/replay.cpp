@@ -1,0 +1,113 @@
+// store::replay_dead_letters: puts dead letters back into their journal
+// agent's journal, so the agent applies them when it next runs.
+
+#include "vigil/persistence/store.hpp"
+
+#include "store_impl.hpp"
+
+namespace vigil {
+
+status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
+                                  bool all,
+                                  std::vector<std::string>& problems,
+                                  size_t& replayed) {
+  auto& d = *impl_;
+  replayed = 0;
+  problems.clear();
+  std::vector<records::DeadLetter> dls;
+  if (auto st = dead_letters(dls))
+    return st;
+  std::vector<const records::DeadLetter*> chosen;
+  if (all) {
+    for (auto& x : dls)
+      chosen.push_back(&x);
+  } else {
+    for (auto seq : seqs) {
+      auto i = std::find_if(dls.begin(), dls.end(),
+                            [&](auto& x) { return x.seq() == seq; });
+      if (i == dls.end())
+        problems.push_back("dead letter " + std::to_string(seq)
+                           + ": not found");
+      else
+        chosen.push_back(&*i);
+    }
+  }
+  size_t n = 0;
+  std::vector<std::string> skipped;
+  auto st = d.write([&](MDB_txn* t) -> op_result {
+    n = 0;
+    skipped.clear();
+    for (auto* dl : chosen) {
+      auto id = "dead letter " + std::to_string(dl->seq());
+      if (!dl->raw().empty() || dl->env().type().empty()) {
+        skipped.push_back(id + ": a quarantined record, not an envelope; "
+                          "inspect it, then purge it");
+        continue;
+      }
+      auto skey = dl->path();
+      auto k = lmdb::val(skey);
+      MDB_val v;
+      records::Snapshot snap;
+      auto rc = mdb_get(t, d.dbi(db::snapshots), &k, &v);
+      if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+        return {rc, "snapshots", "mdb_get", &skey};
+      if (rc == MDB_NOTFOUND
+          || !snap.ParseFromArray(v.mv_data, static_cast<int>(v.mv_size))
+          || snap.durability() != 2) {
+        skipped.push_back(id + ": " + dl->path()
+                          + " is not a journal agent in this data dir; "
+                            "only journal agents take replays");
+        continue;
+      }
+      auto seq = std::max<uint64_t>(snap.next_seq(), 1);
+      // Past any journal entry of the path, too.
+      lmdb::cursor c;
+      if (rc = c.open(t, d.dbi(db::journal)); rc != MDB_SUCCESS)
+        return {rc, "journal", "mdb_cursor_open"};
+      auto upper = path_key(dl->path(), UINT64_MAX);
+      MDB_val ck = lmdb::val(upper), cv;
+      rc = c.get(ck, cv, MDB_SET_RANGE);
+      rc = rc == MDB_SUCCESS ? c.get(ck, cv, MDB_PREV) : c.get(ck, cv, MDB_LAST);
+      if (rc == MDB_SUCCESS) {
+        std::string_view p;
+        uint64_t last = 0;
+        if (split_path_key({static_cast<const char*>(ck.mv_data), ck.mv_size},
+                           p, last)
+            && p == dl->path())
+          seq = std::max(seq, last + 1);
+      }
+      records::JournalEntry je;
+      je.set_format(store::format);
+      je.set_seq(seq);
+      *je.mutable_env() = dl->env();
+      je.mutable_env()->set_attempt(1);
+      std::string jv;
+      je.SerializeToString(&jv);
+      auto jk = path_key(dl->path(), seq);
+      if (auto r = d.mutate(t, {mutation::op::put, db::journal, jk, jv});
+          r.rc != MDB_SUCCESS)
+        return r;
+      snap.set_next_seq(seq + 1);
+      std::string sv;
+      snap.SerializeToString(&sv);
+      if (auto r = d.mutate(t, {mutation::op::put, db::snapshots, skey, sv});
+          r.rc != MDB_SUCCESS)
+        return r;
+      char buf[8];
+      detail::put_be64(buf, dl->seq());
+      if (auto r = d.mutate(t, {mutation::op::del, db::dead_letters,
+                                std::string{buf, 8}, {}});
+          r.rc != MDB_SUCCESS)
+        return r;
+      ++n;
+    }
+    return {};
+  });
+  if (st)
+    return st;
+  replayed = n;
+  problems.insert(problems.end(), skipped.begin(), skipped.end());
+  return {};
+}
+
+} // namespace vigil

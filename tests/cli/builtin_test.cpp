@@ -1,0 +1,413 @@
+// vigil's built-in agents (source, counter, sink, flaky) on a real node,
+// plus the two agent API additions they use: context::send_after and
+// deferred_reply::deliver_bytes.
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <functional>
+#include <set>
+#include <thread>
+
+#include "support/temp_dir.hpp"
+#include "vigil/builtin.pb.h"
+#include "vigil/cli/app.hpp"
+#include "vigil/supervision/node.hpp"
+
+using namespace vigil;
+using namespace vigil::test;
+using namespace std::chrono_literals;
+using builtin::Count;
+using builtin::Get;
+using builtin::Number;
+
+namespace {
+
+constexpr auto deadline = 20s;
+
+/// Polls `pred` until it holds or `deadline` passes.
+bool eventually(const std::function<bool()>& pred) {
+  auto until = std::chrono::steady_clock::now() + deadline;
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred())
+      return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return pred();
+}
+
+/// On Number{n}: sends Number{n} to root/counter (or root/nobody if n < 0)
+/// after |n| milliseconds.
+class timer : public agent<> {
+public:
+  static void define(handlers<timer>& h) {
+    h.on<Number>([](timer&, context& ctx, const Number& n) {
+      auto ms = std::chrono::milliseconds{n.n() < 0 ? -n.n() : n.n()};
+      ctx.send_after(ms, n.n() < 0 ? "root/nobody" : "root/counter", n);
+    });
+  }
+};
+
+/// Answers Number{n} with the raw bytes of Count{n}, then tries to answer
+/// twice more (which must do nothing).
+class raw : public agent<> {
+public:
+  static void define(handlers<raw>& h) {
+    h.on<Number>([](raw&, context& ctx, const Number& n) {
+      auto r = ctx.defer();
+      Count c;
+      c.set_count(n.n());
+      r.deliver_bytes(Count::descriptor()->full_name(), c.SerializeAsString());
+      c.set_count(999);
+      r.deliver(c);
+      r.fail(make_error(errc::handler_failed, "too late"));
+    });
+  }
+};
+
+registry types() {
+  registry r;
+  cli::add_builtin_agents(r);
+  r.add<timer>("timer").add<raw>("raw");
+  return r;
+}
+
+supervisor_spec tree(std::vector<child_spec> children) {
+  supervisor_spec spec;
+  spec.flags.intensity = 100;
+  spec.children = std::move(children);
+  return spec;
+}
+
+child_spec flaky(std::string id, params ps) {
+  auto cs = worker(std::move(id), "flaky");
+  cs.params = std::move(ps);
+  return cs;
+}
+
+child_spec source(std::string to, int64_t count, params more = {}) {
+  auto cs = worker("source", "source")
+              .with_param("to", std::move(to))
+              .with_param("count", std::to_string(count));
+  for (auto& [k, v] : more)
+    cs.params[k] = v;
+  return cs;
+}
+
+Number number(int64_t n) {
+  Number x;
+  x.set_n(n);
+  return x;
+}
+
+Count count_of(node& nd, const std::string& path) {
+  auto r = nd.call<Count>(path, Get{}, 5s);
+  return r ? r->value : Count{};
+}
+
+child_info child(node& nd, const std::string& id) {
+  auto kids = nd.which_children("root");
+  if (kids)
+    for (auto& k : *kids)
+      if (k.id == id)
+        return k;
+  return {};
+}
+
+size_t outbox_size(node& nd) {
+  size_t n = 1;
+  return nd.rt()->storage()->count(db::outbox, n) ? 1 : n;
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(
+           std::chrono::steady_clock::now() - t0)
+    .count();
+}
+
+} // namespace
+
+TEST(builtin_test, source_to_counter_delivers_each_number_once) {
+  node nd{types()};
+  ASSERT_FALSE(nd.start("root", tree({worker("counter", "counter"),
+                                      source("root/counter", 1000,
+                                             {{"batch", "64"}})})));
+  ASSERT_TRUE(eventually(
+    [&] { return count_of(nd, "root/counter").count() == 1000; }));
+  auto src = count_of(nd, "root/source");
+  EXPECT_EQ(src.count(), 1000);
+  EXPECT_EQ(src.sum(), 500500);
+  auto c = count_of(nd, "root/counter");
+  EXPECT_EQ(c.count(), 1000);
+  EXPECT_EQ(c.sum(), 500500);
+  EXPECT_TRUE(nd.dead_letters().empty());
+}
+
+TEST(builtin_test, journal_source_to_journal_counter_is_exact) {
+  temp_dir dir;
+  node_config nc;
+  nc.data_dir = dir.path();
+  nc.sync = sync_mode::nosync; // no power is pulled here
+  auto children = [] {
+    return std::vector<child_spec>{
+      worker("counter", "counter").with_durability(durability_mode::journal),
+      source("root/counter", 500, {{"batch", "50"}})
+        .with_durability(durability_mode::journal)};
+  };
+  {
+    node nd{types(), nc};
+    ASSERT_FALSE(nd.start("root", tree(children())));
+    ASSERT_TRUE(eventually(
+      [&] { return count_of(nd, "root/counter").count() == 500; }));
+    // Every outbox entry is answered and gone: nothing more can arrive.
+    ASSERT_TRUE(eventually([&] { return outbox_size(nd) == 0; }));
+    auto c = count_of(nd, "root/counter");
+    EXPECT_EQ(c.count(), 500);
+    EXPECT_EQ(c.sum(), 125250);
+    EXPECT_EQ(count_of(nd, "root/source").count(), 500);
+  }
+  // A second node on the same dir resumes both: the source is done and
+  // sends nothing again; the counter keeps its figures.
+  node nd{types(), nc};
+  ASSERT_FALSE(nd.start("root", tree(children())));
+  EXPECT_EQ(count_of(nd, "root/source").count(), 500);
+  EXPECT_EQ(outbox_size(nd), 0u);
+  auto c = count_of(nd, "root/counter");
+  EXPECT_EQ(c.count(), 500);
+  EXPECT_EQ(c.sum(), 125250);
+}
+
+TEST(builtin_test, journal_source_with_rate_resumes_after_a_restart) {
+  temp_dir dir;
+  node_config nc;
+  nc.data_dir = dir.path();
+  nc.sync = sync_mode::nosync;
+  node nd{types(), nc};
+  ASSERT_FALSE(nd.start(
+    "root",
+    tree({worker("counter", "counter")
+            .with_durability(durability_mode::journal),
+          source("root/counter", 40, {{"rate", "200"}, {"batch", "1"}})
+            .with_durability(durability_mode::journal)})));
+  ASSERT_TRUE(
+    eventually([&] { return count_of(nd, "root/counter").count() >= 5; }));
+  // The pending timer is lost with the instance; the restarted one resumes
+  // at its committed position and starts a new tick chain.
+  ASSERT_FALSE(nd.terminate_child("root", "source"));
+  auto again = nd.restart_child("root", "source");
+  ASSERT_TRUE(again) << describe(again.error());
+  ASSERT_TRUE(eventually([&] {
+    return count_of(nd, "root/counter").count() == 40 && outbox_size(nd) == 0;
+  }));
+  auto c = count_of(nd, "root/counter");
+  EXPECT_EQ(c.count(), 40);
+  EXPECT_EQ(c.sum(), 820);
+  EXPECT_EQ(count_of(nd, "root/source").count(), 40);
+}
+
+TEST(builtin_test, source_with_rate_paces_its_sends) {
+  node nd{types()};
+  auto t0 = std::chrono::steady_clock::now();
+  // 200/s with the default batch (2) is a tick every 10 ms: the 20th
+  // number goes out 9 ticks, 90 ms, after the first.
+  ASSERT_FALSE(nd.start("root", tree({worker("counter", "counter"),
+                                      source("root/counter", 20,
+                                             {{"rate", "200"}})})));
+  ASSERT_TRUE(
+    eventually([&] { return count_of(nd, "root/counter").count() == 20; }));
+  EXPECT_GE(ms_since(t0), 80.0);
+  auto c = count_of(nd, "root/counter");
+  EXPECT_EQ(c.count(), 20);
+  EXPECT_EQ(c.sum(), 210);
+}
+
+TEST(builtin_test, sink_counts_without_replying) {
+  node nd{types()};
+  ASSERT_FALSE(nd.start("root", tree({worker("sink", "sink")})));
+  auto r = nd.call<Count>("root/sink", number(7), 5s);
+  ASSERT_TRUE(r) << describe(r.error());
+  EXPECT_EQ(r->value.ByteSizeLong(), 0u); // an empty reply: void handler
+  auto c = count_of(nd, "root/sink");
+  EXPECT_EQ(c.count(), 1);
+  EXPECT_EQ(c.sum(), 7);
+}
+
+TEST(builtin_test, bad_params_fail_the_start_naming_the_param) {
+  struct bad {
+    child_spec spec;
+    const char* names;
+  };
+  std::vector<bad> cases{
+    {worker("source", "source").with_param("count", "5"), "'to'"},
+    {source("root/x", 5, {{"count", "many"}}), "'count'"},
+    {source("root/x", 5, {{"rate", "-1"}}), "'rate'"},
+    {source("root/x", 5, {{"batch", "0"}}), "'batch'"},
+    {source("root/x", 5, {{"cuont", "5"}}), "'cuont'"},
+    {flaky("flaky", {{"crash_after", "5x"}}), "'crash_after'"},
+    {flaky("flaky", {{"delay", "ms"}}), "'delay'"},
+    {flaky("flaky", {{"crash_probability", "1.5"}}), "'crash_probability'"},
+    {flaky("flaky", {{"crash_every", "-2"}}), "'crash_every'"},
+    {worker("counter", "counter").with_param("to", "x"), "'to'"},
+  };
+  for (auto& c : cases) {
+    node nd{types()};
+    auto err = nd.start("root", tree({c.spec}));
+    EXPECT_TRUE(is(err, errc::start_failed)) << describe(err);
+    EXPECT_NE(describe(err).find(c.names), std::string::npos)
+      << describe(err);
+  }
+}
+
+TEST(builtin_test, send_after_delivers_after_the_delay) {
+  node nd{types()};
+  ASSERT_FALSE(nd.start("root", tree({worker("counter", "counter"),
+                                      worker("timer", "timer")})));
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_FALSE(nd.send("root/timer", number(100)));
+  ASSERT_TRUE(
+    eventually([&] { return count_of(nd, "root/counter").count() == 1; }));
+  EXPECT_GE(ms_since(t0), 100.0);
+  EXPECT_EQ(count_of(nd, "root/counter").sum(), 100);
+  // No agent at the path: a dead letter at once, not after the delay.
+  ASSERT_FALSE(nd.send("root/timer", number(-60000)));
+  ASSERT_TRUE(eventually([&] { return nd.dead_letters().size() == 1; }));
+  auto dl = nd.dead_letters()[0];
+  EXPECT_EQ(dl.path, "root/nobody");
+  EXPECT_NE(dl.reason.find("not_found"), std::string::npos) << dl.reason;
+}
+
+TEST(builtin_test, deliver_bytes_answers_once_with_the_raw_bytes) {
+  node nd{types()};
+  ASSERT_FALSE(nd.start("root", tree({worker("raw", "raw")})));
+  auto r = nd.call<Count>("root/raw", number(42), 5s);
+  ASSERT_TRUE(r) << describe(r.error());
+  EXPECT_EQ(r->value.count(), 42); // the later deliver and fail did nothing
+}
+
+TEST(builtin_test, flaky_crash_every_is_restarted_one_for_one) {
+  node nd{types()};
+  ASSERT_FALSE(
+    nd.start("root", tree({flaky("flaky", {{"crash_every", "3"}})})));
+  std::vector<int64_t> failed;
+  for (int64_t n = 1; n <= 9; ++n) {
+    auto r = nd.call<Number>("root/flaky", number(n), 5s);
+    if (!r) {
+      EXPECT_TRUE(is(r.error(), errc::handler_failed)) << describe(r.error());
+      failed.push_back(n);
+    } else {
+      EXPECT_EQ(r->value.n(), n);
+    }
+  }
+  // The per-instance counter starts again after each restart.
+  EXPECT_EQ(failed, (std::vector<int64_t>{3, 6, 9}));
+  ASSERT_TRUE(eventually([&] { return child(nd, "flaky").restarts == 3; }));
+  EXPECT_EQ(child(nd, "flaky").status, "running");
+}
+
+TEST(builtin_test, flaky_exit_after_stops_a_transient_child) {
+  node nd{types()};
+  ASSERT_FALSE(nd.start(
+    "root", tree({flaky("flaky", {{"exit_after", "2"}})
+                    .with_restart(restart_type::transient)})));
+  for (int64_t n = 1; n <= 2; ++n) {
+    auto r = nd.call<Number>("root/flaky", number(n), 5s);
+    ASSERT_TRUE(r) << describe(r.error());
+    EXPECT_EQ(r->value.n(), n);
+  }
+  ASSERT_TRUE(
+    eventually([&] { return child(nd, "flaky").status == "stopped"; }));
+  EXPECT_EQ(child(nd, "flaky").restarts, 0u);
+  auto r = nd.call<Number>("root/flaky", number(3), 5s);
+  ASSERT_FALSE(r);
+  EXPECT_TRUE(is(r.error(), errc::not_running)) << describe(r.error());
+}
+
+TEST(builtin_test, flaky_corrupt_every_gives_bad_payload) {
+  node nd{types()};
+  ASSERT_FALSE(
+    nd.start("root", tree({flaky("every", {{"corrupt_every", "1"}}),
+                           flaky("second", {{"corrupt_every", "2"}})})));
+  auto r = nd.call<Number>("root/every", number(1), 5s);
+  ASSERT_FALSE(r);
+  EXPECT_TRUE(is(r.error(), errc::bad_payload)) << describe(r.error());
+  for (int64_t n = 1; n <= 4; ++n) {
+    auto r2 = nd.call<Number>("root/second", number(n), 5s);
+    if (n % 2 == 1) {
+      ASSERT_TRUE(r2) << describe(r2.error());
+      EXPECT_EQ(r2->value.n(), n);
+    } else {
+      ASSERT_FALSE(r2);
+      EXPECT_TRUE(is(r2.error(), errc::bad_payload)) << describe(r2.error());
+    }
+  }
+  // A corrupt reply is not a failure of the child.
+  EXPECT_EQ(child(nd, "second").restarts, 0u);
+  EXPECT_EQ(count_of(nd, "root/second").count(), 4);
+}
+
+TEST(builtin_test, flaky_delay_makes_the_callers_deadline_expire) {
+  node nd{types()};
+  ASSERT_FALSE(nd.start("root", tree({flaky("flaky", {{"delay", "200ms"}})})));
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = nd.call<Number>("root/flaky", number(1), 50ms);
+  ASSERT_FALSE(r);
+  EXPECT_TRUE(is(r.error(), errc::deadline_exceeded)) << describe(r.error());
+  EXPECT_LT(ms_since(t0), 200.0); // the caller did not wait for the handler
+}
+
+TEST(builtin_test, flaky_crash_probability_is_deterministic_for_a_seed) {
+  auto run = [](const std::string& seed) {
+    node nd{types()};
+    EXPECT_FALSE(nd.start("root",
+                          tree({flaky("flaky", {{"crash_probability", "0.5"},
+                                                {"seed", seed}})})));
+    std::vector<int64_t> failed;
+    for (int64_t n = 1; n <= 40; ++n) {
+      auto r = nd.call<Number>("root/flaky", number(n), 5s);
+      if (!r) {
+        EXPECT_TRUE(is(r.error(), errc::handler_failed))
+          << describe(r.error());
+        failed.push_back(n);
+      }
+    }
+    EXPECT_TRUE(eventually(
+      [&] { return child(nd, "flaky").restarts == failed.size(); }));
+    return failed;
+  };
+  auto a = run("7");
+  auto b = run("7");
+  EXPECT_EQ(a, b);
+  EXPECT_GT(a.size(), 0u);
+  EXPECT_LT(a.size(), 40u);
+  EXPECT_NE(run("8"), a);
+}
+
+TEST(builtin_test, flaky_crash_after_fails_once_its_time_is_up) {
+  node nd{types()};
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_FALSE(
+    nd.start("root", tree({flaky("flaky", {{"crash_after", "100ms"}})})));
+  int64_t n = 0;
+  ASSERT_TRUE(eventually([&] {
+    auto r = nd.call<Number>("root/flaky", number(++n), 5s);
+    return !r && is(r.error(), errc::handler_failed);
+  }));
+  EXPECT_GE(ms_since(t0), 100.0);
+  ASSERT_TRUE(eventually([&] { return child(nd, "flaky").restarts == 1; }));
+}
+
+TEST(builtin_test, flaky_forwards_numbers_to_to) {
+  node nd{types()};
+  ASSERT_FALSE(
+    nd.start("root", tree({worker("counter", "counter"),
+                           flaky("flaky", {{"to", "root/counter"}})})));
+  for (int64_t n = 1; n <= 5; ++n) {
+    auto r = nd.call<Number>("root/flaky", number(n), 5s);
+    ASSERT_TRUE(r) << describe(r.error());
+    EXPECT_EQ(r->value.n(), n); // the echo
+  }
+  ASSERT_TRUE(
+    eventually([&] { return count_of(nd, "root/counter").count() == 5; }));
+  EXPECT_EQ(count_of(nd, "root/counter").sum(), 15);
+  EXPECT_EQ(count_of(nd, "root/flaky").count(), 5);
+}

@@ -1,0 +1,254 @@
+// End-to-end tests of the `vigil` command: each runs the real binary as a
+// child process on temp files and data dirs, and parses its JSON output.
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "support/process.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using vigil::test::process_result;
+using vigil::test::run_process;
+using vigil::test::temp_dir;
+
+namespace {
+
+std::string write(const temp_dir& d, const std::string& name,
+                  const std::string& text) {
+  auto path = d.path() + "/" + name;
+  std::ofstream{path} << text;
+  return path;
+}
+
+process_result vigil_cmd(std::vector<std::string> args,
+                         std::chrono::milliseconds limit = 30s, int sig = 0,
+                         std::string wait_for = {}) {
+  args.insert(args.begin(), VIGIL_BIN);
+  return run_process(args, limit, sig, std::move(wait_for));
+}
+
+json parse(const std::string& out) {
+  auto j = json::parse(out, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << out;
+  return j;
+}
+
+const json* child(const json& tree, const std::string& name) {
+  for (auto& c : tree["children"])
+    if (c["name"] == name)
+      return &c;
+  return nullptr;
+}
+
+const char* pipeline = R"(node:
+  name: job
+tree:
+  strategy: one_for_one
+  intensity: 100
+  children:
+    - name: counter
+      agent: counter
+      durability: journal
+    - name: source
+      agent: source
+      durability: journal
+      params: {to: job/counter, count: 300, batch: 50}
+)";
+
+} // namespace
+
+TEST(cli_test, check_accepts_a_valid_policy) {
+  temp_dir d;
+  auto f = write(d, "job.yaml", pipeline);
+  auto r = vigil_cmd({"check", f});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("OK"), std::string::npos) << r.out;
+}
+
+TEST(cli_test, check_lists_every_error_with_its_position_and_exits_2) {
+  temp_dir d;
+  auto f = write(d, "bad.yaml", R"(tree:
+  strategy: one_for_one
+  stratgy: x
+  period: 5 seconds
+  children:
+    - name: a
+      agent: nosuch
+)");
+  auto r = vigil_cmd({"check", f});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find(f + ":3:3: unknown key \"stratgy\""), std::string::npos)
+    << r.err;
+  EXPECT_NE(r.err.find(f + ":4:3: period: \"5 seconds\" is not a duration"),
+            std::string::npos)
+    << r.err;
+  EXPECT_NE(r.err.find(f + ":7:7: agent: unknown agent type \"nosuch\""),
+            std::string::npos)
+    << r.err;
+  EXPECT_NE(r.err.find("3 errors; nothing started"), std::string::npos)
+    << r.err;
+}
+
+TEST(cli_test, run_reports_the_tree_as_json_and_the_counter_is_exact) {
+  temp_dir d;
+  auto f = write(d, "job.yaml", pipeline);
+  auto data = d.path() + "/data";
+  auto r = vigil_cmd({"run", f, "--data-dir", data, "--for", "1500ms",
+                      "--report", "json", "--progress", "200ms"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("handled="), std::string::npos) << "progress: " << r.err;
+  auto j = parse(r.out);
+  EXPECT_EQ(j["outcome"], "completed");
+  EXPECT_EQ(j["tree"]["name"], "job");
+  EXPECT_EQ(j["tree"]["kind"], "supervisor");
+  EXPECT_EQ(j["tree"]["state"], "stopped");
+  ASSERT_EQ(j["tree"]["children"].size(), 2u);
+  auto* c = child(j["tree"], "counter");
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ((*c)["kind"], "worker");
+  EXPECT_EQ((*c)["state"], "running"); // as of the end, before the stop
+  EXPECT_EQ((*c)["restarts"], 0);
+  EXPECT_EQ(j["dead_letters"]["count"], 0);
+  // The counter's durable state, read back from the data dir.
+  auto in = vigil_cmd({"inspect", "--data-dir", data, "--json"});
+  ASSERT_EQ(in.exit_code, 0) << in.err;
+  auto agents = parse(in.out);
+  bool found = false;
+  for (auto& a : agents)
+    if (a["path"] == "job/counter") {
+      found = true;
+      EXPECT_EQ(a["durability"], "journal");
+      EXPECT_EQ(a["agent"], "counter");
+      EXPECT_EQ(a["pending"], 0);
+      // Protobuf JSON writes int64 as strings.
+      EXPECT_EQ(a["state"]["count"], "300");
+      EXPECT_EQ(a["state"]["sum"], "45150");
+    }
+  EXPECT_TRUE(found) << in.out;
+}
+
+TEST(cli_test, run_exits_3_when_the_root_escalates) {
+  temp_dir d;
+  auto f = write(d, "esc.yaml", R"(node:
+  name: esc
+tree:
+  children:
+    - name: sink
+      agent: flaky
+      on_failure: escalate
+      params: {crash_every: 1}
+    - name: source
+      agent: source
+      params: {to: esc/sink, count: 5}
+)");
+  auto r = vigil_cmd({"run", f, "--for", "10s", "--report", "json"});
+  ASSERT_EQ(r.exit_code, 3) << r.err;
+  auto j = parse(r.out);
+  EXPECT_EQ(j["outcome"], "escalated");
+  EXPECT_EQ(j["tree"]["state"], "failed");
+  auto cause = j["cause"].get<std::string>();
+  EXPECT_NE(cause.find("escalated"), std::string::npos) << cause;
+  EXPECT_NE(cause.find("esc/sink"), std::string::npos) << cause;
+}
+
+TEST(cli_test, sigterm_stops_the_tree_in_order_and_prints_the_report) {
+  temp_dir d;
+  auto f = write(d, "job.yaml", pipeline);
+  auto r = vigil_cmd({"run", f, "--data-dir", d.path() + "/data",
+                      "--progress", "100ms"},
+                     20s, SIGTERM, "handled=");
+  ASSERT_FALSE(r.timed_out) << r.err;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("stopping (SIGTERM)"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("outcome: completed"), std::string::npos) << r.out;
+}
+
+TEST(cli_test, dead_letters_are_listed_replayed_and_purged) {
+  temp_dir d;
+  auto f = write(d, "dl.yaml", R"(node:
+  name: dl
+tree:
+  intensity: 100
+  children:
+    - name: bad
+      agent: flaky
+      durability: journal
+      params: {crash_every: 2}
+    - name: source
+      agent: source
+      durability: journal
+      params: {to: dl/bad, count: 10, batch: 1}
+)");
+  auto data = d.path() + "/data";
+  auto r = vigil_cmd({"run", f, "--data-dir", data, "--for", "1500ms",
+                      "--report", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Every second message crashed its instance: 5 dead letters, committed.
+  auto in = vigil_cmd({"inspect", "--data-dir", data, "dead-letters",
+                       "--json"});
+  ASSERT_EQ(in.exit_code, 0) << in.err;
+  auto dls = parse(in.out);
+  ASSERT_EQ(dls.size(), 5u) << in.out;
+  for (auto& x : dls) {
+    EXPECT_EQ(x["path"], "dl/bad");
+    EXPECT_EQ(x["envelope"]["type"], "vigil.builtin.Number");
+  }
+  auto first = dls[0]["seq"].get<uint64_t>();
+  auto rp = vigil_cmd({"dead-letters", "replay", "--data-dir", data,
+                       std::to_string(first)});
+  ASSERT_EQ(rp.exit_code, 0) << rp.err;
+  EXPECT_NE(rp.out.find("replayed 1"), std::string::npos) << rp.out;
+  auto mb = vigil_cmd({"inspect", "--data-dir", data, "mailbox", "dl/bad",
+                       "--json"});
+  ASSERT_EQ(mb.exit_code, 0) << mb.err;
+  auto pending = parse(mb.out);
+  ASSERT_EQ(pending.size(), 1u) << mb.out;
+  EXPECT_EQ(pending[0]["type"], "vigil.builtin.Number");
+  EXPECT_EQ(pending[0]["attempt"], 1);
+  auto pg = vigil_cmd({"dead-letters", "purge", "--data-dir", data, "--all"});
+  ASSERT_EQ(pg.exit_code, 0) << pg.err;
+  EXPECT_NE(pg.out.find("purged 4"), std::string::npos) << pg.out;
+  auto left = vigil_cmd({"inspect", "--data-dir", data, "dead-letters",
+                         "--json"});
+  EXPECT_EQ(parse(left.out).size(), 0u) << left.out;
+}
+
+TEST(cli_test, durable_children_without_a_data_dir_are_refused_up_front) {
+  temp_dir d;
+  auto f = write(d, "job.yaml", pipeline);
+  auto r = vigil_cmd({"run", f, "--for", "1s"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("job/counter, job/source need a data dir: pass "
+                       "--data-dir DIR or set node.data_dir"),
+            std::string::npos)
+    << r.err;
+}
+
+TEST(cli_test, bad_arguments_exit_2_with_what_to_do) {
+  auto r = vigil_cmd({"run"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("FILE"), std::string::npos) << r.err;
+  temp_dir d;
+  auto f = write(d, "job.yaml", pipeline);
+  auto bad_for = vigil_cmd({"run", f, "--for", "soon"});
+  EXPECT_EQ(bad_for.exit_code, 2);
+  EXPECT_NE(bad_for.err.find("--for soon: not a duration"), std::string::npos)
+    << bad_for.err;
+  auto none = vigil_cmd({"inspect", "--data-dir", d.path() + "/nothing"});
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_NE(none.err.find("no vigil data dir"), std::string::npos) << none.err;
+}
+
+TEST(cli_test, every_subcommand_has_help_with_an_example) {
+  for (auto* sub : {"run", "check", "inspect", "dead-letters"}) {
+    auto r = vigil_cmd({sub, "--help"});
+    EXPECT_EQ(r.exit_code, 0) << sub;
+    EXPECT_NE(r.out.find("Example"), std::string::npos) << sub << r.out;
+  }
+}
