@@ -116,20 +116,25 @@ public:
       [this](stop_atom, bool graceful, bool keep_buffer) {
         stop_instance(graceful);
         mode_ = keep_buffer ? mode::idle_buffer : mode::idle_reject;
-        if (!keep_buffer)
+        if (!keep_buffer) {
           reject_buffer(make_error(errc::not_running, cfg_.path));
+          check_in(); // before the answer, which the supervisor awaits
+        }
         return caf::unit;
       },
       [this](stop_atom, bool graceful, bool keep_buffer, ack_atom) {
         stop_instance(graceful);
         mode_ = keep_buffer ? mode::idle_buffer : mode::idle_reject;
-        if (!keep_buffer)
+        if (!keep_buffer) {
           reject_buffer(make_error(errc::not_running, cfg_.path));
+          check_in();
+        }
         event_based_actor::send(parent_, ack_atom::value, key_);
       },
       [this](retire_atom) {
         stop_instance(false);
         reject_buffer(make_error(errc::not_running, cfg_.path + " deleted"));
+        check_in();
         quit();
       },
       [this](degrade_atom, envelope& fallback, caf::timespan min,
@@ -155,6 +160,7 @@ public:
     rt_->unbind(cfg_.path, caf::actor_cast<caf::actor>(this));
     // Whoever still waits is told, also after a kill.
     reject_buffer(make_error(errc::not_running, cfg_.path + " stopped"));
+    check_in();
     instance_.reset();
   }
 
@@ -536,6 +542,13 @@ private:
     stop_requested_ = false;
     stop_reason_ = caf::error{};
     ++gen_;
+    if (dur_ && checked_in_) {
+      // Stopped earlier (terminate_child), now restarted: take back what
+      // this cell handed over.
+      checked_in_ = false;
+      if (auto rec = rt_->claim(cfg_.path))
+        restore(*rec);
+    }
     try {
       instance_ = cfg_.type->make(cfg_.params);
       if (dur_)
@@ -589,7 +602,10 @@ private:
       buffer_.pop_front();
       envelope out;
       caf::error err;
-      current_rp_ = &p.rp;
+      // Only a real requester can get a deferred reply: a promise made now
+      // would answer the message that triggered the drain (often the cell's
+      // own drain or commit message), i.e. send the reply to ourselves.
+      current_rp_ = p.rp.pending() && !p.rp.async() ? &p.rp : nullptr;
       current_seq_ = p.seq;
       auto res = run(p.env, out, err);
       current_seq_ = 0;
@@ -743,9 +759,81 @@ private:
     }
   }
 
+  /// Hands this path's durable view to the runtime, for the next cell at
+  /// this path (a restarted parent spawns new cells) or for this cell when
+  /// it starts again: the last state, the accepted envelopes not yet
+  /// handled (also those whose accept commit is still on its way; the
+  /// writer commits in order, before anything of the next cell) and the
+  /// undelivered outbox. Runs before the stop is answered, so the
+  /// supervisor's next start sees it. Requesters still waiting are told.
+  void check_in() {
+    if (!dur_ || checked_in_)
+      return;
+    checked_in_ = true;
+    auto& d = *dur_;
+    recovered_agent rec;
+    rec.path = cfg_.path;
+    rec.has_snapshot = true;
+    auto& s = rec.snapshot;
+    s.set_format(store::format);
+    s.set_path(cfg_.path);
+    s.set_agent(cfg_.type->name);
+    if (d.has_state) {
+      s.set_state_type(d.state_type);
+      s.set_state(d.state);
+    }
+    s.set_next_seq(d.next_seq);
+    s.set_next_outbox(d.next_outbox);
+    s.set_processed(d.processed);
+    s.set_durability(d.journal ? 2 : 1);
+    auto kept = make_error(errc::not_running,
+                           cfg_.path + " stopped; the envelope is kept in its "
+                                       "journal and applied when it runs "
+                                       "again");
+    auto take = [&](pending& p) {
+      if (p.rp.pending() && !p.rp.async())
+        p.rp.deliver(kept);
+      if (p.seq == 0) {
+        *s.add_pending() = detail::to_record(p.env);
+        return;
+      }
+      records::JournalEntry je;
+      je.set_format(store::format);
+      je.set_seq(p.seq);
+      *je.mutable_env() = detail::to_record(p.env);
+      rec.journal.push_back(std::move(je));
+    };
+    for (auto& p : buffer_)
+      take(p);
+    for (auto& p : d.accepting)
+      take(p);
+    for (auto& [oseq, o] : d.outbox) {
+      records::OutboxEntry oe;
+      oe.set_format(store::format);
+      oe.set_seq(oseq);
+      oe.set_to(o.to);
+      *oe.mutable_env() = detail::to_record(o.env);
+      rec.outbox.push_back(std::move(oe));
+    }
+    buffer_.clear();
+    d.accepting.clear();
+    d.first_accept = d.next_accept; // late acks of those are ignored
+    d.outbox.clear();
+    d.ready.clear();
+    d.after_commit.clear();
+    d.in_flight = 0;
+    d.sends.clear();
+    rt_->hand_over(std::move(rec));
+  }
+
   /// Loads the last saved state into a new instance (throws on mismatch,
   /// which fails the start).
   void restore_state() {
+    // Keys are path + 9 bytes; LMDB keys end at 511 bytes.
+    if (cfg_.path.size() > 400)
+      throw std::runtime_error("a durable agent's path is at most 400 bytes "
+                               "(LMDB keys); shorten "
+                               + cfg_.path.substr(0, 60) + "...");
     if (!dur_->writer)
       throw std::runtime_error("durability " + std::string{to_string(
                                  cfg_.durability.mode)}
@@ -950,10 +1038,23 @@ private:
       ++d.in_flight;
       event_based_actor::request(dest, std::chrono::seconds{30},
                                  i->second.env)
-        .then([this, oseq](envelope&) { outbox_delivered(oseq); },
+        .then(
+              [this, oseq](envelope& rep) {
+                // A stand-in answered for a degraded receiver: the envelope
+                // was not applied, so it is not delivered yet.
+                if (rep.degraded()) {
+                  if (dur_->in_flight > 0)
+                    --dur_->in_flight;
+                  retry_outbox(oseq);
+                  dispatch_outbox();
+                } else {
+                  outbox_delivered(oseq);
+                }
+              },
               [this, oseq](caf::error& err) {
                 if (unreachable(err)) {
-                  --dur_->in_flight;
+                  if (dur_->in_flight > 0)
+                    --dur_->in_flight;
                   retry_outbox(oseq);
                   dispatch_outbox();
                 } else {
@@ -978,7 +1079,8 @@ private:
 
   void outbox_delivered(uint64_t oseq) {
     auto& d = *dur_;
-    --d.in_flight;
+    if (d.in_flight > 0) // 0 after a check_in
+      --d.in_flight;
     if (d.outbox.erase(oseq) > 0)
       write(detail::outbox_done_item(cfg_.path, oseq), false);
     dispatch_outbox();
@@ -1008,6 +1110,8 @@ private:
   // Only durable children pay for this.
   std::unique_ptr<durable> dur_;
   uint64_t current_seq_ = 0;
+  /// The durable view was handed to the runtime (see check_in).
+  bool checked_in_ = false;
 };
 
 } // namespace

@@ -67,6 +67,12 @@ std::shared_ptr<recovered_agent> runtime::claim(const std::string& path) {
   return out;
 }
 
+void runtime::hand_over(recovered_agent rec) {
+  std::lock_guard<std::mutex> guard{rec_mtx_};
+  auto path = rec.path;
+  recovered_[path] = std::make_shared<recovered_agent>(std::move(rec));
+}
+
 std::vector<std::string> runtime::unclaimed() const {
   std::lock_guard<std::mutex> guard{rec_mtx_};
   std::vector<std::string> out;

@@ -39,6 +39,8 @@ std::atomic<int> stop_signal{0};
 
 extern "C" void on_signal(int sig) {
   stop_signal = sig;
+  // A second Ctrl-C ends the process at once.
+  std::signal(sig, SIG_DFL);
 }
 
 /// "250ms", "5s", "2m", "1h" (or a plain 0).

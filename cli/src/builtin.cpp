@@ -321,8 +321,15 @@ public:
     if (crash_probability_ > 0 && draw(ctx, n) < crash_probability_)
       throw std::runtime_error("flaky: crash_probability hit on n="
                                + std::to_string(n.n()));
-    if (!to_.empty())
-      ctx.send(to_, n);
+    if (!to_.empty()) {
+      // Forwarded under the incoming message id: when the same number is
+      // delivered again (an outbox redelivery), a journal receiver sees a
+      // duplicate instead of a new message.
+      vigil::call_options same;
+      if (auto* cur = ctx.current())
+        same.message_id = cur->id;
+      ctx.send(to_, n, same);
+    }
     ++replies_;
     if (corrupt_every_ > 0 && replies_ % corrupt_every_ == 0)
       ctx.defer().deliver_bytes(Number::descriptor()->full_name(),

@@ -31,6 +31,9 @@ public:
   }
 };
 
+/// How long which_children and count_children wait for a busy supervisor.
+const caf::duration query_timeout{std::chrono::seconds{5}};
+
 int64_t to_ns(time_point t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
            t.time_since_epoch())
@@ -111,14 +114,28 @@ struct node::impl {
 
   template <class T, class... Ts>
   caf::expected<T> ask(std::string_view path, Ts&&... xs) {
+    return ask_within<T>(caf::infinite, path, std::forward<Ts>(xs)...);
+  }
+
+  /// A query that must not block its caller for ever (a supervisor inside a
+  /// long `await`, e.g. stopping a stuck child, answers late).
+  template <class T, class... Ts>
+  caf::expected<T> ask_within(caf::duration timeout, std::string_view path,
+                              Ts&&... xs) {
     auto h = sup(path);
     if (!h)
       return std::move(h.error());
     caf::scoped_actor self{sys};
     caf::expected<T> out{make_error(errc::not_found)};
-    self->request(*h, caf::infinite, std::forward<Ts>(xs)...)
+    self->request(*h, timeout, std::forward<Ts>(xs)...)
       .receive([&](T& x) { out = std::move(x); },
-               [&](caf::error& err) { out = std::move(err); });
+               [&](caf::error& err) {
+                 if (err == caf::sec::request_timeout)
+                   out = make_error(errc::deadline_exceeded,
+                                    std::string{path} + " did not answer");
+                 else
+                   out = std::move(err);
+               });
     return out;
   }
 
@@ -248,12 +265,13 @@ caf::error node::delete_child(std::string_view sup, std::string id) {
 
 caf::expected<std::vector<child_info>>
 node::which_children(std::string_view sup) {
-  return impl_->ask<std::vector<child_info>>(sup,
+  return impl_->ask_within<std::vector<child_info>>(query_timeout, sup,
                                              which_children_atom::value);
 }
 
 caf::expected<child_counts> node::count_children(std::string_view sup) {
-  return impl_->ask<child_counts>(sup, count_children_atom::value);
+  return impl_->ask_within<child_counts>(query_timeout, sup,
+                                         count_children_atom::value);
 }
 
 std::vector<std::string> node::orphans() const {

@@ -400,3 +400,50 @@ TEST(durable_test, unusable_data_dir_fails_with_its_path) {
   EXPECT_NE(describe(err).find(nc.data_dir), std::string::npos)
     << describe(err);
 }
+
+// Review finding: a cell that replaced another at the same path (its parent
+// supervisor was restarted) started from nothing and overwrote the state.
+TEST(durable_test, restarted_parent_hands_the_state_to_the_new_cell) {
+  temp_dir dir;
+  node nd{durable_registry(), with_dir(dir)};
+  supervisor_spec inner;
+  inner.flags.intensity = 0; // the first crash escalates to root
+  inner.children.push_back(journaled("t"));
+  ASSERT_FALSE(nd.start("root", tree({supervisor("inner", inner)})));
+  for (int64_t i = 1; i <= 3; ++i)
+    ASSERT_FALSE(nd.send("root/inner/t", add(i)));
+  ASSERT_TRUE(eventually([&] { return has_count(nd, "root/inner/t", 3); }));
+  auto before = nd.rt()->lookup("root/inner/t");
+  ASSERT_FALSE(nd.send("root/inner/t", add(-1)));
+  // root restarts inner, which spawns a new cell for root/inner/t.
+  ASSERT_TRUE(eventually([&] {
+    auto now = nd.rt()->lookup("root/inner/t");
+    return now && now != before;
+  }));
+  ASSERT_TRUE(eventually([&] { return has_count(nd, "root/inner/t", 3); }));
+  ASSERT_FALSE(nd.send("root/inner/t", add(4)));
+  ASSERT_TRUE(eventually([&] { return has_count(nd, "root/inner/t", 4); }));
+  EXPECT_EQ(seen(get(nd, "root/inner/t")),
+            (std::vector<int64_t>{1, 2, 3, 4}));
+  nd.stop();
+  // What is on disk agrees.
+  std::vector<records::Snapshot> snaps;
+  ASSERT_FALSE(nd.rt()->storage()->snapshots(snaps));
+  ASSERT_EQ(snaps.size(), 1u);
+  Tally t;
+  ASSERT_TRUE(t.ParseFromString(snaps[0].state()));
+  EXPECT_EQ(t.count(), 4);
+}
+
+TEST(durable_test, terminated_and_restarted_child_keeps_its_state) {
+  temp_dir dir;
+  node nd{durable_registry(), with_dir(dir)};
+  ASSERT_FALSE(nd.start("root", tree({journaled("t")})));
+  ASSERT_FALSE(nd.send("root/t", add(7)));
+  ASSERT_TRUE(eventually([&] { return has_count(nd, "root/t", 1); }));
+  ASSERT_FALSE(nd.terminate_child("root", "t"));
+  ASSERT_TRUE(nd.restart_child("root", "t"));
+  ASSERT_FALSE(nd.send("root/t", add(8)));
+  ASSERT_TRUE(eventually([&] { return has_count(nd, "root/t", 2); }));
+  EXPECT_EQ(seen(get(nd, "root/t")), (std::vector<int64_t>{7, 8}));
+}

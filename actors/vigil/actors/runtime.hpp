@@ -98,6 +98,10 @@ public:
   /// (once; later calls return nullptr).
   std::shared_ptr<recovered_agent> claim(const std::string& path);
 
+  /// Takes back the durable view of a cell that stops for good, so that
+  /// the next cell at its path (or the same cell, started again) claims it.
+  void hand_over(recovered_agent rec);
+
   /// Recovered paths that no child claimed: in the data dir but no longer
   /// in the tree. Reported, never deleted.
   std::vector<std::string> unclaimed() const;

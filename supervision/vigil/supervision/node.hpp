@@ -86,6 +86,9 @@ public:
   caf::expected<child_info> restart_child(std::string_view sup,
                                           std::string id);
   caf::error delete_child(std::string_view sup, std::string id);
+  /// which_children and count_children give up after 5 s with
+  /// `deadline_exceeded` (a supervisor busy stopping a stuck child answers
+  /// late); the other calls wait for their answer.
   caf::expected<std::vector<child_info>>
   which_children(std::string_view sup);
   caf::expected<child_counts> count_children(std::string_view sup);
