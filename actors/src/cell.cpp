@@ -1042,24 +1042,16 @@ private:
               [this, oseq](envelope& rep) {
                 // A stand-in answered for a degraded receiver: the envelope
                 // was not applied, so it is not delivered yet.
-                if (rep.degraded()) {
-                  if (dur_->in_flight > 0)
-                    --dur_->in_flight;
-                  retry_outbox(oseq);
-                  dispatch_outbox();
-                } else {
+                if (rep.degraded())
+                  outbox_not_delivered(oseq);
+                else
                   outbox_delivered(oseq);
-                }
               },
               [this, oseq](caf::error& err) {
-                if (unreachable(err)) {
-                  if (dur_->in_flight > 0)
-                    --dur_->in_flight;
-                  retry_outbox(oseq);
-                  dispatch_outbox();
-                } else {
+                if (unreachable(err))
+                  outbox_not_delivered(oseq);
+                else
                   outbox_delivered(oseq);
-                }
               });
     }
   }
@@ -1075,6 +1067,14 @@ private:
   void retry_outbox(uint64_t oseq) {
     delayed_send(this, std::chrono::milliseconds{250}, outbox_atom::value,
                  oseq);
+  }
+
+  void outbox_not_delivered(uint64_t oseq) {
+    auto& d = *dur_;
+    if (d.in_flight > 0) // 0 after a check_in
+      --d.in_flight;
+    retry_outbox(oseq);
+    dispatch_outbox();
   }
 
   void outbox_delivered(uint64_t oseq) {

@@ -158,27 +158,32 @@ status store::recover(std::map<std::string, recovered_agent>& out,
   return {};
 }
 
-status store::mailbox(std::string_view path,
-                      std::vector<records::JournalEntry>& out) {
-  auto& d = *impl_;
+namespace {
+
+/// The records of one path in `which` (journal or outbox), in seq order;
+/// `corrupt`, naming the key, if one does not parse.
+template <class Record, class Impl>
+status records_of(Impl& d, db which, std::string_view path,
+                  std::vector<Record>& out) {
   out.clear();
-  impl::reader r;
+  typename Impl::reader r;
   if (auto st = d.begin_read(r))
     return st;
   std::string prefix{path};
   prefix += '\0';
   status corrupt;
-  auto st = scan<records::JournalEntry>(
-    d, r.txn.get(), db::journal, prefix,
-    [&](std::string_view p, uint64_t, records::JournalEntry& x) {
+  auto st = scan<Record>(
+    d, r.txn.get(), which, prefix,
+    [&](std::string_view p, uint64_t, Record& x) {
       if (p == path) // not a longer path that contains '\0'
         out.push_back(std::move(x));
     },
     [&](suspect&& x) {
       if (!corrupt)
         corrupt = {store_errc::corrupt,
-                   "data dir " + d.opts.dir + " [journal] key \""
-                     + detail::printable(x.key) + "\": " + x.reason
+                   "data dir " + d.opts.dir + " [" + to_string(which)
+                     + "] key \"" + detail::printable(x.key) + "\": "
+                     + x.reason
                      + ": restart the node so that recovery moves it to "
                      + "the dead letters"};
     });
@@ -189,35 +194,16 @@ status store::mailbox(std::string_view path,
   return corrupt;
 }
 
+} // namespace
+
+status store::mailbox(std::string_view path,
+                      std::vector<records::JournalEntry>& out) {
+  return records_of(*impl_, db::journal, path, out);
+}
+
 status store::outbox(std::string_view path,
                      std::vector<records::OutboxEntry>& out) {
-  auto& d = *impl_;
-  out.clear();
-  impl::reader r;
-  if (auto st = d.begin_read(r))
-    return st;
-  std::string prefix{path};
-  prefix += '\0';
-  status corrupt;
-  auto st = scan<records::OutboxEntry>(
-    d, r.txn.get(), db::outbox, prefix,
-    [&](std::string_view p, uint64_t, records::OutboxEntry& x) {
-      if (p == path)
-        out.push_back(std::move(x));
-    },
-    [&](suspect&& x) {
-      if (!corrupt)
-        corrupt = {store_errc::corrupt,
-                   "data dir " + d.opts.dir + " [outbox] key \""
-                     + detail::printable(x.key) + "\": " + x.reason
-                     + ": restart the node so that recovery moves it to "
-                     + "the dead letters"};
-    });
-  if (st)
-    return st;
-  if (corrupt)
-    out.clear();
-  return corrupt;
+  return records_of(*impl_, db::outbox, path, out);
 }
 
 status store::snapshots(std::vector<records::Snapshot>& out,

@@ -12,6 +12,7 @@
 #include <lmdb.h>
 
 #include "support/durable_agents.hpp"
+#include "support/eventually.hpp"
 #include "support/temp_dir.hpp"
 #include "vigil/supervision/node.hpp"
 
@@ -20,19 +21,6 @@ using namespace vigil::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-constexpr auto deadline = 20s;
-
-/// Polls `pred` until it holds or `deadline` passes.
-bool eventually(const std::function<bool()>& pred) {
-  auto until = std::chrono::steady_clock::now() + deadline;
-  while (std::chrono::steady_clock::now() < until) {
-    if (pred())
-      return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return pred();
-}
 
 node_config with_dir(const temp_dir& d) {
   node_config nc;

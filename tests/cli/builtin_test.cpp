@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "support/eventually.hpp"
 #include "support/temp_dir.hpp"
 #include "vigil/builtin.pb.h"
 #include "vigil/cli/app.hpp"
@@ -22,19 +23,6 @@ using builtin::Get;
 using builtin::Number;
 
 namespace {
-
-constexpr auto deadline = 20s;
-
-/// Polls `pred` until it holds or `deadline` passes.
-bool eventually(const std::function<bool()>& pred) {
-  auto until = std::chrono::steady_clock::now() + deadline;
-  while (std::chrono::steady_clock::now() < until) {
-    if (pred())
-      return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return pred();
-}
 
 /// On Number{n}: sends Number{n} to root/counter (or root/nobody if n < 0)
 /// after |n| milliseconds.
