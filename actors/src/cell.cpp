@@ -4,6 +4,7 @@
 #include <exception>
 #include <list>
 #include <map>
+#include <typeinfo>
 #include <unordered_map>
 
 #include <caf/all.hpp>
@@ -204,7 +205,14 @@ protected:
   envelope make_envelope(const google::protobuf::Message& msg,
                          const call_options& opts) override {
     envelope e;
-    e.type = msg.GetDescriptor()->full_name();
+    // GetDescriptor() runs Protobuf's call_once on every call; the last
+    // type's name (owned by the descriptor pool, so stable) is cached.
+    auto* ti = &typeid(msg);
+    if (ti != last_type_) {
+      last_type_ = ti;
+      last_type_name_ = &msg.GetDescriptor()->full_name();
+    }
+    e.type = *last_type_name_;
     msg.SerializeToString(&e.payload);
     e.id = opts.message_id != 0 ? opts.message_id : rt_->next_id();
     e.idempotency_key = opts.idempotency_key;
@@ -372,6 +380,10 @@ private:
         }
         switch (res) {
           case outcome::replied:
+            // A reply to an async envelope would reach nobody (vigil sends
+            // those anonymously); not making it saves a message per send.
+            if (!is_request())
+              return caf::delegated<envelope>{};
             return out;
           case outcome::rejected:
             if (!is_request())
@@ -1112,6 +1124,9 @@ private:
   uint64_t current_seq_ = 0;
   /// The durable view was handed to the runtime (see check_in).
   bool checked_in_ = false;
+  /// make_envelope's cache of the last message type and its name.
+  const std::type_info* last_type_ = nullptr;
+  const std::string* last_type_name_ = nullptr;
 };
 
 } // namespace
