@@ -2,6 +2,7 @@
 
 #include "vigil/cli/app.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -103,6 +104,13 @@ void print_errors(const std::vector<policy_error>& errs) {
 }
 
 // -- run ----------------------------------------------------------------------
+
+void mark_stopped(tree_node& t) {
+  for (auto& c : t.children) {
+    c.state = "stopped";
+    mark_stopped(c);
+  }
+}
 
 struct run_args {
   std::string file;
@@ -209,9 +217,10 @@ int cmd_run(const run_args& a, const registry& types) {
   auto secs = std::chrono::duration<double>(steady_clock::now() - t0).count();
   if (!escalated)
     snapshot_tree(nd, lp.name, last);
-  auto handled = nd.rt()->handled();
-  auto dls = nd.dead_letters();
   if (escalated) {
+    // Everything below the root was shut down with it; the cause names the
+    // child that failed. Counts are those of the last progress snapshot.
+    mark_stopped(last);
     last.state = "failed";
     std::cerr << "vigil: " << lp.name
               << " escalated: " << describe(root_exit) << "\n";
@@ -226,6 +235,9 @@ int cmd_run(const run_args& a, const registry& types) {
       last.state = "stopped";
     }
   }
+  // After the stop: dead letters made while stopping count too.
+  auto handled = nd.rt()->handled();
+  auto dls = nd.dead_letters();
   if (a.report == "json") {
     json j;
     j["tree"] = to_json(last);
@@ -312,6 +324,23 @@ int cmd_inspect(const std::string& dir, const std::string& what,
       std::cerr << "vigil: " << s.message() << "\n";
       return exit_error;
     }
+    // A journal agent that has consumed nothing yet has no snapshot; it is
+    // listed from its journal entries.
+    std::vector<std::string> jpaths;
+    (void)st->journal_paths(jpaths);
+    for (auto& p : jpaths) {
+      auto known = std::any_of(snaps.begin(), snaps.end(),
+                               [&](auto& s) { return s.path() == p; });
+      if (!known) {
+        records::Snapshot s;
+        s.set_path(p);
+        s.set_agent("?");
+        s.set_durability(2);
+        snaps.push_back(std::move(s));
+      }
+    }
+    std::sort(snaps.begin(), snaps.end(),
+              [](auto& x, auto& y) { return x.path() < y.path(); });
     auto out = json::array();
     for (auto& s : snaps) {
       std::vector<records::JournalEntry> mb;

@@ -206,6 +206,29 @@ status store::outbox(std::string_view path,
   return records_of(*impl_, db::outbox, path, out);
 }
 
+status store::journal_paths(std::vector<std::string>& out) {
+  auto& d = *impl_;
+  out.clear();
+  impl::reader r;
+  if (auto st = d.begin_read(r))
+    return st;
+  lmdb::cursor c;
+  if (auto rc = c.open(r.txn.get(), d.dbi(db::journal)); rc != MDB_SUCCESS)
+    return d.fail(rc, db::journal, "mdb_cursor_open");
+  MDB_val k, v;
+  auto rc = c.get(k, v, MDB_FIRST);
+  for (; rc == MDB_SUCCESS; rc = c.get(k, v, MDB_NEXT)) {
+    std::string_view path;
+    uint64_t seq = 0;
+    if (split_path_key(view(k), path, seq)
+        && (out.empty() || out.back() != path))
+      out.emplace_back(path);
+  }
+  if (rc != MDB_NOTFOUND)
+    return d.fail(rc, db::journal, "mdb_cursor_get");
+  return {};
+}
+
 status store::snapshots(std::vector<records::Snapshot>& out,
                         std::vector<quarantined>* bad) {
   auto& d = *impl_;

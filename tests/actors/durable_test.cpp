@@ -435,3 +435,16 @@ TEST(durable_test, terminated_and_restarted_child_keeps_its_state) {
   ASSERT_TRUE(eventually([&] { return has_count(nd, "root/t", 2); }));
   EXPECT_EQ(seen(get(nd, "root/t")), (std::vector<int64_t>{7, 8}));
 }
+
+TEST(durable_test, journal_paths_lists_agents_without_a_snapshot) {
+  temp_dir dir;
+  seed(dir.path(), {journal_of("root/a", 1, 1), journal_of("root/a", 2, 2),
+                    journal_of("root/b", 1, 3)});
+  std::unique_ptr<store> st;
+  store_options so;
+  so.dir = dir.path();
+  ASSERT_FALSE(store::open_read_only(so, st));
+  std::vector<std::string> paths;
+  ASSERT_FALSE(st->journal_paths(paths));
+  EXPECT_EQ(paths, (std::vector<std::string>{"root/a", "root/b"}));
+}

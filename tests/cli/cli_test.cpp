@@ -152,6 +152,8 @@ tree:
   auto j = parse(r.out);
   EXPECT_EQ(j["outcome"], "escalated");
   EXPECT_EQ(j["tree"]["state"], "failed");
+  for (auto& c : j["tree"]["children"])
+    EXPECT_EQ(c["state"], "stopped") << c.dump();
   auto cause = j["cause"].get<std::string>();
   EXPECT_NE(cause.find("escalated"), std::string::npos) << cause;
   EXPECT_NE(cause.find("esc/sink"), std::string::npos) << cause;

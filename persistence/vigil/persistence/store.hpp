@@ -163,6 +163,10 @@ public:
   /// (naming the key) if one does not parse.
   status outbox(std::string_view path, std::vector<records::OutboxEntry>& out);
 
+  /// The paths that have journal entries, sorted (also those of agents
+  /// that have consumed nothing yet, and so have no snapshot).
+  status journal_paths(std::vector<std::string>& out);
+
   /// Every snapshot, in path order (records that do not parse are skipped
   /// and named in `bad`, not moved).
   status snapshots(std::vector<records::Snapshot>& out,
