@@ -739,8 +739,27 @@ private:
     dur_->journal = cfg_.durability.mode == durability_mode::journal;
     dur_->spec = cfg_.durability;
     dur_->writer = rt_->writer();
-    if (auto rec = rt_->claim(cfg_.path))
+    if (auto rec = rt_->claim(cfg_.path)) {
+      // Records of the other durable mode are not migrated: refuse to start
+      // rather than misread them (a journal left to a snapshot child would
+      // be replayed at every start).
+      uint32_t was = rec->has_snapshot ? rec->snapshot.durability() : 0;
+      if (!rec->journal.empty() && was == 0)
+        was = 2;
+      uint32_t now = dur_->journal ? 2 : 1;
+      if (was != 0 && was != now) {
+        mode_mismatch_ = cfg_.path + " is a "
+                         + (was == 2 ? "journal" : "snapshot")
+                         + " agent in this data dir but its child spec says "
+                         + to_string(cfg_.durability.mode)
+                         + "; records are not migrated: keep the old mode, "
+                           "or move its records away (vigil inspect shows "
+                           "them) and use another data dir";
+        rt_->hand_over(std::move(*rec)); // kept for a later, matching cell
+        return;
+      }
       restore(*rec);
+    }
   }
 
   /// Takes what the node recovered for this path: the last state, then the
@@ -841,6 +860,8 @@ private:
   /// Loads the last saved state into a new instance (throws on mismatch,
   /// which fails the start).
   void restore_state() {
+    if (!mode_mismatch_.empty())
+      throw std::runtime_error(mode_mismatch_);
     // Keys are path + 9 bytes; LMDB keys end at 511 bytes.
     if (cfg_.path.size() > 400)
       throw std::runtime_error("a durable agent's path is at most 400 bytes "
@@ -1124,6 +1145,8 @@ private:
   uint64_t current_seq_ = 0;
   /// The durable view was handed to the runtime (see check_in).
   bool checked_in_ = false;
+  /// Set when the data dir holds this path under another durable mode.
+  std::string mode_mismatch_;
   /// make_envelope's cache of the last message type and its name.
   const std::type_info* last_type_ = nullptr;
   const std::string* last_type_name_ = nullptr;

@@ -448,3 +448,17 @@ TEST(durable_test, journal_paths_lists_agents_without_a_snapshot) {
   ASSERT_FALSE(st->journal_paths(paths));
   EXPECT_EQ(paths, (std::vector<std::string>{"root/a", "root/b"}));
 }
+
+TEST(durable_test, changing_a_childs_durability_mode_is_refused_at_start) {
+  temp_dir dir;
+  seed(dir.path(), {journal_of("root/tally", 1, 5)});
+  node nd{durable_registry(), with_dir(dir)};
+  auto c = worker("tally", "tally");
+  c.durability.mode = durability_mode::snapshot;
+  auto err = nd.start("root", tree({c}));
+  ASSERT_TRUE(err);
+  EXPECT_NE(describe(err).find("root/tally is a journal agent in this data "
+                               "dir but its child spec says snapshot"),
+            std::string::npos)
+    << describe(err);
+}
