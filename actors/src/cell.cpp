@@ -723,6 +723,8 @@ private:
     /// Consume commits outstanding that carry outbox entries: token -> the
     /// outbox seqs to deliver once it is committed.
     std::unordered_map<uint64_t, std::vector<uint64_t>> after_commit;
+    /// A reset of the writer is under way (see storage_failure).
+    bool resetting = false;
     /// Snapshot mode.
     uint32_t unsaved = 0;
     bool timer = false;
@@ -951,9 +953,12 @@ private:
       d.accepting.pop_front();
       bool async = !p.rp.pending() || p.rp.async();
       if (err) {
+        // Not accepted: the sender is told (or it is a dead letter). `err`
+        // is shared by every token of this acknowledgement: copy it.
         if (async)
           rt_->add_dead_letter(cfg_.path, std::move(p.env), describe(err));
-        p.rp.deliver(std::move(err));
+        p.rp.deliver(err);
+        storage_failure(err);
       } else if (duplicate) {
         ++d.duplicates;
         p.rp.deliver(make_error(errc::duplicate,
@@ -969,7 +974,7 @@ private:
     }
     if (err) {
       d.after_commit.erase(tok);
-      storage_failure(std::move(err));
+      storage_failure(err);
       return;
     }
     // Only commits that carry outbox entries are registered.
@@ -982,16 +987,83 @@ private:
     dispatch_outbox();
   }
 
-  /// A commit of this agent failed: memory is ahead of the disk, so the
-  /// instance fails and its supervisor decides.
-  void storage_failure(caf::error err) {
-    if (!instance_)
+  /// A commit of this agent failed, so memory may be ahead of the disk.
+  /// The writer now rejects this cell's writes until it resets; once the
+  /// reset is answered (after every earlier write of this cell), the cell
+  /// reloads its state, journal and outbox from the store, and a running
+  /// instance fails so that its supervisor restarts it on what is on disk.
+  void storage_failure(const caf::error& err) {
+    auto& d = *dur_;
+    if (d.resetting)
       return;
-    instance_.reset();
-    stop_requested_ = false;
-    mode_ = mode::idle_buffer;
-    event_based_actor::send(parent_, exit_atom::value, key_, gen_,
-                            std::move(err));
+    d.resetting = true;
+    event_based_actor::request(d.writer, caf::infinite, reset_atom::value)
+      .then([this, err]() { reload(err); },
+            [this, err](caf::error&) { reload(err); });
+  }
+
+  void reload(const caf::error& why) {
+    auto& d = *dur_;
+    d.resetting = false;
+    auto& st = *rt_->storage();
+    records::Snapshot snap;
+    bool found = false;
+    std::vector<records::JournalEntry> journal;
+    std::vector<records::OutboxEntry> outbox;
+    auto s1 = st.snapshot(cfg_.path, snap, found);
+    auto s2 = s1 ? s1 : st.mailbox(cfg_.path, journal);
+    auto s3 = s2 ? s2 : st.outbox(cfg_.path, outbox);
+    if (s3) {
+      // Cannot read the truth back: stop serving rather than guess.
+      quit(make_error(errc::storage_failed,
+                      cfg_.path + ": cannot reload after a failed commit: "
+                        + s3.message()));
+      return;
+    }
+    d.has_state = found && !snap.state_type().empty();
+    d.state = found ? snap.state() : std::string{};
+    d.state_type = found ? snap.state_type() : std::string{};
+    d.processed = found ? snap.processed() : 0;
+    d.next_seq = std::max<uint64_t>(d.next_seq, found ? snap.next_seq() : 1);
+    d.next_outbox = std::max<uint64_t>(d.next_outbox,
+                                       found ? snap.next_outbox() : 1);
+    // The journal on disk is the truth; requesters still waiting keep their
+    // promise where the envelope is still there.
+    std::map<uint64_t, response_promise> waiting;
+    std::list<pending> others;
+    for (auto& p : buffer_) {
+      if (p.seq != 0)
+        waiting.emplace(p.seq, std::move(p.rp));
+      else
+        others.push_back(std::move(p));
+    }
+    buffer_.clear();
+    for (auto& je : journal) {
+      pending p{detail::from_record(je.env()), {}, je.seq()};
+      if (auto i = waiting.find(je.seq()); i != waiting.end())
+        p.rp = std::move(i->second);
+      buffer_.push_back(std::move(p));
+      d.next_seq = std::max(d.next_seq, je.seq() + 1);
+    }
+    buffer_.splice(buffer_.end(), others);
+    d.outbox.clear();
+    d.ready.clear();
+    d.after_commit.clear();
+    d.in_flight = 0;
+    for (auto& oe : outbox) {
+      d.outbox.emplace(oe.seq(), detail::outbox_send{
+                                   oe.seq(), oe.to(),
+                                   detail::from_record(oe.env())});
+      d.ready.push_back(oe.seq());
+      d.next_outbox = std::max(d.next_outbox, oe.seq() + 1);
+    }
+    if (instance_) {
+      instance_.reset();
+      stop_requested_ = false;
+      mode_ = mode::idle_buffer;
+      event_based_actor::send(parent_, exit_atom::value, key_, gen_, why);
+    }
+    dispatch_outbox();
   }
 
   /// Runs after a handler succeeded (inside `run`).

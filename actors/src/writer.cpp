@@ -1,6 +1,7 @@
 #include "vigil/actors/writer.hpp"
 
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -31,7 +32,18 @@ public:
   caf::behavior make_behavior() override {
     return {
       [this](write_atom, uint64_t token, write_item& item) {
-        batch_.push_back(entry{std::move(item), token, current_sender()});
+        auto& from = current_sender();
+        if (from && poisoned_.count(from) > 0) {
+          if (token != 0)
+            caf::anon_send(caf::actor_cast<caf::actor>(from),
+                           committed_atom::value,
+                           std::vector<uint64_t>{token},
+                           make_error(errc::storage_failed,
+                                      "rejected: an earlier commit of this "
+                                      "agent failed; it must reset first"));
+          return;
+        }
+        batch_.push_back(entry{std::move(item), token, from});
         if (batch_.size() >= opts_.max_batch) {
           flush();
         } else if (!flush_pending_) {
@@ -50,6 +62,11 @@ public:
       [this](flush_atom) {
         flush_pending_ = false;
         flush();
+        return caf::unit;
+      },
+      [this](reset_atom) {
+        if (auto& from = current_sender())
+          poisoned_.erase(from);
         return caf::unit;
       },
       [this](stats_atom) {
@@ -81,6 +98,9 @@ private:
     if (st) {
       ++failures_;
       err = make_error(errc::storage_failed, st.message());
+      for (auto& e : batch_)
+        if (e.sender)
+          poisoned_.insert(e.sender);
     } else {
       ++commits_;
       items_ += batch_.size();
@@ -116,6 +136,8 @@ private:
   std::vector<std::pair<caf::strong_actor_ptr, std::vector<uint64_t>>>
     ack_lists_;
   bool flush_pending_ = false;
+  /// Senders whose commit failed, until they reset.
+  std::unordered_set<caf::strong_actor_ptr> poisoned_;
   uint64_t items_ = 0;
   uint64_t commits_ = 0;
   uint64_t failures_ = 0;

@@ -259,6 +259,13 @@ status store::apply(write_item* const* items, size_t n,
   if (n == 0)
     return {};
   auto& d = *impl_;
+  if (auto k = d.inject.load(std::memory_order_relaxed); k >= 0) {
+    d.inject.store(k - 1, std::memory_order_relaxed);
+    if (k == 0)
+      return {store_errc::io, "data dir " + d.opts.dir
+                                + ": injected write failure "
+                                  "(store::fail_apply_after)"};
+  }
   return d.write([&](MDB_txn* t) -> op_result {
     auto idem = d.dbi(db::idempotency);
     for (size_t i = 0; i < n; ++i) {
@@ -350,6 +357,33 @@ status store::remove_dead_letters(const std::vector<uint64_t>& seqs, bool all,
   if (!st)
     removed = n;
   return st;
+}
+
+void store::fail_apply_after(uint32_t n_ok) noexcept {
+  impl_->inject.store(n_ok, std::memory_order_relaxed);
+}
+
+status store::snapshot(std::string_view path, records::Snapshot& out,
+                       bool& found) {
+  auto& d = *impl_;
+  found = false;
+  impl::reader r;
+  if (auto st = d.begin_read(r))
+    return st;
+  MDB_val k{path.size(), const_cast<char*>(path.data())};
+  MDB_val v;
+  auto rc = mdb_get(r.txn.get(), d.dbi(db::snapshots), &k, &v);
+  if (rc == MDB_NOTFOUND)
+    return {};
+  if (rc != MDB_SUCCESS)
+    return d.fail(rc, db::snapshots, "mdb_get");
+  if (!out.ParseFromArray(v.mv_data, static_cast<int>(v.mv_size)))
+    return {store_errc::corrupt,
+            "data dir " + d.opts.dir + " [snapshots] \"" + std::string{path}
+              + "\": does not parse; restart the node so that recovery "
+                "moves it to the dead letters"};
+  found = true;
+  return {};
 }
 
 status store::count(db which, size_t& out) {

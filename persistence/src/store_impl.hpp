@@ -96,6 +96,9 @@ struct store::impl {
   uint64_t boots = 0;
   /// Opened by open_read_only: every write fails.
   bool read_only = false;
+  /// fail_apply_after: successful applies left before an injected failure
+  /// (-1: none armed).
+  std::atomic<int64_t> inject{-1};
   std::atomic<size_t> map_size{0};
   /// Held shared by every transaction of this process, exclusively by
   /// mdb_env_set_mapsize (which requires that no transaction is active).

@@ -31,6 +31,11 @@ struct writer_options {
 using write_atom = caf::atom_constant<caf::atom("vwrite")>;
 using committed_atom = caf::atom_constant<caf::atom("vcommit")>;
 using flush_atom = caf::atom_constant<caf::atom("vflush")>;
+// (reset) -> unit: after a failed commit the writer rejects every later
+// item of that sender (so nothing it wrote on top of the lost state lands)
+// until the sender asks for a reset; the answer comes after all its earlier
+// writes, so the sender can then reload its records from the store.
+using reset_atom = caf::atom_constant<caf::atom("vreset")>;
 constexpr uint64_t duplicate_bit = uint64_t{1} << 63;
 
 /// (stats) -> (items, commits, failures, largest batch): the writer's

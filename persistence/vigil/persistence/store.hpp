@@ -190,6 +190,15 @@ public:
                              std::vector<std::string>& problems,
                              size_t& replayed);
 
+  /// The snapshot of `path`; `found` is false if there is none.
+  status snapshot(std::string_view path, records::Snapshot& out,
+                  bool& found);
+
+  /// Test hook, in the manner of RocksDB's fault injection: after `n_ok`
+  /// more successful `apply` calls, the next one fails with `io` (nothing of
+  /// it committed). Thread-safe.
+  void fail_apply_after(uint32_t n_ok) noexcept;
+
   /// Number of records in `d`.
   status count(db d, size_t& out);
 
