@@ -783,7 +783,13 @@ private:
       buffer_.push_back(pending{detail::from_record(je.env()), {}, je.seq()});
       d.next_seq = std::max(d.next_seq, je.seq() + 1);
     }
-    for (auto& oe : rec.outbox) {
+    adopt_outbox(rec.outbox);
+  }
+
+  /// Takes undelivered outbox entries read from the store, ready to send.
+  void adopt_outbox(const std::vector<records::OutboxEntry>& entries) {
+    auto& d = *dur_;
+    for (auto& oe : entries) {
       d.outbox.emplace(oe.seq(), detail::outbox_send{
                                    oe.seq(), oe.to(),
                                    detail::from_record(oe.env())});
@@ -1050,13 +1056,7 @@ private:
     d.ready.clear();
     d.after_commit.clear();
     d.in_flight = 0;
-    for (auto& oe : outbox) {
-      d.outbox.emplace(oe.seq(), detail::outbox_send{
-                                   oe.seq(), oe.to(),
-                                   detail::from_record(oe.env())});
-      d.ready.push_back(oe.seq());
-      d.next_outbox = std::max(d.next_outbox, oe.seq() + 1);
-    }
+    adopt_outbox(outbox);
     if (instance_) {
       instance_.reset();
       stop_requested_ = false;
