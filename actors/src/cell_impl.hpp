@@ -1,0 +1,364 @@
+#pragma once
+
+// The cell actor (see vigil/actors/cell.hpp): the class, shared by
+// cell.cpp (messages, instances, failures) and cell_durable.cpp (snapshot
+// and journal durability, the outbox).
+
+#include <deque>
+#include <exception>
+#include <list>
+#include <map>
+#include <typeinfo>
+#include <unordered_map>
+
+#include <caf/all.hpp>
+
+#include "durable.hpp"
+#include "vigil/actors/cell.hpp"
+#include "vigil/actors/writer.hpp"
+
+namespace vigil::detail {
+
+using caf::response_promise;
+
+inline int64_t to_ns(time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+           t.time_since_epoch())
+    .count();
+}
+
+inline std::string what(std::exception_ptr ep) {
+  try {
+    std::rethrow_exception(ep);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+/// Hosts the instances of one child across restarts. The cell is the child's
+/// stable handle: senders keep addressing it while the supervisor replaces
+/// the agent instance inside, and envelopes that arrive between instances wait
+/// in `buffer_`, in order, up to `cfg_.buffer_cap`.
+class cell : public caf::event_based_actor, public context {
+public:
+  cell(caf::actor_config& ac, std::shared_ptr<runtime> rt, cell_config cfg,
+       caf::actor parent, uint64_t key)
+    : caf::event_based_actor(ac),
+      rt_(std::move(rt)),
+      cfg_(std::move(cfg)),
+      parent_(std::move(parent)),
+      key_(key) {
+    if (cfg_.durability.mode != durability_mode::none)
+      init_durable();
+  }
+
+  const char* name() const override {
+    return "vigil.cell";
+  }
+
+  caf::behavior make_behavior() override;
+
+  void on_exit() override;
+
+  // -- context ----------------------------------------------------------------
+
+  const std::string& path() const noexcept override {
+    return cfg_.path;
+  }
+
+  time_point now() const noexcept override {
+    return const_cast<cell*>(this)->clock().now();
+  }
+
+  const envelope* current() const noexcept override {
+    return current_;
+  }
+
+  const vigil::params& parameters() const noexcept override {
+    return cfg_.params;
+  }
+
+  deferred_reply defer() override;
+
+  void stop(caf::error reason) override {
+    stop_requested_ = true;
+    stop_reason_ = std::move(reason);
+  }
+
+protected:
+  envelope make_envelope(const google::protobuf::Message& msg,
+                         const call_options& opts) override;
+
+  handle resolve(std::string_view path) const override {
+    return handle{std::string{path}, rt_->lookup(path)};
+  }
+
+  /// The live cell behind `to`: its cached cell, or the one bound at its
+  /// path now if that cell was replaced.
+  caf::actor target(const handle& to) const {
+    if (to.cell()) {
+      auto* ptr = caf::actor_cast<caf::abstract_actor*>(to.cell());
+      if (!ptr->getf(caf::abstract_actor::is_terminated_flag))
+        return to.cell();
+    }
+    return rt_->lookup(to.path());
+  }
+
+  void send_envelope(const handle& to, envelope env) override;
+
+  void send_envelope_after(const handle& to, envelope env,
+                           duration delay) override;
+
+  void
+  request_envelope(const handle& to, envelope env, duration timeout,
+                   std::function<void(const envelope&)> on_reply,
+                   std::function<void(const caf::error&)> on_error) override;
+
+private:
+  /// `draining` is never stored: it marks a running cell with a non-empty
+  /// buffer while on_envelope queues a new envelope behind the buffer.
+  enum class mode {
+    idle_buffer,
+    idle_reject,
+    running,
+    degraded,
+    half_open,
+    draining
+  };
+
+  enum class outcome { replied, rejected, failed };
+
+  /// Runs a request callback of the current instance. A throw there is a
+  /// failure of the child, like a throw in a handler.
+  template <class F>
+  void invoke_callback(F f) {
+    try {
+      f();
+    } catch (...) {
+      auto err = make_error(errc::handler_failed,
+                            cfg_.path + " (request callback): "
+                              + what(std::current_exception()));
+      instance_.reset();
+      stop_requested_ = false;
+      mode_ = mode::idle_buffer;
+      event_based_actor::send(parent_, exit_atom::value, key_, gen_,
+                              std::move(err));
+      return;
+    }
+    if (stop_requested_ && instance_) {
+      stop_requested_ = false;
+      stop_instance(true);
+      mode_ = mode::idle_buffer;
+      event_based_actor::send(parent_, exit_atom::value, key_, gen_,
+                              std::move(stop_reason_));
+      stop_reason_ = caf::error{};
+    }
+  }
+
+  struct pending {
+    envelope env;
+    response_promise rp;
+    uint64_t seq = 0; ///< Journal seq (journal agents only).
+  };
+
+  std::string mode_name() const {
+    switch (mode_) {
+      case mode::idle_buffer: return "restarting";
+      case mode::idle_reject: return "stopped";
+      case mode::running: return "running";
+      case mode::degraded: return "degraded";
+      case mode::half_open: return "half_open";
+      case mode::draining: return "running";
+    }
+    return "?";
+  }
+
+  bool is_request() {
+    auto* mbe = current_mailbox_element();
+    return mbe != nullptr && mbe->mid.is_request();
+  }
+
+  caf::result<envelope> on_envelope(envelope& e);
+
+  /// Runs the handler for `e`. On `replied`, `out` holds the reply (empty type
+  /// for void handlers); on `rejected` or `failed`, `err` holds the reason.
+  outcome run(envelope& e, envelope& out, caf::error& err);
+
+  /// The instance failed while handling `e`: decide the envelope's fate, drop
+  /// the instance and tell the supervisor. `seq` is its journal seq (0 if
+  /// not journaled).
+  void after_failure(envelope e, response_promise rp, caf::error err,
+                     uint64_t seq = 0);
+
+  /// The fate of an envelope whose handler failed: told to the requester,
+  /// kept for the next instance, or a dead letter.
+  void settle(envelope e, response_promise rp, const caf::error& err,
+              uint64_t seq);
+
+  caf::error start_instance(bool is_restart, const caf::error& reason);
+
+  void stop_instance(bool graceful);
+
+  /// Delivers up to `drain_chunk` buffered envelopes to the new instance,
+  /// oldest first, and schedules the next chunk, until the buffer is empty or
+  /// the instance fails again. Chunks keep control messages (stop, start)
+  /// from waiting behind a long buffer.
+  void drain();
+
+  void reject_buffer(const caf::error& err);
+
+  void enter_degraded();
+
+  /// Half-open probe: try a fresh instance; the next envelope decides.
+  void probe();
+
+  // -- durability (see durability.hpp) ----------------------------------------
+
+  struct durable {
+    durability_spec spec;
+    bool journal() const noexcept {
+      return spec.mode == durability_mode::journal;
+    }
+    caf::actor writer;
+    uint64_t next_seq = 1;
+    uint64_t next_outbox = 1;
+    uint64_t processed = 0;
+    uint64_t next_token = 1;
+    /// The last state handed to the writer; what a restart restores.
+    std::string state;
+    std::string state_type;
+    bool has_state = false;
+    /// Journal: envelopes whose accept commit is outstanding, in token
+    /// order (the writer acknowledges in the order it was written to);
+    /// `accepting.front()` has token `first_accept`.
+    std::deque<pending> accepting;
+    uint64_t first_accept = accept_bit;
+    uint64_t next_accept = accept_bit;
+    /// Outbox sends of the handler running now.
+    std::vector<detail::outbox_send> sends;
+    /// Outbox entries not yet delivered, by outbox seq; `ready` lists the
+    /// committed ones waiting for a delivery slot.
+    std::map<uint64_t, detail::outbox_send> outbox;
+    std::deque<uint64_t> ready;
+    size_t in_flight = 0;
+    /// Consume commits outstanding that carry outbox entries: token -> the
+    /// outbox seqs to deliver once it is committed.
+    std::unordered_map<uint64_t, std::vector<uint64_t>> after_commit;
+    /// A reset of the writer is under way (see storage_failure).
+    bool resetting = false;
+    /// Snapshot mode.
+    uint32_t unsaved = 0;
+    bool timer = false;
+  };
+
+  /// Outbox deliveries in flight per agent.
+  static constexpr size_t outbox_window = 256;
+
+  /// Marks accept tokens; other writes count up from 1.
+  static constexpr uint64_t accept_bit = uint64_t{1} << 62;
+
+  void init_durable();
+
+  /// Takes what the node recovered for this path: the last state, then the
+  /// unconsumed envelopes in their original order, ahead of any new one.
+  void restore(const recovered_agent& rec);
+
+  /// Takes undelivered outbox entries read from the store, ready to send.
+  void adopt_outbox(const std::vector<records::OutboxEntry>& entries);
+
+  /// Hands this path's durable view to the runtime, for the next cell at
+  /// this path (a restarted parent spawns new cells) or for this cell when
+  /// it starts again: the last state, the accepted envelopes not yet
+  /// handled (also those whose accept commit is still on its way; the
+  /// writer commits in order, before anything of the next cell) and the
+  /// undelivered outbox. Runs before the stop is answered, so the
+  /// supervisor's next start sees it. Requesters still waiting are told.
+  void check_in();
+
+  /// Loads the last saved state into a new instance (throws on mismatch,
+  /// which fails the start).
+  void restore_state();
+
+  void capture_state();
+
+  /// Hands `item` to the writer; with `ack`, returns the token of the
+  /// commit acknowledgement (a failed commit then fails the instance).
+  uint64_t write(write_item item, bool ack);
+
+  detail::consume_args consume_args(uint64_t seq);
+
+  /// A journal agent's accept: the envelope is durable (and checked against
+  /// the message ids already accepted) before it is handled.
+  caf::result<envelope> accept(envelope& e);
+
+  void on_committed(uint64_t tok, bool duplicate, caf::error& err);
+
+  /// A commit of this agent failed, so memory may be ahead of the disk.
+  /// The writer now rejects this cell's writes until it resets; once the
+  /// reset is answered (after every earlier write of this cell), the cell
+  /// reloads its state, journal and outbox from the store, and a running
+  /// instance fails so that its supervisor restarts it on what is on disk.
+  void storage_failure(const caf::error& err);
+
+  void reload(const caf::error& why);
+
+  /// Runs after a handler succeeded (inside `run`).
+  void after_handled();
+
+  /// Consumes journal entry `seq` without a state change; a non-empty
+  /// `reason` makes the envelope a dead letter in the same transaction.
+  void consume_failed(uint64_t seq, const envelope& e,
+                      const std::string& reason);
+
+  /// Snapshot mode: state plus the envelopes waiting in the buffer.
+  void save_snapshot();
+
+  /// Delivers committed outbox entries, at most `outbox_window` at a time,
+  /// each as a request: any answer (also an error from the receiver) ends
+  /// its delivery; an unreachable receiver is retried.
+  void dispatch_outbox();
+
+  static bool unreachable(const caf::error& err);
+
+  void retry_outbox(uint64_t oseq);
+
+  void outbox_not_delivered(uint64_t oseq);
+
+  void outbox_delivered(uint64_t oseq);
+
+  std::shared_ptr<runtime> rt_;
+  cell_config cfg_;
+  caf::actor parent_;
+  uint64_t key_;
+  uint64_t gen_ = 0;
+  mode mode_ = mode::idle_buffer;
+  std::unique_ptr<agent_base> instance_;
+  // A list, not a deque: an empty std::deque allocates ~600 bytes, and
+  // every cell has a buffer that is empty almost always.
+  std::list<pending> buffer_;
+  const envelope* current_ = nullptr;
+  response_promise* current_rp_ = nullptr;
+  bool deferred_ = false;
+  bool stop_requested_ = false;
+  caf::error stop_reason_;
+  // Only degraded children have a stand-in reply; the rest pay a pointer.
+  std::unique_ptr<envelope> fallback_;
+  caf::timespan probe_min_{0};
+  caf::timespan probe_max_{0};
+  caf::timespan probe_delay_{0};
+  uint64_t probe_seq_ = 0;
+  // Only durable children pay for this.
+  std::unique_ptr<durable> dur_;
+  uint64_t current_seq_ = 0;
+  /// The durable view was handed to the runtime (see check_in).
+  bool checked_in_ = false;
+  /// Set when the data dir holds this path under another durable mode.
+  std::string mode_mismatch_;
+  /// make_envelope's cache of the last message type and its name.
+  const std::type_info* last_type_ = nullptr;
+  const std::string* last_type_name_ = nullptr;
+};
+
+} // namespace vigil::detail
