@@ -181,8 +181,8 @@ private:
   /// True if the message being handled comes from `c`'s current cell, not
   /// from one that was killed and replaced.
   bool from_handle(const child& c) {
-    return c.handle
-           && current_sender() == caf::actor_cast<caf::strong_actor_ptr>(c.handle);
+    return c.handle &&
+           current_sender() == caf::actor_cast<caf::strong_actor_ptr>(c.handle);
   }
 
   void nudge() {
@@ -204,54 +204,7 @@ private:
   // -- starting ---------------------------------------------------------------
 
   /// Starts (or restarts) child `key`, then calls `k` with the outcome.
-  void start_one(uint64_t key, bool is_restart, caf::error reason, cont k) {
-    auto* c = find_key(key);
-    if (c == nullptr)
-      return k(make_error(errc::not_found));
-    if (c->spec->kind == child_kind::worker) {
-      if (!c->handle) {
-        cell_config cc;
-        cc.path = c->path;
-        cc.type = rt_->types().find(c->spec->agent);
-        cc.params = c->spec->params;
-        cc.buffer_cap = c->spec->buffer_cap;
-        cc.max_deliveries = c->spec->max_deliveries;
-        cc.durability = c->spec->durability;
-        if (cc.type == nullptr)
-          return k(make_error(errc::unknown_agent_type, c->spec->agent));
-        c->handle = spawn_cell(home_system(), rt_, std::move(cc),
-                               caf::actor_cast<caf::actor>(this), key);
-        rt_->bind(c->path, c->handle);
-      }
-    } else {
-      c->handle = spawn_supervisor(home_system(), rt_, *c->spec->sup, c->path,
-                                   caf::actor_cast<caf::actor>(this));
-      monitor(c->handle);
-    }
-    ++awaiting_;
-    request<high>(c->handle, caf::infinite, start_atom::value, is_restart,
-                  std::move(reason))
-      .await(
-        [this, key, k](uint64_t gen) {
-          after_await([&] {
-            if (auto* c = find_key(key)) {
-              c->gen = gen;
-              c->st = status::running;
-            }
-            k(caf::none);
-          });
-        },
-        [this, key, k](caf::error& err) {
-          after_await([&] {
-            if (auto* c = find_key(key)) {
-              c->st = status::restarting;
-              if (c->spec->kind == child_kind::supervisor)
-                c->handle = nullptr;
-            }
-            k(err);
-          });
-        });
-  }
+  void start_one(uint64_t key, bool is_restart, caf::error reason, cont k);
 
   /// Starts `keys` in order; stops at the first failure, which `k` receives
   /// together with the key that failed.
@@ -261,216 +214,43 @@ private:
 
   void start_seq(std::vector<uint64_t> keys, size_t i, bool is_restart,
                  caf::error reason,
-                 std::function<void(caf::error, uint64_t)> k) {
-    start_seq(std::make_shared<const std::vector<uint64_t>>(std::move(keys)),
-              i, is_restart, std::move(reason), std::move(k));
-  }
+                 std::function<void(caf::error, uint64_t)> k);
 
   void start_seq(key_list keys, size_t i, bool is_restart, caf::error reason,
-                 std::function<void(caf::error, uint64_t)> k) {
-    if (i == keys->size())
-      return k(caf::none, 0);
-    auto key = (*keys)[i];
-    start_one(key, is_restart, reason,
-              [this, keys = std::move(keys), i, is_restart, reason,
-               k = std::move(k), key](caf::error err) mutable {
-                if (err)
-                  return k(std::move(err), key);
-                start_seq(std::move(keys), i + 1, is_restart,
-                          std::move(reason), std::move(k));
-              });
-  }
+                 std::function<void(caf::error, uint64_t)> k);
 
   // -- stopping ---------------------------------------------------------------
 
   /// Stops child `key` as its shutdown spec says. With `keep_buffer`, a
   /// worker's cell keeps buffering for the restart that follows.
-  void stop_one(uint64_t key, bool keep_buffer, std::function<void()> k) {
-    auto* c = find_key(key);
-    if (c == nullptr || !c->handle) {
-      if (c != nullptr)
-        c->st = status::stopped;
-      return k();
-    }
-    auto sd = c->spec->effective_shutdown();
-    bool graceful = sd.how != shutdown_spec::kind::brutal_kill;
-    caf::duration timeout = caf::infinite;
-    if (sd.how == shutdown_spec::kind::timeout)
-      timeout = caf::duration{sd.timeout};
-    else if (sd.how == shutdown_spec::kind::brutal_kill)
-      timeout = caf::duration{brutal_kill_grace};
-    ++c->token;
-    ++awaiting_;
-    request<high>(c->handle, timeout, stop_atom::value, graceful, keep_buffer)
-      .await(
-        [this, key, k]() {
-          after_await([&] {
-            if (auto* c = find_key(key)) {
-              c->st = status::stopped;
-              if (c->spec->kind == child_kind::supervisor) {
-                demonitor(c->handle);
-                c->handle = nullptr;
-              }
-            }
-            k();
-          });
-        },
-        [this, key, k](caf::error&) {
-          after_await([&] {
-            // Did not stop in time: kill it. A worker gets a new cell on
-            // its next start; envelopes stuck in the old one are lost.
-            if (auto* c = find_key(key)) {
-              if (c->handle) {
-                demonitor(c->handle);
-                send_exit(c->handle, caf::exit_reason::kill);
-              }
-              c->handle = nullptr;
-              c->st = status::stopped;
-            }
-            k();
-          });
-        });
-  }
+  void stop_one(uint64_t key, bool keep_buffer, std::function<void()> k);
 
   /// Stops `keys` one after the other, in the given order.
   void stop_seq(std::vector<uint64_t> keys, size_t i, bool keep_buffer,
-                std::function<void()> k) {
-    stop_seq(std::make_shared<const std::vector<uint64_t>>(std::move(keys)),
-             i, keep_buffer, std::move(k));
-  }
+                std::function<void()> k);
 
   void stop_seq(key_list keys, size_t i, bool keep_buffer,
-                std::function<void()> k) {
-    if (i == keys->size())
-      return k();
-    auto key = (*keys)[i];
-    stop_one(key, keep_buffer,
-             [this, keys = std::move(keys), i, keep_buffer,
-              k = std::move(k)]() mutable {
-               stop_seq(std::move(keys), i + 1, keep_buffer, std::move(k));
-             });
-  }
+                std::function<void()> k);
 
   /// Stops every child: in reverse start order, or all at once for
   /// simple_one_for_one (as OTP does, so 10,000 children stop in linear
   /// time). Retires worker cells afterwards.
-  void stop_all(std::function<void()> k) {
-    std::vector<uint64_t> keys;
-    for (auto i = children_.rbegin(); i != children_.rend(); ++i)
-      keys.push_back(i->first);
-    auto finish = [this, k] {
-      for (auto& kvp : children_)
-        retire(kvp.second);
-      k();
-    };
-    if (!simple())
-      return stop_seq(std::move(keys), 0, false, finish);
-    if (spec_.children.front().kind == child_kind::worker)
-      return stop_workers_at_once(std::move(keys), finish);
-    auto pending = std::make_shared<size_t>(0);
-    for (auto key : keys) {
-      auto& c = children_[key];
-      if (!c.handle || c.st == status::stopped)
-        continue;
-      auto sd = c.spec->effective_shutdown();
-      caf::duration timeout = caf::infinite;
-      if (sd.how == shutdown_spec::kind::timeout)
-        timeout = caf::duration{sd.timeout};
-      else if (sd.how == shutdown_spec::kind::brutal_kill)
-        timeout = caf::duration{brutal_kill_grace};
-      ++*pending;
-      auto done = [this, pending, key, finish](bool killed) {
-        if (killed) {
-          if (auto* c = find_key(key)) {
-            send_exit(c->handle, caf::exit_reason::kill);
-            c->handle = nullptr;
-          }
-        }
-        if (--*pending == 0)
-          finish();
-      };
-      request<high>(c.handle, timeout, stop_atom::value,
-                    sd.how != shutdown_spec::kind::brutal_kill, false)
-        .then([done]() { done(false); },
-              [done](caf::error&) { done(true); });
-    }
-    if (*pending == 0)
-      finish();
-  }
+  void stop_all(std::function<void()> k);
 
   /// Stops many worker cells at once with plain messages and acks, and one
   /// timer for the batch, so stopping n children costs O(n). (n pending
   /// request handlers would cost O(n^2): CAF 0.17 keeps them in a flat map.)
   void stop_workers_at_once(const std::vector<uint64_t>& keys,
-                            std::function<void()> done) {
-    auto sd = spec_.children.front().effective_shutdown();
-    bool graceful = sd.how != shutdown_spec::kind::brutal_kill;
-    ++ack_batch_;
-    acks_pending_ = 0;
-    for (auto key : keys) {
-      auto& c = children_[key];
-      if (!c.handle || c.st == status::stopped)
-        continue;
-      c.st = status::running; // until its ack arrives
-      send<high>(c.handle, stop_atom::value, graceful, false, ack_atom::value);
-      ++acks_pending_;
-    }
-    if (acks_pending_ == 0)
-      return done();
-    acks_done_ = std::move(done);
-    if (sd.how == shutdown_spec::kind::timeout)
-      delayed_send(this, caf::timespan{sd.timeout}, stop_timeout_atom::value,
-                   ack_batch_);
-    else if (sd.how == shutdown_spec::kind::brutal_kill)
-      delayed_send(this, caf::timespan{brutal_kill_grace},
-                   stop_timeout_atom::value, ack_batch_);
-  }
+                            std::function<void()> done);
 
-  void on_ack(uint64_t key) {
-    auto* c = find_key(key);
-    if (acks_pending_ == 0 || c == nullptr || c->st == status::stopped)
-      return;
-    c->st = status::stopped;
-    if (--acks_pending_ == 0) {
-      auto f = std::move(acks_done_);
-      acks_done_ = nullptr;
-      f();
-    }
-  }
+  void on_ack(uint64_t key);
 
-  void on_stop_timeout(uint64_t batch) {
-    if (batch != ack_batch_ || acks_pending_ == 0)
-      return;
-    for (auto& kvp : children_) {
-      auto& c = kvp.second;
-      if (c.handle && c.st != status::stopped) {
-        send_exit(c.handle, caf::exit_reason::kill);
-        c.handle = nullptr;
-        c.st = status::stopped;
-      }
-    }
-    acks_pending_ = 0;
-    auto f = std::move(acks_done_);
-    acks_done_ = nullptr;
-    f();
-  }
+  void on_stop_timeout(uint64_t batch);
 
   /// Shuts this supervisor down: children first, then itself.
   /// Every stop request gets its answer, also one that arrives while the
   /// supervisor is already stopping (e.g. escalating).
-  void shutdown(caf::error reason, caf::response_promise rp = {}) {
-    if (rp.pending())
-      stop_requests_.push_back(std::move(rp));
-    if (stopping_)
-      return;
-    stopping_ = true;
-    stop_all([this, reason]() mutable {
-      for (auto& p : stop_requests_)
-        p.deliver(caf::unit);
-      stop_requests_.clear();
-      quit(reason);
-    });
-  }
+  void shutdown(caf::error reason, caf::response_promise rp = {});
 
   // -- failures and restarts --------------------------------------------------
 
@@ -483,218 +263,36 @@ private:
     return static_cast<int>(restarts_.size()) <= spec_.flags.intensity;
   }
 
-  caf::timespan backoff_delay(child& c) {
-    auto& b = spec_.flags.backoff;
-    if (b.min.count() <= 0)
-      return caf::timespan{0};
-    auto now = clock().now();
-    if (b.reset_after.count() > 0 && c.backoff_n > 0
-        && now - c.last_failure >= b.reset_after)
-      c.backoff_n = 0;
-    c.last_failure = now;
-    double ms = static_cast<double>(b.min.count());
-    for (uint32_t i = 0; i < c.backoff_n && ms < b.max.count(); ++i)
-      ms *= 2;
-    ms = std::min(ms, static_cast<double>(b.max.count()));
-    if (b.jitter > 0) {
-      std::uniform_real_distribution<double> d{1.0 - b.jitter,
-                                               1.0 + b.jitter};
-      ms *= d(rng_);
-    }
-    ++c.backoff_n;
-    return std::chrono::duration_cast<caf::timespan>(
-      std::chrono::duration<double, std::milli>{ms});
-  }
+  caf::timespan backoff_delay(child& c);
 
   caf::error chain(const child& c, const caf::error& reason, errc code) {
-    return make_error(code, (path_.empty() ? "<root>" : path_) + " escalated <- "
-                              + c.path + " " + describe(reason));
+    return make_error(code, (path_.empty() ? "<root>" : path_) +
+                                " escalated <- " + c.path + " " +
+                                describe(reason));
   }
 
   void escalate(caf::error reason) {
     shutdown(std::move(reason));
   }
 
-  void check_auto_shutdown(bool significant) {
-    if (!significant)
-      return;
-    switch (spec_.flags.auto_shutdown) {
-      case auto_shutdown::never:
-        return;
-      case auto_shutdown::any_significant:
-        return shutdown(caf::exit_reason::user_shutdown);
-      case auto_shutdown::all_significant:
-        for (auto& kvp : children_)
-          if (kvp.second.spec->significant
-              && kvp.second.st != status::stopped)
-            return;
-        return shutdown(caf::exit_reason::user_shutdown);
-    }
-  }
+  void check_auto_shutdown(bool significant);
 
   /// A child's instance ended with `reason`, on its own.
-  void on_child_exit(uint64_t key, caf::error reason) {
-    auto* c = find_key(key);
-    if (c == nullptr)
-      return;
-    bool benign = is_normal(reason) || is_shutdown(reason);
-    bool significant = c->spec->significant;
-    if (c->spec->restart == restart_type::temporary) {
-      retire(*c);
-      remove_child(key);
-      return check_auto_shutdown(significant);
-    }
-    if (c->spec->restart == restart_type::transient && benign) {
-      c->st = status::stopped;
-      if (c->handle && c->spec->kind == child_kind::worker)
-        send<high>(c->handle, stop_atom::value, false, false);
-      if (c->spec->kind == child_kind::supervisor)
-        c->handle = nullptr;
-      return check_auto_shutdown(significant);
-    }
-    if (c->spec->kind == child_kind::supervisor)
-      c->handle = nullptr;
-    if (c->spec->failure == on_failure::escalate && !benign)
-      return escalate(chain(*c, reason, errc::escalated));
-    c->st = status::restarting;
-    schedule_restart(*c, std::move(reason));
-  }
+  void on_child_exit(uint64_t key, caf::error reason);
 
-  void schedule_restart(child& c, caf::error reason) {
-    auto delay = backoff_delay(c);
-    auto token = ++c.token;
-    if (delay.count() == 0)
-      return restart(c.key, std::move(reason));
-    delayed_send(this, delay, try_again_atom::value, c.key, token,
-                 std::move(reason));
-  }
+  void schedule_restart(child& c, caf::error reason);
 
   /// Applies the strategy to restart `key`, within the restart budget.
-  void restart(uint64_t key, caf::error reason) {
-    auto* c = find_key(key);
-    if (c == nullptr || stopping_)
-      return;
-    if (!add_restart()) {
-      if (c->spec->failure == on_failure::degrade) {
-        restarts_.pop_back();
-        return degrade(*c);
-      }
-      return escalate(chain(*c, reason, errc::reached_max_restart_intensity));
-    }
-    // Siblings to stop first (reverse start order) and the group to start.
-    std::vector<uint64_t> stop_keys;
-    std::vector<uint64_t> start_keys;
-    switch (spec_.flags.strategy) {
-      case strategy::one_for_one:
-      case strategy::simple_one_for_one:
-        start_keys.push_back(key);
-        break;
-      case strategy::one_for_all:
-      case strategy::rest_for_one: {
-        bool all = spec_.flags.strategy == strategy::one_for_all;
-        for (auto& kvp : children_) {
-          if (!all && kvp.first < key)
-            continue;
-          // As in OTP, the group restart starts every child in range, also
-          // one stopped by terminate_child (start_children/2 starts them all).
-          if (kvp.first != key)
-            stop_keys.push_back(kvp.first);
-          start_keys.push_back(kvp.first);
-        }
-        break;
-      }
-    }
-    std::reverse(stop_keys.begin(), stop_keys.end()); // reverse start order
-    stop_seq(stop_keys, 0, true, [this, key, start_keys, reason]() mutable {
-      // Temporary siblings are not restarted: their specs go.
-      std::vector<uint64_t> keys;
-      for (auto k : start_keys) {
-        auto* s = find_key(k);
-        if (s == nullptr)
-          continue;
-        if (k != key && s->spec->restart == restart_type::temporary) {
-          retire(*s);
-          remove_child(k);
-          continue;
-        }
-        s->st = status::restarting;
-        keys.push_back(k);
-      }
-      for (auto k : keys)
-        if (auto* s = find_key(k)) {
-          ++s->restarts;
-          rt_->count_restart();
-        }
-      auto group = keys;
-      start_seq(std::move(keys), 0, true, reason,
-                [this, group](caf::error err, uint64_t failed) {
-                  if (!err)
-                    return;
-                  // Retry by a message to ourselves, so that API calls and
-                  // shutdown can still get in (OTP's try_again_restart).
-                  if (auto* f = find_key(failed)) {
-                    // As in OTP, the children after the failed one stay
-                    // down (undefined) until the retry restarts the group.
-                    auto i = std::find(group.begin(), group.end(), failed);
-                    if (i != group.end())
-                      ++i;
-                    for (; i < group.end(); ++i)
-                      if (auto* s = find_key(*i))
-                        s->st = status::stopped;
-                    f->st = status::restarting;
-                    schedule_retry(*f, std::move(err));
-                  }
-                });
-    });
-  }
+  void restart(uint64_t key, caf::error reason);
 
   /// Starts child `key` for an API call (start_child, restart_child) and
   /// answers with its info, or with the start error. A failed start_child
   /// keeps no spec, as in OTP.
-  caf::result<child_info> start_api(uint64_t key, bool forget_on_failure) {
-    auto rp = make_response_promise<child_info>();
-    start_one(key, false, caf::error{},
-              [this, key, rp, forget_on_failure](caf::error err) mutable {
-                auto* c = find_key(key);
-                if (!err && c != nullptr) {
-                  rp.deliver(info(*c));
-                  return;
-                }
-                if (c != nullptr) {
-                  c->st = status::stopped;
-                  if (forget_on_failure) {
-                    retire(*c);
-                    remove_child(key);
-                  }
-                }
-                if (!err)
-                  err = make_error(errc::not_found);
-                rp.deliver(std::move(err));
-              });
-    return rp;
-  }
+  caf::result<child_info> start_api(uint64_t key, bool forget_on_failure);
 
-  void schedule_retry(child& c, caf::error reason) {
-    auto delay = backoff_delay(c);
-    auto token = ++c.token;
-    if (delay.count() == 0)
-      send(this, try_again_atom::value, c.key, token, std::move(reason));
-    else
-      delayed_send(this, delay, try_again_atom::value, c.key, token,
-                   std::move(reason));
-  }
+  void schedule_retry(child& c, caf::error reason);
 
-  void degrade(child& c) {
-    if (!c.handle) // its cell was killed: nobody to stand in
-      return escalate(chain(c, make_error(errc::not_running, "no cell"),
-                            errc::reached_max_restart_intensity));
-    c.st = status::degraded;
-    ++c.restarts;
-    rt_->count_restart();
-    auto& d = c.spec->degrade;
-    send<high>(c.handle, degrade_atom::value, d.fallback,
-               caf::timespan{d.probe_min}, caf::timespan{d.probe_max});
-  }
+  void degrade(child& c);
 
   // -- state ------------------------------------------------------------------
 
