@@ -226,7 +226,7 @@ vigil::registry bench_types() {
 
 vigil::envelope wrap(vigil::runtime& rt, const google::protobuf::Message& m) {
   vigil::envelope e;
-  e.type = m.GetDescriptor()->full_name();
+  e.type = vigil::type_symbol(m);
   m.SerializeToString(&e.payload);
   e.id = rt.next_id();
   return e;
@@ -397,16 +397,44 @@ result spawn_vigil(int64_t n) {
   caf::scoped_actor self{node.system()};
   auto rss0 = rss_bytes();
   auto t0 = steady_clock::now();
-  // start_child is a synchronous call, as in OTP: one at a time.
-  for (int64_t i = 0; i < n; ++i)
-    self
-      ->request(sup, caf::infinite, vigil::start_child_atom::value,
-                vigil::params{}, std::string{})
-      .receive([](vigil::child_info&) {},
-               [](caf::error& e) {
-                 std::cerr << vigil::describe(e) << "\n";
-                 std::exit(1);
-               });
+  // start_child is a synchronous call, as in OTP: the supervisor answers
+  // after the child's start. A driver actor makes the calls one after the
+  // other, as the Erlang peer's process does and as the raw baseline spawns
+  // from inside an actor. (`window` > 1 keeps more calls outstanding.)
+  auto driver = node.system().spawn([sup, n](caf::event_based_actor* me) {
+    constexpr int64_t window = 1;
+    auto sent = std::make_shared<int64_t>(0);
+    auto done = std::make_shared<int64_t>(0);
+    auto rp = std::make_shared<caf::response_promise>();
+    auto next = std::make_shared<std::function<void()>>();
+    *next = [=] {
+      ++*sent;
+      me->request(sup, caf::infinite, vigil::start_child_atom::value,
+                  vigil::params{}, std::string{})
+        .then(
+          [=](vigil::child_info&) {
+            if (++*done == n) {
+              rp->deliver(*done);
+              *next = nullptr; // breaks the cycle
+              me->quit();
+            } else if (*sent < n) {
+              (*next)();
+            }
+          },
+          [=](caf::error& e) {
+            std::cerr << vigil::describe(e) << "\n";
+            std::exit(1);
+          });
+    };
+    return caf::behavior{[=](go_atom) {
+      *rp = me->make_response_promise();
+      while (*sent < std::min(n, window))
+        (*next)();
+      return caf::delegated<int64_t>{};
+    }};
+  });
+  self->request(driver, caf::infinite, go_atom::value)
+    .receive([](int64_t) {}, [](caf::error&) { std::exit(1); });
   auto rss1 = rss_bytes();
   auto err = node.stop();
   auto secs = seconds_since(t0);

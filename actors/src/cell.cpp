@@ -88,16 +88,18 @@ caf::behavior cell::make_behavior() {
     [this](degrade_atom, envelope& fallback, caf::timespan min,
            caf::timespan max) {
       stop_instance(false);
-      fallback_ = std::make_unique<envelope>(std::move(fallback));
-      fallback_->flags |= envelope::degraded_flag;
-      probe_min_ = min;
-      probe_max_ = max;
-      probe_delay_ = min;
+      if (!deg_)
+        deg_ = std::make_unique<degraded_state>();
+      deg_->fallback = std::move(fallback);
+      deg_->fallback.flags |= envelope::degraded_flag;
+      deg_->probe_min = min;
+      deg_->probe_max = max;
+      deg_->probe_delay = min;
       enter_degraded();
       return caf::unit;
     },
     [this](probe_atom, uint64_t seq) {
-      if (mode_ == mode::degraded && seq == probe_seq_)
+      if (mode_ == mode::degraded && seq == deg_->probe_seq)
         probe();
     },
     [this](state_atom) -> std::string { return mode_name(); },
@@ -133,12 +135,13 @@ envelope cell::make_envelope(const google::protobuf::Message& msg,
   auto* ti = &typeid(msg);
   if (ti != last_type_) {
     last_type_ = ti;
-    last_type_name_ = &msg.GetDescriptor()->full_name();
+    last_type_name_ = symbol{msg.GetDescriptor()->full_name()};
   }
-  e.type = *last_type_name_;
+  e.type = last_type_name_;
   msg.SerializeToString(&e.payload);
   e.id = opts.message_id != 0 ? opts.message_id : rt_->next_id();
-  e.idempotency_key = opts.idempotency_key;
+  if (!opts.idempotency_key.empty())
+    e.idempotency_key = opts.idempotency_key;
   if (opts.timeout.count() > 0)
     e.deadline = to_ns(now() + opts.timeout);
   else if (current_ != nullptr)
@@ -241,7 +244,7 @@ caf::result<envelope> cell::on_envelope(envelope& e) {
       return caf::delegated<envelope>{};
     }
     case mode::degraded:
-      return *fallback_;
+      return deg_->fallback;
     case mode::idle_reject: {
       auto err = make_error(errc::not_running, cfg_.path);
       if (!is_request())
@@ -314,7 +317,7 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
     after_handled();
   if (mode_ == mode::half_open) {
     mode_ = mode::running;
-    probe_delay_ = probe_min_;
+    deg_->probe_delay = deg_->probe_min;
     event_based_actor::send(parent_, recover_atom::value, key_, gen_);
   }
   if (stop_requested_) {
@@ -335,10 +338,10 @@ void cell::after_failure(envelope e, response_promise rp, caf::error err,
   stop_reason_ = caf::error{};
   if (mode_ == mode::half_open) {
     // The probe failed: the stand-in answers and the child stays degraded.
-    rp.deliver(*fallback_);
+    rp.deliver(deg_->fallback);
     if (seq != 0) // accepted: it still has to be applied or dead-lettered
       settle(std::move(e), std::move(rp), err, seq);
-    probe_delay_ = std::min(probe_delay_ * 2, probe_max_);
+    deg_->probe_delay = std::min(deg_->probe_delay * 2, deg_->probe_max);
     enter_degraded();
     return;
   }
@@ -399,7 +402,7 @@ caf::error cell::start_instance(bool is_restart, const caf::error& reason) {
       restore(*rec);
   }
   try {
-    instance_ = cfg_.type->make(cfg_.params);
+    instance_ = cfg_.type->make(parameters());
     if (dur_)
       restore_state();
     if (is_restart)
@@ -504,18 +507,18 @@ void cell::reject_buffer(const caf::error& err) {
 void cell::enter_degraded() {
   mode_ = mode::degraded;
   for (auto& p : buffer_)
-    p.rp.deliver(*fallback_);
+    p.rp.deliver(deg_->fallback);
   // A journal agent keeps what it accepted, to apply after recovery.
   if (dur_ && dur_->journal())
     buffer_.remove_if([](const pending& p) { return p.seq == 0; });
   else
     buffer_.clear();
-  delayed_send(this, probe_delay_, probe_atom::value, ++probe_seq_);
+  delayed_send(this, deg_->probe_delay, probe_atom::value, ++deg_->probe_seq);
 }
 
 void cell::probe() {
   if (start_instance(true, make_error(errc::start_failed, "probe"))) {
-    probe_delay_ = std::min(probe_delay_ * 2, probe_max_);
+    deg_->probe_delay = std::min(deg_->probe_delay * 2, deg_->probe_max);
     enter_degraded();
     return;
   }

@@ -19,7 +19,7 @@ void cell::init_durable() {
       was = 2;
     uint32_t now = dur_->journal() ? 2 : 1;
     if (was != 0 && was != now) {
-      mode_mismatch_ = cfg_.path + " is a "
+      dur_->mode_mismatch = cfg_.path + " is a "
                        + (was == 2 ? "journal" : "snapshot")
                        + " agent in this data dir but its child spec says "
                        + to_string(cfg_.durability.mode)
@@ -125,8 +125,8 @@ void cell::check_in() {
 }
 
 void cell::restore_state() {
-  if (!mode_mismatch_.empty())
-    throw std::runtime_error(mode_mismatch_);
+  if (!dur_->mode_mismatch.empty())
+    throw std::runtime_error(dur_->mode_mismatch);
   // Keys are path + 9 bytes; LMDB keys end at 511 bytes.
   if (cfg_.path.size() > 400)
     throw std::runtime_error("a durable agent's path is at most 400 bytes "

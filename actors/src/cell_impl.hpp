@@ -77,7 +77,8 @@ public:
   }
 
   const vigil::params& parameters() const noexcept override {
-    return cfg_.params;
+    static const vigil::params none;
+    return cfg_.params ? *cfg_.params : none;
   }
 
   deferred_reply defer() override;
@@ -248,6 +249,8 @@ private:
     std::unordered_map<uint64_t, std::vector<uint64_t>> after_commit;
     /// A reset of the writer is under way (see storage_failure).
     bool resetting = false;
+    /// Set when the data dir holds this path under another durable mode.
+    std::string mode_mismatch;
     /// Snapshot mode.
     uint32_t unsaved = 0;
     bool timer = false;
@@ -343,22 +346,24 @@ private:
   bool deferred_ = false;
   bool stop_requested_ = false;
   caf::error stop_reason_;
-  // Only degraded children have a stand-in reply; the rest pay a pointer.
-  std::unique_ptr<envelope> fallback_;
-  caf::timespan probe_min_{0};
-  caf::timespan probe_max_{0};
-  caf::timespan probe_delay_{0};
-  uint64_t probe_seq_ = 0;
+  /// The stand-in of a degraded child and its half-open probes.
+  struct degraded_state {
+    envelope fallback;
+    caf::timespan probe_min{0};
+    caf::timespan probe_max{0};
+    caf::timespan probe_delay{0};
+    uint64_t probe_seq = 0;
+  };
+  // Only degraded children have one; the rest pay a pointer.
+  std::unique_ptr<degraded_state> deg_;
   // Only durable children pay for this.
   std::unique_ptr<durable> dur_;
   uint64_t current_seq_ = 0;
   /// The durable view was handed to the runtime (see check_in).
   bool checked_in_ = false;
-  /// Set when the data dir holds this path under another durable mode.
-  std::string mode_mismatch_;
   /// make_envelope's cache of the last message type and its name.
   const std::type_info* last_type_ = nullptr;
-  const std::string* last_type_name_ = nullptr;
+  symbol last_type_name_;
 };
 
 } // namespace vigil::detail

@@ -55,7 +55,7 @@ mutation dead_letter(const std::string& path, const envelope& e,
 
 records::Envelope to_record(const envelope& e) {
   records::Envelope r;
-  r.set_type(e.type);
+  r.set_type(e.type.str());
   r.set_payload(e.payload);
   r.set_id(e.id);
   r.set_idempotency_key(e.idempotency_key);

@@ -199,7 +199,7 @@ node::call_envelope(std::string_view path,
   if (!dest)
     return make_error(errc::not_found, "no agent at " + std::string{path});
   envelope e;
-  e.type = req.GetDescriptor()->full_name();
+  e.type = type_symbol(req);
   req.SerializeToString(&e.payload);
   e.id = impl_->rt->next_id();
   e.trace_id = e.id;
@@ -227,7 +227,7 @@ caf::error node::send(std::string_view path,
   if (!dest)
     return make_error(errc::not_found, "no agent at " + std::string{path});
   envelope e;
-  e.type = msg.GetDescriptor()->full_name();
+  e.type = type_symbol(msg);
   msg.SerializeToString(&e.payload);
   e.id = opts.message_id != 0 ? opts.message_id : impl_->rt->next_id();
   e.trace_id = e.id;

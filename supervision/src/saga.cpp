@@ -25,7 +25,7 @@ using saga_actor = caf::stateful_actor<saga_state>;
 
 envelope wrap(const saga_state& st, const google::protobuf::Message& m) {
   envelope e;
-  e.type = m.GetDescriptor()->full_name();
+  e.type = vigil::type_symbol(m);
   m.SerializeToString(&e.payload);
   e.id = st.rt->next_id();
   e.trace_id = st.input.trace_id;

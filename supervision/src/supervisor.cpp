@@ -55,7 +55,7 @@ caf::behavior supervisor_actor::make_behavior() {
                   auto* c = find_key(failed);
                   auto reason = make_error(
                     errc::start_failed,
-                    "failed_to_start_child " + (c ? c->path : path_) + ": "
+                    "failed_to_start_child " + (c ? child_path(c->id) : path_) + ": "
                       + describe(err));
                   if (c != nullptr)
                     c->st = status::stopped;
@@ -113,7 +113,7 @@ caf::behavior supervisor_actor::make_behavior() {
       // A saga: each input runs in its own saga actor over the steps.
       std::vector<std::string> steps;
       for (auto& kvp : children_)
-        steps.push_back(kvp.second.path);
+        steps.push_back(child_path(kvp.second.id));
       auto run = spawn_saga_run(home_system(), rt_, std::move(steps),
                                 spec_.saga);
       delegate(run, run_saga_atom::value, std::move(e));
@@ -132,8 +132,8 @@ caf::behavior supervisor_actor::make_behavior() {
                           problems.front().to_string());
       if (auto* c = find_id(cs.id))
         return c->st == status::running || c->st == status::degraded
-                 ? make_error(errc::already_started, c->path)
-                 : make_error(errc::already_present, c->path);
+                 ? make_error(errc::already_started, child_path(c->id))
+                 : make_error(errc::already_present, child_path(c->id));
       auto key = add_child(std::move(cs)).key;
       return start_api(key, true);
     },
@@ -151,7 +151,7 @@ caf::behavior supervisor_actor::make_behavior() {
                   ? template_->id + "-" + std::to_string(next_key_)
                   : name;
       if (auto* c = find_id(id))
-        return make_error(errc::already_started, c->path);
+        return make_error(errc::already_started, child_path(c->id));
       auto spec = template_;
       if (!extra.empty()) { // only then does the child need its own spec
         auto own = std::make_shared<child_spec>(*template_);

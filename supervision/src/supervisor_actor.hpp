@@ -7,6 +7,7 @@
 #include <deque>
 #include <map>
 #include <random>
+#include <string_view>
 #include <unordered_map>
 
 #include <caf/all.hpp>
@@ -72,11 +73,10 @@ private:
 
   struct child {
     uint64_t key = 0;
-    std::string id;
+    std::string id; // its path is child_path(id)
     /// Shared with the template for simple_one_for_one children that add no
     /// params, so a dynamic child costs no copy of the spec.
     std::shared_ptr<const child_spec> spec;
-    std::string path;
     caf::actor handle;
     status st = status::stopped;
     uint64_t gen = 0;
@@ -119,16 +119,16 @@ private:
     if (c == nullptr)
       return make_error(errc::not_found, child_path(id));
     if (c->st == status::running || c->st == status::degraded)
-      return make_error(errc::running, c->path);
+      return make_error(errc::running, child_path(c->id));
     if (c->st == status::restarting)
-      return make_error(errc::restarting, c->path);
+      return make_error(errc::restarting, child_path(c->id));
     return c;
   }
 
   child_info info(const child& c) const {
     child_info ci;
     ci.id = c.id;
-    ci.path = c.path;
+    ci.path = child_path(c.id);
     ci.kind = c.spec->kind;
     switch (c.st) {
       case status::running: ci.status = "running"; break;
@@ -145,9 +145,8 @@ private:
     auto key = next_key_++;
     auto& c = children_[key];
     c.key = key;
-    c.path = child_path(id);
-    by_id_[id] = key;
     c.id = std::move(id);
+    by_id_[c.id] = key; // views the id in the map node, which never moves
     c.spec = std::move(spec);
     return c;
   }
@@ -267,7 +266,7 @@ private:
 
   caf::error chain(const child& c, const caf::error& reason, errc code) {
     return make_error(code, (path_.empty() ? "<root>" : path_) +
-                                " escalated <- " + c.path + " " +
+                                " escalated <- " + child_path(c.id) + " " +
                                 describe(reason));
   }
 
@@ -302,7 +301,7 @@ private:
   std::mt19937_64 rng_;
   std::shared_ptr<const child_spec> template_; // simple_one_for_one
   std::map<uint64_t, child> children_;
-  std::unordered_map<std::string, uint64_t> by_id_;
+  std::unordered_map<std::string_view, uint64_t> by_id_;
   std::deque<time_point> restarts_;
   uint64_t next_key_ = 1;
   /// Awaited responses outstanding (see after_await).

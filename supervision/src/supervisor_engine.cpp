@@ -15,9 +15,9 @@ void supervisor_actor::start_one(uint64_t key, bool is_restart,
   if (c->spec->kind == child_kind::worker) {
     if (!c->handle) {
       cell_config cc;
-      cc.path = c->path;
+      cc.path = child_path(c->id);
       cc.type = rt_->types().find(c->spec->agent);
-      cc.params = c->spec->params;
+      cc.params = {c->spec, &c->spec->params}; // shares, no copy
       cc.buffer_cap = c->spec->buffer_cap;
       cc.max_deliveries = c->spec->max_deliveries;
       cc.durability = c->spec->durability;
@@ -25,10 +25,10 @@ void supervisor_actor::start_one(uint64_t key, bool is_restart,
         return k(make_error(errc::unknown_agent_type, c->spec->agent));
       c->handle = spawn_cell(home_system(), rt_, std::move(cc),
                              caf::actor_cast<caf::actor>(this), key);
-      rt_->bind(c->path, c->handle);
+      rt_->bind(child_path(c->id), c->handle);
     }
   } else {
-    c->handle = spawn_supervisor(home_system(), rt_, *c->spec->sup, c->path,
+    c->handle = spawn_supervisor(home_system(), rt_, *c->spec->sup, child_path(c->id),
                                  caf::actor_cast<caf::actor>(this));
     monitor(c->handle);
   }

@@ -48,6 +48,30 @@ TEST(envelope_test, round_trips_through_caf_serialization) {
   EXPECT_EQ(out.trace_id, in.trace_id);
   EXPECT_EQ(out.sender, in.sender);
   EXPECT_TRUE(out.degraded());
+  // Loading interns the name: the same symbol, not only the same characters.
+  EXPECT_EQ(out.type.id(), vigil::symbol{"vigil.test.Ping"}.id());
+  // CAF's string inspector sees the characters too.
+  EXPECT_NE(caf::to_string(msg).find("vigil.test.Ping"), std::string::npos);
+}
+
+TEST(symbol_test, interns_by_content_and_compares_by_identity) {
+  std::string name = "vigil.test.";
+  name += "Pong";
+  vigil::symbol a{name};
+  vigil::symbol b{"vigil.test.Pong"};
+  vigil::symbol c{"vigil.test.Ping"};
+  EXPECT_EQ(a.id(), b.id());
+  EXPECT_TRUE(a == b);
+  EXPECT_FALSE(a == c);
+  EXPECT_TRUE(a == "vigil.test.Pong");
+  EXPECT_TRUE(a != "vigil.test.Ping");
+  EXPECT_EQ(a.str(), "vigil.test.Pong");
+  EXPECT_EQ("type " + a, "type vigil.test.Pong");
+  EXPECT_EQ(std::string{"x:"} + a, "x:vigil.test.Pong");
+  vigil::symbol empty;
+  EXPECT_TRUE(empty.empty());
+  EXPECT_EQ(empty, vigil::symbol{""});
+  EXPECT_EQ(vigil::symbol_hash{}(a), vigil::symbol_hash{}(b));
 }
 
 TEST(envelope_test, errors_render_with_their_context) {

@@ -100,7 +100,7 @@ public:
 
   envelope wrap(const google::protobuf::Message& m, int64_t deadline = 0) {
     envelope e;
-    e.type = m.GetDescriptor()->full_name();
+    e.type = vigil::type_symbol(m);
     m.SerializeToString(&e.payload);
     e.id = rt->next_id();
     e.deadline = deadline;

@@ -76,6 +76,26 @@ private:
   caf::actor cell_;
 };
 
+/// The interned Protobuf type name of `msg`. Caches the last type per
+/// thread, so a sender of one type interns once.
+inline symbol type_symbol(const google::protobuf::Message& msg) {
+  thread_local const google::protobuf::Descriptor* last = nullptr;
+  thread_local symbol name;
+  auto* d = msg.GetDescriptor();
+  if (d != last) {
+    name = symbol{d->full_name()};
+    last = d;
+  }
+  return name;
+}
+
+/// The interned Protobuf type name of `T`.
+template <class T>
+const symbol& type_symbol() {
+  static const symbol name{T::descriptor()->full_name()};
+  return name;
+}
+
 /// A reply that a handler gives later, e.g. from a `request` callback.
 /// Obtained from `context::defer()`; copies share one reply. Deliver or fail
 /// it once; later calls do nothing. If every copy is dropped unanswered
@@ -96,7 +116,7 @@ public:
     if (!st_ || !st_->ok)
       return;
     envelope e;
-    e.type = msg.GetDescriptor()->full_name();
+    e.type = type_symbol(msg);
     msg.SerializeToString(&e.payload);
     auto ok = std::move(st_->ok);
     st_->ok = nullptr;
@@ -108,11 +128,11 @@ public:
   /// Protobuf type `type`, unchecked: the bytes need not parse as `type`
   /// (chaos agents use this to send corrupt replies, which the requester
   /// sees as `bad_payload`). Once only, like `deliver`.
-  void deliver_bytes(std::string type, std::string bytes) {
+  void deliver_bytes(symbol type, std::string bytes) {
     if (!st_ || !st_->ok)
       return;
     envelope e;
-    e.type = std::move(type);
+    e.type = type;
     e.payload = std::move(bytes);
     auto ok = std::move(st_->ok);
     st_->ok = nullptr;
@@ -303,7 +323,7 @@ using erased_handler
                        envelope& out)>;
 
 struct handler_table {
-  std::unordered_map<std::string, erased_handler> by_type;
+  std::unordered_map<symbol, erased_handler, symbol_hash> by_type;
 };
 
 } // namespace detail
@@ -322,7 +342,7 @@ public:
 
   template <class Request, class F>
   handlers& on(F f) {
-    table_.by_type[Request::descriptor()->full_name()] =
+    table_.by_type[type_symbol<Request>()] =
       [f](agent_base& self, context& ctx, const envelope& in,
           envelope& out) -> bool {
       Request req;
@@ -334,7 +354,7 @@ public:
         invoke(f, me, ctx, req);
       } else {
         auto rep = invoke(f, me, ctx, req);
-        out.type = rep.GetDescriptor()->full_name();
+        out.type = type_symbol<std::decay_t<decltype(rep)>>();
         rep.SerializeToString(&out.payload);
       }
       return true;

@@ -18,7 +18,9 @@ namespace vigil {
 struct cell_config {
   std::string path;
   const agent_type* type = nullptr;
-  vigil::params params;
+  /// Shared with the child spec (every child of a simple_one_for_one
+  /// supervisor shares its template's); null means none.
+  std::shared_ptr<const vigil::params> params;
   /// Envelopes kept while the child is between instances (for a journal
   /// child: always, while they wait for their commit and their handler);
   /// beyond this a request fails with `buffer_overflow` and a send becomes

@@ -1,0 +1,42 @@
+#include "vigil/actors/symbol.hpp"
+
+#include <mutex>
+#include <ostream>
+#include <unordered_set>
+
+namespace vigil {
+
+namespace {
+
+const std::string empty_string;
+
+struct intern_table {
+  std::mutex mtx;
+  // Node-based, so the strings never move; never shrinks.
+  std::unordered_set<std::string> names;
+};
+
+intern_table& table() {
+  static auto* t = new intern_table; // never destroyed: symbols may outlive main
+  return *t;
+}
+
+} // namespace
+
+symbol::symbol() noexcept : p_(&empty_string) {
+  // nop
+}
+
+symbol::symbol(std::string_view s) : p_(&empty_string) {
+  if (s.empty())
+    return;
+  auto& t = table();
+  std::lock_guard<std::mutex> guard{t.mtx};
+  p_ = &*t.names.emplace(s).first;
+}
+
+std::ostream& operator<<(std::ostream& out, const symbol& x) {
+  return out << x.str();
+}
+
+} // namespace vigil
