@@ -19,6 +19,16 @@ caf::behavior cell::make_behavior() {
     reject_buffer(make_error(errc::not_running, cfg_.path + " stopped"));
     quit(msg.reason);
   });
+  // Only envelopes are a match case. A behavior costs CAF about 35 bytes
+  // per case in every actor, and a node may host a million cells, so the
+  // rarer messages (the supervisor's, the writer's acknowledgements, the
+  // cell's timers) go through the default handler instead.
+  set_default_handler(
+    [](caf::scheduled_actor* self, caf::message_view& x)
+      -> caf::result<caf::message> {
+      auto msg = x.move_content_to_message();
+      return static_cast<cell*>(self)->control(msg);
+    });
   return {
     [this](envelope& e) -> caf::result<envelope> {
       if (dur_ && dur_->journal() && mode_ != mode::idle_reject
@@ -26,84 +36,95 @@ caf::behavior cell::make_behavior() {
         return accept(e);
       return on_envelope(e);
     },
-    [this](committed_atom, std::vector<uint64_t>& tokens,
-           caf::error& err) {
-      for (auto tok : tokens)
-        on_committed(tok & ~duplicate_bit, (tok & duplicate_bit) != 0, err);
-    },
-    [this](snap_atom) {
-      dur_->timer = false;
-      if (dur_->unsaved > 0 && instance_)
-        save_snapshot();
-    },
-    [this](outbox_atom, uint64_t oseq) {
-      auto i = dur_->outbox.find(oseq);
-      if (i != dur_->outbox.end()) {
-        dur_->ready.push_back(oseq);
-        dispatch_outbox();
-      }
-    },
-    [this](start_atom, bool is_restart, caf::error& reason)
-      -> caf::result<uint64_t> {
-      if (auto err = start_instance(is_restart, reason))
-        return err;
-      // Answer first, then drain in chunks, so the supervisor never waits
-      // on buffered handlers. Until the buffer is empty, new envelopes
-      // queue behind it (see on_envelope), which keeps their order.
-      if (!buffer_.empty())
-        event_based_actor::send<caf::message_priority::high>(
-          this, drain_atom::value, gen_);
-      if (dur_)
-        dispatch_outbox();
-      return gen_;
-    },
-    [this](drain_atom, uint64_t gen) {
-      if (gen == gen_)
-        drain();
-    },
-    [this](stop_atom, bool graceful, bool keep_buffer) {
-      stop_instance(graceful);
-      mode_ = keep_buffer ? mode::idle_buffer : mode::idle_reject;
-      if (!keep_buffer) {
-        reject_buffer(make_error(errc::not_running, cfg_.path));
-        check_in(); // before the answer, which the supervisor awaits
-      }
-      return caf::unit;
-    },
-    [this](stop_atom, bool graceful, bool keep_buffer, ack_atom) {
-      stop_instance(graceful);
-      mode_ = keep_buffer ? mode::idle_buffer : mode::idle_reject;
-      if (!keep_buffer) {
-        reject_buffer(make_error(errc::not_running, cfg_.path));
-        check_in();
-      }
-      event_based_actor::send(parent_, ack_atom::value, key_);
-    },
-    [this](retire_atom) {
-      stop_instance(false);
-      reject_buffer(make_error(errc::not_running, cfg_.path + " deleted"));
-      check_in();
-      quit();
-    },
-    [this](degrade_atom, envelope& fallback, caf::timespan min,
-           caf::timespan max) {
-      stop_instance(false);
-      if (!deg_)
-        deg_ = std::make_unique<degraded_state>();
-      deg_->fallback = std::move(fallback);
-      deg_->fallback.flags |= envelope::degraded_flag;
-      deg_->probe_min = min;
-      deg_->probe_max = max;
-      deg_->probe_delay = min;
-      enter_degraded();
-      return caf::unit;
-    },
-    [this](probe_atom, uint64_t seq) {
-      if (mode_ == mode::degraded && seq == deg_->probe_seq)
-        probe();
-    },
-    [this](state_atom) -> std::string { return mode_name(); },
   };
+}
+
+
+caf::result<caf::message> cell::control(caf::message& msg) {
+  if (msg.match_elements<committed_atom, std::vector<uint64_t>,
+                         caf::error>()) {
+    // Once per commit batch of the writer, not per envelope.
+    auto& err = msg.get_mutable_as<caf::error>(2);
+    for (auto tok : msg.get_as<std::vector<uint64_t>>(1))
+      on_committed(tok & ~duplicate_bit, (tok & duplicate_bit) != 0, err);
+    return caf::message{};
+  }
+  if (msg.match_elements<snap_atom>()) {
+    dur_->timer = false;
+    if (dur_->unsaved > 0 && instance_)
+      save_snapshot();
+    return caf::message{};
+  }
+  if (msg.match_elements<outbox_atom, uint64_t>()) {
+    auto i = dur_->outbox.find(msg.get_as<uint64_t>(1));
+    if (i != dur_->outbox.end()) {
+      dur_->ready.push_back(i->first);
+      dispatch_outbox();
+    }
+    return caf::message{};
+  }
+  if (msg.match_elements<start_atom, bool, caf::error>()) {
+    if (auto err = start_instance(msg.get_as<bool>(1),
+                                  msg.get_as<caf::error>(2)))
+      return err;
+    // Answer first, then drain in chunks, so the supervisor never waits
+    // on buffered handlers. Until the buffer is empty, new envelopes
+    // queue behind it (see on_envelope), which keeps their order.
+    if (!buffer_.empty())
+      event_based_actor::send<caf::message_priority::high>(
+        this, drain_atom::value, gen_);
+    if (dur_)
+      dispatch_outbox();
+    return caf::make_message(gen_);
+  }
+  if (msg.match_elements<drain_atom, uint64_t>()) {
+    if (msg.get_as<uint64_t>(1) == gen_)
+      drain();
+    return caf::message{};
+  }
+  bool with_ack = msg.match_elements<stop_atom, bool, bool, ack_atom>();
+  if (with_ack || msg.match_elements<stop_atom, bool, bool>()) {
+    auto keep_buffer = msg.get_as<bool>(2);
+    stop_instance(msg.get_as<bool>(1));
+    mode_ = keep_buffer ? mode::idle_buffer : mode::idle_reject;
+    if (!keep_buffer) {
+      reject_buffer(make_error(errc::not_running, cfg_.path));
+      check_in(); // before the answer, which the supervisor awaits
+    }
+    if (with_ack)
+      event_based_actor::send(parent_, ack_atom::value, key_);
+    return caf::message{}; // unit
+  }
+  if (msg.match_elements<retire_atom>()) {
+    stop_instance(false);
+    reject_buffer(make_error(errc::not_running, cfg_.path + " deleted"));
+    check_in();
+    quit();
+    return caf::message{};
+  }
+  if (msg.match_elements<degrade_atom, envelope, caf::timespan,
+                         caf::timespan>()) {
+    stop_instance(false);
+    if (!deg_)
+      deg_ = std::make_unique<degraded_state>();
+    deg_->fallback = std::move(msg.get_mutable_as<envelope>(1));
+    deg_->fallback.flags |= envelope::degraded_flag;
+    deg_->probe_min = msg.get_as<caf::timespan>(2);
+    deg_->probe_max = msg.get_as<caf::timespan>(3);
+    deg_->probe_delay = deg_->probe_min;
+    enter_degraded();
+    return caf::message{};
+  }
+  if (msg.match_elements<probe_atom, uint64_t>()) {
+    if (mode_ == mode::degraded && msg.get_as<uint64_t>(1) == deg_->probe_seq)
+      probe();
+    return caf::message{};
+  }
+  if (msg.match_elements<state_atom>())
+    return caf::make_message(mode_name());
+  return make_error(errc::unknown_message_type,
+                    cfg_.path + " got an unexpected message: "
+                      + caf::to_string(msg));
 }
 
 void cell::on_exit() {
@@ -130,14 +151,15 @@ deferred_reply cell::defer() {
 envelope cell::make_envelope(const google::protobuf::Message& msg,
                              const call_options& opts) {
   envelope e;
-  // GetDescriptor() runs Protobuf's call_once on every call; the last
-  // type's name (owned by the descriptor pool, so stable) is cached.
-  auto* ti = &typeid(msg);
-  if (ti != last_type_) {
-    last_type_ = ti;
-    last_type_name_ = symbol{msg.GetDescriptor()->full_name()};
+  // GetDescriptor() runs Protobuf's call_once on every call, so each
+  // scheduler thread caches the last type's name.
+  thread_local const std::type_info* last_type = nullptr;
+  thread_local symbol last_name;
+  if (auto* ti = &typeid(msg); ti != last_type) {
+    last_name = symbol{msg.GetDescriptor()->full_name()};
+    last_type = ti;
   }
-  e.type = last_type_name_;
+  e.type = last_name;
   msg.SerializeToString(&e.payload);
   e.id = opts.message_id != 0 ? opts.message_id : rt_->next_id();
   if (!opts.idempotency_key.empty())
@@ -454,9 +476,11 @@ void cell::drain() {
     // would answer the message that triggered the drain (often the cell's
     // own drain or commit message), i.e. send the reply to ourselves.
     current_rp_ = p.rp.pending() && !p.rp.async() ? &p.rp : nullptr;
-    current_seq_ = p.seq;
+    if (dur_)
+      dur_->current_seq = p.seq;
     auto res = run(p.env, out, err);
-    current_seq_ = 0;
+    if (dur_)
+      dur_->current_seq = 0;
     current_rp_ = nullptr;
     bool deferred = std::exchange(deferred_, false);
     switch (res) {

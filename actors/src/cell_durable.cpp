@@ -6,9 +6,9 @@
 
 namespace vigil::detail {
 
-void cell::init_durable() {
+void cell::init_durable(const durability_spec& spec) {
   dur_ = std::make_unique<durable>();
-  dur_->spec = cfg_.durability;
+  dur_->spec = spec;
   dur_->writer = rt_->writer();
   if (auto rec = rt_->claim(cfg_.path)) {
     // Records of the other durable mode are not migrated: refuse to start
@@ -22,7 +22,7 @@ void cell::init_durable() {
       dur_->mode_mismatch = cfg_.path + " is a "
                        + (was == 2 ? "journal" : "snapshot")
                        + " agent in this data dir but its child spec says "
-                       + to_string(cfg_.durability.mode)
+                       + to_string(dur_->spec.mode)
                        + "; records are not migrated: keep the old mode, "
                          "or move its records away (vigil inspect shows "
                          "them) and use another data dir";
@@ -134,7 +134,7 @@ void cell::restore_state() {
                              + cfg_.path.substr(0, 60) + "...");
   if (!dur_->writer)
     throw std::runtime_error("durability " + std::string{to_string(
-                               cfg_.durability.mode)}
+                               dur_->spec.mode)}
                              + " needs a data dir; set node_config::data_dir");
   auto* m = instance_->state_message();
   if (!dur_->has_state || m == nullptr)
@@ -331,7 +331,7 @@ void cell::after_handled() {
   d.sends.clear();
   for (auto& x : sends)
     x.seq = d.next_outbox++;
-  auto a = consume_args(current_seq_);
+  auto a = consume_args(d.current_seq);
   a.outbox = &sends;
   auto tok = write(detail::consume_item(a), true);
   if (!sends.empty()) {

@@ -47,11 +47,12 @@ public:
        caf::actor parent, uint64_t key)
     : caf::event_based_actor(ac),
       rt_(std::move(rt)),
-      cfg_(std::move(cfg)),
+      cfg_{std::move(cfg.path), cfg.type, std::move(cfg.params),
+           cfg.buffer_cap, cfg.max_deliveries},
       parent_(std::move(parent)),
       key_(key) {
-    if (cfg_.durability.mode != durability_mode::none)
-      init_durable();
+    if (cfg.durability.mode != durability_mode::none)
+      init_durable(cfg.durability);
   }
 
   const char* name() const override {
@@ -120,7 +121,7 @@ protected:
 private:
   /// `draining` is never stored: it marks a running cell with a non-empty
   /// buffer while on_envelope queues a new envelope behind the buffer.
-  enum class mode {
+  enum class mode : uint8_t {
     idle_buffer,
     idle_reject,
     running,
@@ -182,6 +183,10 @@ private:
   }
 
   caf::result<envelope> on_envelope(envelope& e);
+
+  /// The supervisor protocol and the cell's own timers (see cell.hpp),
+  /// reached through the default handler.
+  caf::result<caf::message> control(caf::message& msg);
 
   /// Runs the handler for `e`. On `replied`, `out` holds the reply (empty type
   /// for void handlers); on `rejected` or `failed`, `err` holds the reason.
@@ -251,6 +256,8 @@ private:
     bool resetting = false;
     /// Set when the data dir holds this path under another durable mode.
     std::string mode_mismatch;
+    /// Journal seq of the buffered envelope being handled (0 for others).
+    uint64_t current_seq = 0;
     /// Snapshot mode.
     uint32_t unsaved = 0;
     bool timer = false;
@@ -262,7 +269,7 @@ private:
   /// Marks accept tokens; other writes count up from 1.
   static constexpr uint64_t accept_bit = uint64_t{1} << 62;
 
-  void init_durable();
+  void init_durable(const durability_spec& spec);
 
   /// Takes what the node recovered for this path: the last state, then the
   /// unconsumed envelopes in their original order, ahead of any new one.
@@ -331,20 +338,31 @@ private:
 
   void outbox_delivered(uint64_t oseq);
 
+  /// The cell_config without its durability (which lives in `dur_`).
+  struct settings {
+    std::string path;
+    const agent_type* type;
+    std::shared_ptr<const vigil::params> params;
+    uint32_t buffer_cap;
+    uint32_t max_deliveries;
+  };
+
   std::shared_ptr<runtime> rt_;
-  cell_config cfg_;
+  settings cfg_;
   caf::actor parent_;
   uint64_t key_;
   uint64_t gen_ = 0;
   mode mode_ = mode::idle_buffer;
+  bool deferred_ = false;
+  bool stop_requested_ = false;
+  /// The durable view was handed to the runtime (see check_in).
+  bool checked_in_ = false;
   std::unique_ptr<agent_base> instance_;
   // A list, not a deque: an empty std::deque allocates ~600 bytes, and
   // every cell has a buffer that is empty almost always.
   std::list<pending> buffer_;
   const envelope* current_ = nullptr;
   response_promise* current_rp_ = nullptr;
-  bool deferred_ = false;
-  bool stop_requested_ = false;
   caf::error stop_reason_;
   /// The stand-in of a degraded child and its half-open probes.
   struct degraded_state {
@@ -358,12 +376,6 @@ private:
   std::unique_ptr<degraded_state> deg_;
   // Only durable children pay for this.
   std::unique_ptr<durable> dur_;
-  uint64_t current_seq_ = 0;
-  /// The durable view was handed to the runtime (see check_in).
-  bool checked_in_ = false;
-  /// make_envelope's cache of the last message type and its name.
-  const std::type_info* last_type_ = nullptr;
-  symbol last_type_name_;
 };
 
 } // namespace vigil::detail

@@ -69,8 +69,10 @@ public:
   }
 
 private:
-  enum class status { running, restarting, stopped, degraded };
+  enum class status : uint8_t { running, restarting, stopped, degraded };
 
+  // 96 bytes, so that a map node fits a 144-byte malloc chunk: a node may
+  // supervise a million dynamic children.
   struct child {
     uint64_t key = 0;
     std::string id; // its path is child_path(id)
@@ -78,12 +80,12 @@ private:
     /// params, so a dynamic child costs no copy of the spec.
     std::shared_ptr<const child_spec> spec;
     caf::actor handle;
-    status st = status::stopped;
     uint64_t gen = 0;
-    uint64_t restarts = 0;
-    uint32_t backoff_n = 0;
     time_point last_failure{};
-    uint64_t token = 0; // invalidates scheduled restarts
+    uint32_t restarts = 0;
+    uint32_t backoff_n = 0;
+    uint32_t token = 0; // invalidates scheduled restarts
+    status st = status::stopped;
     /// Children after this one that its failed group restart (one_for_all,
     /// rest_for_one) left stopped; its retry restarts them with it.
   };

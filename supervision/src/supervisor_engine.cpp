@@ -18,7 +18,8 @@ void supervisor_actor::start_one(uint64_t key, bool is_restart,
       cc.path = child_path(c->id);
       cc.type = rt_->types().find(c->spec->agent);
       cc.params = {c->spec, &c->spec->params}; // shares, no copy
-      cc.buffer_cap = c->spec->buffer_cap;
+      cc.buffer_cap = static_cast<uint32_t>(
+        std::min<size_t>(c->spec->buffer_cap, UINT32_MAX));
       cc.max_deliveries = c->spec->max_deliveries;
       cc.durability = c->spec->durability;
       if (cc.type == nullptr)
@@ -327,7 +328,7 @@ void supervisor_actor::on_child_exit(uint64_t key, caf::error reason) {
 
 void supervisor_actor::schedule_restart(child& c, caf::error reason) {
   auto delay = backoff_delay(c);
-  auto token = ++c.token;
+  uint64_t token = ++c.token;
   if (delay.count() == 0)
     return restart(c.key, std::move(reason));
   delayed_send(this, delay, try_again_atom::value, c.key, token,
@@ -438,7 +439,7 @@ caf::result<child_info> supervisor_actor::start_api(uint64_t key,
 
 void supervisor_actor::schedule_retry(child& c, caf::error reason) {
   auto delay = backoff_delay(c);
-  auto token = ++c.token;
+  uint64_t token = ++c.token;
   if (delay.count() == 0)
     send(this, try_again_atom::value, c.key, token, std::move(reason));
   else

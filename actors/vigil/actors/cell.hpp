@@ -25,7 +25,7 @@ struct cell_config {
   /// child: always, while they wait for their commit and their handler);
   /// beyond this a request fails with `buffer_overflow` and a send becomes
   /// a dead letter.
-  size_t buffer_cap = 10000;
+  uint32_t buffer_cap = 10000;
   /// Deliveries of one envelope: with 1 a failing envelope is not retried;
   /// with N > 1 it is redelivered to the restarted instance until it has
   /// failed N times, then it is a dead letter (poison_message).
