@@ -6,9 +6,13 @@
 
 namespace vigil {
 
-namespace {
+namespace detail {
 
-const std::string empty_string;
+const std::string empty_symbol_name;
+
+} // namespace detail
+
+namespace {
 
 struct intern_table {
   std::mutex mtx;
@@ -23,11 +27,7 @@ intern_table& table() {
 
 } // namespace
 
-symbol::symbol() noexcept : p_(&empty_string) {
-  // nop
-}
-
-symbol::symbol(std::string_view s) : p_(&empty_string) {
+symbol::symbol(std::string_view s) : p_(&detail::empty_symbol_name) {
   if (s.empty())
     return;
   auto& t = table();

@@ -8,6 +8,13 @@
 
 namespace vigil {
 
+namespace detail {
+
+/// What the empty symbol points to.
+extern const std::string empty_symbol_name;
+
+} // namespace detail
+
 /// An interned, immutable string: one pointer wide, copied and compared by
 /// pointer. Envelopes carry their Protobuf type name as a symbol, so a send
 /// neither allocates nor copies the name, and a handler lookup hashes a
@@ -19,7 +26,9 @@ namespace vigil {
 class symbol {
 public:
   /// The empty symbol.
-  symbol() noexcept;
+  symbol() noexcept : p_(&detail::empty_symbol_name) {
+    // nop
+  }
 
   /// Interns `s` (takes a lock unless `s` is empty).
   symbol(std::string_view s); // NOLINT: implicit, like std::string
