@@ -147,9 +147,13 @@ caf::behavior supervisor_actor::make_behavior() {
                                   "child_spec");
       if (!template_)
         template_ = std::make_shared<const child_spec>(spec_.children.front());
-      auto id = name.empty()
-                  ? template_->id + "-" + std::to_string(next_key_)
-                  : name;
+      auto id = name;
+      if (id.empty()) {
+        id = template_->id + "-" + std::to_string(next_key_);
+        // A named child may hold that id already: skip its number.
+        while (find_id(id) != nullptr)
+          id = template_->id + "-" + std::to_string(++next_key_);
+      }
       if (auto* c = find_id(id))
         return make_error(errc::already_started, child_path(c->id));
       auto spec = template_;

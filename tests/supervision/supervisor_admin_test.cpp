@@ -118,6 +118,26 @@ TEST_F(sup_test, child_adm_simple) {
   EXPECT_TRUE(has_code(start_simple(other, "x"), errc::invalid_child_spec));
 }
 
+// An unnamed child gets the template's id and a number; a child named like
+// that before does not make the unnamed start fail.
+TEST_F(sup_test, unnamed_child_skips_ids_taken_by_named_ones) {
+  auto spec = flags(strategy::simple_one_for_one, 2, 3600 * 1000);
+  spec.children.push_back(worker("child", "echo"));
+  caf::actor sup;
+  ASSERT_FALSE(start("sup", spec, &sup));
+  auto first = start_simple(sup, "");
+  ASSERT_TRUE(first) << describe(first.error());
+  // Name children after the next few numbers the counter would hand out.
+  auto n = std::stoul(first->id.substr(first->id.rfind('-') + 1));
+  for (unsigned long k = n + 1; k <= n + 3; ++k)
+    ASSERT_TRUE(start_simple(sup, "child-" + std::to_string(k)));
+  auto next = start_simple(sup, "");
+  ASSERT_TRUE(next) << describe(next.error());
+  EXPECT_EQ(next->id.rfind("child-", 0), 0u);
+  EXPECT_GT(std::stoul(next->id.substr(next->id.rfind('-') + 1)), n + 3);
+  EXPECT_EQ(counts(sup), cc(1, 5, 0, 5));
+}
+
 // Temporary children leave nothing behind once they end: a terminated
 // temporary child's spec is dropped (start_child with the same id works),
 // where a permanent or transient child keeps its spec.
