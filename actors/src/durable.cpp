@@ -88,6 +88,10 @@ write_item accept_item(const std::string& path, uint64_t seq,
   records::IdempotencyRecord idem;
   idem.set_format(store::format);
   idem.set_seq(seq);
+  idem.set_accepted_ms(static_cast<uint64_t>(
+    std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::system_clock::now().time_since_epoch())
+      .count()));
   idem.SerializeToString(&item.guard_value);
   records::JournalEntry je;
   je.set_format(store::format);

@@ -1,5 +1,8 @@
 #include "vigil/actors/writer.hpp"
 
+#include <algorithm>
+#include <chrono>
+#include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -30,6 +33,8 @@ public:
   }
 
   caf::behavior make_behavior() override {
+    if (opts_.idempotency_retention.count() > 0)
+      delayed_send(this, opts_.compact_every, compact_atom::value);
     return {
       [this](write_atom, uint64_t token, write_item& item) {
         auto& from = current_sender();
@@ -70,8 +75,10 @@ public:
         return caf::unit;
       },
       [this](stats_atom) {
-        return caf::make_message(items_, commits_, failures_, largest_);
+        return caf::make_message(items_, commits_, failures_, largest_,
+                                 compacted_, compact_failures_);
       },
+      [this](compact_atom) { compact(); },
     };
   }
 
@@ -80,6 +87,33 @@ public:
   }
 
 private:
+  /// One compaction step; the next one queues behind the writes that
+  /// arrived meanwhile, and a finished pass waits `compact_every`.
+  void compact() {
+    flush(); // items that came before this step keep their order
+    using namespace std::chrono;
+    auto now_ms = duration_cast<milliseconds>(
+                    system_clock::now().time_since_epoch())
+                    .count();
+    auto cutoff = static_cast<uint64_t>(
+      std::max<int64_t>(0, now_ms - opts_.idempotency_retention.count()));
+    std::string next;
+    size_t deleted = 0;
+    if (auto st = st_->compact_idempotency(cutoff, compact_from_,
+                                           opts_.compact_step, next, deleted)) {
+      ++compact_failures_; // retried with the next pass
+      compact_from_.clear();
+      delayed_send(this, opts_.compact_every, compact_atom::value);
+      return;
+    }
+    compacted_ += deleted;
+    compact_from_ = std::move(next);
+    if (compact_from_.empty())
+      delayed_send(this, opts_.compact_every, compact_atom::value);
+    else
+      send(this, compact_atom::value);
+  }
+
   struct entry {
     write_item item;
     uint64_t token;
@@ -142,6 +176,10 @@ private:
   uint64_t commits_ = 0;
   uint64_t failures_ = 0;
   uint64_t largest_ = 0;
+  /// Where the running compaction pass continues ("" = a new pass).
+  std::string compact_from_;
+  uint64_t compacted_ = 0;
+  uint64_t compact_failures_ = 0;
 };
 
 } // namespace

@@ -72,6 +72,9 @@ public:
     if (n.has_threads() && n.threads() == 0)
       fail(pos(n, pol::Node::kThreadsFieldNumber),
            "node.threads: allowed: 1 or more");
+    if (n.has_idempotency_retention())
+      out.node.writer.idempotency_retention
+        = to_ms(n.idempotency_retention());
   }
 
   supervisor_spec supervisor(const pol::Supervisor& s,

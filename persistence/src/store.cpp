@@ -398,4 +398,58 @@ status store::count(db which, size_t& out) {
   return {};
 }
 
+status store::compact_idempotency(uint64_t cutoff_ms, const std::string& from,
+                                  size_t max_scan, std::string& next,
+                                  size_t& deleted) {
+  auto& d = *impl_;
+  constexpr auto name = "idempotency";
+  deleted = 0;
+  next.clear();
+  size_t n = 0;
+  std::string last;
+  auto st = d.write([&](MDB_txn* t) -> op_result {
+    n = 0;
+    last.clear();
+    lmdb::cursor c;
+    if (auto rc = c.open(t, d.dbi(db::idempotency)); rc != MDB_SUCCESS)
+      return {rc, name, "mdb_cursor_open"};
+    MDB_val k, v;
+    int rc;
+    if (from.empty()) {
+      rc = c.get(k, v, MDB_FIRST);
+    } else {
+      k = lmdb::val(from);
+      rc = c.get(k, v, MDB_SET_RANGE);
+      // `from` itself was looked at in the previous step.
+      if (rc == MDB_SUCCESS && std::string_view{static_cast<char*>(k.mv_data),
+                                                k.mv_size}
+                                 == from)
+        rc = c.get(k, v, MDB_NEXT);
+    }
+    records::IdempotencyRecord rec;
+    for (size_t scanned = 0; rc == MDB_SUCCESS && scanned < max_scan;
+         ++scanned) {
+      last.assign(static_cast<char*>(k.mv_data), k.mv_size);
+      if (rec.ParseFromArray(v.mv_data, static_cast<int>(v.mv_size))
+          && rec.accepted_ms() != 0 && rec.accepted_ms() < cutoff_ms) {
+        if (rc = mdb_cursor_del(c.get(), 0); rc != MDB_SUCCESS)
+          return {rc, name, "mdb_cursor_del", &last};
+        ++n;
+      }
+      // After a delete, MDB_NEXT yields the record that followed it.
+      rc = c.get(k, v, MDB_NEXT);
+    }
+    if (rc == MDB_NOTFOUND)
+      last.clear(); // the pass is done
+    else if (rc != MDB_SUCCESS)
+      return {rc, name, "mdb_cursor_get", &last};
+    return {};
+  });
+  if (!st) {
+    deleted = n;
+    next = std::move(last);
+  }
+  return st;
+}
+
 } // namespace vigil

@@ -207,6 +207,43 @@ TEST(durable_test, duplicate_message_id_is_applied_once_across_restarts) {
   EXPECT_EQ(seen(get(nd, "root/tally")), (std::vector<int64_t>{5, 1, 2}));
 }
 
+// Accepted message ids are remembered for `idempotency_retention`, then
+// compacted away in the background: within the window a redelivery is
+// dropped; after it, the same id is a new message.
+TEST(durable_test, ids_older_than_the_retention_are_compacted) {
+  temp_dir dir;
+  auto nc = with_dir(dir);
+  nc.writer.idempotency_retention = std::chrono::milliseconds{1000};
+  nc.writer.compact_every = std::chrono::milliseconds{20};
+  nc.writer.compact_step = 2; // several steps per pass
+  node nd{durable_registry(), nc};
+  ASSERT_FALSE(nd.start("root", tree({journaled("tally")})));
+  call_options same;
+  same.message_id = 777;
+  ASSERT_FALSE(nd.send("root/tally", add(5), same));
+  ASSERT_FALSE(nd.send("root/tally", add(5), same)); // within the window
+  for (int64_t k = 1; k <= 4; ++k)
+    ASSERT_FALSE(nd.send("root/tally", add(k)));
+  ASSERT_TRUE(eventually([&] { return has_count(nd, "root/tally", 5); }));
+  EXPECT_EQ(seen(get(nd, "root/tally")), (std::vector<int64_t>{5, 1, 2, 3, 4}));
+  // Every accepted id is compacted once it is older than a second.
+  auto ids = [&] {
+    size_t n = 0;
+    return nd.rt()->storage()->count(db::idempotency, n) ? size_t{99} : n;
+  };
+  ASSERT_TRUE(eventually([&] { return ids() == 0; }));
+  auto stats = nd.writer_stats();
+  ASSERT_TRUE(stats);
+  // The five adds, and the reads (`get` is journaled too).
+  EXPECT_GE((*stats)[4], 5u) << "compacted";
+  EXPECT_EQ((*stats)[5], 0u) << "compaction failures";
+  // Past the window, the old id is applied again.
+  ASSERT_FALSE(nd.send("root/tally", add(5), same));
+  ASSERT_TRUE(eventually([&] { return has_count(nd, "root/tally", 6); }));
+  EXPECT_EQ(seen(get(nd, "root/tally")),
+            (std::vector<int64_t>{5, 1, 2, 3, 4, 5}));
+}
+
 TEST(durable_test, outbox_sends_are_delivered_once_after_the_commit) {
   temp_dir dir;
   node nd{durable_registry(), with_dir(dir)};

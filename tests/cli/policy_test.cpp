@@ -82,7 +82,7 @@ const error_case error_cases[] = {
    "node: {nam: x}\n"
    "tree: {}\n",
    {"policy.yaml:1:8: unknown key \"nam\" in node; allowed: name, data_dir, "
-    "listen, sync, threads"}},
+    "listen, sync, threads, idempotency_retention"}},
   {"wrong_int",
    "tree:\n"
    "  intensity: lots\n",
@@ -357,6 +357,7 @@ const char* full_policy = R"(node:
   sync: nosync
   threads: 4
   listen: 127.0.0.1:7000
+  idempotency_retention: 24h
 tree:
   strategy: rest_for_one
   intensity: 3
@@ -412,6 +413,7 @@ TEST(policy_test, loads_a_complete_policy) {
   EXPECT_EQ(p.node.sync, sync_mode::nosync);
   EXPECT_EQ(p.node.threads, 4u);
   EXPECT_EQ(p.pb.node().listen(), "127.0.0.1:7000");
+  EXPECT_EQ(p.node.writer.idempotency_retention, std::chrono::hours{24});
   // root supervisor
   auto& t = p.tree;
   EXPECT_EQ(t.flags.strategy, strategy::rest_for_one);
@@ -523,6 +525,7 @@ TEST(policy_test, applies_defaults) {
   EXPECT_EQ(p.node.threads, 2u);
   EXPECT_EQ(p.node.sync, sync_mode::full);
   EXPECT_TRUE(p.node.data_dir.empty());
+  EXPECT_EQ(p.node.writer.idempotency_retention, std::chrono::hours{24 * 7});
   EXPECT_EQ(p.tree.flags.strategy, strategy::one_for_one);
   EXPECT_EQ(p.tree.flags.intensity, 1);
   EXPECT_EQ(p.tree.flags.period, 5s);

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "persistence/store_support.hpp"
@@ -218,6 +219,70 @@ TEST_F(store_test, guarded_duplicate_applies_nothing) {
   EXPECT_EQ(seqs(mb), std::vector<uint64_t>{1});
   EXPECT_EQ(count(*s, db::idempotency), 1u);
   EXPECT_EQ(count(*s, db::journal), 2u);
+}
+
+// Compaction drops idempotency records older than the cutoff, keeps newer
+// ones, those without a time and those that do not parse, and resumes where
+// the previous step stopped. 3,000 records span many LMDB pages, so deletes
+// cross page boundaries.
+TEST_F(store_test, compaction_drops_old_idempotency_records_in_steps) {
+  auto s = open();
+  ASSERT_NE(s, nullptr);
+  constexpr uint64_t n = 3000;
+  std::vector<write_item> items(n);
+  std::set<std::string> expect_kept;
+  for (uint64_t i = 0; i < n; ++i) {
+    records::IdempotencyRecord rec;
+    rec.set_format(store::format);
+    rec.set_seq(i + 1);
+    // Every third record is new (time 2000), every seventh has no time,
+    // the rest are old (time 1000); the cutoff is 1500.
+    uint64_t at = i % 3 == 0 ? 2000 : 1000;
+    if (i % 7 == 0)
+      at = 0;
+    rec.set_accepted_ms(at);
+    items[i].guard = path_key(i % 2 == 0 ? "a" : "b/c", i);
+    items[i].guard_value = bytes(rec);
+    if (at != 1000)
+      expect_kept.insert(items[i].guard);
+  }
+  ASSERT_TRUE(apply(*s, items).ok());
+  s.reset(); // LMDB allows one environment handle per file and process
+  ASSERT_EQ(raw_env{dir_}.put("idempotency", path_key("a", 999999),
+                              "not a record"),
+            0);
+  expect_kept.insert(path_key("a", 999999));
+  s = open();
+  ASSERT_NE(s, nullptr);
+  std::string from;
+  std::string next;
+  size_t deleted = 0;
+  size_t total = 0;
+  int steps = 0;
+  do {
+    ASSERT_TRUE(s->compact_idempotency(1500, from, 250, next, deleted).ok());
+    total += deleted;
+    from = next;
+    ASSERT_LT(++steps, 100) << "compaction does not reach the end";
+  } while (!next.empty());
+  EXPECT_GE(steps, 12); // 3,001 records, 250 per step
+  EXPECT_EQ(total, n + 1 - expect_kept.size());
+  EXPECT_EQ(count(*s, db::idempotency), expect_kept.size());
+  // A second pass finds nothing more to do.
+  ASSERT_TRUE(s->compact_idempotency(1500, "", 100000, next, deleted).ok());
+  EXPECT_EQ(deleted, 0u);
+  EXPECT_TRUE(next.empty());
+  // A compacted id is new again: its guard no longer stops it.
+  std::vector<write_item> again(1);
+  again[0].guard = path_key("b/c", 1);
+  std::vector<write_result> res;
+  ASSERT_TRUE(apply(*s, again, &res).ok());
+  EXPECT_EQ(res, std::vector<write_result>{write_result::applied});
+  // The survivors are exactly the expected keys (plus the one just added).
+  s.reset();
+  raw_env raw{dir_};
+  for (auto& key : expect_kept)
+    EXPECT_TRUE(raw.get("idempotency", key).has_value());
 }
 
 TEST_F(store_test, dead_letter_seqs_count_up_across_reopen) {

@@ -21,6 +21,16 @@ struct writer_options {
   /// non-full batch. Zero commits as soon as the writer's mailbox holds no
   /// more items (batching only what arrived meanwhile).
   std::chrono::microseconds max_latency{0};
+  /// How long a journal agent remembers an accepted message id, so that a
+  /// redelivery is not applied twice. Older ids are compacted away in the
+  /// background; a message resent after that is applied again. Zero keeps
+  /// every id for ever (the idempotency table then only grows).
+  std::chrono::milliseconds idempotency_retention{std::chrono::hours{24 * 7}};
+  /// How often a compaction pass starts.
+  std::chrono::milliseconds compact_every{std::chrono::minutes{1}};
+  /// Records a compaction step looks at in one write transaction; a pass
+  /// takes as many steps as it needs, with other writes between them.
+  size_t compact_step = 5000;
 };
 
 // (write, token, write_item) -> after the commit returned, the sender
@@ -38,9 +48,11 @@ using flush_atom = caf::atom_constant<caf::atom("vflush")>;
 using reset_atom = caf::atom_constant<caf::atom("vreset")>;
 constexpr uint64_t duplicate_bit = uint64_t{1} << 63;
 
-/// (stats) -> (items, commits, failures, largest batch): the writer's
-/// counters since it started.
+/// (stats) -> (items, commits, failures, largest batch, idempotency records
+/// compacted, compaction failures): the writer's counters since it started.
 using stats_atom = caf::atom_constant<caf::atom("vstats")>;
+/// Writer-internal: the next compaction step.
+using compact_atom = caf::atom_constant<caf::atom("vcompact")>;
 
 /// Spawns the node's single writer: a detached actor (its own thread, so a
 /// write transaction may span messages) that owns every write transaction

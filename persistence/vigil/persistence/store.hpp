@@ -202,6 +202,16 @@ public:
   /// Number of records in `d`.
   status count(db d, size_t& out);
 
+  /// One step of idempotency compaction, in one write transaction: looks
+  /// at up to `max_scan` records of `db::idempotency` after key `from`
+  /// ("" = from the first) and deletes those accepted before `cutoff_ms`
+  /// (Unix milliseconds). Records without a time and records that do not
+  /// parse are kept. `next` is the key to pass as `from` next time, or ""
+  /// when the pass reached the end. Same thread rules as `apply`.
+  status compact_idempotency(uint64_t cutoff_ms, const std::string& from,
+                             size_t max_scan, std::string& next,
+                             size_t& deleted);
+
 private:
   store();
   struct impl;

@@ -100,7 +100,8 @@ public:
   /// Corrupt records that `start` moved to the dead letters.
   std::vector<quarantined> quarantine() const;
 
-  /// The writer's counters: items, commits, failures, largest batch.
+  /// The writer's counters: items, commits, failures, largest batch,
+  /// idempotency records compacted, compaction steps that failed.
   caf::expected<std::vector<uint64_t>> writer_stats();
 
   /// A copy of this node's dead letters.
