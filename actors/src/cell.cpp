@@ -151,15 +151,21 @@ deferred_reply cell::defer() {
 envelope cell::make_envelope(const google::protobuf::Message& msg,
                              const call_options& opts) {
   envelope e;
-  // GetDescriptor() runs Protobuf's call_once on every call, so each
-  // scheduler thread caches the last type's name.
-  thread_local const std::type_info* last_type = nullptr;
-  thread_local symbol last_name;
-  if (auto* ti = &typeid(msg); ti != last_type) {
-    last_name = symbol{msg.GetDescriptor()->full_name()};
-    last_type = ti;
+  // GetDescriptor() runs Protobuf's call_once on every call, and interning
+  // takes a lock, so each scheduler thread caches names by C++ type in a
+  // small direct-mapped table (agents that alternate types stay lock-free).
+  struct slot {
+    const std::type_info* type = nullptr;
+    symbol name;
+  };
+  thread_local slot cache[16];
+  auto* ti = &typeid(msg);
+  auto& sl = cache[(reinterpret_cast<uintptr_t>(ti) >> 4) % 16];
+  if (sl.type != ti) {
+    sl.name = symbol{msg.GetDescriptor()->full_name()};
+    sl.type = ti;
   }
-  e.type = last_name;
+  e.type = sl.name;
   msg.SerializeToString(&e.payload);
   e.id = opts.message_id != 0 ? opts.message_id : rt_->next_id();
   if (!opts.idempotency_key.empty())

@@ -23,6 +23,8 @@ public:
     : caf::event_based_actor(cfg), st_(std::move(st)), opts_(opts) {
     if (opts_.max_batch == 0)
       opts_.max_batch = 1;
+    if (opts_.compact_step == 0)
+      opts_.compact_step = 1;
     batch_.reserve(opts_.max_batch);
     ptrs_.reserve(opts_.max_batch);
     results_.reserve(opts_.max_batch);
@@ -76,7 +78,8 @@ public:
       },
       [this](stats_atom) {
         return caf::make_message(items_, commits_, failures_, largest_,
-                                 compacted_, compact_failures_);
+                                 compacted_, compact_failures_,
+                                 compact_passes_);
       },
       [this](compact_atom) { compact(); },
     };
@@ -108,8 +111,10 @@ private:
     }
     compacted_ += deleted;
     compact_from_ = std::move(next);
-    if (compact_from_.empty())
+    if (compact_from_.empty()) {
+      ++compact_passes_;
       delayed_send(this, opts_.compact_every, compact_atom::value);
+    }
     else
       send(this, compact_atom::value);
   }
@@ -180,6 +185,7 @@ private:
   std::string compact_from_;
   uint64_t compacted_ = 0;
   uint64_t compact_failures_ = 0;
+  uint64_t compact_passes_ = 0;
 };
 
 } // namespace

@@ -427,14 +427,40 @@ status store::compact_idempotency(uint64_t cutoff_ms, const std::string& from,
         rc = c.get(k, v, MDB_NEXT);
     }
     records::IdempotencyRecord rec;
+    auto journal = d.dbi(db::journal);
+    std::string jkey;
+    std::string skip_to;
     for (size_t scanned = 0; rc == MDB_SUCCESS && scanned < max_scan;
          ++scanned) {
       last.assign(static_cast<char*>(k.mv_data), k.mv_size);
-      if (rec.ParseFromArray(v.mv_data, static_cast<int>(v.mv_size))
-          && rec.accepted_ms() != 0 && rec.accepted_ms() < cutoff_ms) {
+      std::string_view path;
+      uint64_t id = 0;
+      if (!rec.ParseFromArray(v.mv_data, static_cast<int>(v.mv_size))
+          || rec.accepted_ms() == 0 || !split_path_key(last, path, id)) {
+        rc = c.get(k, v, MDB_NEXT); // kept: not ours to judge
+        continue;
+      }
+      if (rec.accepted_ms() >= cutoff_ms) {
+        // An agent's ids are accepted in order (the node's ids only grow),
+        // so the rest of this path is newer still: skip to the next path.
+        skip_to.assign(path);
+        skip_to.push_back('\x01'); // sorts after every `path\0...` key
+        k = lmdb::val(skip_to);
+        rc = c.get(k, v, MDB_SET_RANGE);
+        continue;
+      }
+      // Old, but its envelope may still wait in the journal (the agent is
+      // restarting, degraded, or gone from the tree): the guard stays until
+      // it is consumed, or a redelivery would be accepted a second time.
+      jkey = path_key(path, rec.seq());
+      MDB_val jk = lmdb::val(jkey);
+      MDB_val jv;
+      if (auto jrc = mdb_get(t, journal, &jk, &jv); jrc == MDB_NOTFOUND) {
         if (rc = mdb_cursor_del(c.get(), 0); rc != MDB_SUCCESS)
           return {rc, name, "mdb_cursor_del", &last};
         ++n;
+      } else if (jrc != MDB_SUCCESS) {
+        return {jrc, "journal", "mdb_get", &jkey};
       }
       // After a delete, MDB_NEXT yields the record that followed it.
       rc = c.get(k, v, MDB_NEXT);

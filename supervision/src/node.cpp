@@ -290,9 +290,11 @@ caf::expected<std::vector<uint64_t>> node::writer_stats() {
   self->request(impl_->writer, caf::infinite, stats_atom::value)
     .receive(
       [&](uint64_t items, uint64_t commits, uint64_t failures,
-          uint64_t largest, uint64_t compacted, uint64_t compact_failures) {
-        out = std::vector<uint64_t>{items,   commits,   failures,
-                                    largest, compacted, compact_failures};
+          uint64_t largest, uint64_t compacted, uint64_t compact_failures,
+          uint64_t passes) {
+        out = std::vector<uint64_t>{items,     commits,          failures,
+                                    largest,   compacted,        compact_failures,
+                                    passes};
       },
       [&](caf::error& err) { out = std::move(err); });
   return out;

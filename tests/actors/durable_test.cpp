@@ -244,6 +244,43 @@ TEST(durable_test, ids_older_than_the_retention_are_compacted) {
             (std::vector<int64_t>{5, 1, 2, 3, 4, 5}));
 }
 
+// Compaction keeps the id of an envelope that still waits in the journal
+// (here: its agent waits out a restart backoff), however old: a redelivery
+// meanwhile is still a duplicate.
+TEST(durable_test, compaction_keeps_the_guard_of_a_pending_envelope) {
+  temp_dir dir;
+  auto nc = with_dir(dir);
+  nc.writer.idempotency_retention = std::chrono::milliseconds{200};
+  nc.writer.compact_every = std::chrono::milliseconds{10};
+  node nd{durable_registry(), nc};
+  auto spec = tree({journaled("tally")});
+  spec.flags.backoff.min = std::chrono::seconds{3};
+  spec.flags.backoff.max = std::chrono::seconds{3};
+  spec.flags.backoff.jitter = 0;
+  ASSERT_FALSE(nd.start("root", spec));
+  ASSERT_FALSE(nd.send("root/tally", add(1)));
+  ASSERT_TRUE(eventually([&] { return has_count(nd, "root/tally", 1); }));
+  ASSERT_FALSE(nd.send("root/tally", add(-1))); // fails: back in 3 s
+  call_options same;
+  same.message_id = 777;
+  ASSERT_FALSE(nd.send("root/tally", add(5), same)); // accepted, waits
+  // 40 more passes, 10 ms apart: the id is then well past its retention.
+  auto passes = [&] {
+    auto st = nd.writer_stats();
+    return st ? (*st)[6] : uint64_t{0};
+  };
+  auto p0 = passes();
+  ASSERT_TRUE(eventually([&] { return passes() >= p0 + 40; }));
+  ASSERT_FALSE(nd.send("root/tally", add(5), same)); // a redelivery
+  ASSERT_FALSE(nd.send("root/tally", add(2)));
+  // add(2) comes last, so once it is applied the redelivery was handled.
+  ASSERT_TRUE(eventually([&] {
+    auto s = seen(get(nd, "root/tally"));
+    return !s.empty() && s.back() == 2;
+  }));
+  EXPECT_EQ(seen(get(nd, "root/tally")), (std::vector<int64_t>{1, 5, 2}));
+}
+
 TEST(durable_test, outbox_sends_are_delivered_once_after_the_commit) {
   temp_dir dir;
   node nd{durable_registry(), with_dir(dir)};

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -76,17 +77,22 @@ private:
   caf::actor cell_;
 };
 
-/// The interned Protobuf type name of `msg`. Caches the last type per
-/// thread, so a sender of one type interns once.
+/// The interned Protobuf type name of `msg`. Each thread caches names in a
+/// small direct-mapped table, so steady senders never take the interning
+/// lock.
 inline symbol type_symbol(const google::protobuf::Message& msg) {
-  thread_local const google::protobuf::Descriptor* last = nullptr;
-  thread_local symbol name;
+  struct slot {
+    const google::protobuf::Descriptor* type = nullptr;
+    symbol name;
+  };
+  thread_local slot cache[16];
   auto* d = msg.GetDescriptor();
-  if (d != last) {
-    name = symbol{d->full_name()};
-    last = d;
+  auto& sl = cache[(reinterpret_cast<uintptr_t>(d) >> 4) % 16];
+  if (sl.type != d) {
+    sl.name = symbol{d->full_name()};
+    sl.type = d;
   }
-  return name;
+  return sl.name;
 }
 
 /// The interned Protobuf type name of `T`.

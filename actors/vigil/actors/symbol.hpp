@@ -23,6 +23,9 @@ extern const std::string empty_symbol_name;
 /// Interning takes a process-wide lock and keeps the string for the life of
 /// the process, so symbols are for bounded sets of names (message types),
 /// not for data. Make a symbol once, outside the hot path, and copy it.
+/// Envelopes loaded from disk intern their type names too; once envelopes
+/// come from other nodes, a peer could grow the table with made-up names
+/// (to be bounded when clustering lands).
 class symbol {
 public:
   /// The empty symbol.

@@ -23,8 +23,9 @@ struct writer_options {
   std::chrono::microseconds max_latency{0};
   /// How long a journal agent remembers an accepted message id, so that a
   /// redelivery is not applied twice. Older ids are compacted away in the
-  /// background; a message resent after that is applied again. Zero keeps
-  /// every id for ever (the idempotency table then only grows).
+  /// background once their envelope has left the journal; a message resent
+  /// after that is applied again. Zero keeps every id for ever (the
+  /// idempotency table then only grows).
   std::chrono::milliseconds idempotency_retention{std::chrono::hours{24 * 7}};
   /// How often a compaction pass starts.
   std::chrono::milliseconds compact_every{std::chrono::minutes{1}};
@@ -49,7 +50,8 @@ using reset_atom = caf::atom_constant<caf::atom("vreset")>;
 constexpr uint64_t duplicate_bit = uint64_t{1} << 63;
 
 /// (stats) -> (items, commits, failures, largest batch, idempotency records
-/// compacted, compaction failures): the writer's counters since it started.
+/// compacted, failed compaction steps, finished compaction passes): the
+/// writer's counters since it started.
 using stats_atom = caf::atom_constant<caf::atom("vstats")>;
 /// Writer-internal: the next compaction step.
 using compact_atom = caf::atom_constant<caf::atom("vcompact")>;

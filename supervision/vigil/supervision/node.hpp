@@ -101,7 +101,8 @@ public:
   std::vector<quarantined> quarantine() const;
 
   /// The writer's counters: items, commits, failures, largest batch,
-  /// idempotency records compacted, compaction steps that failed.
+  /// idempotency records compacted, compaction steps that failed,
+  /// compaction passes finished.
   caf::expected<std::vector<uint64_t>> writer_stats();
 
   /// A copy of this node's dead letters.
