@@ -204,8 +204,7 @@ caf::behavior supervisor_actor::make_behavior() {
       std::vector<child_info> out;
       out.reserve(children_.size());
       for (auto& kvp : children_)
-        if (kvp.second.st != status::starting) // not a child yet
-          out.push_back(info(kvp.second));
+        out.push_back(info(kvp.second));
       return out;
     },
     [this](count_children_atom) {
@@ -213,8 +212,6 @@ caf::behavior supervisor_actor::make_behavior() {
       n.specs = simple() ? 1 : children_.size();
       for (auto& kvp : children_) {
         auto& c = kvp.second;
-        if (c.st == status::starting) // not a child yet
-          continue;
         if (c.st == status::running)
           ++n.active;
         if (c.spec->kind == child_kind::supervisor)

@@ -66,21 +66,10 @@ public:
 
   void on_exit() override {
     rt_->unbind(path_, caf::actor_cast<caf::actor>(this));
-    // Pipelined start_child calls still waiting (their child never
-    // answered, e.g. it was killed) are told instead of left hanging.
-    for (auto& kvp : pending_starts_)
-      kvp.second.deliver(make_error(errc::shutting_down, path_));
-    pending_starts_.clear();
   }
 
 private:
-  enum class status : uint8_t {
-    running,
-    restarting,
-    stopped,
-    degraded,
-    starting // a pipelined start_child (see start_one)
-  };
+  enum class status : uint8_t { running, restarting, stopped, degraded };
 
   // 96 bytes, so that a map node fits a 144-byte malloc chunk: a node may
   // supervise a million dynamic children.
@@ -148,7 +137,6 @@ private:
       case status::restarting: ci.status = "restarting"; break;
       case status::stopped: ci.status = "stopped"; break;
       case status::degraded: ci.status = "degraded"; break;
-      case status::starting: ci.status = "starting"; break;
     }
     ci.restarts = c.restarts;
     ci.handle = c.handle;
@@ -217,14 +205,7 @@ private:
   // -- starting ---------------------------------------------------------------
 
   /// Starts (or restarts) child `key`, then calls `k` with the outcome.
-  /// Awaits the child's answer (nothing else runs meanwhile, as in OTP)
-  /// unless `pipelined`: then the supervisor goes on with other messages,
-  /// and the child is `starting` (not listed, not counted) until it answers.
-  /// Only start_child of a simple_one_for_one supervisor pipelines: its
-  /// children are independent, and an await per call makes CAF rescan every
-  /// waiting call at each resume, which collapses under many callers.
-  void start_one(uint64_t key, bool is_restart, caf::error reason, cont k,
-                 bool pipelined = false);
+  void start_one(uint64_t key, bool is_restart, caf::error reason, cont k);
 
   /// Starts `keys` in order; stops at the first failure, which `k` receives
   /// together with the key that failed.
@@ -333,8 +314,6 @@ private:
   uint64_t ack_batch_ = 0;
   size_t acks_pending_ = 0;
   std::function<void()> acks_done_;
-  /// Pipelined start_child calls by child key, answered when the child is.
-  std::unordered_map<uint64_t, caf::response_promise> pending_starts_;
   caf::actor parent_;
 };
 

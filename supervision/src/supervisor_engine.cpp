@@ -8,7 +8,7 @@
 namespace vigil::detail {
 
 void supervisor_actor::start_one(uint64_t key, bool is_restart,
-                                 caf::error reason, cont k, bool pipelined) {
+                                 caf::error reason, cont k) {
   auto* c = find_key(key);
   if (c == nullptr)
     return k(make_error(errc::not_found));
@@ -32,25 +32,6 @@ void supervisor_actor::start_one(uint64_t key, bool is_restart,
     c->handle = spawn_supervisor(home_system(), rt_, *c->spec->sup, child_path(c->id),
                                  caf::actor_cast<caf::actor>(this));
     monitor(c->handle);
-  }
-  if (pipelined) {
-    c->st = status::starting;
-    request<high>(c->handle, caf::infinite, start_atom::value, is_restart,
-                  std::move(reason))
-      .then(
-        [this, key, k](uint64_t gen) {
-          if (auto* c = find_key(key); c != nullptr && c->st == status::starting) {
-            c->gen = gen;
-            c->st = status::running;
-          }
-          k(caf::none);
-        },
-        [this, key, k](caf::error& err) {
-          if (auto* c = find_key(key); c != nullptr && c->st == status::starting)
-            c->st = status::restarting;
-          k(err);
-        });
-    return;
   }
   ++awaiting_;
   request<high>(c->handle, caf::infinite, start_atom::value, is_restart,
@@ -435,14 +416,8 @@ void supervisor_actor::restart(uint64_t key, caf::error reason) {
 caf::result<child_info> supervisor_actor::start_api(uint64_t key,
                                                     bool forget_on_failure) {
   auto rp = make_response_promise<child_info>();
-  auto pipelined = simple();
-  if (pipelined)
-    pending_starts_.emplace(key, rp);
   start_one(key, false, caf::error{},
-            [this, key, rp, forget_on_failure,
-             pipelined](caf::error err) mutable {
-              if (pipelined && pending_starts_.erase(key) == 0)
-                return; // already told (see on_exit)
+            [this, key, rp, forget_on_failure](caf::error err) mutable {
               auto* c = find_key(key);
               if (!err && c != nullptr) {
                 rp.deliver(info(*c));
@@ -458,8 +433,7 @@ caf::result<child_info> supervisor_actor::start_api(uint64_t key,
               if (!err)
                 err = make_error(errc::not_found);
               rp.deliver(std::move(err));
-            },
-            pipelined);
+            });
   return rp;
 }
 
