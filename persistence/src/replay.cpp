@@ -5,6 +5,8 @@
 
 #include "store_impl.hpp"
 
+#include <chrono>
+
 namespace vigil {
 
 status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
@@ -87,6 +89,24 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
       if (auto r = d.mutate(t, {mutation::op::put, db::journal, jk, jv});
           r.rc != MDB_SUCCESS)
         return r;
+      // The id's guard now names the new journal entry (and a fresh time),
+      // so compaction keeps it while the envelope waits and a redelivery
+      // of the id stays a duplicate.
+      if (dl->env().id() != 0) {
+        records::IdempotencyRecord idem;
+        idem.set_format(store::format);
+        idem.set_seq(seq);
+        idem.set_accepted_ms(static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::system_clock::now().time_since_epoch())
+            .count()));
+        std::string iv;
+        idem.SerializeToString(&iv);
+        if (auto r = d.mutate(t, {mutation::op::put, db::idempotency,
+                                  path_key(dl->path(), dl->env().id()), iv});
+            r.rc != MDB_SUCCESS)
+          return r;
+      }
       snap.set_next_seq(seq + 1);
       std::string sv;
       snap.SerializeToString(&sv);

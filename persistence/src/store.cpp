@@ -429,7 +429,6 @@ status store::compact_idempotency(uint64_t cutoff_ms, const std::string& from,
     records::IdempotencyRecord rec;
     auto journal = d.dbi(db::journal);
     std::string jkey;
-    std::string skip_to;
     for (size_t scanned = 0; rc == MDB_SUCCESS && scanned < max_scan;
          ++scanned) {
       last.assign(static_cast<char*>(k.mv_data), k.mv_size);
@@ -440,13 +439,10 @@ status store::compact_idempotency(uint64_t cutoff_ms, const std::string& from,
         rc = c.get(k, v, MDB_NEXT); // kept: not ours to judge
         continue;
       }
+      // Ids do not sort by time (producers may choose their own), so every
+      // record is looked at.
       if (rec.accepted_ms() >= cutoff_ms) {
-        // An agent's ids are accepted in order (the node's ids only grow),
-        // so the rest of this path is newer still: skip to the next path.
-        skip_to.assign(path);
-        skip_to.push_back('\x01'); // sorts after every `path\0...` key
-        k = lmdb::val(skip_to);
-        rc = c.get(k, v, MDB_SET_RANGE);
+        rc = c.get(k, v, MDB_NEXT);
         continue;
       }
       // Old, but its envelope may still wait in the journal (the agent is

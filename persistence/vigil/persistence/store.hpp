@@ -206,12 +206,9 @@ public:
   /// at up to `max_scan` records of `db::idempotency` after key `from`
   /// ("" = from the first) and deletes those accepted before `cutoff_ms`
   /// (Unix milliseconds) whose envelope is no longer in the journal.
-  /// Records without a time and records that do not parse are kept. At the
-  /// first record of a path that is not old enough, the step skips the
-  /// rest of that path: a node's ids grow with time, so a pass costs the
-  /// old records plus one per path. (An id a producer chose out of that
-  /// order can hold back the older records behind it, by at most one
-  /// retention.) `next` is the key to pass as `from` next time, or "" when
+  /// Records without a time and records that do not parse are kept. A pass
+  /// reads every record (ids do not sort by time: producers may choose
+  /// their own). `next` is the key to pass as `from` next time, or "" when
   /// the pass reached the end. Same thread rules as `apply`.
   status compact_idempotency(uint64_t cutoff_ms, const std::string& from,
                              size_t max_scan, std::string& next,
