@@ -1,7 +1,5 @@
 #include "durable.hpp"
 
-#include <chrono>
-
 #include "vigil/actors/durability.hpp"
 
 namespace vigil {
@@ -85,14 +83,7 @@ write_item accept_item(const std::string& path, uint64_t seq,
                        const envelope& e) {
   write_item item;
   item.guard = path_key(path, e.id);
-  records::IdempotencyRecord idem;
-  idem.set_format(store::format);
-  idem.set_seq(seq);
-  idem.set_accepted_ms(static_cast<uint64_t>(
-    std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::system_clock::now().time_since_epoch())
-      .count()));
-  idem.SerializeToString(&item.guard_value);
+  item.guard_value = idempotency_value(seq);
   records::JournalEntry je;
   je.set_format(store::format);
   je.set_seq(seq);

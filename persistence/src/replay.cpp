@@ -5,8 +5,6 @@
 
 #include "store_impl.hpp"
 
-#include <chrono>
-
 namespace vigil {
 
 status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
@@ -92,21 +90,12 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
       // The id's guard now names the new journal entry (and a fresh time),
       // so compaction keeps it while the envelope waits and a redelivery
       // of the id stays a duplicate.
-      if (dl->env().id() != 0) {
-        records::IdempotencyRecord idem;
-        idem.set_format(store::format);
-        idem.set_seq(seq);
-        idem.set_accepted_ms(static_cast<uint64_t>(
-          std::chrono::duration_cast<std::chrono::milliseconds>(
-            std::chrono::system_clock::now().time_since_epoch())
-            .count()));
-        std::string iv;
-        idem.SerializeToString(&iv);
+      if (dl->env().id() != 0)
         if (auto r = d.mutate(t, {mutation::op::put, db::idempotency,
-                                  path_key(dl->path(), dl->env().id()), iv});
+                                  path_key(dl->path(), dl->env().id()),
+                                  idempotency_value(seq)});
             r.rc != MDB_SUCCESS)
           return r;
-      }
       snap.set_next_seq(seq + 1);
       std::string sv;
       snap.SerializeToString(&sv);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <system_error>
 
 #include "store_impl.hpp"
@@ -396,6 +397,19 @@ status store::count(db which, size_t& out) {
     return d.fail(rc, which, "mdb_stat");
   out = ms.ms_entries;
   return {};
+}
+
+std::string idempotency_value(uint64_t seq) {
+  records::IdempotencyRecord idem;
+  idem.set_format(store::format);
+  idem.set_seq(seq);
+  idem.set_accepted_ms(static_cast<uint64_t>(
+    std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::system_clock::now().time_since_epoch())
+      .count()));
+  std::string out;
+  idem.SerializeToString(&out);
+  return out;
 }
 
 status store::compact_idempotency(uint64_t cutoff_ms, const std::string& from,

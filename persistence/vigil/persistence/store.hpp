@@ -96,6 +96,10 @@ struct quarantined {
 
 /// Formats `path\0n` with `n` big-endian, so keys of one path sort by `n`.
 std::string path_key(std::string_view path, uint64_t n);
+/// The serialized IdempotencyRecord (a `write_item::guard_value`) of an
+/// envelope accepted now, at journal seq `seq`.
+std::string idempotency_value(uint64_t seq);
+
 /// Splits a key made by `path_key`; false if it is malformed.
 bool split_path_key(std::string_view key, std::string_view& path,
                     uint64_t& n) noexcept;
