@@ -39,7 +39,6 @@ caf::behavior cell::make_behavior() {
   };
 }
 
-
 caf::result<caf::message> cell::control(caf::message& msg) {
   if (msg.match_elements<committed_atom, std::vector<uint64_t>,
                          caf::error>()) {
@@ -151,21 +150,7 @@ deferred_reply cell::defer() {
 envelope cell::make_envelope(const google::protobuf::Message& msg,
                              const call_options& opts) {
   envelope e;
-  // GetDescriptor() runs Protobuf's call_once on every call, and interning
-  // takes a lock, so each scheduler thread caches names by C++ type in a
-  // small direct-mapped table (agents that alternate types stay lock-free).
-  struct slot {
-    const std::type_info* type = nullptr;
-    symbol name;
-  };
-  thread_local slot cache[16];
-  auto* ti = &typeid(msg);
-  auto& sl = cache[(reinterpret_cast<uintptr_t>(ti) >> 4) % 16];
-  if (sl.type != ti) {
-    sl.name = symbol{msg.GetDescriptor()->full_name()};
-    sl.type = ti;
-  }
-  e.type = sl.name;
+  e.type = type_symbol(msg);
   msg.SerializeToString(&e.payload);
   e.id = opts.message_id != 0 ? opts.message_id : rt_->next_id();
   if (!opts.idempotency_key.empty())

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <typeinfo>
 #include <unordered_map>
 #include <utility>
 
@@ -77,20 +78,21 @@ private:
   caf::actor cell_;
 };
 
-/// The interned Protobuf type name of `msg`. Each thread caches names in a
-/// small direct-mapped table, so steady senders never take the interning
-/// lock.
+/// The interned Protobuf type name of `msg`. Each thread caches names by
+/// C++ type in a small direct-mapped table: a hit neither calls
+/// GetDescriptor() (a call_once each time) nor takes the interning lock,
+/// also for senders that alternate types.
 inline symbol type_symbol(const google::protobuf::Message& msg) {
   struct slot {
-    const google::protobuf::Descriptor* type = nullptr;
+    const std::type_info* type = nullptr;
     symbol name;
   };
   thread_local slot cache[16];
-  auto* d = msg.GetDescriptor();
-  auto& sl = cache[(reinterpret_cast<uintptr_t>(d) >> 4) % 16];
-  if (sl.type != d) {
-    sl.name = symbol{d->full_name()};
-    sl.type = d;
+  auto* ti = &typeid(msg);
+  auto& sl = cache[(reinterpret_cast<uintptr_t>(ti) >> 4) % 16];
+  if (sl.type != ti) {
+    sl.name = symbol{msg.GetDescriptor()->full_name()};
+    sl.type = ti;
   }
   return sl.name;
 }
