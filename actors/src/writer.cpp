@@ -114,9 +114,9 @@ private:
     if (compact_from_.empty()) {
       ++compact_passes_;
       delayed_send(this, opts_.compact_every, compact_atom::value);
-    }
-    else
+    } else {
       send(this, compact_atom::value);
+    }
   }
 
   struct entry {

@@ -16,6 +16,7 @@ void supervisor_actor::start_one(uint64_t key, bool is_restart,
     if (!c->handle) {
       cell_config cc;
       cc.path = child_path(c->id);
+      auto path = cc.path; // cc moves into the cell
       cc.type = rt_->types().find(c->spec->agent);
       cc.params = {c->spec, &c->spec->params}; // shares, no copy
       cc.buffer_cap = static_cast<uint32_t>(
@@ -26,10 +27,11 @@ void supervisor_actor::start_one(uint64_t key, bool is_restart,
         return k(make_error(errc::unknown_agent_type, c->spec->agent));
       c->handle = spawn_cell(home_system(), rt_, std::move(cc),
                              caf::actor_cast<caf::actor>(this), key);
-      rt_->bind(child_path(c->id), c->handle);
+      rt_->bind(path, c->handle);
     }
   } else {
-    c->handle = spawn_supervisor(home_system(), rt_, *c->spec->sup, child_path(c->id),
+    c->handle = spawn_supervisor(home_system(), rt_, *c->spec->sup,
+                                 child_path(c->id),
                                  caf::actor_cast<caf::actor>(this));
     monitor(c->handle);
   }
