@@ -160,20 +160,18 @@ status store::recover(std::map<std::string, recovered_agent>& out,
 
 namespace {
 
-/// The records of one path in `which` (journal or outbox), in seq order;
-/// `corrupt`, naming the key, if one does not parse.
+/// The records of one path in `which` (journal or outbox), in seq order,
+/// read in transaction `t`; `corrupt`, naming the key, if one does not
+/// parse.
 template <class Record, class Impl>
-status records_of(Impl& d, db which, std::string_view path,
+status records_in(Impl& d, MDB_txn* t, db which, std::string_view path,
                   std::vector<Record>& out) {
   out.clear();
-  typename Impl::reader r;
-  if (auto st = d.begin_read(r))
-    return st;
   std::string prefix{path};
   prefix += '\0';
   status corrupt;
   auto st = scan<Record>(
-    d, r.txn.get(), which, prefix,
+    d, t, which, prefix,
     [&](std::string_view p, uint64_t, Record& x) {
       if (p == path) // not a longer path that contains '\0'
         out.push_back(std::move(x));
@@ -194,6 +192,16 @@ status records_of(Impl& d, db which, std::string_view path,
   return corrupt;
 }
 
+template <class Record, class Impl>
+status records_of(Impl& d, db which, std::string_view path,
+                  std::vector<Record>& out) {
+  out.clear();
+  typename Impl::reader r;
+  if (auto st = d.begin_read(r))
+    return st;
+  return records_in(d, r.txn.get(), which, path, out);
+}
+
 } // namespace
 
 status store::mailbox(std::string_view path,
@@ -204,6 +212,36 @@ status store::mailbox(std::string_view path,
 status store::outbox(std::string_view path,
                      std::vector<records::OutboxEntry>& out) {
   return records_of(*impl_, db::outbox, path, out);
+}
+
+status store::load(std::string_view path, recovered_agent& out) {
+  auto& d = *impl_;
+  out = recovered_agent{};
+  out.path = std::string{path};
+  impl::reader r;
+  if (auto st = d.begin_read(r))
+    return st;
+  auto t = r.txn.get();
+  MDB_val k{path.size(), const_cast<char*>(path.data())};
+  MDB_val v;
+  auto rc = mdb_get(t, d.dbi(db::snapshots), &k, &v);
+  if (rc == MDB_SUCCESS) {
+    std::string_view p;
+    uint64_t seq = 0;
+    auto reason = judge(db::snapshots, path, v, out.snapshot, p, seq);
+    if (!reason.empty())
+      return {store_errc::corrupt,
+              "data dir " + d.opts.dir + " [snapshots] \""
+                + detail::printable(path) + "\": " + reason
+                + ": restart the node so that recovery moves it to the "
+                  "dead letters"};
+    out.has_snapshot = true;
+  } else if (rc != MDB_NOTFOUND) {
+    return d.fail(rc, db::snapshots, "mdb_get");
+  }
+  if (auto st = records_in(d, t, db::journal, path, out.journal))
+    return st;
+  return records_in(d, t, db::outbox, path, out.outbox);
 }
 
 status store::journal_paths(std::vector<std::string>& out) {

@@ -260,6 +260,17 @@ status store::apply(write_item* const* items, size_t n,
   if (n == 0)
     return {};
   auto& d = *impl_;
+  if (d.has_hook.load(std::memory_order_acquire)) {
+    std::shared_ptr<const apply_hook> h;
+    {
+      std::lock_guard<std::mutex> guard{d.hook_mtx};
+      h = d.hook;
+    }
+    if (h && *h && (*h)(items, n))
+      return {store_errc::io, "data dir " + d.opts.dir
+                                + ": injected write failure "
+                                  "(store::set_apply_hook)"};
+  }
   if (auto k = d.inject.load(std::memory_order_relaxed); k >= 0) {
     d.inject.store(k - 1, std::memory_order_relaxed);
     if (k == 0)
@@ -362,6 +373,14 @@ status store::remove_dead_letters(const std::vector<uint64_t>& seqs, bool all,
 
 void store::fail_apply_after(uint32_t n_ok) noexcept {
   impl_->inject.store(n_ok, std::memory_order_relaxed);
+}
+
+void store::set_apply_hook(apply_hook hook) {
+  auto& d = *impl_;
+  std::lock_guard<std::mutex> guard{d.hook_mtx};
+  bool set = static_cast<bool>(hook);
+  d.hook = set ? std::make_shared<const apply_hook>(std::move(hook)) : nullptr;
+  d.has_hook.store(set, std::memory_order_release);
 }
 
 status store::snapshot(std::string_view path, records::Snapshot& out,

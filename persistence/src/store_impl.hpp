@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <memory>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
@@ -99,6 +100,11 @@ struct store::impl {
   /// fail_apply_after: successful applies left before an injected failure
   /// (-1: none armed).
   std::atomic<int64_t> inject{-1};
+  /// set_apply_hook: the hook, guarded by hook_mtx; `has_hook` is the fast
+  /// check on every apply.
+  std::atomic<bool> has_hook{false};
+  std::mutex hook_mtx;
+  std::shared_ptr<const apply_hook> hook;
   std::atomic<size_t> map_size{0};
   /// Held shared by every transaction of this process, exclusively by
   /// mdb_env_set_mapsize (which requires that no transaction is active).

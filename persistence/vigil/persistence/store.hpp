@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -159,6 +160,11 @@ public:
   status recover(std::map<std::string, recovered_agent>& out,
                  std::vector<quarantined>& bad);
 
+  /// Every record of `path` (snapshot, unconsumed journal, undelivered
+  /// outbox) as one read transaction sees them: what the owner of a path
+  /// starts from. `corrupt`, naming the key, if one does not parse.
+  status load(std::string_view path, recovered_agent& out);
+
   /// The unconsumed journal entries of `path`, in seq order; `corrupt`
   /// (naming the key) if one does not parse.
   status mailbox(std::string_view path, std::vector<records::JournalEntry>& out);
@@ -202,6 +208,16 @@ public:
   /// more successful `apply` calls, the next one fails with `io` (nothing of
   /// it committed). Thread-safe.
   void fail_apply_after(uint32_t n_ok) noexcept;
+
+  /// What an apply hook sees: the batch about to be applied.
+  using apply_hook = std::function<bool(write_item* const* items, size_t n)>;
+
+  /// Test hook, in the manner of RocksDB's sync points: `hook` runs at the
+  /// start of every `apply`, on the calling (writer) thread, with the batch.
+  /// It may block (a test holds a commit that way), and returning true
+  /// fails that apply with `io`, nothing of it committed. An empty hook
+  /// removes it. Thread-safe; costs one relaxed load per apply when unset.
+  void set_apply_hook(apply_hook hook);
 
   /// Number of records in `d`.
   status count(db d, size_t& out);
