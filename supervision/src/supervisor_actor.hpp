@@ -66,6 +66,11 @@ public:
 
   void on_exit() override {
     rt_->unbind(path_, caf::actor_cast<caf::actor>(this));
+    // Children hold this supervisor's handle: drop theirs, so that a killed
+    // supervisor and its cells do not keep each other alive.
+    by_id_.clear(); // views the ids in children_
+    children_.clear();
+    parent_ = nullptr;
   }
 
 private:

@@ -330,4 +330,25 @@ TEST_F(sup_test, rest_for_one_other_child_fails_restart) {
   EXPECT_TRUE(alive(sup));
 }
 
+// A cell holds its supervisor's handle and the supervisor holds the cell's:
+// when the supervisor is killed, neither may keep the other alive (with a
+// durable child, the leak kept the node's writer alive and hung its stop).
+TEST_F(sup_test, a_killed_supervisor_and_its_cells_are_freed) {
+  auto inner = flags(strategy::one_for_one, 10, 5000);
+  inner.children.push_back(worker("echo", "echo"));
+  auto spec = flags(strategy::one_for_one, 10, 5000);
+  spec.children.push_back(supervisor("inner", inner));
+  ASSERT_FALSE(start("app", spec));
+  auto weak_cell = caf::actor_cast<caf::weak_actor_ptr>(handle("app/inner/echo"));
+  auto weak_sup = caf::actor_cast<caf::weak_actor_ptr>(handle("app/inner"));
+  ASSERT_TRUE(caf::actor_cast<caf::strong_actor_ptr>(weak_cell));
+  caf::anon_send_exit(handle("app/inner"), caf::exit_reason::kill);
+  run();
+  ASSERT_TRUE(handle("app/inner/echo")) << "the supervisor was not restarted";
+  EXPECT_FALSE(caf::actor_cast<caf::strong_actor_ptr>(weak_sup))
+    << "the killed supervisor is still referenced";
+  EXPECT_FALSE(caf::actor_cast<caf::strong_actor_ptr>(weak_cell))
+    << "its cell is still referenced";
+}
+
 } // namespace
