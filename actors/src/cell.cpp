@@ -7,11 +7,12 @@ caf::behavior cell::make_behavior() {
     monitor(parent_);
   set_down_handler([this](caf::down_msg& dm) {
     // Our supervisor is gone without stopping us (it was killed): as an
-    // OTP worker linked to it, end without on_stop.
-    if (dm.source == parent_.address()) {
-      stop_instance(false);
-      quit(dm.reason);
-    }
+    // OTP worker linked to it, end without on_stop; what is queued here
+    // goes on to whoever takes the path next, or to the dead letters.
+    if (dm.source == parent_.address())
+      abandon();
+    else if (dur_ && dm.source == dur_->writer.address())
+      writer_lost();
   });
   set_exit_handler([this](caf::exit_msg& msg) {
     // Exits come from the supervisor only after it stopped the instance
@@ -29,8 +30,16 @@ caf::behavior cell::make_behavior() {
       auto msg = x.move_content_to_message();
       return static_cast<cell*>(self)->control(msg);
     });
+  // A durable cell owns its path's records only once the writer granted
+  // it a fence; until then envelopes and starts wait.
+  if (dur_ && dur_->writer)
+    request_fence(0);
   return {
     [this](envelope& e) -> caf::result<envelope> {
+      if (mode_ == mode::abandoned) {
+        forward(pending{std::move(e), make_response_promise(), 0});
+        return caf::delegated<envelope>{};
+      }
       if (dur_ && dur_->journal() && mode_ != mode::idle_reject
           && !(mode_ == mode::degraded && is_request()))
         return accept(e);
@@ -39,13 +48,29 @@ caf::behavior cell::make_behavior() {
   };
 }
 
+caf::expected<uint64_t> cell::start(bool is_restart,
+                                    const caf::error& reason) {
+  if (leaving_)
+    return make_error(errc::not_running, cfg_.path + " is ending");
+  if (auto err = start_instance(is_restart, reason))
+    return err;
+  // Answer first, then drain in chunks, so the supervisor never waits on
+  // buffered handlers. Until the buffer is empty, new envelopes queue
+  // behind it (see on_envelope), which keeps their order.
+  if (!buffer_.empty())
+    event_based_actor::send<caf::message_priority::high>(
+      this, drain_atom::value, gen_);
+  if (dur_)
+    dispatch_outbox();
+  return gen_;
+}
+
 caf::result<caf::message> cell::control(caf::message& msg) {
   if (msg.match_elements<committed_atom, std::vector<uint64_t>,
                          caf::error>()) {
     // Once per commit batch of the writer, not per envelope.
-    auto& err = msg.get_mutable_as<caf::error>(2);
-    for (auto tok : msg.get_as<std::vector<uint64_t>>(1))
-      on_committed(tok & ~duplicate_bit, (tok & duplicate_bit) != 0, err);
+    on_acks(msg.get_as<std::vector<uint64_t>>(1),
+            msg.get_as<caf::error>(2));
     return caf::message{};
   }
   if (msg.match_elements<snap_atom>()) {
@@ -57,24 +82,24 @@ caf::result<caf::message> cell::control(caf::message& msg) {
   if (msg.match_elements<outbox_atom, uint64_t>()) {
     auto i = dur_->outbox.find(msg.get_as<uint64_t>(1));
     if (i != dur_->outbox.end()) {
-      dur_->ready.push_back(i->first);
+      dur_->due.push_back(i->first);
       dispatch_outbox();
     }
     return caf::message{};
   }
   if (msg.match_elements<start_atom, bool, caf::error>()) {
-    if (auto err = start_instance(msg.get_as<bool>(1),
-                                  msg.get_as<caf::error>(2)))
-      return err;
-    // Answer first, then drain in chunks, so the supervisor never waits
-    // on buffered handlers. Until the buffer is empty, new envelopes
-    // queue behind it (see on_envelope), which keeps their order.
-    if (!buffer_.empty())
-      event_based_actor::send<caf::message_priority::high>(
-        this, drain_atom::value, gen_);
-    if (dur_)
-      dispatch_outbox();
-    return caf::make_message(gen_);
+    auto is_restart = msg.get_as<bool>(1);
+    auto& reason = msg.get_as<caf::error>(2);
+    if (dur_ && dur_->writer && !dur_->ready() && !leaving_) {
+      // Answered once this cell owns its path (see on_grant).
+      auto rp = make_response_promise();
+      dur_->starts.push_back(start_request{rp, is_restart, reason});
+      return caf::delegated<caf::message>{};
+    }
+    auto gen = start(is_restart, reason);
+    if (!gen)
+      return std::move(gen.error());
+    return caf::make_message(*gen);
   }
   if (msg.match_elements<drain_atom, uint64_t>()) {
     if (msg.get_as<uint64_t>(1) == gen_)
@@ -85,24 +110,32 @@ caf::result<caf::message> cell::control(caf::message& msg) {
   if (with_ack || msg.match_elements<stop_atom, bool, bool>()) {
     auto keep_buffer = msg.get_as<bool>(2);
     stop_instance(msg.get_as<bool>(1));
-    mode_ = keep_buffer ? mode::idle_buffer : mode::idle_reject;
-    if (!keep_buffer) {
-      reject_buffer(make_error(errc::not_running, cfg_.path));
-      check_in(); // before the answer, which the supervisor awaits
+    if (mode_ != mode::abandoned) {
+      mode_ = keep_buffer ? mode::idle_buffer : mode::idle_reject;
+      if (!keep_buffer)
+        reject_buffer(make_error(errc::not_running, cfg_.path));
     }
     if (with_ack)
       event_based_actor::send(parent_, ack_atom::value, key_);
     return caf::message{}; // unit
   }
   if (msg.match_elements<retire_atom>()) {
-    stop_instance(false);
-    reject_buffer(make_error(errc::not_running, cfg_.path + " deleted"));
-    check_in();
-    quit();
+    leave();
+    return caf::message{};
+  }
+  if (msg.match_elements<abandon_atom>()) {
+    abandon();
+    return caf::message{};
+  }
+  if (msg.match_elements<gone_atom>()) {
+    marker_ = true;
+    maybe_quit();
     return caf::message{};
   }
   if (msg.match_elements<degrade_atom, envelope, caf::timespan,
                          caf::timespan>()) {
+    if (mode_ == mode::abandoned)
+      return caf::message{};
     stop_instance(false);
     if (!deg_)
       deg_ = std::make_unique<degraded_state>();
@@ -126,12 +159,117 @@ caf::result<caf::message> cell::control(caf::message& msg) {
                       + caf::to_string(msg));
 }
 
+void cell::abandon() {
+  if (mode_ == mode::abandoned)
+    return;
+  instance_.reset(); // no on_stop: a newer instance may run already
+  stop_requested_ = false;
+  mode_ = mode::abandoned;
+  leaving_ = true;
+  auto self = caf::actor_cast<caf::actor>(this);
+  rt_->unbind(cfg_.path, self);
+  auto replaced = make_error(errc::not_running,
+                             cfg_.path + " was replaced; the envelope is in "
+                                         "its journal and the next instance "
+                                         "applies it");
+  auto buffered = std::move(buffer_);
+  buffer_.clear();
+  for (auto& p : buffered) {
+    if (p.seq == 0)
+      forward(std::move(p));
+    else if (p.rp.pending() && !p.rp.async())
+      p.rp.deliver(replaced);
+  }
+  if (dur_) {
+    auto& d = *dur_;
+    auto waiting = std::move(d.unaccepted);
+    d.unaccepted.clear();
+    for (auto& p : waiting)
+      forward(std::move(p));
+    auto starts = std::move(d.starts);
+    d.starts.clear();
+    for (auto& x : starts)
+      x.rp.deliver(make_error(errc::not_running, cfg_.path + " was replaced"));
+    d.outbox.clear();
+    d.due.clear();
+    if (!settled())
+      monitor(d.writer); // so that a lost writer cannot keep us for ever
+  }
+  // Behind everything queued now: once it arrives, all of that went on.
+  event_based_actor::send(this, gone_atom::value);
+}
+
+void cell::leave() {
+  stop_instance(false);
+  reject_buffer(make_error(errc::not_running, cfg_.path + " deleted"));
+  if (mode_ != mode::abandoned)
+    mode_ = mode::idle_reject;
+  leaving_ = true;
+  marker_ = true; // retire queues behind the envelopes sent before it
+  if (dur_ && dur_->writer && !settled())
+    monitor(dur_->writer);
+  maybe_quit();
+}
+
+void cell::maybe_quit() {
+  if (leaving_ && marker_ && settled())
+    quit();
+}
+
+void cell::forward(pending p) {
+  auto dest = rt_->lookup(cfg_.path);
+  bool requester = p.rp.pending() && !p.rp.async();
+  if (dest && dest != caf::actor_cast<caf::actor>(this)) {
+    if (requester)
+      p.rp.delegate(dest, std::move(p.env));
+    else
+      caf::anon_send(dest, std::move(p.env));
+    return;
+  }
+  auto err = make_error(errc::not_running,
+                        cfg_.path + " was replaced and no instance runs "
+                                    "there now");
+  if (requester)
+    p.rp.deliver(err);
+  else
+    rt_->add_dead_letter(cfg_.path, std::move(p.env), describe(err));
+}
+
 void cell::on_exit() {
   rt_->unbind(cfg_.path, caf::actor_cast<caf::actor>(this));
   // Whoever still waits is told, also after a kill.
   reject_buffer(make_error(errc::not_running, cfg_.path + " stopped"));
-  check_in();
+  buffer_.clear(); // promises hold a reference to this cell
+  if (dur_) {
+    auto& d = *dur_;
+    for (auto& p : d.accepting)
+      if (p.rp.pending() && !p.rp.async())
+        p.rp.deliver(make_error(
+          errc::not_running,
+          cfg_.path + " stopped while the envelope's accept was being "
+                      "committed; if it was, it is applied when the agent "
+                      "runs again (resend it with the same message id to "
+                      "find out: a duplicate is not applied twice)"));
+    d.accepting.clear();
+    for (auto& kvp : d.after_commit)
+      for (auto& r : kvp.second.replies)
+        r.rp.deliver(make_error(
+          errc::not_running,
+          cfg_.path + " stopped before the commit of the envelope's change "
+                      "was confirmed; if it was not committed, the next "
+                      "instance applies the envelope again"));
+    d.after_commit.clear();
+    for (auto& x : d.starts)
+      x.rp.deliver(make_error(errc::not_running, cfg_.path + " stopped"));
+    d.starts.clear();
+    if (d.fenced && d.writer)
+      caf::anon_send(d.writer, release_atom::value, cfg_.path);
+  }
   instance_.reset();
+  // The supervisor holds this cell's handle: a killed supervisor keeps its
+  // members, so a reference back to it would keep both alive for ever
+  // (and with them the runtime and the node's writer).
+  parent_ = nullptr;
 }
 
 deferred_reply cell::defer() {
@@ -258,6 +396,7 @@ caf::result<envelope> cell::on_envelope(envelope& e) {
     }
     case mode::degraded:
       return deg_->fallback;
+    case mode::abandoned: // forwarded before this (see make_behavior)
     case mode::idle_reject: {
       auto err = make_error(errc::not_running, cfg_.path);
       if (!is_request())
@@ -371,11 +510,13 @@ void cell::settle(envelope e, response_promise rp, const caf::error& err,
   // A journal agent keeps every envelope it accepted: one that fails for
   // good is a dead letter (replayable) even when a requester is told too,
   // since that requester may be an outbox that now considers it delivered.
+  if (journaled)
+    dur_->last_consume = 0;
   if (is(err, errc::deadline_exceeded)) {
     // Its time is up: retrying it cannot succeed.
     if (journaled)
       consume_failed(seq, e, describe(err));
-    rp.deliver(err);
+    answer(rp, envelope{}, err, seq);
   } else if (e.attempt >= cfg_.max_deliveries) {
     // With max_deliveries 1 (the default, as in OTP and Akka) the failing
     // envelope is not retried; it is kept as a dead letter, not dropped.
@@ -393,7 +534,7 @@ void cell::settle(envelope e, response_promise rp, const caf::error& err,
       consume_failed(seq, e, describe(reason));
     else if (dead)
       rt_->add_dead_letter(cfg_.path, e, describe(reason));
-    rp.deliver(std::move(reason));
+    answer(rp, envelope{}, std::move(reason), seq);
   } else {
     ++e.attempt;
     if (journaled) // the attempt count survives a crash of the node, too
@@ -407,13 +548,6 @@ caf::error cell::start_instance(bool is_restart, const caf::error& reason) {
   stop_requested_ = false;
   stop_reason_ = caf::error{};
   ++gen_;
-  if (dur_ && checked_in_) {
-    // Stopped earlier (terminate_child), now restarted: take back what
-    // this cell handed over.
-    checked_in_ = false;
-    if (auto rec = rt_->claim(cfg_.path))
-      restore(*rec);
-  }
   try {
     instance_ = cfg_.type->make(parameters());
     if (dur_)
@@ -451,7 +585,7 @@ void cell::stop_instance(bool graceful) {
 void cell::drain() {
   static constexpr size_t drain_chunk = 64;
   size_t n = 0;
-  while (!buffer_.empty() && instance_
+  while (!buffer_.empty() && instance_ && (!dur_ || dur_->ready())
          && (mode_ == mode::running
              || (mode_ == mode::half_open && dur_ && dur_->journal()))) {
     if (n++ == drain_chunk) {
@@ -467,8 +601,10 @@ void cell::drain() {
     // would answer the message that triggered the drain (often the cell's
     // own drain or commit message), i.e. send the reply to ourselves.
     current_rp_ = p.rp.pending() && !p.rp.async() ? &p.rp : nullptr;
-    if (dur_)
+    if (dur_) {
       dur_->current_seq = p.seq;
+      dur_->last_consume = 0;
+    }
     auto res = run(p.env, out, err);
     if (dur_)
       dur_->current_seq = 0;
@@ -477,7 +613,7 @@ void cell::drain() {
     switch (res) {
       case outcome::replied:
         if (!deferred)
-          p.rp.deliver(std::move(out));
+          answer(p.rp, std::move(out), caf::error{}, p.seq);
         break;
       case outcome::rejected: {
         bool async = !p.rp.pending() || p.rp.async();
@@ -485,7 +621,7 @@ void cell::drain() {
           consume_failed(p.seq, p.env, describe(err));
         else if (async)
           rt_->add_dead_letter(cfg_.path, std::move(p.env), describe(err));
-        p.rp.deliver(std::move(err));
+        answer(p.rp, envelope{}, std::move(err), p.seq);
         break;
       }
       case outcome::failed:
@@ -497,6 +633,13 @@ void cell::drain() {
 }
 
 void cell::reject_buffer(const caf::error& err) {
+  if (dur_) {
+    // Not accepted yet (they waited for this cell's fence).
+    auto waiting = std::move(dur_->unaccepted);
+    dur_->unaccepted.clear();
+    for (auto& p : waiting)
+      not_accepted(std::move(p), err);
+  }
   if (dur_ && dur_->journal()) {
     // Accepted envelopes stay in the journal and are applied when the
     // agent runs again (restart_child, or the next start of the node).
@@ -532,6 +675,12 @@ void cell::enter_degraded() {
 }
 
 void cell::probe() {
+  if (dur_ && !dur_->ready()) {
+    // Reloading after a failed commit: probe once that is done.
+    delayed_send(this, deg_->probe_delay, probe_atom::value,
+                 ++deg_->probe_seq);
+    return;
+  }
   if (start_instance(true, make_error(errc::start_failed, "probe"))) {
     deg_->probe_delay = std::min(deg_->probe_delay * 2, deg_->probe_max);
     enter_degraded();

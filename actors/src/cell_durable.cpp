@@ -1,40 +1,150 @@
-// The cell's durability: snapshot and journal modes, the hand-over to the
-// next cell at a path, the reload after a failed commit, and the outbox
-// (see README, "Durability").
+// The cell's durability: snapshot and journal modes, ownership of the path
+// (fences and epochs, see writer.hpp), the reload after a failed commit,
+// replies held until their commit, and the outbox (see README,
+// "Durability").
 
 #include "cell_impl.hpp"
 
 namespace vigil::detail {
 
+namespace {
+
+/// glibc's chunk size for a malloc of `n` bytes (x86_64): n plus the size
+/// word, rounded up to 16.
+constexpr size_t malloc_class(size_t n) {
+  return (n + 8 + 15) / 16 * 16;
+}
+
+// A write message reuses the chunk of the envelope it is about only while
+// both fall in one size class (see owned_write, with the measurement).
+static_assert(
+  malloc_class(sizeof(caf::mailbox_element_vals<caf::atom_value, uint64_t,
+                                                owned_write>))
+    == malloc_class(sizeof(caf::mailbox_element_vals<envelope>)),
+  "a journal write message left the envelope's malloc size class: "
+  "measure bench/durable_bench before and after, then re-balance "
+  "owned_write (or drop this assertion if the change pays for itself)");
+
+} // namespace
+
 void cell::init_durable(const durability_spec& spec) {
   dur_ = std::make_unique<durable>();
   dur_->spec = spec;
   dur_->writer = rt_->writer();
-  if (auto rec = rt_->claim(cfg_.path)) {
-    // Records of the other durable mode are not migrated: refuse to start
-    // rather than misread them (a journal left to a snapshot child would
-    // be replayed at every start).
-    uint32_t was = rec->has_snapshot ? rec->snapshot.durability() : 0;
-    if (!rec->journal.empty() && was == 0)
-      was = 2;
-    uint32_t now = dur_->journal() ? 2 : 1;
-    if (was != 0 && was != now) {
-      dur_->mode_mismatch = cfg_.path + " is a "
-                       + (was == 2 ? "journal" : "snapshot")
-                       + " agent in this data dir but its child spec says "
-                       + to_string(dur_->spec.mode)
-                       + "; records are not migrated: keep the old mode, "
-                         "or move its records away (vigil inspect shows "
-                         "them) and use another data dir";
-      rt_->hand_over(std::move(*rec)); // kept for a later, matching cell
-      return;
-    }
-    restore(*rec);
+  if (!dur_->writer) {
+    dur_->granted = true; // nothing to own: every start fails
+    dur_->start_error = cfg_.path + ": durability "
+                        + to_string(spec.mode)
+                        + " needs a data dir; set node_config::data_dir";
   }
 }
 
-void cell::restore(const recovered_agent& rec) {
+void cell::request_fence(uint64_t prev) {
   auto& d = *dur_;
+  d.fenced = true;
+  if (prev != 0)
+    d.refencing = true;
+  event_based_actor::request(d.writer, caf::infinite, fence_atom::value,
+                             cfg_.path, prev)
+    .then([this](fence_grant& g) { on_grant(g); },
+          [this, prev](caf::error& err) { on_fence_error(err, prev); });
+}
+
+void cell::on_grant(fence_grant& g) {
+  auto& d = *dur_;
+  if (mode_ == mode::abandoned)
+    return; // a newer owner holds the path by now
+  d.owner = g.owner;
+  if (!g.error.empty()) {
+    if (d.granted) {
+      // Cannot read the truth back after a failed commit: stop serving
+      // rather than guess.
+      quit(make_error(errc::storage_failed,
+                      cfg_.path + ": cannot reload after a failed commit: "
+                        + g.error));
+      return;
+    }
+    d.granted = true;
+    d.start_error = cfg_.path + " cannot read its records: " + g.error;
+  } else if (!d.granted) {
+    d.granted = true;
+    adopt(g.view);
+  } else {
+    d.refencing = false;
+    reconcile(g.view);
+  }
+  auto waiting = std::move(d.unaccepted);
+  d.unaccepted.clear();
+  for (auto& p : waiting) {
+    if (d.start_error.empty())
+      send_accept(std::move(p));
+    else
+      not_accepted(std::move(p),
+                   make_error(errc::not_running, d.start_error));
+  }
+  run_starts();
+  dispatch_outbox();
+  if (instance_ && !buffer_.empty()
+      && (mode_ == mode::running || mode_ == mode::half_open))
+    drain();
+}
+
+void cell::on_fence_error(const caf::error& err, uint64_t prev) {
+  auto& d = *dur_;
+  if (mode_ == mode::abandoned)
+    return;
+  if (prev != 0) {
+    // A newer owner took the path while this one reloaded.
+    if (is(err, errc::fenced))
+      return abandon();
+    quit(make_error(errc::storage_failed,
+                    cfg_.path + ": cannot fence its path again after a "
+                                "failed commit: "
+                      + describe(err)));
+    return;
+  }
+  d.granted = true;
+  d.start_error = cfg_.path + " cannot take ownership of its records: "
+                  + describe(err);
+  auto waiting = std::move(d.unaccepted);
+  d.unaccepted.clear();
+  for (auto& p : waiting)
+    not_accepted(std::move(p), make_error(errc::not_running, d.start_error));
+  run_starts();
+}
+
+void cell::run_starts() {
+  auto starts = std::move(dur_->starts);
+  dur_->starts.clear();
+  for (auto& x : starts) {
+    auto gen = start(x.is_restart, x.reason);
+    if (gen)
+      x.rp.deliver(*gen);
+    else
+      x.rp.deliver(std::move(gen.error()));
+  }
+}
+
+void cell::adopt(const recovered_agent& rec) {
+  auto& d = *dur_;
+  // Records of the other durable mode are not migrated: refuse to start
+  // rather than misread them (a journal left to a snapshot child would be
+  // replayed at every start).
+  uint32_t was = rec.has_snapshot ? rec.snapshot.durability() : 0;
+  if (!rec.journal.empty() && was == 0)
+    was = 2;
+  uint32_t now = d.journal() ? 2 : 1;
+  if (was != 0 && was != now) {
+    d.start_error = cfg_.path + " is a "
+                    + (was == 2 ? "journal" : "snapshot")
+                    + " agent in this data dir but its child spec says "
+                    + to_string(d.spec.mode)
+                    + "; records are not migrated: keep the old mode, or "
+                      "move its records away (vigil inspect shows them) "
+                      "and use another data dir";
+    return;
+  }
+  std::list<pending> found;
   if (rec.has_snapshot) {
     auto& s = rec.snapshot;
     d.has_state = !s.state_type().empty();
@@ -44,12 +154,14 @@ void cell::restore(const recovered_agent& rec) {
     d.next_outbox = std::max<uint64_t>(1, s.next_outbox());
     d.processed = s.processed();
     for (auto& r : s.pending())
-      buffer_.push_back(pending{detail::from_record(r), {}, 0});
+      found.push_back(pending{detail::from_record(r), {}, 0});
   }
   for (auto& je : rec.journal) {
-    buffer_.push_back(pending{detail::from_record(je.env()), {}, je.seq()});
+    found.push_back(pending{detail::from_record(je.env()), {}, je.seq()});
     d.next_seq = std::max(d.next_seq, je.seq() + 1);
   }
+  // Ahead of what arrived while the fence was on its way.
+  buffer_.splice(buffer_.begin(), found);
   adopt_outbox(rec.outbox);
 }
 
@@ -59,83 +171,88 @@ void cell::adopt_outbox(const std::vector<records::OutboxEntry>& entries) {
     d.outbox.emplace(oe.seq(), detail::outbox_send{
                                  oe.seq(), oe.to(),
                                  detail::from_record(oe.env())});
-    d.ready.push_back(oe.seq());
+    d.due.push_back(oe.seq());
     d.next_outbox = std::max(d.next_outbox, oe.seq() + 1);
   }
 }
 
-void cell::check_in() {
-  if (!dur_ || checked_in_)
-    return;
-  checked_in_ = true;
+void cell::reconcile(const recovered_agent& rec) {
   auto& d = *dur_;
-  recovered_agent rec;
-  rec.path = cfg_.path;
-  rec.has_snapshot = true;
-  auto& s = rec.snapshot;
-  s.set_format(store::format);
-  s.set_path(cfg_.path);
-  s.set_agent(cfg_.type->name);
-  if (d.has_state) {
-    s.set_state_type(d.state_type);
-    s.set_state(d.state);
-  }
-  s.set_next_seq(d.next_seq);
-  s.set_next_outbox(d.next_outbox);
-  s.set_processed(d.processed);
-  s.set_durability(d.journal() ? 2 : 1);
-  auto kept = make_error(errc::not_running,
-                         cfg_.path + " stopped; the envelope is kept in its "
-                                     "journal and applied when it runs "
-                                     "again");
-  auto take = [&](pending& p) {
-    if (p.rp.pending() && !p.rp.async())
-      p.rp.deliver(kept);
-    if (p.seq == 0) {
-      *s.add_pending() = detail::to_record(p.env);
-      return;
-    }
-    records::JournalEntry je;
-    je.set_format(store::format);
-    je.set_seq(p.seq);
-    *je.mutable_env() = detail::to_record(p.env);
-    rec.journal.push_back(std::move(je));
-  };
-  for (auto& p : buffer_)
-    take(p);
-  for (auto& p : d.accepting)
-    take(p);
-  for (auto& [oseq, o] : d.outbox) {
-    records::OutboxEntry oe;
-    oe.set_format(store::format);
-    oe.set_seq(oseq);
-    oe.set_to(o.to);
-    *oe.mutable_env() = detail::to_record(o.env);
-    rec.outbox.push_back(std::move(oe));
+  auto& snap = rec.snapshot;
+  bool found = rec.has_snapshot;
+  d.has_state = found && !snap.state_type().empty();
+  d.state = found ? snap.state() : std::string{};
+  d.state_type = found ? snap.state_type() : std::string{};
+  d.processed = found ? snap.processed() : 0;
+  d.next_seq = std::max<uint64_t>(d.next_seq, found ? snap.next_seq() : 1);
+  d.next_outbox = std::max<uint64_t>(d.next_outbox,
+                                     found ? snap.next_outbox() : 1);
+  // Every requester by the journal seq of its envelope: buffered ones,
+  // replies whose commit failed (their envelope is applied again and
+  // answers then), and accepts whose verdict has not arrived.
+  std::map<uint64_t, response_promise> waiting;
+  std::list<pending> others;
+  for (auto& p : buffer_) {
+    if (p.seq != 0)
+      waiting.emplace(p.seq, std::move(p.rp));
+    else
+      others.push_back(std::move(p));
   }
   buffer_.clear();
-  d.accepting.clear();
-  d.first_accept = d.next_accept; // late acks of those are ignored
-  d.outbox.clear();
-  d.ready.clear();
+  for (auto& kvp : d.after_commit)
+    for (auto& r : kvp.second.replies)
+      if (r.seq != 0)
+        waiting[r.seq] = std::move(r.rp);
   d.after_commit.clear();
+  std::map<uint64_t, pending> in_flight;
+  for (auto& p : d.accepting) {
+    auto seq = p.seq;
+    in_flight.emplace(seq, std::move(p));
+  }
+  d.accepting.clear();
+  d.first_accept = d.next_accept; // late verdicts of those are ignored
+  for (auto& je : rec.journal) {
+    pending p{detail::from_record(je.env()), {}, je.seq()};
+    if (auto i = waiting.find(je.seq()); i != waiting.end()) {
+      p.rp = std::move(i->second);
+      waiting.erase(i);
+    } else if (auto j = in_flight.find(je.seq()); j != in_flight.end()) {
+      p.rp = std::move(j->second.rp); // its accept was committed
+      in_flight.erase(j);
+    }
+    buffer_.push_back(std::move(p));
+    d.next_seq = std::max(d.next_seq, je.seq() + 1);
+  }
+  for (auto& kvp : in_flight) // not on disk: not accepted
+    not_accepted(std::move(kvp.second), d.failure);
+  for (auto& kvp : waiting)
+    kvp.second.deliver(make_error(
+      errc::storage_failed,
+      cfg_.path + ": after a failed commit the envelope's journal entry "
+                  "is gone, so its outcome is unknown; resend it with the "
+                  "same message id (a duplicate is not applied twice)"));
+  buffer_.splice(buffer_.end(), others);
+  d.outbox.clear();
+  d.due.clear();
   d.in_flight = 0;
-  d.sends.clear();
-  rt_->hand_over(std::move(rec));
+  adopt_outbox(rec.outbox);
+  if (instance_) {
+    instance_.reset();
+    stop_requested_ = false;
+    mode_ = mode::idle_buffer;
+    event_based_actor::send(parent_, exit_atom::value, key_, gen_,
+                            d.failure);
+  }
 }
 
 void cell::restore_state() {
-  if (!dur_->mode_mismatch.empty())
-    throw std::runtime_error(dur_->mode_mismatch);
+  if (!dur_->start_error.empty())
+    throw std::runtime_error(dur_->start_error);
   // Keys are path + 9 bytes; LMDB keys end at 511 bytes.
   if (cfg_.path.size() > 400)
     throw std::runtime_error("a durable agent's path is at most 400 bytes "
                              "(LMDB keys); shorten "
                              + cfg_.path.substr(0, 60) + "...");
-  if (!dur_->writer)
-    throw std::runtime_error("durability " + std::string{to_string(
-                               dur_->spec.mode)}
-                             + " needs a data dir; set node_config::data_dir");
   auto* m = instance_->state_message();
   if (!dur_->has_state || m == nullptr)
     return;
@@ -163,7 +280,7 @@ uint64_t cell::write(write_item item, bool ack) {
   auto& d = *dur_;
   uint64_t tok = ack ? d.next_token++ : 0;
   event_based_actor::send(d.writer, write_atom::value, tok,
-                          std::move(item));
+                          owned_write{d.owner, std::move(item)});
   return tok;
 }
 
@@ -184,133 +301,187 @@ detail::consume_args cell::consume_args(uint64_t seq) {
 
 caf::result<envelope> cell::accept(envelope& e) {
   auto& d = *dur_;
-  if (d.accepting.size() + buffer_.size() >= cfg_.buffer_cap) {
+  auto held = d.accepting.size() + d.unaccepted.size() + buffer_.size();
+  if (held >= cfg_.buffer_cap) {
     auto err = make_error(errc::buffer_overflow,
-                          cfg_.path + " holds "
-                            + std::to_string(buffer_.size()
-                                             + d.accepting.size())
+                          cfg_.path + " holds " + std::to_string(held)
                             + " envelopes (buffer_cap)");
     if (!is_request())
       rt_->add_dead_letter(cfg_.path, std::move(e), describe(err));
     return err;
   }
-  auto seq = d.next_seq++;
-  auto tok = d.next_accept++;
-  event_based_actor::send(d.writer, write_atom::value, tok,
-                          detail::accept_item(cfg_.path, seq, e));
-  d.accepting.push_back(pending{std::move(e), make_response_promise(), seq});
+  if (!d.start_error.empty()) {
+    auto err = make_error(errc::not_running, d.start_error);
+    if (!is_request())
+      rt_->add_dead_letter(cfg_.path, std::move(e), describe(err));
+    return err;
+  }
+  pending p{std::move(e), make_response_promise(), 0};
+  if (d.ready())
+    send_accept(std::move(p));
+  else
+    d.unaccepted.push_back(std::move(p));
   return caf::delegated<envelope>{};
 }
 
-void cell::on_committed(uint64_t tok, bool duplicate, caf::error& err) {
+void cell::send_accept(pending p) {
+  auto& d = *dur_;
+  p.seq = d.next_seq++;
+  auto tok = d.next_accept++;
+  event_based_actor::send(
+    d.writer, write_atom::value, tok,
+    owned_write{d.owner, detail::accept_item(cfg_.path, p.seq, p.env)});
+  d.accepting.push_back(std::move(p));
+}
+
+void cell::accepted(pending p) {
+  bool requester = p.rp.pending() && !p.rp.async();
+  if (mode_ == mode::abandoned) {
+    // Committed before the newer owner's fence: it has it.
+    if (requester)
+      p.rp.deliver(make_error(errc::not_running,
+                              cfg_.path + " was replaced; the envelope is in "
+                                          "its journal and the new instance "
+                                          "applies it"));
+    return;
+  }
+  if (mode_ == mode::idle_reject) {
+    if (requester)
+      p.rp.deliver(make_error(errc::not_running,
+                              cfg_.path + " stopped; the envelope is kept in "
+                                          "its journal and applied when it "
+                                          "runs again"));
+    buffer_.push_back(pending{std::move(p.env), {}, p.seq});
+    return;
+  }
+  buffer_.push_back(std::move(p));
+  if (instance_ && (mode_ == mode::running || mode_ == mode::half_open))
+    drain();
+}
+
+void cell::not_accepted(pending p, const caf::error& err) {
+  if (!p.rp.pending() || p.rp.async())
+    rt_->add_dead_letter(cfg_.path, std::move(p.env), describe(err));
+  else
+    p.rp.deliver(err);
+}
+
+void cell::answer(response_promise& rp, envelope out, caf::error err,
+                  uint64_t seq) {
+  if (dur_ && dur_->last_consume != 0 && seq != 0 && rp.pending()
+      && !rp.async()) {
+    dur_->after_commit[dur_->last_consume].replies.push_back(
+      held_reply{std::move(rp), std::move(out), std::move(err), seq});
+    return;
+  }
+  if (err)
+    rp.deliver(std::move(err));
+  else
+    rp.deliver(std::move(out));
+}
+
+void cell::on_acks(const std::vector<uint64_t>& tokens,
+                   const caf::error& err) {
+  for (auto tok : tokens)
+    on_committed(tok & ~duplicate_bit, (tok & duplicate_bit) != 0, err);
+  if (tokens.empty() && err) // a write that asked for no token failed
+    on_write_error(err);
+  maybe_quit();
+}
+
+void cell::on_committed(uint64_t tok, bool duplicate, const caf::error& err) {
   auto& d = *dur_;
   if ((tok & accept_bit) != 0) {
     if (tok != d.first_accept || d.accepting.empty())
-      return; // cannot happen: the writer acknowledges in order
+      return; // sent before a reconcile, which settled it
     ++d.first_accept;
     auto p = std::move(d.accepting.front());
     d.accepting.pop_front();
-    bool async = !p.rp.pending() || p.rp.async();
     if (err) {
-      // Not accepted: the sender is told (or it is a dead letter). `err`
-      // is shared by every token of this acknowledgement: copy it.
-      if (async)
-        rt_->add_dead_letter(cfg_.path, std::move(p.env), describe(err));
-      p.rp.deliver(err);
-      storage_failure(err);
+      // Not accepted. Refused for a newer owner: that one takes it.
+      if (is(err, errc::fenced))
+        forward(std::move(p));
+      else
+        not_accepted(std::move(p), err);
+      on_write_error(err);
     } else if (duplicate) {
       p.rp.deliver(make_error(errc::duplicate,
                               cfg_.path + " already accepted message "
                                 + std::to_string(p.env.id)));
     } else {
-      buffer_.push_back(std::move(p));
-      if (instance_
-          && (mode_ == mode::running || mode_ == mode::half_open))
-        drain();
+      accepted(std::move(p));
     }
     return;
   }
+  auto j = d.after_commit.find(tok);
   if (err) {
-    d.after_commit.erase(tok);
-    storage_failure(err);
+    if (j != d.after_commit.end() && is(err, errc::fenced)) {
+      // A newer owner applies these envelopes; this answer is not true.
+      for (auto& r : j->second.replies)
+        r.rp.deliver(make_error(errc::not_running,
+                                cfg_.path + " was replaced before its "
+                                            "change was committed; the new "
+                                            "instance applies the envelope"));
+      d.after_commit.erase(j);
+    } // else reconcile gives the replies to the envelopes' next run
+    on_write_error(err);
     return;
   }
-  // Only commits that carry outbox entries are registered.
-  auto j = d.after_commit.find(tok);
   if (j == d.after_commit.end())
     return;
-  for (auto oseq : j->second)
-    d.ready.push_back(oseq);
+  auto w = std::move(j->second);
   d.after_commit.erase(j);
+  for (auto oseq : w.outbox)
+    d.due.push_back(oseq);
+  for (auto& r : w.replies) {
+    if (r.err)
+      r.rp.deliver(std::move(r.err));
+    else
+      r.rp.deliver(std::move(r.out));
+  }
   dispatch_outbox();
+}
+
+void cell::on_write_error(const caf::error& err) {
+  if (is(err, errc::fenced))
+    abandon();
+  else
+    storage_failure(err);
 }
 
 void cell::storage_failure(const caf::error& err) {
   auto& d = *dur_;
-  if (d.resetting)
+  if (d.refencing || mode_ == mode::abandoned || leaving_)
     return;
-  d.resetting = true;
-  event_based_actor::request(d.writer, caf::infinite, reset_atom::value)
-    .then([this, err]() { reload(err); },
-          [this, err](caf::error&) { reload(err); });
+  d.failure = err;
+  request_fence(d.owner.epoch());
 }
 
-void cell::reload(const caf::error& why) {
+bool cell::settled() const {
+  if (!dur_)
+    return true;
+  if (!dur_->accepting.empty())
+    return false;
+  for (auto& kvp : dur_->after_commit)
+    if (!kvp.second.replies.empty())
+      return false;
+  return true;
+}
+
+void cell::writer_lost() {
   auto& d = *dur_;
-  d.resetting = false;
-  auto& st = *rt_->storage();
-  records::Snapshot snap;
-  bool found = false;
-  std::vector<records::JournalEntry> journal;
-  std::vector<records::OutboxEntry> outbox;
-  auto s1 = st.snapshot(cfg_.path, snap, found);
-  auto s2 = s1 ? s1 : st.mailbox(cfg_.path, journal);
-  auto s3 = s2 ? s2 : st.outbox(cfg_.path, outbox);
-  if (s3) {
-    // Cannot read the truth back: stop serving rather than guess.
-    quit(make_error(errc::storage_failed,
-                    cfg_.path + ": cannot reload after a failed commit: "
-                      + s3.message()));
-    return;
-  }
-  d.has_state = found && !snap.state_type().empty();
-  d.state = found ? snap.state() : std::string{};
-  d.state_type = found ? snap.state_type() : std::string{};
-  d.processed = found ? snap.processed() : 0;
-  d.next_seq = std::max<uint64_t>(d.next_seq, found ? snap.next_seq() : 1);
-  d.next_outbox = std::max<uint64_t>(d.next_outbox,
-                                     found ? snap.next_outbox() : 1);
-  // The journal on disk is the truth; requesters still waiting keep their
-  // promise where the envelope is still there.
-  std::map<uint64_t, response_promise> waiting;
-  std::list<pending> others;
-  for (auto& p : buffer_) {
-    if (p.seq != 0)
-      waiting.emplace(p.seq, std::move(p.rp));
-    else
-      others.push_back(std::move(p));
-  }
-  buffer_.clear();
-  for (auto& je : journal) {
-    pending p{detail::from_record(je.env()), {}, je.seq()};
-    if (auto i = waiting.find(je.seq()); i != waiting.end())
-      p.rp = std::move(i->second);
-    buffer_.push_back(std::move(p));
-    d.next_seq = std::max(d.next_seq, je.seq() + 1);
-  }
-  buffer_.splice(buffer_.end(), others);
-  d.outbox.clear();
-  d.ready.clear();
+  auto err = make_error(errc::storage_failed,
+                        cfg_.path + ": the node's writer stopped before the "
+                                    "commit was confirmed");
+  for (auto& p : d.accepting)
+    if (p.rp.pending() && !p.rp.async())
+      p.rp.deliver(err);
+  d.accepting.clear();
+  for (auto& kvp : d.after_commit)
+    for (auto& r : kvp.second.replies)
+      r.rp.deliver(err);
   d.after_commit.clear();
-  d.in_flight = 0;
-  adopt_outbox(outbox);
-  if (instance_) {
-    instance_.reset();
-    stop_requested_ = false;
-    mode_ = mode::idle_buffer;
-    event_based_actor::send(parent_, exit_atom::value, key_, gen_, why);
-  }
-  dispatch_outbox();
+  maybe_quit();
 }
 
 void cell::after_handled() {
@@ -334,8 +505,9 @@ void cell::after_handled() {
   auto a = consume_args(d.current_seq);
   a.outbox = &sends;
   auto tok = write(detail::consume_item(a), true);
+  d.last_consume = tok;
   if (!sends.empty()) {
-    auto& seqs = d.after_commit[tok];
+    auto& seqs = d.after_commit[tok].outbox;
     for (auto& x : sends) {
       seqs.push_back(x.seq);
       auto oseq = x.seq;
@@ -350,7 +522,7 @@ void cell::consume_failed(uint64_t seq, const envelope& e,
   auto a = consume_args(seq);
   a.dead_reason = reason;
   a.dead_env = &e;
-  write(detail::consume_item(a), true);
+  dur_->last_consume = write(detail::consume_item(a), true);
   if (!reason.empty())
     rt_->add_dead_letter(cfg_.path, e, reason, false);
 }
@@ -369,9 +541,11 @@ void cell::save_snapshot() {
 
 void cell::dispatch_outbox() {
   auto& d = *dur_;
-  while (!d.ready.empty() && d.in_flight < outbox_window) {
-    auto oseq = d.ready.front();
-    d.ready.pop_front();
+  if (mode_ == mode::abandoned || !d.ready())
+    return; // the path's current owner delivers from the disk
+  while (!d.due.empty() && d.in_flight < outbox_window) {
+    auto oseq = d.due.front();
+    d.due.pop_front();
     auto i = d.outbox.find(oseq);
     if (i == d.outbox.end())
       continue;
@@ -416,7 +590,7 @@ void cell::retry_outbox(uint64_t oseq) {
 
 void cell::outbox_not_delivered(uint64_t oseq) {
   auto& d = *dur_;
-  if (d.in_flight > 0) // 0 after a check_in
+  if (d.in_flight > 0) // 0 after a reconcile
     --d.in_flight;
   retry_outbox(oseq);
   dispatch_outbox();
@@ -424,9 +598,9 @@ void cell::outbox_not_delivered(uint64_t oseq) {
 
 void cell::outbox_delivered(uint64_t oseq) {
   auto& d = *dur_;
-  if (d.in_flight > 0) // 0 after a check_in
+  if (d.in_flight > 0) // 0 after a reconcile
     --d.in_flight;
-  if (d.outbox.erase(oseq) > 0)
+  if (mode_ != mode::abandoned && d.outbox.erase(oseq) > 0)
     write(detail::outbox_done_item(cfg_.path, oseq), false);
   dispatch_outbox();
 }

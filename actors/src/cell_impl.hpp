@@ -94,16 +94,18 @@ protected:
                          const call_options& opts) override;
 
   handle resolve(std::string_view path) const override {
-    return handle{std::string{path}, rt_->lookup(path)};
+    return handle{std::string{path}, rt_->binding_of(path)};
   }
 
   /// The live cell behind `to`: its cached cell, or the one bound at its
-  /// path now if that cell was replaced.
+  /// path now if that cell was replaced, unbound or has ended.
   caf::actor target(const handle& to) const {
-    if (to.cell()) {
-      auto* ptr = caf::actor_cast<caf::abstract_actor*>(to.cell());
-      if (!ptr->getf(caf::abstract_actor::is_terminated_flag))
-        return to.cell();
+    if (to.current()) {
+      if (auto cell = to.cell();
+          cell
+          && !caf::actor_cast<caf::abstract_actor*>(cell)->getf(
+            caf::abstract_actor::is_terminated_flag))
+        return cell;
     }
     return rt_->lookup(to.path());
   }
@@ -121,13 +123,17 @@ protected:
 private:
   /// `draining` is never stored: it marks a running cell with a non-empty
   /// buffer while on_envelope queues a new envelope behind the buffer.
+  /// `abandoned`: the supervisor gave up on this cell (or a newer owner
+  /// fenced its path); it forwards what reaches it to the path's current
+  /// cell and ends once its writes are settled.
   enum class mode : uint8_t {
     idle_buffer,
     idle_reject,
     running,
     degraded,
     half_open,
-    draining
+    draining,
+    abandoned
   };
 
   enum class outcome { replied, rejected, failed };
@@ -173,6 +179,7 @@ private:
       case mode::degraded: return "degraded";
       case mode::half_open: return "half_open";
       case mode::draining: return "running";
+      case mode::abandoned: return "replaced";
     }
     return "?";
   }
@@ -220,7 +227,51 @@ private:
   /// Half-open probe: try a fresh instance; the next envelope decides.
   void probe();
 
+  // -- leaving ------------------------------------------------------------------
+
+  /// The supervisor gave up on this cell (a stuck instance it could not stop
+  /// in time), its parent is gone, or a newer owner fenced its path: drop
+  /// the instance without on_stop, unbind the path, hand every envelope
+  /// that is not in the journal to the path's current cell, and end once
+  /// the writes already sent are acknowledged. Envelopes still queued in the
+  /// mailbox are forwarded as they come, until a marker sent to ourselves
+  /// now arrives behind them.
+  void abandon();
+
+  /// Ends the cell (retire): at once, or once the writes already sent are
+  /// acknowledged, so that their requesters learn the outcome.
+  void leave();
+
+  /// Quits if leaving, past the marker, and nothing waits for the writer.
+  void maybe_quit();
+
+  /// Sends `p` on to the cell now bound at this path, keeping its requester;
+  /// without one, the requester is told `not_running` (an async envelope
+  /// becomes a dead letter).
+  void forward(pending p);
+
   // -- durability (see durability.hpp) ----------------------------------------
+
+  /// A reply held until the commit that makes its answer true.
+  struct held_reply {
+    response_promise rp;
+    envelope out;
+    caf::error err; ///< Set: the reply is this error.
+    uint64_t seq = 0; ///< The journal entry it answers for.
+  };
+
+  /// What waits for one commit of this cell.
+  struct commit_wait {
+    std::vector<uint64_t> outbox; ///< Outbox seqs to deliver after it.
+    std::vector<held_reply> replies;
+  };
+
+  /// A start the supervisor asked for before this cell owned its path.
+  struct start_request {
+    response_promise rp;
+    bool is_restart = false;
+    caf::error reason;
+  };
 
   struct durable {
     durability_spec spec;
@@ -228,6 +279,23 @@ private:
       return spec.mode == durability_mode::journal;
     }
     caf::actor writer;
+    /// This cell's epoch as the path's owner (see owner_ref).
+    owner_ref owner;
+    /// A fence was sent: the path is released when the cell ends.
+    bool fenced = false;
+    /// The first fence was granted (with or without a usable view).
+    bool granted = false;
+    /// A commit failed and a new fence is under way; then the cell reloads
+    /// its view from the disk (see storage_failure).
+    bool refencing = false;
+    bool ready() const noexcept {
+      return granted && !refencing;
+    }
+    /// Why the durable view cannot be used (mode mismatch, unreadable
+    /// records, no data dir): a start fails with it.
+    std::string start_error;
+    /// The failed commit that the running re-fence answers.
+    caf::error failure;
     uint64_t next_seq = 1;
     uint64_t next_outbox = 1;
     uint64_t processed = 0;
@@ -242,20 +310,24 @@ private:
     std::deque<pending> accepting;
     uint64_t first_accept = accept_bit;
     uint64_t next_accept = accept_bit;
+    /// Journal: envelopes that arrived before this cell owned its path (or
+    /// during a re-fence); accepted once it does.
+    std::deque<pending> unaccepted;
+    /// Starts that arrived before this cell owned its path.
+    std::vector<start_request> starts;
     /// Outbox sends of the handler running now.
     std::vector<detail::outbox_send> sends;
-    /// Outbox entries not yet delivered, by outbox seq; `ready` lists the
+    /// Outbox entries not yet delivered, by outbox seq; `due` lists the
     /// committed ones waiting for a delivery slot.
     std::map<uint64_t, detail::outbox_send> outbox;
-    std::deque<uint64_t> ready;
+    std::deque<uint64_t> due;
     size_t in_flight = 0;
-    /// Consume commits outstanding that carry outbox entries: token -> the
-    /// outbox seqs to deliver once it is committed.
-    std::unordered_map<uint64_t, std::vector<uint64_t>> after_commit;
-    /// A reset of the writer is under way (see storage_failure).
-    bool resetting = false;
-    /// Set when the data dir holds this path under another durable mode.
-    std::string mode_mismatch;
+    /// Commits outstanding that something waits for (outbox entries to
+    /// deliver, replies to give), by token.
+    std::unordered_map<uint64_t, commit_wait> after_commit;
+    /// The token of the commit that the envelope being handled made (0:
+    /// none); its reply waits for it.
+    uint64_t last_consume = 0;
     /// Journal seq of the buffered envelope being handled (0 for others).
     uint64_t current_seq = 0;
     /// Snapshot mode.
@@ -271,21 +343,32 @@ private:
 
   void init_durable(const durability_spec& spec);
 
-  /// Takes what the node recovered for this path: the last state, then the
+  /// Asks the writer for the path at a new epoch: `prev` 0 for this cell's
+  /// first fence, else its own epoch after a failed commit.
+  void request_fence(uint64_t prev);
+
+  void on_grant(fence_grant& g);
+
+  void on_fence_error(const caf::error& err, uint64_t prev);
+
+  /// Runs the starts that waited for the grant.
+  void run_starts();
+
+  /// Starts an instance for the supervisor; the generation, or why not.
+  caf::expected<uint64_t> start(bool is_restart, const caf::error& reason);
+
+  /// Takes the path's records at the first grant: the last state, then the
   /// unconsumed envelopes in their original order, ahead of any new one.
-  void restore(const recovered_agent& rec);
+  void adopt(const recovered_agent& rec);
 
   /// Takes undelivered outbox entries read from the store, ready to send.
   void adopt_outbox(const std::vector<records::OutboxEntry>& entries);
 
-  /// Hands this path's durable view to the runtime, for the next cell at
-  /// this path (a restarted parent spawns new cells) or for this cell when
-  /// it starts again: the last state, the accepted envelopes not yet
-  /// handled (also those whose accept commit is still on its way; the
-  /// writer commits in order, before anything of the next cell) and the
-  /// undelivered outbox. Runs before the stop is answered, so the
-  /// supervisor's next start sees it. Requesters still waiting are told.
-  void check_in();
+  /// Takes the path's records after a failed commit: the disk is the
+  /// truth. Requesters keep their promise where their envelope is still in
+  /// the journal; a running instance fails, so that its supervisor restarts
+  /// it on what is on disk.
+  void reconcile(const recovered_agent& rec);
 
   /// Loads the last saved state into a new instance (throws on mismatch,
   /// which fails the start).
@@ -303,16 +386,40 @@ private:
   /// the message ids already accepted) before it is handled.
   caf::result<envelope> accept(envelope& e);
 
-  void on_committed(uint64_t tok, bool duplicate, caf::error& err);
+  /// Sends the accept write of `p` (this cell owns its path).
+  void send_accept(pending p);
+
+  /// An accept was committed: `p` waits for its handler.
+  void accepted(pending p);
+
+  /// An accept failed: the sender is told, or it is a dead letter.
+  void not_accepted(pending p, const caf::error& err);
+
+  /// Answers `rp` with `out` (or `err`), after the commit that the handling
+  /// of journal entry `seq` made, if there is one outstanding.
+  void answer(response_promise& rp, envelope out, caf::error err,
+              uint64_t seq);
+
+  /// The writer's acknowledgement of one batch.
+  void on_acks(const std::vector<uint64_t>& tokens, const caf::error& err);
+
+  void on_committed(uint64_t tok, bool duplicate, const caf::error& err);
+
+  /// A write was refused or failed: `fenced` abandons the path, anything
+  /// else is a storage failure.
+  void on_write_error(const caf::error& err);
 
   /// A commit of this agent failed, so memory may be ahead of the disk.
-  /// The writer now rejects this cell's writes until it resets; once the
-  /// reset is answered (after every earlier write of this cell), the cell
-  /// reloads its state, journal and outbox from the store, and a running
-  /// instance fails so that its supervisor restarts it on what is on disk.
+  /// The writer refuses this epoch's writes now; the cell fences again and
+  /// reconciles with what is on disk at that fence.
   void storage_failure(const caf::error& err);
 
-  void reload(const caf::error& why);
+  /// True if no write of this cell waits for an acknowledgement that
+  /// somebody is waiting for.
+  bool settled() const;
+
+  /// The node's writer is gone: nothing more will be acknowledged.
+  void writer_lost();
 
   /// Runs after a handler succeeded (inside `run`).
   void after_handled();
@@ -355,8 +462,10 @@ private:
   mode mode_ = mode::idle_buffer;
   bool deferred_ = false;
   bool stop_requested_ = false;
-  /// The durable view was handed to the runtime (see check_in).
-  bool checked_in_ = false;
+  /// Ending (see leave, abandon); `marker_` once every envelope that was
+  /// queued when it began has been handled.
+  bool leaving_ = false;
+  bool marker_ = false;
   std::unique_ptr<agent_base> instance_;
   // A list, not a deque: an empty std::deque allocates ~600 bytes, and
   // every cell has a buffer that is empty almost always.

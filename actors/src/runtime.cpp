@@ -18,21 +18,34 @@ std::vector<std::string> registry::names() const {
 }
 
 void runtime::bind(const std::string& path, caf::actor cell) {
+  auto b = std::make_shared<detail::binding>(std::move(cell));
   std::unique_lock<std::shared_mutex> guard{dir_mtx_};
-  dir_[path] = std::move(cell);
+  auto& slot = dir_[path];
+  if (slot)
+    slot->live.store(false, std::memory_order_release);
+  slot = std::move(b);
 }
 
 void runtime::unbind(const std::string& path, const caf::actor& cell) {
   std::unique_lock<std::shared_mutex> guard{dir_mtx_};
   auto i = dir_.find(path);
-  if (i != dir_.end() && i->second == cell)
+  if (i != dir_.end() && i->second->actor == cell) {
+    i->second->live.store(false, std::memory_order_release);
     dir_.erase(i);
+  }
 }
 
 caf::actor runtime::lookup(std::string_view path) const {
   std::shared_lock<std::shared_mutex> guard{dir_mtx_};
   auto i = dir_.find(path);
-  return i != dir_.end() ? i->second : caf::actor{};
+  return i != dir_.end() ? i->second->actor : caf::actor{};
+}
+
+std::shared_ptr<const detail::binding>
+runtime::binding_of(std::string_view path) const {
+  std::shared_lock<std::shared_mutex> guard{dir_mtx_};
+  auto i = dir_.find(path);
+  return i != dir_.end() ? i->second : nullptr;
 }
 
 std::vector<std::string> runtime::paths() const {
@@ -46,46 +59,17 @@ std::vector<std::string> runtime::paths() const {
   return out;
 }
 
-void runtime::attach_store(std::shared_ptr<store> st, caf::actor writer,
-                           std::map<std::string, recovered_agent> found) {
+void runtime::attach_store(std::shared_ptr<store> st, caf::actor writer) {
   ids_.store((st->boots() << 40) + 1);
   store_ = std::move(st);
   writer_ = std::move(writer);
-  std::lock_guard<std::mutex> guard{rec_mtx_};
-  for (auto& kvp : found)
-    recovered_.emplace(kvp.first, std::make_shared<recovered_agent>(
-                                    std::move(kvp.second)));
-}
-
-std::shared_ptr<recovered_agent> runtime::claim(const std::string& path) {
-  std::lock_guard<std::mutex> guard{rec_mtx_};
-  auto i = recovered_.find(path);
-  if (i == recovered_.end())
-    return nullptr;
-  auto out = std::move(i->second);
-  recovered_.erase(i);
-  return out;
-}
-
-void runtime::hand_over(recovered_agent rec) {
-  std::lock_guard<std::mutex> guard{rec_mtx_};
-  auto path = rec.path;
-  recovered_[path] = std::make_shared<recovered_agent>(std::move(rec));
-}
-
-std::vector<std::string> runtime::unclaimed() const {
-  std::lock_guard<std::mutex> guard{rec_mtx_};
-  std::vector<std::string> out;
-  for (auto& kvp : recovered_)
-    out.push_back(kvp.first);
-  return out;
 }
 
 void runtime::add_dead_letter(std::string path, envelope env,
                               std::string reason, bool persist) {
   if (writer_ && persist)
     caf::anon_send(writer_, write_atom::value, uint64_t{0},
-                   detail::dead_letter_item(path, env, reason));
+                   owned_write{{}, detail::dead_letter_item(path, env, reason)});
   std::lock_guard<std::mutex> guard{dl_mtx_};
   if (dead_cap_ == 0 || dead_.size() >= dead_cap_) {
     ++dead_dropped_;

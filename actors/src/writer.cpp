@@ -4,7 +4,6 @@
 #include <chrono>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -16,11 +15,30 @@ namespace vigil {
 
 namespace {
 
+/// The writer's record of one path's owner (see owner_ref), at a fixed
+/// index of its slot table. Touched only by the writer's thread.
+struct owner_slot {
+  /// The current owner's epoch; writes of any other epoch are refused.
+  /// 0: the slot is free.
+  uint64_t epoch = 0;
+  /// The batch (see writer::batch_no_) that last took a write of this path.
+  uint64_t batch = 0;
+  /// Cells that fenced the path and have not released it yet.
+  uint32_t holders = 0;
+  /// A commit of `epoch` failed: its owner's memory may be ahead of the
+  /// disk, so its writes are refused until it fences again.
+  bool poisoned = false;
+};
+
 class writer : public caf::event_based_actor {
 public:
   writer(caf::actor_config& cfg, std::shared_ptr<store> st,
-         writer_options opts)
-    : caf::event_based_actor(cfg), st_(std::move(st)), opts_(opts) {
+         writer_options opts, std::map<std::string, recovered_agent> found)
+    : caf::event_based_actor(cfg),
+      st_(std::move(st)),
+      opts_(opts),
+      boot_(std::move(found)),
+      epoch_(0) {
     if (opts_.max_batch == 0)
       opts_.max_batch = 1;
     if (opts_.compact_step == 0)
@@ -38,19 +56,23 @@ public:
     if (opts_.idempotency_retention.count() > 0)
       delayed_send(this, opts_.compact_every, compact_atom::value);
     return {
-      [this](write_atom, uint64_t token, write_item& item) {
+      [this](write_atom, uint64_t token, owned_write& w) {
         auto& from = current_sender();
-        if (from && poisoned_.count(from) > 0) {
-          if (token != 0)
-            caf::anon_send(caf::actor_cast<caf::actor>(from),
-                           committed_atom::value,
-                           std::vector<uint64_t>{token},
-                           make_error(errc::storage_failed,
-                                      "rejected: an earlier commit of this "
-                                      "agent failed; it must reset first"));
-          return;
+        auto own = w.owner;
+        if (own) {
+          auto* slot = slot_of(own);
+          if (slot == nullptr)
+            return refuse(from, token,
+                          make_error(errc::fenced,
+                                     "a newer owner holds this path"));
+          if (slot->poisoned)
+            return refuse(from, token,
+                          make_error(errc::storage_failed,
+                                     "rejected: an earlier commit of this "
+                                     "owner failed; it must fence again"));
+          slot->batch = batch_no_;
         }
-        batch_.push_back(entry{std::move(item), token, from});
+        batch_.push_back(entry{std::move(w.item), token, from, own});
         if (batch_.size() >= opts_.max_batch) {
           flush();
         } else if (!flush_pending_) {
@@ -65,21 +87,30 @@ public:
                            flush_atom::value);
         }
       },
+      [this](fence_atom, std::string& path,
+             uint64_t prev) -> caf::result<fence_grant> {
+        return fence(std::move(path), prev);
+      },
+      [this](release_atom, std::string& path) { release(path); },
+      [this](orphans_atom) {
+        std::vector<std::string> out;
+        for (auto& kvp : boot_)
+          out.push_back(kvp.first);
+        boot_.clear();
+        return out;
+      },
       // From itself (anonymous) or from a node that waits for a flush.
       [this](flush_atom) {
         flush_pending_ = false;
         flush();
         return caf::unit;
       },
-      [this](reset_atom) {
-        if (auto& from = current_sender())
-          poisoned_.erase(from);
-        return caf::unit;
-      },
       [this](stats_atom) {
         return caf::make_message(items_, commits_, failures_, largest_,
                                  compacted_, compact_failures_,
-                                 compact_passes_);
+                                 compact_passes_,
+                                 static_cast<uint64_t>(slots_.size()),
+                                 refused_);
       },
       [this](compact_atom) { compact(); },
     };
@@ -123,7 +154,115 @@ private:
     write_item item;
     uint64_t token;
     caf::strong_actor_ptr sender;
+    owner_ref owner;
   };
+
+  /// A write that was refused; told after the acknowledgements of the
+  /// batch being collected, which may hold earlier writes of its sender.
+  struct refusal {
+    caf::strong_actor_ptr to;
+    uint64_t token;
+    caf::error err;
+  };
+
+  /// A fence granted but not yet answered: the batch held a write of its
+  /// path, which has to be on disk before the path's records are read.
+  struct grant_wait {
+    owner_ref owner;
+    std::string path;
+    caf::response_promise rp;
+  };
+
+  void refuse(const caf::strong_actor_ptr& to, uint64_t token,
+              caf::error err) {
+    ++refused_;
+    if (!to)
+      return;
+    if (batch_.empty())
+      caf::anon_send(caf::actor_cast<caf::actor>(to), committed_atom::value,
+                     token_list(token), std::move(err));
+    else
+      refusals_.push_back(refusal{to, token, std::move(err)});
+  }
+
+  static std::vector<uint64_t> token_list(uint64_t token) {
+    return token == 0 ? std::vector<uint64_t>{}
+                      : std::vector<uint64_t>{token};
+  }
+
+  /// The slot `own` names if `own` is still its owner, else nullptr.
+  owner_slot* slot_of(owner_ref own) {
+    auto i = own.slot();
+    if (i >= table_.size() || table_[i].epoch != own.epoch())
+      return nullptr;
+    return &table_[i];
+  }
+
+  caf::result<fence_grant> fence(std::string path, uint64_t prev) {
+    auto i = slots_.find(path);
+    if (prev != 0) {
+      // A re-fence after a failed commit: only while still the owner.
+      if (i == slots_.end() || table_[i->second].epoch != prev)
+        return make_error(errc::fenced,
+                          path + ": a newer owner holds this path");
+    } else if (i == slots_.end()) {
+      uint32_t idx;
+      if (!free_.empty()) {
+        idx = free_.back();
+        free_.pop_back();
+      } else if (table_.size() < owner_ref::max_slots) {
+        idx = static_cast<uint32_t>(table_.size());
+        table_.emplace_back();
+      } else {
+        return make_error(errc::storage_failed,
+                          path + ": this node owns "
+                            + std::to_string(table_.size())
+                            + " durable paths, its limit; stop some "
+                              "durable agents or spread them over nodes");
+      }
+      i = slots_.emplace(path, idx).first;
+    }
+    auto idx = i->second;
+    auto& slot = table_[idx];
+    if (prev == 0)
+      ++slot.holders;
+    slot.epoch = ++epoch_;
+    slot.poisoned = false;
+    auto own = owner_ref::make(idx, slot.epoch);
+    auto rp = make_response_promise<fence_grant>();
+    if (!batch_.empty() && slot.batch == batch_no_)
+      grants_.push_back(grant_wait{own, std::move(path), rp});
+    else
+      grant(own, path, rp);
+    return rp;
+  }
+
+  void grant(owner_ref own, const std::string& path,
+             caf::response_promise& rp) {
+    fence_grant g;
+    g.owner = own;
+    if (auto i = boot_.find(path); i != boot_.end()) {
+      g.view = std::move(i->second);
+      boot_.erase(i);
+    } else if (auto st = st_->load(path, g.view)) {
+      g.error = st.message();
+    }
+    rp.deliver(std::move(g));
+  }
+
+  void release(const std::string& path) {
+    auto i = slots_.find(path);
+    if (i == slots_.end())
+      return;
+    auto idx = i->second;
+    auto& slot = table_[idx];
+    if (--slot.holders > 0)
+      return;
+    // Every holder's writes came before its release; none can match now.
+    slot = owner_slot{};
+    free_.push_back(idx);
+    slots_.erase(i);
+  }
 
   void flush() {
     if (batch_.empty())
@@ -138,24 +277,27 @@ private:
       ++failures_;
       err = make_error(errc::storage_failed, st.message());
       for (auto& e : batch_)
-        if (e.sender)
-          poisoned_.insert(e.sender);
+        if (auto* slot = e.owner ? slot_of(e.owner) : nullptr)
+          slot->poisoned = true;
     } else {
       ++commits_;
       items_ += batch_.size();
       largest_ = std::max<uint64_t>(largest_, batch_.size());
     }
-    // One acknowledgement per sender, not per item.
+    // One acknowledgement per sender, not per item. A failure reaches
+    // every owner in the batch, also one that asked for no token.
     for (size_t i = 0; i < batch_.size(); ++i) {
       auto& e = batch_[i];
-      if (e.token == 0 || !e.sender)
+      if (!e.sender || (e.token == 0 && !(st && e.owner)))
+        continue;
+      auto [pos, added] = acks_.emplace(e.sender.get(), acks_.size());
+      if (added)
+        ack_lists_.emplace_back(e.sender, std::vector<uint64_t>{});
+      if (e.token == 0)
         continue;
       auto tok = e.token;
       if (results_[i] == write_result::duplicate)
         tok |= duplicate_bit;
-      auto [pos, added] = acks_.emplace(e.sender.get(), acks_.size());
-      if (added)
-        ack_lists_.emplace_back(e.sender, std::vector<uint64_t>{});
       ack_lists_[pos->second].second.push_back(tok);
     }
     for (auto& [to, toks] : ack_lists_)
@@ -164,6 +306,15 @@ private:
     acks_.clear();
     ack_lists_.clear();
     batch_.clear();
+    ++batch_no_;
+    for (auto& r : refusals_)
+      caf::anon_send(caf::actor_cast<caf::actor>(r.to), committed_atom::value,
+                     token_list(r.token), std::move(r.err));
+    refusals_.clear();
+    auto grants = std::move(grants_);
+    grants_.clear();
+    for (auto& g : grants)
+      grant(g.owner, g.path, g.rp);
   }
 
   std::shared_ptr<store> st_;
@@ -175,8 +326,21 @@ private:
   std::vector<std::pair<caf::strong_actor_ptr, std::vector<uint64_t>>>
     ack_lists_;
   bool flush_pending_ = false;
-  /// Senders whose commit failed, until they reset.
-  std::unordered_set<caf::strong_actor_ptr> poisoned_;
+  /// What recovery read at the node's start, by path, until a fence claims
+  /// it or the node asks for the orphans.
+  std::map<std::string, recovered_agent> boot_;
+  /// The slot of every path that a live cell fenced, by path; the slots
+  /// themselves by index (see owner_ref), and the free indexes.
+  std::unordered_map<std::string, uint32_t> slots_;
+  std::vector<owner_slot> table_;
+  std::vector<uint32_t> free_;
+  /// The last epoch handed out; epochs are unique in this writer's life.
+  uint64_t epoch_;
+  /// Counts flushes; see owner_slot::batch.
+  uint64_t batch_no_ = 1;
+  std::vector<refusal> refusals_;
+  std::vector<grant_wait> grants_;
+  uint64_t refused_ = 0;
   uint64_t items_ = 0;
   uint64_t commits_ = 0;
   uint64_t failures_ = 0;
@@ -191,8 +355,10 @@ private:
 } // namespace
 
 caf::actor spawn_writer(caf::actor_system& sys, std::shared_ptr<store> st,
-                        writer_options opts) {
-  return sys.spawn<writer, caf::detached>(std::move(st), opts);
+                        writer_options opts,
+                        std::map<std::string, recovered_agent> found) {
+  return sys.spawn<writer, caf::detached>(std::move(st), opts,
+                                          std::move(found));
 }
 
 } // namespace vigil

@@ -80,8 +80,8 @@ struct node::impl {
       dead_letter_of(q);
     }
     std::shared_ptr<store> shared{std::move(st)};
-    writer = spawn_writer(sys, shared, cfg_copy.writer);
-    rt->attach_store(shared, writer, std::move(found));
+    writer = spawn_writer(sys, shared, cfg_copy.writer, std::move(found));
+    rt->attach_store(shared, writer);
     return caf::none;
   }
 
@@ -89,6 +89,19 @@ struct node::impl {
     envelope e;
     rt->add_dead_letter(std::string{to_string(q.where)}, std::move(e),
                         "quarantined: " + q.reason, false);
+  }
+
+  /// Paths recovered at start that no cell took; the writer drops their
+  /// cached records.
+  std::vector<std::string> unclaimed() {
+    std::vector<std::string> out;
+    if (!writer)
+      return out;
+    caf::scoped_actor self{sys, true};
+    self->request(writer, caf::infinite, orphans_atom::value)
+      .receive([&](std::vector<std::string>& xs) { out = std::move(xs); },
+               [](caf::error&) {});
+    return out;
   }
 
   void stop_writer() {
@@ -183,7 +196,7 @@ caf::error node::start(std::string name, supervisor_spec spec) {
     .receive([](uint64_t) {}, [&](caf::error& err) { out = std::move(err); });
   if (!out) {
     impl_->root = root;
-    impl_->orphans = impl_->rt->unclaimed();
+    impl_->orphans = impl_->unclaimed();
     for (auto& p : impl_->orphans)
       spdlog::warn("vigil: {} holds durable agent {}, which is not in the "
                    "tree; its records are kept (see vigil inspect)",
@@ -291,10 +304,10 @@ caf::expected<std::vector<uint64_t>> node::writer_stats() {
     .receive(
       [&](uint64_t items, uint64_t commits, uint64_t failures,
           uint64_t largest, uint64_t compacted, uint64_t compact_failures,
-          uint64_t passes) {
-        out = std::vector<uint64_t>{items,     commits,          failures,
-                                    largest,   compacted,        compact_failures,
-                                    passes};
+          uint64_t passes, uint64_t owners, uint64_t refused) {
+        out = std::vector<uint64_t>{items,   commits,   failures,
+                                    largest, compacted, compact_failures,
+                                    passes,  owners,    refused};
       },
       [&](caf::error& err) { out = std::move(err); });
   return out;

@@ -172,6 +172,25 @@ private:
     children_.erase(i);
   }
 
+  /// Gives up on a child that did not stop in time. A supervisor is killed.
+  /// A worker's cell is told to abandon its path and is unbound now, so
+  /// that senders reach the next cell at once: CAF cannot preempt a stuck
+  /// handler, so the old cell acts only once that returns; then it forwards
+  /// what queued at it, and its writes are refused, since the next cell
+  /// fenced the path at a newer epoch (see vigil::owner_ref).
+  void give_up(child& c) {
+    if (!c.handle)
+      return;
+    if (c.spec->kind == child_kind::worker) {
+      send<high>(c.handle, abandon_atom::value);
+      rt_->unbind(child_path(c.id), c.handle);
+    } else {
+      demonitor(c.handle);
+      send_exit(c.handle, caf::exit_reason::kill);
+    }
+    c.handle = nullptr;
+  }
+
   void retire(child& c) {
     if (c.handle && c.spec->kind == child_kind::worker)
       send(c.handle, retire_atom::value); // behind queued envelopes
@@ -208,6 +227,15 @@ private:
   }
 
   // -- starting ---------------------------------------------------------------
+
+  /// Spawns and binds the cell of worker `c` if it has none.
+  caf::error spawn_worker_cell(child& c);
+
+  /// Spawns the cell of a durable worker ahead of its start (see start_seq).
+  void prespawn(uint64_t key);
+
+  /// How many durable workers ahead start_seq spawns cells.
+  static constexpr size_t prespawn_window = 64;
 
   /// Starts (or restarts) child `key`, then calls `k` with the outcome.
   void start_one(uint64_t key, bool is_restart, caf::error reason, cont k);

@@ -7,28 +7,41 @@
 
 namespace vigil::detail {
 
+caf::error supervisor_actor::spawn_worker_cell(child& c) {
+  if (c.handle)
+    return caf::none;
+  cell_config cc;
+  cc.path = child_path(c.id);
+  auto path = cc.path; // cc moves into the cell
+  cc.type = rt_->types().find(c.spec->agent);
+  cc.params = {c.spec, &c.spec->params}; // shares, no copy
+  cc.buffer_cap = static_cast<uint32_t>(
+    std::min<size_t>(c.spec->buffer_cap, UINT32_MAX));
+  cc.max_deliveries = c.spec->max_deliveries;
+  cc.durability = c.spec->durability;
+  if (cc.type == nullptr)
+    return make_error(errc::unknown_agent_type, c.spec->agent);
+  c.handle = spawn_cell(home_system(), rt_, std::move(cc),
+                        caf::actor_cast<caf::actor>(this), c.key);
+  rt_->bind(path, c.handle);
+  return caf::none;
+}
+
+void supervisor_actor::prespawn(uint64_t key) {
+  auto* c = find_key(key);
+  if (c != nullptr && c->spec->kind == child_kind::worker
+      && c->spec->durability.mode != durability_mode::none)
+    static_cast<void>(spawn_worker_cell(*c)); // start_one reports errors
+}
+
 void supervisor_actor::start_one(uint64_t key, bool is_restart,
                                  caf::error reason, cont k) {
   auto* c = find_key(key);
   if (c == nullptr)
     return k(make_error(errc::not_found));
   if (c->spec->kind == child_kind::worker) {
-    if (!c->handle) {
-      cell_config cc;
-      cc.path = child_path(c->id);
-      auto path = cc.path; // cc moves into the cell
-      cc.type = rt_->types().find(c->spec->agent);
-      cc.params = {c->spec, &c->spec->params}; // shares, no copy
-      cc.buffer_cap = static_cast<uint32_t>(
-        std::min<size_t>(c->spec->buffer_cap, UINT32_MAX));
-      cc.max_deliveries = c->spec->max_deliveries;
-      cc.durability = c->spec->durability;
-      if (cc.type == nullptr)
-        return k(make_error(errc::unknown_agent_type, c->spec->agent));
-      c->handle = spawn_cell(home_system(), rt_, std::move(cc),
-                             caf::actor_cast<caf::actor>(this), key);
-      rt_->bind(path, c->handle);
-    }
+    if (auto err = spawn_worker_cell(*c))
+      return k(std::move(err));
   } else {
     c->handle = spawn_supervisor(home_system(), rt_, *c->spec->sup,
                                  child_path(c->id),
@@ -72,6 +85,14 @@ void supervisor_actor::start_seq(key_list keys, size_t i, bool is_restart,
                                  std::function<void(caf::error, uint64_t)> k) {
   if (i == keys->size())
     return k(caf::none, 0);
+  // The cells of the next durable workers are spawned ahead: each fences
+  // its path with the node's writer as it spawns, so those round trips
+  // overlap instead of adding up. Instances still start in order.
+  if (i == 0)
+    for (size_t j = 1; j < std::min(keys->size(), prespawn_window); ++j)
+      prespawn((*keys)[j]);
+  if (i + prespawn_window < keys->size())
+    prespawn((*keys)[i + prespawn_window]);
   auto key = (*keys)[i];
   start_one(key, is_restart, reason,
             [this, keys = std::move(keys), i, is_restart, reason,
@@ -116,14 +137,11 @@ void supervisor_actor::stop_one(uint64_t key, bool keep_buffer,
       },
       [this, key, k](caf::error&) {
         after_await([&] {
-          // Did not stop in time: kill it. A worker gets a new cell on
-          // its next start; envelopes stuck in the old one are lost.
+          // Did not stop in time: give up on it. A worker gets a new
+          // cell on its next start, which reads its records from the
+          // disk; the old one forwards what queued at it.
           if (auto* c = find_key(key)) {
-            if (c->handle) {
-              demonitor(c->handle);
-              send_exit(c->handle, caf::exit_reason::kill);
-            }
-            c->handle = nullptr;
+            give_up(*c);
             c->st = status::stopped;
           }
           k();
@@ -175,12 +193,9 @@ void supervisor_actor::stop_all(std::function<void()> k) {
       timeout = caf::duration{brutal_kill_grace};
     ++*pending;
     auto done = [this, pending, key, finish](bool killed) {
-      if (killed) {
-        if (auto* c = find_key(key)) {
-          send_exit(c->handle, caf::exit_reason::kill);
-          c->handle = nullptr;
-        }
-      }
+      if (killed)
+        if (auto* c = find_key(key))
+          give_up(*c);
       if (--*pending == 0)
         finish();
     };
@@ -236,8 +251,7 @@ void supervisor_actor::on_stop_timeout(uint64_t batch) {
   for (auto& kvp : children_) {
     auto& c = kvp.second;
     if (c.handle && c.st != status::stopped) {
-      send_exit(c.handle, caf::exit_reason::kill);
-      c.handle = nullptr;
+      give_up(c);
       c.st = status::stopped;
     }
   }

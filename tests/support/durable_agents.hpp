@@ -6,11 +6,13 @@
 #include <string>
 
 #include "proto/test.pb.h"
+#include "support/gate.hpp"
 #include "vigil/actors/registry.hpp"
 
 namespace vigil::test {
 
-/// Counts and sums Add.n, remembering the order; Add(n < 0) throws.
+/// Counts and sums Add.n, remembering the order; Add(n < 0) throws; Block
+/// waits at a test gate, then adds like Add.
 class tally : public agent<Tally> {
 public:
   static void define(handlers<tally>& h) {
@@ -23,6 +25,16 @@ public:
       st.add_seen(a.n());
     });
     h.on<Get>([](tally& self, context&, const Get&) { return self.state(); });
+    h.on<Block>([](tally& self, context&, const Block& b) {
+      auto& g = gates::get().at(b.gate());
+      if (!(b.first_only() ? g.pass_first() : g.pass()))
+        throw std::runtime_error("gate " + b.gate() + " was never opened");
+      auto& st = self.state();
+      st.set_count(st.count() + 1);
+      st.set_sum(st.sum() + b.n());
+      st.add_seen(b.n());
+      return st;
+    });
     h.on<Fanout>([](tally& self, context& ctx, const Fanout& f) {
       for (int64_t i = 0; i < f.count(); ++i) {
         Add a;
@@ -84,9 +96,26 @@ public:
   }
 };
 
+/// Forwards every Add to the path in its `to` parameter through a handle it
+/// resolves once, as a long-lived agent caches its peers.
+class courier : public agent<> {
+public:
+  static void define(handlers<courier>& h) {
+    h.on<Add>([](courier& self, context& ctx, const Add& a) {
+      if (!self.to_)
+        self.to_ = ctx.resolve(ctx.parameters().at("to"));
+      ctx.send(self.to_, a);
+    });
+  }
+
+private:
+  handle to_;
+};
+
 inline registry durable_registry() {
   registry r;
   r.add<tally>("tally").add<counter>("counter").add<source>("source");
+  r.add<courier>("courier");
   return r;
 }
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -47,16 +48,33 @@ struct call_options {
   uint64_t message_id = 0;
 };
 
+namespace detail {
+
+/// One binding of a path to the cell that hosts its agent. The runtime's
+/// directory makes a new binding each time a path is bound to another
+/// cell, and clears `live` on the old one when it is replaced or unbound,
+/// so a cached handle notices at once.
+struct binding {
+  explicit binding(caf::actor x) : actor(std::move(x)) {
+    // nop
+  }
+  const caf::actor actor;
+  std::atomic<bool> live{true};
+};
+
+} // namespace detail
+
 /// A stable reference to the agent at a path: the path plus the cell that
 /// hosts it, so a send skips the directory lookup. It stays valid across
-/// restarts of the agent (the cell stays); when the cell was replaced (its
-/// supervisor restarted, or a stuck instance was killed) a send through the
-/// handle falls back to the path. Obtained from `context::resolve`.
+/// restarts of the agent (the cell stays); once the cell was replaced (its
+/// supervisor restarted, or a stuck instance was given up) or unbound, a
+/// send through the handle falls back to the path. Obtained from
+/// `context::resolve`.
 class handle {
 public:
   handle() = default;
-  handle(std::string path, caf::actor cell)
-    : path_(std::move(path)), cell_(std::move(cell)) {
+  handle(std::string path, std::shared_ptr<const detail::binding> b)
+    : path_(std::move(path)), b_(std::move(b)) {
     // nop
   }
 
@@ -64,18 +82,24 @@ public:
     return path_;
   }
 
-  /// The hosting cell; invalid if nothing was bound at the path.
-  const caf::actor& cell() const noexcept {
-    return cell_;
+  /// The hosting cell when the handle was made; invalid if nothing was
+  /// bound at the path then.
+  caf::actor cell() const noexcept {
+    return b_ ? b_->actor : caf::actor{};
+  }
+
+  /// True while the cell is still the one bound at the path.
+  bool current() const noexcept {
+    return b_ && b_->live.load(std::memory_order_acquire);
   }
 
   explicit operator bool() const noexcept {
-    return static_cast<bool>(cell_);
+    return static_cast<bool>(b_);
   }
 
 private:
   std::string path_;
-  caf::actor cell_;
+  std::shared_ptr<const detail::binding> b_;
 };
 
 /// The interned Protobuf type name of `msg`. Each thread caches names by

@@ -38,6 +38,11 @@ struct cell_config {
 using start_atom = caf::atom_constant<caf::atom("vstart")>;     // (start, is_restart, reason) -> gen
 using stop_atom = caf::atom_constant<caf::atom("vstop")>;       // (stop, graceful, keep_buffer) -> unit
 using retire_atom = caf::atom_constant<caf::atom("vretire")>;   // (retire): reject buffer, quit
+// (abandon): the supervisor gave up on this cell (it did not stop in time)
+// and may start another at its path: drop the instance, unbind the path,
+// forward what reaches it, end once its writes are settled.
+using abandon_atom = caf::atom_constant<caf::atom("vabandon")>;
+using gone_atom = caf::atom_constant<caf::atom("vgone")>;       // cell-internal: abandon's marker
 using degrade_atom = caf::atom_constant<caf::atom("vdegrade")>; // (degrade, default, min, max)
 using probe_atom = caf::atom_constant<caf::atom("vprobe")>;     // cell-internal timer
 // Cell -> supervisor, as ordinary messages.

@@ -60,6 +60,10 @@ enum class errc : uint8_t {
   /// A `journal` agent already accepted an envelope with this message id;
   /// it is not applied again.
   duplicate,
+  /// A newer owner took over this agent's path (its supervisor gave up on
+  /// this instance and started another); writes of the older owner are
+  /// refused. Internal to the runtime, seen by no requester.
+  fenced,
 };
 
 /// Returns the OTP-style name of `x`, e.g. "reached_max_restart_intensity".

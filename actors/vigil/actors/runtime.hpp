@@ -14,6 +14,7 @@
 
 #include <caf/actor.hpp>
 
+#include "vigil/actors/agent.hpp"
 #include "vigil/actors/envelope.hpp"
 #include "vigil/actors/registry.hpp"
 #include "vigil/persistence/store.hpp"
@@ -79,10 +80,10 @@ public:
 
   // -- durability (set once by the node before the tree starts) -------------
 
-  /// Attaches the node's store, its writer and what `store::recover` found.
-  /// Not thread-safe: call before any actor of the node runs.
-  void attach_store(std::shared_ptr<store> st, caf::actor writer,
-                    std::map<std::string, recovered_agent> found);
+  /// Attaches the node's store and its writer (which owns what the store
+  /// recovered at start). Not thread-safe: call before any actor of the
+  /// node runs.
+  void attach_store(std::shared_ptr<store> st, caf::actor writer);
 
   /// The node's store, or nullptr without a data dir.
   const std::shared_ptr<store>& storage() const noexcept {
@@ -94,19 +95,8 @@ public:
     return writer_;
   }
 
-  /// Hands the records recovered for `path` to the cell that resumes it
-  /// (once; later calls return nullptr).
-  std::shared_ptr<recovered_agent> claim(const std::string& path);
-
-  /// Takes back the durable view of a cell that stops for good, so that
-  /// the next cell at its path (or the same cell, started again) claims it.
-  void hand_over(recovered_agent rec);
-
-  /// Recovered paths that no child claimed: in the data dir but no longer
-  /// in the tree. Reported, never deleted.
-  std::vector<std::string> unclaimed() const;
-
-  /// Binds `path` to the cell that hosts the agent there.
+  /// Binds `path` to the cell that hosts the agent there; a binding of
+  /// another cell is replaced (handles to it fall back to the path).
   void bind(const std::string& path, caf::actor cell);
 
   /// Removes `path` if it is still bound to `cell`.
@@ -114,6 +104,9 @@ public:
 
   /// The cell at `path`, or an invalid handle.
   caf::actor lookup(std::string_view path) const;
+
+  /// The binding at `path` (for a `handle`), or nullptr.
+  std::shared_ptr<const detail::binding> binding_of(std::string_view path) const;
 
   /// Every bound path, sorted.
   std::vector<std::string> paths() const;
@@ -141,7 +134,7 @@ private:
   mutable std::shared_mutex dir_mtx_;
   // Ordered with a transparent comparator: lookups by string_view allocate
   // nothing.
-  std::map<std::string, caf::actor, std::less<>> dir_;
+  std::map<std::string, std::shared_ptr<detail::binding>, std::less<>> dir_;
   mutable std::mutex dl_mtx_;
   size_t dead_cap_;
   uint64_t dead_seq_ = 0;
@@ -149,8 +142,6 @@ private:
   std::deque<dead_letter> dead_;
   std::shared_ptr<store> store_;
   caf::actor writer_;
-  mutable std::mutex rec_mtx_;
-  std::map<std::string, std::shared_ptr<recovered_agent>> recovered_;
 };
 
 } // namespace vigil

@@ -102,7 +102,8 @@ public:
 
   /// The writer's counters: items, commits, failures, largest batch,
   /// idempotency records compacted, compaction steps that failed,
-  /// compaction passes finished.
+  /// compaction passes finished, paths owned by a live cell now, writes
+  /// refused (from a replaced owner, or after a failed commit).
   caf::expected<std::vector<uint64_t>> writer_stats();
 
   /// A copy of this node's dead letters.
