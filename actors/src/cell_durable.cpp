@@ -211,6 +211,7 @@ void cell::reconcile(const recovered_agent& rec) {
   }
   d.accepting.clear();
   d.first_accept = d.next_accept; // late verdicts of those are ignored
+  d.first_token = d.next_token;
   for (auto& je : rec.journal) {
     pending p{detail::from_record(je.env()), {}, je.seq()};
     if (auto i = waiting.find(je.seq()); i != waiting.end()) {
@@ -236,7 +237,18 @@ void cell::reconcile(const recovered_agent& rec) {
   d.due.clear();
   d.in_flight = 0;
   adopt_outbox(rec.outbox);
-  if (instance_) {
+  if (mode_ == mode::idle_reject) {
+    // Stopped: nobody waits in the buffer of a stopped cell.
+    reject_buffer(make_error(errc::not_running, cfg_.path + " stopped"));
+  } else if (instance_ && mode_ == mode::half_open) {
+    // A probe's instance ran on memory that the disk does not have: the
+    // child stays degraded and probes again (its supervisor, which deems
+    // it degraded, would ignore an exit).
+    instance_.reset();
+    stop_requested_ = false;
+    deg_->probe_delay = std::min(deg_->probe_delay * 2, deg_->probe_max);
+    enter_degraded();
+  } else if (instance_) {
     instance_.reset();
     stop_requested_ = false;
     mode_ = mode::idle_buffer;
@@ -413,17 +425,23 @@ void cell::on_committed(uint64_t tok, bool duplicate, const caf::error& err) {
     }
     return;
   }
+  if (tok < d.first_token)
+    return; // written before a reconcile, which settled it
   auto j = d.after_commit.find(tok);
   if (err) {
-    if (j != d.after_commit.end() && is(err, errc::fenced)) {
-      // A newer owner applies these envelopes; this answer is not true.
+    if (j != d.after_commit.end()
+        && (is(err, errc::fenced) || leaving_ || mode_ == mode::abandoned)) {
+      // The envelope stays in the journal and the path's next instance
+      // applies it; this answer is not true. (A cell that stays gives the
+      // replies to the envelopes' next run instead, in reconcile.)
       for (auto& r : j->second.replies)
         r.rp.deliver(make_error(errc::not_running,
-                                cfg_.path + " was replaced before its "
-                                            "change was committed; the new "
-                                            "instance applies the envelope"));
+                                cfg_.path + " ended before its change was "
+                                            "committed; the envelope is in "
+                                            "its journal and the path's next "
+                                            "instance applies it"));
       d.after_commit.erase(j);
-    } // else reconcile gives the replies to the envelopes' next run
+    }
     on_write_error(err);
     return;
   }

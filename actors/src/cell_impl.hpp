@@ -227,7 +227,7 @@ private:
   /// Half-open probe: try a fresh instance; the next envelope decides.
   void probe();
 
-  // -- leaving ------------------------------------------------------------------
+  // -- leaving ----------------------------------------------------------------
 
   /// The supervisor gave up on this cell (a stuck instance it could not stop
   /// in time), its parent is gone, or a newer owner fenced its path: drop
@@ -300,6 +300,9 @@ private:
     uint64_t next_outbox = 1;
     uint64_t processed = 0;
     uint64_t next_token = 1;
+    /// Tokens below this were written before the last reconcile, which
+    /// settled them: their late acknowledgements are ignored.
+    uint64_t first_token = 1;
     /// The last state handed to the writer; what a restart restores.
     std::string state;
     std::string state_type;

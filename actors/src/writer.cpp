@@ -62,11 +62,11 @@ public:
         if (own) {
           auto* slot = slot_of(own);
           if (slot == nullptr)
-            return refuse(from, token,
+            return refuse(from, own, token,
                           make_error(errc::fenced,
                                      "a newer owner holds this path"));
           if (slot->poisoned)
-            return refuse(from, token,
+            return refuse(from, own, token,
                           make_error(errc::storage_failed,
                                      "rejected: an earlier commit of this "
                                      "owner failed; it must fence again"));
@@ -173,16 +173,22 @@ private:
     caf::response_promise rp;
   };
 
-  void refuse(const caf::strong_actor_ptr& to, uint64_t token,
+  /// Tells `to` that its write was refused: now, or after the batch if
+  /// the batch holds earlier writes of the same path, whose
+  /// acknowledgements must come first. A fence of that path waits for the
+  /// batch as well (see fence), so a refusal never follows the grant that
+  /// answers the failure it reports.
+  void refuse(const caf::strong_actor_ptr& to, owner_ref own, uint64_t token,
               caf::error err) {
     ++refused_;
     if (!to)
       return;
-    if (batch_.empty())
+    auto i = own.slot();
+    if (!batch_.empty() && i < table_.size() && table_[i].batch == batch_no_)
+      refusals_.push_back(refusal{to, token, std::move(err)});
+    else
       caf::anon_send(caf::actor_cast<caf::actor>(to), committed_atom::value,
                      token_list(token), std::move(err));
-    else
-      refusals_.push_back(refusal{to, token, std::move(err)});
   }
 
   static std::vector<uint64_t> token_list(uint64_t token) {
@@ -258,9 +264,19 @@ private:
     auto& slot = table_[idx];
     if (--slot.holders > 0)
       return;
+    if (!batch_.empty() && slot.batch == batch_no_) {
+      // Its last writes are not committed yet: a fence of the path before
+      // they are must still wait for them, so the slot stays until then.
+      releasing_.push_back(path);
+      return;
+    }
+    free_slot(i);
+  }
+
+  void free_slot(std::unordered_map<std::string, uint32_t>::iterator i) {
     // Every holder's writes came before its release; none can match now.
-    slot = owner_slot{};
-    free_.push_back(idx);
+    table_[i->second] = owner_slot{};
+    free_.push_back(i->second);
     slots_.erase(i);
   }
 
@@ -307,6 +323,11 @@ private:
     ack_lists_.clear();
     batch_.clear();
     ++batch_no_;
+    for (auto& path : releasing_)
+      if (auto i = slots_.find(path);
+          i != slots_.end() && table_[i->second].holders == 0)
+        free_slot(i);
+    releasing_.clear();
     for (auto& r : refusals_)
       caf::anon_send(caf::actor_cast<caf::actor>(r.to), committed_atom::value,
                      token_list(r.token), std::move(r.err));
@@ -339,6 +360,8 @@ private:
   /// Counts flushes; see owner_slot::batch.
   uint64_t batch_no_ = 1;
   std::vector<refusal> refusals_;
+  /// Paths released while the batch held their writes (see release).
+  std::vector<std::string> releasing_;
   std::vector<grant_wait> grants_;
   uint64_t refused_ = 0;
   uint64_t items_ = 0;

@@ -339,7 +339,8 @@ TEST_F(sup_test, a_killed_supervisor_and_its_cells_are_freed) {
   auto spec = flags(strategy::one_for_one, 10, 5000);
   spec.children.push_back(supervisor("inner", inner));
   ASSERT_FALSE(start("app", spec));
-  auto weak_cell = caf::actor_cast<caf::weak_actor_ptr>(handle("app/inner/echo"));
+  auto weak_cell
+    = caf::actor_cast<caf::weak_actor_ptr>(handle("app/inner/echo"));
   auto weak_sup = caf::actor_cast<caf::weak_actor_ptr>(handle("app/inner"));
   ASSERT_TRUE(caf::actor_cast<caf::strong_actor_ptr>(weak_cell));
   caf::anon_send_exit(handle("app/inner"), caf::exit_reason::kill);

@@ -106,7 +106,8 @@ public:
   caf::actor lookup(std::string_view path) const;
 
   /// The binding at `path` (for a `handle`), or nullptr.
-  std::shared_ptr<const detail::binding> binding_of(std::string_view path) const;
+  std::shared_ptr<const detail::binding>
+  binding_of(std::string_view path) const;
 
   /// Every bound path, sorted.
   std::vector<std::string> paths() const;
