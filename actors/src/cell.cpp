@@ -106,10 +106,22 @@ caf::result<caf::message> cell::control(caf::message& msg) {
       drain();
     return caf::message{};
   }
-  bool with_ack = msg.match_elements<stop_atom, bool, bool, ack_atom>();
-  if (with_ack || msg.match_elements<stop_atom, bool, bool>()) {
+  bool with_ack = msg.match_elements<stop_atom, bool, bool, caf::timespan,
+                                     ack_atom>();
+  bool timed = with_ack
+               || msg.match_elements<stop_atom, bool, bool, caf::timespan>();
+  if (timed || msg.match_elements<stop_atom, bool, bool>()) {
     auto keep_buffer = msg.get_as<bool>(2);
-    stop_instance(msg.get_as<bool>(1));
+    auto graceful = msg.get_as<bool>(1);
+    // Reached only after the supervisor gave up on this cell (its handler
+    // was stuck): a newer instance may run already, so this one gets no
+    // on_stop and no last save.
+    if (timed) {
+      auto at = msg.get_as<caf::timespan>(3);
+      if (at.count() != 0 && clock().now().time_since_epoch() > at)
+        graceful = false;
+    }
+    stop_instance(graceful);
     if (mode_ != mode::abandoned) {
       mode_ = keep_buffer ? mode::idle_buffer : mode::idle_reject;
       if (!keep_buffer)
@@ -175,10 +187,10 @@ void cell::abandon() {
   auto buffered = std::move(buffer_);
   buffer_.clear();
   for (auto& p : buffered) {
-    if (p.seq == 0)
+    if (p.seq == 0 && !p.saved)
       forward(std::move(p));
     else if (p.rp.pending() && !p.rp.async())
-      p.rp.deliver(replaced);
+      p.rp.deliver(replaced); // on disk: the next owner applies it
   }
   if (dur_) {
     auto& d = *dur_;
@@ -306,7 +318,9 @@ void cell::send_envelope(const handle& to, envelope env) {
   if (dur_ && dur_->journal() && current_ != nullptr) {
     // Sent by a journal agent's handler: committed with the state change
     // (the outbox) and delivered after that commit, at least once; the
-    // receiver drops a redelivered message id.
+    // receiver drops a redelivered message id. A committed effect has no
+    // deadline: it is delivered however late.
+    env.deadline = 0;
     dur_->sends.push_back(detail::outbox_send{0, to.path(), std::move(env)});
     return;
   }
@@ -654,12 +668,21 @@ void cell::reject_buffer(const caf::error& err) {
     return;
   }
   for (auto& p : buffer_) {
-    if (!p.rp.pending() || p.rp.async())
+    if (p.saved) {
+      // In the last save: applied when the agent runs again.
+      if (p.rp.pending() && !p.rp.async())
+        p.rp.deliver(make_error(errc::not_running,
+                                cfg_.path + " stopped; the envelope is kept "
+                                            "in its last save and applied "
+                                            "when it runs again"));
+      p.rp = response_promise{};
+    } else if (!p.rp.pending() || p.rp.async()) {
       rt_->add_dead_letter(cfg_.path, std::move(p.env), describe(err));
-    else
+    } else {
       p.rp.deliver(err);
+    }
   }
-  buffer_.clear();
+  buffer_.remove_if([](const pending& p) { return !p.saved; });
 }
 
 void cell::enter_degraded() {

@@ -3,6 +3,8 @@
 // replies held until their commit, and the outbox (see README,
 // "Durability").
 
+#include <set>
+
 #include "cell_impl.hpp"
 
 namespace vigil::detail {
@@ -154,7 +156,7 @@ void cell::adopt(const recovered_agent& rec) {
     d.next_outbox = std::max<uint64_t>(1, s.next_outbox());
     d.processed = s.processed();
     for (auto& r : s.pending())
-      found.push_back(pending{detail::from_record(r), {}, 0});
+      found.push_back(pending{detail::from_record(r), {}, 0, true});
   }
   for (auto& je : rec.journal) {
     found.push_back(pending{detail::from_record(je.env()), {}, je.seq()});
@@ -232,6 +234,34 @@ void cell::reconcile(const recovered_agent& rec) {
       cfg_.path + ": after a failed commit the envelope's journal entry "
                   "is gone, so its outcome is unknown; resend it with the "
                   "same message id (a duplicate is not applied twice)"));
+  if (!d.journal()) {
+    // The last good save's waiting envelopes come first, as at a start;
+    // those of them still here keep their requester. The rest of the
+    // buffer follows (its envelopes are in no save on disk).
+    std::set<uint64_t> kept;
+    if (found)
+      for (auto& r : snap.pending())
+        kept.insert(r.id());
+    std::map<uint64_t, response_promise> asked;
+    std::list<pending> later;
+    for (auto& p : others) {
+      if (kept.count(p.env.id) != 0) {
+        asked.emplace(p.env.id, std::move(p.rp));
+      } else {
+        p.saved = false;
+        later.push_back(std::move(p));
+      }
+    }
+    others.clear();
+    if (found)
+      for (auto& r : snap.pending()) {
+        pending p{detail::from_record(r), {}, 0, true};
+        if (auto i = asked.find(p.env.id); i != asked.end())
+          p.rp = std::move(i->second);
+        others.push_back(std::move(p));
+      }
+    others.splice(others.end(), later);
+  }
   buffer_.splice(buffer_.end(), others);
   d.outbox.clear();
   d.due.clear();
@@ -451,6 +481,9 @@ void cell::on_committed(uint64_t tok, bool duplicate, const caf::error& err) {
   d.after_commit.erase(j);
   for (auto oseq : w.outbox)
     d.due.push_back(oseq);
+  for (auto& [env, reason] : w.dead)
+    rt_->add_dead_letter(cfg_.path, std::move(env), std::move(reason),
+                         false);
   for (auto& r : w.replies) {
     if (r.err)
       r.rp.deliver(std::move(r.err));
@@ -542,15 +575,17 @@ void cell::consume_failed(uint64_t seq, const envelope& e,
   a.dead_env = &e;
   dur_->last_consume = write(detail::consume_item(a), true);
   if (!reason.empty())
-    rt_->add_dead_letter(cfg_.path, e, reason, false);
+    dur_->after_commit[dur_->last_consume].dead.emplace_back(e, reason);
 }
 
 void cell::save_snapshot() {
   auto& d = *dur_;
   capture_state();
   std::vector<const envelope*> waiting;
-  for (auto& p : buffer_)
+  for (auto& p : buffer_) {
     waiting.push_back(&p.env);
+    p.saved = true;
+  }
   auto a = consume_args(0);
   a.pending = &waiting;
   write(detail::consume_item(a), true);
@@ -618,7 +653,10 @@ void cell::outbox_delivered(uint64_t oseq) {
   auto& d = *dur_;
   if (d.in_flight > 0) // 0 after a reconcile
     --d.in_flight;
-  if (mode_ != mode::abandoned && d.outbox.erase(oseq) > 0)
+  // While fencing again after a failed commit the deletion would carry
+  // the old epoch; the reload redelivers the entry, which the receiver
+  // knows by its id.
+  if (mode_ != mode::abandoned && d.ready() && d.outbox.erase(oseq) > 0)
     write(detail::outbox_done_item(cfg_.path, oseq), false);
   dispatch_outbox();
 }

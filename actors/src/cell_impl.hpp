@@ -169,6 +169,9 @@ private:
     envelope env;
     response_promise rp;
     uint64_t seq = 0; ///< Journal seq (journal agents only).
+    /// Snapshot agents: listed in a save that was sent, so the path's next
+    /// owner may apply it from the disk; it is never forwarded or rejected.
+    bool saved = false;
   };
 
   std::string mode_name() const {
@@ -264,6 +267,9 @@ private:
   struct commit_wait {
     std::vector<uint64_t> outbox; ///< Outbox seqs to deliver after it.
     std::vector<held_reply> replies;
+    /// Dead letters that this commit writes, to list in memory once it is
+    /// committed (a refused one is no dead letter: the next owner has it).
+    std::vector<std::pair<envelope, std::string>> dead;
   };
 
   /// A start the supervisor asked for before this cell owned its path.

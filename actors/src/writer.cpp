@@ -28,6 +28,10 @@ struct owner_slot {
   /// A commit of `epoch` failed: its owner's memory may be ahead of the
   /// disk, so its writes are refused until it fences again.
   bool poisoned = false;
+  /// The epoch the current owner held before it fenced again after a
+  /// failed commit (0: the owner is new). Its late writes are refused as
+  /// poisoned, not as a takeover, so the owner does not give itself up.
+  uint64_t renewed_from = 0;
 };
 
 class writer : public caf::event_based_actor {
@@ -61,6 +65,13 @@ public:
         auto own = w.owner;
         if (own) {
           auto* slot = slot_of(own);
+          if (slot == nullptr && renewed(own))
+            // Its owner fenced again after a failed commit, and this write
+            // left before that: poisoned, not taken over.
+            return refuse(from, own, token,
+                          make_error(errc::storage_failed,
+                                     "rejected: written before its owner "
+                                     "fenced again after a failed commit"));
           if (slot == nullptr)
             return refuse(from, own, token,
                           make_error(errc::fenced,
@@ -196,6 +207,13 @@ private:
                       : std::vector<uint64_t>{token};
   }
 
+  /// True if `own`'s epoch was replaced by its own owner's re-fence.
+  bool renewed(owner_ref own) const {
+    auto i = own.slot();
+    return i < table_.size() && table_[i].renewed_from != 0
+           && table_[i].renewed_from == own.epoch();
+  }
+
   /// The slot `own` names if `own` is still its owner, else nullptr.
   owner_slot* slot_of(owner_ref own) {
     auto i = own.slot();
@@ -232,6 +250,7 @@ private:
     auto& slot = table_[idx];
     if (prev == 0)
       ++slot.holders;
+    slot.renewed_from = prev; // 0 for a new owner
     slot.epoch = ++epoch_;
     slot.poisoned = false;
     auto own = owner_ref::make(idx, slot.epoch);

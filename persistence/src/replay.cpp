@@ -81,6 +81,7 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
       je.set_seq(seq);
       *je.mutable_env() = dl->env();
       je.mutable_env()->set_attempt(1);
+      je.mutable_env()->set_deadline(0); // a replay is not too late
       std::string jv;
       je.SerializeToString(&jv);
       auto jk = path_key(dl->path(), seq);

@@ -191,6 +191,19 @@ private:
     c.handle = nullptr;
   }
 
+  /// When a stop of this shutdown spec gives up (the actor clock's time
+  /// since its epoch), or zero for never.
+  caf::timespan give_up_at(const shutdown_spec& sd) {
+    caf::timespan after{0};
+    if (sd.how == shutdown_spec::kind::timeout)
+      after = caf::timespan{sd.timeout};
+    else if (sd.how == shutdown_spec::kind::brutal_kill)
+      after = caf::timespan{brutal_kill_grace};
+    else
+      return caf::timespan{0};
+    return clock().now().time_since_epoch() + after;
+  }
+
   void retire(child& c) {
     if (c.handle && c.spec->kind == child_kind::worker)
       send(c.handle, retire_atom::value); // behind queued envelopes

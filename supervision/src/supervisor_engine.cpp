@@ -121,7 +121,13 @@ void supervisor_actor::stop_one(uint64_t key, bool keep_buffer,
     timeout = caf::duration{brutal_kill_grace};
   ++c->token;
   ++awaiting_;
-  request<high>(c->handle, timeout, stop_atom::value, graceful, keep_buffer)
+  // A worker's cell learns when this supervisor gives up on it, so that a
+  // stop it only reaches later (its handler was stuck) runs no on_stop.
+  auto msg = c->spec->kind == child_kind::worker
+               ? caf::make_message(stop_atom::value, graceful, keep_buffer,
+                                   give_up_at(sd))
+               : caf::make_message(stop_atom::value, graceful, keep_buffer);
+  request<high>(c->handle, timeout, std::move(msg))
     .await(
       [this, key, k]() {
         after_await([&] {
@@ -219,7 +225,8 @@ void supervisor_actor::stop_workers_at_once(const std::vector<uint64_t>& keys,
     if (!c.handle || c.st == status::stopped)
       continue;
     c.st = status::running; // until its ack arrives
-    send<high>(c.handle, stop_atom::value, graceful, false, ack_atom::value);
+    send<high>(c.handle, stop_atom::value, graceful, false, give_up_at(sd),
+               ack_atom::value);
     ++acks_pending_;
   }
   if (acks_pending_ == 0)

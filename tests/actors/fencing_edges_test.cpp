@@ -294,6 +294,8 @@ TEST(fencing_edges_test, a_fence_after_a_release_waits_for_the_last_save) {
   EXPECT_EQ(seen(now), (std::vector<int64_t>{1, 2, 3}));
   // Its orderly stop then overwrites the save.
   ASSERT_FALSE(nd.send(path, add(10)));
+  // Handled first: the supervisor's stop would overtake a queued send.
+  ASSERT_EQ(get(nd, path).count(), 4);
   ASSERT_FALSE(nd.terminate_child("root", "a"));
   EXPECT_TRUE(eventually([&] { return saved(nd, path).sum() == 16; }, 3s))
     << "saved: count " << saved(nd, path).count() << " sum "

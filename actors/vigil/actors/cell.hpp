@@ -36,7 +36,11 @@ struct cell_config {
 
 // The cell protocol. Supervisor -> cell messages are sent with high priority.
 using start_atom = caf::atom_constant<caf::atom("vstart")>;     // (start, is_restart, reason) -> gen
-using stop_atom = caf::atom_constant<caf::atom("vstop")>;       // (stop, graceful, keep_buffer) -> unit
+// (stop, graceful, keep_buffer[, give_up_at]) -> unit; give_up_at (the
+// actor clock's time since its epoch, 0 = never) is when the supervisor
+// gives up on the stop: a cell that only gets to it later stops without
+// on_stop.
+using stop_atom = caf::atom_constant<caf::atom("vstop")>;
 using retire_atom = caf::atom_constant<caf::atom("vretire")>;   // (retire): reject buffer, quit
 // (abandon): the supervisor gave up on this cell (it did not stop in time)
 // and may start another at its path: drop the instance, unbind the path,
@@ -52,8 +56,8 @@ using state_atom = caf::atom_constant<caf::atom("vstate")>;     // query: -> str
 using drain_atom = caf::atom_constant<caf::atom("vdrain")>;     // cell-internal: next buffer chunk
 using snap_atom = caf::atom_constant<caf::atom("vsnap")>;     // cell-internal: snapshot timer
 using outbox_atom = caf::atom_constant<caf::atom("voutbox")>; // cell-internal: outbox retry
-// (stop, graceful, keep_buffer, ack): like stop, but answers with a plain
-// (ack, key) message to the supervisor instead of a response.
+// (stop, graceful, keep_buffer, give_up_at, ack): like stop, but answers
+// with a plain (ack, key) message to the supervisor instead of a response.
 using ack_atom = caf::atom_constant<caf::atom("vack")>;
 
 /// Spawns a cell for the child `key` of supervisor `parent`. The cell starts
