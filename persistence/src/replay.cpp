@@ -38,9 +38,9 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
     n = 0;
     skipped.clear();
     for (auto* dl : chosen) {
-      auto id = "dead letter " + std::to_string(dl->seq());
+      auto id_text = "dead letter " + std::to_string(dl->seq());
       if (!dl->raw().empty() || dl->env().type().empty()) {
-        skipped.push_back(id + ": a quarantined record, not an envelope; "
+        skipped.push_back(id_text + ": a quarantined record, not an envelope; "
                           "inspect it, then purge it");
         continue;
       }
@@ -54,7 +54,7 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
       if (rc == MDB_NOTFOUND
           || !snap.ParseFromArray(v.mv_data, static_cast<int>(v.mv_size))
           || snap.durability() != 2) {
-        skipped.push_back(id + ": " + dl->path()
+        skipped.push_back(id_text + ": " + dl->path()
                           + " is not a journal agent in this data dir; "
                             "only journal agents take replays");
         continue;
@@ -75,6 +75,39 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
                            p, last)
             && p == dl->path())
           seq = std::max(seq, last + 1);
+      }
+      // The id may have been accepted since (resent by its producer, or a
+      // dead letter of it replayed already): then it is applied, or will
+      // be, and this copy must not be. Only an unaccepted id, or one whose
+      // guard still names the entry that consumed this very dead letter,
+      // is taken back.
+      if (auto id = dl->env().id(); id != 0) {
+        auto gkey = path_key(dl->path(), id);
+        auto gk = lmdb::val(gkey);
+        MDB_val gv;
+        rc = mdb_get(t, d.dbi(db::idempotency), &gk, &gv);
+        if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+          return {rc, "idempotency", "mdb_get", &gkey};
+        if (rc == MDB_SUCCESS) {
+          records::IdempotencyRecord guard;
+          bool parsed =
+            guard.ParseFromArray(gv.mv_data, static_cast<int>(gv.mv_size));
+          if (!parsed || dl->consumed_seq() == 0
+              || guard.seq() != dl->consumed_seq()) {
+            skipped.push_back(
+              id_text + ": message id " + std::to_string(id) + " of "
+              + dl->path() + " was accepted "
+              + (parsed ? "as journal entry " + std::to_string(guard.seq())
+                        : std::string{"(its guard does not parse)"})
+              + (dl->consumed_seq() != 0
+                   ? ", not the one that failed ("
+                       + std::to_string(dl->consumed_seq()) + ")"
+                   : ", and this copy never was")
+              + "; replaying it would apply it twice: purge it, or resend "
+                "it with a new id if it must run again");
+            continue;
+          }
+        }
       }
       records::JournalEntry je;
       je.set_format(store::format);

@@ -186,6 +186,44 @@ TEST(durable_test, node_start_resumes_state_then_journal_in_seq_order) {
   }));
 }
 
+// Issue 11, case 1: a send to a stopped journal child is a dead letter
+// (never accepted); the producer resends the id, which is accepted and
+// applied; replaying the dead letter must not apply it a second time.
+TEST(durable_test, replay_does_not_apply_an_id_accepted_since) {
+  temp_dir dir;
+  call_options same;
+  same.message_id = 4242;
+  {
+    node nd{durable_registry(), with_dir(dir)};
+    ASSERT_FALSE(nd.start("root", tree({journaled("tally")})));
+    ASSERT_FALSE(nd.send("root/tally", add(1)));
+    ASSERT_TRUE(eventually([&] { return has_count(nd, "root/tally", 1); }));
+    ASSERT_FALSE(nd.terminate_child("root", "tally"));
+    ASSERT_FALSE(nd.send("root/tally", add(10), same));
+    ASSERT_TRUE(eventually([&] { return nd.dead_letters().size() == 1; }));
+    ASSERT_TRUE(nd.restart_child("root", "tally"));
+    ASSERT_FALSE(nd.send("root/tally", add(10), same)); // the resend
+    ASSERT_TRUE(eventually([&] { return has_count(nd, "root/tally", 2); }));
+  }
+  {
+    std::unique_ptr<store> st;
+    store_options so;
+    so.dir = dir.path();
+    ASSERT_FALSE(store::open(so, st));
+    std::vector<std::string> problems;
+    size_t n = 0;
+    ASSERT_FALSE(st->replay_dead_letters({}, true, problems, n));
+    EXPECT_EQ(n, 0u);
+    ASSERT_EQ(problems.size(), 1u);
+    EXPECT_NE(problems[0].find("4242"), std::string::npos) << problems[0];
+  }
+  node nd{durable_registry(), with_dir(dir)};
+  ASSERT_FALSE(nd.start("root", tree({journaled("tally")})));
+  auto t = get(nd, "root/tally");
+  EXPECT_EQ(t.count(), 2);
+  EXPECT_EQ(t.sum(), 11);
+}
+
 TEST(durable_test, duplicate_message_id_is_applied_once_across_restarts) {
   temp_dir dir;
   call_options same;

@@ -131,6 +131,7 @@ TEST_F(store_test, replayed_envelope_keeps_its_guard_through_compaction) {
   dl.mutable_env()->set_type("vigil.test.Ping");
   dl.mutable_env()->set_id(id);
   dl.set_reason("handler_failed");
+  dl.set_consumed_seq(5); // as the consume that made it writes it
   records::IdempotencyRecord rec;
   rec.set_format(store::format);
   rec.set_seq(5); // accepted at seq 5, then consumed as a dead letter
