@@ -527,9 +527,12 @@ void cell::settle(envelope e, response_promise rp, const caf::error& err,
   if (journaled)
     dur_->last_consume = 0;
   if (is(err, errc::deadline_exceeded)) {
-    // Its time is up: retrying it cannot succeed.
+    // Its time is up: retrying it cannot succeed. An async envelope with
+    // nobody to tell is a dead letter, as every failed one.
     if (journaled)
       consume_failed(seq, e, describe(err));
+    else if (async)
+      rt_->add_dead_letter(cfg_.path, e, describe(err));
     answer(rp, envelope{}, err, seq);
   } else if (e.attempt >= cfg_.max_deliveries) {
     // With max_deliveries 1 (the default, as in OTP and Akka) the failing

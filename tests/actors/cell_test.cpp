@@ -276,6 +276,22 @@ TEST_F(cell_test, handler_running_past_deadline_fails_the_child) {
   EXPECT_EQ(restarts_of(sup, "w"), 1u);
 }
 
+// Issue 11, case 2: an async envelope whose handler runs past its deadline
+// fails the child, and nobody is told: it is a dead letter, as every async
+// envelope that fails for good.
+TEST_F(cell_test, async_envelope_past_its_deadline_is_a_dead_letter) {
+  auto sup = start_one(worker("w", "echo"));
+  Slow slow;
+  slow.set_ms(600);
+  caf::anon_send(handle("sup/w"), wrap(slow, now_ns() + ns_of(100ms)));
+  run();
+  EXPECT_EQ(restarts_of(sup, "w"), 1u);
+  auto dls = rt->dead_letters();
+  ASSERT_EQ(dls.size(), 1u);
+  EXPECT_EQ(dls[0].path, "sup/w");
+  EXPECT_EQ(dls[0].reason.rfind("deadline_exceeded", 0), 0u) << dls[0].reason;
+}
+
 // -- undeliverable envelopes ------------------------------------------------------
 
 TEST_F(cell_test, unknown_message_type_is_an_error_not_a_crash) {
