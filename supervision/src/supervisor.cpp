@@ -168,6 +168,10 @@ caf::behavior supervisor_actor::make_behavior() {
     },
     [this](terminate_child_atom,
            std::string& id) -> caf::result<void> {
+      // While shutting down, the shutdown owns every child (OTP's
+      // supervisor handles no call then).
+      if (stopping_)
+        return make_error(errc::shutting_down, path_);
       auto* c = find_id(id);
       if (c == nullptr)
         return make_error(errc::not_found, child_path(id));
@@ -187,12 +191,16 @@ caf::behavior supervisor_actor::make_behavior() {
       return rp;
     },
     [this](restart_child_atom, std::string& id) -> caf::result<child_info> {
+      if (stopping_)
+        return make_error(errc::shutting_down, path_);
       auto c = stopped_child(id);
       if (!c)
         return std::move(c.error());
       return start_api((*c)->key, false);
     },
     [this](delete_child_atom, std::string& id) -> caf::result<void> {
+      if (stopping_)
+        return make_error(errc::shutting_down, path_);
       auto c = stopped_child(id);
       if (!c)
         return std::move(c.error());

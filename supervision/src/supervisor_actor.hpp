@@ -9,6 +9,7 @@
 #include <random>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 
 #include <caf/all.hpp>
 
@@ -358,7 +359,8 @@ private:
   bool stopping_ = false;
   std::vector<caf::response_promise> stop_requests_;
   uint64_t ack_batch_ = 0;
-  size_t acks_pending_ = 0;
+  /// Children whose stop acknowledgement the running batch waits for.
+  std::unordered_set<uint64_t> ack_keys_;
   std::function<void()> acks_done_;
   caf::actor parent_;
 };

@@ -219,7 +219,7 @@ void supervisor_actor::stop_workers_at_once(const std::vector<uint64_t>& keys,
   auto sd = spec_.children.front().effective_shutdown();
   bool graceful = sd.how != shutdown_spec::kind::brutal_kill;
   ++ack_batch_;
-  acks_pending_ = 0;
+  ack_keys_.clear();
   for (auto key : keys) {
     auto& c = children_[key];
     if (!c.handle || c.st == status::stopped)
@@ -227,9 +227,9 @@ void supervisor_actor::stop_workers_at_once(const std::vector<uint64_t>& keys,
     c.st = status::running; // until its ack arrives
     send<high>(c.handle, stop_atom::value, graceful, false, give_up_at(sd),
                ack_atom::value);
-    ++acks_pending_;
+    ack_keys_.insert(key);
   }
-  if (acks_pending_ == 0)
+  if (ack_keys_.empty())
     return done();
   acks_done_ = std::move(done);
   if (sd.how == shutdown_spec::kind::timeout)
@@ -241,11 +241,13 @@ void supervisor_actor::stop_workers_at_once(const std::vector<uint64_t>& keys,
 }
 
 void supervisor_actor::on_ack(uint64_t key) {
-  auto* c = find_key(key);
-  if (acks_pending_ == 0 || c == nullptr || c->st == status::stopped)
+  // Counted by key, so that a child removed meanwhile cannot stall the
+  // batch.
+  if (ack_keys_.erase(key) == 0)
     return;
-  c->st = status::stopped;
-  if (--acks_pending_ == 0) {
+  if (auto* c = find_key(key))
+    c->st = status::stopped;
+  if (ack_keys_.empty()) {
     auto f = std::move(acks_done_);
     acks_done_ = nullptr;
     f();
@@ -253,16 +255,14 @@ void supervisor_actor::on_ack(uint64_t key) {
 }
 
 void supervisor_actor::on_stop_timeout(uint64_t batch) {
-  if (batch != ack_batch_ || acks_pending_ == 0)
+  if (batch != ack_batch_ || ack_keys_.empty())
     return;
-  for (auto& kvp : children_) {
-    auto& c = kvp.second;
-    if (c.handle && c.st != status::stopped) {
-      give_up(c);
-      c.st = status::stopped;
+  for (auto key : ack_keys_)
+    if (auto* c = find_key(key); c != nullptr && c->handle) {
+      give_up(*c);
+      c->st = status::stopped;
     }
-  }
-  acks_pending_ = 0;
+  ack_keys_.clear();
   auto f = std::move(acks_done_);
   acks_done_ = nullptr;
   f();

@@ -120,6 +120,36 @@ TEST_F(sup_test, child_adm_simple) {
 
 // An unnamed child gets the template's id and a number; a child named like
 // that before does not make the unnamed start fail.
+// Issue 11, case 3: terminate_child that arrives while a simple_one_for_one
+// supervisor stops all its children removed a child whose stop
+// acknowledgement the shutdown then waited for for ever.
+TEST_F(sup_test, terminate_child_during_a_simple_shutdown) {
+  auto spec = flags(strategy::simple_one_for_one, 2, 3600 * 1000);
+  spec.children.push_back(
+    worker("child", "echo").with_shutdown(shutdown_spec::infinity()));
+  caf::actor sup;
+  ASSERT_FALSE(start("sup", spec, &sup));
+  ASSERT_TRUE(start_simple(sup, "a"));
+  ASSERT_TRUE(start_simple(sup, "b"));
+  auto stopped = self->request(sup, caf::infinite, stop_atom::value, true,
+                               false);
+  auto terminated = self->request(sup, caf::infinite,
+                                  terminate_child_atom::value,
+                                  std::string{"a"});
+  run();
+  bool stop_answered = false;
+  caf::error term_err;
+  std::move(terminated).receive(
+    [&] { ADD_FAILURE() << "terminate_child ran during the shutdown"; },
+    [&](caf::error& e) { term_err = e; });
+  EXPECT_TRUE(has_code(term_err, errc::shutting_down)) << describe(term_err);
+  ASSERT_FALSE(self->mailbox().empty()) << "the stop was never answered";
+  std::move(stopped).receive([&] { stop_answered = true; },
+                             [&](caf::error& e) { ADD_FAILURE() << describe(e); });
+  EXPECT_TRUE(stop_answered);
+  EXPECT_FALSE(alive(sup));
+}
+
 TEST_F(sup_test, unnamed_child_skips_ids_taken_by_named_ones) {
   auto spec = flags(strategy::simple_one_for_one, 2, 3600 * 1000);
   spec.children.push_back(worker("child", "echo"));
