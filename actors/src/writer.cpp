@@ -166,7 +166,14 @@ private:
     uint64_t token;
     caf::strong_actor_ptr sender;
     owner_ref owner;
+    /// Failed commits this item was in (see retry_).
+    uint8_t tries = 0;
   };
+
+  /// An unfenced item (a dead letter of an envelope never accepted) has
+  /// nobody to tell when its commit fails, so the writer tries it again
+  /// in later batches, this many times in all.
+  static constexpr uint8_t unfenced_tries = 5;
 
   /// A write that was refused; told after the acknowledgements of the
   /// batch being collected, which may hold earlier writes of its sender.
@@ -311,9 +318,12 @@ private:
     if (st) {
       ++failures_;
       err = make_error(errc::storage_failed, st.message());
-      for (auto& e : batch_)
+      for (auto& e : batch_) {
         if (auto* slot = e.owner ? slot_of(e.owner) : nullptr)
           slot->poisoned = true;
+        else if (!e.owner && !e.sender && ++e.tries < unfenced_tries)
+          retry_.push_back(std::move(e));
+      }
     } else {
       ++commits_;
       items_ += batch_.size();
@@ -355,6 +365,15 @@ private:
     grants_.clear();
     for (auto& g : grants)
       grant(g.owner, g.path, g.rp);
+    if (!retry_.empty()) {
+      for (auto& e : retry_)
+        batch_.push_back(std::move(e));
+      retry_.clear();
+      if (!flush_pending_) {
+        flush_pending_ = true;
+        caf::anon_send(caf::actor_cast<caf::actor>(this), flush_atom::value);
+      }
+    }
   }
 
   std::shared_ptr<store> st_;
@@ -379,6 +398,8 @@ private:
   /// Counts flushes; see owner_slot::batch.
   uint64_t batch_no_ = 1;
   std::vector<refusal> refusals_;
+  /// Unfenced items of a failed batch, for the next one.
+  std::vector<entry> retry_;
   /// Paths released while the batch held their writes (see release).
   std::vector<std::string> releasing_;
   std::vector<grant_wait> grants_;

@@ -9,6 +9,7 @@
 
 #include <caf/all.hpp>
 
+#include "support/eventually.hpp"
 #include "support/temp_dir.hpp"
 #include "vigil/actors/error.hpp"
 #include "vigil/actors/writer.hpp"
@@ -239,6 +240,28 @@ TEST_F(writer_test, the_first_fence_of_a_path_takes_what_the_start_read) {
     .receive([&](std::vector<std::string>& xs) { orphans = xs; },
              [](caf::error&) {});
   EXPECT_TRUE(orphans.empty()) << "the cache is dropped after the start";
+}
+
+// A dead letter of an envelope never accepted has no sender to tell, so a
+// failed commit must not drop it: the writer tries it again.
+TEST_F(writer_test, an_unfenced_dead_letter_survives_a_failed_commit) {
+  spawn();
+  st->fail_apply_after(0);
+  records::DeadLetter dl;
+  dl.set_format(store::format);
+  dl.set_path("p");
+  dl.set_reason("not_running");
+  write_item item;
+  item.muts.push_back(mutation{mutation::op::append_dead_letter,
+                               db::dead_letters, {},
+                               dl.SerializeAsString()});
+  caf::anon_send(w, write_atom::value, uint64_t{0},
+                 owned_write{{}, std::move(item)});
+  std::vector<records::DeadLetter> stored;
+  ASSERT_TRUE(eventually([&] {
+    return !st->dead_letters(stored) && stored.size() == 1;
+  }, 5s)) << "the dead letter was lost";
+  EXPECT_EQ(stored[0].reason(), "not_running");
 }
 
 } // namespace
