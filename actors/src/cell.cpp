@@ -217,10 +217,12 @@ void cell::leave() {
   if (mode_ != mode::abandoned)
     mode_ = mode::idle_reject;
   leaving_ = true;
-  marker_ = true; // retire queues behind the envelopes sent before it
+  // The supervisor unbound the path as it sent the retire; envelopes that
+  // reached this cell after the retire are answered (not_running) before
+  // it ends, once a marker sent now arrives behind them.
+  event_based_actor::send(this, gone_atom::value);
   if (dur_ && dur_->writer && !settled())
     monitor(dur_->writer);
-  maybe_quit();
 }
 
 void cell::maybe_quit() {

@@ -205,9 +205,14 @@ private:
     return clock().now().time_since_epoch() + after;
   }
 
+  /// Ends a worker's cell after the envelopes queued at it, and unbinds
+  /// its path now: later sends find no agent there (a dead letter at the
+  /// sender) instead of a cell that is about to end.
   void retire(child& c) {
-    if (c.handle && c.spec->kind == child_kind::worker)
+    if (c.handle && c.spec->kind == child_kind::worker) {
       send(c.handle, retire_atom::value); // behind queued envelopes
+      rt_->unbind(child_path(c.id), c.handle);
+    }
     c.handle = nullptr;
   }
 

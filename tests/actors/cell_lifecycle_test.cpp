@@ -163,4 +163,38 @@ TEST_F(lifecycle_test, long_buffer_drains_in_order_without_blocking_start) {
   EXPECT_EQ(expect, 201);
 }
 
+// A deleted child's path is unbound at once, and envelopes that still
+// reach its cell after the delete (it had not got to the retire yet) are
+// answered, not dropped with the cell. Found by the randomized lifecycle
+// test (seed 4401).
+TEST_F(lifecycle_test, a_deleted_cell_answers_what_reaches_it_late) {
+  auto spec = flags(strategy::one_for_one);
+  spec.children.push_back(worker("a", "echo"));
+  caf::actor sup;
+  ASSERT_FALSE(start("sup", spec, &sup));
+  ASSERT_FALSE(ask_void(sup, terminate_child_atom::value, std::string{"a"}));
+  auto cell = handle("sup/a");
+  ASSERT_TRUE(cell);
+  auto* slow = caf::actor_cast<caf::abstract_actor*>(cell);
+  auto others = [slow](caf::resumable* r) {
+    return dynamic_cast<caf::abstract_actor*>(r) != slow;
+  };
+  // The supervisor answers the delete while the cell has not run yet.
+  auto del = self->request(sup, caf::infinite, delete_child_atom::value,
+                           std::string{"a"});
+  sched.run_jobs_filtered(others);
+  bool deleted = false;
+  std::move(del).receive([&] { deleted = true; },
+                         [&](caf::error& e) { ADD_FAILURE() << describe(e); });
+  ASSERT_TRUE(deleted);
+  EXPECT_FALSE(handle("sup/a")) << "the path still names the deleted cell";
+  // A send that found the cell before: behind the retire in its mailbox.
+  caf::anon_send(cell, wrap(ping(1)));
+  cell = nullptr;
+  run();
+  auto dls = rt->dead_letters();
+  ASSERT_EQ(dls.size(), 1u) << "the late envelope vanished";
+  EXPECT_EQ(dls[0].reason.rfind("not_running", 0), 0u) << dls[0].reason;
+}
+
 } // namespace
