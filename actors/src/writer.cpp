@@ -124,6 +124,12 @@ public:
                                  refused_);
       },
       [this](compact_atom) { compact(); },
+      [this](crash_atom) {
+        batch_.clear(); // never committed
+        grants_.clear();
+        refusals_.clear();
+        quit(caf::exit_reason::kill);
+      },
     };
   }
 
@@ -420,6 +426,8 @@ private:
 caf::actor spawn_writer(caf::actor_system& sys, std::shared_ptr<store> st,
                         writer_options opts,
                         std::map<std::string, recovered_agent> found) {
+  if (!opts.detached)
+    return sys.spawn<writer>(std::move(st), opts, std::move(found));
   return sys.spawn<writer, caf::detached>(std::move(st), opts,
                                           std::move(found));
 }

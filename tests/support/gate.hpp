@@ -83,13 +83,39 @@ public:
     return inst;
   }
 
-  /// The gate called `name`, made closed on first use.
+  /// The gate called `name`, made closed on first use (open after
+  /// `open_all`).
   gate& at(const std::string& name) {
     std::lock_guard<std::mutex> guard{mtx_};
     auto& g = by_name_[name];
-    if (!g)
+    if (!g) {
       g = std::make_unique<gate>();
+      if (all_open_ || name.compare(0, closed_prefix_.size(), closed_prefix_))
+        g->open();
+    }
     return *g;
+  }
+
+  /// From now on, only gates whose name starts with `prefix` start closed;
+  /// others (of an earlier run, say) are made open.
+  void close_only(std::string prefix) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    closed_prefix_ = std::move(prefix);
+  }
+
+  /// Opens every gate made so far; later ones start closed.
+  void open_existing() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    for (auto& kvp : by_name_)
+      kvp.second->open();
+  }
+
+  /// Opens every gate, also those made from now on.
+  void open_all() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    all_open_ = true;
+    for (auto& kvp : by_name_)
+      kvp.second->open();
   }
 
   /// Opens every gate (so no agent stays blocked) and forgets them.
@@ -100,10 +126,14 @@ public:
       retired_.push_back(std::move(kvp.second));
     }
     by_name_.clear();
+    all_open_ = false;
+    closed_prefix_.clear();
   }
 
 private:
   std::mutex mtx_;
+  bool all_open_ = false;
+  std::string closed_prefix_; // "": every new gate starts closed
   std::map<std::string, std::unique_ptr<gate>> by_name_;
   // Opened gates stay alive: a handler may still be waking up in one.
   std::vector<std::unique_ptr<gate>> retired_;

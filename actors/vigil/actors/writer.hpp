@@ -34,6 +34,10 @@ struct writer_options {
   /// Records a compaction step looks at in one write transaction; a pass
   /// takes as many steps as it needs, with other writes between them.
   size_t compact_step = 5000;
+  /// Run the writer on its own thread (the default), so that an fsync
+  /// never stalls the scheduler. Deterministic tests run it on CAF's
+  /// testing scheduler instead, where a detached actor would get a thread.
+  bool detached = true;
 };
 
 /// Which owner of a path a write comes from. A path's durable records have
@@ -131,6 +135,10 @@ constexpr uint64_t duplicate_bit = uint64_t{1} << 63;
 using stats_atom = caf::atom_constant<caf::atom("vstats")>;
 /// Writer-internal: the next compaction step.
 using compact_atom = caf::atom_constant<caf::atom("vcompact")>;
+/// Test hook, (crash): the writer quits at once, and what it holds
+/// uncommitted is lost, as in a crash of the node. Deterministic tests use
+/// it to crash a node without a process to kill.
+using crash_atom = caf::atom_constant<caf::atom("vcrash")>;
 
 /// Spawns the node's single writer: a detached actor (its own thread, so a
 /// write transaction may span messages) that owns every write transaction
