@@ -150,12 +150,14 @@ caf::result<caf::message> cell::control(caf::message& msg) {
       return caf::message{};
     stop_instance(false);
     if (!deg_)
-      deg_ = std::make_unique<degraded_state>();
+      deg_ = std::make_unique<degraded_state>(system().clock());
     deg_->fallback = std::move(msg.get_mutable_as<envelope>(1));
     deg_->fallback.flags |= envelope::degraded_flag;
-    deg_->probe_min = msg.get_as<caf::timespan>(2);
-    deg_->probe_max = msg.get_as<caf::timespan>(3);
-    deg_->probe_delay = deg_->probe_min;
+    resilience::backoff_policy probes;
+    probes.initial = msg.get_as<caf::timespan>(2);
+    probes.max = msg.get_as<caf::timespan>(3);
+    deg_->probes.emplace(probes, deg_->clock);
+    resilience::backoff::reset(deg_->track);
     enter_degraded();
     return caf::message{};
   }
@@ -485,7 +487,7 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
     after_handled();
   if (mode_ == mode::half_open) {
     mode_ = mode::running;
-    deg_->probe_delay = deg_->probe_min;
+    resilience::backoff::reset(deg_->track);
     event_based_actor::send(parent_, recover_atom::value, key_, gen_);
   }
   if (stop_requested_) {
@@ -509,7 +511,7 @@ void cell::after_failure(envelope e, response_promise rp, caf::error err,
     rp.deliver(deg_->fallback);
     if (seq != 0) // accepted: it still has to be applied or dead-lettered
       settle(std::move(e), std::move(rp), err, seq);
-    deg_->probe_delay = std::min(deg_->probe_delay * 2, deg_->probe_max);
+    deg_->probe_failed();
     enter_degraded();
     return;
   }
@@ -699,18 +701,18 @@ void cell::enter_degraded() {
     buffer_.remove_if([](const pending& p) { return p.seq == 0; });
   else
     buffer_.clear();
-  delayed_send(this, deg_->probe_delay, probe_atom::value, ++deg_->probe_seq);
+  delayed_send(this, deg_->probe_delay(), probe_atom::value, ++deg_->probe_seq);
 }
 
 void cell::probe() {
   if (dur_ && !dur_->ready()) {
     // Reloading after a failed commit: probe once that is done.
-    delayed_send(this, deg_->probe_delay, probe_atom::value,
+    delayed_send(this, deg_->probe_delay(), probe_atom::value,
                  ++deg_->probe_seq);
     return;
   }
   if (start_instance(true, make_error(errc::start_failed, "probe"))) {
-    deg_->probe_delay = std::min(deg_->probe_delay * 2, deg_->probe_max);
+    deg_->probe_failed();
     enter_degraded();
     return;
   }

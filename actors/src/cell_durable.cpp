@@ -30,7 +30,7 @@ static_assert(
 } // namespace
 
 void cell::init_durable(const durability_spec& spec) {
-  dur_ = std::make_unique<durable>();
+  dur_ = std::make_unique<durable>(system().clock());
   dur_->spec = spec;
   dur_->writer = rt_->writer();
   if (!dur_->writer) {
@@ -276,7 +276,7 @@ void cell::reconcile(const recovered_agent& rec) {
     // it degraded, would ignore an exit).
     instance_.reset();
     stop_requested_ = false;
-    deg_->probe_delay = std::min(deg_->probe_delay * 2, deg_->probe_max);
+    deg_->probe_failed();
     enter_degraded();
   } else if (instance_) {
     instance_.reset();
@@ -637,7 +637,8 @@ bool cell::unreachable(const caf::error& err) {
 }
 
 void cell::retry_outbox(uint64_t oseq) {
-  delayed_send(this, std::chrono::milliseconds{250}, outbox_atom::value,
+  auto& d = *dur_;
+  delayed_send(this, d.outbox_retry.next(d.outbox_track), outbox_atom::value,
                oseq);
 }
 
@@ -658,6 +659,7 @@ void cell::outbox_delivered(uint64_t oseq) {
   // knows by its id.
   if (mode_ != mode::abandoned && d.ready() && d.outbox.erase(oseq) > 0)
     write(detail::outbox_done_item(cfg_.path, oseq), false);
+  resilience::backoff::reset(d.outbox_track);
   dispatch_outbox();
 }
 

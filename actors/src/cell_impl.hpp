@@ -8,6 +8,7 @@
 #include <exception>
 #include <list>
 #include <map>
+#include <optional>
 #include <typeinfo>
 #include <unordered_map>
 
@@ -15,7 +16,9 @@
 
 #include "durable.hpp"
 #include "vigil/actors/cell.hpp"
+#include "vigil/actors/detail/actor_clock.hpp"
 #include "vigil/actors/writer.hpp"
+#include "vigil/resilience/backoff.hpp"
 
 namespace vigil::detail {
 
@@ -280,6 +283,20 @@ private:
   };
 
   struct durable {
+    explicit durable(caf::actor_clock& clk)
+      : clock(clk), outbox_retry(outbox_retry_policy(), clock) {
+      // nop
+    }
+    /// An undelivered outbox entry is retried after 250 ms, constant.
+    static resilience::backoff_policy outbox_retry_policy() {
+      resilience::backoff_policy p;
+      p.initial = std::chrono::milliseconds{250};
+      p.max = p.initial;
+      return p;
+    }
+    actor_clock_view clock;
+    resilience::backoff outbox_retry;
+    resilience::backoff_track outbox_track;
     durability_spec spec;
     bool journal() const noexcept {
       return spec.mode == durability_mode::journal;
@@ -483,12 +500,25 @@ private:
   response_promise* current_rp_ = nullptr;
   caf::error stop_reason_;
   /// The stand-in of a degraded child and its half-open probes.
+  /// The probes wait `probe_min`, doubling up to `probe_max` with each
+  /// failed one; a success starts over.
   struct degraded_state {
+    explicit degraded_state(caf::actor_clock& clk) : clock(clk) {
+      // nop
+    }
     envelope fallback;
-    caf::timespan probe_min{0};
-    caf::timespan probe_max{0};
-    caf::timespan probe_delay{0};
+    actor_clock_view clock;
+    std::optional<resilience::backoff> probes;
+    resilience::backoff_track track;
     uint64_t probe_seq = 0;
+    /// The delay before the next probe.
+    caf::timespan probe_delay() const noexcept {
+      return probes->base(track);
+    }
+    /// A probe failed: the next one waits longer.
+    void probe_failed() {
+      (void) probes->next(track);
+    }
   };
   // Only degraded children have one; the rest pay a pointer.
   std::unique_ptr<degraded_state> deg_;

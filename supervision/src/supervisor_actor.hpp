@@ -14,6 +14,8 @@
 #include <caf/all.hpp>
 
 #include "vigil/actors/cell.hpp"
+#include "vigil/actors/detail/actor_clock.hpp"
+#include "vigil/resilience/backoff.hpp"
 #include "vigil/supervision/check.hpp"
 #include "vigil/supervision/saga.hpp"
 #include "vigil/supervision/supervisor.hpp"
@@ -37,6 +39,20 @@ inline bool is_normal(const caf::error& x) {
   return !x || x == caf::exit_reason::normal;
 }
 
+/// The supervisor's `backoff` flags as a backoff policy: doubling, with a
+/// proportional jitter (Akka's randomFactor).
+inline resilience::backoff_policy backoff_policy_of(const backoff_spec& b) {
+  resilience::backoff_policy p;
+  p.initial = b.min;
+  p.max = b.max;
+  p.multiplier = 2.0;
+  p.jitter = b.jitter > 0 ? resilience::jitter_kind::proportional
+                          : resilience::jitter_kind::none;
+  p.spread = b.jitter;
+  p.reset_after = b.reset_after;
+  return p;
+}
+
 inline bool is_shutdown(const caf::error& x) {
   return x == caf::exit_reason::user_shutdown || is(x, errc::shutting_down);
 }
@@ -54,7 +70,9 @@ public:
       rt_(std::move(rt)),
       spec_(std::move(spec)),
       path_(std::move(path)),
-      rng_(spec_.flags.seed),
+      clock_view_(system().clock()),
+      backoff_(backoff_policy_of(spec_.flags.backoff), clock_view_,
+               spec_.flags.seed),
       parent_(std::move(parent)) {
     // nop
   }
@@ -311,7 +329,11 @@ private:
   bool add_restart() {
     auto now = clock().now();
     restarts_.push_back(now);
-    while (!restarts_.empty() && now - restarts_.front() >= spec_.flags.period)
+    // Compared in the period's unit: converting a long period to
+    // nanoseconds would overflow (and switch the limit off).
+    while (!restarts_.empty()
+           && std::chrono::duration_cast<milliseconds>(now - restarts_.front())
+                >= spec_.flags.period)
       restarts_.pop_front();
     return static_cast<int>(restarts_.size()) <= spec_.flags.intensity;
   }
@@ -352,7 +374,9 @@ private:
   std::shared_ptr<runtime> rt_;
   supervisor_spec spec_;
   std::string path_;
-  std::mt19937_64 rng_;
+  detail::actor_clock_view clock_view_;
+  /// The restart delays of every child; each child keeps its own track.
+  resilience::backoff backoff_;
   std::shared_ptr<const child_spec> template_; // simple_one_for_one
   std::map<uint64_t, child> children_;
   std::unordered_map<std::string_view, uint64_t> by_id_;

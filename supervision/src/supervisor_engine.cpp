@@ -283,26 +283,7 @@ void supervisor_actor::shutdown(caf::error reason, caf::response_promise rp) {
 }
 
 caf::timespan supervisor_actor::backoff_delay(child& c) {
-  auto& b = spec_.flags.backoff;
-  if (b.min.count() <= 0)
-    return caf::timespan{0};
-  auto now = clock().now();
-  if (b.reset_after.count() > 0 && c.backoff_n > 0
-      && now - c.last_failure >= b.reset_after)
-    c.backoff_n = 0;
-  c.last_failure = now;
-  double ms = static_cast<double>(b.min.count());
-  for (uint32_t i = 0; i < c.backoff_n && ms < b.max.count(); ++i)
-    ms *= 2;
-  ms = std::min(ms, static_cast<double>(b.max.count()));
-  if (b.jitter > 0) {
-    std::uniform_real_distribution<double> d{1.0 - b.jitter,
-                                             1.0 + b.jitter};
-    ms *= d(rng_);
-  }
-  ++c.backoff_n;
-  return std::chrono::duration_cast<caf::timespan>(
-    std::chrono::duration<double, std::milli>{ms});
+  return backoff_.next(c.backoff_n, c.last_failure);
 }
 
 void supervisor_actor::check_auto_shutdown(bool significant) {

@@ -1,0 +1,141 @@
+#include "vigil/resilience/circuit_breaker.hpp"
+
+#include <algorithm>
+
+namespace vigil::resilience {
+
+const char* to_string(breaker_state x) noexcept {
+  switch (x) {
+    case breaker_state::closed: return "closed";
+    case breaker_state::open: return "open";
+    case breaker_state::half_open: return "half_open";
+  }
+  return "?";
+}
+
+circuit_breaker::circuit_breaker(circuit_breaker_policy policy,
+                                 const clock& clk, uint64_t seed)
+  : policy_(policy),
+    clock_(&clk),
+    open_backoff_(policy.open_for, clk, seed) {
+  if (policy_.half_open_probes == 0)
+    policy_.half_open_probes = 1;
+  if (policy_.failure_rate > 0.0) {
+    policy_.window = std::max<uint32_t>(policy_.window, 1);
+    policy_.minimum_calls = std::clamp<uint32_t>(policy_.minimum_calls, 1,
+                                                 policy_.window);
+    ring_.assign(policy_.window, 0);
+  }
+}
+
+void circuit_breaker::refresh() {
+  if (state_ == breaker_state::open && clock_->now() >= open_until_) {
+    state_ = breaker_state::half_open;
+    ++generation_;
+    probes_in_flight_ = 0;
+    probe_successes_ = 0;
+  }
+}
+
+void circuit_breaker::trip() {
+  state_ = breaker_state::open;
+  ++generation_;
+  ++openings_;
+  auto wait = open_backoff_.next(open_track_);
+  auto now = clock_->now();
+  open_until_ = wait >= time_point::max() - now ? time_point::max()
+                                                : now + wait;
+  consecutive_ = 0;
+  std::fill(ring_.begin(), ring_.end(), 0);
+  ring_pos_ = ring_count_ = ring_failures_ = 0;
+}
+
+void circuit_breaker::close() {
+  state_ = breaker_state::closed;
+  ++generation_;
+  backoff::reset(open_track_);
+  consecutive_ = 0;
+}
+
+breaker_state circuit_breaker::state() {
+  refresh();
+  return state_;
+}
+
+duration circuit_breaker::retry_after() {
+  refresh();
+  if (state_ != breaker_state::open)
+    return duration::zero();
+  return open_until_ - clock_->now();
+}
+
+circuit_breaker::permit circuit_breaker::acquire() {
+  refresh();
+  switch (state_) {
+    case breaker_state::closed:
+      return {generation_, true};
+    case breaker_state::open:
+      return {generation_, false};
+    case breaker_state::half_open:
+      if (probes_in_flight_ + probe_successes_ >= policy_.half_open_probes)
+        return {generation_, false};
+      ++probes_in_flight_;
+      return {generation_, true};
+  }
+  return {generation_, false};
+}
+
+void circuit_breaker::record(bool failure) {
+  consecutive_ = failure ? consecutive_ + 1 : 0;
+  if (!ring_.empty()) {
+    auto& slot = ring_[ring_pos_];
+    if (ring_count_ == ring_.size())
+      ring_failures_ -= slot;
+    else
+      ++ring_count_;
+    slot = failure ? 1 : 0;
+    ring_failures_ += slot;
+    ring_pos_ = (ring_pos_ + 1) % static_cast<uint32_t>(ring_.size());
+  }
+  if (!failure)
+    return;
+  if (policy_.consecutive_failures > 0
+      && consecutive_ >= policy_.consecutive_failures)
+    return trip();
+  if (!ring_.empty() && ring_count_ >= policy_.minimum_calls
+      && static_cast<double>(ring_failures_)
+           >= policy_.failure_rate * static_cast<double>(ring_count_))
+    trip();
+}
+
+void circuit_breaker::on_success(const permit& p) {
+  refresh();
+  if (!p.granted || p.generation != generation_)
+    return;
+  if (state_ == breaker_state::closed)
+    return record(false);
+  if (state_ == breaker_state::half_open) {
+    --probes_in_flight_;
+    if (++probe_successes_ >= policy_.half_open_probes)
+      close();
+  }
+}
+
+void circuit_breaker::on_failure(const permit& p) {
+  refresh();
+  if (!p.granted || p.generation != generation_)
+    return;
+  if (state_ == breaker_state::closed)
+    return record(true);
+  if (state_ == breaker_state::half_open)
+    trip();
+}
+
+void circuit_breaker::on_ignored(const permit& p) {
+  refresh();
+  if (p.granted && p.generation == generation_
+      && state_ == breaker_state::half_open && probes_in_flight_ > 0)
+    --probes_in_flight_;
+}
+
+} // namespace vigil::resilience

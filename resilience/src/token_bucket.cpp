@@ -1,0 +1,73 @@
+#include "vigil/resilience/token_bucket.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace vigil::resilience {
+
+namespace {
+
+double non_negative(double x) noexcept {
+  return x > 0.0 && std::isfinite(x) ? x : 0.0;
+}
+
+} // namespace
+
+token_bucket::token_bucket(double capacity, double refill_per_second,
+                           const clock& clk, double initial)
+  : capacity_(non_negative(capacity)),
+    rate_(non_negative(refill_per_second)),
+    tokens_(initial < 0.0 ? capacity_
+                          : std::min(capacity_, non_negative(initial))),
+    clock_(&clk),
+    last_(clk.now()) {
+  // nop
+}
+
+void token_bucket::refill() noexcept {
+  auto now = clock_->now();
+  if (now <= last_)
+    return;
+  std::chrono::duration<double> dt = now - last_;
+  last_ = now;
+  tokens_ = std::min(capacity_, tokens_ + dt.count() * rate_);
+}
+
+bool token_bucket::try_take(double n) noexcept {
+  refill();
+  if (!(n >= 0.0) || tokens_ < n)
+    return false;
+  tokens_ -= n;
+  return true;
+}
+
+void token_bucket::put(double n) noexcept {
+  refill();
+  if (n > 0.0)
+    tokens_ = std::min(capacity_, tokens_ + n);
+}
+
+double token_bucket::available() noexcept {
+  refill();
+  return tokens_;
+}
+
+duration token_bucket::time_until(double n) noexcept {
+  refill();
+  if (tokens_ >= n)
+    return duration::zero();
+  if (!(n <= capacity_) || rate_ <= 0.0)
+    return duration::max();
+  std::chrono::duration<double> wait{(n - tokens_) / rate_};
+  // Round up, so that waiting this long always suffices.
+  return std::chrono::ceil<duration>(wait);
+}
+
+retry_budget::retry_budget(retry_budget_policy policy, const clock& clk)
+  : policy_(policy),
+    bucket_(policy.capacity, policy.min_per_second, clk,
+            non_negative(policy.min_per_second)) {
+  policy_.ratio = non_negative(policy_.ratio);
+}
+
+} // namespace vigil::resilience
