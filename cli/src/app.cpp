@@ -18,6 +18,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <nlohmann/json.hpp>
 
+#include "duration.hpp"
 #include "report.hpp"
 #include "vigil/cli/policy.hpp"
 #include "vigil/persistence/store.hpp"
@@ -42,30 +43,6 @@ extern "C" void on_signal(int sig) {
   stop_signal = sig;
   // A second Ctrl-C ends the process at once.
   std::signal(sig, SIG_DFL);
-}
-
-/// "250ms", "5s", "2m", "1h" (or a plain 0).
-bool parse_duration(const std::string& s, milliseconds& out) {
-  size_t i = 0;
-  while (i < s.size() && s[i] >= '0' && s[i] <= '9')
-    ++i;
-  if (i == 0 || i > 12)
-    return false;
-  auto n = std::stoll(s.substr(0, i));
-  auto unit = s.substr(i);
-  if (unit == "ms")
-    out = milliseconds{n};
-  else if (unit == "s")
-    out = milliseconds{n * 1000};
-  else if (unit == "m")
-    out = milliseconds{n * 60000};
-  else if (unit == "h")
-    out = milliseconds{n * 3600000};
-  else if (unit.empty() && n == 0)
-    out = milliseconds{0};
-  else
-    return false;
-  return true;
 }
 
 /// A Protobuf payload as JSON if its type is linked into this binary.
@@ -129,13 +106,17 @@ int cmd_run(const run_args& a, const registry& types) {
   milliseconds run_for{0};
   if (!a.for_time.empty() && !parse_duration(a.for_time, run_for)) {
     std::cerr << "vigil run: --for " << a.for_time
-              << ": not a duration; write it like 500ms, 30s, 2m or 1h\n";
+              << ": not a duration; " << duration_hint << "\n";
     return exit_invalid;
   }
   milliseconds every{1000};
-  if (!parse_duration(a.progress, every)) {
+  if (!parse_duration(a.progress, every)
+      || (every.count() > 0 && every < milliseconds{100})) {
+    // The run loop wakes every 100 ms: a shorter period would silently be
+    // 100 ms.
     std::cerr << "vigil run: --progress " << a.progress
-              << ": not a duration; write it like 500ms or 2s (0 = off)\n";
+              << ": not a progress period; write 0 (off) or a duration of "
+                 "at least 100ms, like 500ms or 2s\n";
     return exit_invalid;
   }
   if (!a.data_dir.empty())

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <thread>
 
+#include "duration.hpp"
 #include "vigil/builtin.pb.h"
 #include "vigil/cli/app.hpp"
 
@@ -88,37 +89,13 @@ double real_param(const params& ps, std::string_view agent,
   return x;
 }
 
-/// "250ms", "5s", "2m", "1h": a non-negative integer and a unit. Returns
-/// false if `s` is not of that form.
-bool parse_duration(const std::string& s, duration& out) {
-  int64_t n = 0;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
-  if (ec != std::errc{} || end == s.data() || n < 0)
-    return false;
-  std::string_view unit{end, static_cast<size_t>(s.data() + s.size() - end)};
-  using namespace std::chrono;
-  if (unit == "ms")
-    out = milliseconds{n};
-  else if (unit == "s")
-    out = seconds{n};
-  else if (unit == "m")
-    out = minutes{n};
-  else if (unit == "h")
-    out = hours{n};
-  else
-    return false;
-  return true;
-}
-
 /// A duration param, or zero if absent.
 duration duration_param(const params& ps, std::string_view agent,
                         std::string_view key) {
   auto* s = find(ps, key);
-  duration d{0};
+  std::chrono::milliseconds d{0};
   if (s != nullptr && !parse_duration(*s, d))
-    bad_param(agent, key, *s,
-              "a non-negative integer with a unit ms, s, m or h (e.g. "
-              "250ms)");
+    bad_param(agent, key, *s, duration_hint);
   return d;
 }
 

@@ -1,5 +1,7 @@
 #include "vigil/cli/policy.hpp"
 
+#include "duration.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>

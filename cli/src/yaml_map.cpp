@@ -1,5 +1,7 @@
 #include "yaml_map.hpp"
 
+#include "duration.hpp"
+
 #include <cctype>
 #include <cerrno>
 #include <cmath>
@@ -367,7 +369,7 @@ private:
     std::chrono::milliseconds ms;
     if (!parse_duration(v.Scalar(), ms)) {
       fail(at, label + ": " + quote(v.Scalar())
-                 + " is not a duration; write it like 250ms, 5s, 2m or 1h");
+                 + " is not a duration; " + duration_hint);
       return false;
     }
     auto* d = target(msg, f, add);
@@ -529,35 +531,6 @@ void map_yaml(const YAML::Node& node, google::protobuf::Message& msg,
             where_of(node, {1, 1}));
 }
 
-bool parse_duration(const std::string& text, std::chrono::milliseconds& out) {
-  if (text == "0") {
-    out = std::chrono::milliseconds{0};
-    return true;
-  }
-  size_t digits = 0;
-  while (digits < text.size()
-         && std::isdigit(static_cast<unsigned char>(text[digits])))
-    ++digits;
-  if (digits == 0 || digits > 12)
-    return false;
-  auto unit = text.substr(digits);
-  int64_t per = 0;
-  if (unit == "ms")
-    per = 1;
-  else if (unit == "s")
-    per = 1000;
-  else if (unit == "m")
-    per = 60 * 1000;
-  else if (unit == "h")
-    per = 60 * 60 * 1000;
-  else
-    return false;
-  auto ms = std::stoll(text.substr(0, digits)) * per;
-  if (ms / 1000 > 315576000000) // google.protobuf.Duration's limit
-    return false;
-  out = std::chrono::milliseconds{ms};
-  return true;
-}
 
 std::string enum_word(const google::protobuf::EnumValueDescriptor& value) {
   std::string prefix;

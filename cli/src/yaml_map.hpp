@@ -83,10 +83,6 @@ void map_yaml(const YAML::Node& node, google::protobuf::Message& msg,
               marks& at, std::vector<yaml_error>& errors,
               const std::string& label = "");
 
-/// Parses a duration written `250ms`, `5s`, `2m`, `1h` (a whole number and
-/// a unit) or `0`. Returns false if `text` is none of these or too long.
-bool parse_duration(const std::string& text, std::chrono::milliseconds& out);
-
 /// The word for an enum value in a policy file: its name without the enum's
 /// prefix, in lower case (STRATEGY_ONE_FOR_ALL of Strategy: `one_for_all`).
 std::string enum_word(const google::protobuf::EnumValueDescriptor& value);

@@ -1,5 +1,6 @@
 #include "vigil/supervision/check.hpp"
 
+#include <algorithm>
 #include <unordered_set>
 
 namespace vigil {
@@ -80,6 +81,15 @@ std::string join(const std::string& where, const std::string& id) {
   return where.empty() ? id : where + "/" + id;
 }
 
+/// "1h" for `max_duration`, in the unit a policy file would use.
+std::string too_long(milliseconds d) {
+  return "got " + std::to_string(d.count()) + "ms; allowed: at most "
+         + std::to_string(std::chrono::duration_cast<std::chrono::hours>(
+                            max_duration)
+                            .count())
+         + "h (100 years)";
+}
+
 void check_flags(const sup_flags& f, const std::string& where, problems& out) {
   auto add = [&](const char* field, spec_errc code, std::string detail) {
     out.push_back({where, field, code, std::move(detail)});
@@ -96,6 +106,8 @@ void check_flags(const sup_flags& f, const std::string& where, problems& out) {
     add("period", spec_errc::invalid_period,
         "got " + std::to_string(f.period.count())
           + "ms; allowed: a duration > 0");
+  else if (f.period > max_duration)
+    add("period", spec_errc::invalid_period, too_long(f.period));
   if (static_cast<uint8_t>(f.auto_shutdown) > 2)
     add("auto_shutdown", spec_errc::invalid_auto_shutdown,
         "allowed: never, any_significant, all_significant");
@@ -106,6 +118,8 @@ void check_flags(const sup_flags& f, const std::string& where, problems& out) {
   auto& b = f.backoff;
   if (b.min.count() < 0 || b.max.count() < 0 || b.reset_after.count() < 0)
     add("backoff", spec_errc::invalid_backoff, "durations must be >= 0");
+  else if (auto m = std::max({b.min, b.max, b.reset_after}); m > max_duration)
+    add("backoff", spec_errc::invalid_backoff, too_long(m));
   else if (b.min.count() > 0 && b.max < b.min)
     add("backoff", spec_errc::invalid_backoff,
         "max (" + std::to_string(b.max.count()) + "ms) is below min ("
@@ -159,6 +173,10 @@ std::vector<spec_problem> check_child_spec(const child_spec& c,
              && c.shutdown.timeout.count() < 0)
       add("shutdown", spec_errc::invalid_shutdown,
           "a timeout must be >= 0 ms");
+    else if (c.shutdown.how == shutdown_spec::kind::timeout
+             && c.shutdown.timeout > max_duration)
+      add("shutdown", spec_errc::invalid_shutdown,
+          too_long(c.shutdown.timeout));
   }
   if (c.significant) {
     if (restart_ok && c.restart == restart_type::permanent)
@@ -188,6 +206,9 @@ std::vector<spec_problem> check_child_spec(const child_spec& c,
         || c.degrade.probe_max < c.degrade.probe_min)
       add("degrade.probe", spec_errc::invalid_degrade,
           "need 0 < probe_min <= probe_max");
+    else if (c.degrade.probe_max > max_duration)
+      add("degrade.probe", spec_errc::invalid_degrade,
+          too_long(c.degrade.probe_max));
   }
   if (c.buffer_cap == 0)
     add("buffer_cap", spec_errc::invalid_buffer_cap, "allowed: >= 1");
@@ -202,6 +223,9 @@ std::vector<spec_problem> check_child_spec(const child_spec& c,
            && c.durability.every.count() <= 0)
     add("durability", spec_errc::invalid_durability,
         "a snapshot child needs every_messages >= 1 or every > 0");
+  else if (c.durability.every > max_duration)
+    add("durability", spec_errc::invalid_durability,
+        too_long(c.durability.every));
   if (c.kind == child_kind::supervisor
       && c.durability.mode != durability_mode::none)
     add("durability", spec_errc::invalid_durability,

@@ -2,6 +2,7 @@
 
 #include <caf/all.hpp>
 
+#include "vigil/resilience/backoff.hpp"
 #include "vigil/saga.pb.h"
 
 namespace vigil {
@@ -45,6 +46,18 @@ void finish(saga_actor* self) {
 
 void compensate(saga_actor* self, size_t i);
 
+/// The delay before retry `n` (from 0) of a compensation: `retry_delay`,
+/// doubling, at most 2^16 times it.
+resilience::duration retry_delay(const saga_spec& opts, uint32_t n) {
+  resilience::backoff_policy p;
+  p.initial = opts.retry_delay;
+  p.max = p.initial <= resilience::max_delay / 65536 ? p.initial * 65536
+                                                      : resilience::max_delay;
+  // Only the base delay is read, so no clock is needed beyond a stand-in.
+  resilience::backoff b{p, resilience::steady_clock::instance()};
+  return b.base(n);
+}
+
 void compensate_from(saga_actor* self, size_t count) {
   if (count == 0)
     return finish(self);
@@ -67,8 +80,8 @@ void compensate(saga_actor* self, size_t i) {
     auto attempts = step->compensation_attempts() + 1;
     step->set_compensation_attempts(attempts);
     if (attempts <= st.opts.compensation_retries) {
-      auto delay = st.opts.retry_delay * (1u << std::min(attempts - 1, 16u));
-      self->delayed_send(self, delay, retry_atom::value, i);
+      self->delayed_send(self, retry_delay(st.opts, attempts - 1),
+                         retry_atom::value, i);
       return;
     }
     // Out of retries: keep it where an operator will see it, and go on.

@@ -242,6 +242,13 @@ TEST(cli_test, bad_arguments_exit_2_with_what_to_do) {
   EXPECT_EQ(bad_for.exit_code, 2);
   EXPECT_NE(bad_for.err.find("--for soon: not a duration"), std::string::npos)
     << bad_for.err;
+  // The run loop wakes every 100 ms: a shorter progress period is refused,
+  // not silently stretched.
+  auto fast = vigil_cmd({"run", f, "--for", "1s", "--progress", "1ms"});
+  EXPECT_EQ(fast.exit_code, 2);
+  EXPECT_NE(fast.err.find("--progress 1ms: not a progress period"),
+            std::string::npos)
+    << fast.err;
   auto none = vigil_cmd({"inspect", "--data-dir", d.path() + "/nothing"});
   EXPECT_EQ(none.exit_code, 1);
   EXPECT_NE(none.err.find("no vigil data dir"), std::string::npos) << none.err;

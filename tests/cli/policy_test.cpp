@@ -119,13 +119,13 @@ const error_case error_cases[] = {
    "tree:\n"
    "  period: 5 seconds\n",
    {"policy.yaml:2:3: period: \"5 seconds\" is not a duration; write it like "
-    "250ms, 5s, 2m or 1h"}},
+    "250ms, 5s, 2m or 1h (at most 876000h)"}},
   {"bad_duration_nested",
    "tree:\n"
    "  backoff:\n"
    "    min: 10x\n",
    {"policy.yaml:3:5: backoff.min: \"10x\" is not a duration; write it like "
-    "250ms, 5s, 2m or 1h"}},
+    "250ms, 5s, 2m or 1h (at most 876000h)"}},
   {"unknown_agent_type",
    "tree:\n"
    "  children:\n"
@@ -276,6 +276,19 @@ const error_case error_cases[] = {
    "tree:\n"
    "  children: {a: 1}\n",
    {"policy.yaml:2:3: children: expected a list"}},
+  {"period_beyond_100_years",
+   // 2562048h and more overflowed the restart window and switched the
+   // restart limit off; the runtime cannot represent such durations.
+   "tree:\n"
+   "  period: 2562048h\n",
+   {"policy.yaml:2:3: period: \"2562048h\" is not a duration; write it "
+    "like 250ms, 5s, 2m or 1h (at most 876000h)"}},
+  {"shutdown_beyond_100_years",
+   "tree:\n"
+   "  children:\n"
+   "    - {name: x, agent: ocr, shutdown: 876001h}\n",
+   {"policy.yaml:3:29: shutdown: \"876001h\" is not allowed; write "
+    "brutal_kill, infinity or a duration like 5s"}},
   {"mapping_for_scalar",
    "tree:\n"
    "  children:\n"
@@ -334,7 +347,7 @@ TEST(policy_test, reports_every_error_in_file_order) {
     "policy.yaml:4:3: strategy: \"one_for_none\" is not allowed; allowed: "
     "one_for_one, one_for_all, rest_for_one, simple_one_for_one",
     "policy.yaml:5:3: period: \"5 seconds\" is not a duration; write it like "
-    "250ms, 5s, 2m or 1h",
+    "250ms, 5s, 2m or 1h (at most 876000h)",
     "policy.yaml:8:7: agent: unknown agent type \"ocrx\"; registered: "
       + registered,
     "policy.yaml:9:7: shutdown: \"soon\" is not allowed; write brutal_kill, "

@@ -104,6 +104,11 @@ std::vector<spec_case> child_spec_cases() {
     {"negative_shutdown",
      [](auto& s) { first(s).with_shutdown(shutdown_spec::after(-10ms)); },
      spec_errc::invalid_shutdown, "shutdown", "sup/child1"},
+    {"shutdown_beyond_max",
+     [](auto& s) {
+       first(s).with_shutdown(shutdown_spec::after(max_duration + 1ms));
+     },
+     spec_errc::invalid_shutdown, "shutdown", "sup/child1"},
     {"shutdown_out_of_range",
      [](auto& s) {
        first(s).with_shutdown({bad<shutdown_spec::kind>(7), 0ms});
@@ -126,6 +131,13 @@ std::vector<spec_case> child_spec_cases() {
     {"degrade_without_fallback",
      [](auto& s) { first(s).with_failure(on_failure::degrade); },
      spec_errc::invalid_degrade, "degrade.default", "sup/child1"},
+    {"degrade_probe_beyond_max",
+     [](auto& s) {
+       first(s).with_failure(on_failure::degrade);
+       first(s).degrade.set_fallback(Pong{});
+       first(s).degrade.probe_max = max_duration + 1ms;
+     },
+     spec_errc::invalid_degrade, "degrade.probe", "sup/child1"},
     {"degrade_bad_probe",
      [](auto& s) {
        first(s).with_failure(on_failure::degrade);
@@ -182,6 +194,15 @@ std::vector<spec_case> flag_cases() {
      },
      spec_errc::invalid_backoff, "backoff", "sup"},
     {"backoff_negative", [](auto& s) { s.flags.backoff.reset_after = -1ms; },
+     spec_errc::invalid_backoff, "backoff", "sup"},
+    {"period_beyond_max",
+     [](auto& s) { s.flags.period = max_duration + 1ms; },
+     spec_errc::invalid_period, "period", "sup"},
+    {"backoff_beyond_max",
+     [](auto& s) {
+       s.flags.backoff.min = 1s;
+       s.flags.backoff.max = max_duration + 1ms;
+     },
      spec_errc::invalid_backoff, "backoff", "sup"},
     {"backoff_jitter", [](auto& s) { s.flags.backoff.jitter = 1.5; },
      spec_errc::invalid_backoff, "backoff.jitter", "sup"},

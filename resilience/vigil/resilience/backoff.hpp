@@ -89,7 +89,7 @@ public:
 private:
   backoff_policy policy_;
   const clock* clock_;
-  std::mt19937_64 rng_;
+  std::minstd_rand rng_; // 8 bytes: a cell may hold a backoff
 };
 
 } // namespace vigil::resilience

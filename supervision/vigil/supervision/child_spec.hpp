@@ -14,6 +14,13 @@ namespace vigil {
 
 using std::chrono::milliseconds;
 
+/// The longest duration a spec may hold: 100 years (876000h). Every
+/// duration in a spec becomes a `caf::timespan` (nanoseconds in 64 bits,
+/// about 292 years) added to the clock's now; beyond this the arithmetic
+/// could overflow, so `check_child_specs` refuses longer ones and the policy
+/// file's parser refuses to read them.
+inline constexpr milliseconds max_duration{876000LL * 3600 * 1000};
+
 /// OTP's restart types.
 enum class restart_type : uint8_t {
   permanent, ///< Always restarted.
