@@ -248,7 +248,7 @@ void cell::forward(pending p) {
   if (requester)
     p.rp.deliver(err);
   else
-    rt_->add_dead_letter(cfg_.path, std::move(p.env), describe(err));
+    own_dead_letter(std::move(p.env), describe(err));
 }
 
 void cell::on_exit() {
@@ -401,7 +401,7 @@ caf::result<envelope> cell::on_envelope(envelope& e) {
           return out;
         case outcome::rejected:
           if (!is_request())
-            rt_->add_dead_letter(cfg_.path, std::move(e), describe(err));
+            own_dead_letter(std::move(e), describe(err));
           return err;
         case outcome::failed: {
           if (!rp.pending())
@@ -418,7 +418,7 @@ caf::result<envelope> cell::on_envelope(envelope& e) {
     case mode::idle_reject: {
       auto err = make_error(errc::not_running, cfg_.path);
       if (!is_request())
-        rt_->add_dead_letter(cfg_.path, std::move(e), describe(err));
+        own_dead_letter(std::move(e), describe(err));
       return err;
     }
     case mode::idle_buffer:
@@ -433,7 +433,7 @@ caf::result<envelope> cell::on_envelope(envelope& e) {
                             + std::to_string(buffer_.size())
                             + " envelopes (buffer_cap)");
     if (!is_request())
-      rt_->add_dead_letter(cfg_.path, std::move(e), describe(err));
+      own_dead_letter(std::move(e), describe(err));
     return err;
   }
   buffer_.push_back(pending{std::move(e), make_response_promise()});
@@ -536,7 +536,7 @@ void cell::settle(envelope e, response_promise rp, const caf::error& err,
     if (journaled)
       consume_failed(seq, e, describe(err));
     else if (async)
-      rt_->add_dead_letter(cfg_.path, e, describe(err));
+      own_dead_letter(e, describe(err));
     answer(rp, envelope{}, err, seq);
   } else if (e.attempt >= cfg_.max_deliveries) {
     // With max_deliveries 1 (the default, as in OTP and Akka) the failing
@@ -554,7 +554,7 @@ void cell::settle(envelope e, response_promise rp, const caf::error& err,
     if (journaled)
       consume_failed(seq, e, describe(reason));
     else if (dead)
-      rt_->add_dead_letter(cfg_.path, e, describe(reason));
+      own_dead_letter(e, describe(reason));
     answer(rp, envelope{}, std::move(reason), seq);
   } else {
     ++e.attempt;
@@ -641,7 +641,7 @@ void cell::drain() {
         if (p.seq != 0 && dur_ && dur_->journal())
           consume_failed(p.seq, p.env, describe(err));
         else if (async)
-          rt_->add_dead_letter(cfg_.path, std::move(p.env), describe(err));
+          own_dead_letter(std::move(p.env), describe(err));
         answer(p.rp, envelope{}, std::move(err), p.seq);
         break;
       }
@@ -684,7 +684,7 @@ void cell::reject_buffer(const caf::error& err) {
                                             "when it runs again"));
       p.rp = response_promise{};
     } else if (!p.rp.pending() || p.rp.async()) {
-      rt_->add_dead_letter(cfg_.path, std::move(p.env), describe(err));
+      own_dead_letter(std::move(p.env), describe(err));
     } else {
       p.rp.deliver(err);
     }

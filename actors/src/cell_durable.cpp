@@ -165,6 +165,11 @@ void cell::adopt(const recovered_agent& rec) {
   // Ahead of what arrived while the fence was on its way.
   buffer_.splice(buffer_.begin(), found);
   adopt_outbox(rec.outbox);
+  // A journal agent that has consumed nothing yet has no record on disk;
+  // write one now, so that the data dir says what it is (a replay of its
+  // dead letters needs to know it is a journal agent).
+  if (d.journal() && !rec.has_snapshot && rec.journal.empty())
+    write(detail::consume_item(consume_args(0)), false);
 }
 
 void cell::adopt_outbox(const std::vector<records::OutboxEntry>& entries) {
@@ -349,13 +354,13 @@ caf::result<envelope> cell::accept(envelope& e) {
                           cfg_.path + " holds " + std::to_string(held)
                             + " envelopes (buffer_cap)");
     if (!is_request())
-      rt_->add_dead_letter(cfg_.path, std::move(e), describe(err));
+      own_dead_letter(std::move(e), describe(err));
     return err;
   }
   if (!d.start_error.empty()) {
     auto err = make_error(errc::not_running, d.start_error);
     if (!is_request())
-      rt_->add_dead_letter(cfg_.path, std::move(e), describe(err));
+      own_dead_letter(std::move(e), describe(err));
     return err;
   }
   pending p{std::move(e), make_response_promise(), 0};
@@ -403,7 +408,7 @@ void cell::accepted(pending p) {
 
 void cell::not_accepted(pending p, const caf::error& err) {
   if (!p.rp.pending() || p.rp.async())
-    rt_->add_dead_letter(cfg_.path, std::move(p.env), describe(err));
+    own_dead_letter(std::move(p.env), describe(err));
   else
     p.rp.deliver(err);
 }
@@ -482,7 +487,7 @@ void cell::on_committed(uint64_t tok, bool duplicate, const caf::error& err) {
   for (auto oseq : w.outbox)
     d.due.push_back(oseq);
   for (auto& [env, reason] : w.dead)
-    rt_->add_dead_letter(cfg_.path, std::move(env), std::move(reason),
+    own_dead_letter(std::move(env), std::move(reason),
                          false);
   for (auto& r : w.replies) {
     if (r.err)

@@ -406,6 +406,13 @@ private:
   /// commit acknowledgement (a failed commit then fails the instance).
   uint64_t write(write_item item, bool ack);
 
+  /// A dead letter of this cell's own path (marked as a journal agent's
+  /// when it is one). `persist` as in runtime::add_dead_letter.
+  void own_dead_letter(envelope e, std::string reason, bool persist = true) {
+    rt_->add_dead_letter(cfg_.path, std::move(e), std::move(reason), persist,
+                         dur_ && dur_->journal());
+  }
+
   detail::consume_args consume_args(uint64_t seq);
 
   /// A journal agent's accept: the envelope is durable (and checked against

@@ -35,13 +35,15 @@ mutation put(db where, std::string key, const google::protobuf::Message& m) {
 }
 
 mutation dead_letter(const std::string& path, const envelope& e,
-                     const std::string& reason, uint64_t consumed_seq) {
+                     const std::string& reason, uint64_t consumed_seq,
+                     bool journal) {
   records::DeadLetter dl;
   dl.set_format(store::format);
   dl.set_path(path);
   *dl.mutable_env() = to_record(e);
   dl.set_reason(reason);
   dl.set_consumed_seq(consumed_seq);
+  dl.set_journal(journal);
   dl.set_unix_ms(unix_ms());
   mutation x;
   x.what = mutation::op::append_dead_letter;
@@ -132,7 +134,8 @@ write_item consume_item(const consume_args& a) {
   }
   if (!a.dead_reason.empty() && a.dead_env != nullptr)
     item.muts.push_back(
-      dead_letter(*a.path, *a.dead_env, a.dead_reason, a.seq));
+      dead_letter(*a.path, *a.dead_env, a.dead_reason, a.seq,
+                  a.durability == 2));
   return item;
 }
 
@@ -158,9 +161,9 @@ write_item outbox_done_item(const std::string& path, uint64_t seq) {
 }
 
 write_item dead_letter_item(const std::string& path, const envelope& e,
-                            const std::string& reason) {
+                            const std::string& reason, bool journal) {
   write_item item;
-  item.muts.push_back(dead_letter(path, e, reason, 0));
+  item.muts.push_back(dead_letter(path, e, reason, 0, journal));
   return item;
 }
 

@@ -56,8 +56,8 @@ write_item redeliver_item(const std::string& path, uint64_t seq,
 /// Removes delivered outbox entry `seq` of `path`.
 write_item outbox_done_item(const std::string& path, uint64_t seq);
 
-/// A dead letter on its own.
+/// A dead letter on its own; `journal`: written by a journal agent's cell.
 write_item dead_letter_item(const std::string& path, const envelope& e,
-                            const std::string& reason);
+                            const std::string& reason, bool journal = false);
 
 } // namespace vigil::detail

@@ -66,11 +66,12 @@ void runtime::attach_store(std::shared_ptr<store> st, caf::actor writer) {
 }
 
 void runtime::add_dead_letter(std::string path, envelope env,
-                              std::string reason, bool persist) {
+                              std::string reason, bool persist,
+                              bool journal) {
   if (writer_ && persist)
     caf::anon_send(
       writer_, write_atom::value, uint64_t{0},
-      owned_write{{}, detail::dead_letter_item(path, env, reason)});
+      owned_write{{}, detail::dead_letter_item(path, env, reason, journal)});
   std::lock_guard<std::mutex> guard{dl_mtx_};
   if (dead_cap_ == 0 || dead_.size() >= dead_cap_) {
     ++dead_dropped_;

@@ -3,6 +3,8 @@
 
 #include "vigil/persistence/store.hpp"
 
+#include <unordered_set>
+
 #include "store_impl.hpp"
 
 namespace vigil {
@@ -32,6 +34,12 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
         chosen.push_back(&*i);
     }
   }
+  // Paths that a journal agent's cell named in a letter: journal agents,
+  // even if they have no record yet (see DeadLetter.journal).
+  std::unordered_set<std::string> marked;
+  for (auto& x : dls)
+    if (x.journal())
+      marked.insert(x.path());
   size_t n = 0;
   std::vector<std::string> skipped;
   auto st = d.write([&](MDB_txn* t) -> op_result {
@@ -51,7 +59,15 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
       auto rc = mdb_get(t, d.dbi(db::snapshots), &k, &v);
       if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
         return {rc, "snapshots", "mdb_get", &skey};
-      if (rc == MDB_NOTFOUND
+      if (rc == MDB_NOTFOUND && marked.count(dl->path()) > 0) {
+        // A journal agent that never wrote a record (it consumed nothing,
+        // and its first record did not land): its own cell said what it
+        // is. The replay writes its first record.
+        snap.set_format(store::format);
+        snap.set_path(dl->path());
+        snap.set_durability(2);
+        snap.set_next_seq(1);
+      } else if (rc == MDB_NOTFOUND
           || !snap.ParseFromArray(v.mv_data, static_cast<int>(v.mv_size))
           || snap.durability() != 2) {
         skipped.push_back(id_text + ": " + dl->path()
@@ -80,8 +96,10 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
       // dead letter of it replayed already): then it is applied, or will
       // be, and this copy must not be. Only an unaccepted id, or one whose
       // guard still names the entry that consumed this very dead letter,
-      // is taken back.
-      if (auto id = dl->env().id(); id != 0) {
+      // is taken back. Id 0 is an id like any other: the live accept
+      // guards it too.
+      {
+        auto id = dl->env().id();
         auto gkey = path_key(dl->path(), id);
         auto gk = lmdb::val(gkey);
         MDB_val gv;
@@ -124,12 +142,11 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
       // The id's guard now names the new journal entry (and a fresh time),
       // so compaction keeps it while the envelope waits and a redelivery
       // of the id stays a duplicate.
-      if (dl->env().id() != 0)
-        if (auto r = d.mutate(t, {mutation::op::put, db::idempotency,
-                                  path_key(dl->path(), dl->env().id()),
-                                  idempotency_value(seq)});
-            r.rc != MDB_SUCCESS)
-          return r;
+      if (auto r = d.mutate(t, {mutation::op::put, db::idempotency,
+                                path_key(dl->path(), dl->env().id()),
+                                idempotency_value(seq)});
+          r.rc != MDB_SUCCESS)
+        return r;
       snap.set_next_seq(seq + 1);
       std::string sv;
       snap.SerializeToString(&sv);

@@ -352,9 +352,15 @@ TEST(durable_test, orphan_in_data_dir_is_reported_and_kept) {
   ASSERT_FALSE(store::open(so, st));
   std::vector<records::Snapshot> snaps;
   ASSERT_FALSE(st->snapshots(snaps));
-  // root/tally consumed nothing, so it saved nothing; root/gone is intact.
-  ASSERT_EQ(snaps.size(), 1u);
+  // root/gone is intact. root/tally consumed nothing: it saved only the
+  // record that says it is a journal agent (no state), which a replay of
+  // its dead letters needs.
+  ASSERT_EQ(snaps.size(), 2u);
   EXPECT_EQ(snaps[0].path(), "root/gone");
+  EXPECT_EQ(snaps[1].path(), "root/tally");
+  EXPECT_EQ(snaps[1].durability(), 2u);
+  EXPECT_TRUE(snaps[1].state_type().empty());
+  EXPECT_EQ(snaps[1].applied_seq(), 0u);
 }
 
 TEST(durable_test, corrupt_record_is_quarantined_once_and_the_node_runs) {

@@ -114,9 +114,10 @@ public:
 
   /// Records a dead letter (and, with a data dir, writes it to LMDB).
   /// `persist` false: the caller writes it to LMDB itself (atomically with
-  /// other changes).
+  /// other changes). `journal`: the caller is the cell of a journal agent
+  /// at `path` (a replay needs to know the path's mode).
   void add_dead_letter(std::string path, envelope env, std::string reason,
-                       bool persist = true);
+                       bool persist = true, bool journal = false);
 
   /// A copy of all dead letters, oldest first.
   std::vector<dead_letter> dead_letters() const;
