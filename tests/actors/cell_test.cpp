@@ -55,9 +55,20 @@ public:
   }
 };
 
+/// Answers a Ping with bytes declared as a Pong that do not parse.
+class garbler : public agent<> {
+public:
+  static void define(handlers<garbler>& h) {
+    h.on<Ping>([](garbler&, context& ctx, const Ping&) {
+      ctx.defer().deliver_bytes(type_symbol<Pong>(), "\xff\xff\xff garbage");
+    });
+  }
+};
+
 registry cell_registry() {
   auto r = test_registry();
   r.add<poison>("poison");
+  r.add<garbler>("garbler");
   return r;
 }
 
@@ -293,6 +304,26 @@ TEST_F(cell_test, async_envelope_past_its_deadline_is_a_dead_letter) {
 }
 
 // -- undeliverable envelopes ------------------------------------------------------
+
+// context::request: a reply that does not parse as the expected type reaches
+// the caller's on_error as bad_payload. The reply lambda used to copy
+// on_error while the same call moved it away (GCC evaluated the move
+// first), so the caller's caller got "the agent dropped this reply".
+TEST_F(cell_test, a_reply_that_does_not_parse_is_bad_payload) {
+  auto spec = flags(strategy::one_for_one, 10, 60000);
+  spec.children.push_back(worker("g", "garbler"));
+  spec.children.push_back(worker("r", "relay"));
+  caf::actor sup;
+  auto err = start("sup", spec, &sup);
+  ASSERT_FALSE(err) << describe(err);
+  Relay relay;
+  relay.set_to("sup/g");
+  relay.set_timeout_ms(1000);
+  auto r = ask<envelope>(handle("sup/r"), wrap(relay));
+  ASSERT_FALSE(r);
+  EXPECT_TRUE(is(r.error(), errc::bad_payload)) << describe(r.error());
+  EXPECT_EQ(restarts_of(sup, "r"), 0u);
+}
 
 TEST_F(cell_test, unknown_message_type_is_an_error_not_a_crash) {
   auto sup = start_one(worker("w", "echo"));

@@ -264,18 +264,24 @@ public:
                duration timeout, OnReply on_reply, OnError on_error) {
     call_options opts;
     opts.timeout = timeout;
-    request_envelope(
-      to, make_envelope(msg, opts), timeout,
-      [on_reply = std::move(on_reply),
-       on_error](const envelope& e) mutable {
-        reply<Reply> r;
-        r.degraded = e.degraded();
-        if (!r.value.ParseFromString(e.payload))
-          on_error(make_error(errc::bad_payload, "reply of type " + e.type));
-        else
-          on_reply(std::move(r));
-      },
-      std::move(on_error));
+    // Both callbacks need on_error: copy it before either is built, since
+    // the order in which a call's arguments are evaluated is unspecified
+    // (GCC moved it away before the lambda copied it).
+    OnError on_bad_reply = on_error;
+    std::function<void(const envelope&)> ok
+      = [on_reply = std::move(on_reply),
+         on_bad_reply = std::move(on_bad_reply)](const envelope& e) mutable {
+          reply<Reply> r;
+          r.degraded = e.degraded();
+          if (!r.value.ParseFromString(e.payload))
+            on_bad_reply(
+              make_error(errc::bad_payload, "reply of type " + e.type));
+          else
+            on_reply(std::move(r));
+        };
+    std::function<void(const caf::error&)> err = std::move(on_error);
+    request_envelope(to, make_envelope(msg, opts), timeout, std::move(ok),
+                     std::move(err));
   }
 
   /// Takes over the reply to the envelope being handled: the handler's
