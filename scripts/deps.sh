@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Installs vigil's build dependencies from Debian 12 packages, if missing.
+# `--bench` adds what the benchmarks' baselines need (Erlang/OTP, python3).
 set -euo pipefail
 pkgs=(cmake ninja-build g++ ccache libcaf-dev libprotobuf-dev
       protobuf-compiler libgtest-dev liblmdb-dev libspdlog-dev
       libyaml-cpp-dev libcli11-dev nlohmann-json3-dev)
+if [ "${1:-}" = "--bench" ]; then
+  pkgs+=(erlang-base python3)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
