@@ -1,5 +1,6 @@
 // The whole agent API in one file: typed Protobuf handlers, state, hooks, a
-// request with a deadline, a deferred reply, a send, and a supervised tree.
+// refusal, a request with a deadline, a deferred reply, a send, and a
+// supervised tree.
 #include <iostream>
 
 #include "ocr.pb.h"
@@ -12,8 +13,9 @@ class ocr : public vigil::agent<Stats> { // Stats is this agent's state
 public:
   static void define(vigil::handlers<ocr>& h) { h.on<Scan>(&ocr::read); }
   void on_start(vigil::context& ctx) override { std::cout << ctx.path() << " up\n"; }
-  Text read(vigil::context&, const Scan& s) {
-    if (s.document().empty()) throw std::invalid_argument("empty scan");
+  caf::expected<Text> read(vigil::context&, const Scan& s) {
+    if (s.document().empty()) // refused: no restart, the caller gets the error
+      return vigil::make_error(vigil::errc::refused, "empty scan");
     state().set_pages(state().pages() + 1);
     Text t;
     t.set_text("text of " + s.document());

@@ -391,6 +391,14 @@ caf::result<envelope> cell::on_envelope(envelope& e) {
         deferred_ = false;
         if (res == outcome::replied)
           return caf::delegated<envelope>{};
+        if (res == outcome::refused) {
+          // The refusal answers the promise the handler took (a later
+          // delivery through its deferred_reply does nothing).
+          if (!is_request())
+            own_dead_letter(std::move(e), describe(err));
+          rp.deliver(std::move(err));
+          return caf::delegated<envelope>{};
+        }
       }
       switch (res) {
         case outcome::replied:
@@ -400,6 +408,7 @@ caf::result<envelope> cell::on_envelope(envelope& e) {
             return caf::delegated<envelope>{};
           return out;
         case outcome::rejected:
+        case outcome::refused:
           if (!is_request())
             own_dead_letter(std::move(e), describe(err));
           return err;
@@ -455,9 +464,9 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
     return outcome::rejected;
   }
   current_ = &e;
-  bool parsed = false;
+  auto status = detail::handler_status::done;
   try {
-    parsed = i->second(*instance_, *this, e, out);
+    status = i->second(*instance_, *this, e, out, err);
   } catch (...) {
     if (dur_)
       dur_->sends.clear();
@@ -467,13 +476,17 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
     return outcome::failed;
   }
   current_ = nullptr;
-  if (!parsed) {
+  if (status == detail::handler_status::bad_payload) {
     if (dur_)
       dur_->sends.clear();
     err = make_error(errc::bad_payload,
                      cfg_.path + ": payload does not parse as " + e.type);
     return outcome::rejected;
   }
+  bool refused = status == detail::handler_status::refused;
+  if (refused && !err) // an expected<T> holding an empty error
+    err = make_error(errc::refused,
+                     cfg_.path + " refused " + e.type + " without a reason");
   if (e.deadline != 0 && to_ns(now()) > e.deadline) {
     if (dur_)
       dur_->sends.clear();
@@ -483,8 +496,14 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
     return outcome::failed;
   }
   rt_->count_handled();
-  if (dur_)
-    after_handled();
+  if (dur_) {
+    if (refused) {
+      auto why = describe(err);
+      after_handled(&e, &why);
+    } else {
+      after_handled();
+    }
+  }
   if (mode_ == mode::half_open) {
     mode_ = mode::running;
     resilience::backoff::reset(deg_->track);
@@ -498,7 +517,7 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
                             std::move(stop_reason_));
     stop_reason_ = caf::error{};
   }
-  return outcome::replied;
+  return refused ? outcome::refused : outcome::replied;
 }
 
 void cell::after_failure(envelope e, response_promise rp, caf::error err,
@@ -642,6 +661,18 @@ void cell::drain() {
           consume_failed(p.seq, p.env, describe(err));
         else if (async)
           own_dead_letter(std::move(p.env), describe(err));
+        answer(p.rp, envelope{}, std::move(err), p.seq);
+        break;
+      }
+      case outcome::refused: {
+        // Committed like a reply; a journal agent's dead letter went into
+        // that commit (after_handled).
+        bool async = !p.rp.pending() || p.rp.async();
+        bool journaled = p.seq != 0 && dur_ && dur_->journal();
+        if (async && !journaled)
+          own_dead_letter(std::move(p.env), describe(err));
+        if (deferred) // a refusal answers now; a deferred reply is void
+          deferred = false;
         answer(p.rp, envelope{}, std::move(err), p.seq);
         break;
       }

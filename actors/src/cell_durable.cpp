@@ -540,7 +540,7 @@ void cell::writer_lost() {
   maybe_quit();
 }
 
-void cell::after_handled() {
+void cell::after_handled(const envelope* e, const std::string* refused) {
   auto& d = *dur_;
   ++d.processed;
   if (!d.journal()) {
@@ -560,8 +560,14 @@ void cell::after_handled() {
     x.seq = d.next_outbox++;
   auto a = consume_args(d.current_seq);
   a.outbox = &sends;
+  if (refused != nullptr && e != nullptr && d.current_seq != 0) {
+    a.dead_reason = *refused;
+    a.dead_env = e;
+  }
   auto tok = write(detail::consume_item(a), true);
   d.last_consume = tok;
+  if (!a.dead_reason.empty())
+    d.after_commit[tok].dead.emplace_back(*e, *refused);
   if (!sends.empty()) {
     auto& seqs = d.after_commit[tok].outbox;
     for (auto& x : sends) {

@@ -139,7 +139,11 @@ private:
     abandoned
   };
 
-  enum class outcome { replied, rejected, failed };
+  /// What `run` did with an envelope: the handler replied; the envelope
+  /// was rejected before (or instead of) running the handler (bad payload,
+  /// unknown type, too late); the handler refused it with an error (an
+  /// outcome, committed like a reply); the handler failed (a throw).
+  enum class outcome { replied, rejected, refused, failed };
 
   /// Runs a request callback of the current instance. A throw there is a
   /// failure of the child, like a throw in a handler.
@@ -455,7 +459,10 @@ private:
   void writer_lost();
 
   /// Runs after a handler succeeded (inside `run`).
-  void after_handled();
+  /// Commits a handled envelope. `refused`: the handler refused `e` with
+  /// that reason (a journal agent's dead letter goes into the same commit).
+  void after_handled(const envelope* e = nullptr,
+                     const std::string* refused = nullptr);
 
   /// Consumes journal entry `seq` without a state change; a non-empty
   /// `reason` makes the envelope a dead letter in the same transaction.

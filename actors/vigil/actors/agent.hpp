@@ -13,6 +13,8 @@
 #include <utility>
 
 #include <caf/actor.hpp>
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
 #include <google/protobuf/message.h>
 
 #include "vigil/actors/envelope.hpp"
@@ -354,11 +356,27 @@ class agent<void> : public agent_base {};
 
 namespace detail {
 
+/// What a type-erased handler did with an envelope.
+enum class handler_status : uint8_t {
+  /// Handled; `out` holds the reply, if the handler returned one.
+  done,
+  /// The payload does not parse as the handler's request type.
+  bad_payload,
+  /// The handler refused the envelope with the error in `refusal`.
+  refused,
+};
+
 /// Type-erased handler: parses `in.payload`, runs the handler and, if it
-/// returns a message, serializes it into `out` (returns false on bad bytes).
+/// returns a message, serializes it into `out`.
 using erased_handler
-  = std::function<bool(agent_base&, context&, const envelope& in,
-                       envelope& out)>;
+  = std::function<handler_status(agent_base&, context&, const envelope& in,
+                                 envelope& out, caf::error& refusal)>;
+
+template <class T>
+struct is_expected : std::false_type {};
+
+template <class T>
+struct is_expected<caf::expected<T>> : std::true_type {};
 
 struct handler_table {
   std::unordered_map<symbol, erased_handler, symbol_hash> by_type;
@@ -370,7 +388,17 @@ struct handler_table {
 ///
 /// Each handler takes `(context&, const Request&)` as a member function of
 /// `Agent`, or `(Agent&, context&, const Request&)` as any callable, and
-/// returns either void or a Protobuf reply message.
+/// returns one of:
+/// - `void`, or a Protobuf reply message;
+/// - `caf::expected<Reply>`, `caf::expected<void>` or `caf::error`, to be
+///   able to refuse: an error
+///   refuses the envelope without throwing. The requester gets that error,
+///   an async envelope becomes a dead letter (replayable, for a `journal`
+///   agent), and the child is not restarted and spends no restart
+///   intensity. A refusal is an outcome like a reply: what the handler did
+///   before refusing (its state, its sends) stands and is committed with
+///   it. Use it for input that can never succeed (validation); throw for a
+///   failure that a fresh instance might not repeat.
 template <class Agent>
 class handlers {
 public:
@@ -381,21 +409,41 @@ public:
   template <class Request, class F>
   handlers& on(F f) {
     table_.by_type[type_symbol<Request>()] =
-      [f](agent_base& self, context& ctx, const envelope& in,
-          envelope& out) -> bool {
+      [f](agent_base& self, context& ctx, const envelope& in, envelope& out,
+          caf::error& refusal) -> detail::handler_status {
+      using detail::handler_status;
       Request req;
       if (!req.ParseFromString(in.payload))
-        return false;
+        return handler_status::bad_payload;
       auto& me = static_cast<Agent&>(self);
-      using result = decltype(invoke(f, me, ctx, req));
+      using result = std::decay_t<decltype(invoke(f, me, ctx, req))>;
       if constexpr (std::is_void_v<result>) {
         invoke(f, me, ctx, req);
+      } else if constexpr (std::is_same_v<result, caf::error>) {
+        if (auto err = invoke(f, me, ctx, req)) {
+          refusal = std::move(err);
+          return handler_status::refused;
+        }
+      } else if constexpr (std::is_same_v<result, caf::expected<void>>) {
+        auto rep = invoke(f, me, ctx, req);
+        if (!rep) {
+          refusal = rep.error();
+          return handler_status::refused;
+        }
+      } else if constexpr (detail::is_expected<result>::value) {
+        auto rep = invoke(f, me, ctx, req);
+        if (!rep) {
+          refusal = std::move(rep.error());
+          return handler_status::refused;
+        }
+        out.type = type_symbol<typename result::value_type>();
+        rep->SerializeToString(&out.payload);
       } else {
         auto rep = invoke(f, me, ctx, req);
-        out.type = type_symbol<std::decay_t<decltype(rep)>>();
+        out.type = type_symbol<result>();
         rep.SerializeToString(&out.payload);
       }
-      return true;
+      return handler_status::done;
     };
     return *this;
   }

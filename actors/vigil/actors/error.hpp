@@ -64,6 +64,10 @@ enum class errc : uint8_t {
   /// this instance and started another); writes of the older owner are
   /// refused. Internal to the runtime, seen by no requester.
   fenced,
+  /// A handler refused the envelope (invalid input, say) by returning an
+  /// error; the context says why. Not a failure: nothing restarts. A
+  /// handler may refuse with any error; this is vigil's word for it.
+  refused,
 };
 
 /// Returns the OTP-style name of `x`, e.g. "reached_max_restart_intensity".
