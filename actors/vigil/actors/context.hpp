@@ -1,0 +1,274 @@
+#pragma once
+
+// What an agent's handlers and hooks see of the runtime: its path, the
+// clock, the envelope being handled, sends, requests and deferred replies.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+
+#include <caf/actor.hpp>
+#include <caf/error.hpp>
+#include <google/protobuf/message.h>
+
+#include "vigil/actors/detail/binding.hpp"
+#include "vigil/actors/detail/type_symbol.hpp"
+#include "vigil/actors/envelope.hpp"
+#include "vigil/actors/error.hpp"
+
+namespace vigil {
+
+using clock_type = std::chrono::steady_clock; // the same clock as caf::actor_clock
+using time_point = clock_type::time_point;
+using duration = clock_type::duration;
+
+/// Free-form agent parameters (`params:` in a policy file).
+using params = std::unordered_map<std::string, std::string>;
+
+/// A reply as the requester sees it. `degraded` is true when a stand-in
+/// answered with the child spec's declared default instead of the agent.
+template <class T>
+struct reply {
+  T value;
+  bool degraded = false;
+};
+
+/// Per-call options for `context::send` and `context::request`.
+struct call_options {
+  /// Relative deadline; zero inherits the deadline of the envelope being
+  /// handled (if any), so a chain of calls never outlives its origin.
+  duration timeout{0};
+  /// Idempotency key; empty means none.
+  std::string idempotency_key;
+  /// Message id; 0 assigns a fresh one. A producer that may resend (after
+  /// its own crash, say) sets a stable id, so that a `journal` receiver
+  /// applies the message once.
+  uint64_t message_id = 0;
+};
+
+/// A stable reference to the agent at a path: the path plus the cell that
+/// hosts it, so a send skips the directory lookup. It stays valid across
+/// restarts of the agent (the cell stays); once the cell was replaced (its
+/// supervisor restarted, or a stuck instance was given up) or unbound, a
+/// send through the handle falls back to the path. Obtained from
+/// `context::resolve`.
+class handle {
+public:
+  handle() = default;
+  handle(std::string path, std::shared_ptr<const detail::binding> b)
+    : path_(std::move(path)), b_(std::move(b)) {
+    // nop
+  }
+
+  const std::string& path() const noexcept {
+    return path_;
+  }
+
+  /// The hosting cell when the handle was made; invalid if nothing was
+  /// bound at the path then.
+  caf::actor cell() const noexcept {
+    return b_ ? b_->actor : caf::actor{};
+  }
+
+  /// True while the cell is still the one bound at the path.
+  bool current() const noexcept {
+    return b_ && b_->live.load(std::memory_order_acquire);
+  }
+
+  explicit operator bool() const noexcept {
+    return static_cast<bool>(b_);
+  }
+
+private:
+  std::string path_;
+  std::shared_ptr<const detail::binding> b_;
+};
+
+/// A reply that a handler gives later, e.g. from a `request` callback.
+/// Obtained from `context::defer()`; copies share one reply. Deliver or fail
+/// it once; later calls do nothing. If every copy is dropped unanswered
+/// (e.g. the instance was restarted before its callback ran), the requester
+/// gets `not_running` instead of waiting for ever.
+class deferred_reply {
+public:
+  deferred_reply() = default;
+  deferred_reply(std::function<void(envelope)> ok,
+                 std::function<void(caf::error)> err)
+    : st_(std::make_shared<state>()) {
+    st_->ok = std::move(ok);
+    st_->err = std::move(err);
+  }
+
+  /// Answers the original requester with `msg`.
+  void deliver(const google::protobuf::Message& msg) {
+    if (!st_ || !st_->ok)
+      return;
+    envelope e;
+    e.type = type_symbol(msg);
+    msg.SerializeToString(&e.payload);
+    answer(std::move(e));
+  }
+
+  /// Answers the original requester with raw payload `bytes` declared as
+  /// Protobuf type `type`, unchecked: the bytes need not parse as `type`
+  /// (chaos agents use this to send corrupt replies, which the requester
+  /// sees as `bad_payload`). Once only, like `deliver`.
+  void deliver_bytes(symbol type, std::string bytes) {
+    if (!st_ || !st_->ok)
+      return;
+    envelope e;
+    e.type = type;
+    e.payload = std::move(bytes);
+    answer(std::move(e));
+  }
+
+  /// Answers the original requester with an error.
+  void fail(caf::error err) {
+    if (!st_ || !st_->err)
+      return;
+    auto f = std::move(st_->err);
+    st_->ok = nullptr;
+    st_->err = nullptr;
+    f(std::move(err));
+  }
+
+private:
+  void answer(envelope e) {
+    auto ok = std::move(st_->ok);
+    st_->ok = nullptr;
+    st_->err = nullptr;
+    ok(std::move(e));
+  }
+
+  struct state {
+    std::function<void(envelope)> ok;
+    std::function<void(caf::error)> err;
+    ~state() {
+      if (err)
+        err(make_error(errc::not_running, "the agent dropped this reply"));
+    }
+  };
+  std::shared_ptr<state> st_;
+};
+
+/// What an agent sees of the runtime while one of its hooks or handlers runs.
+///
+/// A context belongs to exactly one agent instance and may only be used from
+/// that agent's hooks and handlers (it is not thread-safe). It stays valid for
+/// the life of the instance; do not keep it beyond `on_stop`.
+class context {
+public:
+  virtual ~context() = default;
+
+  /// The agent's stable path in its tree, e.g. "invoices/ocr".
+  virtual const std::string& path() const noexcept = 0;
+
+  /// The current time of the node's actor clock (a test clock in tests).
+  virtual time_point now() const noexcept = 0;
+
+  /// The envelope being handled, or nullptr outside a handler.
+  virtual const envelope* current() const noexcept = 0;
+
+  /// The parameters this instance was started with.
+  virtual const params& parameters() const noexcept = 0;
+
+  /// Looks up the agent at `path`. The result is invalid (but keeps the
+  /// path) if no agent is bound there now.
+  virtual handle resolve(std::string_view path) const = 0;
+
+  /// Sends `msg` to the agent at `to` without waiting for a reply. An
+  /// envelope that cannot be delivered becomes a dead letter.
+  void send(std::string_view to, const google::protobuf::Message& msg,
+            const call_options& opts = {}) {
+    send_envelope(resolve(to), make_envelope(msg, opts));
+  }
+
+  /// Sends `msg` through a handle from `resolve`, skipping the lookup.
+  void send(const handle& to, const google::protobuf::Message& msg,
+            const call_options& opts = {}) {
+    send_envelope(to, make_envelope(msg, opts));
+  }
+
+  /// Sends `msg` to the agent at `to` after `delay` (a timer). The path is
+  /// resolved now; if no agent is bound there, the envelope becomes a dead
+  /// letter at once. The envelope inherits the deadline of the one being
+  /// handled, as with `send`.
+  ///
+  /// Not durable: even from a `journal` agent's handler the envelope skips
+  /// the outbox and waits in the node's clock, so a crash of the node (or of
+  /// the receiver's cell) loses it. An agent that relies on a timer re-arms
+  /// it in `on_start`/`on_restart`, and should ignore ticks of an older
+  /// instance (e.g. by a generation number in its state).
+  void send_after(duration delay, std::string_view to,
+                  const google::protobuf::Message& msg) {
+    send_envelope_after(resolve(to), make_envelope(msg, call_options{}),
+                        delay);
+  }
+
+  /// Sends `msg` to `to` and calls `on_reply(reply<Reply>)` with the answer,
+  /// or `on_error(const caf::error&)` on failure, `deadline_exceeded` when
+  /// no answer came within `timeout`. Both callbacks run in this agent.
+  template <class Reply, class OnReply, class OnError>
+  void request(std::string_view to, const google::protobuf::Message& msg,
+               duration timeout, OnReply on_reply, OnError on_error) {
+    request<Reply>(resolve(to), msg, timeout, std::move(on_reply),
+                   std::move(on_error));
+  }
+
+  /// `request` through a handle from `resolve`.
+  template <class Reply, class OnReply, class OnError>
+  void request(const handle& to, const google::protobuf::Message& msg,
+               duration timeout, OnReply on_reply, OnError on_error) {
+    call_options opts;
+    opts.timeout = timeout;
+    // Both callbacks need on_error: copy it before either is built, since
+    // the order in which a call's arguments are evaluated is unspecified
+    // (GCC moved it away before the lambda copied it).
+    OnError on_bad_reply = on_error;
+    std::function<void(const envelope&)> ok
+      = [on_reply = std::move(on_reply),
+         on_bad_reply = std::move(on_bad_reply)](const envelope& e) mutable {
+          reply<Reply> r;
+          r.degraded = e.degraded();
+          if (!r.value.ParseFromString(e.payload))
+            on_bad_reply(
+              make_error(errc::bad_payload, "reply of type " + e.type));
+          else
+            on_reply(std::move(r));
+        };
+    std::function<void(const caf::error&)> err = std::move(on_error);
+    request_envelope(to, make_envelope(msg, opts), timeout, std::move(ok),
+                     std::move(err));
+  }
+
+  /// Takes over the reply to the envelope being handled: the handler's
+  /// return value is then ignored, and the reply goes out when the handle is
+  /// delivered. Only valid inside a handler.
+  virtual deferred_reply defer() = 0;
+
+  /// Ends this instance once the current handler returns. An empty reason is
+  /// a normal exit; `caf::exit_reason::user_shutdown` is a shutdown exit.
+  /// Both are not failures for a transient child.
+  virtual void stop(caf::error reason = caf::error{}) = 0;
+
+protected:
+  virtual envelope make_envelope(const google::protobuf::Message& msg,
+                                 const call_options& opts) = 0;
+  virtual void send_envelope(const handle& to, envelope env) = 0;
+  /// Delivers `env` to `to` after `delay`, bypassing any outbox.
+  virtual void send_envelope_after(const handle& to, envelope env,
+                                   duration delay)
+    = 0;
+  virtual void request_envelope(const handle& to, envelope env,
+                                duration timeout,
+                                std::function<void(const envelope&)> on_reply,
+                                std::function<void(const caf::error&)> on_error)
+    = 0;
+};
+
+} // namespace vigil
