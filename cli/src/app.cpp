@@ -34,7 +34,8 @@ using std::chrono::steady_clock;
 // Exit codes.
 constexpr int exit_ok = 0;
 constexpr int exit_error = 1;      // a runtime or storage error
-constexpr int exit_invalid = 2;    // bad policy file or arguments
+constexpr int exit_invalid = 2;    // an invalid policy file
+constexpr int exit_usage = 64;     // bad arguments (sysexits' EX_USAGE)
 constexpr int exit_escalated = 3;  // the root supervisor escalated
 
 std::atomic<int> stop_signal{0};
@@ -107,7 +108,7 @@ int cmd_run(const run_args& a, const registry& types) {
   if (!a.for_time.empty() && !parse_duration(a.for_time, run_for)) {
     std::cerr << "vigil run: --for " << a.for_time
               << ": not a duration; " << duration_hint << "\n";
-    return exit_invalid;
+    return exit_usage;
   }
   milliseconds every{1000};
   if (!parse_duration(a.progress, every)
@@ -117,7 +118,7 @@ int cmd_run(const run_args& a, const registry& types) {
     std::cerr << "vigil run: --progress " << a.progress
               << ": not a progress period; write 0 (off) or a duration of "
                  "at least 100ms, like 500ms or 2s\n";
-    return exit_invalid;
+    return exit_usage;
   }
   if (!a.data_dir.empty())
     lp.node.data_dir = a.data_dir;
@@ -141,7 +142,7 @@ int cmd_run(const run_args& a, const registry& types) {
       std::cerr << a.file << ": durable children " << names
                 << " need a data dir: pass --data-dir DIR or set "
                    "node.data_dir\n";
-      return exit_invalid;
+      return exit_usage;
     }
   }
   std::signal(SIGINT, on_signal);
@@ -293,8 +294,21 @@ int open_or_fail(const std::string& dir, bool write,
   return exit_ok;
 }
 
+/// True if the data dir holds a record of an agent at `path`.
+bool has_agent(store& st, const std::string& path) {
+  std::vector<records::Snapshot> snaps;
+  (void) st.snapshots(snaps);
+  if (std::any_of(snaps.begin(), snaps.end(),
+                  [&](auto& s) { return s.path() == path; }))
+    return true;
+  std::vector<std::string> jpaths;
+  (void) st.journal_paths(jpaths);
+  return std::find(jpaths.begin(), jpaths.end(), path) != jpaths.end();
+}
+
 int cmd_inspect(const std::string& dir, const std::string& what,
-                const std::string& path, bool as_json) {
+                const std::string& path, bool as_json,
+                const std::vector<uint64_t>& seqs = {}) {
   std::unique_ptr<store> st;
   if (auto rc = open_or_fail(dir, false, st))
     return rc;
@@ -361,11 +375,17 @@ int cmd_inspect(const std::string& dir, const std::string& what,
     if (path.empty()) {
       std::cerr << "vigil inspect mailbox: give the agent's PATH, e.g. "
                    "`vigil inspect --data-dir DIR mailbox root/counter`\n";
-      return exit_invalid;
+      return exit_usage;
     }
     std::vector<records::JournalEntry> mb;
     if (auto s = st->mailbox(path, mb)) {
       std::cerr << "vigil: " << s.message() << "\n";
+      return exit_error;
+    }
+    if (mb.empty() && !has_agent(*st, path)) {
+      std::cerr << "vigil: no durable agent at " << path << " in " << dir
+                << "; `vigil inspect --data-dir " << dir
+                << "` lists the agents\n";
       return exit_error;
     }
     auto out = json::array();
@@ -392,6 +412,21 @@ int cmd_inspect(const std::string& dir, const std::string& what,
     std::cerr << "vigil: " << s.message() << "\n";
     return exit_error;
   }
+  size_t missing = 0;
+  if (!seqs.empty()) {
+    std::vector<records::DeadLetter> chosen;
+    for (auto seq : seqs) {
+      auto i = std::find_if(dls.begin(), dls.end(),
+                            [&](auto& d) { return d.seq() == seq; });
+      if (i == dls.end()) {
+        std::cerr << "vigil: dead letter " << seq << " not found\n";
+        ++missing;
+      } else {
+        chosen.push_back(*i);
+      }
+    }
+    dls = std::move(chosen);
+  }
   auto out = json::array();
   for (auto& d : dls) {
     json x{{"seq", d.seq()}, {"path", d.path()}, {"reason", d.reason()},
@@ -412,7 +447,7 @@ int cmd_inspect(const std::string& dir, const std::string& what,
                 << x["reason"].get<std::string>() << "\n";
     std::cout << dls.size() << " dead letters\n";
   }
-  return exit_ok;
+  return missing == 0 ? exit_ok : exit_error;
 }
 
 // -- dead-letters ---------------------------------------------------------------
@@ -420,12 +455,12 @@ int cmd_inspect(const std::string& dir, const std::string& what,
 int cmd_dead_letters(const std::string& action, const std::string& dir,
                      const std::vector<uint64_t>& ids, bool all) {
   if (action == "list")
-    return cmd_inspect(dir, "dead-letters", "", false);
+    return cmd_inspect(dir, "dead-letters", "", false, ids);
   if (ids.empty() && !all) {
     std::cerr << "vigil dead-letters " << action
               << ": name the dead letters (their seq, see `vigil "
                  "dead-letters list`) or pass --all\n";
-    return exit_invalid;
+    return exit_usage;
   }
   std::unique_ptr<store> st;
   if (auto rc = open_or_fail(dir, true, st))
@@ -480,14 +515,15 @@ int main(int argc, char** argv, registry types) {
   run->footer("Example:\n  vigil run examples/policies/chaos.yaml "
               "--data-dir ./vigil-data --for 10s --report json\n"
               "Exit codes: 0 completed, 1 error, 2 invalid policy, 3 the "
-              "root escalated.");
+              "root escalated, 64 bad arguments.");
 
   std::string check_file;
   auto* check = app.add_subcommand(
     "check", "Validate FILE and report every error as FILE:LINE:COL");
   check->add_option("FILE", check_file, "Policy file (YAML)")->required();
   check->footer("Example:\n  vigil check examples/policies/chaos.yaml\n"
-                "Exit codes: 0 valid, 2 errors (all of them are listed).");
+                "Exit codes: 0 valid, 2 errors (all of them are listed), "
+                "64 bad arguments.");
 
   std::string dir, what = "agents", path;
   bool as_json = false;
@@ -525,7 +561,7 @@ int main(int argc, char** argv, registry types) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     auto rc = app.exit(e);
-    return rc == 0 ? exit_ok : exit_invalid;
+    return rc == 0 ? exit_ok : exit_usage;
   }
   if (*run)
     return cmd_run(ra, types);

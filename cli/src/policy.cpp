@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -19,6 +20,8 @@
 namespace vigil::cli {
 
 std::string policy_error::to_string() const {
+  if (line == 0) // about the file as a whole (it cannot be read, say)
+    return file + ": " + message;
   return file + ":" + std::to_string(line) + ":" + std::to_string(column)
          + ": " + message;
 }
@@ -378,6 +381,11 @@ std::vector<policy_error> load_policy_text(const std::string& text,
 std::vector<policy_error> load_policy_file(const std::string& path,
                                            const registry& types,
                                            loaded_policy& out) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    out = loaded_policy{};
+    return {{path, 0, 0, "is a directory; give a policy file (YAML)"}};
+  }
   std::ifstream in{path, std::ios::binary};
   if (!in) {
     out = loaded_policy{};
@@ -386,6 +394,11 @@ std::vector<policy_error> load_policy_file(const std::string& path,
   }
   std::ostringstream text;
   text << in.rdbuf();
+  if (in.bad()) {
+    out = loaded_policy{};
+    return {{path, 0, 0, std::string{"cannot read the file: "}
+                           + std::strerror(errno)}};
+  }
   return load_policy_text(text.str(), path, types, out);
 }
 

@@ -65,6 +65,7 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
         // is. The replay writes its first record.
         snap.set_format(store::format);
         snap.set_path(dl->path());
+        snap.set_agent("?"); // its cell writes the type at its next commit
         snap.set_durability(2);
         snap.set_next_seq(1);
       } else if (rc == MDB_NOTFOUND

@@ -221,37 +221,101 @@ tree:
   EXPECT_EQ(parse(left.out).size(), 0u) << left.out;
 }
 
+TEST(cli_test, dead_letters_list_shows_the_named_seqs) {
+  temp_dir d;
+  auto f = write(d, "dl.yaml", R"(node:
+  name: dl
+tree:
+  intensity: 100
+  children:
+    - name: bad
+      agent: flaky
+      durability: journal
+      params: {crash_every: 2}
+    - name: source
+      agent: source
+      durability: journal
+      params: {to: dl/bad, count: 10, batch: 1}
+)");
+  auto data = d.path() + "/data";
+  ASSERT_EQ(vigil_cmd({"run", f, "--data-dir", data, "--for", "1500ms"})
+              .exit_code,
+            0);
+  auto all = parse(vigil_cmd({"inspect", "--data-dir", data, "dead-letters",
+                              "--json"})
+                     .out);
+  ASSERT_GE(all.size(), 3u);
+  auto second = all[1]["seq"].get<uint64_t>();
+  auto r = vigil_cmd({"dead-letters", "list", "--data-dir", data,
+                      std::to_string(second)});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("1 dead letters"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find(std::to_string(second) + "  dl/bad"), 0u) << r.out;
+}
+
 TEST(cli_test, durable_children_without_a_data_dir_are_refused_up_front) {
   temp_dir d;
   auto f = write(d, "job.yaml", pipeline);
   auto r = vigil_cmd({"run", f, "--for", "1s"});
-  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.exit_code, 64) << r.err; // an argument is missing
   EXPECT_NE(r.err.find("job/counter, job/source need a data dir: pass "
                        "--data-dir DIR or set node.data_dir"),
             std::string::npos)
     << r.err;
 }
 
-TEST(cli_test, bad_arguments_exit_2_with_what_to_do) {
-  auto r = vigil_cmd({"run"});
-  EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("FILE"), std::string::npos) << r.err;
+// The command's documented behaviour as a table: exit codes (64 bad
+// arguments, 2 an invalid policy file, 1 other errors) and what stderr says
+// to do next.
+TEST(cli_test, each_mistake_gets_its_exit_code_and_what_to_do) {
   temp_dir d;
   auto f = write(d, "job.yaml", pipeline);
-  auto bad_for = vigil_cmd({"run", f, "--for", "soon"});
-  EXPECT_EQ(bad_for.exit_code, 2);
-  EXPECT_NE(bad_for.err.find("--for soon: not a duration"), std::string::npos)
-    << bad_for.err;
-  // The run loop wakes every 100 ms: a shorter progress period is refused,
-  // not silently stretched.
-  auto fast = vigil_cmd({"run", f, "--for", "1s", "--progress", "1ms"});
-  EXPECT_EQ(fast.exit_code, 2);
-  EXPECT_NE(fast.err.find("--progress 1ms: not a progress period"),
+  auto data = d.path() + "/data";
+  ASSERT_EQ(vigil_cmd({"run", f, "--data-dir", data, "--for", "300ms",
+                       "--progress", "0"})
+              .exit_code,
+            0);
+  struct row {
+    std::vector<std::string> args;
+    int exit_code;
+    std::string says;
+  };
+  std::vector<row> rows{
+    {{"run"}, 64, "FILE"},
+    {{"frobnicate"}, 64, "A subcommand is required"},
+    {{"run", f, "--for", "soon"}, 64, "--for soon: not a duration"},
+    // The run loop wakes every 100 ms: a shorter progress period is
+    // refused, not silently stretched.
+    {{"run", f, "--for", "1s", "--progress", "1ms"}, 64,
+     "--progress 1ms: not a progress period"},
+    {{"run", f, "--report", "xml"}, 64, "--report"},
+    {{"inspect", "--data-dir", data, "mailbox"}, 64, "give the agent's PATH"},
+    {{"dead-letters", "purge", "--data-dir", data}, 64, "or pass --all"},
+    {{"check", d.path() + "/missing.yaml"}, 2,
+     d.path() + "/missing.yaml: cannot read the file: No such file"},
+    {{"check", d.path()}, 2, d.path() + ": is a directory; give a policy file"},
+    {{"inspect", "--data-dir", d.path() + "/nothing"}, 1, "no vigil data dir"},
+    {{"inspect", "--data-dir", data, "mailbox", "job/nobody"}, 1,
+     "no durable agent at job/nobody"},
+    {{"dead-letters", "list", "--data-dir", data, "99"}, 1,
+     "dead letter 99 not found"},
+  };
+  for (auto& r : rows) {
+    std::string cmd;
+    for (auto& a : r.args)
+      cmd += a + " ";
+    auto got = vigil_cmd(r.args);
+    EXPECT_EQ(got.exit_code, r.exit_code) << cmd << "\n" << got.err;
+    EXPECT_NE(got.err.find(r.says), std::string::npos) << cmd << "\n"
+                                                        << got.err;
+    EXPECT_EQ(got.err.find(":0:0"), std::string::npos) << cmd << got.err;
+  }
+  // A known agent's empty mailbox is not an error.
+  auto mb = vigil_cmd({"inspect", "--data-dir", data, "mailbox", "job/counter"});
+  EXPECT_EQ(mb.exit_code, 0) << mb.err;
+  EXPECT_NE(mb.out.find("0 pending envelopes for job/counter"),
             std::string::npos)
-    << fast.err;
-  auto none = vigil_cmd({"inspect", "--data-dir", d.path() + "/nothing"});
-  EXPECT_EQ(none.exit_code, 1);
-  EXPECT_NE(none.err.find("no vigil data dir"), std::string::npos) << none.err;
+    << mb.out;
 }
 
 TEST(cli_test, every_subcommand_has_help_with_an_example) {

@@ -569,13 +569,19 @@ TEST(policy_test, reads_a_file) {
   EXPECT_EQ(p.tree.children[0].agent, "sink");
 }
 
-TEST(policy_test, reports_an_unreadable_file_at_0_0) {
+// An error about the file as a whole has no position: it used to read
+// "FILE:0:0: ...", a position no editor can go to.
+TEST(policy_test, reports_an_unreadable_file_without_a_position) {
   loaded_policy p;
   auto errors = load_policy_file("/nonexistent/policy.yaml", types(), p);
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0].to_string(),
-            "/nonexistent/policy.yaml:0:0: cannot read the file: No such "
+            "/nonexistent/policy.yaml: cannot read the file: No such "
             "file or directory");
+  auto dir = load_policy_file("/tmp", types(), p);
+  ASSERT_EQ(dir.size(), 1u);
+  EXPECT_EQ(dir[0].to_string(),
+            "/tmp: is a directory; give a policy file (YAML)");
 }
 
 } // namespace

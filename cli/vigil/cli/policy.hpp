@@ -17,7 +17,8 @@ struct policy_error {
   int column = 0;
   std::string message; ///< What is wrong, and what is allowed.
 
-  /// "FILE:LINE:COL: message"
+  /// "FILE:LINE:COL: message", or "FILE: message" for the file as a whole
+  /// (line 0: it cannot be read, or is a directory).
   std::string to_string() const;
 };
 
