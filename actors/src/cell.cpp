@@ -487,7 +487,13 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
   if (refused && !err) // an expected<T> holding an empty error
     err = make_error(errc::refused,
                      cfg_.path + " refused " + e.type + " without a reason");
-  if (e.deadline != 0 && to_ns(now()) > e.deadline) {
+  else if (refused && unreachable(err))
+    // The codes that say "not delivered" (not_found, not_running, ...) are
+    // the runtime's: an outbox would deliver again for ever. A refusal
+    // with one of them is reported as refused, its text kept.
+    err = make_error(errc::refused, describe(err));
+  if (!refused && e.deadline != 0 && to_ns(now()) > e.deadline) {
+    // (A refusal stands even when late: it is an answer, not a failure.)
     if (dur_)
       dur_->sends.clear();
     err = make_error(errc::deadline_exceeded,

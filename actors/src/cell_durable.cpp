@@ -563,6 +563,7 @@ void cell::after_handled(const envelope* e, const std::string* refused) {
   if (refused != nullptr && e != nullptr && d.current_seq != 0) {
     a.dead_reason = *refused;
     a.dead_env = e;
+    a.dead_refused = true;
   }
   auto tok = write(detail::consume_item(a), true);
   d.last_consume = tok;

@@ -36,7 +36,7 @@ mutation put(db where, std::string key, const google::protobuf::Message& m) {
 
 mutation dead_letter(const std::string& path, const envelope& e,
                      const std::string& reason, uint64_t consumed_seq,
-                     bool journal) {
+                     bool journal, bool refused = false) {
   records::DeadLetter dl;
   dl.set_format(store::format);
   dl.set_path(path);
@@ -44,6 +44,7 @@ mutation dead_letter(const std::string& path, const envelope& e,
   dl.set_reason(reason);
   dl.set_consumed_seq(consumed_seq);
   dl.set_journal(journal);
+  dl.set_refused(refused);
   dl.set_unix_ms(unix_ms());
   mutation x;
   x.what = mutation::op::append_dead_letter;
@@ -135,7 +136,7 @@ write_item consume_item(const consume_args& a) {
   if (!a.dead_reason.empty() && a.dead_env != nullptr)
     item.muts.push_back(
       dead_letter(*a.path, *a.dead_env, a.dead_reason, a.seq,
-                  a.durability == 2));
+                  a.durability == 2, a.dead_refused));
   return item;
 }
 

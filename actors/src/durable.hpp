@@ -35,6 +35,8 @@ struct consume_args {
   const std::vector<outbox_send>* outbox = nullptr;
   /// Non-empty: the envelope failed for good and becomes a dead letter.
   std::string dead_reason;
+  /// The dead letter is of a refusal (see DeadLetter.refused).
+  bool dead_refused = false;
   const envelope* dead_env = nullptr;
   /// Snapshot mode: the unconsumed envelopes to keep with the state.
   const std::vector<const envelope*>* pending = nullptr;

@@ -52,6 +52,14 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
                           "inspect it, then purge it");
         continue;
       }
+      if (dl->refused()) {
+        skipped.push_back(id_text + ": " + dl->path()
+                          + " refused it, and committed the refusal with "
+                            "its effects; replaying it would repeat them: "
+                            "purge it, or resend it with a new id if it "
+                            "must run again");
+        continue;
+      }
       auto skey = dl->path();
       auto k = lmdb::val(skey);
       MDB_val v;

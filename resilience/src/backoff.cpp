@@ -47,10 +47,10 @@ duration backoff::next(uint32_t& attempts, time_point& last_failure) {
   if (policy_.reset_after > duration::zero() && attempts > 0
       && now - last_failure >= policy_.reset_after)
     attempts = 0;
-  last_failure = now;
   auto d = base(attempts);
   if (attempts < UINT32_MAX)
     ++attempts;
+  last_failure = now;
   if (d <= duration::zero())
     return d;
   auto x = static_cast<double>(d.count());
@@ -70,7 +70,10 @@ duration backoff::next(uint32_t& attempts, time_point& last_failure) {
       break;
     }
   }
-  return from_ticks(x);
+  auto delay = from_ticks(x);
+  // The quiet period counts from the retry, not from this failure.
+  last_failure = now + delay; // max_delay: cannot overflow
+  return delay;
 }
 
 } // namespace vigil::resilience

@@ -18,8 +18,8 @@ circuit_breaker::circuit_breaker(circuit_breaker_policy policy,
   : policy_(policy),
     clock_(&clk),
     open_backoff_(policy.open_for, clk, seed) {
-  if (policy_.half_open_probes == 0)
-    policy_.half_open_probes = 1;
+  policy_.half_open_probes = std::clamp<uint32_t>(policy_.half_open_probes,
+                                                 1, max_probes);
   if (policy_.failure_rate > 0.0) {
     policy_.window = std::max<uint32_t>(policy_.window, 1);
     policy_.minimum_calls = std::clamp<uint32_t>(policy_.minimum_calls, 1,
@@ -33,6 +33,7 @@ void circuit_breaker::refresh() {
     state_ = breaker_state::half_open;
     ++generation_;
     probes_in_flight_ = 0;
+    probe_slots_ = 0;
     probe_successes_ = 0;
   }
 }
@@ -79,8 +80,15 @@ circuit_breaker::permit circuit_breaker::acquire() {
     case breaker_state::half_open:
       if (probes_in_flight_ + probe_successes_ >= policy_.half_open_probes)
         return {generation_, false};
-      ++probes_in_flight_;
-      return {generation_, true};
+      for (uint32_t i = 0; i < max_probes; ++i) {
+        auto bit = uint64_t{1} << i;
+        if ((probe_slots_ & bit) == 0) {
+          probe_slots_ |= bit;
+          ++probes_in_flight_;
+          return {generation_, true, i};
+        }
+      }
+      return {generation_, false};
   }
   return {generation_, false};
 }
@@ -102,9 +110,11 @@ void circuit_breaker::record(bool failure) {
   if (policy_.consecutive_failures > 0
       && consecutive_ >= policy_.consecutive_failures)
     return trip();
+  // With a tolerance: 0.28 * 25 is 7.000000000000001 in floating point,
+  // and 7 failures of 25 reach a rate of 0.28.
   if (!ring_.empty() && ring_count_ >= policy_.minimum_calls
       && static_cast<double>(ring_failures_)
-           >= policy_.failure_rate * static_cast<double>(ring_count_))
+           >= policy_.failure_rate * static_cast<double>(ring_count_) - 1e-9)
     trip();
 }
 
@@ -114,11 +124,19 @@ void circuit_breaker::on_success(const permit& p) {
     return;
   if (state_ == breaker_state::closed)
     return record(false);
-  if (state_ == breaker_state::half_open) {
-    --probes_in_flight_;
+  if (state_ == breaker_state::half_open && take_slot(p)) {
     if (++probe_successes_ >= policy_.half_open_probes)
       close();
   }
+}
+
+bool circuit_breaker::take_slot(const permit& p) {
+  auto bit = uint64_t{1} << (p.slot % max_probes);
+  if ((probe_slots_ & bit) == 0)
+    return false; // reported already
+  probe_slots_ &= ~bit;
+  --probes_in_flight_;
+  return true;
 }
 
 void circuit_breaker::on_failure(const permit& p) {
@@ -127,15 +145,15 @@ void circuit_breaker::on_failure(const permit& p) {
     return;
   if (state_ == breaker_state::closed)
     return record(true);
-  if (state_ == breaker_state::half_open)
+  if (state_ == breaker_state::half_open && take_slot(p))
     trip();
 }
 
 void circuit_breaker::on_ignored(const permit& p) {
   refresh();
   if (p.granted && p.generation == generation_
-      && state_ == breaker_state::half_open && probes_in_flight_ > 0)
-    --probes_in_flight_;
+      && state_ == breaker_state::half_open)
+    take_slot(p);
 }
 
 } // namespace vigil::resilience

@@ -7,8 +7,9 @@ namespace vigil::resilience {
 
 namespace {
 
+/// x, or 0 if it is negative or NaN (+inf stays: an unbounded burst).
 double non_negative(double x) noexcept {
-  return x > 0.0 && std::isfinite(x) ? x : 0.0;
+  return x > 0.0 ? x : 0.0;
 }
 
 } // namespace
@@ -59,6 +60,9 @@ duration token_bucket::time_until(double n) noexcept {
   if (!(n <= capacity_) || rate_ <= 0.0)
     return duration::max();
   std::chrono::duration<double> wait{(n - tokens_) / rate_};
+  // Past duration's range (a very slow refill) the cast would be undefined.
+  if (!(wait < std::chrono::duration<double>{duration::max()}))
+    return duration::max();
   // Round up, so that waiting this long always suffices.
   return std::chrono::ceil<duration>(wait);
 }

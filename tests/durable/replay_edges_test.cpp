@@ -63,20 +63,6 @@ TEST(replay_edges_test, a_letter_consumed_by_a_deadline_is_replayed_once) {
   nd.advance(100ms);
   nd.stop();
   {
-    auto acc = accepted_ids(dir.path());
-    std::printf("accepted ids: %zu\n", acc.size());
-    store_options so;
-    so.dir = dir.path();
-    std::unique_ptr<store> st;
-    ASSERT_FALSE(store::open(so, st));
-    std::vector<records::DeadLetter> dls;
-    ASSERT_FALSE(st->dead_letters(dls));
-    for (auto& d : dls)
-      std::printf("dead letter %llu id %llu consumed_seq %llu: %s\n",
-                  (unsigned long long)d.seq(), (unsigned long long)d.env().id(),
-                  (unsigned long long)d.consumed_seq(), d.reason().c_str());
-  }
-  {
     size_t n = 0;
     std::vector<std::string> problems;
     replay_all(dir.path(), n, problems);

@@ -56,11 +56,13 @@ TEST(backoff_test, reset_after_a_quiet_period) {
   p.reset_after = 5s;
   backoff b{p, clk};
   backoff_track t;
-  EXPECT_EQ(b.next(t), 100ms);
+  EXPECT_EQ(b.next(t), 100ms); // the retry is due at 100 ms
   clk.advance(4s);
-  EXPECT_EQ(b.next(t), 200ms); // 4 s is not quiet enough
-  clk.advance(5s);
-  EXPECT_EQ(b.next(t), 100ms); // 5 s without a failure: back to the start
+  EXPECT_EQ(b.next(t), 200ms); // 3.9 s since the retry: not quiet enough
+  clk.advance(4999ms);         // the retry was due at 4.2 s; now 8.999 s
+  EXPECT_EQ(b.next(t), 400ms); // 4.799 s: still not; the delay is no quiet
+  clk.advance(5400ms);         // due at 9.399 s; now 14.399 s
+  EXPECT_EQ(b.next(t), 100ms); // 5 s since the retry: back to the start
   EXPECT_EQ(b.next(t), 200ms);
   backoff::reset(t);
   EXPECT_EQ(b.next(t), 100ms);

@@ -27,7 +27,13 @@ namespace vigil {
 ///   intensity. A refusal is an outcome like a reply: what the handler did
 ///   before refusing (its state, its sends) stands and is committed with
 ///   it. Use it for input that can never succeed (validation); throw for a
-///   failure that a fresh instance might not repeat.
+///   failure that a fresh instance might not repeat. A refusal stands even
+///   past the envelope's deadline. The codes with which the runtime says
+///   "not delivered" (`not_found`, `not_running`, `buffer_overflow`,
+///   `storage_failed`, `shutting_down`, and CAF's request timeout) are
+///   reported as `refused`, so that an outbox does not deliver again. A
+///   journal agent's refusal dead letter is not replayed (its effects were
+///   committed); resend with a new id to run it again.
 template <class Agent>
 class handlers {
 public:

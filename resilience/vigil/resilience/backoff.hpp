@@ -35,8 +35,10 @@ struct backoff_policy {
   jitter_kind jitter = jitter_kind::none;
   /// For `proportional`: the spread, in [0, 1].
   double spread = 0.0;
-  /// The attempt count returns to 0 after this long without a failure;
-  /// zero never resets it (only `reset()` does).
+  /// The attempt count returns to 0 once the activity ran this long
+  /// without a failure, counted from its last retry (the delay itself does
+  /// not count, so one that fails at once after each retry keeps backing
+  /// off); zero never resets it (only `reset()` does).
   duration reset_after{0};
 };
 
@@ -44,6 +46,7 @@ struct backoff_policy {
 /// a cell's probes, an outbox): 16 bytes, so that a supervisor with a
 /// million children pays little for it.
 struct backoff_track {
+  /// When the last retry was due (its failure plus its delay).
   time_point last_failure{};
   uint32_t attempts = 0;
 };
@@ -89,7 +92,11 @@ public:
 private:
   backoff_policy policy_;
   const clock* clock_;
-  std::minstd_rand rng_; // 8 bytes: a cell may hold a backoff
+  // Knuth's MMIX LCG: 8 bytes (a cell may hold a backoff) and the whole
+  // 64-bit seed matters.
+  std::linear_congruential_engine<uint64_t, 6364136223846793005ULL,
+                                  1442695040888963407ULL, 0>
+    rng_;
 };
 
 } // namespace vigil::resilience

@@ -34,8 +34,9 @@ struct circuit_breaker_policy {
   /// `open_for.next()` (so a dependency that keeps failing its probes is
   /// probed less and less often). Default: 30 s, constant.
   backoff_policy open_for{std::chrono::seconds{30}, std::chrono::seconds{30}};
-  /// Probes let through at once while half-open; this many successes in a
-  /// row close the breaker, one failure opens it again.
+  /// Probes let through at once while half-open (1 to 64); this many
+  /// successes close the breaker, one failure opens it again. A probe's
+  /// second report is ignored.
   uint32_t half_open_probes = 1;
 };
 
@@ -52,6 +53,8 @@ public:
   struct permit {
     uint64_t generation = 0;
     bool granted = false;
+    /// A half-open probe's slot, so that a second report of it is ignored.
+    uint32_t slot = 0;
     explicit operator bool() const noexcept {
       return granted;
     }
@@ -87,6 +90,9 @@ public:
   }
 
 private:
+  static constexpr uint32_t max_probes = 64;
+
+  bool take_slot(const permit& p);
   void refresh();
   void trip();
   void close();
@@ -107,6 +113,7 @@ private:
   uint32_t ring_count_ = 0;
   uint32_t ring_failures_ = 0;
   uint32_t probes_in_flight_ = 0;
+  uint64_t probe_slots_ = 0; // bit i: probe slot i is in flight
   uint32_t probe_successes_ = 0;
 };
 

@@ -11,7 +11,7 @@ namespace vigil::resilience {
 class token_bucket {
 public:
   /// `clk` must outlive this object. A negative or NaN capacity or rate is
-  /// taken as 0.
+  /// taken as 0; an infinite one is unbounded.
   token_bucket(double capacity, double refill_per_second, const clock& clk,
                double initial = -1.0);
 
