@@ -31,73 +31,98 @@ using builtin::Tick;
 
 // -- parameters ---------------------------------------------------------------
 
-[[noreturn]] void bad_param(std::string_view agent, std::string_view key,
-                            std::string_view value, std::string_view allowed) {
-  throw std::invalid_argument(std::string{agent} + ": param '"
-                              + std::string{key} + "' is '"
-                              + std::string{value} + "'; allowed: "
-                              + std::string{allowed});
-}
-
-/// Rejects keys not in `allowed`, so that a typo in a policy fails the
-/// start instead of being ignored.
-void check_keys(const params& ps, std::string_view agent,
-                std::initializer_list<std::string_view> allowed) {
-  for (auto& [key, value] : ps) {
-    if (std::find(allowed.begin(), allowed.end(), key) != allowed.end())
-      continue;
-    std::string names;
-    for (auto a : allowed)
-      names += (names.empty() ? "" : ", ") + std::string{a};
-    throw std::invalid_argument(std::string{agent} + ": unknown param '" + key
-                                + "'; allowed: "
-                                + (names.empty() ? "none" : names));
+/// Reads an agent's params and collects every problem with them, so that
+/// `vigil check` lists them all at once; `done()` throws them as one
+/// `bad_params` (a start then fails with all of them too).
+class param_reader {
+public:
+  param_reader(const params& ps, std::string_view agent,
+               std::initializer_list<std::string_view> allowed)
+    : ps_(ps), agent_(agent) {
+    // Rejects keys not in `allowed`, so that a typo in a policy fails the
+    // check instead of being ignored.
+    for (auto& [key, value] : ps) {
+      if (std::find(allowed.begin(), allowed.end(), key) != allowed.end())
+        continue;
+      std::string names;
+      for (auto a : allowed)
+        names += (names.empty() ? "" : ", ") + std::string{a};
+      problems_.push_back(std::string{agent} + ": unknown param '" + key
+                          + "'; allowed: "
+                          + (names.empty() ? "none" : names));
+    }
   }
-}
 
-const std::string* find(const params& ps, std::string_view key) {
-  auto i = ps.find(std::string{key});
-  return i != ps.end() ? &i->second : nullptr;
-}
+  const std::string* find(std::string_view key) const {
+    auto i = ps_.find(std::string{key});
+    return i != ps_.end() ? &i->second : nullptr;
+  }
 
-/// An integer >= `min`, or `def` if the param is absent.
-int64_t int_param(const params& ps, std::string_view agent,
-                  std::string_view key, int64_t def, int64_t min) {
-  auto* s = find(ps, key);
-  if (s == nullptr)
-    return def;
-  int64_t x = 0;
-  auto [end, ec] = std::from_chars(s->data(), s->data() + s->size(), x);
-  if (s->empty() || ec != std::errc{} || end != s->data() + s->size()
-      || x < min)
-    bad_param(agent, key, *s, "an integer >= " + std::to_string(min));
-  return x;
-}
+  void bad(std::string_view key, std::string_view value,
+           std::string_view allowed) {
+    problems_.push_back(std::string{agent_} + ": param '" + std::string{key}
+                        + "' is '" + std::string{value} + "'; allowed: "
+                        + std::string{allowed});
+  }
 
-/// A real number in [min, max], or `def` if the param is absent.
-double real_param(const params& ps, std::string_view agent,
-                  std::string_view key, double def, double min, double max,
-                  std::string_view allowed) {
-  auto* s = find(ps, key);
-  if (s == nullptr)
-    return def;
-  char* end = nullptr;
-  double x = std::strtod(s->c_str(), &end);
-  if (s->empty() || end != s->c_str() + s->size() || !std::isfinite(x)
-      || x < min || x > max)
-    bad_param(agent, key, *s, allowed);
-  return x;
-}
+  void missing(std::string_view key, std::string_view what) {
+    problems_.push_back(std::string{agent_} + ": param '" + std::string{key}
+                        + "' is required: " + std::string{what});
+  }
 
-/// A duration param, or zero if absent.
-duration duration_param(const params& ps, std::string_view agent,
-                        std::string_view key) {
-  auto* s = find(ps, key);
-  std::chrono::milliseconds d{0};
-  if (s != nullptr && !parse_duration(*s, d))
-    bad_param(agent, key, *s, duration_hint);
-  return d;
-}
+  /// An integer >= `min`, or `def` if the param is absent or bad.
+  int64_t integer(std::string_view key, int64_t def, int64_t min) {
+    auto* s = find(key);
+    if (s == nullptr)
+      return def;
+    int64_t x = 0;
+    auto [end, ec] = std::from_chars(s->data(), s->data() + s->size(), x);
+    if (s->empty() || ec != std::errc{} || end != s->data() + s->size()
+        || x < min) {
+      bad(key, *s, "an integer >= " + std::to_string(min));
+      return def;
+    }
+    return x;
+  }
+
+  /// A real number in [min, max], or `def` if the param is absent or bad.
+  double real(std::string_view key, double def, double min, double max,
+              std::string_view allowed) {
+    auto* s = find(key);
+    if (s == nullptr)
+      return def;
+    char* end = nullptr;
+    double x = std::strtod(s->c_str(), &end);
+    if (s->empty() || end != s->c_str() + s->size() || !std::isfinite(x)
+        || x < min || x > max) {
+      bad(key, *s, allowed);
+      return def;
+    }
+    return x;
+  }
+
+  /// A duration param, or zero if absent or bad.
+  duration time(std::string_view key) {
+    auto* s = find(key);
+    std::chrono::milliseconds d{0};
+    if (s != nullptr && !parse_duration(*s, d)) {
+      bad(key, *s, duration_hint);
+      return duration{0};
+    }
+    return d;
+  }
+
+  /// Throws every problem found, if any.
+  void done() {
+    if (!problems_.empty())
+      throw bad_params(std::move(problems_));
+  }
+
+private:
+  const params& ps_;
+  std::string_view agent_;
+  std::vector<std::string> problems_;
+};
 
 void add(Count& c, int64_t n) {
   c.set_count(c.count() + 1);
@@ -120,21 +145,22 @@ void add(Count& c, int64_t n) {
 class source : public agent<SourceState> {
 public:
   explicit source(const params& ps) {
-    check_keys(ps, "source", {"to", "count", "rate", "batch"});
-    auto* to = find(ps, "to");
+    param_reader r{ps, "source", {"to", "count", "rate", "batch"}};
+    auto* to = r.find("to");
     if (to == nullptr || to->empty())
-      throw std::invalid_argument(
-        "source: param 'to' is required: the path of the agent that gets "
-        "the numbers, e.g. root/counter");
-    to_ = *to;
-    count_ = int_param(ps, "source", "count", 100, 0);
-    rate_ = real_param(ps, "source", "rate", 0.0, 0.0, 1e9,
-                       "messages per second, a number >= 0 (0: as fast as "
-                       "possible)");
+      r.missing("to", "the path of the agent that gets the numbers, e.g. "
+                      "root/counter");
+    else
+      to_ = *to;
+    count_ = r.integer("count", 100, 0);
+    rate_ = r.real("rate", 0.0, 0.0, 1e9,
+                   "messages per second, a number >= 0 (0: as fast as "
+                   "possible)");
     // With a rate, the default batch makes a tick every ~10 ms.
     auto def_batch = rate_ > 0 ? std::max<int64_t>(1, std::llround(rate_ / 100))
                                : int64_t{100};
-    batch_ = int_param(ps, "source", "batch", def_batch, 1);
+    batch_ = r.integer("batch", def_batch, 1);
+    r.done();
     if (rate_ > 0)
       interval_ = std::chrono::duration_cast<duration>(
         std::chrono::duration<double>(static_cast<double>(batch_) / rate_));
@@ -220,7 +246,7 @@ private:
 class counter : public agent<Count> {
 public:
   explicit counter(const params& ps) {
-    check_keys(ps, "counter", {});
+    param_reader{ps, "counter", {}}.done();
   }
 
   static void define(handlers<counter>& h) {
@@ -236,7 +262,7 @@ public:
 class sink : public agent<Count> {
 public:
   explicit sink(const params& ps) {
-    check_keys(ps, "sink", {});
+    param_reader{ps, "sink", {}}.done();
   }
 
   static void define(handlers<sink>& h) {
@@ -258,20 +284,20 @@ public:
 class flaky : public agent<Count> {
 public:
   explicit flaky(const params& ps) {
-    constexpr std::string_view me = "flaky";
-    check_keys(ps, me,
-               {"crash_every", "crash_after", "crash_probability", "seed",
-                "exit_after", "delay", "corrupt_every", "to"});
-    crash_every_ = int_param(ps, me, "crash_every", 0, 0);
-    crash_after_ = duration_param(ps, me, "crash_after");
-    crash_probability_ = real_param(ps, me, "crash_probability", 0.0, 0.0,
-                                    1.0, "a number in [0, 1]");
-    seed_ = static_cast<uint64_t>(int_param(ps, me, "seed", 0, 0));
-    exit_after_ = int_param(ps, me, "exit_after", 0, 0);
-    delay_ = duration_param(ps, me, "delay");
-    corrupt_every_ = int_param(ps, me, "corrupt_every", 0, 0);
-    if (auto* to = find(ps, "to"))
+    param_reader r{ps, "flaky",
+                   {"crash_every", "crash_after", "crash_probability",
+                    "seed", "exit_after", "delay", "corrupt_every", "to"}};
+    crash_every_ = r.integer("crash_every", 0, 0);
+    crash_after_ = r.time("crash_after");
+    crash_probability_ = r.real("crash_probability", 0.0, 0.0, 1.0,
+                                "a number in [0, 1]");
+    seed_ = static_cast<uint64_t>(r.integer("seed", 0, 0));
+    exit_after_ = r.integer("exit_after", 0, 0);
+    delay_ = r.time("delay");
+    corrupt_every_ = r.integer("corrupt_every", 0, 0);
+    if (auto* to = r.find("to"))
       to_ = *to;
+    r.done();
   }
 
   static void define(handlers<flaky>& h) {

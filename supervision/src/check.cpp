@@ -60,6 +60,7 @@ const char* to_string(spec_errc x) noexcept {
     case spec_errc::invalid_strategy: return "invalid_strategy";
     case spec_errc::invalid_intensity: return "invalid_intensity";
     case spec_errc::invalid_period: return "invalid_period";
+    case spec_errc::invalid_params: return "invalid_params";
     case spec_errc::invalid_auto_shutdown: return "invalid_auto_shutdown";
     case spec_errc::invalid_backoff: return "invalid_backoff";
     case spec_errc::bad_combination: return "bad_combination";
@@ -160,6 +161,14 @@ std::vector<spec_problem> check_child_spec(const child_spec& c,
     add("agent", spec_errc::unknown_agent_type,
         "'" + c.agent + "' is not registered; known: "
           + (known.empty() ? "none" : known));
+  } else if (types != nullptr
+             && flags.strategy != strategy::simple_one_for_one) {
+    // Every param checked before anything starts, as the agent type says.
+    // (A simple_one_for_one template's params are completed by each
+    // start_child, whose spec is checked then.)
+    if (auto& chk = types->find(c.agent)->check_params)
+      for (auto& p : chk(c.params))
+        add("params", spec_errc::invalid_params, p);
   }
   bool restart_ok = static_cast<uint8_t>(c.restart) <= 2;
   if (!restart_ok)

@@ -220,7 +220,9 @@ TEST(builtin_test, sink_counts_without_replying) {
   EXPECT_EQ(c.sum(), 7);
 }
 
-TEST(builtin_test, bad_params_fail_the_start_naming_the_param) {
+// Bad params are refused before anything starts (check_child_specs runs
+// the agent type's param check), naming the param.
+TEST(builtin_test, bad_params_are_refused_before_the_start_naming_them) {
   struct bad {
     child_spec spec;
     const char* names;
@@ -240,7 +242,9 @@ TEST(builtin_test, bad_params_fail_the_start_naming_the_param) {
   for (auto& c : cases) {
     node nd{types()};
     auto err = nd.start("root", tree({c.spec}));
-    EXPECT_TRUE(is(err, errc::start_failed)) << describe(err);
+    EXPECT_TRUE(is(err, errc::invalid_child_spec)) << describe(err);
+    EXPECT_NE(describe(err).find("invalid_params"), std::string::npos)
+      << describe(err);
     EXPECT_NE(describe(err).find(c.names), std::string::npos)
       << describe(err);
   }

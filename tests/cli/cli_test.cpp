@@ -253,6 +253,36 @@ tree:
   EXPECT_EQ(r.out.find(std::to_string(second) + "  dl/bad"), 0u) << r.out;
 }
 
+// Every param of every child is checked before anything starts: a bad one
+// of the last child used to fail `vigil run` after the first had started
+// and written to the data dir.
+TEST(cli_test, bad_params_are_refused_before_anything_starts) {
+  temp_dir d;
+  auto f = write(d, "job.yaml", R"(node:
+  name: job
+tree:
+  children:
+    - name: counter
+      agent: counter
+      durability: journal
+    - name: source
+      agent: source
+      durability: journal
+      params: {to: job/counter, count: abc}
+)");
+  auto data = d.path() + "/data";
+  auto c = vigil_cmd({"check", f});
+  EXPECT_EQ(c.exit_code, 2) << c.out << c.err;
+  EXPECT_NE(c.err.find("params: source: param 'count' is 'abc'"),
+            std::string::npos)
+    << c.err;
+  auto r = vigil_cmd({"run", f, "--data-dir", data, "--for", "1s"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("nothing started"), std::string::npos) << r.err;
+  auto in = vigil_cmd({"inspect", "--data-dir", data});
+  EXPECT_EQ(in.exit_code, 1) << "the run created a data dir: " << in.out;
+}
+
 TEST(cli_test, durable_children_without_a_data_dir_are_refused_up_front) {
   temp_dir d;
   auto f = write(d, "job.yaml", pipeline);

@@ -1,7 +1,9 @@
 #pragma once
 
+#include <exception>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -10,13 +12,53 @@
 
 namespace vigil {
 
-/// One registered agent type: how to make an instance and how to dispatch
-/// its messages. The handler table is built once per type, not per instance.
+/// Thrown by an agent's constructor for params it cannot take, with every
+/// problem at once (a policy file's `vigil check` lists each of them).
+class bad_params : public std::invalid_argument {
+public:
+  explicit bad_params(std::vector<std::string> problems)
+    : std::invalid_argument(join(problems)), problems_(std::move(problems)) {
+    // nop
+  }
+  const std::vector<std::string>& problems() const noexcept {
+    return problems_;
+  }
+
+private:
+  static std::string join(const std::vector<std::string>& xs) {
+    std::string out;
+    for (auto& x : xs)
+      out += (out.empty() ? "" : "; ") + x;
+    return out;
+  }
+  std::vector<std::string> problems_;
+};
+
+/// One registered agent type: how to make an instance, how to check its
+/// params before anything starts, and how to dispatch its messages. The
+/// handler table is built once per type, not per instance.
 struct agent_type {
   std::string name;
   std::function<std::unique_ptr<agent_base>(const params&)> make;
+  /// Every problem with `params` for this type (empty: fine). Without a
+  /// static `Agent::check_params(const params&)`, an agent constructible
+  /// from params is made once and its constructor's exception (all of a
+  /// `bad_params`) is the answer; other agents take any params.
+  std::function<std::vector<std::string>(const params&)> check_params;
   std::shared_ptr<const detail::handler_table> handlers;
 };
+
+namespace detail {
+
+template <class Agent, class = void>
+struct has_check_params : std::false_type {};
+
+template <class Agent>
+struct has_check_params<
+  Agent, std::void_t<decltype(Agent::check_params(std::declval<const params&>()))>>
+  : std::true_type {};
+
+} // namespace detail
 
 /// Maps type names to agent types, so that a policy file or a remote node can
 /// start an agent by name.
@@ -40,6 +82,22 @@ public:
         return std::make_unique<Agent>(ps);
       else
         return std::make_unique<Agent>();
+    };
+    t.check_params = [](const params& ps) -> std::vector<std::string> {
+      if constexpr (detail::has_check_params<Agent>::value) {
+        return Agent::check_params(ps);
+      } else if constexpr (std::is_constructible_v<Agent, const params&>) {
+        try {
+          Agent probe{ps};
+        } catch (const bad_params& e) {
+          return e.problems();
+        } catch (const std::exception& e) {
+          return {e.what()};
+        }
+        return {};
+      } else {
+        return {};
+      }
     };
     t.handlers = std::move(table);
     types_[name] = std::move(t);

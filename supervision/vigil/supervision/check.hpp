@@ -30,6 +30,7 @@ enum class spec_errc : uint8_t {
   invalid_backoff,        ///< min > max, negative times, jitter outside [0,1]
   bad_combination,        ///< fields valid alone but not together
   bad_start_spec,         ///< simple_one_for_one without exactly one child
+  invalid_params,         ///< params the agent type cannot take
 };
 
 const char* to_string(spec_errc x) noexcept;
