@@ -192,7 +192,7 @@ int cmd_run(const run_args& a, const registry& types) {
                    "vigil: %6.1fs  handled=%llu  restarts=%llu  "
                    "degraded=%zu  dead_letters=%zu\n",
                    secs, static_cast<unsigned long long>(nd.rt()->handled()),
-                   static_cast<unsigned long long>(nd.rt()->restarts()),
+                   static_cast<unsigned long long>(restarts), // the tree's
                    degraded, nd.rt()->dead_letter_count());
     }
   }
@@ -219,6 +219,13 @@ int cmd_run(const run_args& a, const registry& types) {
   }
   // After the stop: dead letters made while stopping count too.
   auto handled = nd.rt()->handled();
+  // `restarts` is the sum of the tree's figures. A supervisor that is
+  // restarted starts its children's figures over, so the node's count of
+  // every restart (`restarts_all`) can be higher.
+  uint64_t tree_restarts = 0;
+  size_t tree_degraded = 0;
+  totals(last, tree_restarts, tree_degraded);
+  auto all_restarts = nd.rt()->restarts();
   auto dls = nd.dead_letters();
   if (a.report == "json") {
     json j;
@@ -235,15 +242,19 @@ int cmd_run(const run_args& a, const registry& types) {
     if (escalated)
       j["cause"] = describe(root_exit);
     j["handled"] = handled;
-    j["restarts"] = nd.rt()->restarts();
+    j["restarts"] = tree_restarts;
+    j["restarts_all"] = all_restarts;
     j["seconds"] = secs;
     std::cout << j.dump(2) << std::endl;
   } else {
     std::cout << "== " << lp.name << " after " << secs << " s\n";
     print_tree(last, std::cout);
-    std::cout << "handled " << handled << " envelopes, "
-              << nd.rt()->restarts() << " restarts, " << dls.size()
-              << " dead letters\n";
+    std::cout << "handled " << handled << " envelopes, " << tree_restarts
+              << " restarts in this tree";
+    if (all_restarts != tree_restarts)
+      std::cout << " (" << all_restarts
+                << " in all, with those before a supervisor's restart)";
+    std::cout << ", " << dls.size() << " dead letters\n";
     for (size_t i = 0; i < dls.size() && i < 10; ++i)
       std::cout << "  dead letter " << dls[i].seq << " " << dls[i].path
                 << ": " << dls[i].reason << "\n";

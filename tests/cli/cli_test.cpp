@@ -133,6 +133,52 @@ TEST(cli_test, run_reports_the_tree_as_json_and_the_counter_is_exact) {
   EXPECT_TRUE(found) << in.out;
 }
 
+int sum_restarts(const json& t) {
+  int n = t.value("restarts", 0);
+  for (auto& c : t.value("children", json::array()))
+    n += sum_restarts(c);
+  return n;
+}
+
+// The report's restarts are the sum of its tree's figures. A restarted
+// supervisor starts its children's figures over; the node's count of every
+// restart is restarts_all (it used to be printed as "restarts" and
+// contradict the tree).
+TEST(cli_test, the_reported_restarts_add_up_to_the_tree) {
+  temp_dir d;
+  auto f = write(d, "nested.yaml", R"(node:
+  name: job
+tree:
+  intensity: 1000
+  children:
+    - name: pipe
+      supervisor:
+        intensity: 1
+        children:
+          - name: f
+            agent: flaky
+            params: {crash_every: 1}
+    - name: source
+      agent: source
+      params: {to: job/pipe/f, count: 60, rate: 100, batch: 1}
+)");
+  auto r = vigil_cmd({"run", f, "--for", "1s", "--report", "json",
+                      "--progress", "0"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = parse(r.out);
+  EXPECT_EQ(j["restarts"].get<int>(), sum_restarts(j["tree"])) << r.out;
+  // f crashes on every number: pipe (intensity 1) gives up and is
+  // restarted by the root, which starts f's figure over.
+  auto* pipe = child(j["tree"], "pipe");
+  ASSERT_NE(pipe, nullptr) << r.out;
+  EXPECT_GE((*pipe)["restarts"].get<int>(), 1) << r.out;
+  EXPECT_GT(j["restarts_all"].get<int>(), j["restarts"].get<int>()) << r.out;
+  auto text = vigil_cmd({"run", f, "--for", "1s", "--progress", "0"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find(" restarts in this tree ("), std::string::npos)
+    << text.out;
+}
+
 TEST(cli_test, run_exits_3_when_the_root_escalates) {
   temp_dir d;
   auto f = write(d, "esc.yaml", R"(node:
