@@ -5,11 +5,15 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -83,6 +87,92 @@ void print_errors(const std::vector<policy_error>& errs) {
 
 // -- run ----------------------------------------------------------------------
 
+/// The longest an orderly stop of `s` may take: its children stop one
+/// after another, each within its shutdown timeout (a supervisor child
+/// within its own subtree's budget). Empty if unbounded (a worker with
+/// shutdown: infinity).
+std::optional<milliseconds> shutdown_budget(const supervisor_spec& s) {
+  milliseconds total{0};
+  for (auto& c : s.children) {
+    auto sd = c.effective_shutdown();
+    if (c.kind == child_kind::supervisor && c.sup) {
+      auto sub = shutdown_budget(*c.sup);
+      if (sd.how == shutdown_spec::kind::timeout) // then it is given up on
+        total += sub ? std::min(*sub, sd.timeout) : sd.timeout;
+      else if (sd.how == shutdown_spec::kind::infinity && sub)
+        total += *sub;
+      else if (sd.how == shutdown_spec::kind::infinity)
+        return std::nullopt;
+    } else if (sd.how == shutdown_spec::kind::infinity) {
+      return std::nullopt;
+    } else if (sd.how == shutdown_spec::kind::timeout) {
+      total += sd.timeout;
+    }
+  }
+  return total;
+}
+
+/// Ends the process if the run does not finish in time. CAF cannot preempt
+/// a handler: a stuck one keeps its actor, and so the node, from ending.
+/// After the tree's shutdown budget the process exits, which a journal agent
+/// survives by design (everything it accepted is on disk).
+class exit_watchdog {
+public:
+  exit_watchdog() : thread_([this] { loop(); }) {
+    // nop
+  }
+  ~exit_watchdog() {
+    {
+      std::lock_guard<std::mutex> g{mtx_};
+      quit_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  /// Exits with `code` after `after`, saying `why`, unless re-armed first.
+  void arm(milliseconds after, std::string why, int code) {
+    {
+      std::lock_guard<std::mutex> g{mtx_};
+      deadline_ = steady_clock::now() + after;
+      why_ = std::move(why);
+      code_ = code;
+      armed_ = true;
+    }
+    cv_.notify_all();
+  }
+  void disarm() {
+    std::lock_guard<std::mutex> g{mtx_};
+    armed_ = false;
+  }
+
+private:
+  void loop() {
+    std::unique_lock<std::mutex> g{mtx_};
+    while (!quit_) {
+      if (!armed_) {
+        cv_.wait(g);
+        continue;
+      }
+      if (cv_.wait_until(g, deadline_) == std::cv_status::timeout && armed_
+          && steady_clock::now() >= deadline_) {
+        std::cout.flush();
+        std::cerr << "vigil: " << why_ << "\n";
+        std::cerr.flush();
+        std::_Exit(code_);
+      }
+    }
+  }
+
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  steady_clock::time_point deadline_;
+  std::string why_;
+  int code_ = 1;
+  bool armed_ = false;
+  bool quit_ = false;
+  std::thread thread_;
+};
+
 void mark_stopped(tree_node& t) {
   for (auto& c : t.children) {
     c.state = "stopped";
@@ -147,6 +237,7 @@ int cmd_run(const run_args& a, const registry& types) {
   }
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
+  exit_watchdog watchdog; // outlives nd: it bounds nd's teardown too
   node nd{types, lp.node};
   std::cerr << "vigil: starting " << lp.name << " from " << a.file
             << (lp.node.data_dir.empty() ? " (no data dir: memory only)"
@@ -209,7 +300,17 @@ int cmd_run(const run_args& a, const registry& types) {
   } else {
     std::cerr << "vigil: stopping (" << stopped_by
               << ") in reverse start order\n";
-    if (auto err = nd.stop()) {
+    // Bounded by the tree's shutdown budget, plus a margin.
+    if (auto budget = shutdown_budget(lp.tree))
+      watchdog.arm(*budget + milliseconds{2000},
+                   "the tree did not stop within its shutdown budget ("
+                     + std::to_string(budget->count())
+                     + "ms): a handler is stuck; exiting without the "
+                       "report (journal agents keep what they accepted)",
+                   exit_error);
+    auto stop_err = nd.stop();
+    watchdog.disarm();
+    if (auto err = stop_err) {
       escalated = true;
       root_exit = err;
       last.state = "failed";
@@ -263,6 +364,12 @@ int cmd_run(const run_args& a, const registry& types) {
                             : std::string{"completed"})
               << "\n";
   }
+  std::cout.flush();
+  // The node ends when its last actor does: an instance given up on while
+  // stuck in a handler would hold the process until the handler returns.
+  watchdog.arm(milliseconds{2000},
+               "exiting while a given-up handler is still stuck",
+               escalated ? exit_escalated : exit_ok);
   return escalated ? exit_escalated : exit_ok;
 }
 

@@ -179,6 +179,34 @@ tree:
     << text.out;
 }
 
+// CAF cannot preempt a handler, but vigil run bounds its own exit: a
+// handler stuck for 20 s under a 300 ms shutdown is given up on, and the
+// process exits about 2 s after the report instead of when it returns.
+TEST(cli_test, a_stuck_handler_does_not_hold_the_exit) {
+  temp_dir d;
+  auto f = write(d, "stuck.yaml", R"(node:
+  name: job
+tree:
+  children:
+    - name: slow
+      agent: flaky
+      shutdown: 300ms
+      params: {delay: 20s}
+    - name: source
+      agent: source
+      params: {to: job/slow, count: 1}
+)");
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = vigil_cmd({"run", f, "--for", "500ms", "--progress", "0"}, 15s);
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("outcome: completed"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("exiting while a given-up handler is still stuck"),
+            std::string::npos)
+    << r.err;
+  EXPECT_LT(took, 8s) << "the exit waited for the stuck handler";
+}
+
 TEST(cli_test, run_exits_3_when_the_root_escalates) {
   temp_dir d;
   auto f = write(d, "esc.yaml", R"(node:
