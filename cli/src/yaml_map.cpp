@@ -516,8 +516,16 @@ bool parse_yaml(const std::string& text, YAML::Node& out,
     return true;
   } catch (const YAML::Exception& e) {
     auto at = to_position(e.mark);
-    errors.push_back({at.known() ? at : position{1, 1},
-                      "YAML syntax: " + e.msg});
+    auto msg = "YAML syntax: " + e.msg;
+    // yaml-cpp reads no implicit key that starts that far right (YAML caps
+    // implicit keys at 1024 characters), and says only "bad file": about
+    // 170 levels of nested supervisors in block style get there.
+    if (at.known() && at.column > 1000)
+      msg += " (at column " + std::to_string(at.column)
+             + ": the YAML reader takes no key this far right; nest less "
+               "deeply, or write inner levels in flow style {...}, which "
+               "adds no indentation)";
+    errors.push_back({at.known() ? at : position{1, 1}, std::move(msg)});
     return false;
   }
 }

@@ -622,4 +622,30 @@ TEST(policy_test, reports_every_bad_param_of_the_builtin_agents) {
   EXPECT_EQ(got, want);
 }
 
+std::string nested_supervisors(int levels) {
+  std::string y = "tree:\n", ind = "  ";
+  for (int i = 0; i < levels; ++i) {
+    y += ind + "children:\n" + ind + "  - name: s" + std::to_string(i) + "\n"
+         + ind + "    supervisor:\n";
+    ind += "      ";
+  }
+  return y + ind + "children:\n" + ind + "  - {name: leaf, agent: ocr}\n";
+}
+
+// Deep trees load; past the YAML reader's limit (a key that starts past
+// column 1024, about 170 levels in block style) the error says what to do
+// instead of only "bad file".
+TEST(policy_test, deep_trees_load_and_too_deep_says_why) {
+  loaded_policy out;
+  EXPECT_TRUE(load_policy_text(nested_supervisors(150), "policy.yaml",
+                               types(), out)
+                .empty());
+  auto errs = errors_of(nested_supervisors(200));
+  ASSERT_EQ(errs.size(), 1u);
+  EXPECT_NE(errs[0].find("the YAML reader takes no key this far right; nest "
+                         "less deeply"),
+            std::string::npos)
+    << errs[0];
+}
+
 } // namespace
