@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #include "bench.pb.h"
-#include "vigil/supervision/node.hpp"
+#include "vigil/node/node.hpp"
 
 using namespace std::chrono;
 using vigil::bench::Ball;

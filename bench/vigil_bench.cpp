@@ -23,7 +23,7 @@
 
 #include "bench.pb.h"
 #include "vigil/actors/cell.hpp"
-#include "vigil/supervision/node.hpp"
+#include "vigil/node/node.hpp"
 
 using namespace std::chrono;
 using vigil::bench::Ball;

@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "ocr.pb.h"
-#include "vigil/supervision/node.hpp"
+#include "vigil/node/node.hpp"
 
 using namespace std::chrono_literals;
 using examples::Scan, examples::Text, examples::Stats;

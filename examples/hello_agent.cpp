@@ -4,7 +4,7 @@
 #include <iostream>
 
 #include "ocr.pb.h"
-#include "vigil/supervision/node.hpp"
+#include "vigil/node/node.hpp"
 
 using namespace std::chrono_literals;
 using examples::Scan, examples::Text, examples::Stats;

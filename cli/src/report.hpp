@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "vigil/supervision/node.hpp"
+#include "vigil/node/node.hpp"
 
 namespace vigil::cli {
 

@@ -14,7 +14,7 @@
 #include "support/durable_agents.hpp"
 #include "support/eventually.hpp"
 #include "support/temp_dir.hpp"
-#include "vigil/supervision/node.hpp"
+#include "vigil/node/node.hpp"
 
 using namespace vigil;
 using namespace vigil::test;

@@ -9,7 +9,7 @@
 
 #include "support/eventually.hpp"
 #include "support/temp_dir.hpp"
-#include "vigil/supervision/node.hpp"
+#include "vigil/node/node.hpp"
 #include "proto/test.pb.h"
 
 using namespace vigil;

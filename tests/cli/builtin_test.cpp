@@ -13,7 +13,7 @@
 #include "support/temp_dir.hpp"
 #include "vigil/builtin.pb.h"
 #include "vigil/cli/app.hpp"
-#include "vigil/supervision/node.hpp"
+#include "vigil/node/node.hpp"
 
 using namespace vigil;
 using namespace vigil::test;

@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "support/durable_agents.hpp"
-#include "vigil/supervision/node.hpp"
+#include "vigil/node/node.hpp"
 
 using namespace vigil;
 using namespace std::chrono_literals;

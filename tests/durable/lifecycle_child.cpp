@@ -27,7 +27,7 @@
 #include "support/durable_agents.hpp"
 #include "support/gate.hpp"
 #include "support/lifecycle_tree.hpp"
-#include "vigil/supervision/node.hpp"
+#include "vigil/node/node.hpp"
 
 using namespace vigil;
 using namespace vigil::test;

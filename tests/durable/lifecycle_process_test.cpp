@@ -28,7 +28,7 @@
 #include "support/lifecycle_oracle.hpp"
 #include "support/lifecycle_tree.hpp"
 #include "support/temp_dir.hpp"
-#include "vigil/supervision/node.hpp"
+#include "vigil/node/node.hpp"
 
 using namespace vigil;
 using namespace vigil::test;

@@ -13,7 +13,7 @@
 #include "support/durable_agents.hpp"
 #include "support/gate.hpp"
 #include "support/temp_dir.hpp"
-#include "vigil/supervision/node.hpp"
+#include "vigil/node/node.hpp"
 
 namespace vigil::test {
 

@@ -6,7 +6,7 @@
 #include "vigil/actors/registry.hpp"
 #include "vigil/policy.pb.h"
 #include "vigil/supervision/child_spec.hpp"
-#include "vigil/supervision/node.hpp"
+#include "vigil/node/node.hpp"
 
 namespace vigil::cli {
 

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "support/test_agents.hpp"
-#include "vigil/supervision/node.hpp"
+#include "vigil/node/node.hpp"
 
 using namespace std::chrono_literals;
 using namespace vigil;

@@ -1,4 +1,4 @@
-#include "vigil/supervision/node.hpp"
+#include "vigil/node/node.hpp"
 
 #include <condition_variable>
 #include <mutex>
