@@ -188,19 +188,14 @@ struct run_args {
   std::string progress = "1s";
 };
 
-int cmd_run(const run_args& a, const registry& types) {
-  loaded_policy lp;
-  if (auto errs = load_policy_file(a.file, types, lp); !errs.empty()) {
-    print_errors(errs);
-    return exit_invalid;
-  }
-  milliseconds run_for{0};
+/// Reads --for and --progress; an error message and exit_usage if bad.
+int parse_run_times(const run_args& a, milliseconds& run_for,
+                    milliseconds& every) {
   if (!a.for_time.empty() && !parse_duration(a.for_time, run_for)) {
     std::cerr << "vigil run: --for " << a.for_time
               << ": not a duration; " << duration_hint << "\n";
     return exit_usage;
   }
-  milliseconds every{1000};
   if (!parse_duration(a.progress, every)
       || (every.count() > 0 && every < milliseconds{100})) {
     // The run loop wakes every 100 ms: a shorter period would silently be
@@ -210,30 +205,110 @@ int cmd_run(const run_args& a, const registry& types) {
                  "at least 100ms, like 500ms or 2s\n";
     return exit_usage;
   }
+  return exit_ok;
+}
+
+/// The paths of durable children in the tree, which need a data dir.
+std::vector<std::string> durable_paths(const loaded_policy& lp) {
+  std::vector<std::string> durable;
+  std::function<void(const supervisor_spec&, const std::string&)> find =
+    [&](const supervisor_spec& s, const std::string& at) {
+      for (auto& c : s.children) {
+        auto p = at + "/" + c.id;
+        if (c.durability.mode != durability_mode::none)
+          durable.push_back(p);
+        if (c.sup)
+          find(*c.sup, p);
+      }
+    };
+  find(lp.tree, lp.name);
+  return durable;
+}
+
+/// Runs until the root exits on its own (escalated), a signal, or --for,
+/// printing progress lines. Leaves the last snapshot of the tree in `last`.
+void watch(node& nd, const std::string& name, milliseconds run_for,
+           milliseconds every, run_outcome& out) {
+  auto t0 = steady_clock::now();
+  auto next_progress = t0 + every;
+  snapshot_tree(nd, name, out.tree);
+  caf::error root_exit;
+  out.stopped_by = "--for";
+  for (;;) {
+    // Waits for the root to exit on its own, in 100 ms slices, so that a
+    // signal, --for and the progress line are all seen in time.
+    if (nd.wait_for_exit(milliseconds{100}, root_exit)) {
+      out.escalated = true;
+      out.cause = describe(root_exit);
+      break;
+    }
+    auto now = steady_clock::now();
+    if (stop_signal != 0) {
+      out.stopped_by = stop_signal == SIGINT ? "SIGINT" : "SIGTERM";
+      break;
+    }
+    if (run_for.count() > 0 && now - t0 >= run_for)
+      break;
+    if (every.count() > 0 && now >= next_progress) {
+      next_progress += every;
+      snapshot_tree(nd, name, out.tree);
+      uint64_t restarts = 0; // the tree's
+      size_t degraded = 0;
+      totals(out.tree, restarts, degraded);
+      print_progress(std::chrono::duration<double>(now - t0).count(),
+                     nd.rt()->handled(), restarts, degraded,
+                     nd.rt()->dead_letter_count(), std::cerr);
+    }
+  }
+  out.seconds = std::chrono::duration<double>(steady_clock::now() - t0)
+                  .count();
+}
+
+/// Stops the tree in reverse start order, within its shutdown budget.
+void stop_tree(node& nd, const loaded_policy& lp, exit_watchdog& watchdog,
+               run_outcome& out) {
+  snapshot_tree(nd, lp.name, out.tree);
+  std::cerr << "vigil: stopping (" << out.stopped_by
+            << ") in reverse start order\n";
+  // Bounded by the tree's shutdown budget, plus a margin.
+  if (auto budget = shutdown_budget(lp.tree))
+    watchdog.arm(*budget + milliseconds{2000},
+                 "the tree did not stop within its shutdown budget ("
+                   + std::to_string(budget->count())
+                   + "ms): a handler is stuck; exiting without the "
+                     "report (journal agents keep what they accepted)",
+                 exit_error);
+  auto err = nd.stop();
+  watchdog.disarm();
+  if (err) {
+    out.escalated = true;
+    out.cause = describe(err);
+    out.tree.state = "failed";
+  } else {
+    out.tree.state = "stopped";
+  }
+}
+
+int cmd_run(const run_args& a, const registry& types) {
+  loaded_policy lp;
+  if (auto errs = load_policy_file(a.file, types, lp); !errs.empty()) {
+    print_errors(errs);
+    return exit_invalid;
+  }
+  milliseconds run_for{0}, every{1000};
+  if (auto rc = parse_run_times(a, run_for, every))
+    return rc;
   if (!a.data_dir.empty())
     lp.node.data_dir = a.data_dir;
-  if (lp.node.data_dir.empty()) {
-    std::vector<std::string> durable;
-    std::function<void(const supervisor_spec&, const std::string&)> find =
-      [&](const supervisor_spec& s, const std::string& at) {
-        for (auto& c : s.children) {
-          auto p = at + "/" + c.id;
-          if (c.durability.mode != durability_mode::none)
-            durable.push_back(p);
-          if (c.sup)
-            find(*c.sup, p);
-        }
-      };
-    find(lp.tree, lp.name);
-    if (!durable.empty()) {
-      std::string names;
-      for (auto& p : durable)
-        names += (names.empty() ? "" : ", ") + p;
-      std::cerr << a.file << ": durable children " << names
-                << " need a data dir: pass --data-dir DIR or set "
-                   "node.data_dir\n";
-      return exit_usage;
-    }
+  if (auto durable = durable_paths(lp);
+      lp.node.data_dir.empty() && !durable.empty()) {
+    std::string names;
+    for (auto& p : durable)
+      names += (names.empty() ? "" : ", ") + p;
+    std::cerr << a.file << ": durable children " << names
+              << " need a data dir: pass --data-dir DIR or set "
+                 "node.data_dir\n";
+    return exit_usage;
   }
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
@@ -251,126 +326,32 @@ int cmd_run(const run_args& a, const registry& types) {
   for (auto& o : nd.orphans())
     std::cerr << "vigil: " << o
               << " is in the data dir but not in the tree (kept)\n";
-  auto t0 = steady_clock::now();
-  auto next_progress = t0 + every;
-  tree_node last;
-  snapshot_tree(nd, lp.name, last);
-  caf::error root_exit;
-  bool escalated = false;
-  std::string stopped_by = "--for";
-  for (;;) {
-    // Waits for the root to exit on its own, in 100 ms slices, so that a
-    // signal, --for and the progress line are all seen in time.
-    if (nd.wait_for_exit(milliseconds{100}, root_exit)) {
-      escalated = true;
-      break;
-    }
-    auto now = steady_clock::now();
-    if (stop_signal != 0) {
-      stopped_by = stop_signal == SIGINT ? "SIGINT" : "SIGTERM";
-      break;
-    }
-    if (run_for.count() > 0 && now - t0 >= run_for)
-      break;
-    if (every.count() > 0 && now >= next_progress) {
-      next_progress += every;
-      snapshot_tree(nd, lp.name, last);
-      uint64_t restarts = 0;
-      size_t degraded = 0;
-      totals(last, restarts, degraded);
-      auto secs = std::chrono::duration<double>(now - t0).count();
-      std::fprintf(stderr,
-                   "vigil: %6.1fs  handled=%llu  restarts=%llu  "
-                   "degraded=%zu  dead_letters=%zu\n",
-                   secs, static_cast<unsigned long long>(nd.rt()->handled()),
-                   static_cast<unsigned long long>(restarts), // the tree's
-                   degraded, nd.rt()->dead_letter_count());
-    }
-  }
-  auto secs = std::chrono::duration<double>(steady_clock::now() - t0).count();
-  if (!escalated)
-    snapshot_tree(nd, lp.name, last);
-  if (escalated) {
+  run_outcome out;
+  out.name = lp.name;
+  watch(nd, lp.name, run_for, every, out);
+  if (out.escalated) {
     // Everything below the root was shut down with it; the cause names the
     // child that failed. Counts are those of the last progress snapshot.
-    mark_stopped(last);
-    last.state = "failed";
-    std::cerr << "vigil: " << lp.name
-              << " escalated: " << describe(root_exit) << "\n";
+    mark_stopped(out.tree);
+    out.tree.state = "failed";
+    std::cerr << "vigil: " << lp.name << " escalated: " << out.cause << "\n";
   } else {
-    std::cerr << "vigil: stopping (" << stopped_by
-              << ") in reverse start order\n";
-    // Bounded by the tree's shutdown budget, plus a margin.
-    if (auto budget = shutdown_budget(lp.tree))
-      watchdog.arm(*budget + milliseconds{2000},
-                   "the tree did not stop within its shutdown budget ("
-                     + std::to_string(budget->count())
-                     + "ms): a handler is stuck; exiting without the "
-                       "report (journal agents keep what they accepted)",
-                   exit_error);
-    auto stop_err = nd.stop();
-    watchdog.disarm();
-    if (auto err = stop_err) {
-      escalated = true;
-      root_exit = err;
-      last.state = "failed";
-    } else {
-      last.state = "stopped";
-    }
+    stop_tree(nd, lp, watchdog, out);
   }
   // After the stop: dead letters made while stopping count too.
-  auto handled = nd.rt()->handled();
-  // `restarts` is the sum of the tree's figures. A supervisor that is
-  // restarted starts its children's figures over, so the node's count of
-  // every restart (`restarts_all`) can be higher.
-  uint64_t tree_restarts = 0;
-  size_t tree_degraded = 0;
-  totals(last, tree_restarts, tree_degraded);
-  auto all_restarts = nd.rt()->restarts();
-  auto dls = nd.dead_letters();
-  if (a.report == "json") {
-    json j;
-    j["tree"] = to_json(last);
-    auto items = json::array();
-    for (size_t i = 0; i < dls.size() && i < 100; ++i)
-      items.push_back({{"seq", dls[i].seq},
-                       {"path", dls[i].path},
-                       {"type", dls[i].env.type},
-                       {"id", dls[i].env.id},
-                       {"reason", dls[i].reason}});
-    j["dead_letters"] = {{"count", dls.size()}, {"first", items}};
-    j["outcome"] = escalated ? "escalated" : "completed";
-    if (escalated)
-      j["cause"] = describe(root_exit);
-    j["handled"] = handled;
-    j["restarts"] = tree_restarts;
-    j["restarts_all"] = all_restarts;
-    j["seconds"] = secs;
-    std::cout << j.dump(2) << std::endl;
-  } else {
-    std::cout << "== " << lp.name << " after " << secs << " s\n";
-    print_tree(last, std::cout);
-    std::cout << "handled " << handled << " envelopes, " << tree_restarts
-              << " restarts in this tree";
-    if (all_restarts != tree_restarts)
-      std::cout << " (" << all_restarts
-                << " in all, with those before a supervisor's restart)";
-    std::cout << ", " << dls.size() << " dead letters\n";
-    for (size_t i = 0; i < dls.size() && i < 10; ++i)
-      std::cout << "  dead letter " << dls[i].seq << " " << dls[i].path
-                << ": " << dls[i].reason << "\n";
-    std::cout << "outcome: "
-              << (escalated ? "escalated <- " + describe(root_exit)
-                            : std::string{"completed"})
-              << "\n";
-  }
+  out.handled = nd.rt()->handled();
+  size_t degraded = 0;
+  totals(out.tree, out.restarts, degraded);
+  out.restarts_all = nd.rt()->restarts();
+  out.dead_letters = nd.dead_letters();
+  print_run_report(out, a.report == "json", std::cout);
   std::cout.flush();
+  auto rc = out.escalated ? exit_escalated : exit_ok;
   // The node ends when its last actor does: an instance given up on while
   // stuck in a handler would hold the process until the handler returns.
   watchdog.arm(milliseconds{2000},
-               "exiting while a given-up handler is still stuck",
-               escalated ? exit_escalated : exit_ok);
-  return escalated ? exit_escalated : exit_ok;
+               "exiting while a given-up handler is still stuck", rc);
+  return rc;
 }
 
 // -- check ----------------------------------------------------------------------
@@ -424,109 +405,91 @@ bool has_agent(store& st, const std::string& path) {
   return std::find(jpaths.begin(), jpaths.end(), path) != jpaths.end();
 }
 
-int cmd_inspect(const std::string& dir, const std::string& what,
-                const std::string& path, bool as_json,
-                const std::vector<uint64_t>& seqs = {}) {
-  std::unique_ptr<store> st;
-  if (auto rc = open_or_fail(dir, false, st))
-    return rc;
-  if (what == "agents") {
-    std::vector<records::Snapshot> snaps;
-    std::vector<quarantined> bad;
-    if (auto s = st->snapshots(snaps, &bad)) {
-      std::cerr << "vigil: " << s.message() << "\n";
-      return exit_error;
-    }
-    // A journal agent that has consumed nothing yet has no snapshot; it is
-    // listed from its journal entries.
-    std::vector<std::string> jpaths;
-    (void)st->journal_paths(jpaths);
-    for (auto& p : jpaths) {
-      auto known = std::any_of(snaps.begin(), snaps.end(),
-                               [&](auto& s) { return s.path() == p; });
-      if (!known) {
-        records::Snapshot s;
-        s.set_path(p);
-        s.set_agent("?");
-        s.set_durability(2);
-        snaps.push_back(std::move(s));
-      }
-    }
-    std::sort(snaps.begin(), snaps.end(),
-              [](auto& x, auto& y) { return x.path() < y.path(); });
-    auto out = json::array();
-    for (auto& s : snaps) {
-      std::vector<records::JournalEntry> mb;
-      (void)st->mailbox(s.path(), mb);
-      std::vector<records::OutboxEntry> ob;
-      (void)st->outbox(s.path(), ob);
-      json a{{"path", s.path()},
-             {"agent", s.agent()},
-             {"durability", s.durability() == 2 ? "journal" : "snapshot"},
-             {"seq", s.applied_seq()},
-             {"next_seq", s.next_seq()},
-             {"processed", s.processed()},
-             {"pending", mb.size() + static_cast<size_t>(s.pending_size())},
-             {"outbox", ob.size()},
-             {"state", s.state_type().empty()
-                         ? json(nullptr)
-                         : payload_json(s.state_type(), s.state())}};
-      out.push_back(std::move(a));
-    }
-    if (as_json) {
-      std::cout << out.dump(2) << std::endl;
-    } else {
-      for (auto& a : out)
-        std::cout << a["path"].get<std::string>() << "  "
-                  << a["agent"].get<std::string>() << "  "
-                  << a["durability"].get<std::string>()
-                  << "  seq=" << a["seq"] << "  pending=" << a["pending"]
-                  << "  outbox=" << a["outbox"]
-                  << "  state=" << a["state"].dump() << "\n";
-      std::cout << snaps.size() << " durable agents\n";
-    }
-    for (auto& q : bad)
-      std::cerr << "vigil: unreadable snapshot: " << q.reason << "\n";
-    return exit_ok;
+/// `vigil inspect` (agents): every durable agent of the data dir.
+int inspect_agents(store& st, bool as_json) {
+  std::vector<records::Snapshot> snaps;
+  std::vector<quarantined> bad;
+  if (auto s = st.snapshots(snaps, &bad)) {
+    std::cerr << "vigil: " << s.message() << "\n";
+    return exit_error;
   }
-  if (what == "mailbox") {
-    if (path.empty()) {
-      std::cerr << "vigil inspect mailbox: give the agent's PATH, e.g. "
-                   "`vigil inspect --data-dir DIR mailbox root/counter`\n";
-      return exit_usage;
+  // A journal agent whose first record did not land (an older data dir,
+  // say) is listed from its journal entries.
+  std::vector<std::string> jpaths;
+  (void) st.journal_paths(jpaths);
+  for (auto& p : jpaths) {
+    auto known = std::any_of(snaps.begin(), snaps.end(),
+                             [&](auto& s) { return s.path() == p; });
+    if (!known) {
+      records::Snapshot s;
+      s.set_path(p);
+      s.set_agent("?");
+      s.set_durability(2);
+      snaps.push_back(std::move(s));
     }
+  }
+  std::sort(snaps.begin(), snaps.end(),
+            [](auto& x, auto& y) { return x.path() < y.path(); });
+  auto out = json::array();
+  for (auto& s : snaps) {
     std::vector<records::JournalEntry> mb;
-    if (auto s = st->mailbox(path, mb)) {
-      std::cerr << "vigil: " << s.message() << "\n";
-      return exit_error;
-    }
-    if (mb.empty() && !has_agent(*st, path)) {
-      std::cerr << "vigil: no durable agent at " << path << " in " << dir
-                << "; `vigil inspect --data-dir " << dir
-                << "` lists the agents\n";
-      return exit_error;
-    }
-    auto out = json::array();
-    for (auto& je : mb) {
-      auto e = envelope_json(je.env());
-      e["seq"] = je.seq();
-      out.push_back(std::move(e));
-    }
-    if (as_json)
-      std::cout << out.dump(2) << std::endl;
-    else {
-      for (auto& e : out)
-        std::cout << "seq=" << e["seq"] << "  id=" << e["id"] << "  "
-                  << e["type"].get<std::string>()
-                  << "  attempt=" << e["attempt"] << "  "
-                  << e["payload"].dump() << "\n";
-      std::cout << mb.size() << " pending envelopes for " << path << "\n";
-    }
-    return exit_ok;
+    (void) st.mailbox(s.path(), mb);
+    std::vector<records::OutboxEntry> ob;
+    (void) st.outbox(s.path(), ob);
+    out.push_back(
+      {{"path", s.path()},
+       {"agent", s.agent()},
+       {"durability", s.durability() == 2 ? "journal" : "snapshot"},
+       {"seq", s.applied_seq()},
+       {"next_seq", s.next_seq()},
+       {"processed", s.processed()},
+       {"pending", mb.size() + static_cast<size_t>(s.pending_size())},
+       {"outbox", ob.size()},
+       {"state", s.state_type().empty()
+                   ? json(nullptr)
+                   : payload_json(s.state_type(), s.state())}});
   }
-  // dead-letters
+  print_agents(out, as_json, std::cout);
+  for (auto& q : bad)
+    std::cerr << "vigil: unreadable snapshot: " << q.reason << "\n";
+  return exit_ok;
+}
+
+/// `vigil inspect mailbox PATH`: the agent's pending envelopes.
+int inspect_mailbox(store& st, const std::string& dir,
+                    const std::string& path, bool as_json) {
+  if (path.empty()) {
+    std::cerr << "vigil inspect mailbox: give the agent's PATH, e.g. "
+                 "`vigil inspect --data-dir DIR mailbox root/counter`\n";
+    return exit_usage;
+  }
+  std::vector<records::JournalEntry> mb;
+  if (auto s = st.mailbox(path, mb)) {
+    std::cerr << "vigil: " << s.message() << "\n";
+    return exit_error;
+  }
+  if (mb.empty() && !has_agent(st, path)) {
+    std::cerr << "vigil: no durable agent at " << path << " in " << dir
+              << "; `vigil inspect --data-dir " << dir
+              << "` lists the agents\n";
+    return exit_error;
+  }
+  auto out = json::array();
+  for (auto& je : mb) {
+    auto e = envelope_json(je.env());
+    e["seq"] = je.seq();
+    out.push_back(std::move(e));
+  }
+  print_mailbox(out, path, as_json, std::cout);
+  return exit_ok;
+}
+
+/// `vigil inspect dead-letters`, and `vigil dead-letters list [SEQ...]`
+/// (only those seqs; exit 1 if one is not found).
+int inspect_dead_letters(store& st, bool as_json,
+                         const std::vector<uint64_t>& seqs) {
   std::vector<records::DeadLetter> dls;
-  if (auto s = st->dead_letters(dls)) {
+  if (auto s = st.dead_letters(dls)) {
     std::cerr << "vigil: " << s.message() << "\n";
     return exit_error;
   }
@@ -557,15 +520,21 @@ int cmd_inspect(const std::string& dir, const std::string& what,
     }
     out.push_back(std::move(x));
   }
-  if (as_json)
-    std::cout << out.dump(2) << std::endl;
-  else {
-    for (auto& x : out)
-      std::cout << x["seq"] << "  " << x["path"].get<std::string>() << "  "
-                << x["reason"].get<std::string>() << "\n";
-    std::cout << dls.size() << " dead letters\n";
-  }
+  print_dead_letters(out, as_json, std::cout);
   return missing == 0 ? exit_ok : exit_error;
+}
+
+int cmd_inspect(const std::string& dir, const std::string& what,
+                const std::string& path, bool as_json,
+                const std::vector<uint64_t>& seqs = {}) {
+  std::unique_ptr<store> st;
+  if (auto rc = open_or_fail(dir, false, st))
+    return rc;
+  if (what == "agents")
+    return inspect_agents(*st, as_json);
+  if (what == "mailbox")
+    return inspect_mailbox(*st, dir, path, as_json);
+  return inspect_dead_letters(*st, as_json, seqs);
 }
 
 // -- dead-letters ---------------------------------------------------------------

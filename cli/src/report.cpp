@@ -1,5 +1,7 @@
 #include "report.hpp"
 
+#include <cstdio>
+
 namespace vigil::cli {
 
 namespace {
@@ -73,6 +75,97 @@ void print_tree(const tree_node& t, std::ostream& out, int depth) {
   out << "\n";
   for (auto& c : t.children)
     print_tree(c, out, depth + 1);
+}
+
+void print_progress(double seconds, uint64_t handled, uint64_t restarts,
+                    size_t degraded, size_t dead_letters, std::ostream& out) {
+  char line[160];
+  std::snprintf(line, sizeof(line),
+                "vigil: %6.1fs  handled=%llu  restarts=%llu  degraded=%zu  "
+                "dead_letters=%zu\n",
+                seconds, static_cast<unsigned long long>(handled),
+                static_cast<unsigned long long>(restarts), degraded,
+                dead_letters);
+  out << line << std::flush;
+}
+
+void print_run_report(const run_outcome& r, bool as_json, std::ostream& out) {
+  auto& dls = r.dead_letters;
+  if (as_json) {
+    nlohmann::json j;
+    j["tree"] = to_json(r.tree);
+    auto items = nlohmann::json::array();
+    for (size_t i = 0; i < dls.size() && i < 100; ++i)
+      items.push_back({{"seq", dls[i].seq},
+                       {"path", dls[i].path},
+                       {"type", dls[i].env.type},
+                       {"id", dls[i].env.id},
+                       {"reason", dls[i].reason}});
+    j["dead_letters"] = {{"count", dls.size()}, {"first", items}};
+    j["outcome"] = r.escalated ? "escalated" : "completed";
+    if (r.escalated)
+      j["cause"] = r.cause;
+    j["handled"] = r.handled;
+    j["restarts"] = r.restarts;
+    j["restarts_all"] = r.restarts_all;
+    j["seconds"] = r.seconds;
+    out << j.dump(2) << std::endl;
+    return;
+  }
+  out << "== " << r.name << " after " << r.seconds << " s\n";
+  print_tree(r.tree, out);
+  out << "handled " << r.handled << " envelopes, " << r.restarts
+      << " restarts in this tree";
+  if (r.restarts_all != r.restarts)
+    out << " (" << r.restarts_all
+        << " in all, with those before a supervisor's restart)";
+  out << ", " << dls.size() << " dead letters\n";
+  for (size_t i = 0; i < dls.size() && i < 10; ++i)
+    out << "  dead letter " << dls[i].seq << " " << dls[i].path << ": "
+        << dls[i].reason << "\n";
+  out << "outcome: "
+      << (r.escalated ? "escalated <- " + r.cause : std::string{"completed"})
+      << "\n";
+}
+
+void print_agents(const nlohmann::json& agents, bool as_json,
+                  std::ostream& out) {
+  if (as_json) {
+    out << agents.dump(2) << std::endl;
+    return;
+  }
+  for (auto& a : agents)
+    out << a["path"].get<std::string>() << "  "
+        << a["agent"].get<std::string>() << "  "
+        << a["durability"].get<std::string>() << "  seq=" << a["seq"]
+        << "  pending=" << a["pending"] << "  outbox=" << a["outbox"]
+        << "  state=" << a["state"].dump() << "\n";
+  out << agents.size() << " durable agents\n";
+}
+
+void print_mailbox(const nlohmann::json& pending, const std::string& path,
+                   bool as_json, std::ostream& out) {
+  if (as_json) {
+    out << pending.dump(2) << std::endl;
+    return;
+  }
+  for (auto& e : pending)
+    out << "seq=" << e["seq"] << "  id=" << e["id"] << "  "
+        << e["type"].get<std::string>() << "  attempt=" << e["attempt"]
+        << "  " << e["payload"].dump() << "\n";
+  out << pending.size() << " pending envelopes for " << path << "\n";
+}
+
+void print_dead_letters(const nlohmann::json& letters, bool as_json,
+                        std::ostream& out) {
+  if (as_json) {
+    out << letters.dump(2) << std::endl;
+    return;
+  }
+  for (auto& x : letters)
+    out << x["seq"] << "  " << x["path"].get<std::string>() << "  "
+        << x["reason"].get<std::string>() << "\n";
+  out << letters.size() << " dead letters\n";
 }
 
 } // namespace vigil::cli

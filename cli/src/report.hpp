@@ -1,7 +1,9 @@
 #pragma once
 
-// The run report of `vigil run`: a snapshot of the tree with each node's
-// state and restarts, as text or JSON.
+// What the `vigil` command prints: the run report of `vigil run` (a
+// snapshot of the tree with each node's state and restarts, as text or
+// JSON), its progress lines, and the views of `vigil inspect`. Rendering
+// only: the commands (app.cpp) gather the data.
 
 #include <cstdint>
 #include <ostream>
@@ -33,5 +35,38 @@ void totals(const tree_node& t, uint64_t& restarts, size_t& degraded);
 nlohmann::json to_json(const tree_node& t);
 
 void print_tree(const tree_node& t, std::ostream& out, int depth = 0);
+
+/// How a run ended, for its report.
+struct run_outcome {
+  std::string name;
+  tree_node tree;
+  bool escalated = false;
+  std::string cause;              ///< Why the root exited (escalated).
+  std::string stopped_by;         ///< "--for", "SIGINT" or "SIGTERM".
+  uint64_t handled = 0;
+  uint64_t restarts = 0;          ///< The sum of the tree's figures.
+  uint64_t restarts_all = 0;      ///< Every restart in the node.
+  double seconds = 0;
+  std::vector<dead_letter> dead_letters;
+};
+
+/// One progress line of `vigil run`.
+void print_progress(double seconds, uint64_t handled, uint64_t restarts,
+                    size_t degraded, size_t dead_letters, std::ostream& out);
+
+/// The report at the end of `vigil run`.
+void print_run_report(const run_outcome& r, bool as_json, std::ostream& out);
+
+/// `vigil inspect` (agents): `agents` is the JSON array of the agents.
+void print_agents(const nlohmann::json& agents, bool as_json,
+                  std::ostream& out);
+
+/// `vigil inspect mailbox PATH`: `pending` is the JSON array of envelopes.
+void print_mailbox(const nlohmann::json& pending, const std::string& path,
+                   bool as_json, std::ostream& out);
+
+/// `vigil inspect dead-letters` and `vigil dead-letters list`.
+void print_dead_letters(const nlohmann::json& letters, bool as_json,
+                        std::ostream& out);
 
 } // namespace vigil::cli
