@@ -3,6 +3,7 @@
 // backoff, group restarts, retries, degrade, escalate). The class is in
 // supervisor_actor.hpp; its message handlers are in supervisor.cpp.
 
+#include "restart_plan.hpp"
 #include "supervisor_actor.hpp"
 
 namespace vigil::detail {
@@ -350,30 +351,11 @@ void supervisor_actor::restart(uint64_t key, caf::error reason) {
     }
     return escalate(chain(*c, reason, errc::reached_max_restart_intensity));
   }
-  // Siblings to stop first (reverse start order) and the group to start.
-  std::vector<uint64_t> stop_keys;
-  std::vector<uint64_t> start_keys;
-  switch (spec_.flags.strategy) {
-    case strategy::one_for_one:
-    case strategy::simple_one_for_one:
-      start_keys.push_back(key);
-      break;
-    case strategy::one_for_all:
-    case strategy::rest_for_one: {
-      bool all = spec_.flags.strategy == strategy::one_for_all;
-      for (auto& kvp : children_) {
-        if (!all && kvp.first < key)
-          continue;
-        // As in OTP, the group restart starts every child in range, also
-        // one stopped by terminate_child (start_children/2 starts them all).
-        if (kvp.first != key)
-          stop_keys.push_back(kvp.first);
-        start_keys.push_back(kvp.first);
-      }
-      break;
-    }
-  }
-  std::reverse(stop_keys.begin(), stop_keys.end()); // reverse start order
+  // Decide first (a pure function of the strategy and the failed child),
+  // then act: stop the siblings, start the group.
+  auto plan = plan_restart(spec_.flags.strategy, children_, key);
+  auto& stop_keys = plan.stop;
+  auto& start_keys = plan.start;
   stop_seq(stop_keys, 0, true, [this, key, start_keys, reason]() mutable {
     // Temporary siblings are not restarted: their specs go.
     std::vector<uint64_t> keys;
