@@ -26,74 +26,23 @@ caf::behavior supervisor_actor::make_behavior() {
     else
       shutdown(msg.reason);
   });
+  // One named handler per request, as OTP has one handle_call clause
+  // per request.
   return {
     [this](start_atom, bool, caf::error&) -> caf::result<uint64_t> {
-      if (started_)
-        return make_error(errc::running, path_);
-      started_ = true;
-      auto problems = check_child_specs(spec_, &rt_->types(), path_);
-      if (!problems.empty()) {
-        std::string text;
-        for (auto& p : problems)
-          text += (text.empty() ? "" : "; ") + p.to_string();
-        auto err = make_error(errc::invalid_child_spec, text);
-        quit(err);
-        return err;
-      }
-      std::vector<uint64_t> keys;
-      if (!simple())
-        for (auto& cs : spec_.children)
-          keys.push_back(add_child(cs).key);
-      auto rp = make_response_promise<uint64_t>();
-      start_seq(keys, 0, false, caf::error{},
-                [this, rp](caf::error err, uint64_t failed) mutable {
-                  if (!err) {
-                    rp.deliver(uint64_t{1});
-                    return;
-                  }
-                  // OTP: a child that fails to start fails the supervisor.
-                  auto* c = find_key(failed);
-                  auto reason = make_error(
-                    errc::start_failed,
-                    "failed_to_start_child " + (c ? child_path(c->id) : path_) + ": "
-                      + describe(err));
-                  if (c != nullptr)
-                    c->st = status::stopped;
-                  rp.deliver(reason);
-                  shutdown(reason);
-                });
-      return rp;
+      return handle_start();
     },
     [this](stop_atom, bool, bool) -> caf::result<void> {
-      auto rp = make_response_promise();
-      shutdown(caf::exit_reason::user_shutdown, rp);
-      return rp;
+      return handle_stop();
     },
     [this](exit_atom, uint64_t key, uint64_t gen, caf::error& reason) {
-      auto* c = find_key(key);
-      if (stopping_ || c == nullptr || c->gen != gen
-          || c->st != status::running || !from_handle(*c))
-        return; // stale: that instance (or cell) is already handled
-      on_child_exit(key, std::move(reason));
+      handle_exit_report(key, gen, reason);
     },
     [this](recover_atom, uint64_t key, uint64_t gen) {
-      if (auto* c = find_key(key);
-          c && c->st == status::degraded && from_handle(*c)) {
-        c->st = status::running;
-        c->gen = gen;
-      }
+      handle_recovered(key, gen);
     },
     [this](child_down_atom, caf::actor_addr& src, caf::error& reason) {
-      if (stopping_)
-        return;
-      for (auto& kvp : children_) {
-        auto& c = kvp.second;
-        if (c.handle && c.handle.address() == src) {
-          if (c.st == status::running)
-            on_child_exit(kvp.first, std::move(reason));
-          return;
-        }
-      }
+      handle_child_down(src, reason);
     },
     [this](ack_atom, uint64_t key) { on_ack(key); },
     [this](stop_timeout_atom, uint64_t batch) { on_stop_timeout(batch); },
@@ -101,135 +50,248 @@ caf::behavior supervisor_actor::make_behavior() {
       // nop: consuming it flushes skipped messages (see nudge())
     },
     [this](try_again_atom, uint64_t key, uint64_t token, caf::error& reason) {
-      auto* c = find_key(key);
-      if (c == nullptr || c->token != token || c->st != status::restarting)
-        return;
-      restart(key, std::move(reason));
+      handle_try_again(key, token, reason);
     },
     [this](envelope& e) -> caf::result<envelope> {
-      if (!spec_.saga.enabled)
-        return make_error(errc::not_found,
-                          path_ + " is a supervisor, not an agent");
-      // A saga: each input runs in its own saga actor over the steps.
-      std::vector<std::string> steps;
-      for (auto& kvp : children_)
-        steps.push_back(child_path(kvp.second.id));
-      auto run = spawn_saga_run(home_system(), rt_, std::move(steps),
-                                spec_.saga);
-      delegate(run, run_saga_atom::value, std::move(e));
-      return caf::delegated<envelope>{};
+      return handle_envelope(e);
     },
-    // -- OTP API --------------------------------------------------------------
-    [this](start_child_atom,
-           child_spec& cs) -> caf::result<child_info> {
-      if (stopping_)
-        return make_error(errc::shutting_down, path_);
-      if (simple())
-        return make_error(errc::simple_one_for_one, path_);
-      auto problems = check_child_spec(cs, spec_.flags, &rt_->types(), path_);
-      if (!problems.empty())
-        return make_error(errc::invalid_child_spec,
-                          problems.front().to_string());
-      if (auto* c = find_id(cs.id))
-        return c->st == status::running || c->st == status::degraded
-                 ? make_error(errc::already_started, child_path(c->id))
-                 : make_error(errc::already_present, child_path(c->id));
-      auto key = add_child(std::move(cs)).key;
-      return start_api(key, true);
+    [this](start_child_atom, child_spec& cs) -> caf::result<child_info> {
+      return handle_start_child(cs);
     },
     [this](start_child_atom, params& extra,
            std::string& name) -> caf::result<child_info> {
-      if (stopping_)
-        return make_error(errc::shutting_down, path_);
-      if (!simple())
-        return make_error(errc::invalid_child_spec,
-                          path_ + " is not simple_one_for_one: pass a "
-                                  "child_spec");
-      if (!template_)
-        template_ = std::make_shared<const child_spec>(spec_.children.front());
-      auto id = name;
-      if (id.empty()) {
-        id = template_->id + "-" + std::to_string(next_key_);
-        // A named child may hold that id already: skip its number.
-        while (find_id(id) != nullptr)
-          id = template_->id + "-" + std::to_string(++next_key_);
-      }
-      if (auto* c = find_id(id))
-        return make_error(errc::already_started, child_path(c->id));
-      auto spec = template_;
-      if (!extra.empty()) { // only then does the child need its own spec
-        auto own = std::make_shared<child_spec>(*template_);
-        for (auto& kvp : extra)
-          own->params[kvp.first] = kvp.second;
-        spec = std::move(own);
-      }
-      auto key = add_child(std::move(id), std::move(spec)).key;
-      return start_api(key, true);
+      return handle_start_dynamic_child(extra, name);
     },
-    [this](terminate_child_atom,
-           std::string& id) -> caf::result<void> {
-      // While shutting down, the shutdown owns every child (OTP's
-      // supervisor handles no call then).
-      if (stopping_)
-        return make_error(errc::shutting_down, path_);
-      auto* c = find_id(id);
-      if (c == nullptr)
-        return make_error(errc::not_found, child_path(id));
-      auto key = c->key;
-      auto rp = make_response_promise();
-      ++c->token; // cancels a pending restart
-      stop_one(key, false, [this, key, rp]() mutable {
-        if (auto* c = find_key(key)) {
-          c->st = status::stopped;
-          if (simple() || c->spec->restart == restart_type::temporary) {
-            retire(*c);
-            remove_child(key);
-          }
-        }
-        rp.deliver(caf::unit);
-      });
-      return rp;
+    [this](terminate_child_atom, std::string& id) -> caf::result<void> {
+      return handle_terminate_child(id);
     },
     [this](restart_child_atom, std::string& id) -> caf::result<child_info> {
-      if (stopping_)
-        return make_error(errc::shutting_down, path_);
-      auto c = stopped_child(id);
-      if (!c)
-        return std::move(c.error());
-      return start_api((*c)->key, false);
+      return handle_restart_child(id);
     },
     [this](delete_child_atom, std::string& id) -> caf::result<void> {
-      if (stopping_)
-        return make_error(errc::shutting_down, path_);
-      auto c = stopped_child(id);
-      if (!c)
-        return std::move(c.error());
-      retire(**c);
-      remove_child((*c)->key);
-      return caf::unit;
+      return handle_delete_child(id);
     },
-    [this](which_children_atom) {
-      std::vector<child_info> out;
-      out.reserve(children_.size());
-      for (auto& kvp : children_)
-        out.push_back(info(kvp.second));
-      return out;
+    [this](which_children_atom) -> std::vector<child_info> {
+      return handle_which_children();
     },
-    [this](count_children_atom) {
-      child_counts n;
-      n.specs = simple() ? 1 : children_.size();
-      for (auto& kvp : children_) {
-        auto& c = kvp.second;
-        if (c.st == status::running)
-          ++n.active;
-        if (c.spec->kind == child_kind::supervisor)
-          ++n.supervisors;
-        else
-          ++n.workers;
-      }
-      return n;
+    [this](count_children_atom) -> child_counts {
+      return handle_count_children();
     },
   };
+}
+
+caf::result<uint64_t> supervisor_actor::handle_start() {
+  if (started_)
+    return make_error(errc::running, path_);
+  started_ = true;
+  auto problems = check_child_specs(spec_, &rt_->types(), path_);
+  if (!problems.empty()) {
+    std::string text;
+    for (auto& p : problems)
+      text += (text.empty() ? "" : "; ") + p.to_string();
+    auto err = make_error(errc::invalid_child_spec, text);
+    quit(err);
+    return err;
+  }
+  std::vector<uint64_t> keys;
+  if (!simple())
+    for (auto& cs : spec_.children)
+      keys.push_back(add_child(cs).key);
+  auto rp = make_response_promise<uint64_t>();
+  start_seq(keys, 0, false, caf::error{},
+            [this, rp](caf::error err, uint64_t failed) mutable {
+              if (!err) {
+                rp.deliver(uint64_t{1});
+                return;
+              }
+              // OTP: a child that fails to start fails the supervisor.
+              auto* c = find_key(failed);
+              auto reason = make_error(
+                errc::start_failed,
+                "failed_to_start_child " + (c ? child_path(c->id) : path_)
+                  + ": "
+                  + describe(err));
+              if (c != nullptr)
+                c->st = status::stopped;
+              rp.deliver(reason);
+              shutdown(reason);
+            });
+  return rp;
+}
+
+caf::result<void> supervisor_actor::handle_stop() {
+  auto rp = make_response_promise();
+  shutdown(caf::exit_reason::user_shutdown, rp);
+  return rp;
+}
+
+void supervisor_actor::handle_exit_report(uint64_t key, uint64_t gen,
+                                          caf::error& reason) {
+  auto* c = find_key(key);
+  if (stopping_ || c == nullptr || c->gen != gen
+      || c->st != status::running || !from_handle(*c))
+    return; // stale: that instance (or cell) is already handled
+  on_child_exit(key, std::move(reason));
+}
+
+void supervisor_actor::handle_recovered(uint64_t key, uint64_t gen) {
+  if (auto* c = find_key(key);
+      c && c->st == status::degraded && from_handle(*c)) {
+    c->st = status::running;
+    c->gen = gen;
+  }
+}
+
+void supervisor_actor::handle_child_down(caf::actor_addr& src,
+                                         caf::error& reason) {
+  if (stopping_)
+    return;
+  for (auto& kvp : children_) {
+    auto& c = kvp.second;
+    if (c.handle && c.handle.address() == src) {
+      if (c.st == status::running)
+        on_child_exit(kvp.first, std::move(reason));
+      return;
+    }
+  }
+}
+
+void supervisor_actor::handle_try_again(uint64_t key, uint64_t token,
+                                        caf::error& reason) {
+  auto* c = find_key(key);
+  if (c == nullptr || c->token != token || c->st != status::restarting)
+    return;
+  restart(key, std::move(reason));
+}
+
+caf::result<envelope> supervisor_actor::handle_envelope(envelope& e) {
+  if (!spec_.saga.enabled)
+    return make_error(errc::not_found,
+                      path_ + " is a supervisor, not an agent");
+  // A saga: each input runs in its own saga actor over the steps.
+  std::vector<std::string> steps;
+  for (auto& kvp : children_)
+    steps.push_back(child_path(kvp.second.id));
+  auto run = spawn_saga_run(home_system(), rt_, std::move(steps),
+                            spec_.saga);
+  delegate(run, run_saga_atom::value, std::move(e));
+  return caf::delegated<envelope>{};
+}
+
+caf::result<child_info> supervisor_actor::handle_start_child(child_spec& cs) {
+  if (stopping_)
+    return make_error(errc::shutting_down, path_);
+  if (simple())
+    return make_error(errc::simple_one_for_one, path_);
+  auto problems = check_child_spec(cs, spec_.flags, &rt_->types(), path_);
+  if (!problems.empty())
+    return make_error(errc::invalid_child_spec,
+                      problems.front().to_string());
+  if (auto* c = find_id(cs.id))
+    return c->st == status::running || c->st == status::degraded
+             ? make_error(errc::already_started, child_path(c->id))
+             : make_error(errc::already_present, child_path(c->id));
+  auto key = add_child(std::move(cs)).key;
+  return start_api(key, true);
+}
+
+caf::result<child_info>
+supervisor_actor::handle_start_dynamic_child(params& extra,
+                                             std::string& name) {
+  if (stopping_)
+    return make_error(errc::shutting_down, path_);
+  if (!simple())
+    return make_error(errc::invalid_child_spec,
+                      path_ + " is not simple_one_for_one: pass a "
+                              "child_spec");
+  if (!template_)
+    template_ = std::make_shared<const child_spec>(spec_.children.front());
+  auto id = name;
+  if (id.empty()) {
+    id = template_->id + "-" + std::to_string(next_key_);
+    // A named child may hold that id already: skip its number.
+    while (find_id(id) != nullptr)
+      id = template_->id + "-" + std::to_string(++next_key_);
+  }
+  if (auto* c = find_id(id))
+    return make_error(errc::already_started, child_path(c->id));
+  auto spec = template_;
+  if (!extra.empty()) { // only then does the child need its own spec
+    auto own = std::make_shared<child_spec>(*template_);
+    for (auto& kvp : extra)
+      own->params[kvp.first] = kvp.second;
+    spec = std::move(own);
+  }
+  auto key = add_child(std::move(id), std::move(spec)).key;
+  return start_api(key, true);
+}
+
+caf::result<void> supervisor_actor::handle_terminate_child(std::string& id) {
+  // While shutting down, the shutdown owns every child (OTP's
+  // supervisor handles no call then).
+  if (stopping_)
+    return make_error(errc::shutting_down, path_);
+  auto* c = find_id(id);
+  if (c == nullptr)
+    return make_error(errc::not_found, child_path(id));
+  auto key = c->key;
+  auto rp = make_response_promise();
+  ++c->token; // cancels a pending restart
+  stop_one(key, false, [this, key, rp]() mutable {
+    if (auto* c = find_key(key)) {
+      c->st = status::stopped;
+      if (simple() || c->spec->restart == restart_type::temporary) {
+        retire(*c);
+        remove_child(key);
+      }
+    }
+    rp.deliver(caf::unit);
+  });
+  return rp;
+}
+
+caf::result<child_info>
+supervisor_actor::handle_restart_child(std::string& id) {
+  if (stopping_)
+    return make_error(errc::shutting_down, path_);
+  auto c = stopped_child(id);
+  if (!c)
+    return std::move(c.error());
+  return start_api((*c)->key, false);
+}
+
+caf::result<void> supervisor_actor::handle_delete_child(std::string& id) {
+  if (stopping_)
+    return make_error(errc::shutting_down, path_);
+  auto c = stopped_child(id);
+  if (!c)
+    return std::move(c.error());
+  retire(**c);
+  remove_child((*c)->key);
+  return caf::unit;
+}
+
+std::vector<child_info> supervisor_actor::handle_which_children() {
+  std::vector<child_info> out;
+  out.reserve(children_.size());
+  for (auto& kvp : children_)
+    out.push_back(info(kvp.second));
+  return out;
+}
+
+child_counts supervisor_actor::handle_count_children() {
+  child_counts n;
+  n.specs = simple() ? 1 : children_.size();
+  for (auto& kvp : children_) {
+    auto& c = kvp.second;
+    if (c.st == status::running)
+      ++n.active;
+    if (c.spec->kind == child_kind::supervisor)
+      ++n.supervisors;
+    else
+      ++n.workers;
+  }
+  return n;
 }
 
 } // namespace detail

@@ -323,6 +323,29 @@ private:
   /// supervisor is already stopping (e.g. escalating).
   void shutdown(caf::error reason, caf::response_promise rp = {});
 
+  // -- requests: one named handler each (see make_behavior) ----------------
+
+  /// Starts the children in order (once); a failed start fails this
+  /// supervisor, as in OTP.
+  caf::result<uint64_t> handle_start();
+  /// Stops the children in reverse order, then this supervisor.
+  caf::result<void> handle_stop();
+  /// A child cell reports that its instance ended.
+  void handle_exit_report(uint64_t key, uint64_t gen, caf::error& reason);
+  void handle_recovered(uint64_t key, uint64_t gen);
+  void handle_child_down(caf::actor_addr& src, caf::error& reason);
+  void handle_try_again(uint64_t key, uint64_t token, caf::error& reason);
+  /// An envelope for the supervisor's path: runs a saga, or not_found.
+  caf::result<envelope> handle_envelope(envelope& e);
+  caf::result<child_info> handle_start_child(child_spec& cs);
+  caf::result<child_info> handle_start_dynamic_child(params& extra,
+                                                     std::string& name);
+  caf::result<void> handle_terminate_child(std::string& id);
+  caf::result<child_info> handle_restart_child(std::string& id);
+  caf::result<void> handle_delete_child(std::string& id);
+  std::vector<child_info> handle_which_children();
+  child_counts handle_count_children();
+
   // -- failures and restarts --------------------------------------------------
 
   /// Adds a restart to the sliding window; false if that exceeds intensity.
