@@ -18,34 +18,55 @@ std::vector<std::string> registry::names() const {
 }
 
 void runtime::bind(const std::string& path, caf::actor cell) {
-  auto b = std::make_shared<detail::binding>(std::move(cell));
   std::unique_lock<std::shared_mutex> guard{dir_mtx_};
-  auto& slot = dir_[path];
-  if (slot)
-    slot->live.store(false, std::memory_order_release);
-  slot = std::move(b);
+  dir_[path] = std::move(cell);
+  // Handles to the cell bound before fall back to the path.
+  if (auto h = handles_.find(path); h != handles_.end()) {
+    h->second->live.store(false, std::memory_order_release);
+    handles_.erase(h);
+  }
 }
 
 void runtime::unbind(const std::string& path, const caf::actor& cell) {
   std::unique_lock<std::shared_mutex> guard{dir_mtx_};
   auto i = dir_.find(path);
-  if (i != dir_.end() && i->second->actor == cell) {
-    i->second->live.store(false, std::memory_order_release);
+  if (i != dir_.end() && i->second == cell) {
     dir_.erase(i);
+    if (auto h = handles_.find(path); h != handles_.end()) {
+      h->second->live.store(false, std::memory_order_release);
+      handles_.erase(h);
+    }
   }
 }
 
 caf::actor runtime::lookup(std::string_view path) const {
   std::shared_lock<std::shared_mutex> guard{dir_mtx_};
   auto i = dir_.find(path);
-  return i != dir_.end() ? i->second->actor : caf::actor{};
+  return i != dir_.end() ? i->second : caf::actor{};
 }
 
 std::shared_ptr<const detail::binding>
 runtime::binding_of(std::string_view path) const {
-  std::shared_lock<std::shared_mutex> guard{dir_mtx_};
+  {
+    std::shared_lock<std::shared_mutex> guard{dir_mtx_};
+    auto i = dir_.find(path);
+    if (i == dir_.end())
+      return nullptr;
+    if (auto h = handles_.find(path); h != handles_.end())
+      return h->second; // bind and unbind keep it current
+  }
+  // The first resolve of this binding: make it.
+  std::unique_lock<std::shared_mutex> guard{dir_mtx_};
   auto i = dir_.find(path);
-  return i != dir_.end() ? i->second : nullptr;
+  if (i == dir_.end())
+    return nullptr;
+  auto h = handles_.find(path);
+  if (h == handles_.end())
+    h = handles_
+          .emplace(std::string{path},
+                   std::make_shared<detail::binding>(i->second))
+          .first;
+  return h->second;
 }
 
 std::vector<std::string> runtime::paths() const {

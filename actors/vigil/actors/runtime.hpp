@@ -136,7 +136,13 @@ private:
   mutable std::shared_mutex dir_mtx_;
   // Ordered with a transparent comparator: lookups by string_view allocate
   // nothing.
-  std::map<std::string, std::shared_ptr<detail::binding>, std::less<>> dir_;
+  std::map<std::string, caf::actor, std::less<>> dir_;
+  // The bindings that handles hold, made on the first resolve of a path
+  // only: an agent never resolved pays no allocation for one (a node may
+  // bind a million paths). Guarded by dir_mtx_.
+  mutable std::map<std::string, std::shared_ptr<detail::binding>,
+                   std::less<>>
+    handles_;
   mutable std::mutex dl_mtx_;
   size_t dead_cap_;
   uint64_t dead_seq_ = 0;
