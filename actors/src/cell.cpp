@@ -306,14 +306,13 @@ envelope cell::make_envelope(const google::protobuf::Message& msg,
   envelope e;
   e.type = type_symbol(msg);
   msg.SerializeToString(&e.payload);
-  e.id = opts.message_id != 0 ? opts.message_id : rt_->next_id();
+  rt_->stamp(e, opts.message_id, opts.message_origin, current_);
   if (!opts.idempotency_key.empty())
     e.idempotency_key = opts.idempotency_key;
   if (opts.timeout.count() > 0)
     e.deadline = to_ns(now() + opts.timeout);
   else if (current_ != nullptr)
     e.deadline = current_->deadline;
-  e.trace_id = current_ != nullptr ? current_->trace_id : e.id;
   e.sender = cfg_.path;
   return e;
 }

@@ -243,15 +243,17 @@ void cell::reconcile(const recovered_agent& rec) {
     // The last good save's waiting envelopes come first, as at a start;
     // those of them still here keep their requester. The rest of the
     // buffer follows (its envelopes are in no save on disk).
-    std::set<uint64_t> kept;
+    // By (origin, id): unique across nodes.
+    using msg_key = std::pair<uint64_t, uint64_t>;
+    std::set<msg_key> kept;
     if (found)
       for (auto& r : snap.pending())
-        kept.insert(r.id());
-    std::map<uint64_t, response_promise> asked;
+        kept.emplace(r.origin(), r.id());
+    std::map<msg_key, response_promise> asked;
     std::list<pending> later;
     for (auto& p : others) {
-      if (kept.count(p.env.id) != 0) {
-        asked.emplace(p.env.id, std::move(p.rp));
+      if (kept.count({p.env.origin, p.env.id}) != 0) {
+        asked.emplace(msg_key{p.env.origin, p.env.id}, std::move(p.rp));
       } else {
         p.saved = false;
         later.push_back(std::move(p));
@@ -261,7 +263,7 @@ void cell::reconcile(const recovered_agent& rec) {
     if (found)
       for (auto& r : snap.pending()) {
         pending p{detail::from_record(r), {}, 0, true};
-        if (auto i = asked.find(p.env.id); i != asked.end())
+        if (auto i = asked.find({p.env.origin, p.env.id}); i != asked.end())
           p.rp = std::move(i->second);
         others.push_back(std::move(p));
       }

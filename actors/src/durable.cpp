@@ -30,7 +30,7 @@ mutation put(db where, std::string key, const google::protobuf::Message& m) {
   x.what = mutation::op::put;
   x.where = where;
   x.key = std::move(key);
-  m.SerializeToString(&x.value);
+  encode_record(m, x.value);
   return x;
 }
 
@@ -49,7 +49,7 @@ mutation dead_letter(const std::string& path, const envelope& e,
   mutation x;
   x.what = mutation::op::append_dead_letter;
   x.where = db::dead_letters;
-  dl.SerializeToString(&x.value);
+  encode_record(dl, x.value);
   return x;
 }
 
@@ -60,10 +60,15 @@ records::Envelope to_record(const envelope& e) {
   r.set_type(e.type.str());
   r.set_payload(e.payload);
   r.set_id(e.id);
+  r.set_origin(e.origin);
   r.set_idempotency_key(e.idempotency_key);
   r.set_deadline(e.deadline);
   r.set_attempt(e.attempt);
+  r.set_attempt_budget(e.attempt_budget);
   r.set_trace_id(e.trace_id);
+  r.set_trace_id_high(e.trace_id_high);
+  r.set_span_id(e.span_id);
+  r.set_trace_flags(e.trace_flags);
   r.set_sender(e.sender);
   r.set_flags(e.flags);
   return r;
@@ -74,10 +79,15 @@ envelope from_record(const records::Envelope& r) {
   e.type = r.type();
   e.payload = r.payload();
   e.id = r.id();
+  e.origin = r.origin();
   e.idempotency_key = r.idempotency_key();
   e.deadline = r.deadline();
   e.attempt = r.attempt() == 0 ? 1 : r.attempt();
+  e.attempt_budget = r.attempt_budget();
   e.trace_id = r.trace_id();
+  e.trace_id_high = r.trace_id_high();
+  e.span_id = r.span_id();
+  e.trace_flags = static_cast<uint8_t>(r.trace_flags());
   e.sender = r.sender();
   e.flags = r.flags();
   return e;
@@ -86,7 +96,7 @@ envelope from_record(const records::Envelope& r) {
 write_item accept_item(const std::string& path, uint64_t seq,
                        const envelope& e) {
   write_item item;
-  item.guard = path_key(path, e.id);
+  item.guard = guard_key(path, e.origin, e.id);
   item.guard_value = idempotency_value(seq);
   records::JournalEntry je;
   je.set_format(store::format);

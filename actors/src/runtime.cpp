@@ -82,6 +82,7 @@ std::vector<std::string> runtime::paths() const {
 
 void runtime::attach_store(std::shared_ptr<store> st, caf::actor writer) {
   ids_.store((st->boots() << 40) + 1);
+  node_id_ = st->node_id();
   store_ = std::move(st);
   writer_ = std::move(writer);
 }

@@ -70,8 +70,21 @@ json payload_json(const std::string& type, const std::string& bytes) {
                        "parse"}};
 }
 
+std::string hex64(uint64_t x) {
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx",
+                static_cast<unsigned long long>(x));
+  return buf;
+}
+
 json envelope_json(const records::Envelope& e) {
+  // Ids and trace context as W3C trace context writes them: lower-case
+  // hex (origin and span id 16 digits, trace id 32).
   return json{{"id", e.id()},
+              {"origin", hex64(e.origin())},
+              {"trace_id", hex64(e.trace_id_high()) + hex64(e.trace_id())},
+              {"parent_span", e.span_id() != 0 ? json(hex64(e.span_id()))
+                                               : json(nullptr)},
               {"type", e.type()},
               {"attempt", e.attempt()},
               {"sender", e.sender()},
@@ -390,6 +403,10 @@ int open_or_fail(const std::string& dir, bool write,
                 << " first; inspect works while it runs\n";
     return exit_error;
   }
+  if (st->upgraded_from() != 0)
+    std::cerr << "vigil: upgraded " << dir << " from format "
+              << st->upgraded_from() << " to " << store::format << " ("
+              << st->upgraded_records() << " records rewritten)\n";
   return exit_ok;
 }
 

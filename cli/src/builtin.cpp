@@ -330,7 +330,7 @@ public:
       // duplicate instead of a new message.
       vigil::call_options same;
       if (auto* cur = ctx.current())
-        same.message_id = cur->id;
+        same.same_id_as(*cur);
       ctx.send(to_, n, same);
     }
     ++replies_;

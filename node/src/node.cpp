@@ -70,6 +70,11 @@ struct node::impl {
     std::unique_ptr<store> st;
     if (auto s = store::open(so, st))
       return make_error(errc::storage_failed, s.message());
+    if (st->upgraded_from() != 0)
+      spdlog::info("vigil: {}: upgraded the data dir from format {} to {} "
+                   "({} records rewritten, in one transaction)",
+                   so.dir, st->upgraded_from(), store::format,
+                   st->upgraded_records());
     std::map<std::string, recovered_agent> found;
     if (auto s = st->recover(found, bad))
       return make_error(errc::storage_failed, s.message());
@@ -214,8 +219,7 @@ node::call_envelope(std::string_view path,
   envelope e;
   e.type = type_symbol(req);
   req.SerializeToString(&e.payload);
-  e.id = impl_->rt->next_id();
-  e.trace_id = e.id;
+  impl_->rt->stamp(e, 0, 0, nullptr);
   e.deadline = to_ns(impl_->sys.clock().now() + timeout);
   caf::scoped_actor self{impl_->sys};
   caf::expected<envelope> out{make_error(errc::not_found)};
@@ -242,8 +246,7 @@ caf::error node::send(std::string_view path,
   envelope e;
   e.type = type_symbol(msg);
   msg.SerializeToString(&e.payload);
-  e.id = opts.message_id != 0 ? opts.message_id : impl_->rt->next_id();
-  e.trace_id = e.id;
+  impl_->rt->stamp(e, opts.message_id, opts.message_origin, nullptr);
   e.idempotency_key = opts.idempotency_key;
   if (opts.timeout.count() > 0)
     e.deadline = to_ns(impl_->sys.clock().now() + opts.timeout);

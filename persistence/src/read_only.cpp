@@ -50,20 +50,30 @@ status store::open_read_only(const store_options& opts,
   MDB_val k{6, const_cast<char*>("format")};
   MDB_val v;
   if (mdb_get(r.txn.get(), d.dbi(db::meta), &k, &v) == MDB_SUCCESS) {
-    if (!meta.ParseFromArray(v.mv_data, static_cast<int>(v.mv_size)))
+    std::string why;
+    auto state = detail::read_meta(detail::view(v), meta, why);
+    if (state == detail::meta_state::damaged)
       return {store_errc::corrupt,
-              "data dir " + dir + " [meta] \"format\": the record does not "
-                + "parse: restore the data dir from a backup"};
+              "data dir " + dir + " [meta] \"format\": " + why
+                + ": restore the data dir from a backup"};
     if (meta.format() > store::format)
       return {store_errc::newer_format,
               "data dir " + dir + " has format "
                 + std::to_string(meta.format()) + "; this vigil reads format "
                 + "<= " + std::to_string(store::format) + ": upgrade vigil"};
+    if (state == detail::meta_state::format1)
+      return {store_errc::older_format,
+              "data dir " + dir + " has format 1; this vigil reads format "
+                + std::to_string(store::format) + " and upgrades a data dir "
+                + "only when it opens it for writing: run the node on it "
+                  "once (vigil run), or inspect it with the vigil that "
+                  "wrote it"};
   }
   // The dbi handles stay valid after this transaction (LMDB keeps them for
   // the environment's life).
   r.txn.commit();
   d.boots = meta.boots();
+  d.node_id = meta.node_id();
   d.read_only = true;
   out = std::move(self);
   return {};

@@ -36,9 +36,8 @@ std::string judge(db where, std::string_view key, const MDB_val& v,
   else if (!split_path_key(key, path, seq))
     return "corrupt record in " + name
            + ": malformed key (expected <path>\\0<8-byte seq>)";
-  if (!rec.ParseFromArray(v.mv_data, static_cast<int>(v.mv_size)))
-    return "corrupt record in " + name + ": does not parse as "
-           + rec.GetTypeName();
+  if (auto f = decode_record(view(v), rec); f != record_fault::none)
+    return "corrupt record in " + name + ": " + describe(f, view(v), rec);
   if (rec.format() > store::format)
     return "record in " + name + " has format " + std::to_string(rec.format())
            + "; this vigil reads format <= " + std::to_string(store::format);
@@ -137,7 +136,7 @@ status store::recover(std::map<std::string, recovered_agent>& out,
     dl.set_db(to_string(x.where));
     dl.set_key(x.key);
     dl.set_raw(x.raw);
-    dl.SerializeToString(&letters.emplace_back());
+    encode_record(dl, letters.emplace_back());
   }
   auto st = d.write([&](MDB_txn* t) -> op_result {
     for (size_t i = 0; i < found.size(); ++i) {

@@ -77,7 +77,7 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
         snap.set_durability(2);
         snap.set_next_seq(1);
       } else if (rc == MDB_NOTFOUND
-          || !snap.ParseFromArray(v.mv_data, static_cast<int>(v.mv_size))
+          || decode_record(detail::view(v), snap) != record_fault::none
           || snap.durability() != 2) {
         skipped.push_back(id_text + ": " + dl->path()
                           + " is not a journal agent in this data dir; "
@@ -109,7 +109,7 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
       // guards it too.
       {
         auto id = dl->env().id();
-        auto gkey = path_key(dl->path(), id);
+        auto gkey = guard_key(dl->path(), dl->env().origin(), id);
         auto gk = lmdb::val(gkey);
         MDB_val gv;
         rc = mdb_get(t, d.dbi(db::idempotency), &gk, &gv);
@@ -117,8 +117,8 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
           return {rc, "idempotency", "mdb_get", &gkey};
         if (rc == MDB_SUCCESS) {
           records::IdempotencyRecord guard;
-          bool parsed =
-            guard.ParseFromArray(gv.mv_data, static_cast<int>(gv.mv_size));
+          bool parsed = decode_record(detail::view(gv), guard)
+                        == record_fault::none;
           if (!parsed || dl->consumed_seq() == 0
               || guard.seq() != dl->consumed_seq()) {
             skipped.push_back(
@@ -142,8 +142,7 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
       *je.mutable_env() = dl->env();
       je.mutable_env()->set_attempt(1);
       je.mutable_env()->set_deadline(0); // a replay is not too late
-      std::string jv;
-      je.SerializeToString(&jv);
+      auto jv = encode_record(je);
       auto jk = path_key(dl->path(), seq);
       if (auto r = d.mutate(t, {mutation::op::put, db::journal, jk, jv});
           r.rc != MDB_SUCCESS)
@@ -152,13 +151,13 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
       // so compaction keeps it while the envelope waits and a redelivery
       // of the id stays a duplicate.
       if (auto r = d.mutate(t, {mutation::op::put, db::idempotency,
-                                path_key(dl->path(), dl->env().id()),
+                                guard_key(dl->path(), dl->env().origin(),
+                                          dl->env().id()),
                                 idempotency_value(seq)});
           r.rc != MDB_SUCCESS)
         return r;
       snap.set_next_seq(seq + 1);
-      std::string sv;
-      snap.SerializeToString(&sv);
+      auto sv = encode_record(snap);
       if (auto r = d.mutate(t, {mutation::op::put, db::snapshots, skey, sv});
           r.rc != MDB_SUCCESS)
         return r;

@@ -10,6 +10,7 @@ const char* to_string(store_errc x) noexcept {
     case store_errc::io: return "io";
     case store_errc::locked: return "locked";
     case store_errc::newer_format: return "newer_format";
+    case store_errc::older_format: return "older_format";
     case store_errc::map_full: return "map_full";
     case store_errc::corrupt: return "corrupt";
     case store_errc::not_found: return "not_found";

@@ -132,6 +132,26 @@ bool split_path_key(std::string_view key, std::string_view& path,
   return true;
 }
 
+std::string guard_key(std::string_view path, uint64_t origin, uint64_t id) {
+  std::string out;
+  out.resize(path.size() + 17);
+  path.copy(out.data(), path.size());
+  out[path.size()] = '\0';
+  put_be64(out.data() + path.size() + 1, origin);
+  put_be64(out.data() + path.size() + 9, id);
+  return out;
+}
+
+bool split_guard_key(std::string_view key, std::string_view& path,
+                     uint64_t& origin, uint64_t& id) noexcept {
+  if (key.size() < 17 || key[key.size() - 17] != '\0')
+    return false;
+  path = key.substr(0, key.size() - 17);
+  origin = get_be64(key.data() + key.size() - 16);
+  id = get_be64(key.data() + key.size() - 8);
+  return true;
+}
+
 // -- store --------------------------------------------------------------------
 
 store::store() : impl_(std::make_unique<impl>()) {
@@ -146,6 +166,18 @@ const store_options& store::options() const noexcept {
 
 uint64_t store::boots() const noexcept {
   return impl_->boots;
+}
+
+uint64_t store::node_id() const noexcept {
+  return impl_->node_id;
+}
+
+uint32_t store::upgraded_from() const noexcept {
+  return impl_->upgraded_from;
+}
+
+size_t store::upgraded_records() const noexcept {
+  return impl_->upgraded_records;
 }
 
 size_t store::map_size() const noexcept {
@@ -200,11 +232,16 @@ status store::open(const store_options& opts, std::unique_ptr<store>& out) {
       return st;
     d.refresh_map_size();
   }
-  // Open the databases and bump the boot counter in one transaction.
+  // Open the databases, upgrade an older format and bump the boot counter,
+  // all in one transaction: a failed upgrade leaves the data dir as it was.
   status bad;
   records::Meta meta;
   std::string buf;
+  uint32_t from = 0;
+  size_t upgraded = 0;
   auto st = d.write([&](MDB_txn* t) -> op_result {
+    from = 0;
+    upgraded = 0;
     auto meta_dbi = &d.dbis[static_cast<size_t>(db::meta)];
     if (auto rc = mdb_dbi_open(t, "meta", MDB_CREATE, meta_dbi); rc != 0)
       return {rc, "meta", "mdb_dbi_open"};
@@ -213,10 +250,11 @@ status store::open(const store_options& opts, std::unique_ptr<store>& out) {
     auto rc = mdb_get(t, *meta_dbi, &k, &v);
     meta.Clear();
     if (rc == MDB_SUCCESS) {
-      if (!meta.ParseFromArray(v.mv_data, static_cast<int>(v.mv_size))) {
+      std::string why;
+      auto state = detail::read_meta(view(v), meta, why);
+      if (state == detail::meta_state::damaged) {
         bad = {store_errc::corrupt,
-               "data dir " + dir + " [meta] \"format\": the record does not "
-                 + "parse as " + meta.GetTypeName()
+               "data dir " + dir + " [meta] \"format\": " + why
                  + ": restore the data dir from a backup or use another "
                  + "--data-dir"};
         return {abort_rc};
@@ -230,6 +268,8 @@ status store::open(const store_options& opts, std::unique_ptr<store>& out) {
                  + ": upgrade vigil or use another --data-dir"};
         return {abort_rc};
       }
+      if (state == detail::meta_state::format1)
+        from = 1;
     } else if (rc != MDB_NOTFOUND) {
       return {rc, "meta", "mdb_get", &format_key};
     }
@@ -238,9 +278,15 @@ status store::open(const store_options& opts, std::unique_ptr<store>& out) {
       if (rc = mdb_dbi_open(t, name, MDB_CREATE, &d.dbis[i]); rc != 0)
         return {rc, name, "mdb_dbi_open"};
     }
+    if (from == 1)
+      if (auto r = d.upgrade_from_format1(t, upgraded);
+          r.rc != MDB_SUCCESS)
+        return r;
+    if (meta.node_id() == 0)
+      meta.set_node_id(random_node_id());
     meta.set_format(store::format);
     meta.set_boots(meta.boots() + 1);
-    meta.SerializeToString(&buf);
+    encode_record(meta, buf);
     auto nv = lmdb::val(buf);
     if (rc = mdb_put(t, *meta_dbi, &k, &nv, 0); rc != MDB_SUCCESS)
       return {rc, "meta", "mdb_put", &format_key};
@@ -250,6 +296,9 @@ status store::open(const store_options& opts, std::unique_ptr<store>& out) {
     return st;
   if (bad)
     return bad;
+  d.node_id = meta.node_id();
+  d.upgraded_from = from;
+  d.upgraded_records = upgraded;
   d.boots = meta.boots();
   out = std::move(self);
   return {};
@@ -319,11 +368,11 @@ status store::dead_letters(std::vector<records::DeadLetter>& out) {
   for (rc = c.get(k, v, MDB_FIRST); rc == MDB_SUCCESS;
        rc = c.get(k, v, MDB_NEXT)) {
     auto& x = out.emplace_back();
-    if (!x.ParseFromArray(v.mv_data, static_cast<int>(v.mv_size))) {
+    if (auto f = decode_record(view(v), x); f != record_fault::none) {
       // Keep it visible (and removable) rather than hide it.
       x.Clear();
       x.set_format(store::format);
-      x.set_reason("dead letter does not parse as " + x.GetTypeName());
+      x.set_reason("dead letter cannot be read: " + describe(f, view(v), x));
       x.set_db("dead_letters");
       x.set_key(std::string{view(k)});
       x.set_raw(std::string{view(v)});
@@ -397,11 +446,12 @@ status store::snapshot(std::string_view path, records::Snapshot& out,
     return {};
   if (rc != MDB_SUCCESS)
     return d.fail(rc, db::snapshots, "mdb_get");
-  if (!out.ParseFromArray(v.mv_data, static_cast<int>(v.mv_size)))
+  if (auto f = decode_record(view(v), out); f != record_fault::none)
     return {store_errc::corrupt,
             "data dir " + d.opts.dir + " [snapshots] \"" + std::string{path}
-              + "\": does not parse; restart the node so that recovery "
-                "moves it to the dead letters"};
+              + "\": " + describe(f, view(v), out)
+              + "; restart the node so that recovery moves it to the dead "
+                "letters"};
   found = true;
   return {};
 }
@@ -426,9 +476,7 @@ std::string idempotency_value(uint64_t seq) {
     std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::system_clock::now().time_since_epoch())
       .count()));
-  std::string out;
-  idem.SerializeToString(&out);
-  return out;
+  return encode_record(idem);
 }
 
 status store::compact_idempotency(uint64_t cutoff_ms, const std::string& from,
@@ -466,9 +514,11 @@ status store::compact_idempotency(uint64_t cutoff_ms, const std::string& from,
          ++scanned) {
       last.assign(static_cast<char*>(k.mv_data), k.mv_size);
       std::string_view path;
+      uint64_t origin = 0;
       uint64_t id = 0;
-      if (!rec.ParseFromArray(v.mv_data, static_cast<int>(v.mv_size))
-          || rec.accepted_ms() == 0 || !split_path_key(last, path, id)) {
+      if (decode_record(view(v), rec) != record_fault::none
+          || rec.accepted_ms() == 0
+          || !split_guard_key(last, path, origin, id)) {
         rc = c.get(k, v, MDB_NEXT); // kept: not ours to judge
         continue;
       }

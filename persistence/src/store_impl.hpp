@@ -73,6 +73,23 @@ private:
 
 namespace vigil {
 
+struct op_result;
+
+namespace detail {
+
+/// What the value of meta/"format" says about a data dir.
+enum class meta_state : uint8_t {
+  current,  ///< A framed Meta: `meta` is filled.
+  format1,  ///< Bare Protobuf of format 1: `meta` is filled, upgrade it.
+  damaged,  ///< Neither: `why` says what is wrong.
+};
+
+/// Reads the value of meta/"format" (any format this build knows).
+meta_state read_meta(std::string_view bytes, records::Meta& meta,
+                     std::string& why);
+
+} // namespace detail
+
 /// Where a write body failed: LMDB's code, the database and the call.
 struct op_result {
   int rc = MDB_SUCCESS;
@@ -95,6 +112,10 @@ struct store::impl {
   lmdb::env env;
   MDB_dbi dbis[db_count] = {};
   uint64_t boots = 0;
+  uint64_t node_id = 0;
+  /// The format `open` upgraded from (0: none), and the records it rewrote.
+  uint32_t upgraded_from = 0;
+  size_t upgraded_records = 0;
   /// Opened by open_read_only: every write fails.
   bool read_only = false;
   /// fail_apply_after: successful applies left before an injected failure
@@ -252,6 +273,13 @@ struct store::impl {
     return {};
   }
 
+  /// Rewrites a format 1 data dir into format 2 inside the write
+  /// transaction `t` (store::open's, so the upgrade commits whole or not at
+  /// all): frames every value and re-keys idempotency records to
+  /// `guard_key(path, 0, id)`. Meta is written by the caller. `n` counts
+  /// the records rewritten. (src/upgrade.cpp)
+  op_result upgrade_from_format1(MDB_txn* t, size_t& n);
+
   /// Applies one mutation (inside `write`).
   op_result mutate(MDB_txn* t, const mutation& m) {
     auto where = to_string(m.where);
@@ -282,3 +310,4 @@ struct store::impl {
 };
 
 } // namespace vigil
+

@@ -28,8 +28,7 @@ envelope wrap(const saga_state& st, const google::protobuf::Message& m) {
   envelope e;
   e.type = vigil::type_symbol(m);
   m.SerializeToString(&e.payload);
-  e.id = st.rt->next_id();
-  e.trace_id = st.input.trace_id;
+  st.rt->stamp(e, 0, 0, &st.input);
   e.idempotency_key = st.input.idempotency_key;
   e.sender = "saga";
   return e;

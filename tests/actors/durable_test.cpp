@@ -78,7 +78,7 @@ mutation put(db where, std::string key, const google::protobuf::Message& m) {
   mutation x;
   x.where = where;
   x.key = std::move(key);
-  m.SerializeToString(&x.value);
+  encode_record(m, x.value);
   return x;
 }
 

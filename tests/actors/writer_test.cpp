@@ -61,7 +61,7 @@ public:
     mutation m;
     m.where = db::snapshots;
     m.key = path;
-    s.SerializeToString(&m.value);
+    encode_record(s, m.value);
     write_item item;
     item.muts.push_back(std::move(m));
     return item;
@@ -254,7 +254,7 @@ TEST_F(writer_test, an_unfenced_dead_letter_survives_a_failed_commit) {
   write_item item;
   item.muts.push_back(mutation{mutation::op::append_dead_letter,
                                db::dead_letters, {},
-                               dl.SerializeAsString()});
+                               encode_record(dl)});
   caf::anon_send(w, write_atom::value, uint64_t{0},
                  owned_write{{}, std::move(item)});
   std::vector<records::DeadLetter> stored;

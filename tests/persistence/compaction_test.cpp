@@ -32,7 +32,7 @@ TEST_F(store_test, compaction_drops_old_idempotency_records_in_steps) {
     rec.set_seq(id);
     rec.set_accepted_ms(at);
     write_item item;
-    item.guard = path_key(path, id);
+    item.guard = guard_key(path, 0, id);
     item.guard_value = bytes(rec);
     items.push_back(std::move(item));
   };
@@ -41,33 +41,33 @@ TEST_F(store_test, compaction_drops_old_idempotency_records_in_steps) {
     for (uint64_t id = 1; id <= 1000; ++id) {
       add(path, id, id);
       if (id >= 600)
-        kept.insert(path_key(path, id));
+        kept.insert(guard_key(path, 0, id));
     }
   // "a": ids 10 and 20 are old but their envelopes still wait.
   items.back().muts.push_back(
     put(db::journal, path_key("a", 10), bytes(journal_entry(10))));
   items.back().muts.push_back(
     put(db::journal, path_key("a", 20), bytes(journal_entry(20))));
-  kept.insert(path_key("a", 10));
-  kept.insert(path_key("a", 20));
+  kept.insert(guard_key("a", 0, 10));
+  kept.insert(guard_key("a", 0, 20));
   // "d": 100 records without a time (kept), then 100 old ones.
   for (uint64_t id = 1; id <= 200; ++id) {
     add("d", id, id <= 100 ? 0 : 1);
     if (id <= 100)
-      kept.insert(path_key("d", id));
+      kept.insert(guard_key("d", 0, id));
   }
   // "e": ids do not sort by time (a producer may choose its own); a new
   // one first does not keep the older ones after it.
   add("e", 1, 900);
   for (uint64_t id = 2; id <= 10; ++id)
     add("e", id, 1);
-  kept.insert(path_key("e", 1));
+  kept.insert(guard_key("e", 0, 1));
   ASSERT_TRUE(apply(*s, items).ok());
   s.reset(); // LMDB allows one environment handle per file and process
-  ASSERT_EQ(raw_env{dir_}.put("idempotency", path_key("a", 999999),
+  ASSERT_EQ(raw_env{dir_}.put("idempotency", guard_key("a", 0, 999999),
                               "not a record"),
             0);
-  kept.insert(path_key("a", 999999));
+  kept.insert(guard_key("a", 0, 999999));
   s = open();
   ASSERT_NE(s, nullptr);
   size_t total_records = 2 * 1000 + 200 + 10 + 1;
@@ -93,21 +93,21 @@ TEST_F(store_test, compaction_drops_old_idempotency_records_in_steps) {
   ASSERT_TRUE(s->compact_idempotency(1000, "", 100000, next, deleted).ok());
   EXPECT_EQ(deleted, 2u * 400 + 1);
   kept.clear();
-  kept.insert(path_key("a", 1000));
-  kept.insert(path_key("b/c", 1000));
-  kept.insert(path_key("a", 10));
-  kept.insert(path_key("a", 20));
-  kept.insert(path_key("a", 999999));
+  kept.insert(guard_key("a", 0, 1000));
+  kept.insert(guard_key("b/c", 0, 1000));
+  kept.insert(guard_key("a", 0, 10));
+  kept.insert(guard_key("a", 0, 20));
+  kept.insert(guard_key("a", 0, 999999));
   for (uint64_t id = 1; id <= 100; ++id)
-    kept.insert(path_key("d", id));
+    kept.insert(guard_key("d", 0, id));
   EXPECT_EQ(count(*s, db::idempotency), kept.size());
   // A compacted id is new again: its guard no longer stops it.
   std::vector<write_item> again(1);
-  again[0].guard = path_key("b/c", 1);
+  again[0].guard = guard_key("b/c", 0, 1);
   std::vector<write_result> res;
   ASSERT_TRUE(apply(*s, again, &res).ok());
   EXPECT_EQ(res, std::vector<write_result>{write_result::applied});
-  kept.insert(path_key("b/c", 1));
+  kept.insert(guard_key("b/c", 0, 1));
   // The survivors are exactly the expected keys.
   s.reset();
   raw_env raw{dir_};
@@ -137,7 +137,7 @@ TEST_F(store_test, replayed_envelope_keeps_its_guard_through_compaction) {
   rec.set_seq(5); // accepted at seq 5, then consumed as a dead letter
   rec.set_accepted_ms(1);
   std::vector<write_item> items(1);
-  items[0].guard = path_key("p", id);
+  items[0].guard = guard_key("p", 0, id);
   items[0].guard_value = bytes(rec);
   items[0].muts = {put(db::snapshots, "p", bytes(snap)),
                    mutation{mutation::op::append_dead_letter,
@@ -156,7 +156,7 @@ TEST_F(store_test, replayed_envelope_keeps_its_guard_through_compaction) {
   EXPECT_EQ(deleted, 0u);
   EXPECT_EQ(count(*s, db::idempotency), 1u);
   std::vector<write_item> again(1);
-  again[0].guard = path_key("p", id);
+  again[0].guard = guard_key("p", 0, id);
   std::vector<write_result> res;
   ASSERT_TRUE(apply(*s, again, &res).ok());
   EXPECT_EQ(res, std::vector<write_result>{write_result::duplicate});

@@ -23,7 +23,7 @@ mutation journal_agent(uint64_t next_seq) {
 
 /// A guard for message `id`, naming journal entry `seq`.
 mutation guard(uint64_t id, uint64_t seq) {
-  return put(db::idempotency, path_key(path, id), idempotency_value(seq));
+  return put(db::idempotency, guard_key(path, 0, id), idempotency_value(seq));
 }
 
 /// A dead letter of message `id`; `consumed` is the journal seq whose

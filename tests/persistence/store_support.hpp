@@ -78,11 +78,10 @@ private:
   int rc_ = 0;
 };
 
+/// `m` as the store keeps it (framed: see vigil/persistence/record.hpp).
 template <class Message>
 std::string bytes(const Message& m) {
-  std::string out;
-  m.SerializeToString(&out);
-  return out;
+  return encode_record(m);
 }
 
 inline records::JournalEntry journal_entry(uint64_t seq,

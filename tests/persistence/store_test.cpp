@@ -44,8 +44,9 @@ TEST_F(store_test, open_creates_the_databases_and_counts_boots) {
   auto rec = raw.get("meta", "format");
   ASSERT_TRUE(rec.has_value());
   records::Meta meta;
-  ASSERT_TRUE(meta.ParseFromString(*rec));
-  EXPECT_EQ(meta.format(), 1u);
+  ASSERT_EQ(decode_record(*rec, meta), record_fault::none);
+  EXPECT_EQ(meta.format(), 2u);
+  EXPECT_NE(meta.node_id(), 0u);
   EXPECT_EQ(meta.boots(), 3u);
   for (auto name : {"meta", "snapshots", "journal", "outbox", "idempotency",
                     "dead_letters"})
@@ -66,12 +67,13 @@ TEST_F(store_test, newer_format_is_refused) {
   auto st = store::open(options(), s);
   EXPECT_EQ(st.code(), store_errc::newer_format);
   EXPECT_EQ(st.message(), "data dir " + dir_
-                            + " has format 99; this vigil reads format <= 1: "
+                            + " has format 99; this vigil reads format <= 2: "
                               "upgrade vigil or use another --data-dir");
   EXPECT_EQ(s, nullptr);
   raw_env raw{dir_}; // untouched: still format 99, boot 7
   records::Meta meta;
-  ASSERT_TRUE(meta.ParseFromString(raw.get("meta", "format").value()));
+  ASSERT_EQ(decode_record(raw.get("meta", "format").value(), meta),
+            record_fault::none);
   EXPECT_EQ(meta.format(), 99u);
   EXPECT_EQ(meta.boots(), 7u);
 }
@@ -86,9 +88,10 @@ TEST_F(store_test, unparsable_meta_is_corrupt) {
   auto st = store::open(options(), s);
   EXPECT_EQ(st.code(), store_errc::corrupt);
   EXPECT_EQ(st.message(), "data dir " + dir_
-                            + " [meta] \"format\": the record does not parse "
-                              "as vigil.records.Meta: restore the data dir "
-                              "from a backup or use another --data-dir");
+                            + " [meta] \"format\": neither a framed record "
+                              "nor a format 1 vigil.records.Meta: restore the "
+                              "data dir from a backup or use another "
+                              "--data-dir");
 }
 
 TEST_F(store_test, foreign_data_file_is_corrupt) {
@@ -195,10 +198,10 @@ TEST_F(store_test, guarded_duplicate_applies_nothing) {
   auto s = open();
   ASSERT_NE(s, nullptr);
   std::vector<write_item> items(3);
-  items[0].guard = path_key("a", 100);
+  items[0].guard = guard_key("a", 0, 100);
   items[0].guard_value = "first";
   items[0].muts = {put(db::journal, path_key("a", 1), bytes(journal_entry(1)))};
-  items[1].guard = path_key("a", 100); // same message id in the same batch
+  items[1].guard = guard_key("a", 0, 100); // same message id in the same batch
   items[1].guard_value = "second";
   items[1].muts = {put(db::journal, path_key("a", 2), bytes(journal_entry(2)))};
   items[2].muts = {put(db::journal, path_key("b", 1), bytes(journal_entry(1)))};
@@ -209,7 +212,7 @@ TEST_F(store_test, guarded_duplicate_applies_nothing) {
                                             write_result::applied}));
   // And again in a later batch.
   std::vector<write_item> again(1);
-  again[0].guard = path_key("a", 100);
+  again[0].guard = guard_key("a", 0, 100);
   again[0].muts = {put(db::journal, path_key("a", 3), bytes(journal_entry(3)))};
   ASSERT_TRUE(apply(*s, again, &res).ok());
   EXPECT_EQ(res, std::vector<write_result>{write_result::duplicate});
@@ -414,7 +417,7 @@ TEST_F(store_test, corrupt_records_are_quarantined_once) {
                   .ok());
   }
   auto newer = journal_entry(5);
-  newer.set_format(2);
+  newer.set_format(3);
   {
     raw_env raw{dir_};
     ASSERT_EQ(raw.rc(), 0);
@@ -442,12 +445,13 @@ TEST_F(store_test, corrupt_records_are_quarantined_once) {
   };
   std::vector<expected> want{
     {db::snapshots, "c", "c", garbage,
-     "corrupt record in snapshots: does not parse as vigil.records.Snapshot"},
+     "corrupt record in snapshots: no record frame (first byte 0xff, "
+     "expected 0x02): bare bytes, as format 1 wrote them, or damage"},
     {db::journal, path_key("a", 3), "a", garbage,
-     "corrupt record in journal: does not parse as "
-     "vigil.records.JournalEntry"},
+     "corrupt record in journal: no record frame (first byte 0xff, "
+     "expected 0x02): bare bytes, as format 1 wrote them, or damage"},
     {db::journal, path_key("b", 5), "b", bytes(newer),
-     "record in journal has format 2; this vigil reads format <= 1"},
+     "record in journal has format 3; this vigil reads format <= 2"},
     {db::outbox, "bad-key", "", "x",
      "corrupt record in outbox: malformed key (expected <path>\\0<8-byte "
      "seq>)"},
@@ -560,6 +564,25 @@ TEST(store_keys, path_key_round_trips_and_rejects_malformed_keys) {
   EXPECT_FALSE(split_path_key("inv/a", path, n));
   EXPECT_FALSE(split_path_key(std::string(8, '\0'), path, n));
   EXPECT_FALSE(split_path_key("inv/a-12345678", path, n));
+}
+
+TEST(store_keys, guard_key_round_trips_and_rejects_malformed_keys) {
+  auto key = guard_key("inv/a", 0x1112131415161718, 0x0102030405060708);
+  EXPECT_EQ(key, std::string("inv/a\0\x11\x12\x13\x14\x15\x16\x17\x18"
+                             "\x01\x02\x03\x04\x05\x06\x07\x08",
+                             22));
+  std::string_view path;
+  uint64_t origin = 0;
+  uint64_t id = 0;
+  ASSERT_TRUE(split_guard_key(key, path, origin, id));
+  EXPECT_EQ(path, "inv/a");
+  EXPECT_EQ(origin, 0x1112131415161718u);
+  EXPECT_EQ(id, 0x0102030405060708u);
+  // Same id, other origin: another key.
+  EXPECT_NE(guard_key("inv/a", 1, 5), guard_key("inv/a", 2, 5));
+  // A format 1 key (path\0id) is not a guard key.
+  EXPECT_FALSE(split_guard_key(path_key("inv/a", 5), path, origin, id));
+  EXPECT_FALSE(split_guard_key(std::string(16, '\0'), path, origin, id));
 }
 
 TEST(store_keys, names_round_trip) {

@@ -93,10 +93,14 @@ accepted_ids(const std::string& dir) {
     for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
       std::string_view path;
+      uint64_t origin = 0;
       uint64_t id = 0;
-      if (split_path_key({static_cast<const char*>(k.mv_data), k.mv_size},
-                         path, id))
+      if (split_guard_key({static_cast<const char*>(k.mv_data), k.mv_size},
+                          path, origin, id))
         out.emplace(std::string{path}, id);
+      else
+        ADD_FAILURE() << "malformed idempotency key of " << k.mv_size
+                      << " bytes in " << dir;
     }
     mdb_cursor_close(c);
   }

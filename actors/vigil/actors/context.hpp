@@ -49,6 +49,17 @@ struct call_options {
   /// its own crash, say) sets a stable id, so that a `journal` receiver
   /// applies the message once.
   uint64_t message_id = 0;
+  /// With `message_id`: the node that minted it (`envelope::origin`), or 0
+  /// for an id the caller chose itself. To send on a message under the id
+  /// it arrived with, copy both: `id = cur->id; origin = cur->origin`.
+  uint64_t message_origin = 0;
+
+  /// Sends under the id (and origin) of `e`: a resend of `e`'s message.
+  call_options& same_id_as(const envelope& e) noexcept {
+    message_id = e.id;
+    message_origin = e.origin;
+    return *this;
+  }
 };
 
 /// A stable reference to the agent at a path: the path plus the cell that

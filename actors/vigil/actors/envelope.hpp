@@ -29,18 +29,50 @@ struct envelope {
   /// Flag bits.
   static constexpr uint32_t degraded_flag = 1u;
 
+  /// W3C trace flag: sampled.
+  static constexpr uint8_t sampled_flag = 1u;
+
   symbol type;                 ///< Protobuf full name of the payload.
   std::string payload;         ///< Serialized Protobuf bytes.
-  uint64_t id = 0;             ///< Message id, unique per node.
+  /// Message id. (origin, id) is unique across nodes: `origin` is the node
+  /// that minted the id (its data dir's random node id), or 0 when the
+  /// caller chose the id (`send_options::message_id`) or the envelope was
+  /// written by data dir format 1. Idempotency is keyed by both.
+  uint64_t id = 0;
+  uint64_t origin = 0;
   std::string idempotency_key; ///< Stable across retries of one logical call.
   int64_t deadline = 0;        ///< Actor-clock nanoseconds; 0 = no deadline.
-  uint64_t trace_id = 0;       ///< Shared by every envelope of one trace.
+  /// W3C trace context: the 128-bit trace id is trace_id_high:trace_id,
+  /// shared by every envelope of one trace; `span_id` is the span that sent
+  /// this envelope (W3C parent-id; 0 for a root); `trace_flags` are W3C's.
+  uint64_t trace_id = 0;
+  uint64_t trace_id_high = 0;
+  uint64_t span_id = 0;
   std::string sender;          ///< Sender path; empty for external callers.
   uint32_t attempt = 1;        ///< 1 for the first delivery.
+  /// Retries that calls made on behalf of this envelope may still spend
+  /// (nested retries draw from one budget instead of multiplying); 0 = none
+  /// set. Envelopes sent by a handler inherit it.
+  uint32_t attempt_budget = 0;
   uint32_t flags = 0;          ///< `degraded_flag` on stand-in replies.
+  uint8_t trace_flags = 0;     ///< W3C trace flags (`sampled_flag`).
 
   bool degraded() const noexcept {
     return (flags & degraded_flag) != 0;
+  }
+
+  /// The id of the span that handles this delivery of the envelope: the
+  /// `span_id` of every envelope its handler sends. Derived from (origin,
+  /// id, attempt), so it needs no state and differs per delivery attempt;
+  /// never 0 (W3C forbids an all-zero span id).
+  uint64_t handling_span() const noexcept {
+    // splitmix64's finalizer over the three fields.
+    uint64_t z = id ^ (origin * 0x9e3779b97f4a7c15ull)
+                 ^ (uint64_t{attempt} << 48);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return z != 0 ? z : 1;
   }
 };
 
@@ -67,8 +99,9 @@ inspect(Inspector& f, symbol& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, envelope& x) {
   return f(caf::meta::type_name("vigil.envelope"), x.type, x.payload, x.id,
-           x.idempotency_key, x.deadline, x.attempt, x.trace_id, x.sender,
-           x.flags);
+           x.origin, x.idempotency_key, x.deadline, x.attempt,
+           x.attempt_budget, x.trace_id, x.trace_id_high, x.span_id,
+           x.trace_flags, x.sender, x.flags);
 }
 
 } // namespace vigil

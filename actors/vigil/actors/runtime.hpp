@@ -42,7 +42,9 @@ public:
 
   explicit runtime(registry types,
                    size_t dead_letter_cap = default_dead_letter_cap)
-    : types_(std::move(types)), dead_cap_(dead_letter_cap) {
+    : types_(std::move(types)),
+      node_id_(random_node_id()),
+      dead_cap_(dead_letter_cap) {
     // nop
   }
 
@@ -53,8 +55,42 @@ public:
   /// Next message id: unique per node and monotonic. With a data dir, ids
   /// start at `boots << 40`, so they stay unique across restarts of the
   /// node and a journal agent can tell a redelivery from a new message.
+  /// (origin = `node_id()`, id) is unique across nodes.
   uint64_t next_id() noexcept {
     return ids_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  /// The origin of the ids this node mints: its data dir's node id, or a
+  /// random one per runtime without a data dir. Never 0.
+  uint64_t node_id() const noexcept {
+    return node_id_;
+  }
+
+  /// Gives a new envelope its identity and trace context. `message_id` 0
+  /// mints (origin = node_id()); otherwise the caller's (`origin`, id).
+  /// With `parent` (the envelope whose handler sends `e`), `e` joins its
+  /// trace: same trace id and flags, span id = the parent's handling span,
+  /// and the parent's attempt budget. Without, `e` starts a trace whose id
+  /// is node_id():id.
+  void stamp(envelope& e, uint64_t message_id, uint64_t origin,
+             const envelope* parent) noexcept {
+    if (message_id != 0) {
+      e.id = message_id;
+      e.origin = origin;
+    } else {
+      e.id = next_id();
+      e.origin = node_id_;
+    }
+    if (parent != nullptr) {
+      e.trace_id = parent->trace_id;
+      e.trace_id_high = parent->trace_id_high;
+      e.trace_flags = parent->trace_flags;
+      e.span_id = parent->handling_span();
+      e.attempt_budget = parent->attempt_budget;
+    } else {
+      e.trace_id = e.id;
+      e.trace_id_high = node_id_;
+    }
   }
 
   /// Counts one envelope handled by an agent (for progress reports).
@@ -131,6 +167,7 @@ public:
 private:
   registry types_;
   std::atomic<uint64_t> ids_{1};
+  uint64_t node_id_;
   alignas(64) std::atomic<uint64_t> handled_{0};
   std::atomic<uint64_t> restarts_{0};
   mutable std::shared_mutex dir_mtx_;

@@ -83,9 +83,13 @@ struct owner_ref {
 /// durable throughput from about 220k to 145k envelopes/s (commits rose
 /// from 1,004 to about 1,600 for the same million items, as the writer
 /// starved). cell_durable.cpp asserts that the two stay in one class.
+/// Data dir format 2 grew the envelope by 32 bytes (origin, trace context,
+/// attempt budget), which moved the envelope message up one class;
+/// `reserved_` moves this message along with it.
 struct owned_write {
   owner_ref owner;
   write_item item;
+  uint64_t reserved_[3] = {};
 };
 
 /// What a fence grants: the epoch, and the path's records (snapshot,

@@ -14,6 +14,7 @@ enum class store_errc : uint8_t {
   io,           ///< The data dir cannot be created, opened or written.
   locked,       ///< Another live node holds the data dir.
   newer_format, ///< Written by a newer vigil.
+  older_format, ///< Written by an older vigil; opening it to write upgrades it.
   map_full,     ///< The map reached `max_map_size`.
   corrupt,      ///< A record or the environment itself is damaged.
   not_found,

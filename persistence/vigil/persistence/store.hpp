@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "vigil/persistence/record.hpp"
 #include "vigil/persistence/status.hpp"
 #include "vigil/store.pb.h"
 
@@ -44,7 +45,7 @@ enum class db : uint8_t {
   snapshots,    ///< path -> Snapshot
   journal,      ///< path\0seq -> JournalEntry
   outbox,       ///< path\0seq -> OutboxEntry
-  idempotency,  ///< path\0id -> IdempotencyRecord
+  idempotency,  ///< path\0origin id -> IdempotencyRecord (guard_key)
   dead_letters, ///< seq -> DeadLetter
 };
 constexpr size_t db_count = 6;
@@ -105,6 +106,18 @@ std::string idempotency_value(uint64_t seq);
 bool split_path_key(std::string_view key, std::string_view& path,
                     uint64_t& n) noexcept;
 
+/// A random node id, never 0 (Meta.node_id of a new data dir; the origin
+/// of a node without one).
+uint64_t random_node_id();
+
+/// The idempotency key of message (origin, id) at `path`:
+/// `path\0origin id`, both big-endian.
+std::string guard_key(std::string_view path, uint64_t origin, uint64_t id);
+
+/// Splits a key made by `guard_key`; false if it is malformed.
+bool split_guard_key(std::string_view key, std::string_view& path,
+                     uint64_t& origin, uint64_t& id) noexcept;
+
 /// One node's LMDB environment: a data directory with an exclusive lock
 /// file, the six named databases, and the format/boot record.
 ///
@@ -119,11 +132,14 @@ bool split_path_key(std::string_view key, std::string_view& path,
 /// codes are translated only in `check` (src/lmdb.cpp).
 class store {
 public:
-  /// The newest record format this build reads and the one it writes.
-  static constexpr uint32_t format = 1;
+  /// The data dir format this build reads and writes (Meta.format; the
+  /// history is in proto/vigil/store.proto). `open` upgrades format 1.
+  static constexpr uint32_t format = 2;
 
   /// Opens (or creates) the environment in `opts.dir` and increments the
-  /// boot counter. Fails with `locked` if another live process holds the
+  /// boot counter. A data dir of format 1 is upgraded to this format in the
+  /// same transaction (every value framed, idempotency keys re-keyed); if
+  /// that fails, nothing of it is committed. Fails with `locked` if another live process holds the
   /// directory, `newer_format` if it was written by a newer vigil, `io` if
   /// the directory cannot be created or written.
   static status open(const store_options& opts, std::unique_ptr<store>& out);
@@ -142,6 +158,16 @@ public:
 
   /// The boot counter after this open (1 for a new data dir).
   uint64_t boots() const noexcept;
+
+  /// The data dir's node id (Meta.node_id): random, never 0, made when the
+  /// data dir was created or upgraded from format 1. The origin of the
+  /// message ids the node mints.
+  uint64_t node_id() const noexcept;
+
+  /// The format this open upgraded the data dir from (0: it was current),
+  /// and the number of records the upgrade rewrote.
+  uint32_t upgraded_from() const noexcept;
+  size_t upgraded_records() const noexcept;
 
   /// The current map size in bytes (grows on MDB_MAP_FULL).
   size_t map_size() const noexcept;
