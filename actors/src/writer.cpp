@@ -10,6 +10,7 @@
 #include <caf/all.hpp>
 
 #include "vigil/actors/error.hpp"
+#include "vigil/actors/recovery_table.hpp"
 
 namespace vigil {
 
@@ -103,13 +104,7 @@ public:
         return fence(std::move(path), prev);
       },
       [this](release_atom, std::string& path) { release(path); },
-      [this](orphans_atom) {
-        std::vector<std::string> out;
-        for (auto& kvp : boot_)
-          out.push_back(kvp.first);
-        boot_.clear();
-        return out;
-      },
+      [this](orphans_atom) { return boot_.take_unclaimed(); },
       // From itself (anonymous) or from a node that waits for a flush.
       [this](flush_atom) {
         flush_pending_ = false;
@@ -279,9 +274,8 @@ private:
              caf::response_promise& rp) {
     fence_grant g;
     g.owner = own;
-    if (auto i = boot_.find(path); i != boot_.end()) {
-      g.view = std::move(i->second);
-      boot_.erase(i);
+    if (boot_.claim(path, g.view)) {
+      // nop: nothing of the path was written since the start read it
     } else if (auto st = st_->load(path, g.view)) {
       g.error = st.message();
     }
@@ -393,7 +387,7 @@ private:
   bool flush_pending_ = false;
   /// What recovery read at the node's start, by path, until a fence claims
   /// it or the node asks for the orphans.
-  std::map<std::string, recovered_agent> boot_;
+  recovery_table boot_;
   /// The slot of every path that a live cell fenced, by path; the slots
   /// themselves by index (see owner_ref), and the free indexes.
   std::unordered_map<std::string, uint32_t> slots_;

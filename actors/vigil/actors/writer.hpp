@@ -147,8 +147,8 @@ using crash_atom = caf::atom_constant<caf::atom("vcrash")>;
 /// batch is full, when its mailbox runs empty, or after `max_latency`; only
 /// then it acknowledges each item to its sender. A failed commit
 /// acknowledges every item of the batch with `storage_failed`. `found` is
-/// what `store::recover` read at the node's start; it answers the first
-/// fence of each path.
+/// what `store::recover` read at the node's start; the writer keeps it in a
+/// `recovery_table`, which answers the first fence of each path.
 caf::actor spawn_writer(caf::actor_system& sys, std::shared_ptr<store> st,
                         writer_options opts,
                         std::map<std::string, recovered_agent> found = {});
