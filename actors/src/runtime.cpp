@@ -5,6 +5,7 @@
 #include <caf/all.hpp>
 
 #include "durable.hpp"
+#include "vigil/actors/local_directory.hpp"
 #include "vigil/actors/writer.hpp"
 
 namespace vigil {
@@ -17,68 +18,15 @@ std::vector<std::string> registry::names() const {
   return out;
 }
 
-void runtime::bind(const std::string& path, caf::actor cell) {
-  std::unique_lock<std::shared_mutex> guard{dir_mtx_};
-  dir_[path] = std::move(cell);
-  // Handles to the cell bound before fall back to the path.
-  if (auto h = handles_.find(path); h != handles_.end()) {
-    h->second->live.store(false, std::memory_order_release);
-    handles_.erase(h);
-  }
+runtime::runtime(registry types, size_t dead_letter_cap,
+                 std::unique_ptr<directory> dir)
+  : types_(std::move(types)),
+    dir_(dir ? std::move(dir) : std::make_unique<local_directory>()),
+    dead_cap_(dead_letter_cap) {
+  // nop
 }
 
-void runtime::unbind(const std::string& path, const caf::actor& cell) {
-  std::unique_lock<std::shared_mutex> guard{dir_mtx_};
-  auto i = dir_.find(path);
-  if (i != dir_.end() && i->second == cell) {
-    dir_.erase(i);
-    if (auto h = handles_.find(path); h != handles_.end()) {
-      h->second->live.store(false, std::memory_order_release);
-      handles_.erase(h);
-    }
-  }
-}
-
-caf::actor runtime::lookup(std::string_view path) const {
-  std::shared_lock<std::shared_mutex> guard{dir_mtx_};
-  auto i = dir_.find(path);
-  return i != dir_.end() ? i->second : caf::actor{};
-}
-
-std::shared_ptr<const detail::binding>
-runtime::binding_of(std::string_view path) const {
-  {
-    std::shared_lock<std::shared_mutex> guard{dir_mtx_};
-    auto i = dir_.find(path);
-    if (i == dir_.end())
-      return nullptr;
-    if (auto h = handles_.find(path); h != handles_.end())
-      return h->second; // bind and unbind keep it current
-  }
-  // The first resolve of this binding: make it.
-  std::unique_lock<std::shared_mutex> guard{dir_mtx_};
-  auto i = dir_.find(path);
-  if (i == dir_.end())
-    return nullptr;
-  auto h = handles_.find(path);
-  if (h == handles_.end())
-    h = handles_
-          .emplace(std::string{path},
-                   std::make_shared<detail::binding>(i->second))
-          .first;
-  return h->second;
-}
-
-std::vector<std::string> runtime::paths() const {
-  std::vector<std::string> out;
-  {
-    std::shared_lock<std::shared_mutex> guard{dir_mtx_};
-    for (auto& kvp : dir_)
-      out.push_back(kvp.first);
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
+runtime::~runtime() = default;
 
 void runtime::attach_store(std::shared_ptr<store> st, caf::actor writer) {
   ids_.store((st->boots() << 40) + 1);

@@ -1,20 +1,18 @@
 #pragma once
 
 #include <atomic>
-#include <functional>
-#include <map>
 #include <cstdint>
+#include <deque>
+#include <memory>
 #include <mutex>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
-#include <deque>
 
 #include <caf/actor.hpp>
 
 #include "vigil/actors/agent.hpp"
+#include "vigil/actors/directory.hpp"
 #include "vigil/actors/envelope.hpp"
 #include "vigil/actors/registry.hpp"
 #include "vigil/persistence/store.hpp"
@@ -30,7 +28,9 @@ struct dead_letter {
 };
 
 /// Node-wide state shared by every cell and supervisor of one node: the agent
-/// registry, the path directory and the dead letters.
+/// registry, the path directory (`dir`, a `local_directory` unless one is
+/// injected; `bind`, `unbind`, `lookup`, `binding_of` and `paths` are
+/// forwarded to it) and the dead letters.
 ///
 /// Thread-safe. Owned by the node through a shared_ptr that every actor of the
 /// node holds, so it outlives them all.
@@ -40,11 +40,12 @@ public:
   /// counted); durable dead letters in LMDB come with the persistence layer.
   static constexpr size_t default_dead_letter_cap = 100000;
 
+  /// `dir` null: a `local_directory`.
   explicit runtime(registry types,
-                   size_t dead_letter_cap = default_dead_letter_cap)
-    : types_(std::move(types)), dead_cap_(dead_letter_cap) {
-    // nop
-  }
+                   size_t dead_letter_cap = default_dead_letter_cap,
+                   std::unique_ptr<directory> dir = nullptr);
+
+  ~runtime();
 
   const registry& types() const noexcept {
     return types_;
@@ -95,22 +96,42 @@ public:
     return writer_;
   }
 
-  /// Binds `path` to the cell that hosts the agent there; a binding of
-  /// another cell is replaced (handles to it fall back to the path).
-  void bind(const std::string& path, caf::actor cell);
+  // -- the path directory -----------------------------------------------------
 
-  /// Removes `path` if it is still bound to `cell`.
-  void unbind(const std::string& path, const caf::actor& cell);
+  /// The directory this runtime resolves paths in.
+  directory& dir() noexcept {
+    return *dir_;
+  }
 
-  /// The cell at `path`, or an invalid handle.
-  caf::actor lookup(std::string_view path) const;
+  const directory& dir() const noexcept {
+    return *dir_;
+  }
 
-  /// The binding at `path` (for a `handle`), or nullptr.
+  /// See directory::bind.
+  void bind(const std::string& path, caf::actor cell) {
+    dir_->bind(path, std::move(cell));
+  }
+
+  /// See directory::unbind.
+  void unbind(const std::string& path, const caf::actor& cell) {
+    dir_->unbind(path, cell);
+  }
+
+  /// See directory::lookup.
+  caf::actor lookup(std::string_view path) const {
+    return dir_->lookup(path);
+  }
+
+  /// See directory::binding_of.
   std::shared_ptr<const detail::binding>
-  binding_of(std::string_view path) const;
+  binding_of(std::string_view path) const {
+    return dir_->binding_of(path);
+  }
 
-  /// Every bound path, sorted.
-  std::vector<std::string> paths() const;
+  /// See directory::paths.
+  std::vector<std::string> paths() const {
+    return dir_->paths();
+  }
 
   /// Records a dead letter (and, with a data dir, writes it to LMDB).
   /// `persist` false: the caller writes it to LMDB itself (atomically with
@@ -133,16 +154,7 @@ private:
   std::atomic<uint64_t> ids_{1};
   alignas(64) std::atomic<uint64_t> handled_{0};
   std::atomic<uint64_t> restarts_{0};
-  mutable std::shared_mutex dir_mtx_;
-  // Ordered with a transparent comparator: lookups by string_view allocate
-  // nothing.
-  std::map<std::string, caf::actor, std::less<>> dir_;
-  // The bindings that handles hold, made on the first resolve of a path
-  // only: an agent never resolved pays no allocation for one (a node may
-  // bind a million paths). Guarded by dir_mtx_.
-  mutable std::map<std::string, std::shared_ptr<detail::binding>,
-                   std::less<>>
-    handles_;
+  std::unique_ptr<directory> dir_;
   mutable std::mutex dl_mtx_;
   size_t dead_cap_;
   uint64_t dead_seq_ = 0;
