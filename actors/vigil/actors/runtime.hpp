@@ -2,9 +2,7 @@
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -12,6 +10,7 @@
 #include <caf/actor.hpp>
 
 #include "vigil/actors/agent.hpp"
+#include "vigil/actors/dead_letter_log.hpp"
 #include "vigil/actors/directory.hpp"
 #include "vigil/actors/envelope.hpp"
 #include "vigil/actors/registry.hpp"
@@ -19,26 +18,20 @@
 
 namespace vigil {
 
-/// An envelope that could not be delivered or processed, with its reason.
-struct dead_letter {
-  uint64_t seq = 0;   ///< Order of arrival in this node's dead letters.
-  std::string path;   ///< The agent it was addressed to.
-  envelope env;       ///< The envelope as it was last delivered.
-  std::string reason; ///< Why it is here, e.g. "poison_message: ...".
-};
-
 /// Node-wide state shared by every cell and supervisor of one node: the agent
 /// registry, the path directory (`dir`, a `local_directory` unless one is
 /// injected; `bind`, `unbind`, `lookup`, `binding_of` and `paths` are
-/// forwarded to it) and the dead letters.
+/// forwarded to it) and the dead letters (`dead_log`, a `dead_letter_log`;
+/// `add_dead_letter` and its readers are forwarded to it).
 ///
 /// Thread-safe. Owned by the node through a shared_ptr that every actor of the
 /// node holds, so it outlives them all.
 class runtime {
 public:
   /// In-memory dead letters kept before the oldest are dropped (and
-  /// counted); durable dead letters in LMDB come with the persistence layer.
-  static constexpr size_t default_dead_letter_cap = 100000;
+  /// counted); every one of them also goes to LMDB with a data dir.
+  static constexpr size_t default_dead_letter_cap =
+    dead_letter_log::default_cap;
 
   /// `dir` null: a `local_directory`.
   explicit runtime(registry types,
@@ -133,21 +126,38 @@ public:
     return dir_->paths();
   }
 
-  /// Records a dead letter (and, with a data dir, writes it to LMDB).
-  /// `persist` false: the caller writes it to LMDB itself (atomically with
-  /// other changes). `journal`: the caller is the cell of a journal agent
-  /// at `path` (a replay needs to know the path's mode).
+  // -- dead letters -----------------------------------------------------------
+
+  /// The node's dead letters.
+  dead_letter_log& dead_log() noexcept {
+    return dead_;
+  }
+
+  const dead_letter_log& dead_log() const noexcept {
+    return dead_;
+  }
+
+  /// See dead_letter_log::add.
   void add_dead_letter(std::string path, envelope env, std::string reason,
-                       bool persist = true, bool journal = false);
+                       bool persist = true, bool journal = false) {
+    dead_.add(std::move(path), std::move(env), std::move(reason), persist,
+              journal);
+  }
 
-  /// A copy of all dead letters, oldest first.
-  std::vector<dead_letter> dead_letters() const;
+  /// A copy of all dead letters in memory, oldest first.
+  std::vector<dead_letter> dead_letters() const {
+    return dead_.snapshot();
+  }
 
-  /// Number of dead letters held now.
-  size_t dead_letter_count() const;
+  /// Number of dead letters held in memory now.
+  size_t dead_letter_count() const {
+    return dead_.size();
+  }
 
   /// Number of dead letters dropped because the cap was reached.
-  size_t dead_letters_dropped() const;
+  size_t dead_letters_dropped() const {
+    return dead_.dropped();
+  }
 
 private:
   registry types_;
@@ -155,11 +165,7 @@ private:
   alignas(64) std::atomic<uint64_t> handled_{0};
   std::atomic<uint64_t> restarts_{0};
   std::unique_ptr<directory> dir_;
-  mutable std::mutex dl_mtx_;
-  size_t dead_cap_;
-  uint64_t dead_seq_ = 0;
-  size_t dead_dropped_ = 0;
-  std::deque<dead_letter> dead_;
+  dead_letter_log dead_;
   std::shared_ptr<store> store_;
   caf::actor writer_;
 };
