@@ -13,9 +13,11 @@ void dead_letter_log::add(std::string path, envelope env, std::string reason,
     caf::anon_send(
       writer_, write_atom::value, uint64_t{0},
       owned_write{{}, detail::dead_letter_item(path, env, reason, journal)});
+  counters::bump(stats_.dead_letters);
   std::lock_guard<std::mutex> guard{mtx_};
   if (cap_ == 0 || letters_.size() >= cap_) {
     ++dropped_;
+    counters::bump(stats_.dead_letters_dropped);
     if (letters_.empty())
       return;
     letters_.pop_front();

@@ -17,8 +17,9 @@ std::vector<std::string> registry::names() const {
 runtime::runtime(registry types, size_t dead_letter_cap,
                  std::unique_ptr<directory> dir)
   : types_(std::move(types)),
+    stats_(std::make_shared<counters>()),
     dir_(dir ? std::move(dir) : std::make_unique<local_directory>()),
-    dead_(dead_letter_cap) {
+    dead_(*stats_, dead_letter_cap) {
   // nop
 }
 

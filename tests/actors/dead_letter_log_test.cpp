@@ -1,6 +1,6 @@
-// vigil::dead_letter_log on its own: the in-memory cap, drop counting,
-// sequence numbers, concurrent adds, and the durable copy through a real
-// writer on a real LMDB data dir.
+// vigil::dead_letter_log on its own: the in-memory cap, drop counting in
+// the node's counters, sequence numbers, concurrent adds, and the durable
+// copy through a real writer on a real LMDB data dir.
 
 #include <gtest/gtest.h>
 
@@ -30,7 +30,8 @@ envelope env_with_id(uint64_t id) {
 }
 
 TEST(dead_letter_log_test, keeps_every_letter_below_the_cap_in_order) {
-  dead_letter_log log{10};
+  counters c;
+  dead_letter_log log{c, 10};
   log.add("a", env_with_id(1), "r1");
   log.add("b", env_with_id(2), "r2", false, true);
   auto all = log.snapshot();
@@ -43,10 +44,13 @@ TEST(dead_letter_log_test, keeps_every_letter_below_the_cap_in_order) {
   EXPECT_EQ(all[1].path, "b");
   EXPECT_EQ(log.size(), 2u);
   EXPECT_EQ(log.dropped(), 0u);
+  EXPECT_EQ(c.dead_letters.load(), 2u);
+  EXPECT_EQ(c.dead_letters_dropped.load(), 0u);
 }
 
 TEST(dead_letter_log_test, drops_the_oldest_past_the_cap_and_counts_them) {
-  dead_letter_log log{3};
+  counters c;
+  dead_letter_log log{c, 3};
   EXPECT_EQ(log.cap(), 3u);
   for (uint64_t i = 1; i <= 5; ++i)
     log.add("a/b", env_with_id(i), "reason " + std::to_string(i));
@@ -58,19 +62,25 @@ TEST(dead_letter_log_test, drops_the_oldest_past_the_cap_and_counts_them) {
   EXPECT_EQ(all.back().seq, 5u);
   EXPECT_EQ(all.back().reason, "reason 5");
   EXPECT_EQ(log.dropped(), 2u);
+  EXPECT_EQ(c.dead_letters.load(), 5u);
+  EXPECT_EQ(c.dead_letters_dropped.load(), 2u);
 }
 
 TEST(dead_letter_log_test, a_cap_of_zero_keeps_none_and_counts_each) {
-  dead_letter_log log{0};
+  counters c;
+  dead_letter_log log{c, 0};
   log.add("a", env_with_id(1), "r");
   log.add("a", env_with_id(2), "r");
   EXPECT_EQ(log.size(), 0u);
   EXPECT_TRUE(log.snapshot().empty());
   EXPECT_EQ(log.dropped(), 2u);
+  EXPECT_EQ(c.dead_letters_dropped.load(), 2u);
+  EXPECT_EQ(c.dead_letters.load(), 2u);
 }
 
 TEST(dead_letter_log_test, a_snapshot_is_a_copy) {
-  dead_letter_log log{4};
+  counters c;
+  dead_letter_log log{c, 4};
   log.add("a", env_with_id(1), "r");
   auto copy = log.snapshot();
   copy[0].reason = "changed";
@@ -80,7 +90,8 @@ TEST(dead_letter_log_test, a_snapshot_is_a_copy) {
 }
 
 TEST(dead_letter_log_test, concurrent_adds_lose_no_count) {
-  dead_letter_log log{100};
+  counters c;
+  dead_letter_log log{c, 100};
   constexpr int threads = 4;
   constexpr int per_thread = 2000;
   std::vector<std::thread> ts;
@@ -94,6 +105,8 @@ TEST(dead_letter_log_test, concurrent_adds_lose_no_count) {
   constexpr uint64_t total = threads * per_thread;
   EXPECT_EQ(log.size(), 100u);
   EXPECT_EQ(log.dropped(), total - 100);
+  EXPECT_EQ(c.dead_letters.load(), total);
+  EXPECT_EQ(c.dead_letters_dropped.load(), total - 100);
   auto all = log.snapshot();
   EXPECT_EQ(all.back().seq, total) << "every letter got the next seq";
   for (size_t i = 1; i < all.size(); ++i)
@@ -130,10 +143,11 @@ public:
   caf::actor_system sys;
   std::shared_ptr<store> st;
   caf::actor w;
+  counters c;
 };
 
 TEST_F(dead_letter_log_writer_test, without_a_writer_nothing_is_written) {
-  dead_letter_log log{10};
+  dead_letter_log log{c, 10};
   log.add("mem", env_with_id(1), "kept in memory only");
   // Attached afterwards: the next letter is the first that reaches LMDB.
   log.attach(w);
@@ -146,7 +160,7 @@ TEST_F(dead_letter_log_writer_test, without_a_writer_nothing_is_written) {
 }
 
 TEST_F(dead_letter_log_writer_test, persist_false_leaves_lmdb_to_the_caller) {
-  dead_letter_log log{10};
+  dead_letter_log log{c, 10};
   log.attach(w);
   log.add("caller", env_with_id(1), "written by its cell", false);
   // Sent after it from this thread: once it is on disk, the first letter
@@ -163,7 +177,7 @@ TEST_F(dead_letter_log_writer_test, persist_false_leaves_lmdb_to_the_caller) {
 }
 
 TEST_F(dead_letter_log_writer_test, lmdb_keeps_letters_past_the_cap) {
-  dead_letter_log log{1};
+  dead_letter_log log{c, 1};
   log.attach(w);
   for (uint64_t i = 1; i <= 3; ++i)
     log.add("p", env_with_id(i), "r" + std::to_string(i));
@@ -173,6 +187,7 @@ TEST_F(dead_letter_log_writer_test, lmdb_keeps_letters_past_the_cap) {
   EXPECT_EQ(all[2].reason(), "r3");
   ASSERT_EQ(log.size(), 1u);
   EXPECT_EQ(log.snapshot()[0].reason, "r3");
+  EXPECT_EQ(c.dead_letters_dropped.load(), 2u);
 }
 
 } // namespace

@@ -9,6 +9,7 @@
 
 #include <caf/actor.hpp>
 
+#include "vigil/actors/counters.hpp"
 #include "vigil/actors/envelope.hpp"
 
 namespace vigil {
@@ -25,8 +26,9 @@ struct dead_letter {
 /// data dir) every one of them in LMDB through the node's writer.
 ///
 /// In memory, a new letter past the cap drops the oldest one and counts
-/// it (`dropped`). A cap of 0 keeps none in memory (each one is counted as
-/// dropped). Sequence numbers start at 1 and count every letter
+/// it in `counters::dead_letters_dropped`; every letter recorded counts in
+/// `counters::dead_letters`. A cap of 0 keeps none in memory (each one is
+/// counted as dropped). Sequence numbers start at 1 and count every letter
 /// kept in memory, so they show arrival order and gaps show nothing.
 ///
 /// Durable copies: after `attach`, `add` with `persist` sends one unfenced
@@ -35,13 +37,14 @@ struct dead_letter {
 /// `vigil inspect` and `vigil dead-letters` read them there.
 ///
 /// Thread-safe: any actor may add and read at any time. `attach` is not:
-/// call it before any actor of the node runs.
+/// call it before any actor of the node runs. `stats` must outlive the log.
 class dead_letter_log {
 public:
   /// In-memory dead letters kept before the oldest are dropped.
   static constexpr size_t default_cap = 100000;
 
-  explicit dead_letter_log(size_t cap = default_cap) : cap_(cap) {
+  explicit dead_letter_log(counters& stats, size_t cap = default_cap)
+    : stats_(stats), cap_(cap) {
     // nop
   }
 
@@ -66,7 +69,7 @@ public:
   /// Number of letters in memory now.
   size_t size() const;
 
-  /// Letters dropped from memory so far.
+  /// Letters dropped from memory so far (also in `counters`).
   size_t dropped() const;
 
   /// The in-memory cap.
@@ -75,6 +78,7 @@ public:
   }
 
 private:
+  counters& stats_;
   const size_t cap_;
   caf::actor writer_;
   mutable std::mutex mtx_;

@@ -10,6 +10,7 @@
 #include <caf/actor.hpp>
 
 #include "vigil/actors/agent.hpp"
+#include "vigil/actors/counters.hpp"
 #include "vigil/actors/dead_letter_log.hpp"
 #include "vigil/actors/directory.hpp"
 #include "vigil/actors/envelope.hpp"
@@ -18,14 +19,23 @@
 
 namespace vigil {
 
-/// Node-wide state shared by every cell and supervisor of one node: the agent
-/// registry, the path directory (`dir`, a `local_directory` unless one is
-/// injected; `bind`, `unbind`, `lookup`, `binding_of` and `paths` are
-/// forwarded to it) and the dead letters (`dead_log`, a `dead_letter_log`;
-/// `add_dead_letter` and its readers are forwarded to it).
+/// Node-wide state shared by every cell and supervisor of one node. It
+/// composes the parts, each in its own class:
 ///
-/// Thread-safe. Owned by the node through a shared_ptr that every actor of the
-/// node holds, so it outlives them all.
+/// - the agent registry (`types`);
+/// - message ids (`next_id`);
+/// - the path directory (`dir`, a `local_directory` unless one is
+///   injected), with `bind`/`unbind`/`lookup`/`binding_of`/`paths`
+///   forwarded to it;
+/// - the dead letters (`dead_letter_log`), with `add_dead_letter` and its
+///   readers forwarded to it;
+/// - every node-wide counter (`stats`, a `counters` that the writer
+///   shares);
+/// - the store and the writer, attached once by the node. What the start
+///   recovered lives in the writer's `recovery_table`.
+///
+/// Thread-safe. Owned by the node through a shared_ptr that every actor of
+/// the node holds, so it outlives them all.
 class runtime {
 public:
   /// In-memory dead letters kept before the oldest are dropped (and
@@ -40,6 +50,9 @@ public:
 
   ~runtime();
 
+  runtime(const runtime&) = delete;
+  runtime& operator=(const runtime&) = delete;
+
   const registry& types() const noexcept {
     return types_;
   }
@@ -51,32 +64,49 @@ public:
     return ids_.fetch_add(1, std::memory_order_relaxed);
   }
 
-  /// Counts one envelope handled by an agent (for progress reports).
+  // -- counters ---------------------------------------------------------------
+
+  /// Every node-wide counter (see counters.hpp). Lives as long as the
+  /// runtime, or longer through `shared_stats`.
+  counters& stats() noexcept {
+    return *stats_;
+  }
+
+  const counters& stats() const noexcept {
+    return *stats_;
+  }
+
+  /// The counters, for a part that may outlive the runtime (the writer).
+  const std::shared_ptr<counters>& shared_stats() const noexcept {
+    return stats_;
+  }
+
+  /// Counts one envelope handled by an agent (counters::handled).
   void count_handled() noexcept {
-    handled_.fetch_add(1, std::memory_order_relaxed);
+    counters::bump(stats_->handled);
   }
 
   /// Envelopes handled by this node's agents so far.
   uint64_t handled() const noexcept {
-    return handled_.load(std::memory_order_relaxed);
+    return stats_->handled.load(std::memory_order_relaxed);
   }
 
   /// Counts one restart (or degrade) of a child, anywhere in the tree.
   void count_restart() noexcept {
-    restarts_.fetch_add(1, std::memory_order_relaxed);
+    counters::bump(stats_->restarts);
   }
 
   /// Restarts in this node so far; unlike `child_info::restarts` it does not
   /// start again at 0 when a supervisor is itself restarted.
   uint64_t restarts() const noexcept {
-    return restarts_.load(std::memory_order_relaxed);
+    return stats_->restarts.load(std::memory_order_relaxed);
   }
 
   // -- durability (set once by the node before the tree starts) -------------
 
   /// Attaches the node's store and its writer (which owns what the store
-  /// recovered at start). Not thread-safe: call before any actor of the
-  /// node runs.
+  /// recovered at start, in its recovery_table). Not thread-safe: call
+  /// before any actor of the node runs.
   void attach_store(std::shared_ptr<store> st, caf::actor writer);
 
   /// The node's store, or nullptr without a data dir.
@@ -162,8 +192,7 @@ public:
 private:
   registry types_;
   std::atomic<uint64_t> ids_{1};
-  alignas(64) std::atomic<uint64_t> handled_{0};
-  std::atomic<uint64_t> restarts_{0};
+  std::shared_ptr<counters> stats_;
   std::unique_ptr<directory> dir_;
   dead_letter_log dead_;
   std::shared_ptr<store> store_;

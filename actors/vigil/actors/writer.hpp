@@ -11,6 +11,7 @@
 #include <caf/atom.hpp>
 #include <caf/fwd.hpp>
 
+#include "vigil/actors/counters.hpp"
 #include "vigil/persistence/store.hpp"
 
 namespace vigil {
@@ -148,10 +149,13 @@ using crash_atom = caf::atom_constant<caf::atom("vcrash")>;
 /// then it acknowledges each item to its sender. A failed commit
 /// acknowledges every item of the batch with `storage_failed`. `found` is
 /// what `store::recover` read at the node's start; the writer keeps it in a
-/// `recovery_table`, which answers the first fence of each path.
+/// `recovery_table`, which answers the first fence of each path. The writer
+/// counts into `stats` (the node's counters, `runtime::shared_stats`), or
+/// into counters of its own if null; `stats_atom` reads them.
 caf::actor spawn_writer(caf::actor_system& sys, std::shared_ptr<store> st,
                         writer_options opts,
-                        std::map<std::string, recovered_agent> found = {});
+                        std::map<std::string, recovered_agent> found = {},
+                        std::shared_ptr<counters> stats = nullptr);
 
 } // namespace vigil
 
