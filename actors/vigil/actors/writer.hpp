@@ -132,7 +132,9 @@ constexpr uint64_t duplicate_bit = uint64_t{1} << 63;
 
 /// (stats) -> (items, commits, failures, largest batch, idempotency records
 /// compacted, failed compaction steps, finished compaction passes, paths
-/// owned now, writes refused): the writer's counters since it started.
+/// owned now, writes refused): the `writer_*` fields of the counters it
+/// counts into (see spawn_writer), read at once; one writer counts into a
+/// node's counters, so they run from the node's start.
 using stats_atom = caf::atom_constant<caf::atom("vstats")>;
 /// Writer-internal: the next compaction step.
 using compact_atom = caf::atom_constant<caf::atom("vcompact")>;
