@@ -10,6 +10,7 @@
 #include <caf/all.hpp>
 
 #include "vigil/actors/error.hpp"
+#include "vigil/actors/recovery_table.hpp"
 
 namespace vigil {
 
@@ -37,10 +38,12 @@ struct owner_slot {
 class writer : public caf::event_based_actor {
 public:
   writer(caf::actor_config& cfg, std::shared_ptr<store> st,
-         writer_options opts, std::map<std::string, recovered_agent> found)
+         writer_options opts, std::map<std::string, recovered_agent> found,
+         std::shared_ptr<counters> stats)
     : caf::event_based_actor(cfg),
       st_(std::move(st)),
       opts_(opts),
+      stats_(stats ? std::move(stats) : std::make_shared<counters>()),
       boot_(std::move(found)),
       epoch_(0) {
     if (opts_.max_batch == 0)
@@ -103,13 +106,7 @@ public:
         return fence(std::move(path), prev);
       },
       [this](release_atom, std::string& path) { release(path); },
-      [this](orphans_atom) {
-        std::vector<std::string> out;
-        for (auto& kvp : boot_)
-          out.push_back(kvp.first);
-        boot_.clear();
-        return out;
-      },
+      [this](orphans_atom) { return boot_.take_unclaimed(); },
       // From itself (anonymous) or from a node that waits for a flush.
       [this](flush_atom) {
         flush_pending_ = false;
@@ -117,11 +114,15 @@ public:
         return caf::unit;
       },
       [this](stats_atom) {
-        return caf::make_message(items_, commits_, failures_, largest_,
-                                 compacted_, compact_failures_,
-                                 compact_passes_,
-                                 static_cast<uint64_t>(slots_.size()),
-                                 refused_);
+        auto& c = *stats_;
+        auto get = [](const std::atomic<uint64_t>& x) {
+          return x.load(std::memory_order_relaxed);
+        };
+        return caf::make_message(
+          get(c.writer_items), get(c.writer_commits), get(c.writer_failures),
+          get(c.writer_largest_batch), get(c.writer_compacted),
+          get(c.writer_compact_failures), get(c.writer_compact_passes),
+          static_cast<uint64_t>(slots_.size()), get(c.writer_refused));
       },
       [this](compact_atom) { compact(); },
       [this](crash_atom) {
@@ -152,15 +153,15 @@ private:
     size_t deleted = 0;
     if (auto st = st_->compact_idempotency(cutoff, compact_from_,
                                            opts_.compact_step, next, deleted)) {
-      ++compact_failures_; // retried with the next pass
+      counters::bump(stats_->writer_compact_failures); // retried next pass
       compact_from_.clear();
       delayed_send(this, opts_.compact_every, compact_atom::value);
       return;
     }
-    compacted_ += deleted;
+    counters::bump(stats_->writer_compacted, deleted);
     compact_from_ = std::move(next);
     if (compact_from_.empty()) {
-      ++compact_passes_;
+      counters::bump(stats_->writer_compact_passes);
       delayed_send(this, opts_.compact_every, compact_atom::value);
     } else {
       send(this, compact_atom::value);
@@ -204,7 +205,7 @@ private:
   /// answers the failure it reports.
   void refuse(const caf::strong_actor_ptr& to, owner_ref own, uint64_t token,
               caf::error err) {
-    ++refused_;
+    counters::bump(stats_->writer_refused);
     if (!to)
       return;
     auto i = own.slot();
@@ -258,6 +259,8 @@ private:
                               "durable agents or spread them over nodes");
       }
       i = slots_.emplace(path, idx).first;
+      stats_->writer_owned_paths.store(slots_.size(),
+                                       std::memory_order_relaxed);
     }
     auto idx = i->second;
     auto& slot = table_[idx];
@@ -279,9 +282,8 @@ private:
              caf::response_promise& rp) {
     fence_grant g;
     g.owner = own;
-    if (auto i = boot_.find(path); i != boot_.end()) {
-      g.view = std::move(i->second);
-      boot_.erase(i);
+    if (boot_.claim(path, g.view)) {
+      // nop: nothing of the path was written since the start read it
     } else if (auto st = st_->load(path, g.view)) {
       g.error = st.message();
     }
@@ -310,6 +312,8 @@ private:
     table_[i->second] = owner_slot{};
     free_.push_back(i->second);
     slots_.erase(i);
+    stats_->writer_owned_paths.store(slots_.size(),
+                                     std::memory_order_relaxed);
   }
 
   void flush() {
@@ -322,7 +326,7 @@ private:
     auto st = st_->apply(ptrs_.data(), ptrs_.size(), results_.data());
     caf::error err;
     if (st) {
-      ++failures_;
+      counters::bump(stats_->writer_failures);
       err = make_error(errc::storage_failed, st.message());
       for (auto& e : batch_) {
         if (auto* slot = e.owner ? slot_of(e.owner) : nullptr)
@@ -331,9 +335,12 @@ private:
           retry_.push_back(std::move(e));
       }
     } else {
-      ++commits_;
-      items_ += batch_.size();
-      largest_ = std::max<uint64_t>(largest_, batch_.size());
+      counters::bump(stats_->writer_commits);
+      counters::bump(stats_->writer_items, batch_.size());
+      // Only this actor writes it: no compare-exchange needed.
+      auto& largest = stats_->writer_largest_batch;
+      if (batch_.size() > largest.load(std::memory_order_relaxed))
+        largest.store(batch_.size(), std::memory_order_relaxed);
     }
     // One acknowledgement per sender, not per item. A failure reaches
     // every owner in the batch, also one that asked for no token.
@@ -391,9 +398,11 @@ private:
   std::vector<std::pair<caf::strong_actor_ptr, std::vector<uint64_t>>>
     ack_lists_;
   bool flush_pending_ = false;
+  /// This writer's counters: the node's (see spawn_writer) or its own.
+  std::shared_ptr<counters> stats_;
   /// What recovery read at the node's start, by path, until a fence claims
   /// it or the node asks for the orphans.
-  std::map<std::string, recovered_agent> boot_;
+  recovery_table boot_;
   /// The slot of every path that a live cell fenced, by path; the slots
   /// themselves by index (see owner_ref), and the free indexes.
   std::unordered_map<std::string, uint32_t> slots_;
@@ -409,27 +418,21 @@ private:
   /// Paths released while the batch held their writes (see release).
   std::vector<std::string> releasing_;
   std::vector<grant_wait> grants_;
-  uint64_t refused_ = 0;
-  uint64_t items_ = 0;
-  uint64_t commits_ = 0;
-  uint64_t failures_ = 0;
-  uint64_t largest_ = 0;
   /// Where the running compaction pass continues ("" = a new pass).
   std::string compact_from_;
-  uint64_t compacted_ = 0;
-  uint64_t compact_failures_ = 0;
-  uint64_t compact_passes_ = 0;
 };
 
 } // namespace
 
 caf::actor spawn_writer(caf::actor_system& sys, std::shared_ptr<store> st,
                         writer_options opts,
-                        std::map<std::string, recovered_agent> found) {
+                        std::map<std::string, recovered_agent> found,
+                        std::shared_ptr<counters> stats) {
   if (!opts.detached)
-    return sys.spawn<writer>(std::move(st), opts, std::move(found));
+    return sys.spawn<writer>(std::move(st), opts, std::move(found),
+                             std::move(stats));
   return sys.spawn<writer, caf::detached>(std::move(st), opts,
-                                          std::move(found));
+                                          std::move(found), std::move(stats));
 }
 
 } // namespace vigil

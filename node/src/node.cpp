@@ -85,7 +85,8 @@ struct node::impl {
       dead_letter_of(q);
     }
     std::shared_ptr<store> shared{std::move(st)};
-    writer = spawn_writer(sys, shared, cfg_copy.writer, std::move(found));
+    writer = spawn_writer(sys, shared, cfg_copy.writer, std::move(found),
+                          rt->shared_stats());
     rt->attach_store(shared, writer);
     return caf::none;
   }

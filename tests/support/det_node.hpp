@@ -70,7 +70,8 @@ public:
     u.st = std::shared_ptr<store>{std::move(st)};
     wopts.detached = false;
     wopts.idempotency_retention = std::chrono::milliseconds{0};
-    u.writer = spawn_writer(u.sys, u.st, wopts, std::move(found));
+    u.writer = spawn_writer(u.sys, u.st, wopts, std::move(found),
+                            u.rt->shared_stats());
     u.rt->attach_store(u.st, u.writer);
     u.root = spawn_supervisor(u.sys, u.rt, std::move(spec), "root");
     u.client = u.sys.spawn(client, &outcomes_);

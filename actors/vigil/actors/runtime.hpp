@@ -1,52 +1,57 @@
 #pragma once
 
 #include <atomic>
-#include <functional>
-#include <map>
 #include <cstdint>
-#include <mutex>
-#include <shared_mutex>
+#include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
-#include <deque>
 
 #include <caf/actor.hpp>
 
 #include "vigil/actors/agent.hpp"
+#include "vigil/actors/counters.hpp"
+#include "vigil/actors/dead_letter_log.hpp"
+#include "vigil/actors/directory.hpp"
 #include "vigil/actors/envelope.hpp"
 #include "vigil/actors/registry.hpp"
 #include "vigil/persistence/store.hpp"
 
 namespace vigil {
 
-/// An envelope that could not be delivered or processed, with its reason.
-struct dead_letter {
-  uint64_t seq = 0;   ///< Order of arrival in this node's dead letters.
-  std::string path;   ///< The agent it was addressed to.
-  envelope env;       ///< The envelope as it was last delivered.
-  std::string reason; ///< Why it is here, e.g. "poison_message: ...".
-};
-
-/// Node-wide state shared by every cell and supervisor of one node: the agent
-/// registry, the path directory and the dead letters.
+/// Node-wide state shared by every cell and supervisor of one node. It
+/// composes the parts, each in its own class:
 ///
-/// Thread-safe. Owned by the node through a shared_ptr that every actor of the
-/// node holds, so it outlives them all.
+/// - the agent registry (`types`);
+/// - message ids (`next_id`);
+/// - the path directory (`dir`, a `local_directory` unless one is
+///   injected), with `bind`/`unbind`/`lookup`/`binding_of`/`paths`
+///   forwarded to it;
+/// - the dead letters (`dead_letter_log`), with `add_dead_letter` and its
+///   readers forwarded to it;
+/// - every node-wide counter (`stats`, a `counters` that the writer
+///   shares);
+/// - the store and the writer, attached once by the node. What the start
+///   recovered lives in the writer's `recovery_table`.
+///
+/// Thread-safe. Owned by the node through a shared_ptr that every actor of
+/// the node holds, so it outlives them all.
 class runtime {
 public:
   /// In-memory dead letters kept before the oldest are dropped (and
-  /// counted); durable dead letters in LMDB come with the persistence layer.
-  static constexpr size_t default_dead_letter_cap = 100000;
+  /// counted); every one of them also goes to LMDB with a data dir.
+  static constexpr size_t default_dead_letter_cap =
+    dead_letter_log::default_cap;
 
+  /// `dir` null: a `local_directory`.
   explicit runtime(registry types,
-                   size_t dead_letter_cap = default_dead_letter_cap)
-    : types_(std::move(types)),
-      node_id_(random_node_id()),
-      dead_cap_(dead_letter_cap) {
-    // nop
-  }
+                   size_t dead_letter_cap = default_dead_letter_cap,
+                   std::unique_ptr<directory> dir = nullptr);
+
+  ~runtime();
+
+  runtime(const runtime&) = delete;
+  runtime& operator=(const runtime&) = delete;
 
   const registry& types() const noexcept {
     return types_;
@@ -93,32 +98,50 @@ public:
     }
   }
 
-  /// Counts one envelope handled by an agent (for progress reports).
+
+  // -- counters ---------------------------------------------------------------
+
+  /// Every node-wide counter (see counters.hpp). Lives as long as the
+  /// runtime, or longer through `shared_stats`.
+  counters& stats() noexcept {
+    return *stats_;
+  }
+
+  const counters& stats() const noexcept {
+    return *stats_;
+  }
+
+  /// The counters, for a part that may outlive the runtime (the writer).
+  const std::shared_ptr<counters>& shared_stats() const noexcept {
+    return stats_;
+  }
+
+  /// Counts one envelope handled by an agent (counters::handled).
   void count_handled() noexcept {
-    handled_.fetch_add(1, std::memory_order_relaxed);
+    counters::bump(stats_->handled);
   }
 
   /// Envelopes handled by this node's agents so far.
   uint64_t handled() const noexcept {
-    return handled_.load(std::memory_order_relaxed);
+    return stats_->handled.load(std::memory_order_relaxed);
   }
 
   /// Counts one restart (or degrade) of a child, anywhere in the tree.
   void count_restart() noexcept {
-    restarts_.fetch_add(1, std::memory_order_relaxed);
+    counters::bump(stats_->restarts);
   }
 
   /// Restarts in this node so far; unlike `child_info::restarts` it does not
   /// start again at 0 when a supervisor is itself restarted.
   uint64_t restarts() const noexcept {
-    return restarts_.load(std::memory_order_relaxed);
+    return stats_->restarts.load(std::memory_order_relaxed);
   }
 
   // -- durability (set once by the node before the tree starts) -------------
 
   /// Attaches the node's store and its writer (which owns what the store
-  /// recovered at start). Not thread-safe: call before any actor of the
-  /// node runs.
+  /// recovered at start, in its recovery_table). Not thread-safe: call
+  /// before any actor of the node runs.
   void attach_store(std::shared_ptr<store> st, caf::actor writer);
 
   /// The node's store, or nullptr without a data dir.
@@ -131,60 +154,83 @@ public:
     return writer_;
   }
 
-  /// Binds `path` to the cell that hosts the agent there; a binding of
-  /// another cell is replaced (handles to it fall back to the path).
-  void bind(const std::string& path, caf::actor cell);
+  // -- the path directory -----------------------------------------------------
 
-  /// Removes `path` if it is still bound to `cell`.
-  void unbind(const std::string& path, const caf::actor& cell);
+  /// The directory this runtime resolves paths in.
+  directory& dir() noexcept {
+    return *dir_;
+  }
 
-  /// The cell at `path`, or an invalid handle.
-  caf::actor lookup(std::string_view path) const;
+  const directory& dir() const noexcept {
+    return *dir_;
+  }
 
-  /// The binding at `path` (for a `handle`), or nullptr.
+  /// See directory::bind.
+  void bind(const std::string& path, caf::actor cell) {
+    dir_->bind(path, std::move(cell));
+  }
+
+  /// See directory::unbind.
+  void unbind(const std::string& path, const caf::actor& cell) {
+    dir_->unbind(path, cell);
+  }
+
+  /// See directory::lookup.
+  caf::actor lookup(std::string_view path) const {
+    return dir_->lookup(path);
+  }
+
+  /// See directory::binding_of.
   std::shared_ptr<const detail::binding>
-  binding_of(std::string_view path) const;
+  binding_of(std::string_view path) const {
+    return dir_->binding_of(path);
+  }
 
-  /// Every bound path, sorted.
-  std::vector<std::string> paths() const;
+  /// See directory::paths.
+  std::vector<std::string> paths() const {
+    return dir_->paths();
+  }
 
-  /// Records a dead letter (and, with a data dir, writes it to LMDB).
-  /// `persist` false: the caller writes it to LMDB itself (atomically with
-  /// other changes). `journal`: the caller is the cell of a journal agent
-  /// at `path` (a replay needs to know the path's mode).
+  // -- dead letters -----------------------------------------------------------
+
+  /// The node's dead letters.
+  dead_letter_log& dead_log() noexcept {
+    return dead_;
+  }
+
+  const dead_letter_log& dead_log() const noexcept {
+    return dead_;
+  }
+
+  /// See dead_letter_log::add.
   void add_dead_letter(std::string path, envelope env, std::string reason,
-                       bool persist = true, bool journal = false);
+                       bool persist = true, bool journal = false) {
+    dead_.add(std::move(path), std::move(env), std::move(reason), persist,
+              journal);
+  }
 
-  /// A copy of all dead letters, oldest first.
-  std::vector<dead_letter> dead_letters() const;
+  /// A copy of all dead letters in memory, oldest first.
+  std::vector<dead_letter> dead_letters() const {
+    return dead_.snapshot();
+  }
 
-  /// Number of dead letters held now.
-  size_t dead_letter_count() const;
+  /// Number of dead letters held in memory now.
+  size_t dead_letter_count() const {
+    return dead_.size();
+  }
 
   /// Number of dead letters dropped because the cap was reached.
-  size_t dead_letters_dropped() const;
+  size_t dead_letters_dropped() const {
+    return dead_.dropped();
+  }
 
 private:
   registry types_;
   std::atomic<uint64_t> ids_{1};
   uint64_t node_id_;
-  alignas(64) std::atomic<uint64_t> handled_{0};
-  std::atomic<uint64_t> restarts_{0};
-  mutable std::shared_mutex dir_mtx_;
-  // Ordered with a transparent comparator: lookups by string_view allocate
-  // nothing.
-  std::map<std::string, caf::actor, std::less<>> dir_;
-  // The bindings that handles hold, made on the first resolve of a path
-  // only: an agent never resolved pays no allocation for one (a node may
-  // bind a million paths). Guarded by dir_mtx_.
-  mutable std::map<std::string, std::shared_ptr<detail::binding>,
-                   std::less<>>
-    handles_;
-  mutable std::mutex dl_mtx_;
-  size_t dead_cap_;
-  uint64_t dead_seq_ = 0;
-  size_t dead_dropped_ = 0;
-  std::deque<dead_letter> dead_;
+  std::shared_ptr<counters> stats_;
+  std::unique_ptr<directory> dir_;
+  dead_letter_log dead_;
   std::shared_ptr<store> store_;
   caf::actor writer_;
 };

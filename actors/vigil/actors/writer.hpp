@@ -11,6 +11,7 @@
 #include <caf/atom.hpp>
 #include <caf/fwd.hpp>
 
+#include "vigil/actors/counters.hpp"
 #include "vigil/persistence/store.hpp"
 
 namespace vigil {
@@ -135,7 +136,9 @@ constexpr uint64_t duplicate_bit = uint64_t{1} << 63;
 
 /// (stats) -> (items, commits, failures, largest batch, idempotency records
 /// compacted, failed compaction steps, finished compaction passes, paths
-/// owned now, writes refused): the writer's counters since it started.
+/// owned now, writes refused): the `writer_*` fields of the counters it
+/// counts into (see spawn_writer), read at once; one writer counts into a
+/// node's counters, so they run from the node's start.
 using stats_atom = caf::atom_constant<caf::atom("vstats")>;
 /// Writer-internal: the next compaction step.
 using compact_atom = caf::atom_constant<caf::atom("vcompact")>;
@@ -151,11 +154,14 @@ using crash_atom = caf::atom_constant<caf::atom("vcrash")>;
 /// batch is full, when its mailbox runs empty, or after `max_latency`; only
 /// then it acknowledges each item to its sender. A failed commit
 /// acknowledges every item of the batch with `storage_failed`. `found` is
-/// what `store::recover` read at the node's start; it answers the first
-/// fence of each path.
+/// what `store::recover` read at the node's start; the writer keeps it in a
+/// `recovery_table`, which answers the first fence of each path. The writer
+/// counts into `stats` (the node's counters, `runtime::shared_stats`), or
+/// into counters of its own if null; `stats_atom` reads them.
 caf::actor spawn_writer(caf::actor_system& sys, std::shared_ptr<store> st,
                         writer_options opts,
-                        std::map<std::string, recovered_agent> found = {});
+                        std::map<std::string, recovered_agent> found = {},
+                        std::shared_ptr<counters> stats = nullptr);
 
 } // namespace vigil
 

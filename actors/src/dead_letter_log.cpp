@@ -1,0 +1,48 @@
+#include "vigil/actors/dead_letter_log.hpp"
+
+#include <caf/all.hpp>
+
+#include "durable.hpp"
+#include "vigil/actors/writer.hpp"
+
+namespace vigil {
+
+void dead_letter_log::add(std::string path, envelope env, std::string reason,
+                          bool persist, bool journal) {
+  if (writer_ && persist)
+    caf::anon_send(
+      writer_, write_atom::value, uint64_t{0},
+      owned_write{{}, detail::dead_letter_item(path, env, reason, journal)});
+  counters::bump(stats_.dead_letters);
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (cap_ == 0 || letters_.size() >= cap_) {
+    ++dropped_;
+    counters::bump(stats_.dead_letters_dropped);
+    if (letters_.empty())
+      return;
+    letters_.pop_front();
+  }
+  dead_letter dl;
+  dl.seq = ++seq_;
+  dl.path = std::move(path);
+  dl.env = std::move(env);
+  dl.reason = std::move(reason);
+  letters_.push_back(std::move(dl));
+}
+
+std::vector<dead_letter> dead_letter_log::snapshot() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return {letters_.begin(), letters_.end()};
+}
+
+size_t dead_letter_log::size() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return letters_.size();
+}
+
+size_t dead_letter_log::dropped() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return dropped_;
+}
+
+} // namespace vigil
