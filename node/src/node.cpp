@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "vigil/actors/cell.hpp"
+#include "vigil/supervision/message_types.hpp"
 
 namespace vigil {
 
@@ -18,7 +19,7 @@ public:
     set("scheduler.max-threads", nc.threads);
     set("scheduler.policy", caf::atom_from_string(nc.scheduler_policy));
     set("logger.console", caf::atom("none"));
-    add_message_type<envelope>("vigil.envelope");
+    vigil::add_message_types(*this);
     add_error_category(caf::atom("vigil"),
                        [](uint8_t code, caf::atom_value,
                           const caf::message& ctx) -> std::string {

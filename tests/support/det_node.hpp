@@ -31,6 +31,7 @@
 #include "vigil/actors/runtime.hpp"
 #include "vigil/actors/writer.hpp"
 #include "vigil/supervision/supervisor.hpp"
+#include "vigil/supervision/message_types.hpp"
 
 namespace vigil::test {
 
@@ -40,7 +41,7 @@ public:
     config() {
       set("scheduler.policy", caf::atom("testing"));
       set("logger.console", caf::atom("none"));
-      add_message_type<envelope>("vigil.envelope");
+      vigil::add_message_types(*this);
     }
   };
 

@@ -12,6 +12,7 @@
 #include "support/test_agents.hpp"
 #include "vigil/actors/cell.hpp"
 #include "vigil/supervision/check.hpp"
+#include "vigil/supervision/message_types.hpp"
 #include "vigil/supervision/supervisor.hpp"
 
 namespace vigil::test {
@@ -21,7 +22,7 @@ public:
   test_config() {
     set("scheduler.policy", caf::atom("testing"));
     set("logger.console", caf::atom("none"));
-    add_message_type<envelope>("vigil.envelope");
+    vigil::add_message_types(*this);
   }
 };
 

@@ -6,38 +6,15 @@
 #include <vector>
 
 #include <caf/actor.hpp>
-#include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
 #include <caf/fwd.hpp>
 
 #include "vigil/actors/runtime.hpp"
+#include "vigil/supervision/child_info.hpp"
 #include "vigil/supervision/child_spec.hpp"
+#include "vigil/supervision/wire.hpp"
 
 namespace vigil {
-
-/// One row of `which_children`, in start order.
-struct child_info {
-  std::string id;
-  std::string path;
-  child_kind kind = child_kind::worker;
-  /// "running", "restarting", "stopped" (OTP's undefined) or "degraded".
-  std::string status;
-  uint64_t restarts = 0;
-  /// The cell (worker) or supervisor actor; invalid when it has none.
-  caf::actor handle;
-};
-
-/// OTP's count_children: specs, active, supervisors, workers.
-struct child_counts {
-  size_t specs = 0;
-  size_t active = 0;
-  size_t supervisors = 0;
-  size_t workers = 0;
-  bool operator==(const child_counts& y) const {
-    return specs == y.specs && active == y.active
-           && supervisors == y.supervisors && workers == y.workers;
-  }
-};
 
 // The supervisor's runtime API, as messages (OTP's supervisor calls).
 //   (start_child_atom, child_spec)                  -> child_info | error
@@ -67,9 +44,3 @@ caf::actor spawn_supervisor(caf::actor_system& sys,
                             std::string path, caf::actor parent = {});
 
 } // namespace vigil
-
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vigil::child_spec)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vigil::child_info)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vigil::child_info>)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vigil::child_counts)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vigil::params)
