@@ -193,7 +193,7 @@ caf::error node::start(std::string name, supervisor_spec spec) {
   });
   caf::scoped_actor self{impl_->sys};
   caf::error out;
-  self->request(root, caf::infinite, start_atom::value, false, caf::error{})
+  self->request(root, caf::infinite, start_cmd{})
     .receive([](uint64_t) {}, [&](caf::error& err) { out = std::move(err); });
   if (!out) {
     impl_->root = root;
@@ -336,7 +336,7 @@ caf::error node::stop() {
       return impl_->exit_reason;
   }
   caf::scoped_actor self{impl_->sys};
-  self->request(root, caf::infinite, stop_atom::value, true, false)
+  self->request(root, caf::infinite, stop_cmd{})
     .receive([] {}, [](caf::error&) {});
   std::lock_guard<std::mutex> guard{impl_->mtx};
   return impl_->exited && impl_->exit_reason != caf::exit_reason::user_shutdown

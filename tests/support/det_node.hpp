@@ -75,7 +75,7 @@ public:
     u.rt->attach_store(u.st, u.writer);
     u.root = spawn_supervisor(u.sys, u.rt, std::move(spec), "root");
     u.client = u.sys.spawn(client, &outcomes_);
-    return ask_void(u.root, start_atom::value, false, caf::error{});
+    return ask_void(u.root, start_cmd{});
   }
 
   bool running() const {
@@ -237,7 +237,7 @@ public:
   void stop() {
     auto& u = *up_;
     thaw_all();
-    static_cast<void>(ask_void(u.root, stop_atom::value, true, false));
+    static_cast<void>(ask_void(u.root, stop_cmd{}));
     caf::anon_send_exit(u.root, caf::exit_reason::user_shutdown);
     run();
     caf::anon_send_exit(u.writer, caf::exit_reason::user_shutdown);

@@ -68,7 +68,7 @@ public:
     sups.push_back(s);
     if (out != nullptr)
       *out = s;
-    auto r = ask_void(s, start_atom::value, false, caf::error{});
+    auto r = ask_void(s, start_cmd{});
     return r;
   }
 
