@@ -87,16 +87,15 @@ caf::result<caf::message> cell::control(caf::message& msg) {
     }
     return caf::message{};
   }
-  if (msg.match_elements<start_atom, bool, caf::error>()) {
-    auto is_restart = msg.get_as<bool>(1);
-    auto& reason = msg.get_as<caf::error>(2);
+  if (msg.match_elements<start_cmd>()) {
+    auto& cmd = msg.get_as<start_cmd>(0);
     if (dur_ && dur_->writer && !dur_->ready() && !leaving_) {
       // Answered once this cell owns its path (see on_grant).
       auto rp = make_response_promise();
-      dur_->starts.push_back(start_request{rp, is_restart, reason});
+      dur_->starts.push_back(start_request{rp, cmd.is_restart, cmd.reason});
       return caf::delegated<caf::message>{};
     }
-    auto gen = start(is_restart, reason);
+    auto gen = start(cmd.is_restart, cmd.reason);
     if (!gen)
       return std::move(gen.error());
     return caf::make_message(*gen);
@@ -106,29 +105,23 @@ caf::result<caf::message> cell::control(caf::message& msg) {
       drain();
     return caf::message{};
   }
-  bool with_ack = msg.match_elements<stop_atom, bool, bool, caf::timespan,
-                                     ack_atom>();
-  bool timed = with_ack
-               || msg.match_elements<stop_atom, bool, bool, caf::timespan>();
-  if (timed || msg.match_elements<stop_atom, bool, bool>()) {
-    auto keep_buffer = msg.get_as<bool>(2);
-    auto graceful = msg.get_as<bool>(1);
+  if (msg.match_elements<stop_cmd>()) {
+    auto& cmd = msg.get_as<stop_cmd>(0);
+    auto graceful = cmd.graceful;
     // Reached only after the supervisor gave up on this cell (its handler
     // was stuck): a newer instance may run already, so this one gets no
     // on_stop and no last save.
-    if (timed) {
-      auto at = msg.get_as<caf::timespan>(3);
-      if (at.count() != 0 && clock().now().time_since_epoch() > at)
-        graceful = false;
-    }
+    if (cmd.give_up_at.count() != 0
+        && clock().now().time_since_epoch() > cmd.give_up_at)
+      graceful = false;
     stop_instance(graceful);
     if (mode_ != mode::abandoned) {
-      mode_ = keep_buffer ? mode::idle_buffer : mode::idle_reject;
-      if (!keep_buffer)
+      mode_ = cmd.keep_buffer ? mode::idle_buffer : mode::idle_reject;
+      if (!cmd.keep_buffer)
         reject_buffer(make_error(errc::not_running, cfg_.path));
     }
-    if (with_ack)
-      event_based_actor::send(parent_, ack_atom::value, key_);
+    if (cmd.ack)
+      event_based_actor::send(parent_, stop_ack{key_});
     return caf::message{}; // unit
   }
   if (msg.match_elements<retire_atom>()) {
@@ -144,18 +137,18 @@ caf::result<caf::message> cell::control(caf::message& msg) {
     maybe_quit();
     return caf::message{};
   }
-  if (msg.match_elements<degrade_atom, envelope, caf::timespan,
-                         caf::timespan>()) {
+  if (msg.match_elements<degrade_cmd>()) {
     if (mode_ == mode::abandoned)
       return caf::message{};
+    auto& cmd = msg.get_mutable_as<degrade_cmd>(0);
     stop_instance(false);
     if (!deg_)
       deg_ = std::make_unique<degraded_state>(system().clock());
-    deg_->fallback = std::move(msg.get_mutable_as<envelope>(1));
+    deg_->fallback = std::move(cmd.fallback);
     deg_->fallback.flags |= envelope::degraded_flag;
     resilience::backoff_policy probes;
-    probes.initial = msg.get_as<caf::timespan>(2);
-    probes.max = msg.get_as<caf::timespan>(3);
+    probes.initial = cmd.probe_min;
+    probes.max = cmd.probe_max;
     deg_->probes.emplace(probes, deg_->clock);
     resilience::backoff::reset(deg_->track);
     enter_degraded();
@@ -168,9 +161,11 @@ caf::result<caf::message> cell::control(caf::message& msg) {
   }
   if (msg.match_elements<state_atom>())
     return caf::make_message(mode_name());
+  // Outside the protocol (see vigil/actors/cell.hpp): refused, named.
   return make_error(errc::unknown_message_type,
                     cfg_.path + " got an unexpected message: "
-                      + caf::to_string(msg));
+                      + caf::to_string(msg)
+                      + " (the cell protocol is in vigil/actors/cell.hpp)");
 }
 
 void cell::abandon() {
@@ -512,14 +507,14 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
   if (mode_ == mode::half_open) {
     mode_ = mode::running;
     resilience::backoff::reset(deg_->track);
-    event_based_actor::send(parent_, recover_atom::value, key_, gen_);
+    event_based_actor::send(parent_, recover_report{key_, gen_});
   }
   if (stop_requested_) {
     stop_requested_ = false;
     stop_instance(true);
     mode_ = mode::idle_buffer;
-    event_based_actor::send(parent_, exit_atom::value, key_, gen_,
-                            std::move(stop_reason_));
+    event_based_actor::send(parent_,
+                            exit_report{key_, gen_, std::move(stop_reason_)});
     stop_reason_ = caf::error{};
   }
   return refused ? outcome::refused : outcome::replied;
@@ -541,8 +536,7 @@ void cell::after_failure(envelope e, response_promise rp, caf::error err,
   }
   mode_ = mode::idle_buffer;
   settle(std::move(e), std::move(rp), err, seq);
-  event_based_actor::send(parent_, exit_atom::value, key_, gen_,
-                          std::move(err));
+  event_based_actor::send(parent_, exit_report{key_, gen_, std::move(err)});
 }
 
 void cell::settle(envelope e, response_promise rp, const caf::error& err,

@@ -289,8 +289,7 @@ void cell::reconcile(const recovered_agent& rec) {
     instance_.reset();
     stop_requested_ = false;
     mode_ = mode::idle_buffer;
-    event_based_actor::send(parent_, exit_atom::value, key_, gen_,
-                            d.failure);
+    event_based_actor::send(parent_, exit_report{key_, gen_, d.failure});
   }
 }
 

@@ -158,16 +158,16 @@ private:
       instance_.reset();
       stop_requested_ = false;
       mode_ = mode::idle_buffer;
-      event_based_actor::send(parent_, exit_atom::value, key_, gen_,
-                              std::move(err));
+      event_based_actor::send(parent_,
+                              exit_report{key_, gen_, std::move(err)});
       return;
     }
     if (stop_requested_ && instance_) {
       stop_requested_ = false;
       stop_instance(true);
       mode_ = mode::idle_buffer;
-      event_based_actor::send(parent_, exit_atom::value, key_, gen_,
-                              std::move(stop_reason_));
+      event_based_actor::send(
+        parent_, exit_report{key_, gen_, std::move(stop_reason_)});
       stop_reason_ = caf::error{};
     }
   }

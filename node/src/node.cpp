@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "vigil/actors/cell.hpp"
+#include "vigil/supervision/message_types.hpp"
 
 namespace vigil {
 
@@ -18,7 +19,7 @@ public:
     set("scheduler.max-threads", nc.threads);
     set("scheduler.policy", caf::atom_from_string(nc.scheduler_policy));
     set("logger.console", caf::atom("none"));
-    add_message_type<envelope>("vigil.envelope");
+    vigil::add_message_types(*this);
     add_error_category(caf::atom("vigil"),
                        [](uint8_t code, caf::atom_value,
                           const caf::message& ctx) -> std::string {
@@ -198,7 +199,7 @@ caf::error node::start(std::string name, supervisor_spec spec) {
   });
   caf::scoped_actor self{impl_->sys};
   caf::error out;
-  self->request(root, caf::infinite, start_atom::value, false, caf::error{})
+  self->request(root, caf::infinite, start_cmd{})
     .receive([](uint64_t) {}, [&](caf::error& err) { out = std::move(err); });
   if (!out) {
     impl_->root = root;
@@ -339,7 +340,7 @@ caf::error node::stop() {
       return impl_->exit_reason;
   }
   caf::scoped_actor self{impl_->sys};
-  self->request(root, caf::infinite, stop_atom::value, true, false)
+  self->request(root, caf::infinite, stop_cmd{})
     .receive([] {}, [](caf::error&) {});
   std::lock_guard<std::mutex> guard{impl_->mtx};
   return impl_->exited && impl_->exit_reason != caf::exit_reason::user_shutdown

@@ -1,5 +1,7 @@
 #include "vigil/supervision/supervisor.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include "supervisor_actor.hpp"
 
 namespace vigil {
@@ -26,32 +28,22 @@ caf::behavior supervisor_actor::make_behavior() {
     else
       shutdown(msg.reason);
   });
-  // One named handler per request, as OTP has one handle_call clause
-  // per request.
-  return {
-    [this](start_atom, bool, caf::error&) -> caf::result<uint64_t> {
-      return handle_start();
-    },
-    [this](stop_atom, bool, bool) -> caf::result<void> {
-      return handle_stop();
-    },
-    [this](exit_atom, uint64_t key, uint64_t gen, caf::error& reason) {
-      handle_exit_report(key, gen, reason);
-    },
-    [this](recover_atom, uint64_t key, uint64_t gen) {
-      handle_recovered(key, gen);
-    },
-    [this](child_down_atom, caf::actor_addr& src, caf::error& reason) {
-      handle_child_down(src, reason);
-    },
-    [this](ack_atom, uint64_t key) { on_ack(key); },
-    [this](stop_timeout_atom, uint64_t batch) { on_stop_timeout(batch); },
-    [](nudge_atom) {
-      // nop: consuming it flushes skipped messages (see nudge())
-    },
-    [this](try_again_atom, uint64_t key, uint64_t token, caf::error& reason) {
-      handle_try_again(key, token, reason);
-    },
+  // A message outside the protocol is refused with its name, not dropped.
+  set_default_handler([](caf::scheduled_actor* self, caf::message_view& x)
+                        -> caf::result<caf::message> {
+    return static_cast<supervisor_actor*>(self)->refuse(
+      x.copy_content_to_message());
+  });
+  // One named handler per request, as OTP has one handle_call clause per
+  // request. The typed behavior checks them against supervisor_api at
+  // compile time: a handler that takes or answers something else than the
+  // interface declares does not compile.
+  supervisor_api::behavior_type api{
+    [this](start_cmd&) -> caf::result<uint64_t> { return handle_start(); },
+    [this](stop_cmd&) -> caf::result<void> { return handle_stop(); },
+    [this](exit_report& x) { handle_exit_report(x.key, x.gen, x.reason); },
+    [this](recover_report& x) { handle_recovered(x.key, x.gen); },
+    [this](stop_ack& x) { on_ack(x.key); },
     [this](envelope& e) -> caf::result<envelope> {
       return handle_envelope(e);
     },
@@ -78,6 +70,32 @@ caf::behavior supervisor_actor::make_behavior() {
       return handle_count_children();
     },
   };
+  // The supervisor's messages to itself.
+  caf::behavior own{
+    [this](child_down_atom, caf::actor_addr& src, caf::error& reason) {
+      handle_child_down(src, reason);
+    },
+    [this](stop_timeout_atom, uint64_t batch) { on_stop_timeout(batch); },
+    [](nudge_atom) {
+      // nop: consuming it flushes skipped messages (see nudge())
+    },
+    [this](try_again_atom, uint64_t key, uint64_t token, caf::error& reason) {
+      handle_try_again(key, token, reason);
+    },
+  };
+  return caf::behavior{
+    api.unbox().as_behavior_impl()->or_else(own.as_behavior_impl())};
+}
+
+caf::error supervisor_actor::refuse(const caf::message& msg) {
+  auto what = caf::to_string(msg);
+  spdlog::warn("vigil: {} (a supervisor) refused a message outside its "
+               "protocol: {}",
+               path_.empty() ? "<root>" : path_, what);
+  return make_error(errc::unknown_message_type,
+                    (path_.empty() ? std::string{"<root>"} : path_)
+                      + " is a supervisor and takes no " + what
+                      + " (see vigil/supervision/supervisor.hpp)");
 }
 
 caf::result<uint64_t> supervisor_actor::handle_start() {

@@ -325,6 +325,9 @@ private:
 
   // -- requests: one named handler each (see make_behavior) ----------------
 
+  /// A message outside supervisor_api: logged, and refused with its name.
+  caf::error refuse(const caf::message& msg);
+
   /// Starts the children in order (once); a failed start fails this
   /// supervisor, as in OTP.
   caf::result<uint64_t> handle_start();

@@ -50,8 +50,8 @@ void supervisor_actor::start_one(uint64_t key, bool is_restart,
     monitor(c->handle);
   }
   ++awaiting_;
-  request<high>(c->handle, caf::infinite, start_atom::value, is_restart,
-                std::move(reason))
+  request<high>(c->handle, caf::infinite,
+                start_cmd{is_restart, std::move(reason)})
     .await(
       [this, key, k](uint64_t gen) {
         after_await([&] {
@@ -124,11 +124,10 @@ void supervisor_actor::stop_one(uint64_t key, bool keep_buffer,
   ++awaiting_;
   // A worker's cell learns when this supervisor gives up on it, so that a
   // stop it only reaches later (its handler was stuck) runs no on_stop.
-  auto msg = c->spec->kind == child_kind::worker
-               ? caf::make_message(stop_atom::value, graceful, keep_buffer,
-                                   give_up_at(sd))
-               : caf::make_message(stop_atom::value, graceful, keep_buffer);
-  request<high>(c->handle, timeout, std::move(msg))
+  stop_cmd cmd{graceful, keep_buffer};
+  if (c->spec->kind == child_kind::worker)
+    cmd.give_up_at = give_up_at(sd);
+  request<high>(c->handle, timeout, std::move(cmd))
     .await(
       [this, key, k]() {
         after_await([&] {
@@ -206,8 +205,8 @@ void supervisor_actor::stop_all(std::function<void()> k) {
       if (--*pending == 0)
         finish();
     };
-    request<high>(c.handle, timeout, stop_atom::value,
-                  sd.how != shutdown_spec::kind::brutal_kill, false)
+    request<high>(c.handle, timeout,
+                  stop_cmd{sd.how != shutdown_spec::kind::brutal_kill, false})
       .then([done]() { done(false); },
             [done](caf::error&) { done(true); });
   }
@@ -226,8 +225,7 @@ void supervisor_actor::stop_workers_at_once(const std::vector<uint64_t>& keys,
     if (!c.handle || c.st == status::stopped)
       continue;
     c.st = status::running; // until its ack arrives
-    send<high>(c.handle, stop_atom::value, graceful, false, give_up_at(sd),
-               ack_atom::value);
+    send<high>(c.handle, stop_cmd{graceful, false, give_up_at(sd), true});
     ack_keys_.insert(key);
   }
   if (ack_keys_.empty())
@@ -318,7 +316,7 @@ void supervisor_actor::on_child_exit(uint64_t key, caf::error reason) {
   if (c->spec->restart == restart_type::transient && benign) {
     c->st = status::stopped;
     if (c->handle && c->spec->kind == child_kind::worker)
-      send<high>(c->handle, stop_atom::value, false, false);
+      send<high>(c->handle, stop_cmd{false, false});
     if (c->spec->kind == child_kind::supervisor)
       c->handle = nullptr;
     return check_auto_shutdown(significant);
@@ -441,7 +439,7 @@ void supervisor_actor::degrade(child& c) {
   ++c.restarts;
   rt_->count_restart();
   auto& d = c.spec->degrade;
-  send<high>(c.handle, degrade_atom::value, d.fallback,
-             caf::timespan{d.probe_min}, caf::timespan{d.probe_max});
+  send<high>(c.handle, degrade_cmd{d.fallback, caf::timespan{d.probe_min},
+                                    caf::timespan{d.probe_max}});
 }
 } // namespace vigil::detail

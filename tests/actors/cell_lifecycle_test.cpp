@@ -29,8 +29,8 @@ TEST_F(lifecycle_test, every_stop_request_is_answered) {
   for (auto* name : {"w1", "w2"})
     ASSERT_TRUE(ask<child_info>(sup, start_child_atom::value, params{},
                                 std::string{name}));
-  auto h1 = self->request(sup, caf::infinite, stop_atom::value, true, false);
-  auto h2 = self->request(sup, caf::infinite, stop_atom::value, true, false);
+  auto h1 = self->request(sup, caf::infinite, stop_cmd{});
+  auto h2 = self->request(sup, caf::infinite, stop_cmd{});
   run();
   int answered = 0;
   std::move(h1).receive([&] { ++answered; },
@@ -48,8 +48,8 @@ TEST_F(lifecycle_test, exit_report_from_another_sender_is_ignored) {
   ASSERT_FALSE(start("sup", spec, &sup));
   // Key 1, generation 1 are the child's real ones; only the sender is
   // wrong, as for a report from a killed and replaced cell.
-  self->send(sup, exit_atom::value, uint64_t{1}, uint64_t{1},
-             make_error(errc::handler_failed, "forged"));
+  self->send(sup, exit_report{1, 1, make_error(errc::handler_failed,
+                                               "forged")});
   run();
   EXPECT_EQ(switches::get().start_count("sup/a"), 1);
   EXPECT_EQ(status_of(sup, "a"), "running");

@@ -84,7 +84,7 @@ public:
 
   /// Stops `sup` as its parent would (children in reverse start order).
   caf::error stop_sup(const caf::actor& sup) {
-    return ask_void(sup, stop_atom::value, true, false);
+    return ask_void(sup, stop_cmd{});
   }
 
   /// The handle of child `id` of `sup` (e.g. a nested supervisor).

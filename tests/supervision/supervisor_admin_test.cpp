@@ -131,8 +131,7 @@ TEST_F(sup_test, terminate_child_during_a_simple_shutdown) {
   ASSERT_FALSE(start("sup", spec, &sup));
   ASSERT_TRUE(start_simple(sup, "a"));
   ASSERT_TRUE(start_simple(sup, "b"));
-  auto stopped = self->request(sup, caf::infinite, stop_atom::value, true,
-                               false);
+  auto stopped = self->request(sup, caf::infinite, stop_cmd{});
   auto terminated = self->request(sup, caf::infinite,
                                   terminate_child_atom::value,
                                   std::string{"a"});

@@ -31,6 +31,7 @@
 #include "vigil/actors/runtime.hpp"
 #include "vigil/actors/writer.hpp"
 #include "vigil/supervision/supervisor.hpp"
+#include "vigil/supervision/message_types.hpp"
 
 namespace vigil::test {
 
@@ -40,7 +41,7 @@ public:
     config() {
       set("scheduler.policy", caf::atom("testing"));
       set("logger.console", caf::atom("none"));
-      add_message_type<envelope>("vigil.envelope");
+      vigil::add_message_types(*this);
     }
   };
 
@@ -75,7 +76,7 @@ public:
     u.rt->attach_store(u.st, u.writer);
     u.root = spawn_supervisor(u.sys, u.rt, std::move(spec), "root");
     u.client = u.sys.spawn(client, &outcomes_);
-    return ask_void(u.root, start_atom::value, false, caf::error{});
+    return ask_void(u.root, start_cmd{});
   }
 
   bool running() const {
@@ -237,7 +238,7 @@ public:
   void stop() {
     auto& u = *up_;
     thaw_all();
-    static_cast<void>(ask_void(u.root, stop_atom::value, true, false));
+    static_cast<void>(ask_void(u.root, stop_cmd{}));
     caf::anon_send_exit(u.root, caf::exit_reason::user_shutdown);
     run();
     caf::anon_send_exit(u.writer, caf::exit_reason::user_shutdown);

@@ -12,6 +12,7 @@
 #include "support/test_agents.hpp"
 #include "vigil/actors/cell.hpp"
 #include "vigil/supervision/check.hpp"
+#include "vigil/supervision/message_types.hpp"
 #include "vigil/supervision/supervisor.hpp"
 
 namespace vigil::test {
@@ -21,7 +22,7 @@ public:
   test_config() {
     set("scheduler.policy", caf::atom("testing"));
     set("logger.console", caf::atom("none"));
-    add_message_type<envelope>("vigil.envelope");
+    vigil::add_message_types(*this);
   }
 };
 
@@ -67,7 +68,7 @@ public:
     sups.push_back(s);
     if (out != nullptr)
       *out = s;
-    auto r = ask_void(s, start_atom::value, false, caf::error{});
+    auto r = ask_void(s, start_cmd{});
     return r;
   }
 

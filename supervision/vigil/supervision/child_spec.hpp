@@ -93,7 +93,10 @@ struct degrade_spec {
 struct supervisor_spec;
 
 /// How one child is started and treated (OTP's child_spec, plus vigil's
-/// directives and limits).
+/// directives and limits). Its wire form, in which it travels in a
+/// supervisor's messages, is `vigil.wire.ChildSpec`
+/// (vigil/supervision/wire.hpp); a policy file's child becomes one through
+/// `spec_from_policy` (vigil/supervision/policy.hpp).
 struct child_spec {
   std::string id;          ///< Unique among its siblings; its path segment.
   child_kind kind = child_kind::worker;

@@ -1,11 +1,11 @@
-#include "duration.hpp"
+#include "vigil/supervision/duration.hpp"
 
 #include <charconv>
 #include <string_view>
 
 #include "vigil/supervision/child_spec.hpp"
 
-namespace vigil::cli {
+namespace vigil {
 
 bool parse_duration(const std::string& text, std::chrono::milliseconds& out) {
   if (text == "0") {
@@ -39,4 +39,4 @@ bool parse_duration(const std::string& text, std::chrono::milliseconds& out) {
   return true;
 }
 
-} // namespace vigil::cli
+} // namespace vigil

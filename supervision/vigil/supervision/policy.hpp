@@ -1,0 +1,64 @@
+#pragma once
+
+// A policy file's supervisor tree (proto/vigil/policy.proto) as specs: the
+// conversion, with every check that the schema alone cannot make. It lives
+// here, beside the specs, so that any reader of a policy (the `vigil`
+// command's YAML, or a node that received one) converts it the same way.
+// The reader keeps the positions: it says which fields were written and
+// which values it rejected already, and turns each problem's message and
+// field into a place in its file.
+
+#include <string>
+#include <vector>
+
+#include <google/protobuf/message.h>
+
+#include "vigil/actors/registry.hpp"
+#include "vigil/policy.pb.h"
+#include "vigil/supervision/child_spec.hpp"
+
+namespace vigil {
+
+/// What the conversion asks the reader of a policy. The messages it is
+/// asked about are those of the policy being converted.
+class policy_source {
+public:
+  virtual ~policy_source() = default;
+
+  /// True if `field` of `msg` was written (-1: `msg` itself).
+  virtual bool written(const google::protobuf::Message& msg,
+                       int field) const = 0;
+
+  /// True if the value written for `field` of `msg` was rejected already
+  /// (it kept its default), so that the conversion does not blame it again.
+  virtual bool rejected(const google::protobuf::Message& msg,
+                        int field) const = 0;
+
+  /// Where `field` of `msg` was written, as the reader names places (e.g.
+  /// "FILE:LINE:COL"), for a problem that refers to another place.
+  virtual std::string where(const google::protobuf::Message& msg,
+                            int field) const = 0;
+};
+
+/// One problem of a policy: `text` (what is wrong, and what is allowed) is
+/// about `field` of `msg` (-1: `msg` itself; `msg` null: no place known).
+struct policy_problem {
+  const google::protobuf::Message* msg = nullptr;
+  int field = -1;
+  std::string text;
+};
+
+/// Converts the policy's root supervisor `tree` into `out`, checking what
+/// the schema cannot: that each child names an agent type of `types` or a
+/// supervisor, duplicate names, `shutdown` words and durations, invalid
+/// combinations (`significant` under `auto_shutdown: never`, `temporary`
+/// with `degrade`, `degrade` without a default, a durable supervisor), and
+/// then every rule of `check_child_specs`, each problem reported once.
+/// Pure. Returns every problem in the order found; `out` is usable only if
+/// there is none.
+std::vector<policy_problem> spec_from_policy(const policy::Supervisor& tree,
+                                             const registry& types,
+                                             const policy_source& source,
+                                             supervisor_spec& out);
+
+} // namespace vigil
