@@ -535,3 +535,46 @@ TEST_F(upgrade_review, flipped_bits_in_snapshot_guard_and_meta) {
   EXPECT_NE(s.message().find("[meta] \"format\""), std::string::npos)
     << s.message();
 }
+
+// The frame covers the value only. A flipped bit in a key moves a record to
+// another path or seq, where its checksum still matches; the value names
+// its own path (snapshots) and seq (journal, outbox), so recovery can and
+// must tell: such a record is quarantined, not recovered under the wrong
+// key.
+TEST_F(upgrade_review, a_flipped_bit_in_a_key_is_not_read_as_another_record) {
+  records::OutboxEntry ob;
+  ob.set_format(2);
+  ob.set_seq(6);
+  ob.set_to("t");
+  {
+    std::unique_ptr<store> st;
+    store_options so;
+    so.dir = dir;
+    ASSERT_FALSE(store::open(so, st));
+    // The keys as a flipped bit leaves them: "s/1" -> "s/3", seq 5 -> 4,
+    // seq 6 -> 7; the values as they were written.
+    ASSERT_FALSE(test::apply(
+      *st, {test::put(db::snapshots, "s/3",
+                      test::bytes(test::snapshot("s/1", 3))),
+            test::put(db::journal, path_key("j", 4),
+                      test::bytes(test::journal_entry(5))),
+            test::put(db::outbox, path_key("o", 7), test::bytes(ob))}));
+  }
+  std::unique_ptr<store> st;
+  store_options so;
+  so.dir = dir;
+  ASSERT_FALSE(store::open(so, st));
+  std::map<std::string, recovered_agent> found;
+  std::vector<quarantined> bad;
+  ASSERT_FALSE(st->recover(found, bad));
+  EXPECT_EQ(bad.size(), 3u);
+  for (auto& [path, a] : found) {
+    if (a.has_snapshot)
+      EXPECT_EQ(a.snapshot.path(), path) << "snapshot of " << a.snapshot.path()
+                                         << " recovered as " << path;
+    for (auto& je : a.journal)
+      EXPECT_NE(je.seq(), 5u) << path << ": entry seq 5 read at key seq 4";
+    for (auto& oe : a.outbox)
+      EXPECT_NE(oe.seq(), 6u) << path << ": outbox seq 6 read at key seq 7";
+  }
+}
