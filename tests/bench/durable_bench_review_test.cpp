@@ -7,10 +7,16 @@
 #include <stdio.h>
 #include <sys/wait.h>
 
+#include <filesystem>
 #include <string>
 
+#include "support/temp_dir.hpp"
+
 TEST(durable_bench_review, recovery_seed_is_readable_by_the_store) {
-  std::string cmd = std::string{DURABLE_BENCH} + " recovery vigil 5 2>&1";
+  // The bench makes its data dirs under build/bench-data of its cwd.
+  vigil::test::temp_dir cwd;
+  std::string cmd = "cd " + cwd.path() + " && " + DURABLE_BENCH
+                    + " recovery vigil 5 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   ASSERT_NE(p, nullptr);
   std::string out;
