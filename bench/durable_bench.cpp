@@ -86,7 +86,7 @@ std::string journal_record(int64_t i) {
   e->set_id(static_cast<uint64_t>(i) + (uint64_t{1} << 40));
   e->set_attempt(1);
   e->set_trace_id(e->id());
-  return je.SerializeAsString();
+  return vigil::encode_record(je); // framed, as vigil writes it
 }
 
 // -- vigil ------------------------------------------------------------------
@@ -303,7 +303,7 @@ void seed(const std::string& dir, int64_t n) {
     vigil::mutation m;
     m.where = vigil::db::snapshots;
     m.key = s.path();
-    s.SerializeToString(&m.value);
+    vigil::encode_record(s, m.value);
     item.muts.push_back(std::move(m));
     items.push_back(std::move(item));
     if (items.size() == 10000 || i + 1 == n) {

@@ -302,6 +302,8 @@ envelope cell::make_envelope(const google::protobuf::Message& msg,
   e.type = type_symbol(msg);
   msg.SerializeToString(&e.payload);
   rt_->stamp(e, opts.message_id, opts.message_origin, current_);
+  if (opts.attempt_budget != 0)
+    e.attempt_budget = opts.attempt_budget;
   if (!opts.idempotency_key.empty())
     e.idempotency_key = opts.idempotency_key;
   if (opts.timeout.count() > 0)

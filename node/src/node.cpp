@@ -80,9 +80,10 @@ struct node::impl {
     if (auto s = st->recover(found, bad))
       return make_error(errc::storage_failed, s.message());
     for (auto& q : bad) {
-      spdlog::warn("vigil: {}: quarantined a corrupt record of {} (key {} "
-                   "bytes): {}; it is in the dead letters now",
-                   so.dir, to_string(q.where), q.key.size(), q.reason);
+      spdlog::warn("vigil: {}: quarantined a corrupt record of {} [{}] "
+                   "key \"{}\": {}; it is in the dead letters now",
+                   so.dir, q.path.empty() ? "an unknown agent" : q.path,
+                   to_string(q.where), printable_key(q.key), q.reason);
       dead_letter_of(q);
     }
     std::shared_ptr<store> shared{std::move(st)};
@@ -94,7 +95,11 @@ struct node::impl {
 
   void dead_letter_of(const quarantined& q) {
     envelope e;
-    rt->add_dead_letter(std::string{to_string(q.where)}, std::move(e),
+    // Addressed to the agent whose record it was, as its LMDB copy is;
+    // the database name when the key does not say.
+    rt->add_dead_letter(q.path.empty() ? std::string{to_string(q.where)}
+                                       : q.path,
+                        std::move(e),
                         "quarantined: " + q.reason, false);
   }
 
@@ -249,6 +254,7 @@ caf::error node::send(std::string_view path,
   e.type = type_symbol(msg);
   msg.SerializeToString(&e.payload);
   impl_->rt->stamp(e, opts.message_id, opts.message_origin, nullptr);
+  e.attempt_budget = opts.attempt_budget;
   e.idempotency_key = opts.idempotency_key;
   if (opts.timeout.count() > 0)
     e.deadline = to_ns(impl_->sys.clock().now() + opts.timeout);

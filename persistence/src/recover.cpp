@@ -1,6 +1,7 @@
 // The read side of `store`: recover (with quarantine), mailbox, snapshots.
 
 #include <chrono>
+#include <type_traits>
 
 #include "store_impl.hpp"
 
@@ -41,6 +42,20 @@ std::string judge(db where, std::string_view key, const MDB_val& v,
   if (rec.format() > store::format)
     return "record in " + name + " has format " + std::to_string(rec.format())
            + "; this vigil reads format <= " + std::to_string(store::format);
+  // The checksum covers the value only: a damaged key would read as
+  // another agent's record, or at another seq. The value says which it is.
+  if constexpr (std::is_same_v<Record, records::Snapshot>) {
+    if (!rec.path().empty() && rec.path() != key)
+      return "corrupt record in " + name + ": key \""
+             + detail::printable(key) + "\" holds the snapshot of \""
+             + detail::printable(rec.path()) + "\" (a damaged key)";
+  } else if constexpr (std::is_same_v<Record, records::JournalEntry>
+                       || std::is_same_v<Record, records::OutboxEntry>) {
+    if (rec.seq() != seq)
+      return "corrupt record in " + name + ": key seq " + std::to_string(seq)
+             + " holds entry seq " + std::to_string(rec.seq())
+             + " (a damaged key)";
+  }
   return {};
 }
 
@@ -152,8 +167,8 @@ status store::recover(std::map<std::string, recovered_agent>& out,
   if (st)
     return st;
   for (auto& x : found)
-    bad.push_back(
-      quarantined{x.where, std::move(x.key), std::move(x.reason)});
+    bad.push_back(quarantined{x.where, std::move(x.key), std::move(x.reason),
+                              std::move(x.path)});
   return {};
 }
 

@@ -76,9 +76,20 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
         snap.set_agent("?"); // its cell writes the type at its next commit
         snap.set_durability(2);
         snap.set_next_seq(1);
-      } else if (rc == MDB_NOTFOUND
-          || decode_record(detail::view(v), snap) != record_fault::none
-          || snap.durability() != 2) {
+      } else if (rc == MDB_SUCCESS) {
+        if (auto f = decode_record(detail::view(v), snap);
+            f != record_fault::none) {
+          skipped.push_back(
+            id_text + ": the record of " + dl->path()
+            + " in [snapshots] cannot be read ("
+            + describe(f, detail::view(v), snap)
+            + "); restart the node so that recovery moves it to the dead "
+              "letters, then replay again");
+          continue;
+        }
+      }
+      if (!(rc == MDB_NOTFOUND && marked.count(dl->path()) > 0)
+          && (rc == MDB_NOTFOUND || snap.durability() != 2)) {
         skipped.push_back(id_text + ": " + dl->path()
                           + " is not a journal agent in this data dir; "
                             "only journal agents take replays");
@@ -122,7 +133,11 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
           if (!parsed || dl->consumed_seq() == 0
               || guard.seq() != dl->consumed_seq()) {
             skipped.push_back(
-              id_text + ": message id " + std::to_string(id) + " of "
+              id_text + ": message id " + std::to_string(id)
+              + (dl->env().origin() != 0
+                   ? " (origin " + std::to_string(dl->env().origin()) + ")"
+                   : std::string{})
+              + " of "
               + dl->path() + " was accepted "
               + (parsed ? "as journal entry " + std::to_string(guard.seq())
                         : std::string{"(its guard does not parse)"})

@@ -32,6 +32,10 @@ std::string printable(std::string_view key) {
 
 } // namespace detail
 
+std::string printable_key(std::string_view key) {
+  return detail::printable(key);
+}
+
 namespace {
 
 using detail::abort_rc;

@@ -65,10 +65,37 @@ public:
   }
 };
 
+/// Ping(n): records the envelope it handles; for n > 0 sends Ping(n - 1)
+/// to itself, with attempt budget 9 when n is 2 and the inherited one
+/// otherwise.
+std::mutex traced_mtx;
+std::vector<envelope> traced;
+
+class tracer : public agent<> {
+public:
+  static void define(handlers<tracer>& h) {
+    h.on<Ping>([](tracer&, context& ctx, const Ping& m) {
+      {
+        std::lock_guard<std::mutex> g{traced_mtx};
+        traced.push_back(*ctx.current());
+      }
+      if (m.n() > 0) {
+        Ping next;
+        next.set_n(m.n() - 1);
+        call_options opts;
+        if (m.n() == 2)
+          opts.attempt_budget = 9;
+        ctx.send(ctx.path(), next, opts);
+      }
+    });
+  }
+};
+
 registry cell_registry() {
   auto r = test_registry();
   r.add<poison>("poison");
   r.add<garbler>("garbler");
+  r.add<tracer>("tracer");
   return r;
 }
 
@@ -323,6 +350,40 @@ TEST_F(cell_test, a_reply_that_does_not_parse_is_bad_payload) {
   ASSERT_FALSE(r);
   EXPECT_TRUE(is(r.error(), errc::bad_payload)) << describe(r.error());
   EXPECT_EQ(restarts_of(sup, "r"), 0u);
+}
+
+// What a handler sends joins the trace of what it handles: same 128-bit
+// trace id and flags, parent span = the handled delivery's span, origin =
+// this node, and the attempt budget inherited unless the call sets one.
+TEST_F(cell_test, sends_carry_the_trace_and_the_attempt_budget_on) {
+  {
+    std::lock_guard<std::mutex> g{traced_mtx};
+    traced.clear();
+  }
+  start_one(worker("t", "tracer"));
+  auto root = wrap(ping(3));
+  root.trace_id = 77;
+  root.trace_id_high = 0xabcdef;
+  root.trace_flags = envelope::sampled_flag;
+  root.attempt_budget = 4;
+  caf::anon_send(handle("sup/t"), root);
+  run();
+  std::lock_guard<std::mutex> g{traced_mtx};
+  ASSERT_EQ(traced.size(), 4u);
+  // n = 3: the root; n = 2: inherits 4; n = 1: set to 9; n = 0: inherits 9.
+  std::vector<uint32_t> budgets;
+  for (auto& e : traced)
+    budgets.push_back(e.attempt_budget);
+  EXPECT_EQ(budgets, (std::vector<uint32_t>{4, 4, 9, 9}));
+  for (size_t i = 1; i < traced.size(); ++i) {
+    auto& e = traced[i];
+    EXPECT_EQ(e.trace_id, 77u) << i;
+    EXPECT_EQ(e.trace_id_high, 0xabcdefu) << i;
+    EXPECT_EQ(e.trace_flags, envelope::sampled_flag) << i;
+    EXPECT_EQ(e.span_id, traced[i - 1].handling_span()) << i;
+    EXPECT_EQ(e.origin, rt->node_id()) << i;
+    EXPECT_NE(e.id, traced[i - 1].id) << i;
+  }
 }
 
 TEST_F(cell_test, unknown_message_type_is_an_error_not_a_crash) {

@@ -53,6 +53,10 @@ struct call_options {
   /// for an id the caller chose itself. To send on a message under the id
   /// it arrived with, copy both: `id = cur->id; origin = cur->origin`.
   uint64_t message_origin = 0;
+  /// Retries that calls made on behalf of this message may spend
+  /// (`envelope::attempt_budget`); 0 inherits the budget of the envelope
+  /// being handled, if any.
+  uint32_t attempt_budget = 0;
 
   /// Sends under the id (and origin) of `e`: a resend of `e`'s message.
   call_options& same_id_as(const envelope& e) noexcept {

@@ -94,7 +94,12 @@ struct quarantined {
   db where;
   std::string key;
   std::string reason;
+  std::string path; ///< The agent whose record it was; empty if unknown.
 };
+
+/// Renders a binary key for a message: printable bytes as they are,
+/// others as \xNN.
+std::string printable_key(std::string_view key);
 
 /// Formats `path\0n` with `n` big-endian, so keys of one path sort by `n`.
 std::string path_key(std::string_view path, uint64_t n);
