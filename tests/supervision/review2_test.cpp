@@ -244,5 +244,43 @@ TEST_F(review2_test, stale_recover_report_is_ignored_by_generation) {
   EXPECT_TRUE(r->degraded()) << "the cell still answers with the stand-in";
 }
 
+// What the stale report costs: the supervisor now holds generation 1 and
+// takes the child for running, so the real recovery's report (it is not
+// degraded any more) and then the recovered instance's crash (generation
+// mismatch) are both dropped as stale. Nobody restarts it.
+TEST_F(review2_test, crash_after_a_stale_recover_report_is_still_restarted) {
+  auto spec = flags(strategy::one_for_one, 1, 1000);
+  spec.flags.backoff = {5ms, 80ms, 0.0, 0ms};
+  auto w = worker("w", "echo")
+             .with_restart(restart_type::transient)
+             .with_failure(on_failure::degrade);
+  Pong fb;
+  fb.set_from("fallback");
+  w.degrade.set_fallback(fb);
+  w.degrade.probe_min = 20ms;
+  w.degrade.probe_max = 40ms;
+  spec.children.push_back(w);
+  caf::actor sup;
+  ASSERT_FALSE(start("s", spec, &sup));
+  crash("s/w");
+  advance(5ms);
+  crash("s/w");
+  advance(10ms);
+  ASSERT_EQ(status_of(sup, "w"), "degraded");
+  caf::send_as(handle("s/w"), sup, recover_report{1, 1});
+  run();
+  advance(2000ms); // past the budget's period and the first probe
+  auto r = call("s/w", ping(1)); // the probe: the real instance answers
+  ASSERT_TRUE(r) << describe(r.error());
+  ASSERT_FALSE(r->degraded());
+  auto starts = switches::get().start_count("s/w");
+  crash("s/w");
+  advance(100ms); // any backoff
+  EXPECT_GT(switches::get().start_count("s/w"), starts)
+    << "the crash of the recovered instance was dropped as stale";
+  r = call("s/w", ping(2));
+  EXPECT_TRUE(r) << describe(r.error());
+}
+
 } // namespace
 } // namespace vigil::test
