@@ -282,5 +282,46 @@ TEST_F(review2_test, crash_after_a_stale_recover_report_is_still_restarted) {
   EXPECT_TRUE(r) << describe(r.error());
 }
 
+// An agent type whose params are checked before anything starts.
+class strict : public agent<> {
+public:
+  static void define(handlers<strict>&) {
+  }
+  static std::vector<std::string> check_params(const params& ps) {
+    std::vector<std::string> out;
+    for (auto& kv : ps)
+      if (kv.first != "n")
+        out.push_back("strict: unknown param '" + kv.first + "'");
+    return out;
+  }
+};
+
+// check.cpp:164-166: "A simple_one_for_one template's params are completed
+// by each start_child, whose spec is checked then." The dynamic
+// start_child (supervisor.cpp handle_start_dynamic_child) checks nothing:
+// a child with params its agent type refuses starts.
+TEST_F(review2_test, dynamic_child_params_are_checked) {
+  registry types = test_registry();
+  types.add<strict>("strict");
+  rt = std::make_shared<runtime>(std::move(types));
+  // A static child with that param is refused...
+  caf::actor s1;
+  ASSERT_FALSE(start("s1", flags(strategy::one_for_one, 10), &s1));
+  auto bad = worker("x", "strict").with_param("bogus", "1");
+  auto r1 = ask<child_info>(s1, start_child_atom::value, bad);
+  ASSERT_FALSE(r1) << "a static child with a bad param started";
+  ASSERT_TRUE(is(r1.error(), errc::invalid_child_spec))
+    << describe(r1.error());
+  // ...and so should a dynamic child with it be.
+  auto spec = flags(strategy::simple_one_for_one, 10);
+  spec.children.push_back(worker("t", "strict"));
+  caf::actor s2;
+  ASSERT_FALSE(start("s2", spec, &s2));
+  auto r2 = ask<child_info>(s2, start_child_atom::value,
+                            params{{"bogus", "1"}}, std::string{});
+  EXPECT_FALSE(r2) << "started " << r2->path
+                   << " with a param its agent type refuses";
+}
+
 } // namespace
 } // namespace vigil::test
