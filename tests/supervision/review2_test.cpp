@@ -323,5 +323,75 @@ TEST_F(review2_test, dynamic_child_params_are_checked) {
                    << " with a param its agent type refuses";
 }
 
+// The cell takes its protocol (start_cmd, stop_cmd, degrade_cmd, ...) from
+// any sender (cell.cpp control(), no check against parent_), and a cell's
+// handle is what rt->lookup(path) gives every client. A stop_cmd from a
+// client stops the agent; its supervisor is never told and reports it
+// running, while every call fails with not_running, for ever.
+TEST_F(review2_test, stop_cmd_from_a_client_does_not_silently_kill_the_agent) {
+  auto spec = flags(strategy::one_for_one, 10);
+  spec.children.push_back(worker("w", "echo"));
+  caf::actor sup;
+  ASSERT_FALSE(start("s", spec, &sup));
+  auto cell = handle("s/w");
+  ASSERT_TRUE(cell);
+  auto refused = ask_void(cell, stop_cmd{true, false});
+  auto r = call("s/w", ping(1));
+  EXPECT_TRUE(refused || r)
+    << "a client's stop_cmd was accepted; the supervisor says w is "
+    << status_of(sup, "w") << " and a call gets " << describe(r.error());
+}
+
+// A start_cmd from a client replaces the running instance (no on_stop) and
+// moves the cell to a generation its supervisor does not know: the new
+// instance's crash is then dropped as stale and never restarted.
+TEST_F(review2_test, start_cmd_from_a_client_does_not_orphan_the_agent) {
+  auto spec = flags(strategy::one_for_one, 10);
+  spec.children.push_back(worker("w", "echo"));
+  caf::actor sup;
+  ASSERT_FALSE(start("s", spec, &sup));
+  auto cell = handle("s/w");
+  ASSERT_TRUE(cell);
+  auto refused = ask<uint64_t>(cell, start_cmd{});
+  auto starts = switches::get().start_count("s/w");
+  crash("s/w");
+  advance(100ms);
+  auto r = call("s/w", ping(1));
+  EXPECT_TRUE(r) << "after a client's start_cmd ("
+                 << (refused ? "accepted" : describe(refused.error()))
+                 << ") the agent's crash was not restarted: "
+                 << describe(r.error());
+  EXPECT_GT(switches::get().start_count("s/w"), starts);
+}
+
+// A spec whose bytes do not parse: the requester should learn that (the
+// bad_payload of wire.hpp's load_wire), not that the supervisor "takes no
+// <empty-message>". CAF 0.17 swallows the element's load error and hands
+// over an empty message, so the reason vigil wrote is lost.
+TEST_F(review2_test, corrupt_spec_is_answered_with_the_parse_error) {
+  caf::actor sup;
+  ASSERT_FALSE(start("s", flags(strategy::one_for_one, 10), &sup));
+  auto spec = worker("w", "echo");
+  std::vector<char> buf;
+  caf::binary_serializer sink{sys, buf};
+  auto m0 = caf::make_message(start_child_atom::value, spec);
+  ASSERT_FALSE(sink(m0));
+  auto good = to_wire(spec).SerializeAsString();
+  auto at = std::search(buf.begin(), buf.end(), good.begin(), good.end());
+  ASSERT_NE(at, buf.end());
+  *at = '\xff';
+  caf::message m;
+  caf::binary_deserializer source{sys, buf};
+  auto err = source(m);
+  if (err) { // refused at the boundary with a reason: fine if it says so
+    EXPECT_NE(sys.render(err).find("vigil.wire.ChildSpec"), std::string::npos)
+      << sys.render(err);
+    return;
+  }
+  auto r = ask<child_info>(sup, std::move(m));
+  ASSERT_FALSE(r);
+  EXPECT_TRUE(is(r.error(), errc::bad_payload)) << describe(r.error());
+}
+
 } // namespace
 } // namespace vigil::test
