@@ -87,6 +87,20 @@ caf::result<caf::message> cell::control(caf::message& msg) {
     }
     return caf::message{};
   }
+  // Commands are the supervisor's: a cell's handle is public (any client
+  // resolves the path), and a stop or start from elsewhere would leave the
+  // supervisor's view of the child wrong.
+  if ((msg.match_elements<start_cmd>() || msg.match_elements<stop_cmd>()
+       || msg.match_elements<degrade_cmd>()
+       || msg.match_elements<retire_atom>()
+       || msg.match_elements<abandon_atom>())
+      && parent_
+      && caf::actor_cast<caf::actor_addr>(current_sender())
+           != parent_.address())
+    return make_error(errc::refused,
+                      cfg_.path + ": only its supervisor may send "
+                        + to_string(msg)
+                        + " to a cell; clients send envelopes");
   if (msg.match_elements<start_cmd>()) {
     auto& cmd = msg.get_as<start_cmd>(0);
     if (dur_ && dur_->writer && !dur_->ready() && !leaving_) {

@@ -1,6 +1,10 @@
 #include "vigil/supervision/check.hpp"
 
 #include <algorithm>
+
+#include <google/protobuf/stubs/common.h>
+
+#include <algorithm>
 #include <unordered_set>
 
 namespace vigil {
@@ -61,6 +65,8 @@ const char* to_string(spec_errc x) noexcept {
     case spec_errc::invalid_intensity: return "invalid_intensity";
     case spec_errc::invalid_period: return "invalid_period";
     case spec_errc::invalid_params: return "invalid_params";
+    case spec_errc::invalid_saga: return "invalid_saga";
+    case spec_errc::too_deep: return "too_deep";
     case spec_errc::invalid_auto_shutdown: return "invalid_auto_shutdown";
     case spec_errc::invalid_backoff: return "invalid_backoff";
     case spec_errc::bad_combination: return "bad_combination";
@@ -232,9 +238,21 @@ std::vector<spec_problem> check_child_spec(const child_spec& c,
            && c.durability.every.count() <= 0)
     add("durability", spec_errc::invalid_durability,
         "a snapshot child needs every_messages >= 1 or every > 0");
+  else if (c.durability.every.count() < 0)
+    add("durability", spec_errc::invalid_durability,
+        "every: got " + std::to_string(c.durability.every.count())
+          + "ms; allowed: a duration >= 0");
   else if (c.durability.every > max_duration)
     add("durability", spec_errc::invalid_durability,
         too_long(c.durability.every));
+  // The wire form carries params as a map with string keys, which Protobuf
+  // requires to be UTF-8.
+  for (auto& kvp : c.params)
+    if (!google::protobuf::internal::IsStructurallyValidUTF8(kvp.first)) {
+      add("params", spec_errc::invalid_params,
+          "a param name is not UTF-8 text");
+      break;
+    }
   if (c.kind == child_kind::supervisor
       && c.durability.mode != durability_mode::none)
     add("durability", spec_errc::invalid_durability,
@@ -246,11 +264,52 @@ std::vector<spec_problem> check_child_spec(const child_spec& c,
   return out;
 }
 
+namespace {
+
+int depth_of(const supervisor_spec& spec) {
+  int deepest = 0;
+  for (auto& c : spec.children)
+    if (c.kind == child_kind::supervisor && c.sup)
+      deepest = std::max(deepest, depth_of(*c.sup));
+  return deepest + 1;
+}
+
+// The depth of the call being checked: only the outermost call measures.
+thread_local int checking = 0;
+
+} // namespace
+
 std::vector<spec_problem> check_child_specs(const supervisor_spec& spec,
                                             const registry* types,
                                             const std::string& where) {
   problems out;
+  if (checking == 0)
+    if (auto d = depth_of(spec); d > max_tree_depth) {
+      out.push_back({where, "children", spec_errc::too_deep,
+                     "supervisors nested " + std::to_string(d)
+                       + " deep; allowed: at most "
+                       + std::to_string(max_tree_depth)});
+      return out; // deeper checks would repeat it at every level
+    }
+  struct guard {
+    guard() {
+      ++checking;
+    }
+    ~guard() {
+      --checking;
+    }
+  } nesting;
   check_flags(spec.flags, where, out);
+  auto& sg = spec.saga;
+  for (auto [field, d] : {std::pair{"saga.retry_delay", sg.retry_delay},
+                          std::pair{"saga.step_timeout", sg.step_timeout}}) {
+    if (d.count() < 0)
+      out.push_back({where, field, spec_errc::invalid_saga,
+                     "got " + std::to_string(d.count())
+                       + "ms; allowed: a duration >= 0"});
+    else if (d > max_duration)
+      out.push_back({where, field, spec_errc::invalid_saga, too_long(d)});
+  }
   if (spec.flags.strategy == strategy::simple_one_for_one
       && spec.children.size() != 1)
     out.push_back({where, "children", spec_errc::bad_start_spec,

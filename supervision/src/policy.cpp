@@ -21,6 +21,13 @@ using google::protobuf::Message;
 using std::chrono::milliseconds;
 
 milliseconds to_ms(const google::protobuf::Duration& d) {
+  // Saturates far beyond max_duration, so that check_child_specs refuses a
+  // huge duration instead of the multiplication wrapping it into range.
+  constexpr int64_t cap_s = int64_t{1} << 40;
+  if (d.seconds() > cap_s)
+    return milliseconds{cap_s * 1000};
+  if (d.seconds() < -cap_s)
+    return milliseconds{-cap_s * 1000};
   return milliseconds{d.seconds() * 1000 + d.nanos() / 1000000};
 }
 
@@ -33,7 +40,10 @@ std::string quote(const std::string& s) {
 // range).
 template <class To, class From>
 To as(From x) {
-  return static_cast<To>(static_cast<int>(x));
+  // vigil's enums are uint8_t: a value beyond them becomes 255, out of
+  // range, instead of wrapping into it.
+  auto v = static_cast<int>(x);
+  return static_cast<To>(v < 0 || v > 254 ? 255 : v);
 }
 
 enum tristate { no, yes, unsure };
@@ -251,6 +261,17 @@ private:
            "durability: only agents are durable");
       said(where, "durability", spec_errc::invalid_durability);
     }
+    if (cs.kind == child_kind::supervisor)
+      for (auto [field, name] :
+           {std::pair{C::kParamsFieldNumber, "params"},
+            std::pair{C::kBufferCapFieldNumber, "buffer_cap"},
+            std::pair{C::kMaxDeliveriesFieldNumber, "max_deliveries"}})
+        if (written(c, field)) {
+          fail({&c, field}, std::string{name}
+                              + ": only agents take it; set it on the "
+                                "supervisor's children");
+          said(where, name, spec_errc::bad_combination);
+        }
     for (auto& [k, v] : c.params())
       cs.params[k] = v;
     if (c.has_buffer_cap())

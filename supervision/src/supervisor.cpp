@@ -154,7 +154,8 @@ void supervisor_actor::handle_exit_report(uint64_t key, uint64_t gen,
 
 void supervisor_actor::handle_recovered(uint64_t key, uint64_t gen) {
   if (auto* c = find_key(key);
-      c && c->st == status::degraded && from_handle(*c)) {
+      c && c->st == status::degraded && gen > c->gen && from_handle(*c)) {
+    // A report from an older probe than the last instance is stale.
     c->st = status::running;
     c->gen = gen;
   }
@@ -239,6 +240,25 @@ supervisor_actor::handle_start_dynamic_child(params& extra,
     for (auto& kvp : extra)
       own->params[kvp.first] = kvp.second;
     spec = std::move(own);
+  }
+  // Checked as a static child is: its name, and its params as this start
+  // completes them (check_child_specs skips a template's params). The
+  // template alone is checked once.
+  if (!extra.empty() || !name.empty() || !template_checked_) {
+    auto flags = spec_.flags;
+    flags.strategy = strategy::one_for_one;
+    auto problems = [&] {
+      if (name.empty())
+        return check_child_spec(*spec, flags, &rt_->types(), path_);
+      child_spec named = *spec;
+      named.id = id;
+      return check_child_spec(named, flags, &rt_->types(), path_);
+    }();
+    if (!problems.empty())
+      return make_error(errc::invalid_child_spec,
+                        problems.front().to_string());
+    if (extra.empty() && name.empty())
+      template_checked_ = true;
   }
   auto key = add_child(std::move(id), std::move(spec)).key;
   return start_api(key, true);

@@ -404,6 +404,7 @@ private:
   /// The restart delays of every child; each child keeps its own track.
   resilience::backoff backoff_;
   std::shared_ptr<const child_spec> template_; // simple_one_for_one
+  bool template_checked_ = false; // its params, once (start_child)
   std::map<uint64_t, child> children_;
   std::unordered_map<std::string_view, uint64_t> by_id_;
   std::deque<time_point> restarts_;

@@ -12,6 +12,7 @@
 #include "vigil/builtin.pb.h"
 #include "vigil/cli/app.hpp"
 #include "vigil/cli/policy.hpp"
+#include "vigil/supervision/check.hpp"
 
 using namespace std::chrono_literals;
 using namespace vigil;
@@ -637,9 +638,15 @@ std::string nested_supervisors(int levels) {
 // instead of only "bad file".
 TEST(policy_test, deep_trees_load_and_too_deep_says_why) {
   loaded_policy out;
-  EXPECT_TRUE(load_policy_text(nested_supervisors(150), "policy.yaml",
-                               types(), out)
+  EXPECT_TRUE(load_policy_text(nested_supervisors(vigil::max_tree_depth - 1),
+                               "policy.yaml", types(), out)
                 .empty());
+  // Deeper than a spec's wire form can carry: refused, with the depth.
+  auto deep = errors_of(nested_supervisors(150));
+  ASSERT_FALSE(deep.empty());
+  EXPECT_NE(deep[0].find("nested 15"), std::string::npos) << deep[0];
+  EXPECT_NE(deep[0].find("allowed: at most 40"), std::string::npos)
+    << deep[0];
   auto errs = errors_of(nested_supervisors(200));
   ASSERT_EQ(errs.size(), 1u);
   EXPECT_NE(errs[0].find("the YAML reader takes no key this far right; nest "

@@ -31,7 +31,14 @@ enum class spec_errc : uint8_t {
   bad_combination,        ///< fields valid alone but not together
   bad_start_spec,         ///< simple_one_for_one without exactly one child
   invalid_params,         ///< params the agent type cannot take
+  invalid_saga,           ///< saga times negative or beyond max_duration
+  too_deep,               ///< supervisors nested deeper than max_tree_depth
 };
+
+/// The deepest nesting of supervisors a tree may have: a spec must survive
+/// its wire form, and Protobuf parses at most 100 nested messages (each
+/// level costs two, plus the root's).
+constexpr int max_tree_depth = 40;
 
 const char* to_string(spec_errc x) noexcept;
 
