@@ -386,66 +386,33 @@ void cell::request_envelope(const handle& to, envelope env, duration timeout,
 }
 
 caf::result<envelope> cell::on_envelope(envelope& e) {
-  if (mode_ == mode::running && !buffer_.empty())
-    mode_ = mode::draining;
-  switch (mode_) {
-    case mode::running:
-    case mode::half_open: {
-      envelope out;
-      caf::error err;
-      response_promise rp;
-      current_rp_ = &rp;
-      auto res = run(e, out, err);
-      current_rp_ = nullptr;
-      if (deferred_) {
-        deferred_ = false;
-        if (res == outcome::replied)
-          return caf::delegated<envelope>{};
-        if (res == outcome::refused) {
-          // The refusal answers the promise the handler took (a later
-          // delivery through its deferred_reply does nothing).
-          if (!is_request())
-            own_dead_letter(std::move(e), describe(err));
-          rp.deliver(std::move(err));
+  // Behind a buffer that is being drained, a new envelope waits its turn,
+  // which keeps the order.
+  bool behind = !buffer_.empty()
+                && (mode_ == mode::running || mode_ == mode::half_open);
+  if (!behind) {
+    switch (mode_) {
+      case mode::running:
+      case mode::half_open:
+        return handle_now(e);
+      case mode::degraded:
+        if (!is_request()) {
+          own_dead_letter(std::move(e), degraded_reason());
           return caf::delegated<envelope>{};
         }
+        rt_->count_stand_in();
+        return deg_->fallback;
+      case mode::abandoned: // forwarded before this (see make_behavior)
+      case mode::idle_reject: {
+        auto err = make_error(errc::not_running, cfg_.path);
+        if (!is_request())
+          own_dead_letter(std::move(e), describe(err));
+        return err;
       }
-      switch (res) {
-        case outcome::replied:
-          // A reply to an async envelope would reach nobody (vigil sends
-          // those anonymously); not making it saves a message per send.
-          if (!is_request())
-            return caf::delegated<envelope>{};
-          return out;
-        case outcome::rejected:
-        case outcome::refused:
-          if (!is_request())
-            own_dead_letter(std::move(e), describe(err));
-          return err;
-        case outcome::failed: {
-          if (!rp.pending())
-            rp = make_response_promise();
-          after_failure(std::move(e), std::move(rp), std::move(err));
-          return caf::delegated<envelope>{};
-        }
-      }
-      return caf::delegated<envelope>{};
+      case mode::idle_buffer:
+        break;
     }
-    case mode::degraded:
-      return deg_->fallback;
-    case mode::abandoned: // forwarded before this (see make_behavior)
-    case mode::idle_reject: {
-      auto err = make_error(errc::not_running, cfg_.path);
-      if (!is_request())
-        own_dead_letter(std::move(e), describe(err));
-      return err;
-    }
-    case mode::idle_buffer:
-    case mode::draining:
-      break;
   }
-  if (mode_ == mode::draining)
-    mode_ = mode::running;
   if (buffer_.size() >= cfg_.buffer_cap) {
     auto err = make_error(errc::buffer_overflow,
                           cfg_.path + " is restarting and holds "
@@ -456,6 +423,47 @@ caf::result<envelope> cell::on_envelope(envelope& e) {
     return err;
   }
   buffer_.push_back(pending{std::move(e), make_response_promise()});
+  return caf::delegated<envelope>{};
+}
+
+caf::result<envelope> cell::handle_now(envelope& e) {
+  envelope out;
+  caf::error err;
+  response_promise rp;
+  current_rp_ = &rp;
+  auto res = run(e, out, err);
+  current_rp_ = nullptr;
+  if (deferred_) {
+    deferred_ = false;
+    if (res == outcome::replied)
+      return caf::delegated<envelope>{};
+    if (res == outcome::refused) {
+      // The refusal answers the promise the handler took (a later
+      // delivery through its deferred_reply does nothing).
+      if (!is_request())
+        own_dead_letter(std::move(e), describe(err));
+      rp.deliver(std::move(err));
+      return caf::delegated<envelope>{};
+    }
+  }
+  switch (res) {
+    case outcome::replied:
+      // A reply to an async envelope would reach nobody (vigil sends
+      // those anonymously); not making it saves a message per send.
+      if (!is_request())
+        return caf::delegated<envelope>{};
+      return out;
+    case outcome::rejected:
+    case outcome::refused:
+      if (!is_request())
+        own_dead_letter(std::move(e), describe(err));
+      return err;
+    case outcome::failed:
+      if (!rp.pending())
+        rp = make_response_promise();
+      after_failure(std::move(e), std::move(rp), std::move(err));
+      return caf::delegated<envelope>{};
+  }
   return caf::delegated<envelope>{};
 }
 
@@ -542,9 +550,13 @@ void cell::after_failure(envelope e, response_promise rp, caf::error err,
   stop_requested_ = false;
   stop_reason_ = caf::error{};
   if (mode_ == mode::half_open) {
-    // The probe failed: the stand-in answers and the child stays degraded.
-    rp.deliver(deg_->fallback);
-    if (seq != 0) // accepted: it still has to be applied or dead-lettered
+    // The probe failed: the child stays degraded. A requester hears the
+    // stand-in; an async envelope (or one a journal accepted) meets the
+    // fate it would meet in running mode: kept for its next delivery, or
+    // a dead letter.
+    bool requester = rp.pending() && !rp.async();
+    stand_in(rp);
+    if (seq != 0 || !requester)
       settle(std::move(e), std::move(rp), err, seq);
     deg_->probe_failed();
     enter_degraded();
@@ -553,6 +565,24 @@ void cell::after_failure(envelope e, response_promise rp, caf::error err,
   mode_ = mode::idle_buffer;
   settle(std::move(e), std::move(rp), err, seq);
   event_based_actor::send(parent_, exit_report{key_, gen_, std::move(err)});
+}
+
+void cell::end_instance(caf::error reason, bool failed) {
+  instance_.reset();
+  stop_requested_ = false;
+  stop_reason_ = caf::error{};
+  if (mode_ == mode::half_open) {
+    bool normal = !reason || reason == caf::exit_reason::normal;
+    if (failed || !normal) {
+      deg_->probe_failed();
+      enter_degraded();
+      return;
+    }
+    resilience::backoff::reset(deg_->track);
+    event_based_actor::send(parent_, recover_report{key_, gen_});
+  }
+  mode_ = mode::idle_buffer;
+  event_based_actor::send(parent_, exit_report{key_, gen_, std::move(reason)});
 }
 
 void cell::settle(envelope e, response_promise rp, const caf::error& err,
@@ -641,8 +671,7 @@ void cell::drain() {
   static constexpr size_t drain_chunk = 64;
   size_t n = 0;
   while (!buffer_.empty() && instance_ && (!dur_ || dur_->ready())
-         && (mode_ == mode::running
-             || (mode_ == mode::half_open && dur_ && dur_->journal()))) {
+         && (mode_ == mode::running || mode_ == mode::half_open)) {
     if (n++ == drain_chunk) {
       event_based_actor::send<caf::message_priority::high>(
         this, drain_atom::value, gen_);
@@ -740,13 +769,23 @@ void cell::reject_buffer(const caf::error& err) {
 
 void cell::enter_degraded() {
   mode_ = mode::degraded;
-  for (auto& p : buffer_)
-    p.rp.deliver(deg_->fallback);
-  // A journal agent keeps what it accepted, to apply after recovery.
-  if (dur_ && dur_->journal())
-    buffer_.remove_if([](const pending& p) { return p.seq == 0; });
-  else
-    buffer_.clear();
+  bool journal = dur_ && dur_->journal();
+  auto reason = degraded_reason();
+  for (auto i = buffer_.begin(); i != buffer_.end();) {
+    auto& p = *i;
+    bool requester = p.rp.pending() && !p.rp.async();
+    stand_in(p.rp);
+    if ((journal && p.seq != 0) || p.saved) {
+      p.rp = response_promise{};
+      ++i; // on disk: applied once the child runs again
+    } else if (!requester && p.env.attempt > 1) {
+      ++i; // waits for its next delivery
+    } else {
+      if (!requester)
+        own_dead_letter(std::move(p.env), reason);
+      i = buffer_.erase(i);
+    }
+  }
   delayed_send(this, deg_->probe_delay(), probe_atom::value, ++deg_->probe_seq);
 }
 
@@ -764,7 +803,7 @@ void cell::probe() {
   }
   mode_ = mode::half_open;
   if (!buffer_.empty())
-    drain(); // a journal agent's kept envelopes: the first one decides
+    drain(); // what was kept: the first envelope decides
 }
 
 } // namespace vigil::detail

@@ -124,8 +124,6 @@ protected:
                    std::function<void(const caf::error&)> on_error) override;
 
 private:
-  /// `draining` is never stored: it marks a running cell with a non-empty
-  /// buffer while on_envelope queues a new envelope behind the buffer.
   /// `abandoned`: the supervisor gave up on this cell (or a newer owner
   /// fenced its path); it forwards what reaches it to the path's current
   /// cell and ends once its writes are settled.
@@ -135,7 +133,6 @@ private:
     running,
     degraded,
     half_open,
-    draining,
     abandoned
   };
 
@@ -146,30 +143,49 @@ private:
   enum class outcome { replied, rejected, refused, failed };
 
   /// Runs a request callback of the current instance. A throw there is a
-  /// failure of the child, like a throw in a handler.
+  /// failure of the child, like a throw in a handler; a stop it asks for
+  /// ends the instance as one asked for in a handler.
   template <class F>
   void invoke_callback(F f) {
     try {
       f();
     } catch (...) {
-      auto err = make_error(errc::handler_failed,
-                            cfg_.path + " (request callback): "
-                              + what(std::current_exception()));
-      instance_.reset();
-      stop_requested_ = false;
-      mode_ = mode::idle_buffer;
-      event_based_actor::send(parent_,
-                              exit_report{key_, gen_, std::move(err)});
+      end_instance(make_error(errc::handler_failed,
+                              cfg_.path + " (request callback): "
+                                + what(std::current_exception())),
+                   true);
       return;
     }
     if (stop_requested_ && instance_) {
-      stop_requested_ = false;
       stop_instance(true);
-      mode_ = mode::idle_buffer;
-      event_based_actor::send(
-        parent_, exit_report{key_, gen_, std::move(stop_reason_)});
-      stop_reason_ = caf::error{};
+      end_instance(std::exchange(stop_reason_, caf::error{}), false);
     }
+  }
+
+  /// The instance ended outside a handler's envelope (it failed, `failed`,
+  /// or asked to stop with `reason`), and is dropped. A probe's instance
+  /// in half-open that failed (or stopped with an error) takes the child
+  /// back to degraded, with the next probe on the probe schedule: its
+  /// supervisor deems the child degraded and waits for the cell. One that
+  /// stopped normally ran without failing: the supervisor hears of its
+  /// recovery, then of its exit, and decides as for any child. Any other
+  /// instance's end goes to the supervisor.
+  void end_instance(caf::error reason, bool failed);
+
+  /// A requester hears the stand-in's answer (counted).
+  void stand_in(response_promise& rp) {
+    if (!rp.pending() || rp.async())
+      return;
+    rp.deliver(deg_->fallback);
+    rt_->count_stand_in();
+  }
+
+  /// Why an async envelope to a degraded child is a dead letter.
+  std::string degraded_reason() const {
+    return describe(make_error(
+      errc::degraded, cfg_.path
+                        + " is degraded: its stand-in answers requests "
+                          "only; replay this letter once it runs again"));
   }
 
   struct pending {
@@ -188,7 +204,6 @@ private:
       case mode::running: return "running";
       case mode::degraded: return "degraded";
       case mode::half_open: return "half_open";
-      case mode::draining: return "running";
       case mode::abandoned: return "replaced";
     }
     return "?";
@@ -200,6 +215,10 @@ private:
   }
 
   caf::result<envelope> on_envelope(envelope& e);
+
+  /// Runs the handler for `e` now (running or half-open, nothing buffered)
+  /// and answers, or settles a failure.
+  caf::result<envelope> handle_now(envelope& e);
 
   /// The supervisor protocol and the cell's own timers (see cell.hpp),
   /// reached through the default handler.
@@ -232,6 +251,13 @@ private:
 
   void reject_buffer(const caf::error& err);
 
+  /// Switches to degraded and schedules the next probe. Every envelope
+  /// waiting in the buffer is accounted for: a requester hears the
+  /// stand-in; a journal agent keeps what it accepted and a snapshot agent
+  /// what its last save lists (applied once the child runs again); an
+  /// async envelope waiting for its next delivery keeps waiting (the next
+  /// probe's instance gets it); any other async envelope is a dead letter
+  /// (`degraded`).
   void enter_degraded();
 
   /// Half-open probe: try a fresh instance; the next envelope decides.

@@ -42,6 +42,7 @@ const char* to_string(errc x) noexcept {
     case errc::duplicate: return "duplicate";
     case errc::fenced: return "fenced";
     case errc::refused: return "refused";
+    case errc::degraded: return "degraded";
   }
   return "unknown";
 }

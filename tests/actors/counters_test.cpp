@@ -59,6 +59,7 @@ TEST(counters_test, each_name_reads_its_own_field) {
   c.writer_compact_passes = 11;
   c.writer_owned_paths = 12;
   c.writer_refused = 13;
+  c.stand_in_answers = 14;
   std::map<std::string, uint64_t> seen;
   c.for_each([&](std::string_view name, std::string_view, counters::kind,
                  uint64_t value) { seen.emplace(name, value); });
@@ -75,7 +76,8 @@ TEST(counters_test, each_name_reads_its_own_field) {
     {"writer_compact_failures", 10},
     {"writer_compact_passes", 11},
     {"writer_owned_paths", 12},
-    {"writer_refused", 13}};
+    {"writer_refused", 13},
+    {"stand_in_answers", 14}};
   EXPECT_EQ(seen, want);
 }
 
@@ -100,7 +102,8 @@ TEST(counters_test, the_documented_names_and_kinds) {
       gauges.emplace_back(name);
   });
   EXPECT_EQ(names, (std::vector<std::string>{
-                     "handled", "restarts", "dead_letters",
+                     "handled", "restarts", "stand_in_answers",
+                     "dead_letters",
                      "dead_letters_dropped", "writer_items", "writer_commits",
                      "writer_failures", "writer_largest_batch",
                      "writer_compacted", "writer_compact_failures",

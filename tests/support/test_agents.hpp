@@ -27,6 +27,21 @@ struct switches {
   std::function<void(int64_t)> advance;     ///< advances the test clock
   std::function<void()> on_stop_hook;       ///< runs inside on_stop
 
+  /// A request that echo's on_start/on_restart makes (to a Ping-answering
+  /// path), and what its callback then does.
+  struct start_call {
+    enum what : uint8_t {
+      throw_on_reply, ///< the reply callback throws
+      throw_on_error, ///< the error callback throws (e.g. a timeout)
+      fail_stop,      ///< the callback asks to stop with an error
+      normal_stop,    ///< the callback asks to stop normally
+    };
+    std::string to;
+    int64_t timeout_ms = 0;
+    what how = throw_on_reply;
+  };
+  std::map<std::string, start_call> start_calls; ///< by agent path
+
   bool failing(const std::string& path) {
     std::lock_guard<std::mutex> g{mtx};
     return fail_start[path];
@@ -46,6 +61,7 @@ struct switches {
   void reset() {
     std::lock_guard<std::mutex> g{mtx};
     fail_start.clear();
+    start_calls.clear();
     starts.clear();
     stops.clear();
     advance = nullptr;
@@ -71,6 +87,44 @@ public:
     }
     if (s.failing(ctx.path()))
       throw std::runtime_error("fail_start is set");
+    switches::start_call call;
+    {
+      std::lock_guard<std::mutex> g{s.mtx};
+      auto i = s.start_calls.find(ctx.path());
+      if (i == s.start_calls.end())
+        return;
+      call = i->second;
+    }
+    auto act = [&ctx, how = call.how](bool replied) {
+      using sc = switches::start_call;
+      switch (how) {
+        case sc::throw_on_reply:
+          if (replied)
+            throw std::runtime_error("reply callback throws");
+          break;
+        case sc::throw_on_error:
+          if (!replied)
+            throw std::runtime_error("error callback throws");
+          break;
+        case sc::fail_stop:
+          ctx.stop(make_error(errc::handler_failed, "callback stops"));
+          break;
+        case sc::normal_stop:
+          ctx.stop();
+          break;
+      }
+    };
+    ctx.request<Pong>(
+      ctx.resolve(call.to), ping_of(1),
+      std::chrono::milliseconds{call.timeout_ms},
+      [act](vigil::reply<Pong>) { act(true); },
+      [act](const caf::error&) { act(false); });
+  }
+
+  static Ping ping_of(int64_t n) {
+    Ping p;
+    p.set_n(n);
+    return p;
   }
 
   void on_stop(context& ctx) override {

@@ -18,7 +18,8 @@ namespace vigil {
 /// Owned by the runtime (`runtime::stats()`), shared with the node's writer
 /// through a shared_ptr so that either may outlive the other.
 ///
-/// Who writes each: `handled` the cells; `restarts` the supervisors;
+/// Who writes each: `handled` and `stand_in_answers` the cells;
+/// `restarts` the supervisors;
 /// `dead_letters*` the dead-letter log; `writer_*` the writer actor only
 /// (so `writer_largest_batch` needs no compare-exchange).
 struct counters {
@@ -35,6 +36,9 @@ struct counters {
   /// `child_info::restarts` it does not start again at 0 when a
   /// supervisor is itself restarted.
   alignas(64) std::atomic<uint64_t> restarts{0};
+  /// Requests that a degraded child's stand-in answered with its declared
+  /// fallback (marked degraded), instead of the agent.
+  std::atomic<uint64_t> stand_in_answers{0};
   /// Dead letters recorded (also those dropped from memory at once).
   std::atomic<uint64_t> dead_letters{0};
   /// Dead letters dropped from memory because the in-memory cap was
@@ -70,7 +74,7 @@ struct counters {
   }
 
   /// Number of fields that `for_each` visits.
-  static constexpr size_t size = 13;
+  static constexpr size_t size = 14;
 
   /// One field's name, meaning and kind.
   struct description {

@@ -68,6 +68,11 @@ enum class errc : uint8_t {
   /// error; the context says why. Not a failure: nothing restarts. A
   /// handler may refuse with any error; this is vigil's word for it.
   refused,
+  /// The child is degraded: its stand-in answers requests with the declared
+  /// fallback; an async envelope (which nobody would hear the stand-in
+  /// answer) becomes a dead letter with this reason, replayable once the
+  /// child runs again. A journal agent keeps its async envelopes instead.
+  degraded,
 };
 
 /// Returns the OTP-style name of `x`, e.g. "reached_max_restart_intensity".

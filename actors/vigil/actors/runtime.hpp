@@ -126,6 +126,16 @@ public:
     return stats_->handled.load(std::memory_order_relaxed);
   }
 
+  /// Counts one request answered by a degraded child's stand-in.
+  void count_stand_in() noexcept {
+    counters::bump(stats_->stand_in_answers);
+  }
+
+  /// Requests answered by stand-ins so far.
+  uint64_t stand_in_answers() const noexcept {
+    return stats_->stand_in_answers.load(std::memory_order_relaxed);
+  }
+
   /// Counts one restart (or degrade) of a child, anywhere in the tree.
   void count_restart() noexcept {
     counters::bump(stats_->restarts);
