@@ -3,15 +3,24 @@
 // lifecycle: fresh and repeated message ids, requests, handlers that throw
 // or are stuck past their shutdown timeout, terminate/restart/delete/start
 // of children, a parent supervisor killed, failed commits, dead-letter
-// replay, orderly stops and crashes of the node. It runs on CAF's testing
-// scheduler with virtual time (det_node), so a seed replays exactly.
+// replay, orderly stops and crashes of the node. Two children degrade
+// once their budget is spent (root/deg/j, a journal tally, and root/deg/m,
+// memory only, max_deliveries 2), and their probes fail in each way
+// (on_restart throws; a reply callback throws; an error callback throws,
+// after an error or a timeout; a callback stops with an error) or succeed.
+// It runs on CAF's testing scheduler with virtual time (det_node), so a
+// seed replays exactly.
 //
 // The oracle needs no model of timing: it reads the truth off the disk
 // after a final drain (every path ever used started again and run until
 // quiet) and checks the journal guarantee (support/lifecycle_oracle.hpp).
 // Here every async send that reached a cell must also end accepted or a
 // dead letter, unless the node crashed while it could still wait in a
-// stuck cell's mailbox (the documented window).
+// stuck cell's mailbox (the documented window). The memory-only child is
+// checked on its own: each async delivery handled or a dead letter exactly
+// once (at most once across a crash); a request answered by the stand-in
+// never handled. After every operation, the supervisor of each degrading
+// child and its cell must tell the same state (never stranded).
 //
 // VIGIL_LIFECYCLE_SEEDS=n runs n seeds (default 500), VIGIL_LIFECYCLE_SEED=s
 // repeats one. A failure prints the seed and the shortest history the test
@@ -42,6 +51,20 @@ namespace {
 
 using namespace vigil::test::lifecycle;
 
+/// The paths an operation can name: the shared ones, then the children
+/// that degrade (root/deg/j, a journal tally, and root/deg/m, memory only).
+const std::vector<std::string> lpaths = [] {
+  auto out = paths;
+  out.insert(out.end(), degrade_paths.begin(), degrade_paths.end());
+  return out;
+}();
+const int first_deg = static_cast<int>(paths.size());
+const int mem_path = first_deg + 1; // root/deg/m
+
+std::string sup_of_path(int i) {
+  return i >= first_deg ? "root/deg" : sup_of(static_cast<size_t>(i));
+}
+
 // -- operations ---------------------------------------------------------------
 
 enum class kind : uint8_t {
@@ -61,6 +84,7 @@ enum class kind : uint8_t {
   advance,     // virtual time moves
   stop,        // orderly stop, dead letters replayed or not, start again
   crash,       // crash, start again
+  probe_fault, // how the next restarts of a degrading child fail (or not)
 };
 
 const char* name(kind k) {
@@ -81,6 +105,7 @@ const char* name(kind k) {
     case kind::advance: return "advance";
     case kind::stop: return "stop";
     case kind::crash: return "crash";
+    case kind::probe_fault: return "probe_fault";
   }
   return "?";
 }
@@ -102,20 +127,20 @@ std::string describe(const op& o) {
     case kind::request:
     case kind::fail:
     case kind::stuck:
-      os << " " << paths[o.path] << " id=" << o.id << " n=" << o.n;
+      os << " " << lpaths[o.path] << " id=" << o.id << " n=" << o.n;
       break;
     case kind::resend:
       os << " (repeats op " << o.other << ")";
       break;
     case kind::fanout:
-      os << " " << paths[o.path] << " -> " << paths[o.other]
+      os << " " << lpaths[o.path] << " -> " << lpaths[o.other]
          << " id=" << o.id << " values " << o.n << ".." << o.n + o.arg - 1;
       break;
     case kind::terminate:
     case kind::restart:
     case kind::remove:
     case kind::start:
-      os << " " << paths[o.path];
+      os << " " << lpaths[o.path];
       break;
     case kind::fail_commit:
       os << " after " << o.arg << " commits";
@@ -125,6 +150,9 @@ std::string describe(const op& o) {
       break;
     case kind::stop:
       os << (o.arg != 0 ? " (replay dead letters)" : "");
+      break;
+    case kind::probe_fault:
+      os << " " << lpaths[o.path] << " mode " << o.arg;
       break;
     default:
       break;
@@ -139,8 +167,8 @@ std::vector<op> generate(uint64_t seed, size_t len) {
     return static_cast<int>(std::uniform_int_distribution<int>{0, n - 1}(rng));
   };
   // Weights, in the order of `kind`.
-  const std::vector<int> weights = {30, 8, 8, 4, 5, 4, 5, 4,
-                                    4,  2, 3, 2, 3, 8, 2, 2};
+  const std::vector<int> weights = {30, 8, 8, 8, 5, 4, 5, 4,
+                                    4,  2, 3, 2, 3, 8, 2, 2, 4};
   std::discrete_distribution<int> which{weights.begin(), weights.end()};
   std::vector<op> out;
   std::vector<int> sends; // indexes of send ops, for resend
@@ -149,7 +177,7 @@ std::vector<op> generate(uint64_t seed, size_t len) {
   for (size_t i = 0; i < len; ++i) {
     op o;
     o.what = static_cast<kind>(which(rng));
-    o.path = pick(static_cast<int>(paths.size()));
+    o.path = pick(static_cast<int>(lpaths.size()));
     switch (o.what) {
       case kind::send:
       case kind::request:
@@ -162,6 +190,8 @@ std::vector<op> generate(uint64_t seed, size_t len) {
       case kind::fail:
         o.id = next_id++;
         o.n = -static_cast<int64_t>(o.id);
+        if (pick(2) == 0) // half of them spend a degrading child's budget
+          o.path = first_deg + pick(2);
         break;
       case kind::resend:
         if (sends.empty()) {
@@ -173,7 +203,11 @@ std::vector<op> generate(uint64_t seed, size_t len) {
         break;
       case kind::fanout:
         o.id = next_id++;
-        o.other = pick(static_cast<int>(paths.size()));
+        // Not the memory-only child: the oracle follows a fanout through
+        // the disk, and a memory child's effects are not there.
+        if (o.path == mem_path)
+          o.path = pick(mem_path);
+        o.other = pick(mem_path);
         o.arg = 1 + pick(4);
         o.n = next_fan;
         next_fan += o.arg;
@@ -191,6 +225,10 @@ std::vector<op> generate(uint64_t seed, size_t len) {
         break;
       case kind::stop:
         o.arg = pick(2);
+        break;
+      case kind::probe_fault:
+        o.path = first_deg + pick(2);
+        o.arg = pick(probe_faults::modes);
         break;
       default:
         break;
@@ -221,17 +259,24 @@ class lifecycle_run {
 public:
   lifecycle_run(const std::string& dir, const std::vector<op>& ops)
     : dir_(dir), ops_(ops), nd_(dir, durable_registry()) {
-    // nop
+    probe_faults::get().reset();
+    handled_log::get().reset();
+  }
+
+  ~lifecycle_run() {
+    probe_faults::get().reset();
+    handled_log::get().reset();
   }
 
   findings run() {
-    start(tree());
+    start(tree({}, true));
     for (size_t i = 0; i < ops_.size(); ++i) {
       if (!nd_.running())
-        start(tree(live_extra_));
+        start(tree(live_extra_, true));
       if (trace_)
         std::printf("op %zu: %s\n", i, describe(ops_[i]).c_str());
       apply(ops_[i]);
+      check_agreement(i);
     }
     drain();
     return check();
@@ -245,20 +290,31 @@ private:
   }
 
   /// Sends to the path's current cell, if there is one; a delivered send
-  /// must end accepted or a dead letter.
+  /// must end accepted or a dead letter (at the memory-only child: handled
+  /// or a dead letter, once per delivery).
   void send(int path, envelope e) {
-    auto& p = paths[static_cast<size_t>(path)];
+    auto& p = lpaths[static_cast<size_t>(path)];
     auto id = e.id;
-    if (nd_.running() && nd_.send(p, std::move(e)))
+    int64_t n = 0;
+    if (path == mem_path) {
+      Add a;
+      a.ParseFromString(e.payload);
+      n = a.n();
+    }
+    if (!nd_.running() || !nd_.send(p, std::move(e)))
+      return;
+    if (path == mem_path)
+      ++mem_async_[n];
+    else
       facts_.delivered.emplace(p, id);
   }
 
   caf::actor sup(int path) {
-    return nd_.cell(sup_of(static_cast<size_t>(path)));
+    return nd_.cell(sup_of_path(path));
   }
 
   void apply(const op& o) {
-    auto& path = paths[static_cast<size_t>(o.path)];
+    auto& path = lpaths[static_cast<size_t>(o.path)];
     switch (o.what) {
       case kind::send:
       case kind::fail:
@@ -277,6 +333,8 @@ private:
           requests_.emplace_back(
             nd_.call(det_node::answer::env, cell, add_env(o.n, o.id)), path,
             o.n);
+        if (cell && o.path == mem_path)
+          mem_requests_.insert(o.n);
         break;
       }
       case kind::stuck: {
@@ -285,12 +343,14 @@ private:
         if (!cell || nd_.frozen(cell))
           break;
         caf::anon_send(cell, add_env(o.n, o.id));
+        if (o.path == mem_path)
+          ++mem_async_[o.n];
         nd_.step(cell); // it takes the envelope in, then hangs
         nd_.freeze(cell);
         break;
       }
       case kind::fanout: {
-        auto& to = paths[static_cast<size_t>(o.other)];
+        auto& to = lpaths[static_cast<size_t>(o.other)];
         facts_.fanout(path, o.id, fanout_sent{to, o.n, o.arg});
         Fanout f;
         f.set_to(to);
@@ -348,11 +408,58 @@ private:
         if (nd_.any_frozen())
           facts_.may_be_lost.insert(facts_.delivered.begin(),
                                     facts_.delivered.end());
+        // A memory-only child loses what waits in its buffer, and dead
+        // letters not yet committed.
+        for (auto& kvp : mem_async_)
+          mem_may_be_lost_.insert(kvp.first);
         nd_.crash();
+        break;
+      case kind::probe_fault:
+        probe_faults::get().set(
+          path, static_cast<probe_faults::mode>(o.arg));
         break;
     }
     if (nd_.running())
       nd_.run();
+  }
+
+  /// The supervisor of each degrading child and its cell tell the same
+  /// state once the node is quiet (a child is never stranded: degraded at
+  /// the supervisor while its cell waits for a restart that never comes).
+  /// Skipped while either cannot answer (a frozen cell, a supervisor
+  /// waiting on one).
+  void check_agreement(size_t i) {
+    if (!nd_.running())
+      return;
+    for (auto idx : {first_deg, mem_path}) {
+      auto& path = lpaths[static_cast<size_t>(idx)];
+      auto cell = nd_.cell(path);
+      if (!cell || nd_.frozen(cell))
+        continue;
+      auto kids = nd_.ask<std::vector<child_info>>("root/deg",
+                                                   which_children_atom::value);
+      if (!kids)
+        continue;
+      std::string sup_says = "absent";
+      for (auto& k : *kids)
+        if (k.path == path)
+          sup_says = k.status;
+      auto cell_says = nd_.ask<std::string>(path, state_atom::value);
+      if (!cell_says)
+        continue;
+      auto& c = *cell_says;
+      ++agreements_;
+      bool ok = (sup_says == "running" && c == "running")
+                || (sup_says == "restarting" && c == "restarting")
+                || (sup_says == "degraded"
+                    && (c == "degraded" || c == "half_open"))
+                || (sup_says == "stopped"
+                    && (c == "stopped" || c == "restarting"));
+      if (!ok)
+        out_.fail(path + ": after op " + std::to_string(i)
+                  + " its supervisor says " + sup_says
+                  + " and its cell says " + c);
+    }
   }
 
   /// `vigil dead-letters replay --all`, while the node is down.
@@ -371,8 +478,11 @@ private:
       out_.fail("replay failed: " + s.message());
     // A letter may be skipped only because its id was accepted since (the
     // oracle checks that id); any other reason is a defect.
+    // The memory-only child's letters are not replayable (documented).
     for (auto& p : problems)
-      if (p.find("replaying it would apply it twice") == std::string::npos)
+      if (p.find("replaying it would apply it twice") == std::string::npos
+          && p.find(lpaths[mem_path] + " is not a journal agent")
+               == std::string::npos)
         out_.fail("replay skipped a letter: " + p);
   }
 
@@ -385,8 +495,9 @@ private:
       nd_.stop();
     }
     // Every dynamic path, also those never started: an outbox may be
-    // waiting to deliver to one.
-    start(tree(all_dynamic()));
+    // waiting to deliver to one. Probes succeed from now on.
+    probe_faults::get().reset();
+    start(tree(all_dynamic(), true));
     for (int i = 0; i < 20; ++i)
       nd_.advance(300ms);
     nd_.stop();
@@ -395,16 +506,86 @@ private:
   void collect_requests() {
     for (auto& [ticket, path, n] : requests_) {
       auto& r = nd_.result(ticket);
-      if (r.done && !r.err && !r.reply.degraded())
-        facts_.answered[path].insert(n);
+      if (r.done && !r.err && r.reply.degraded()) {
+        ++stand_ins_;
+        if (path == lpaths[mem_path])
+          mem_stand_in_.insert(n);
+      } else if (r.done && !r.err) {
+        if (path == lpaths[mem_path])
+          mem_answered_.insert(n); // not on disk: checked on its own
+        else
+          facts_.answered[path].insert(n);
+      }
     }
   }
 
   findings check() {
     auto f = check_journal_guarantee(dir_, facts_);
+    check_memory_child(f);
     f.problems.insert(f.problems.begin(), out_.problems.begin(),
                       out_.problems.end());
+    f.stand_ins = stand_ins_;
+    f.agreements = agreements_;
     return f;
+  }
+
+  /// The memory-only child: each async delivery was handled or is a dead
+  /// letter, exactly once (at most once if a crash could lose it); a
+  /// request was handled at most once, exactly once if answered by the
+  /// agent, and not at all if the stand-in answered it.
+  void check_memory_child(findings& f) {
+    auto& path = lpaths[mem_path];
+    auto handled = handled_log::get().of(path);
+    std::multiset<int64_t> dead;
+    store_options so;
+    so.dir = dir_;
+    std::unique_ptr<store> st;
+    std::vector<records::DeadLetter> dls;
+    if (auto s = store::open(so, st); s || st->dead_letters(dls)) {
+      f.fail("check: cannot read the dead letters of " + path);
+      return;
+    }
+    for (auto& d : dls) {
+      if (d.path() != path)
+        continue;
+      Add a;
+      if (d.env().type() != Add::descriptor()->full_name()
+          || !a.ParseFromString(d.env().payload())) {
+        f.fail(path + ": a dead letter that is no Add: " + d.reason());
+        continue;
+      }
+      dead.insert(a.n());
+      if (d.reason().rfind("degraded", 0) == 0)
+        ++f.degraded_letters;
+    }
+    auto count = [](const std::multiset<int64_t>& s, int64_t v) {
+      return static_cast<int64_t>(s.count(v));
+    };
+    for (auto& [n, k] : mem_async_) {
+      auto got = count(handled, n) + count(dead, n);
+      bool lossy = mem_may_be_lost_.count(n) != 0;
+      if (got > k || (!lossy && got != k))
+        f.fail(path + ": value " + std::to_string(n) + " delivered "
+               + std::to_string(k) + " times, handled "
+               + std::to_string(count(handled, n)) + " times, "
+               + std::to_string(count(dead, n)) + " dead letters");
+    }
+    for (auto n : mem_requests_) {
+      auto h = count(handled, n);
+      auto d = count(dead, n);
+      bool answered = mem_answered_.count(n) != 0;
+      bool stand_in = mem_stand_in_.count(n) != 0;
+      if (h + d > 1 || (answered && h != 1) || (stand_in && h + d != 0))
+        f.fail(path + ": request " + std::to_string(n) + " handled "
+               + std::to_string(h) + " times, " + std::to_string(d)
+               + " dead letters"
+               + (answered ? ", answered by the agent"
+                           : stand_in ? ", answered by the stand-in" : ""));
+    }
+    for (auto n : handled)
+      if (mem_async_.count(n) == 0 && mem_requests_.count(n) == 0)
+        f.fail(path + " handled " + std::to_string(n)
+               + ", which was never sent to it");
   }
 
   std::string dir_;
@@ -416,6 +597,16 @@ private:
   std::set<std::string> extra_;      // dynamic children ever started
   bool trace_ = std::getenv("VIGIL_LIFECYCLE_TRACE") != nullptr;
   std::set<std::string> live_extra_; // ... and not deleted since
+  /// The memory-only child: async deliveries by value, values requested,
+  /// values whose delivery a crash may have lost, and requests the
+  /// stand-in answered.
+  std::map<int64_t, int64_t> mem_async_;
+  std::set<int64_t> mem_requests_;
+  std::set<int64_t> mem_may_be_lost_;
+  std::set<int64_t> mem_stand_in_;
+  std::set<int64_t> mem_answered_;
+  size_t stand_ins_ = 0;
+  size_t agreements_ = 0;
 };
 
 findings run_history(const std::vector<op>& ops) {
@@ -467,6 +658,9 @@ TEST(lifecycle_test, random_histories_keep_the_journal_guarantee) {
   size_t applied = 0;
   size_t dead = 0;
   size_t accepted = 0;
+  size_t stand_ins = 0;
+  size_t degraded_letters = 0;
+  size_t agreements = 0;
   auto t0 = std::chrono::steady_clock::now();
   for (uint64_t seed = first; seed < first + count; ++seed) {
     auto ops = generate(seed, 60);
@@ -474,6 +668,9 @@ TEST(lifecycle_test, random_histories_keep_the_journal_guarantee) {
     applied += f.applied;
     dead += f.dead;
     accepted += f.guards;
+    stand_ins += f.stand_ins;
+    degraded_letters += f.degraded_letters;
+    agreements += f.agreements;
     if (f.problems.empty())
       continue;
     std::ostringstream os;
@@ -497,11 +694,19 @@ TEST(lifecycle_test, random_histories_keep_the_journal_guarantee) {
   EXPECT_GT(applied, count);
   EXPECT_GT(accepted, count);
   EXPECT_GT(dead, 0u);
+  if (count >= 50) { // and degraded children answered and dead-lettered
+    EXPECT_GT(stand_ins, 0u);
+    EXPECT_GT(degraded_letters, 0u);
+    EXPECT_GT(agreements, count);
+  }
   std::printf("lifecycle_test: %llu seeds from %llu in %lld ms: %zu values "
-              "applied, %zu envelopes accepted, %zu dead letters\n",
+              "applied, %zu envelopes accepted, %zu dead letters, %zu "
+              "stand-in answers, %zu degraded letters, %zu states "
+              "compared\n",
               static_cast<unsigned long long>(count),
               static_cast<unsigned long long>(first),
-              static_cast<long long>(ms), applied, accepted, dead);
+              static_cast<long long>(ms), applied, accepted, dead, stand_ins,
+              degraded_letters, agreements);
 }
 
 } // namespace

@@ -2,6 +2,10 @@
 
 // Agents for the durability tests and the crash-test child process.
 
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <set>
 #include <stdexcept>
 #include <string>
 
@@ -11,10 +15,113 @@
 
 namespace vigil::test {
 
+/// How the next restarted instance of a path misbehaves in on_restart (set
+/// by the randomized lifecycle test to make probes fail in each way).
+struct probe_faults {
+  enum mode : uint8_t {
+    none,
+    hook,      ///< on_restart throws
+    on_reply,  ///< it asks root/a for Get; the reply callback throws
+    on_error,  ///< it asks the root supervisor (an error); that callback throws
+    timeout,   ///< it asks root/b with a 50 ms timeout; a timeout throws
+    stop,      ///< it asks root/a; the reply callback stops with an error
+  };
+  static constexpr int modes = 6;
+
+  static probe_faults& get() {
+    static probe_faults inst;
+    return inst;
+  }
+
+  void set(const std::string& path, mode m) {
+    std::lock_guard<std::mutex> g{mtx};
+    by_path[path] = m;
+  }
+
+  void reset() {
+    std::lock_guard<std::mutex> g{mtx};
+    by_path.clear();
+  }
+
+  /// Runs the fault set for the restarted instance at `ctx.path()`.
+  void apply(context& ctx) {
+    mode m = none;
+    {
+      std::lock_guard<std::mutex> g{mtx};
+      auto i = by_path.find(ctx.path());
+      if (i != by_path.end())
+        m = i->second;
+    }
+    using namespace std::chrono_literals;
+    auto boom = [](const char* what) { throw std::runtime_error(what); };
+    switch (m) {
+      case none:
+        return;
+      case hook:
+        boom("on_restart fault");
+        return;
+      case on_reply:
+        ctx.request<Tally>(
+          "root/a", Get{}, 100ms,
+          [boom](reply<Tally>) { boom("reply callback fault"); },
+          [boom](const caf::error&) { boom("error callback fault"); });
+        return;
+      case on_error:
+        ctx.request<Tally>(
+          "root", Get{}, 100ms, [](reply<Tally>) {},
+          [boom](const caf::error&) { boom("error callback fault"); });
+        return;
+      case timeout:
+        ctx.request<Tally>(
+          "root/b", Get{}, 50ms, [](reply<Tally>) {},
+          [boom](const caf::error&) { boom("timeout callback fault"); });
+        return;
+      case stop:
+        ctx.request<Tally>(
+          "root/a", Get{}, 100ms,
+          [&ctx](reply<Tally>) {
+            ctx.stop(make_error(errc::handler_failed, "callback stops"));
+          },
+          [](const caf::error&) {});
+        return;
+    }
+  }
+
+  std::mutex mtx;
+  std::map<std::string, mode> by_path;
+};
+
+/// What memory-only agents (mtally) handled, by path: the value of each
+/// Add, once per handling. Survives the crash of a simulated node.
+struct handled_log {
+  static handled_log& get() {
+    static handled_log inst;
+    return inst;
+  }
+  void add(const std::string& path, int64_t n) {
+    std::lock_guard<std::mutex> g{mtx};
+    by_path[path].insert(n);
+  }
+  std::multiset<int64_t> of(const std::string& path) {
+    std::lock_guard<std::mutex> g{mtx};
+    return by_path[path];
+  }
+  void reset() {
+    std::lock_guard<std::mutex> g{mtx};
+    by_path.clear();
+  }
+  std::mutex mtx;
+  std::map<std::string, std::multiset<int64_t>> by_path;
+};
+
 /// Counts and sums Add.n, remembering the order; Add(n < 0) throws; Block
 /// waits at a test gate, then adds like Add.
 class tally : public agent<Tally> {
 public:
+  void on_restart(context& ctx, const caf::error&) override {
+    probe_faults::get().apply(ctx);
+  }
+
   static void define(handlers<tally>& h) {
     h.on<Add>([](tally& self, context&, const Add& a) {
       if (a.n() < 0)
@@ -43,6 +150,28 @@ public:
       }
       self.state().set_count(self.state().count() + 1);
     });
+  }
+};
+
+/// A memory-only tally: each Add it handles goes to the handled_log;
+/// Add(n < 0) throws; Get answers the (per instance) state.
+class mtally : public agent<Tally> {
+public:
+  void on_restart(context& ctx, const caf::error&) override {
+    probe_faults::get().apply(ctx);
+  }
+
+  static void define(handlers<mtally>& h) {
+    h.on<Add>([](mtally& self, context& ctx, const Add& a) {
+      if (a.n() < 0)
+        throw std::runtime_error("negative add");
+      handled_log::get().add(ctx.path(), a.n());
+      auto& st = self.state();
+      st.set_count(st.count() + 1);
+      st.set_sum(st.sum() + a.n());
+      return st;
+    });
+    h.on<Get>([](mtally& self, context&, const Get&) { return self.state(); });
   }
 };
 
@@ -115,6 +244,7 @@ private:
 inline registry durable_registry() {
   registry r;
   r.add<tally>("tally").add<counter>("counter").add<source>("source");
+  r.add<mtally>("mtally");
   r.add<courier>("courier");
   return r;
 }

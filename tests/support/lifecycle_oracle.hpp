@@ -63,6 +63,12 @@ struct findings {
   size_t applied = 0;
   size_t dead = 0;
   size_t guards = 0;
+  /// Requests answered by a degraded child's stand-in, and dead letters
+  /// with reason `degraded` (lifecycle_test's degrading children).
+  size_t stand_ins = 0;
+  size_t degraded_letters = 0;
+  /// Times a supervisor's and a cell's states were compared.
+  size_t agreements = 0;
 
   void fail(std::string what) {
     if (problems.size() < 20)

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "proto/test.pb.h"
 #include "vigil/supervision/child_spec.hpp"
 
 namespace vigil::test::lifecycle {
@@ -26,10 +27,41 @@ inline child_spec tally_spec(const std::string& id, shutdown_spec sd) {
     .with_shutdown(sd);
 }
 
+/// Children that degrade once their budget is spent, under `root/deg`
+/// (one_for_one, 1 restart in 10 s): a journal tally and a memory-only
+/// one (mtally) that redelivers a failed envelope once. Their stand-in
+/// answers Tally{count: -1}; probes wait 50 ms, doubling up to 200 ms.
+inline const std::vector<std::string> degrade_paths = {"root/deg/j",
+                                                       "root/deg/m"};
+
+inline supervisor_spec degrade_tree() {
+  using namespace std::chrono_literals;
+  supervisor_spec deg;
+  deg.flags.intensity = 1;
+  deg.flags.period = 10000ms;
+  Tally fallback;
+  fallback.set_count(-1);
+  auto degrading = [&](child_spec c) {
+    c = c.with_failure(on_failure::degrade)
+          .with_shutdown(shutdown_spec::after(50ms));
+    c.degrade.set_fallback(fallback);
+    c.degrade.probe_min = 50ms;
+    c.degrade.probe_max = 200ms;
+    return c;
+  };
+  deg.children.push_back(degrading(
+    worker("j", "tally").with_durability(durability_mode::journal)));
+  auto m = degrading(worker("m", "mtally"));
+  m.max_deliveries = 2;
+  deg.children.push_back(std::move(m));
+  return deg;
+}
+
 /// `a` gets 50 ms to stop, `b` is brutally killed (1 s of grace), `c` lives
 /// under a one_for_all supervisor; `extra` are dynamic children to start as
-/// part of the tree.
-inline supervisor_spec tree(const std::set<std::string>& extra = {}) {
+/// part of the tree; with `degrade`, root/deg (degrade_tree) comes last.
+inline supervisor_spec tree(const std::set<std::string>& extra = {},
+                            bool degrade = false) {
   using namespace std::chrono_literals;
   supervisor_spec sub;
   sub.flags.strategy = strategy::one_for_all;
@@ -42,6 +74,8 @@ inline supervisor_spec tree(const std::set<std::string>& extra = {}) {
   spec.children.push_back(supervisor("sub", sub));
   for (auto& id : extra)
     spec.children.push_back(tally_spec(id, shutdown_spec::after(50ms)));
+  if (degrade)
+    spec.children.push_back(supervisor("deg", degrade_tree()));
   return spec;
 }
 
