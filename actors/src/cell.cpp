@@ -528,18 +528,16 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
       after_handled();
     }
   }
-  if (mode_ == mode::half_open) {
+  if (stop_requested_) {
+    // Handled, and then the instance asked to stop: in half-open, a stop
+    // with an error is a failed probe, a normal one a recovery and an exit
+    // (see end_instance).
+    stop_instance(true);
+    end_instance(std::exchange(stop_reason_, caf::error{}), false);
+  } else if (mode_ == mode::half_open) {
     mode_ = mode::running;
     resilience::backoff::reset(deg_->track);
     event_based_actor::send(parent_, recover_report{key_, gen_});
-  }
-  if (stop_requested_) {
-    stop_requested_ = false;
-    stop_instance(true);
-    mode_ = mode::idle_buffer;
-    event_based_actor::send(parent_,
-                            exit_report{key_, gen_, std::move(stop_reason_)});
-    stop_reason_ = caf::error{};
   }
   return refused ? outcome::refused : outcome::replied;
 }
@@ -554,8 +552,12 @@ void cell::after_failure(envelope e, response_promise rp, caf::error err,
     // stand-in; an async envelope (or one a journal accepted) meets the
     // fate it would meet in running mode: kept for its next delivery, or
     // a dead letter.
+    // A journal's accepted envelope keeps its requester: it is answered
+    // as in running mode (an error once its deliveries are spent, else
+    // after its next delivery), never by the stand-in and then applied.
     bool requester = rp.pending() && !rp.async();
-    stand_in(rp);
+    if (seq == 0)
+      stand_in(rp);
     if (seq != 0 || !requester)
       settle(std::move(e), std::move(rp), err, seq);
     deg_->probe_failed();
@@ -774,14 +776,14 @@ void cell::enter_degraded() {
   for (auto i = buffer_.begin(); i != buffer_.end();) {
     auto& p = *i;
     bool requester = p.rp.pending() && !p.rp.async();
-    stand_in(p.rp);
     if ((journal && p.seq != 0) || p.saved) {
-      p.rp = response_promise{};
-      ++i; // on disk: applied once the child runs again
+      ++i; // on disk: applied once the child runs again, then answered
     } else if (!requester && p.env.attempt > 1) {
       ++i; // waits for its next delivery
     } else {
-      if (!requester)
+      if (requester)
+        stand_in(p.rp);
+      else
         own_dead_letter(std::move(p.env), reason);
       i = buffer_.erase(i);
     }

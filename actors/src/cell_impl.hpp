@@ -252,12 +252,13 @@ private:
   void reject_buffer(const caf::error& err);
 
   /// Switches to degraded and schedules the next probe. Every envelope
-  /// waiting in the buffer is accounted for: a requester hears the
-  /// stand-in; a journal agent keeps what it accepted and a snapshot agent
-  /// what its last save lists (applied once the child runs again); an
-  /// async envelope waiting for its next delivery keeps waiting (the next
-  /// probe's instance gets it); any other async envelope is a dead letter
-  /// (`degraded`).
+  /// waiting in the buffer is accounted for: a journal agent keeps what it
+  /// accepted and a snapshot agent what its last save lists (applied once
+  /// the child runs again; a requester of one waits for that answer, since
+  /// the envelope will be applied); an async envelope waiting for its next
+  /// delivery keeps waiting (the next probe's instance gets it); any other
+  /// requester hears the stand-in, and any other async envelope is a dead
+  /// letter (`degraded`).
   void enter_degraded();
 
   /// Half-open probe: try a fresh instance; the next envelope decides.

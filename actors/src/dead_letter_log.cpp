@@ -14,7 +14,15 @@ void dead_letter_log::add(std::string path, envelope env, std::string reason,
       writer_, write_atom::value, uint64_t{0},
       owned_write{{}, detail::dead_letter_item(path, env, reason, journal)});
   counters::bump(stats_.dead_letters);
+  std::string_view code{reason};
+  code = code.substr(0, code.find(':'));
   std::lock_guard<std::mutex> guard{mtx_};
+  if (auto i = reasons_.find(code); i != reasons_.end())
+    ++i->second;
+  else if (reasons_.size() < max_reasons)
+    reasons_.emplace(std::string{code}, 1);
+  else
+    ++reasons_["other"];
   if (cap_ == 0 || letters_.size() >= cap_) {
     ++dropped_;
     counters::bump(stats_.dead_letters_dropped);
@@ -38,6 +46,11 @@ std::vector<dead_letter> dead_letter_log::snapshot() const {
 size_t dead_letter_log::size() const {
   std::lock_guard<std::mutex> guard{mtx_};
   return letters_.size();
+}
+
+std::map<std::string, uint64_t> dead_letter_log::by_reason() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return {reasons_.begin(), reasons_.end()};
 }
 
 size_t dead_letter_log::dropped() const {

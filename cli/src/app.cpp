@@ -270,6 +270,7 @@ void watch(node& nd, const std::string& name, milliseconds run_for,
       totals(out.tree, restarts, degraded);
       print_progress(std::chrono::duration<double>(now - t0).count(),
                      nd.rt()->handled(), restarts, degraded,
+                     nd.rt()->stand_in_answers(),
                      nd.rt()->dead_letter_count(), std::cerr);
     }
   }
@@ -357,6 +358,9 @@ int cmd_run(const run_args& a, const registry& types) {
   totals(out.tree, out.restarts, degraded);
   out.restarts_all = nd.rt()->restarts();
   out.dead_letters = nd.dead_letters();
+  out.stand_in_answers = nd.rt()->stand_in_answers();
+  out.dead_total = nd.rt()->stats().dead_letters.load();
+  out.dead_by_reason = nd.rt()->dead_log().by_reason();
   print_run_report(out, a.report == "json", std::cout);
   std::cout.flush();
   auto rc = out.escalated ? exit_escalated : exit_ok;

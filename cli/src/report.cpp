@@ -78,14 +78,15 @@ void print_tree(const tree_node& t, std::ostream& out, int depth) {
 }
 
 void print_progress(double seconds, uint64_t handled, uint64_t restarts,
-                    size_t degraded, size_t dead_letters, std::ostream& out) {
-  char line[160];
+                    size_t degraded, uint64_t stand_ins, size_t dead_letters,
+                    std::ostream& out) {
+  char line[200];
   std::snprintf(line, sizeof(line),
                 "vigil: %6.1fs  handled=%llu  restarts=%llu  degraded=%zu  "
-                "dead_letters=%zu\n",
+                "stand_in=%llu  dead_letters=%zu\n",
                 seconds, static_cast<unsigned long long>(handled),
                 static_cast<unsigned long long>(restarts), degraded,
-                dead_letters);
+                static_cast<unsigned long long>(stand_ins), dead_letters);
   out << line << std::flush;
 }
 
@@ -101,7 +102,10 @@ void print_run_report(const run_outcome& r, bool as_json, std::ostream& out) {
                        {"type", dls[i].env.type},
                        {"id", dls[i].env.id},
                        {"reason", dls[i].reason}});
-    j["dead_letters"] = {{"count", dls.size()}, {"first", items}};
+    j["dead_letters"] = {{"count", r.dead_total},
+                         {"by_reason", r.dead_by_reason},
+                         {"first", items}};
+    j["stand_in_answers"] = r.stand_in_answers;
     j["outcome"] = r.escalated ? "escalated" : "completed";
     if (r.escalated)
       j["cause"] = r.cause;
@@ -119,7 +123,18 @@ void print_run_report(const run_outcome& r, bool as_json, std::ostream& out) {
   if (r.restarts_all != r.restarts)
     out << " (" << r.restarts_all
         << " in all, with those before a supervisor's restart)";
-  out << ", " << dls.size() << " dead letters\n";
+  out << ", " << r.stand_in_answers << " stand-in answers, " << r.dead_total
+      << " dead letters";
+  if (!r.dead_by_reason.empty()) {
+    out << " (";
+    bool first = true;
+    for (auto& [code, n] : r.dead_by_reason) {
+      out << (first ? "" : ", ") << code << " " << n;
+      first = false;
+    }
+    out << ")";
+  }
+  out << "\n";
   for (size_t i = 0; i < dls.size() && i < 10; ++i)
     out << "  dead letter " << dls[i].seq << " " << dls[i].path << ": "
         << dls[i].reason << "\n";

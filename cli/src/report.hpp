@@ -6,6 +6,7 @@
 // only: the commands (app.cpp) gather the data.
 
 #include <cstdint>
+#include <map>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -46,13 +47,19 @@ struct run_outcome {
   uint64_t handled = 0;
   uint64_t restarts = 0;          ///< The sum of the tree's figures.
   uint64_t restarts_all = 0;      ///< Every restart in the node.
+  /// Requests that degraded children's stand-ins answered.
+  uint64_t stand_in_answers = 0;
   double seconds = 0;
+  /// The newest dead letters (in memory), and every one by reason code.
   std::vector<dead_letter> dead_letters;
+  uint64_t dead_total = 0;
+  std::map<std::string, uint64_t> dead_by_reason;
 };
 
 /// One progress line of `vigil run`.
 void print_progress(double seconds, uint64_t handled, uint64_t restarts,
-                    size_t degraded, size_t dead_letters, std::ostream& out);
+                    size_t degraded, uint64_t stand_ins, size_t dead_letters,
+                    std::ostream& out);
 
 /// The report at the end of `vigil run`.
 void print_run_report(const run_outcome& r, bool as_json, std::ostream& out);

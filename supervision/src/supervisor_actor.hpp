@@ -110,9 +110,13 @@ private:
     uint32_t backoff_n = 0;
     uint32_t token = 0; // invalidates scheduled restarts
     status st = status::stopped;
-    /// Children after this one that its failed group restart (one_for_all,
-    /// rest_for_one) left stopped; its retry restarts them with it.
+    /// A failed group restart (one_for_all, rest_for_one) left this child
+    /// stopped, after the member whose start failed; the retry of that
+    /// member restarts it with the group, and a degrade of that member
+    /// starts it on its own (see degrade).
+    bool left_down = false;
   };
+  static_assert(sizeof(child) <= 96, "a child must fit a 144-byte node");
 
   using cont = std::function<void(caf::error)>;
 

@@ -58,6 +58,7 @@ void supervisor_actor::start_one(uint64_t key, bool is_restart,
           if (auto* c = find_key(key)) {
             c->gen = gen;
             c->st = status::running;
+            c->left_down = false;
           }
           k(caf::none);
         });
@@ -388,8 +389,10 @@ void supervisor_actor::restart(uint64_t key, caf::error reason) {
                   if (i != group.end())
                     ++i;
                   for (; i < group.end(); ++i)
-                    if (auto* s = find_key(*i))
+                    if (auto* s = find_key(*i)) {
                       s->st = status::stopped;
+                      s->left_down = true;
+                    }
                   f->st = status::restarting;
                   schedule_retry(*f, std::move(err));
                 }
@@ -441,5 +444,26 @@ void supervisor_actor::degrade(child& c) {
   auto& d = c.spec->degrade;
   send<high>(c.handle, degrade_cmd{d.fallback, caf::timespan{d.probe_min},
                                     caf::timespan{d.probe_max}});
+  // A group restart that failed at this child left the members after it
+  // stopped, for its retry to restart with it. It degrades instead, so
+  // they start now, in order: they did not fail.
+  std::vector<uint64_t> rest;
+  for (auto& kvp : children_)
+    if (kvp.second.left_down) {
+      kvp.second.left_down = false;
+      kvp.second.st = status::restarting;
+      rest.push_back(kvp.first);
+    }
+  if (rest.empty())
+    return;
+  start_seq(std::move(rest), 0, true, caf::error{},
+            [this](caf::error err, uint64_t failed) {
+              if (!err)
+                return;
+              if (auto* f = find_key(failed)) {
+                f->st = status::restarting;
+                schedule_retry(*f, std::move(err));
+              }
+            });
 }
 } // namespace vigil::detail

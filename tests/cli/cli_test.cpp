@@ -429,3 +429,58 @@ TEST(cli_test, every_subcommand_has_help_with_an_example) {
     EXPECT_NE(r.out.find("Example"), std::string::npos) << sub << r.out;
   }
 }
+
+// Issue 13: every Number a memory-only source sends to a child that
+// degrades is accounted for in the run's report: handled by the child
+// (and counted by the journal counter it forwards to) or a dead letter,
+// with the report's figures by reason.
+TEST(cli_test, every_send_to_a_degrading_child_is_in_the_report) {
+  temp_dir d;
+  auto f = write(d, "acct.yaml", R"(node:
+  name: acct
+tree:
+  strategy: one_for_one
+  intensity: 1
+  period: 60s
+  children:
+    - name: counter
+      agent: counter
+      durability: journal
+    - name: w
+      agent: flaky
+      on_failure: degrade
+      degrade:
+        default: {type: vigil.builtin.Number, value: {n: -1}}
+        probe_min: 100ms
+        probe_max: 200ms
+      params: {crash_every: 3, to: acct/counter}
+    - name: feeder
+      agent: source
+      params: {to: acct/w, count: 100, rate: 100, batch: 1}
+)");
+  auto data = d.path() + "/data";
+  auto r = vigil_cmd({"run", f, "--data-dir", data, "--for", "2500ms",
+                      "--report", "json", "--progress", "500ms"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("stand_in="), std::string::npos) << r.err;
+  auto j = parse(r.out);
+  auto& dl = j["dead_letters"];
+  uint64_t by_reason = 0;
+  for (auto& [code, n] : dl["by_reason"].items())
+    by_reason += n.get<uint64_t>();
+  EXPECT_EQ(dl["count"].get<uint64_t>(), by_reason) << dl.dump();
+  EXPECT_GT(dl["by_reason"].value("degraded", 0), 0) << dl.dump();
+  EXPECT_GT(dl["by_reason"].value("handler_failed", 0), 0) << dl.dump();
+  EXPECT_EQ(j["stand_in_answers"], 0); // async sends: nobody to answer
+  for (auto& x : dl["first"])
+    EXPECT_EQ(x["path"], "acct/w") << x.dump();
+  auto in = vigil_cmd({"inspect", "--data-dir", data, "--json"});
+  ASSERT_EQ(in.exit_code, 0) << in.err;
+  uint64_t counted = 0;
+  for (auto& a : parse(in.out))
+    if (a["path"] == "acct/counter")
+      counted = std::stoull(a["state"].value("count", std::string{"0"}));
+  EXPECT_GT(counted, 0u);
+  EXPECT_EQ(counted + dl["count"].get<uint64_t>(), 100u)
+    << "counted " << counted << ", dead letters " << dl.dump();
+}

@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -72,6 +73,14 @@ public:
   /// Letters dropped from memory so far (also in `counters`).
   size_t dropped() const;
 
+  /// Every letter recorded so far (also those dropped from memory), by the
+  /// code its reason starts with ("degraded", "handler_failed", ...: the
+  /// text before the first ':'). At most `max_reasons` codes; later new
+  /// ones count under "other".
+  std::map<std::string, uint64_t> by_reason() const;
+
+  static constexpr size_t max_reasons = 64;
+
   /// The in-memory cap.
   size_t cap() const noexcept {
     return cap_;
@@ -85,6 +94,8 @@ private:
   uint64_t seq_ = 0;
   size_t dropped_ = 0;
   std::deque<dead_letter> letters_;
+  /// See by_reason; `std::less<>` finds a code without building a string.
+  std::map<std::string, uint64_t, std::less<>> reasons_;
 };
 
 } // namespace vigil
