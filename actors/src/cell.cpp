@@ -386,47 +386,11 @@ void cell::request_envelope(const handle& to, envelope env, duration timeout,
 }
 
 caf::result<envelope> cell::on_envelope(envelope& e) {
-  // Behind a buffer that is being drained, a new envelope waits its turn,
-  // which keeps the order.
-  bool behind = !buffer_.empty()
-                && (mode_ == mode::running || mode_ == mode::half_open);
-  if (!behind) {
-    switch (mode_) {
-      case mode::running:
-      case mode::half_open:
-        return handle_now(e);
-      case mode::degraded:
-        if (!is_request()) {
-          own_dead_letter(std::move(e), degraded_reason());
-          return caf::delegated<envelope>{};
-        }
-        rt_->count_stand_in();
-        return deg_->fallback;
-      case mode::abandoned: // forwarded before this (see make_behavior)
-      case mode::idle_reject: {
-        auto err = make_error(errc::not_running, cfg_.path);
-        if (!is_request())
-          own_dead_letter(std::move(e), describe(err));
-        return err;
-      }
-      case mode::idle_buffer:
-        break;
-    }
-  }
-  if (buffer_.size() >= cfg_.buffer_cap) {
-    auto err = make_error(errc::buffer_overflow,
-                          cfg_.path + " is restarting and holds "
-                            + std::to_string(buffer_.size())
-                            + " envelopes (buffer_cap)");
-    if (!is_request())
-      own_dead_letter(std::move(e), describe(err));
-    return err;
-  }
-  buffer_.push_back(pending{std::move(e), make_response_promise()});
-  return caf::delegated<envelope>{};
-}
-
-caf::result<envelope> cell::handle_now(envelope& e) {
+  // The hot path (running, nothing buffered) is this function's body; the
+  // rest is in not_now.
+  if (!buffer_.empty()
+      || (mode_ != mode::running && mode_ != mode::half_open))
+    return not_now(e);
   envelope out;
   caf::error err;
   response_promise rp;
@@ -464,6 +428,42 @@ caf::result<envelope> cell::handle_now(envelope& e) {
       after_failure(std::move(e), std::move(rp), std::move(err));
       return caf::delegated<envelope>{};
   }
+  return caf::delegated<envelope>{};
+}
+
+caf::result<envelope> cell::not_now(envelope& e) {
+  switch (mode_) {
+    case mode::running:
+    case mode::half_open:
+    case mode::idle_buffer:
+      // Behind a buffer being drained a new envelope waits its turn,
+      // which keeps the order; between instances it waits for the next.
+      break;
+    case mode::degraded:
+      if (!is_request()) {
+        own_dead_letter(std::move(e), degraded_reason());
+        return caf::delegated<envelope>{};
+      }
+      rt_->count_stand_in();
+      return deg_->fallback;
+    case mode::abandoned: // forwarded before this (see make_behavior)
+    case mode::idle_reject: {
+      auto err = make_error(errc::not_running, cfg_.path);
+      if (!is_request())
+        own_dead_letter(std::move(e), describe(err));
+      return err;
+    }
+  }
+  if (buffer_.size() >= cfg_.buffer_cap) {
+    auto err = make_error(errc::buffer_overflow,
+                          cfg_.path + " is restarting and holds "
+                            + std::to_string(buffer_.size())
+                            + " envelopes (buffer_cap)");
+    if (!is_request())
+      own_dead_letter(std::move(e), describe(err));
+    return err;
+  }
+  buffer_.push_back(pending{std::move(e), make_response_promise()});
   return caf::delegated<envelope>{};
 }
 
@@ -543,29 +543,29 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
 }
 
 void cell::after_failure(envelope e, response_promise rp, caf::error err,
-                         uint64_t seq) {
+                         uint64_t seq, bool saved) {
   instance_.reset();
   stop_requested_ = false;
   stop_reason_ = caf::error{};
   if (mode_ == mode::half_open) {
-    // The probe failed: the child stays degraded. A requester hears the
-    // stand-in; an async envelope (or one a journal accepted) meets the
-    // fate it would meet in running mode: kept for its next delivery, or
-    // a dead letter.
-    // A journal's accepted envelope keeps its requester: it is answered
-    // as in running mode (an error once its deliveries are spent, else
-    // after its next delivery), never by the stand-in and then applied.
+    // The probe failed: the child stays degraded. An async envelope meets
+    // the fate it would meet in running mode (kept for its next delivery,
+    // or a dead letter), and so does one a journal accepted or a save
+    // listed, with its requester: answered with the error once its
+    // deliveries are spent, else after its next delivery; never told the
+    // stand-in and then applied. Any other requester hears the stand-in.
     bool requester = rp.pending() && !rp.async();
-    if (seq == 0)
+    bool kept = seq != 0 || saved;
+    if (!kept)
       stand_in(rp);
-    if (seq != 0 || !requester)
-      settle(std::move(e), std::move(rp), err, seq);
+    if (kept || !requester)
+      settle(std::move(e), std::move(rp), err, seq, saved);
     deg_->probe_failed();
     enter_degraded();
     return;
   }
   mode_ = mode::idle_buffer;
-  settle(std::move(e), std::move(rp), err, seq);
+  settle(std::move(e), std::move(rp), err, seq, saved);
   event_based_actor::send(parent_, exit_report{key_, gen_, std::move(err)});
 }
 
@@ -574,7 +574,10 @@ void cell::end_instance(caf::error reason, bool failed) {
   stop_requested_ = false;
   stop_reason_ = caf::error{};
   if (mode_ == mode::half_open) {
-    bool normal = !reason || reason == caf::exit_reason::normal;
+    // Benign as the supervisor counts it (a transient child ends then).
+    bool normal = !reason || reason == caf::exit_reason::normal
+                  || reason == caf::exit_reason::user_shutdown
+                  || is(reason, errc::shutting_down);
     if (failed || !normal) {
       deg_->probe_failed();
       enter_degraded();
@@ -588,9 +591,22 @@ void cell::end_instance(caf::error reason, bool failed) {
 }
 
 void cell::settle(envelope e, response_promise rp, const caf::error& err,
-                  uint64_t seq) {
+                  uint64_t seq, bool saved) {
   bool journaled = seq != 0 && dur_ && dur_->journal();
   bool async = !rp.pending() || rp.async();
+  // An envelope that fails for good leaves the disk with its dead letter,
+  // if it has one, in one commit: a journal agent consumes its entry; a
+  // snapshot agent saves again without it, if its last save listed it
+  // (else the next start would apply it after all); others only record
+  // the letter.
+  auto bury = [&](const std::string& why, bool dead) {
+    if (journaled)
+      consume_failed(seq, e, why);
+    else if (saved && dur_)
+      save_snapshot(&e, dead ? &why : nullptr);
+    else if (dead)
+      own_dead_letter(e, why);
+  };
   // A journal agent keeps every envelope it accepted: one that fails for
   // good is a dead letter (replayable) even when a requester is told too,
   // since that requester may be an outbox that now considers it delivered.
@@ -599,10 +615,7 @@ void cell::settle(envelope e, response_promise rp, const caf::error& err,
   if (is(err, errc::deadline_exceeded)) {
     // Its time is up: retrying it cannot succeed. An async envelope with
     // nobody to tell is a dead letter, as every failed one.
-    if (journaled)
-      consume_failed(seq, e, describe(err));
-    else if (async)
-      own_dead_letter(e, describe(err));
+    bury(describe(err), async);
     answer(rp, envelope{}, err, seq);
   } else if (e.attempt >= cfg_.max_deliveries) {
     // With max_deliveries 1 (the default, as in OTP and Akka) the failing
@@ -617,16 +630,13 @@ void cell::settle(envelope e, response_promise rp, const caf::error& err,
     // A requester is told and owns the retry; an async envelope would be
     // lost, so it goes to the dead letters, as does every poison message.
     bool dead = cfg_.max_deliveries > 1 || async;
-    if (journaled)
-      consume_failed(seq, e, describe(reason));
-    else if (dead)
-      own_dead_letter(e, describe(reason));
+    bury(describe(reason), dead);
     answer(rp, envelope{}, std::move(reason), seq);
   } else {
     ++e.attempt;
     if (journaled) // the attempt count survives a crash of the node, too
       write(detail::redeliver_item(cfg_.path, seq, e), false);
-    buffer_.push_front(pending{std::move(e), std::move(rp), seq});
+    buffer_.push_front(pending{std::move(e), std::move(rp), seq, saved});
   }
 }
 
@@ -724,7 +734,7 @@ void cell::drain() {
       }
       case outcome::failed:
         after_failure(std::move(p.env), std::move(p.rp), std::move(err),
-                      p.seq);
+                      p.seq, p.saved);
         return;
     }
   }

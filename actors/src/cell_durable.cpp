@@ -591,7 +591,7 @@ void cell::consume_failed(uint64_t seq, const envelope& e,
     dur_->after_commit[dur_->last_consume].dead.emplace_back(e, reason);
 }
 
-void cell::save_snapshot() {
+void cell::save_snapshot(const envelope* dropped, const std::string* reason) {
   auto& d = *dur_;
   capture_state();
   std::vector<const envelope*> waiting;
@@ -601,7 +601,13 @@ void cell::save_snapshot() {
   }
   auto a = consume_args(0);
   a.pending = &waiting;
-  write(detail::consume_item(a), true);
+  if (dropped != nullptr && reason != nullptr) {
+    a.dead_env = dropped;
+    a.dead_reason = *reason;
+  }
+  auto tok = write(detail::consume_item(a), true);
+  if (!a.dead_reason.empty()) // listed in memory once committed
+    d.after_commit[tok].dead.emplace_back(*dropped, *reason);
   d.unsaved = 0;
 }
 

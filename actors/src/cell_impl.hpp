@@ -216,9 +216,9 @@ private:
 
   caf::result<envelope> on_envelope(envelope& e);
 
-  /// Runs the handler for `e` now (running or half-open, nothing buffered)
-  /// and answers, or settles a failure.
-  caf::result<envelope> handle_now(envelope& e);
+  /// An envelope that cannot run now: queued behind the buffer (or for
+  /// the next instance), answered by the stand-in, or refused.
+  caf::result<envelope> not_now(envelope& e);
 
   /// The supervisor protocol and the cell's own timers (see cell.hpp),
   /// reached through the default handler.
@@ -230,14 +230,14 @@ private:
 
   /// The instance failed while handling `e`: decide the envelope's fate, drop
   /// the instance and tell the supervisor. `seq` is its journal seq (0 if
-  /// not journaled).
+  /// not journaled); `saved`: the last snapshot save lists it.
   void after_failure(envelope e, response_promise rp, caf::error err,
-                     uint64_t seq = 0);
+                     uint64_t seq = 0, bool saved = false);
 
   /// The fate of an envelope whose handler failed: told to the requester,
   /// kept for the next instance, or a dead letter.
   void settle(envelope e, response_promise rp, const caf::error& err,
-              uint64_t seq);
+              uint64_t seq, bool saved = false);
 
   caf::error start_instance(bool is_restart, const caf::error& reason);
 
@@ -496,8 +496,12 @@ private:
   void consume_failed(uint64_t seq, const envelope& e,
                       const std::string& reason);
 
-  /// Snapshot mode: state plus the envelopes waiting in the buffer.
-  void save_snapshot();
+  /// Snapshot mode: state plus the envelopes waiting in the buffer. With
+  /// `dropped` (an envelope the last save listed, out of the buffer now,
+  /// failed for good) and `reason`, its dead letter goes into the same
+  /// commit.
+  void save_snapshot(const envelope* dropped = nullptr,
+                     const std::string* reason = nullptr);
 
   /// Delivers committed outbox entries, at most `outbox_window` at a time,
   /// each as a request: any answer (also an error from the receiver) ends

@@ -14,8 +14,14 @@ void dead_letter_log::add(std::string path, envelope env, std::string reason,
       writer_, write_atom::value, uint64_t{0},
       owned_write{{}, detail::dead_letter_item(path, env, reason, journal)});
   counters::bump(stats_.dead_letters);
+  // The code a reason starts with: its leading run of [a-z0-9_].
   std::string_view code{reason};
-  code = code.substr(0, code.find(':'));
+  size_t n = 0;
+  while (n < code.size()
+         && ((code[n] >= 'a' && code[n] <= 'z')
+             || (code[n] >= '0' && code[n] <= '9') || code[n] == '_'))
+    ++n;
+  code = n > 0 ? code.substr(0, n) : std::string_view{"other"};
   std::lock_guard<std::mutex> guard{mtx_};
   if (auto i = reasons_.find(code); i != reasons_.end())
     ++i->second;

@@ -275,6 +275,7 @@ caf::result<void> supervisor_actor::handle_terminate_child(std::string& id) {
   auto key = c->key;
   auto rp = make_response_promise();
   ++c->token; // cancels a pending restart
+  forget_left_down(key); // the caller owns it now
   stop_one(key, false, [this, key, rp]() mutable {
     if (auto* c = find_key(key)) {
       c->st = status::stopped;
@@ -295,6 +296,7 @@ supervisor_actor::handle_restart_child(std::string& id) {
   auto c = stopped_child(id);
   if (!c)
     return std::move(c.error());
+  forget_left_down((*c)->key); // the caller owns it now
   return start_api((*c)->key, false);
 }
 

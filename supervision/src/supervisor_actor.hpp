@@ -110,11 +110,6 @@ private:
     uint32_t backoff_n = 0;
     uint32_t token = 0; // invalidates scheduled restarts
     status st = status::stopped;
-    /// A failed group restart (one_for_all, rest_for_one) left this child
-    /// stopped, after the member whose start failed; the retry of that
-    /// member restarts it with the group, and a degrade of that member
-    /// starts it on its own (see degrade).
-    bool left_down = false;
   };
   static_assert(sizeof(child) <= 96, "a child must fit a 144-byte node");
 
@@ -188,6 +183,7 @@ private:
   }
 
   void remove_child(uint64_t key) {
+    forget_left_down(key);
     auto i = children_.find(key);
     if (i == children_.end())
       return;
@@ -397,6 +393,23 @@ private:
 
   void schedule_retry(child& c, caf::error reason);
 
+  /// Starts `keys` (members of a group restart, in order) as restarts. If
+  /// one fails, the members after it are left down (stopped, as OTP's
+  /// undefined) under its key in `left_down_`, and its retry is scheduled.
+  void restart_members(std::vector<uint64_t> keys, caf::error reason);
+
+  /// `key` is no longer left down, nor does it leave others down: an API
+  /// call took it over, or it is gone.
+  void forget_left_down(uint64_t key) {
+    left_down_.erase(key);
+    for (auto& kvp : left_down_) {
+      auto& v = kvp.second;
+      v.erase(std::remove(v.begin(), v.end(), key), v.end());
+    }
+  }
+
+  /// Degrades child `c`: a stand-in answers for it and its cell probes.
+  /// The members that its failed group restart left down start now.
   void degrade(child& c);
 
   // -- state ------------------------------------------------------------------
@@ -412,6 +425,10 @@ private:
   std::map<uint64_t, child> children_;
   std::unordered_map<std::string_view, uint64_t> by_id_;
   std::deque<time_point> restarts_;
+  /// By the member whose start failed in a group restart (one_for_all,
+  /// rest_for_one): the members after it that were left down. Its retry
+  /// restarts the group; its degrade starts them. Empty almost always.
+  std::map<uint64_t, std::vector<uint64_t>> left_down_;
   uint64_t next_key_ = 1;
   /// Awaited responses outstanding (see after_await).
   size_t awaiting_ = 0;

@@ -58,7 +58,6 @@ void supervisor_actor::start_one(uint64_t key, bool is_restart,
           if (auto* c = find_key(key)) {
             c->gen = gen;
             c->st = status::running;
-            c->left_down = false;
           }
           k(caf::none);
         });
@@ -350,6 +349,8 @@ void supervisor_actor::restart(uint64_t key, caf::error reason) {
     }
     return escalate(chain(*c, reason, errc::reached_max_restart_intensity));
   }
+  // Its group restart starts what its failed start left down, too.
+  left_down_.erase(key);
   // Decide first (a pure function of the strategy and the failed child),
   // then act: stop the siblings, start the group.
   auto plan = plan_restart(spec_.flags.strategy, children_, key);
@@ -375,28 +376,7 @@ void supervisor_actor::restart(uint64_t key, caf::error reason) {
         ++s->restarts;
         rt_->count_restart();
       }
-    auto group = keys;
-    start_seq(std::move(keys), 0, true, reason,
-              [this, group](caf::error err, uint64_t failed) {
-                if (!err)
-                  return;
-                // Retry by a message to ourselves, so that API calls and
-                // shutdown can still get in (OTP's try_again_restart).
-                if (auto* f = find_key(failed)) {
-                  // As in OTP, the children after the failed one stay
-                  // down (undefined) until the retry restarts the group.
-                  auto i = std::find(group.begin(), group.end(), failed);
-                  if (i != group.end())
-                    ++i;
-                  for (; i < group.end(); ++i)
-                    if (auto* s = find_key(*i)) {
-                      s->st = status::stopped;
-                      s->left_down = true;
-                    }
-                  f->st = status::restarting;
-                  schedule_retry(*f, std::move(err));
-                }
-              });
+    restart_members(std::move(keys), reason);
   });
 }
 
@@ -447,23 +427,45 @@ void supervisor_actor::degrade(child& c) {
   // A group restart that failed at this child left the members after it
   // stopped, for its retry to restart with it. It degrades instead, so
   // they start now, in order: they did not fail.
-  std::vector<uint64_t> rest;
-  for (auto& kvp : children_)
-    if (kvp.second.left_down) {
-      kvp.second.left_down = false;
-      kvp.second.st = status::restarting;
-      rest.push_back(kvp.first);
-    }
-  if (rest.empty())
+  auto i = left_down_.find(c.key);
+  if (i == left_down_.end())
     return;
-  start_seq(std::move(rest), 0, true, caf::error{},
-            [this](caf::error err, uint64_t failed) {
+  auto down = std::move(i->second);
+  left_down_.erase(i);
+  std::vector<uint64_t> rest;
+  for (auto k : down)
+    if (auto* s = find_key(k); s != nullptr && s->st == status::stopped) {
+      s->st = status::restarting;
+      rest.push_back(k);
+    }
+  if (!rest.empty())
+    restart_members(std::move(rest), caf::error{});
+}
+
+void supervisor_actor::restart_members(std::vector<uint64_t> keys,
+                                       caf::error reason) {
+  auto group = keys;
+  start_seq(std::move(keys), 0, true, std::move(reason),
+            [this, group](caf::error err, uint64_t failed) {
               if (!err)
                 return;
-              if (auto* f = find_key(failed)) {
-                f->st = status::restarting;
-                schedule_retry(*f, std::move(err));
-              }
+              // Retry by a message to ourselves, so that API calls and
+              // shutdown can still get in (OTP's try_again_restart).
+              auto* f = find_key(failed);
+              if (f == nullptr)
+                return;
+              // As in OTP, the children after the failed one stay down
+              // (undefined) until its retry restarts the group.
+              auto i = std::find(group.begin(), group.end(), failed);
+              std::vector<uint64_t> down;
+              for (++i; i < group.end(); ++i)
+                if (auto* s = find_key(*i)) {
+                  s->st = status::stopped;
+                  down.push_back(*i);
+                }
+              left_down_[failed] = std::move(down);
+              f->st = status::restarting;
+              schedule_retry(*f, std::move(err));
             });
 }
 } // namespace vigil::detail

@@ -74,9 +74,9 @@ public:
   size_t dropped() const;
 
   /// Every letter recorded so far (also those dropped from memory), by the
-  /// code its reason starts with ("degraded", "handler_failed", ...: the
-  /// text before the first ':'). At most `max_reasons` codes; later new
-  /// ones count under "other".
+  /// code its reason starts with ("degraded", "handler_failed", ...: its
+  /// leading run of lowercase letters, digits and '_'; "other" if none).
+  /// At most `max_reasons` codes; later new ones count under "other".
   std::map<std::string, uint64_t> by_reason() const;
 
   static constexpr size_t max_reasons = 64;
