@@ -4,11 +4,13 @@
 // repeated message ids, requests, handlers that throw or are stuck past
 // their shutdown timeout, fanouts through the outbox, terminate / restart /
 // delete / start of children, the nested supervisor killed, failed
-// commits. It prints what it does, one flushed line each, so that a kill
+// commits, and a journal child that degrades (root/deg/j) with probes that
+// fail in each way. It prints what it does, one flushed line each, so that a kill
 // at any moment leaves the test knowing what was sent:
 //   S <path> <value>                 about to send (value < 0 throws)
 //   F <path> <id> <to> <first> <n>   about to send a fanout
 //   A <path> <value>                 a request was answered with a reply
+//   D <path> <value>                 ... by a degraded child's stand-in
 //   DONE                             the workload ended; the node stops
 // Every plain send uses its value (its absolute value) as message id.
 //
@@ -67,7 +69,7 @@ int main(int argc, char** argv) {
   nc.data_dir = argv[1];
   nc.threads = 2;
   node nd{durable_registry(), nc};
-  if (auto err = nd.start("root", tree())) {
+  if (auto err = nd.start("root", tree({}, true))) {
     std::fprintf(stderr, "lifecycle_child: %s\n", describe(err).c_str());
     return 2;
   }
@@ -82,15 +84,26 @@ int main(int argc, char** argv) {
   int gate_no = 0;
   enum op {
     send, resend, request, fail, fanout, stuck, release, terminate, restart,
-    remove, start, kill_sub, fail_commit, pause
+    remove, start, kill_sub, fail_commit, pause, probe_fault
   };
   std::discrete_distribution<int> which{
-    {30, 8, 6, 4, 5, 3, 4, 3, 3, 2, 3, 1, 2, 10}};
+    {30, 8, 6, 6, 5, 3, 4, 3, 3, 2, 3, 1, 2, 10, 3}};
+  // The shared paths, then root/deg/j: a journal tally that degrades once
+  // its budget is spent, whose probes fail as probe_fault says.
+  auto lpaths = paths;
+  lpaths.push_back(degrade_paths.front());
+  const size_t deg = paths.size();
+  auto sup_of_path = [&](size_t p) {
+    return p == deg ? std::string{"root/deg"} : sup_of(p);
+  };
   auto ops = 100 + pick(200);
   for (size_t i = 0; i < ops; ++i) {
-    auto p = pick(paths.size());
-    auto& path = paths[p];
-    switch (static_cast<op>(which(rng))) {
+    auto p = pick(lpaths.size());
+    auto kind = static_cast<op>(which(rng));
+    if (kind == fail && pick(2) == 0)
+      p = deg; // half of them spend the degrading child's budget
+    auto& path = lpaths[p];
+    switch (kind) {
       case send: {
         auto n = next++;
         line("S " + path + " " + std::to_string(n));
@@ -110,7 +123,7 @@ int main(int argc, char** argv) {
         a.set_n(n);
         call_options id;
         id.message_id = static_cast<uint64_t>(n);
-        static_cast<void>(nd.send(paths[q], a, id));
+        static_cast<void>(nd.send(lpaths[q], a, id));
         break;
       }
       case request: {
@@ -126,8 +139,8 @@ int main(int argc, char** argv) {
                       env_of(a, static_cast<uint64_t>(n)))
           .receive(
             [&](envelope& rep) {
-              if (!rep.degraded())
-                line("A " + path + " " + std::to_string(n));
+              line((rep.degraded() ? "D " : "A ") + path + " "
+                   + std::to_string(n));
             },
             [](caf::error&) {});
         break;
@@ -144,7 +157,7 @@ int main(int argc, char** argv) {
       }
       case fanout: {
         auto id = next++;
-        auto to = paths[pick(paths.size())];
+        auto to = lpaths[pick(lpaths.size())];
         auto count = static_cast<int64_t>(1 + pick(4));
         line("F " + path + " " + std::to_string(id) + " " + to + " "
              + std::to_string(next_fan) + " " + std::to_string(count));
@@ -179,16 +192,16 @@ int main(int argc, char** argv) {
         gates::get().open_existing(); // stuck handlers return
         break;
       case terminate:
-        static_cast<void>(nd.terminate_child(sup_of(p), leaf(path)));
+        static_cast<void>(nd.terminate_child(sup_of_path(p), leaf(path)));
         break;
       case restart:
-        static_cast<void>(nd.restart_child(sup_of(p), leaf(path)));
+        static_cast<void>(nd.restart_child(sup_of_path(p), leaf(path)));
         break;
       case remove:
-        static_cast<void>(nd.delete_child(sup_of(p), leaf(path)));
+        static_cast<void>(nd.delete_child(sup_of_path(p), leaf(path)));
         break;
       case start:
-        if (p >= n_static)
+        if (p >= n_static && p < deg)
           static_cast<void>(nd.start_child(
             "root", tally_spec(leaf(path), shutdown_spec::after(50ms))));
         break;
@@ -202,6 +215,11 @@ int main(int argc, char** argv) {
         break;
       case pause:
         std::this_thread::sleep_for(std::chrono::milliseconds{pick(10)});
+        break;
+      case probe_fault:
+        probe_faults::get().set(
+          lpaths[deg], static_cast<probe_faults::mode>(
+                         pick(static_cast<size_t>(probe_faults::modes))));
         break;
     }
   }
