@@ -304,7 +304,7 @@ private:
     if (!nd_.running() || !nd_.send(p, std::move(e)))
       return;
     if (path == mem_path)
-      ++mem_async_[n];
+      ++mem_.async[n];
     else
       facts_.delivered.emplace(p, id);
   }
@@ -334,7 +334,7 @@ private:
             nd_.call(det_node::answer::env, cell, add_env(o.n, o.id)), path,
             o.n);
         if (cell && o.path == mem_path)
-          mem_requests_.insert(o.n);
+          mem_.requests.insert(o.n);
         break;
       }
       case kind::stuck: {
@@ -344,7 +344,7 @@ private:
           break;
         caf::anon_send(cell, add_env(o.n, o.id));
         if (o.path == mem_path)
-          ++mem_async_[o.n];
+          ++mem_.async[o.n];
         nd_.step(cell); // it takes the envelope in, then hangs
         nd_.freeze(cell);
         break;
@@ -410,8 +410,8 @@ private:
                                     facts_.delivered.end());
         // A memory-only child loses what waits in its buffer, and dead
         // letters not yet committed.
-        for (auto& kvp : mem_async_)
-          mem_may_be_lost_.insert(kvp.first);
+        for (auto& kvp : mem_.async)
+          mem_.may_be_lost.insert(kvp.first);
         nd_.crash();
         break;
       case kind::probe_fault:
@@ -509,10 +509,10 @@ private:
       if (r.done && !r.err && r.reply.degraded()) {
         ++stand_ins_;
         if (path == lpaths[mem_path])
-          mem_stand_in_.insert(n);
+          mem_.stand_in.insert(n);
       } else if (r.done && !r.err) {
         if (path == lpaths[mem_path])
-          mem_answered_.insert(n); // not on disk: checked on its own
+          mem_.answered.insert(n); // not on disk: checked on its own
         else
           facts_.answered[path].insert(n);
       }
@@ -521,71 +521,13 @@ private:
 
   findings check() {
     auto f = check_journal_guarantee(dir_, facts_);
-    check_memory_child(f);
+    mem_.handled = handled_log::get().of(lpaths[mem_path]);
+    check_memory_child(dir_, lpaths[mem_path], mem_, f);
     f.problems.insert(f.problems.begin(), out_.problems.begin(),
                       out_.problems.end());
     f.stand_ins = stand_ins_;
     f.agreements = agreements_;
     return f;
-  }
-
-  /// The memory-only child: each async delivery was handled or is a dead
-  /// letter, exactly once (at most once if a crash could lose it); a
-  /// request was handled at most once, exactly once if answered by the
-  /// agent, and not at all if the stand-in answered it.
-  void check_memory_child(findings& f) {
-    auto& path = lpaths[mem_path];
-    auto handled = handled_log::get().of(path);
-    std::multiset<int64_t> dead;
-    store_options so;
-    so.dir = dir_;
-    std::unique_ptr<store> st;
-    std::vector<records::DeadLetter> dls;
-    if (auto s = store::open(so, st); s || st->dead_letters(dls)) {
-      f.fail("check: cannot read the dead letters of " + path);
-      return;
-    }
-    for (auto& d : dls) {
-      if (d.path() != path)
-        continue;
-      Add a;
-      if (d.env().type() != Add::descriptor()->full_name()
-          || !a.ParseFromString(d.env().payload())) {
-        f.fail(path + ": a dead letter that is no Add: " + d.reason());
-        continue;
-      }
-      dead.insert(a.n());
-      if (d.reason().rfind("degraded", 0) == 0)
-        ++f.degraded_letters;
-    }
-    auto count = [](const std::multiset<int64_t>& s, int64_t v) {
-      return static_cast<int64_t>(s.count(v));
-    };
-    for (auto& [n, k] : mem_async_) {
-      auto got = count(handled, n) + count(dead, n);
-      bool lossy = mem_may_be_lost_.count(n) != 0;
-      if (got > k || (!lossy && got != k))
-        f.fail(path + ": value " + std::to_string(n) + " delivered "
-               + std::to_string(k) + " times, handled "
-               + std::to_string(count(handled, n)) + " times, "
-               + std::to_string(count(dead, n)) + " dead letters");
-    }
-    for (auto n : mem_requests_) {
-      auto h = count(handled, n);
-      auto d = count(dead, n);
-      bool answered = mem_answered_.count(n) != 0;
-      bool stand_in = mem_stand_in_.count(n) != 0;
-      if (h + d > 1 || (answered && h != 1) || (stand_in && h + d != 0))
-        f.fail(path + ": request " + std::to_string(n) + " handled "
-               + std::to_string(h) + " times, " + std::to_string(d)
-               + " dead letters"
-               + (answered ? ", answered by the agent"
-                           : stand_in ? ", answered by the stand-in" : ""));
-    }
-    for (auto n : handled)
-      if (mem_async_.count(n) == 0 && mem_requests_.count(n) == 0)
-        f.fail(path + " handled " + std::to_string(n)
-               + ", which was never sent to it");
   }
 
   std::string dir_;
@@ -597,14 +539,7 @@ private:
   std::set<std::string> extra_;      // dynamic children ever started
   bool trace_ = std::getenv("VIGIL_LIFECYCLE_TRACE") != nullptr;
   std::set<std::string> live_extra_; // ... and not deleted since
-  /// The memory-only child: async deliveries by value, values requested,
-  /// values whose delivery a crash may have lost, and requests the
-  /// stand-in answered.
-  std::map<int64_t, int64_t> mem_async_;
-  std::set<int64_t> mem_requests_;
-  std::set<int64_t> mem_may_be_lost_;
-  std::set<int64_t> mem_stand_in_;
-  std::set<int64_t> mem_answered_;
+  memory_facts mem_; // the memory-only child's
   size_t stand_ins_ = 0;
   size_t agreements_ = 0;
 };

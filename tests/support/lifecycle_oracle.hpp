@@ -218,4 +218,77 @@ inline findings check_journal_guarantee(const std::string& dir,
   return out;
 }
 
+/// What a run knows about a memory-only child (values are unique per send,
+/// except resends, which repeat one): async deliveries by value, values
+/// requested, values a crash may have lost, requests answered by the agent
+/// and by the stand-in, and what the agent handled (each time).
+struct memory_facts {
+  std::map<int64_t, int64_t> async;
+  std::set<int64_t> requests;
+  std::set<int64_t> may_be_lost;
+  std::set<int64_t> answered;
+  std::set<int64_t> stand_in;
+  std::multiset<int64_t> handled;
+};
+
+/// The memory-only child: each async delivery was handled or is a dead
+/// letter, exactly once (at most once if a crash could lose it); a
+/// request was handled at most once, exactly once if answered by the
+/// agent, and not at all if the stand-in answered it.
+inline void check_memory_child(const std::string& dir,
+                               const std::string& path,
+                               const memory_facts& m, findings& f) {
+  auto& handled = m.handled;
+  std::multiset<int64_t> dead;
+  store_options so;
+  so.dir = dir;
+  std::unique_ptr<store> st;
+  std::vector<records::DeadLetter> dls;
+  if (auto s = store::open(so, st); s || st->dead_letters(dls)) {
+    f.fail("check: cannot read the dead letters of " + path);
+    return;
+  }
+  for (auto& d : dls) {
+    if (d.path() != path)
+      continue;
+    Add a;
+    if (d.env().type() != Add::descriptor()->full_name()
+        || !a.ParseFromString(d.env().payload())) {
+      f.fail(path + ": a dead letter that is no Add: " + d.reason());
+      continue;
+    }
+    dead.insert(a.n());
+    if (d.reason().rfind("degraded", 0) == 0)
+      ++f.degraded_letters;
+  }
+  auto count = [](const std::multiset<int64_t>& s, int64_t v) {
+    return static_cast<int64_t>(s.count(v));
+  };
+  for (auto& [n, k] : m.async) {
+    auto got = count(handled, n) + count(dead, n);
+    bool lossy = m.may_be_lost.count(n) != 0;
+    if (got > k || (!lossy && got != k))
+      f.fail(path + ": value " + std::to_string(n) + " delivered "
+             + std::to_string(k) + " times, handled "
+             + std::to_string(count(handled, n)) + " times, "
+             + std::to_string(count(dead, n)) + " dead letters");
+  }
+  for (auto n : m.requests) {
+    auto h = count(handled, n);
+    auto d = count(dead, n);
+    bool answered = m.answered.count(n) != 0;
+    bool stand_in = m.stand_in.count(n) != 0;
+    if (h + d > 1 || (answered && h != 1) || (stand_in && h + d != 0))
+      f.fail(path + ": request " + std::to_string(n) + " handled "
+             + std::to_string(h) + " times, " + std::to_string(d)
+             + " dead letters"
+             + (answered ? ", answered by the agent"
+                         : stand_in ? ", answered by the stand-in" : ""));
+  }
+  for (auto n : handled)
+    if (m.async.count(n) == 0 && m.requests.count(n) == 0)
+      f.fail(path + " handled " + std::to_string(n)
+             + ", which was never sent to it");
+}
+
 } // namespace vigil::test
