@@ -16,7 +16,7 @@
 #include <string>
 
 #include "support/durable_agents.hpp"
-#include "support/fixture.hpp"
+#include "support/degrade_fixture.hpp"
 #include "support/temp_dir.hpp"
 #include "vigil/actors/dead_letter_log.hpp"
 #include "vigil/actors/writer.hpp"
@@ -54,88 +54,12 @@ registry review2_registry() {
   return r;
 }
 
-struct dir_holder2 {
-  temp_dir dir;
-};
-
-class degrade_review2 : public dir_holder2, public runtime_fixture {
+class degrade_review2 : public degrade_fixture {
 public:
-  degrade_review2() {
-    rt = std::make_shared<runtime>(review2_registry());
+  degrade_review2() : degrade_fixture(review2_registry()) {
     flaky2_fails = false;
   }
-
-  void with_writer() {
-    store_options so;
-    so.dir = dir.path();
-    so.sync = sync_mode::nosync;
-    std::unique_ptr<store> st;
-    auto s = store::open(so, st);
-    ASSERT_FALSE(s) << s.message();
-    std::shared_ptr<store> shared{std::move(st)};
-    writer_options wo;
-    wo.detached = false;
-    wo.idempotency_retention = 0ms;
-    auto w = spawn_writer(sys, shared, wo, {}, rt->shared_stats());
-    rt->attach_store(shared, w);
-    writer_ = w;
-  }
-
-  ~degrade_review2() override {
-    if (writer_)
-      sups.push_back(writer_);
-  }
-
-  static child_spec degrading(std::string id, std::string agent = "echo") {
-    auto c = worker(std::move(id), std::move(agent))
-               .with_failure(on_failure::degrade);
-    Pong fb;
-    fb.set_from("fallback");
-    c.degrade.set_fallback(fb);
-    c.degrade.probe_min = 100ms;
-    c.degrade.probe_max = 400ms;
-    return c;
-  }
-
-  caf::actor start_group(strategy s, std::vector<child_spec> children,
-                         int intensity = 1,
-                         std::chrono::milliseconds backoff = 0ms) {
-    auto spec = flags(s, intensity, 5000);
-    spec.flags.backoff.min = backoff;
-    spec.flags.backoff.max = backoff;
-    for (auto& c : children)
-      spec.children.push_back(std::move(c));
-    caf::actor sup;
-    auto err = start("sup", spec, &sup);
-    EXPECT_FALSE(err) << describe(err);
-    return sup;
-  }
-
-  std::string cell_state(const std::string& p) {
-    auto r = ask<std::string>(handle(p), state_atom::value);
-    return r ? *r : "error: " + describe(r.error());
-  }
-
-  size_t letters(const std::string& p, const std::string& prefix) {
-    size_t n = 0;
-    for (auto& d : rt->dead_letters())
-      if (d.path == p && d.reason.rfind(prefix, 0) == 0)
-        ++n;
-    return n;
-  }
-
-  int starts(const std::string& p) {
-    return switches::get().start_count(p);
-  }
-
-  caf::actor writer_;
 };
-
-Add add(int64_t n) {
-  Add a;
-  a.set_n(n);
-  return a;
-}
 
 // -- 1. a degrade ends a failed group restart --------------------------------
 
@@ -149,7 +73,7 @@ Add add(int64_t n) {
 // every left_down flag, not the members after the degrading child).
 TEST_F(degrade_review2, degrade_starts_only_members_its_own_group_left_down) {
   auto sup = start_group(strategy::rest_for_one,
-                         {degrading("a"), worker("b", "echo"),
+                         {degrading_as("a"), worker("b", "echo"),
                           worker("c", "echo")},
                          1, 100ms);
   switches::get().set_fail("sup/b", true);
@@ -180,7 +104,7 @@ TEST_F(degrade_review2, degrade_starts_only_members_its_own_group_left_down) {
 // failed one left down, as restart()'s does.)
 TEST_F(degrade_review2, degrade_whose_rest_start_fails_strands_the_later_members) {
   auto sup = start_group(strategy::rest_for_one,
-                         {degrading("w"), degrading("p1"),
+                         {degrading_as("w"), degrading_as("p1"),
                           worker("p2", "echo")},
                          1, 0ms);
   switches::get().set_fail("sup/w", true);
@@ -209,7 +133,7 @@ TEST_F(degrade_review2, degrade_whose_rest_start_fails_strands_the_later_members
 TEST_F(degrade_review2, stale_left_down_flag_starts_a_child_the_user_terminated) {
   auto sup = start_group(strategy::rest_for_one,
                          {worker("b", "echo"), worker("c", "echo"),
-                          degrading("a")},
+                          degrading_as("a")},
                          1, 100ms);
   switches::get().set_fail("sup/b", true);
   crash("sup/b");
@@ -249,9 +173,9 @@ TEST_F(degrade_review2, transient_probe_stopping_with_shutdown_reason_ends_the_c
   // Control: while running, stop(user_shutdown) ends a transient child.
   auto spec = flags(strategy::one_for_one, 1, 5000);
   spec.children.push_back(
-    degrading("w").with_restart(restart_type::transient));
+    degrading_as("w").with_restart(restart_type::transient));
   spec.children.push_back(
-    degrading("x").with_restart(restart_type::transient));
+    degrading_as("x").with_restart(restart_type::transient));
   caf::actor sup;
   ASSERT_FALSE(start("sup", spec, &sup));
   exit_child("sup/x", 1);
@@ -282,7 +206,7 @@ TEST_F(degrade_review2, transient_probe_stopping_with_shutdown_reason_ends_the_c
 // envelope is treated as a memory one, unlike in enter_degraded).
 TEST_F(degrade_review2, saved_request_failing_in_half_open_gets_stand_in_and_is_applied) {
   with_writer();
-  auto w = degrading("w", "flaky2").with_durability(durability_mode::snapshot);
+  auto w = degrading_as("w", "flaky2").with_durability(durability_mode::snapshot);
   w.durability.every_messages = 1;
   auto spec = flags(strategy::one_for_one, 1, 5000);
   spec.flags.backoff.min = 100ms;
@@ -368,7 +292,7 @@ TEST_F(degrade_review2, dead_letters_by_reason_use_the_code_not_free_text) {
 // that requester (not_running, kept in the journal), it does not hang.
 TEST_F(degrade_review2, kept_journal_requester_is_answered_on_terminate) {
   with_writer();
-  auto w = degrading("w", "tally").with_durability(durability_mode::journal);
+  auto w = degrading_as("w", "tally").with_durability(durability_mode::journal);
   auto spec = flags(strategy::one_for_one, 0, 5000);
   spec.flags.backoff.min = 100ms;
   spec.flags.backoff.max = 100ms;
@@ -393,7 +317,7 @@ TEST_F(degrade_review2, kept_journal_requester_is_answered_on_terminate) {
 // probe on a kept redelivery): recovery, exit, stopped; every envelope is
 // one dead letter (degraded, poison_message), nothing lost or doubled.
 TEST_F(degrade_review2, transient_probe_normal_stop_accounts_for_every_envelope) {
-  auto w = degrading("w").with_restart(restart_type::transient);
+  auto w = degrading_as("w").with_restart(restart_type::transient);
   w.max_deliveries = 3;
   auto spec = flags(strategy::one_for_one, 1, 5000);
   spec.children.push_back(w);

@@ -22,7 +22,7 @@
 #include <string>
 
 #include "support/durable_agents.hpp"
-#include "support/fixture.hpp"
+#include "support/degrade_fixture.hpp"
 #include "support/temp_dir.hpp"
 #include "vigil/actors/writer.hpp"
 #include "vigil/persistence/store.hpp"
@@ -65,129 +65,12 @@ registry review_registry() {
   return r;
 }
 
-/// Holds the data dir; a base class, so it outlives the runtime fixture.
-struct dir_holder {
-  temp_dir dir;
-};
-
-class degrade_review : public dir_holder, public runtime_fixture {
+class degrade_review : public degrade_fixture {
 public:
-  static constexpr const char* path = "sup/w";
-
-  degrade_review() {
-    rt = std::make_shared<runtime>(review_registry());
+  degrade_review() : degrade_fixture(review_registry()) {
     flaky_fails = false;
   }
-
-  /// Attaches a store and a writer (on the testing scheduler) to `rt`.
-  void with_writer() {
-    store_options so;
-    so.dir = dir.path();
-    so.sync = sync_mode::nosync;
-    std::unique_ptr<store> st;
-    auto s = store::open(so, st);
-    ASSERT_FALSE(s) << s.message();
-    std::shared_ptr<store> shared{std::move(st)};
-    writer_options wo;
-    wo.detached = false;
-    wo.idempotency_retention = 0ms;
-    auto w = spawn_writer(sys, shared, wo, {}, rt->shared_stats());
-    rt->attach_store(shared, w);
-    writer_ = w;
-  }
-
-  ~degrade_review() override {
-    // The supervisors go first (base class), then the writer.
-    if (writer_)
-      sups.push_back(writer_);
-  }
-
-  static void set_fallback(child_spec& c) {
-    Pong fb;
-    fb.set_from("fallback");
-    c.degrade.set_fallback(fb);
-    c.degrade.probe_min = 100ms;
-    c.degrade.probe_max = 400ms;
-  }
-
-  static child_spec degrading(std::string agent = "echo") {
-    auto c = worker("w", std::move(agent)).with_failure(on_failure::degrade);
-    set_fallback(c);
-    return c;
-  }
-
-  caf::actor start_sup(child_spec w, int intensity = 1,
-                       std::chrono::milliseconds backoff = 0ms,
-                       strategy s = strategy::one_for_one,
-                       bool peer_first = false) {
-    auto spec = flags(s, intensity, 5000);
-    spec.flags.backoff.min = backoff;
-    spec.flags.backoff.max = backoff;
-    if (peer_first)
-      spec.children.push_back(worker("peer", "echo"));
-    spec.children.push_back(std::move(w));
-    if (!peer_first)
-      spec.children.push_back(worker("peer", "echo"));
-    caf::actor sup;
-    auto err = start("sup", spec, &sup);
-    EXPECT_FALSE(err) << describe(err);
-    return sup;
-  }
-
-  caf::actor start_degraded() {
-    auto sup = start_sup(degrading());
-    crash(path);
-    crash(path);
-    EXPECT_EQ(status_of(sup, "w"), "degraded");
-    EXPECT_EQ(cell_state(), "degraded");
-    return sup;
-  }
-
-  int starts(const std::string& p = path) {
-    return switches::get().start_count(p);
-  }
-
-  std::string cell_state(const std::string& p = path) {
-    auto r = ask<std::string>(handle(p), state_atom::value);
-    return r ? *r : "error: " + describe(r.error());
-  }
-
-  void expect_start_after(std::chrono::milliseconds d) {
-    auto before = starts();
-    advance(d - 1ms);
-    EXPECT_EQ(starts(), before) << "started before " << d.count() << "ms";
-    advance(1ms);
-    EXPECT_EQ(starts(), before + 1)
-      << "not started after " << d.count() << "ms";
-  }
-
-  void expect_agree(const caf::actor& sup, const std::string& state) {
-    EXPECT_EQ(status_of(sup, "w"), state);
-    EXPECT_EQ(cell_state(), state);
-  }
-
-  size_t letters(const std::string& prefix) {
-    size_t n = 0;
-    for (auto& d : rt->dead_letters())
-      if (d.path == path && d.reason.rfind(prefix, 0) == 0)
-        ++n;
-    return n;
-  }
-
-  int64_t ns_in(std::chrono::milliseconds d) {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             (sched.clock().now() + d).time_since_epoch())
-      .count();
-  }
-
-  caf::actor writer_;
 };
-
-Add add(int64_t n) {
-  Add a;
-  a.set_n(n);
-  return a;
-}
 
 // -- group strategies -----------------------------------------------------
 

@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "support/fixture.hpp"
+#include "support/degrade_fixture.hpp"
 
 using namespace std::chrono_literals;
 using namespace vigil;
@@ -16,115 +16,7 @@ namespace {
 
 using start_call = switches::start_call;
 
-class degrade_test : public runtime_fixture {
-public:
-  static constexpr const char* path = "sup/w";
-
-  /// A worker that degrades, with the stand-in reply Pong(from: "fallback");
-  /// probes after 100 ms, doubling up to 400 ms.
-  static child_spec degrading() {
-    auto c = worker("w", "echo").with_failure(on_failure::degrade);
-    Pong fb;
-    fb.set_from("fallback");
-    c.degrade.set_fallback(fb);
-    c.degrade.probe_min = 100ms;
-    c.degrade.probe_max = 400ms;
-    return c;
-  }
-
-  /// "sup" (one_for_one, `intensity` in 5 s) with `w` and a sibling
-  /// `peer` that answers Pings.
-  caf::actor start_sup(child_spec w, int intensity = 1,
-                       std::chrono::milliseconds backoff = 0ms) {
-    auto spec = flags(strategy::one_for_one, intensity, 5000);
-    spec.flags.backoff.min = backoff;
-    spec.flags.backoff.max = backoff;
-    spec.children.push_back(std::move(w));
-    spec.children.push_back(worker("peer", "echo"));
-    caf::actor sup;
-    auto err = start("sup", spec, &sup);
-    EXPECT_FALSE(err) << describe(err);
-    return sup;
-  }
-
-  /// Starts `sup` and spends its budget: the second crash degrades `w`.
-  caf::actor start_degraded() {
-    auto sup = start_sup(degrading());
-    crash(path);
-    crash(path);
-    EXPECT_EQ(status_of(sup, "w"), "degraded");
-    EXPECT_EQ(cell_state(), "degraded");
-    return sup;
-  }
-
-  int starts() {
-    return switches::get().start_count(path);
-  }
-
-  std::string cell_state() {
-    auto r = ask<std::string>(handle(path), state_atom::value);
-    return r ? *r : "error: " + describe(r.error());
-  }
-
-  void expect_fallback(const google::protobuf::Message& m) {
-    auto r = call(path, m);
-    ASSERT_TRUE(r) << describe(r.error());
-    EXPECT_TRUE(r->degraded());
-    EXPECT_EQ(pong_of(*r).from(), "fallback");
-  }
-
-  /// Asserts that the next instance of `w` starts after exactly `d`.
-  void expect_start_after(std::chrono::milliseconds d) {
-    auto before = starts();
-    advance(d - 1ms);
-    EXPECT_EQ(starts(), before) << "started before " << d.count() << "ms";
-    advance(1ms);
-    EXPECT_EQ(starts(), before + 1)
-      << "not started after " << d.count() << "ms";
-  }
-
-  /// The supervisor and the cell tell the same state.
-  void expect_agree(const caf::actor& sup, const std::string& state) {
-    EXPECT_EQ(status_of(sup, "w"), state);
-    EXPECT_EQ(cell_state(), state);
-  }
-
-  /// Dead letters of `w` whose reason starts with `prefix`.
-  size_t letters(const std::string& prefix) {
-    size_t n = 0;
-    for (auto& d : rt->dead_letters())
-      if (d.path == path && d.reason.rfind(prefix, 0) == 0)
-        ++n;
-    return n;
-  }
-
-  /// Recovers: clears the start switches, waits for the probe at `after`
-  /// and checks that the first call is answered by the agent.
-  void expect_recovery(const caf::actor& sup,
-                       std::chrono::milliseconds after) {
-    switches::get().start_calls.clear();
-    expect_start_after(after);
-    EXPECT_EQ(cell_state(), "half_open");
-    auto r = call(path, ping(7));
-    ASSERT_TRUE(r) << describe(r.error());
-    EXPECT_FALSE(r->degraded());
-    EXPECT_EQ(pong_of(*r).from(), path);
-    expect_agree(sup, "running");
-  }
-
-  /// An actor bound at "silent" that takes envelopes and never answers.
-  void bind_silent() {
-    auto held = std::make_shared<std::vector<caf::response_promise>>();
-    auto a = sys.spawn([held](caf::event_based_actor* self) -> caf::behavior {
-      return {[=](envelope&) -> caf::result<envelope> {
-        held->push_back(self->make_response_promise());
-        return caf::delegated<envelope>{};
-      }};
-    });
-    sups.push_back(a); // ended with the fixture
-    rt->bind("silent", a);
-  }
-};
+class degrade_test : public degrade_fixture {};
 
 // -- a probe that fails in any way leads to the next probe --------------------
 
