@@ -366,19 +366,6 @@ void cell::settle(envelope e, response_promise rp, const caf::error& err,
                   uint64_t seq, bool saved) {
   bool journaled = seq != 0 && dur_ && dur_->journal();
   bool async = !rp.pending() || rp.async();
-  // An envelope that fails for good leaves the disk with its dead letter,
-  // if it has one, in one commit: a journal agent consumes its entry; a
-  // snapshot agent saves again without it, if its last save listed it
-  // (else the next start would apply it after all); others only record
-  // the letter.
-  auto bury = [&](const std::string& why, bool dead) {
-    if (journaled)
-      consume_failed(seq, e, why);
-    else if (saved && dur_)
-      save_snapshot(&e, dead ? &why : nullptr);
-    else if (dead)
-      own_dead_letter(e, why);
-  };
   // A journal agent keeps every envelope it accepted: one that fails for
   // good is a dead letter (replayable) even when a requester is told too,
   // since that requester may be an outbox that now considers it delivered.
@@ -387,8 +374,7 @@ void cell::settle(envelope e, response_promise rp, const caf::error& err,
   if (is(err, errc::deadline_exceeded)) {
     // Its time is up: retrying it cannot succeed. An async envelope with
     // nobody to tell is a dead letter, as every failed one.
-    bury(describe(err), async);
-    answer(rp, envelope{}, err, seq);
+    bury(e, rp, err, seq, saved, async);
   } else if (e.attempt >= cfg_.max_deliveries) {
     // With max_deliveries 1 (the default, as in OTP and Akka) the failing
     // envelope is not retried; it is kept as a dead letter, not dropped.
@@ -401,15 +387,35 @@ void cell::settle(envelope e, response_promise rp, const caf::error& err,
                                    + describe(err));
     // A requester is told and owns the retry; an async envelope would be
     // lost, so it goes to the dead letters, as does every poison message.
-    bool dead = cfg_.max_deliveries > 1 || async;
-    bury(describe(reason), dead);
-    answer(rp, envelope{}, std::move(reason), seq);
+    bury(e, rp, std::move(reason), seq, saved,
+         cfg_.max_deliveries > 1 || async);
   } else {
     ++e.attempt;
     if (journaled) // the attempt count survives a crash of the node, too
       write(detail::redeliver_item(cfg_.path, seq, e), false);
     buffer_.push_front(pending{std::move(e), std::move(rp), seq, saved});
   }
+}
+
+void cell::bury(envelope& e, response_promise& rp, caf::error err,
+                uint64_t seq, bool saved, bool dead) {
+  auto why = describe(err);
+  if (seq != 0 && dur_ && dur_->journal()) {
+    consume_failed(seq, e, why); // with its dead letter, always
+    answer(rp, envelope{}, std::move(err), seq);
+    return;
+  }
+  if (saved && dur_) {
+    // Out of the save, or the next start would apply it after all.
+    auto tok = save_snapshot(&e, dead ? &why : nullptr);
+    if (rp.pending() && !rp.async())
+      dur_->after_commit[tok].dropped.push_back(
+        dropped_reply{e.origin, e.id, std::move(rp), std::move(err)});
+    return;
+  }
+  if (dead)
+    own_dead_letter(e, why);
+  answer(rp, envelope{}, std::move(err), seq);
 }
 
 caf::error cell::start_instance(bool is_restart, const caf::error& reason) {
@@ -485,11 +491,7 @@ void cell::drain() {
         break;
       case outcome::rejected: {
         bool async = !p.rp.pending() || p.rp.async();
-        if (p.seq != 0 && dur_ && dur_->journal())
-          consume_failed(p.seq, p.env, describe(err));
-        else if (async)
-          own_dead_letter(std::move(p.env), describe(err));
-        answer(p.rp, envelope{}, std::move(err), p.seq);
+        bury(p.env, p.rp, std::move(err), p.seq, p.saved, async);
         break;
       }
       case outcome::refused: {

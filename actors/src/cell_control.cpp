@@ -217,13 +217,20 @@ void cell::on_exit() {
                       "runs again (resend it with the same message id to "
                       "find out: a duplicate is not applied twice)"));
     d.accepting.clear();
-    for (auto& kvp : d.after_commit)
+    for (auto& kvp : d.after_commit) {
       for (auto& r : kvp.second.replies)
         r.rp.deliver(make_error(
           errc::not_running,
           cfg_.path + " stopped before the commit of the envelope's change "
                       "was confirmed; if it was not committed, the next "
                       "instance applies the envelope again"));
+      for (auto& r : kvp.second.dropped)
+        r.rp.deliver(make_error(
+          errc::not_running,
+          cfg_.path + " stopped before the save without the envelope was "
+                      "confirmed; if it was not committed, the next "
+                      "instance applies the envelope"));
+    }
     d.after_commit.clear();
     for (auto& x : d.starts)
       x.rp.deliver(make_error(errc::not_running, cfg_.path + " stopped"));

@@ -206,10 +206,16 @@ void cell::reconcile(const recovered_agent& rec) {
       others.push_back(std::move(p));
   }
   buffer_.clear();
-  for (auto& kvp : d.after_commit)
+  // Snapshot mode: requesters of envelopes whose save-without-them
+  // failed; those envelopes are in the last good save again.
+  std::map<std::pair<uint64_t, uint64_t>, response_promise> unburied;
+  for (auto& kvp : d.after_commit) {
     for (auto& r : kvp.second.replies)
       if (r.seq != 0)
         waiting[r.seq] = std::move(r.rp);
+    for (auto& r : kvp.second.dropped)
+      unburied[{r.origin, r.id}] = std::move(r.rp);
+  }
   d.after_commit.clear();
   std::map<uint64_t, pending> in_flight;
   for (auto& p : d.accepting) {
@@ -249,7 +255,7 @@ void cell::reconcile(const recovered_agent& rec) {
     if (found)
       for (auto& r : snap.pending())
         kept.emplace(r.origin(), r.id());
-    std::map<msg_key, response_promise> asked;
+    std::map<msg_key, response_promise> asked = std::move(unburied);
     std::list<pending> later;
     for (auto& p : others) {
       if (kept.count({p.env.origin, p.env.id}) != 0) {
@@ -268,6 +274,12 @@ void cell::reconcile(const recovered_agent& rec) {
         others.push_back(std::move(p));
       }
     others.splice(others.end(), later);
+    for (auto& kvp : asked) // not in the last good save: outcome unknown
+      if (kvp.second.pending())
+        kvp.second.deliver(make_error(
+          errc::storage_failed,
+          cfg_.path + ": after a failed commit the envelope is in no save, "
+                      "so its outcome is unknown"));
   }
   buffer_.splice(buffer_.end(), others);
   d.outbox.clear();
@@ -476,6 +488,11 @@ void cell::on_committed(uint64_t tok, bool duplicate, const caf::error& err) {
                                             "committed; the envelope is in "
                                             "its journal and the path's next "
                                             "instance applies it"));
+      for (auto& r : j->second.dropped)
+        r.rp.deliver(make_error(errc::not_running,
+                                cfg_.path + " ended before the envelope "
+                                            "left its save; the path's next "
+                                            "instance applies it"));
       d.after_commit.erase(j);
     }
     on_write_error(err);
@@ -496,6 +513,8 @@ void cell::on_committed(uint64_t tok, bool duplicate, const caf::error& err) {
     else
       r.rp.deliver(std::move(r.out));
   }
+  for (auto& r : w.dropped)
+    r.rp.deliver(std::move(r.err));
   dispatch_outbox();
 }
 
@@ -520,7 +539,7 @@ bool cell::settled() const {
   if (!dur_->accepting.empty())
     return false;
   for (auto& kvp : dur_->after_commit)
-    if (!kvp.second.replies.empty())
+    if (!kvp.second.replies.empty() || !kvp.second.dropped.empty())
       return false;
   return true;
 }
@@ -591,7 +610,8 @@ void cell::consume_failed(uint64_t seq, const envelope& e,
     dur_->after_commit[dur_->last_consume].dead.emplace_back(e, reason);
 }
 
-void cell::save_snapshot(const envelope* dropped, const std::string* reason) {
+uint64_t cell::save_snapshot(const envelope* dropped,
+                             const std::string* reason) {
   auto& d = *dur_;
   capture_state();
   std::vector<const envelope*> waiting;
@@ -609,6 +629,7 @@ void cell::save_snapshot(const envelope* dropped, const std::string* reason) {
   if (!a.dead_reason.empty()) // listed in memory once committed
     d.after_commit[tok].dead.emplace_back(*dropped, *reason);
   d.unsaved = 0;
+  return tok;
 }
 
 void cell::dispatch_outbox() {

@@ -239,6 +239,13 @@ private:
   void settle(envelope e, response_promise rp, const caf::error& err,
               uint64_t seq, bool saved = false);
 
+  /// `e` is done with for good (failed, or rejected): it leaves the disk
+  /// with its dead letter (if `dead`) in one commit (a journal consumes
+  /// its entry `seq`; a snapshot agent saves without it if the last save
+  /// listed it, `saved`), and its requester hears `err` after that commit.
+  void bury(envelope& e, response_promise& rp, caf::error err, uint64_t seq,
+            bool saved, bool dead);
+
   caf::error start_instance(bool is_restart, const caf::error& reason);
 
   void stop_instance(bool graceful);
@@ -298,9 +305,21 @@ private:
   };
 
   /// What waits for one commit of this cell.
+  /// The answer to the requester of an envelope that a snapshot save
+  /// writes out of the disk (see bury): given once that save commits; if
+  /// it fails, the envelope is in the last good save again, and reconcile
+  /// gives the requester to it, by (origin, id).
+  struct dropped_reply {
+    uint64_t origin = 0;
+    uint64_t id = 0;
+    response_promise rp;
+    caf::error err;
+  };
+
   struct commit_wait {
     std::vector<uint64_t> outbox; ///< Outbox seqs to deliver after it.
     std::vector<held_reply> replies;
+    std::vector<dropped_reply> dropped;
     /// Dead letters that this commit writes, to list in memory once it is
     /// committed (a refused one is no dead letter: the next owner has it).
     std::vector<std::pair<envelope, std::string>> dead;
@@ -499,9 +518,9 @@ private:
   /// Snapshot mode: state plus the envelopes waiting in the buffer. With
   /// `dropped` (an envelope the last save listed, out of the buffer now,
   /// failed for good) and `reason`, its dead letter goes into the same
-  /// commit.
-  void save_snapshot(const envelope* dropped = nullptr,
-                     const std::string* reason = nullptr);
+  /// commit. Returns the save's commit token.
+  uint64_t save_snapshot(const envelope* dropped = nullptr,
+                         const std::string* reason = nullptr);
 
   /// Delivers committed outbox entries, at most `outbox_window` at a time,
   /// each as a request: any answer (also an error from the receiver) ends

@@ -349,11 +349,13 @@ void supervisor_actor::restart(uint64_t key, caf::error reason) {
     }
     return escalate(chain(*c, reason, errc::reached_max_restart_intensity));
   }
-  // Its group restart starts what its failed start left down, too.
-  left_down_.erase(key);
   // Decide first (a pure function of the strategy and the failed child),
   // then act: stop the siblings, start the group.
   auto plan = plan_restart(spec_.flags.strategy, children_, key);
+  // This group restart takes its members over: what an earlier failed one
+  // left down, or left down by them, is its to start now.
+  for (auto k : plan.start)
+    forget_left_down(k);
   auto& stop_keys = plan.stop;
   auto& start_keys = plan.start;
   stop_seq(stop_keys, 0, true, [this, key, start_keys, reason]() mutable {
