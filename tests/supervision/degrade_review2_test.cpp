@@ -28,38 +28,7 @@ using namespace vigil::test;
 
 namespace {
 
-/// While set, flaky2's Add throws.
-std::atomic<bool> flaky2_fails{false};
-
-/// A tally whose Add throws while `flaky2_fails` is set, or for n < 0.
-class flaky2 : public agent<Tally> {
-public:
-  static void define(handlers<flaky2>& h) {
-    h.on<Add>([](flaky2& self, context&, const Add& a) {
-      if (flaky2_fails || a.n() < 0)
-        throw std::runtime_error("flaky2");
-      auto& st = self.state();
-      st.set_count(st.count() + 1);
-      st.set_sum(st.sum() + a.n());
-      st.add_seen(a.n());
-    });
-    h.on<Get>([](flaky2& self, context&, const Get&) { return self.state(); });
-  }
-};
-
-registry review2_registry() {
-  registry r = test_registry();
-  r.add<tally>("tally");
-  r.add<flaky2>("flaky2");
-  return r;
-}
-
-class degrade_review2 : public degrade_fixture {
-public:
-  degrade_review2() : degrade_fixture(review2_registry()) {
-    flaky2_fails = false;
-  }
-};
+using degrade_review2 = degrade_fixture;
 
 // -- 1. a degrade ends a failed group restart --------------------------------
 
@@ -206,7 +175,7 @@ TEST_F(degrade_review2, transient_probe_stopping_with_shutdown_reason_ends_the_c
 // envelope is treated as a memory one, unlike in enter_degraded).
 TEST_F(degrade_review2, saved_request_failing_in_half_open_gets_stand_in_and_is_applied) {
   with_writer();
-  auto w = degrading_as("w", "flaky2").with_durability(durability_mode::snapshot);
+  auto w = degrading_as("w", "flaky_tally").with_durability(durability_mode::snapshot);
   w.durability.every_messages = 1;
   auto spec = flags(strategy::one_for_one, 1, 5000);
   spec.flags.backoff.min = 100ms;
@@ -228,7 +197,7 @@ TEST_F(degrade_review2, saved_request_failing_in_half_open_gets_stand_in_and_is_
   advance(100ms);
   ASSERT_EQ(status_of(sup, "w"), "degraded");
   ASSERT_TRUE(self->mailbox().empty()) << "Add(7) waits for its real answer";
-  flaky2_fails = true;
+  flaky_tally::fail_all = true;
   advance(100ms); // the probe: Add(7) fails in half-open
   ASSERT_EQ(cell_state(path), "degraded");
   ASSERT_FALSE(self->mailbox().empty());
@@ -240,7 +209,7 @@ TEST_F(degrade_review2, saved_request_failing_in_half_open_gets_stand_in_and_is_
   // save that listed it is written again without it.
   EXPECT_TRUE(failed);
   EXPECT_FALSE(fallback);
-  flaky2_fails = false;
+  flaky_tally::fail_all = false;
   // The node goes on with a new owner of the path (as after a restart of
   // the node): stop the tree, start it again on the same data dir.
   ASSERT_FALSE(ask_void(sup, stop_cmd{}));

@@ -24,42 +24,8 @@ using namespace vigil::test;
 
 namespace {
 
-/// Add(7) throws while this is positive (each throw takes one off).
-std::atomic<int> sevens_fail{0};
-
-/// A tally whose Add throws for n < 0, and for n == 7 while
-/// `sevens_fail` is positive.
-class flaky3 : public agent<Tally> {
-public:
-  static void define(handlers<flaky3>& h) {
-    h.on<Add>([](flaky3& self, context&, const Add& a) {
-      if (a.n() < 0)
-        throw std::runtime_error("flaky3");
-      if (a.n() == 7 && sevens_fail.load() > 0) {
-        --sevens_fail;
-        throw std::runtime_error("flaky3: seven");
-      }
-      auto& st = self.state();
-      st.set_count(st.count() + 1);
-      st.set_sum(st.sum() + a.n());
-      st.add_seen(a.n());
-    });
-    h.on<Get>([](flaky3& self, context&, const Get&) { return self.state(); });
-  }
-};
-
-registry review3_registry() {
-  registry r = test_registry();
-  r.add<flaky3>("flaky3");
-  return r;
-}
-
 class degrade_review3 : public degrade_fixture {
 public:
-  degrade_review3() : degrade_fixture(review3_registry()) {
-    sevens_fail = 0;
-  }
-
   /// The Tally of the snapshot child at `p`.
   Tally tally_of(const std::string& p) {
     Tally t;
@@ -70,9 +36,9 @@ public:
     return t;
   }
 
-  /// A snapshot child `id` of type flaky3 that saves after every envelope.
+  /// A snapshot child `id` of type flaky_tally that saves after every envelope.
   static child_spec snap_child(const std::string& id) {
-    auto w = degrading_as(id, "flaky3")
+    auto w = degrading_as(id, "flaky_tally")
                .with_durability(durability_mode::snapshot);
     w.durability.every_messages = 1;
     return w;
@@ -170,10 +136,10 @@ TEST_F(degrade_review3, failed_commit_of_bury_save_applies_a_request_told_it_fai
   ASSERT_EQ(status_of(sup, "w"), "restarting");
   run();
   // The next commit fails: it is the save that writes Add(7) out.
-  sevens_fail = 1;
+  flaky_tally::fail_sevens = 1;
   rt->storage()->fail_apply_after(0);
   advance(100ms); // the restart: Add(7) fails for good
-  ASSERT_EQ(sevens_fail.load(), 0) << "Add(7) did not run";
+  ASSERT_EQ(flaky_tally::fail_sevens.load(), 0) << "Add(7) did not run";
   // Fixed: the answer waits for the save that writes Add(7) out; that
   // commit fails, the cell reloads the last good save (which lists it)
   // and gives it its requester back, and the next instance applies it.

@@ -35,42 +35,7 @@ namespace {
 
 using start_call = switches::start_call;
 
-/// While set, flaky's Add throws.
-std::atomic<bool> flaky_fails{false};
-
-/// A tally whose Add fails while `flaky_fails` is set; Crash always fails.
-class flaky : public agent<Tally> {
-public:
-  static void define(handlers<flaky>& h) {
-    h.on<Add>([](flaky& self, context&, const Add& a) {
-      if (flaky_fails)
-        throw std::runtime_error("flaky");
-      auto& st = self.state();
-      st.set_count(st.count() + 1);
-      st.set_sum(st.sum() + a.n());
-      st.add_seen(a.n());
-    });
-    h.on<Get>([](flaky& self, context&, const Get&) { return self.state(); });
-    h.on<Crash>([](flaky&, context&, const Crash& c) {
-      throw std::runtime_error(c.why());
-    });
-  }
-};
-
-/// Echo, relay and the durable agents in one registry.
-registry review_registry() {
-  registry r = test_registry();
-  r.add<tally>("tally");
-  r.add<flaky>("flaky");
-  return r;
-}
-
-class degrade_review : public degrade_fixture {
-public:
-  degrade_review() : degrade_fixture(review_registry()) {
-    flaky_fails = false;
-  }
-};
+using degrade_review = degrade_fixture;
 
 // -- group strategies -----------------------------------------------------
 
@@ -421,7 +386,7 @@ TEST_F(degrade_review, journal_async_envelopes_kept_in_order) {
 // settle() keeps it for its next delivery, which the next probe applies.
 TEST_F(degrade_review, journal_request_failing_in_half_open_is_not_applied_after_stand_in) {
   with_writer();
-  auto w = degrading("flaky").with_durability(durability_mode::journal);
+  auto w = degrading("flaky_tally").with_durability(durability_mode::journal);
   w.max_deliveries = 2;
   auto sup = start_sup(w, 0, 0ms);
   crash(path); // kept for its 2nd delivery; w degrades
@@ -431,14 +396,14 @@ TEST_F(degrade_review, journal_request_failing_in_half_open_is_not_applied_after
   expect_agree(sup, "degraded");
   advance(200ms); // probe 2: nothing kept
   ASSERT_EQ(cell_state(), "half_open");
-  flaky_fails = true;
+  flaky_tally::fail_all = true;
   auto h = self->request(handle(path), caf::infinite, wrap(add(5)));
   run();
   expect_agree(sup, "degraded");
   bool fallback = false;
   // Fixed: accepted, it keeps its requester for its next delivery.
   EXPECT_TRUE(self->mailbox().empty());
-  flaky_fails = false;
+  flaky_tally::fail_all = false;
   advance(400ms); // probe 3
   ASSERT_FALSE(self->mailbox().empty()) << "the requester never heard";
   std::move(h).receive([&](envelope& e) { fallback = e.degraded(); },

@@ -6,17 +6,58 @@
 // after 100 ms, doubling up to 400 ms), an optional data dir and writer
 // for durable children, and the checks those tests share.
 
+#include <atomic>
 #include <chrono>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "support/durable_agents.hpp"
 #include "support/fixture.hpp"
 #include "support/temp_dir.hpp"
 #include "vigil/actors/writer.hpp"
 #include "vigil/persistence/store.hpp"
 
 namespace vigil::test {
+
+/// A tally (as support/durable_agents.hpp's) that fails on purpose: its
+/// Add throws for n < 0, while `fail_all` is set, and for n == 7 while
+/// `fail_sevens` is positive (each such throw takes one off); Crash
+/// throws. The switches are reset by each degrade_fixture.
+class flaky_tally : public agent<Tally> {
+public:
+  static inline std::atomic<bool> fail_all{false};
+  static inline std::atomic<int> fail_sevens{0};
+
+  static void define(handlers<flaky_tally>& h) {
+    h.on<Add>([](flaky_tally& self, context&, const Add& a) {
+      if (a.n() < 0 || fail_all)
+        throw std::runtime_error("flaky_tally");
+      if (a.n() == 7 && fail_sevens.load() > 0) {
+        --fail_sevens;
+        throw std::runtime_error("flaky_tally: seven");
+      }
+      auto& st = self.state();
+      st.set_count(st.count() + 1);
+      st.set_sum(st.sum() + a.n());
+      st.add_seen(a.n());
+    });
+    h.on<Get>(
+      [](flaky_tally& self, context&, const Get&) { return self.state(); });
+    h.on<Crash>([](flaky_tally&, context&, const Crash& c) {
+      throw std::runtime_error(c.why());
+    });
+  }
+};
+
+/// The test agents (echo, relay), tally and flaky_tally.
+inline registry degrade_registry() {
+  registry r = test_registry();
+  r.add<tally>("tally");
+  r.add<flaky_tally>("flaky_tally");
+  return r;
+}
 
 /// Holds the data dir; a base class, so that it outlives the runtime.
 struct degrade_dir {
@@ -27,8 +68,10 @@ class degrade_fixture : public degrade_dir, public runtime_fixture {
 public:
   static constexpr const char* path = "sup/w";
 
-  explicit degrade_fixture(registry types = test_registry()) {
-    rt = std::make_shared<runtime>(std::move(types));
+  degrade_fixture() {
+    rt = std::make_shared<runtime>(degrade_registry());
+    flaky_tally::fail_all = false;
+    flaky_tally::fail_sevens = 0;
   }
 
   ~degrade_fixture() override {
