@@ -241,9 +241,7 @@ caf::result<envelope> cell::not_now(envelope& e) {
 
 cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
   if (e.deadline != 0 && to_ns(now()) > e.deadline) {
-    err = make_error(errc::deadline_exceeded,
-                     "deadline passed before " + cfg_.path + " handled "
-                       + e.type);
+    err = expired_error(e);
     return outcome::rejected;
   }
   auto& table = cfg_.type->handlers->by_type;
@@ -277,13 +275,15 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
   if (refused && !err) // an expected<T> holding an empty error
     err = make_error(errc::refused,
                      cfg_.path + " refused " + e.type + " without a reason");
-  else if (refused && unreachable(err))
+  else if (refused && (unreachable(err) || is(err, errc::expired)))
     // The codes that say "not delivered" (not_found, not_running, ...) are
     // the runtime's: an outbox would deliver again for ever. A refusal
     // with one of them is reported as refused, its text kept.
     err = make_error(errc::refused, describe(err));
-  if (!refused && e.deadline != 0 && to_ns(now()) > e.deadline) {
-    // (A refusal stands even when late: it is an answer, not a failure.)
+  if (!refused && e.deadline != 0 && !e.start_deadline()
+      && to_ns(now()) > e.deadline) {
+    // (A refusal stands even when late: it is an answer, not a failure;
+    // so does a reply to a start deadline, which was met.)
     if (dur_)
       dur_->sends.clear();
     err = make_error(errc::deadline_exceeded,
@@ -514,6 +514,23 @@ void cell::drain() {
   }
 }
 
+bool cell::expire(uint64_t origin, uint64_t id) {
+  auto t = to_ns(now());
+  for (auto i = buffer_.begin(); i != buffer_.end(); ++i) {
+    auto& e = i->env;
+    if (e.id != id || e.origin != origin)
+      continue;
+    if (e.deadline == 0 || t <= e.deadline)
+      return false;
+    auto p = std::move(*i);
+    buffer_.erase(i);
+    bool async = !p.rp.pending() || p.rp.async();
+    bury(p.env, p.rp, expired_error(p.env), p.seq, p.saved, async);
+    return true;
+  }
+  return false;
+}
+
 void cell::reject_buffer(const caf::error& err) {
   if (dur_) {
     // Not accepted yet (they waited for this cell's fence).
@@ -521,6 +538,18 @@ void cell::reject_buffer(const caf::error& err) {
     dur_->unaccepted.clear();
     for (auto& p : waiting)
       not_accepted(std::move(p), err);
+  }
+  // An envelope with a start deadline is not kept for a later start: its
+  // requester (a saga) must know now whether it will ever run.
+  for (auto i = buffer_.begin(); i != buffer_.end();) {
+    if (!i->env.start_deadline()) {
+      ++i;
+      continue;
+    }
+    auto p = std::move(*i);
+    i = buffer_.erase(i);
+    bool async = !p.rp.pending() || p.rp.async();
+    bury(p.env, p.rp, err, p.seq, p.saved, async);
   }
   if (dur_ && dur_->journal()) {
     // Accepted envelopes stay in the journal and are applied when the

@@ -28,6 +28,9 @@ caf::result<caf::message> cell::control(caf::message& msg) {
     }
     return caf::message{};
   }
+  if (msg.match_elements<expire_atom, uint64_t, uint64_t>())
+    return caf::make_message(
+      expire(msg.get_as<uint64_t>(1), msg.get_as<uint64_t>(2)));
   // Commands are the supervisor's: a cell's handle is public (any client
   // resolves the path), and a stop or start from elsewhere would leave the
   // supervisor's view of the child wrong.

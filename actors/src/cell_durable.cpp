@@ -394,6 +394,16 @@ void cell::accepted(pending p) {
                                           "applies it"));
     return;
   }
+  if (mode_ == mode::idle_reject && p.env.start_deadline()) {
+    // Not kept for a later start (see reject_buffer): its requester
+    // learns now that it will not run.
+    bury(p.env, p.rp,
+         make_error(errc::not_running,
+                    cfg_.path + " stopped before it started; an envelope "
+                                "with a start deadline is not kept"),
+         p.seq, false, !requester);
+    return;
+  }
   if (mode_ == mode::idle_reject) {
     if (requester)
       p.rp.deliver(make_error(errc::not_running,

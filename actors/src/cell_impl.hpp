@@ -188,6 +188,21 @@ private:
                           "only; replay this letter once it runs again"));
   }
 
+  /// Why `e` is refused before it ran: its deadline passed.
+  caf::error expired_error(const envelope& e) const {
+    return make_error(errc::expired, "deadline passed before " + cfg_.path
+                                       + " handled " + e.type
+                                       + "; it did not run");
+  }
+
+  /// `(expire_atom, origin, id)`: the envelope (origin, id) is waiting in
+  /// the buffer past its deadline (the instance is between starts, or the
+  /// buffer is long): it is refused now, as `run` would refuse it, instead
+  /// of when an instance reaches it. Its requester (a saga whose step
+  /// timed out) learns now that it did not run. Answers true if it was
+  /// found so.
+  bool expire(uint64_t origin, uint64_t id);
+
   struct pending {
     envelope env;
     response_promise rp;

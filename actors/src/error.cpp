@@ -40,6 +40,7 @@ const char* to_string(errc x) noexcept {
     case errc::shutting_down: return "shutting_down";
     case errc::storage_failed: return "storage_failed";
     case errc::duplicate: return "duplicate";
+    case errc::expired: return "expired";
     case errc::fenced: return "fenced";
     case errc::refused: return "refused";
     case errc::degraded: return "degraded";

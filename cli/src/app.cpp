@@ -26,6 +26,7 @@
 #include "report.hpp"
 #include "vigil/cli/policy.hpp"
 #include "vigil/persistence/store.hpp"
+#include "vigil/supervision/check.hpp"
 
 namespace vigil::cli {
 
@@ -96,6 +97,13 @@ void print_errors(const std::vector<policy_error>& errs) {
     std::cerr << e.to_string() << "\n";
   std::cerr << "vigil: " << errs.size() << " error"
             << (errs.size() == 1 ? "" : "s") << "; nothing started\n";
+}
+
+/// What is valid but weakens a guarantee (see saga_warnings), on stderr.
+void print_warnings(const std::string& file, const loaded_policy& lp) {
+  for (auto& w : saga_warnings(lp.tree, lp.name))
+    std::cerr << file << ": warning: " << w.where << ": " << w.field << ": "
+              << w.detail << "\n";
 }
 
 // -- run ----------------------------------------------------------------------
@@ -309,6 +317,7 @@ int cmd_run(const run_args& a, const registry& types) {
     print_errors(errs);
     return exit_invalid;
   }
+  print_warnings(a.file, lp);
   milliseconds run_for{0}, every{1000};
   if (auto rc = parse_run_times(a, run_for, every))
     return rc;
@@ -379,6 +388,7 @@ int cmd_check(const std::string& file, const registry& types) {
     print_errors(errs);
     return exit_invalid;
   }
+  print_warnings(file, lp);
   size_t n = 0;
   std::function<void(const supervisor_spec&)> count =
     [&](const supervisor_spec& s) {

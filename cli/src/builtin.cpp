@@ -1,4 +1,4 @@
-// vigil's built-in agent types (source, counter, sink, flaky), so that a
+// vigil's built-in agent types (source, counter, sink, flaky, step), so that a
 // policy can be tried, loaded and broken without writing C++. Their messages
 // are in proto/vigil/builtin.proto.
 
@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "duration.hpp"
+#include "vigil/actors/saga_step.hpp"
 #include "vigil/builtin.pb.h"
 #include "vigil/cli/app.hpp"
 
@@ -27,6 +28,7 @@ using builtin::Count;
 using builtin::Get;
 using builtin::Number;
 using builtin::SourceState;
+using builtin::StepCount;
 using builtin::Tick;
 
 // -- parameters ---------------------------------------------------------------
@@ -373,13 +375,81 @@ private:
   int64_t replies_ = 0;
 };
 
+// -- step ---------------------------------------------------------------------
+
+/// A saga step over Number (the saga's input, e.g. from a source): its
+/// execute answers the Number and counts it, its compensate counts the
+/// undo. Chaos, decided by the Number alone (so every delivery and every
+/// run of the same input behaves the same): `refuse_every: N` refuses the
+/// execute of every n divisible by N (a declined card: the saga fails at
+/// this step, nothing restarts); `crash_every: N` throws in it instead (a
+/// crash: restarted); `delay` sleeps in execute (past the saga's
+/// step_timeout the step ran late and is compensated);
+/// `compensate_crash_every: N` throws in the compensation of every such n
+/// (the saga retries it, then keeps a dead letter).
+class step : public saga_step<step, Number, Number, StepCount> {
+public:
+  explicit step(const params& ps) {
+    param_reader r{ps, "step",
+                   {"refuse_every", "crash_every", "delay",
+                    "compensate_crash_every"}};
+    refuse_every_ = r.integer("refuse_every", 0, 0);
+    crash_every_ = r.integer("crash_every", 0, 0);
+    delay_ = r.time("delay");
+    compensate_crash_every_ = r.integer("compensate_crash_every", 0, 0);
+    r.done();
+  }
+
+  static void define(handlers<step>& h) {
+    saga_step::define(h);
+    h.on<Get>([](step& self, context&, const Get&) { return self.state(); });
+  }
+
+  caf::expected<Number> execute(context& ctx, const Number& n) {
+    if (hits(n, refuse_every_)) {
+      state().set_refused(state().refused() + 1);
+      return make_error(errc::refused,
+                        ctx.path() + ": refuse_every "
+                          + std::to_string(refuse_every_)
+                          + " (n=" + std::to_string(n.n()) + ")");
+    }
+    if (hits(n, crash_every_))
+      throw std::runtime_error("step: crash_every "
+                               + std::to_string(crash_every_) + " (n="
+                               + std::to_string(n.n()) + ")");
+    if (delay_.count() > 0)
+      std::this_thread::sleep_for(delay_); // a slow step, on purpose
+    state().set_executed(state().executed() + 1);
+    return n;
+  }
+
+  void compensate(context&, const Number& n, const Number&) {
+    if (hits(n, compensate_crash_every_))
+      throw std::runtime_error("step: compensate_crash_every "
+                               + std::to_string(compensate_crash_every_)
+                               + " (n=" + std::to_string(n.n()) + ")");
+    state().set_compensated(state().compensated() + 1);
+  }
+
+private:
+  static bool hits(const Number& n, int64_t every) {
+    return every > 0 && n.n() % every == 0;
+  }
+
+  int64_t refuse_every_ = 0;
+  int64_t crash_every_ = 0;
+  duration delay_{0};
+  int64_t compensate_crash_every_ = 0;
+};
+
 } // namespace
 
 void add_builtin_agents(registry& types) {
   types.add<source>("source")
     .add<counter>("counter")
     .add<sink>("sink")
-    .add<flaky>("flaky");
+    .add<flaky>("flaky")
+    .add<step>("step");
 }
 
 } // namespace vigil::cli

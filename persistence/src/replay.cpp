@@ -52,6 +52,17 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
                           "inspect it, then purge it");
         continue;
       }
+      if ((dl->env().flags() & 2u) != 0 && dl->env().deadline() != 0) {
+        // envelope::start_deadline_flag: its sender (a saga) was told it
+        // did not run and went on; running it now would run a step that
+        // nothing compensates.
+        skipped.push_back(id_text + ": " + dl->path()
+                          + " was sent to start by a deadline (a saga "
+                            "step), and its sender was told it did not "
+                            "run; replaying it would run it outside its "
+                            "saga: purge it, or run the saga again");
+        continue;
+      }
       if (dl->refused()) {
         skipped.push_back(id_text + ": " + dl->path()
                           + " refused it, and committed the refusal with "

@@ -279,6 +279,58 @@ thread_local int checking = 0;
 
 } // namespace
 
+void check_saga_step(const child_spec& c, const registry* types,
+                     const std::string& where,
+                     std::vector<spec_problem>& out) {
+  auto at = join(where, c.id);
+  if (c.kind != child_kind::worker) {
+    out.push_back({at, "kind", spec_errc::invalid_saga,
+                   "a saga's children are its steps: agents derived from "
+                   "saga_step, not supervisors"});
+    return;
+  }
+  if (c.failure == on_failure::degrade)
+    out.push_back({at, "on_failure", spec_errc::invalid_saga,
+                   "degrade is refused in a saga: a stand-in can neither "
+                   "execute a step nor undo one, so its answer would only "
+                   "fail the step; a failing step fails the saga, which "
+                   "compensates (allowed: restart, escalate)"});
+  if (types == nullptr)
+    return;
+  auto* t = types->find(c.agent);
+  if (t == nullptr || !t->handlers)
+    return; // unknown_agent_type says it
+  auto& table = t->handlers->by_type;
+  for (auto* name : {"vigil.SagaExecute", "vigil.SagaCompensate"})
+    if (table.count(symbol{name}) == 0) {
+      out.push_back({at, "agent", spec_errc::invalid_saga,
+                     "agent type '" + c.agent + "' is not a saga step (it "
+                       + "has no handler for " + name
+                       + "); derive it from vigil::saga_step"});
+      break;
+    }
+}
+
+std::vector<spec_problem> saga_warnings(const supervisor_spec& spec,
+                                        const std::string& where) {
+  std::vector<spec_problem> out;
+  for (auto& c : spec.children) {
+    if (c.kind == child_kind::supervisor && c.sup) {
+      auto more = saga_warnings(*c.sup, join(where, c.id));
+      out.insert(out.end(), more.begin(), more.end());
+    } else if (spec.saga.enabled
+               && c.durability.mode != durability_mode::journal) {
+      out.push_back({join(where, c.id), "durability",
+                     spec_errc::invalid_saga,
+                     "a saga step that is not a journal agent cannot "
+                     "recognize a redelivered execute or compensation "
+                     "(duplicate), so exactness rests on the saga alone; "
+                     "set durability: journal"});
+    }
+  }
+  return out;
+}
+
 std::vector<spec_problem> check_child_specs(const supervisor_spec& spec,
                                             const registry* types,
                                             const std::string& where) {
@@ -301,15 +353,31 @@ std::vector<spec_problem> check_child_specs(const supervisor_spec& spec,
   } nesting;
   check_flags(spec.flags, where, out);
   auto& sg = spec.saga;
-  for (auto [field, d] : {std::pair{"saga.retry_delay", sg.retry_delay},
-                          std::pair{"saga.step_timeout", sg.step_timeout}}) {
-    if (d.count() < 0)
+  struct saga_time {
+    const char* field;
+    milliseconds value;
+    const char* why;
+  };
+  for (auto [field, d, why] :
+       {saga_time{"saga.retry_delay", sg.retry_delay,
+                  "0 would retry a failing compensation without pause"},
+        saga_time{"saga.step_timeout", sg.step_timeout,
+                  "0 would expire every step before it starts"}}) {
+    if (d.count() <= 0)
       out.push_back({where, field, spec_errc::invalid_saga,
                      "got " + std::to_string(d.count())
-                       + "ms; allowed: a duration >= 0"});
+                       + "ms; allowed: a duration > 0 (" + why + ")"});
     else if (d > max_duration)
       out.push_back({where, field, spec_errc::invalid_saga, too_long(d)});
   }
+  if (sg.enabled && spec.flags.strategy == strategy::simple_one_for_one)
+    out.push_back({where, "strategy", spec_errc::bad_combination,
+                   "a saga's steps are its children in order; "
+                   "simple_one_for_one has none (allowed: one_for_one, "
+                   "one_for_all, rest_for_one)"});
+  if (sg.enabled)
+    for (auto& c : spec.children)
+      check_saga_step(c, types, where, out);
   if (spec.flags.strategy == strategy::simple_one_for_one
       && spec.children.size() != 1)
     out.push_back({where, "children", spec_errc::bad_start_spec,

@@ -290,7 +290,9 @@ private:
       return {};
     static const char* flag_fields[] = {"strategy", "intensity", "period",
                                         "auto_shutdown", "backoff",
-                                        "backoff.jitter", "children"};
+                                        "backoff.jitter", "children",
+                                        "saga.retry_delay",
+                                        "saga.step_timeout"};
     bool flag = std::find(std::begin(flag_fields), std::end(flag_fields),
                           p.field)
                 != std::end(flag_fields);

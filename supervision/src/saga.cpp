@@ -1,15 +1,55 @@
 #include "vigil/supervision/saga.hpp"
 
+#include <optional>
+
 #include <caf/all.hpp>
 
+#include "vigil/actors/cell.hpp"
 #include "vigil/resilience/backoff.hpp"
 #include "vigil/saga.pb.h"
+
+// One saga run: executes the steps in order, and when one fails compensates
+// the ones that ran, in reverse. Its rules, which make compensation exact:
+//
+// - One request at a time, and every request is waited for: a step's
+//   answer is the only way to know whether it ran. No request has a
+//   timeout of its own; the step's deadline travels in its envelope.
+// - An execute carries a start deadline (now + step_timeout, capped by the
+//   saga input's deadline). A step that has not started by then is refused
+//   `expired` (the saga tells the cell at the deadline, so that a step
+//   waiting out a restart backoff answers at once); one that started in
+//   time is waited for, and if it finishes late it ran: the saga fails at
+//   it and compensates it too.
+// - Every execute and compensation has a message id derived from the saga
+//   input's (origin, id), the step and the kind, so that a journal step
+//   recognizes a redelivery or a retry as `duplicate`. A compensation is
+//   retried only after an answer that says it did not take effect, under
+//   the same id if it did not run (not delivered), under the next id if it
+//   ran and failed (a journal step's failed envelope stays accepted).
+// - A stand-in's answer (degraded) is not a step's: it fails the step, or
+//   the compensation attempt.
+// - When its supervisor ends (stop or restart), the run sends nothing more:
+//   it waits for what is in flight, puts every compensation it still owes
+//   into the dead letters, and answers its requester.
 
 namespace vigil {
 
 namespace {
 
 using retry_atom = caf::atom_constant<caf::atom("vsagaretry")>;
+using deadline_atom = caf::atom_constant<caf::atom("vsagadl")>;
+
+enum class kind : uint8_t { execute = 1, compensate = 2 };
+
+struct call {
+  bool waiting = false;
+  kind what = kind::execute;
+  size_t step = 0;
+  uint64_t id = 0;
+  int64_t deadline = 0; // an execute's start deadline (actor-clock ns)
+  caf::actor dest;
+  uint64_t seq = 0; // numbers the calls, for their timers
+};
 
 struct saga_state {
   std::shared_ptr<runtime> rt;
@@ -19,19 +59,54 @@ struct saga_state {
   SagaOutcome outcome;
   size_t next = 0;
   caf::response_promise rp;
+  call cur;
+  /// Per step: compensation attempts that ran and failed, which salts the
+  /// next attempt's id (the failed one stays accepted at a journal step).
+  std::vector<uint32_t> ran_and_failed;
+  /// The step whose compensation waits for a retry timer, if any.
+  std::optional<size_t> retry_due;
+  uint64_t retry_token = 0;
+  bool stopping = false;
   static inline const char* name = "vigil.saga";
 };
 
 using saga_actor = caf::stateful_actor<saga_state>;
 
-envelope wrap(const saga_state& st, const google::protobuf::Message& m) {
+int64_t now_ns(saga_actor* self) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+           self->clock().now().time_since_epoch())
+    .count();
+}
+
+/// A message id for `what` of step `k`, attempt salt `salt`: a splitmix64
+/// of the saga input's identity, never 0.
+uint64_t derive_id(const envelope& input, size_t k, kind what,
+                   uint32_t salt) {
+  uint64_t z = input.id ^ (input.origin * 0x9e3779b97f4a7c15ull);
+  for (uint64_t part : {uint64_t{k} + 1, uint64_t(what), uint64_t{salt}}) {
+    z += part * 0xbf58476d1ce4e5b9ull + 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+  }
+  return z != 0 ? z : 1;
+}
+
+envelope wrap(const saga_state& st, const google::protobuf::Message& m,
+              uint64_t id) {
   envelope e;
   e.type = vigil::type_symbol(m);
   m.SerializeToString(&e.payload);
-  st.rt->stamp(e, 0, 0, &st.input);
+  // The id is chosen here (origin 0: chosen by the caller), the same for
+  // every delivery of this call.
+  st.rt->stamp(e, id, 0, &st.input);
   e.idempotency_key = st.input.idempotency_key;
   e.sender = "saga";
   return e;
+}
+
+SagaStep& step_of(saga_state& st, size_t i) {
+  return *st.outcome.mutable_steps(static_cast<int>(i));
 }
 
 void finish(saga_actor* self) {
@@ -44,76 +119,183 @@ void finish(saga_actor* self) {
 }
 
 void compensate(saga_actor* self, size_t i);
+void execute_next(saga_actor* self);
 
-/// The delay before retry `n` (from 0) of a compensation: `retry_delay`,
-/// doubling, at most 2^16 times it.
-resilience::duration retry_delay(const saga_spec& opts, uint32_t n) {
-  resilience::backoff_policy p;
-  p.initial = opts.retry_delay;
-  p.max = p.initial <= resilience::max_delay / 65536 ? p.initial * 65536
-                                                      : resilience::max_delay;
-  // Only the base delay is read, so no clock is needed beyond a stand-in.
-  resilience::backoff b{p, resilience::steady_clock::instance()};
-  return b.base(n);
-}
-
+/// Compensates the steps before `count` that ran, last first, then
+/// answers.
 void compensate_from(saga_actor* self, size_t count) {
+  auto& st = self->state;
+  while (count > 0 && step_of(st, count - 1).status() != "executed")
+    --count;
   if (count == 0)
     return finish(self);
   compensate(self, count - 1);
 }
 
-/// Undoes step `i`, retrying with a doubling delay, then steps i-1..0.
-void compensate(saga_actor* self, size_t i) {
+/// The saga failed at step `k` (which did not take effect, or took effect
+/// late and is compensated as well when `ran`).
+void fail(saga_actor* self, size_t k, const std::string& why, bool ran) {
   auto& st = self->state;
-  auto* step = st.outcome.mutable_steps(static_cast<int>(i));
+  auto& step = step_of(st, k);
+  if (!ran) {
+    step.set_status("failed");
+    step.set_error(why);
+  }
+  if (st.outcome.failed_step().empty()) {
+    st.outcome.set_failed_step(step.path());
+    st.outcome.set_failure(why);
+  }
+  compensate_from(self, ran ? k + 1 : k);
+}
+
+/// Sends `env` to step `k` as the one call in flight and watches the step's
+/// actor, so that a cell that dies holding the request does not leave the
+/// run waiting for ever.
+template <class OnReply, class OnError>
+void send_call(saga_actor* self, kind what, size_t k, caf::actor dest,
+               envelope env, OnReply on_reply, OnError on_error) {
+  auto& st = self->state;
+  auto& c = st.cur;
+  c.waiting = true;
+  c.what = what;
+  c.step = k;
+  c.id = env.id;
+  c.deadline = what == kind::execute ? env.deadline : 0;
+  c.dest = dest;
+  auto seq = ++c.seq;
+  self->monitor(dest);
+  auto done = [self, seq] {
+    auto& c = self->state.cur;
+    if (!c.waiting || c.seq != seq)
+      return false;
+    c.waiting = false;
+    self->demonitor(c.dest);
+    c.dest = nullptr;
+    return true;
+  };
+  self->request(dest, caf::infinite, std::move(env))
+    .then(
+      [done, on_reply](envelope& rep) mutable {
+        if (done())
+          on_reply(rep);
+      },
+      [done, on_error](caf::error& err) mutable {
+        if (done())
+          on_error(err);
+      });
+  if (c.deadline != 0) {
+    auto wait = c.deadline - now_ns(self) + 1;
+    self->delayed_send(self, caf::timespan{std::max<int64_t>(wait, 0)},
+                       deadline_atom::value, seq);
+  }
+}
+
+/// Delay before the compensation retry after `n` failed attempts (from 1):
+/// `retry_delay`, doubling, at most 2^16 times it.
+resilience::duration retry_delay(const saga_spec& opts, uint32_t n) {
+  resilience::backoff_policy p;
+  p.initial = opts.retry_delay;
+  p.max = p.initial <= resilience::max_delay / 65536 ? p.initial * 65536
+                                                      : resilience::max_delay;
+  resilience::backoff b{p, resilience::steady_clock::instance()};
+  return b.base(n - 1);
+}
+
+/// Step `i`'s compensation is given up: a dead letter at the step's path
+/// (replayable into a journal step), and the rest still run.
+void give_up_compensation(saga_actor* self, size_t i, const std::string& why) {
+  auto& st = self->state;
+  auto& step = step_of(st, i);
+  step.set_status("compensation_failed");
+  step.set_error(why);
+  st.outcome.set_compensation_failed(true);
   SagaCompensate msg;
   msg.set_input_type(st.input.type);
   msg.set_input(st.input.payload);
-  msg.set_output_type(step->output_type());
-  msg.set_output(step->output());
-  auto env = wrap(st, msg);
-  auto on_error = [self, i, env](const std::string& why) {
-    auto& st = self->state;
-    auto* step = st.outcome.mutable_steps(static_cast<int>(i));
-    auto attempts = step->compensation_attempts() + 1;
-    step->set_compensation_attempts(attempts);
-    if (attempts <= st.opts.compensation_retries) {
-      self->delayed_send(self, retry_delay(st.opts, attempts - 1),
-                         retry_atom::value, i);
-      return;
-    }
-    // Out of retries: keep it where an operator will see it, and go on.
-    step->set_status("compensation_failed");
-    step->set_error(why);
-    st.outcome.set_compensation_failed(true);
-    st.rt->add_dead_letter(step->path(), env,
-                           "compensation_failed after "
-                             + std::to_string(attempts) + " attempts: "
-                             + why);
-    compensate_from(self, i);
-  };
-  auto dest = st.rt->lookup(step->path());
-  if (!dest)
-    return on_error("not_found: no agent at " + step->path());
-  self->request(dest, caf::duration{st.opts.step_timeout}, env)
-    .then(
-      [self, i](envelope&) {
-        auto* step = self->state.outcome.mutable_steps(static_cast<int>(i));
-        step->set_status("compensated");
-        compensate_from(self, i);
-      },
-      [on_error](caf::error& err) { on_error(describe(err)); });
+  msg.set_output_type(step.output_type());
+  msg.set_output(step.output());
+  auto env = wrap(st, msg,
+                  derive_id(st.input, i, kind::compensate,
+                            st.ran_and_failed[i]));
+  st.rt->add_dead_letter(step.path(), std::move(env),
+                         "compensation_failed after "
+                           + std::to_string(step.compensation_attempts())
+                           + " failed attempts: " + why);
+  compensate_from(self, i);
 }
 
-void fail(saga_actor* self, size_t k, const std::string& why) {
+/// A compensation attempt did not take effect; `ran` if it ran and failed.
+void compensation_failed(saga_actor* self, size_t i, const std::string& why,
+                         bool ran) {
   auto& st = self->state;
-  auto* step = st.outcome.mutable_steps(static_cast<int>(k));
-  step->set_status("failed");
-  step->set_error(why);
-  st.outcome.set_failed_step(step->path());
-  st.outcome.set_failure(why);
-  compensate_from(self, k);
+  auto& step = step_of(st, i);
+  step.set_compensation_attempts(step.compensation_attempts() + 1);
+  if (ran)
+    ++st.ran_and_failed[i];
+  if (st.stopping || step.compensation_attempts() > st.opts.compensation_retries)
+    return give_up_compensation(self, i, why);
+  st.retry_due = i;
+  self->delayed_send(self,
+                     retry_delay(st.opts, step.compensation_attempts()),
+                     retry_atom::value, ++st.retry_token);
+}
+
+/// Undoes step `i` (which ran), then the steps before it.
+void compensate(saga_actor* self, size_t i) {
+  auto& st = self->state;
+  st.retry_due.reset();
+  auto& step = step_of(st, i);
+  if (st.stopping)
+    return give_up_compensation(
+      self, i,
+      describe(make_error(errc::shutting_down,
+                          "the saga's supervisor ended before this "
+                          "compensation ran; replay this letter once "
+                            + step.path() + " runs again")));
+  auto dest = st.rt->lookup(step.path());
+  if (!dest)
+    return compensation_failed(
+      self, i, describe(make_error(errc::not_found, step.path())), false);
+  SagaCompensate msg;
+  msg.set_input_type(st.input.type);
+  msg.set_input(st.input.payload);
+  msg.set_output_type(step.output_type());
+  msg.set_output(step.output());
+  // No deadline: an undo is owed however late it is.
+  auto env = wrap(st, msg,
+                  derive_id(st.input, i, kind::compensate,
+                            st.ran_and_failed[i]));
+  send_call(
+    self, kind::compensate, i, dest, std::move(env),
+    [self, i](envelope& rep) {
+      if (rep.degraded())
+        return compensation_failed(self, i,
+                                   "degraded: a stand-in answered; the "
+                                   "compensation did not run",
+                                   false);
+      step_of(self->state, i).set_status("compensated");
+      compensate_from(self, i);
+    },
+    [self, i](caf::error& err) {
+      auto why = describe(err);
+      if (is(err, errc::duplicate)) {
+        // A journal step accepted this very attempt earlier (a stopped
+        // step kept it, and said not_running): its journal owns it now,
+        // and applies it once when the step runs, or keeps it as a dead
+        // letter there if it fails. Its outcome is the step's to tell.
+        auto& step = step_of(self->state, i);
+        step.set_status("accepted");
+        step.set_error(why);
+        return compensate_from(self, i);
+      }
+      if (is(err, errc::refused) || is(err, errc::bad_payload)
+          || is(err, errc::unknown_message_type))
+        return give_up_compensation(self, i, why); // would refuse again
+      bool ran = is(err, errc::handler_failed)
+                 || is(err, errc::poison_message)
+                 || is(err, errc::deadline_exceeded);
+      compensation_failed(self, i, why, ran);
+    });
 }
 
 void execute_next(saga_actor* self) {
@@ -123,29 +305,71 @@ void execute_next(saga_actor* self) {
     return finish(self);
   }
   auto k = st.next;
+  if (st.stopping)
+    return fail(self, k,
+                describe(make_error(errc::shutting_down,
+                                    "the saga's supervisor ended before "
+                                      + st.steps[k] + " ran")),
+                false);
+  auto now = now_ns(self);
+  int64_t deadline =
+    now
+    + std::chrono::duration_cast<std::chrono::nanoseconds>(st.opts.step_timeout)
+        .count();
+  if (st.input.deadline != 0) {
+    if (now > st.input.deadline)
+      return fail(self, k,
+                  describe(make_error(errc::expired,
+                                      "the saga's deadline passed before "
+                                        + st.steps[k] + " started")),
+                  false);
+    deadline = std::min(deadline, st.input.deadline);
+  }
   auto dest = st.rt->lookup(st.steps[k]);
   if (!dest)
-    return fail(self, k, "not_found: no agent at " + st.steps[k]);
+    return fail(self, k, describe(make_error(errc::not_found, st.steps[k])),
+                false);
   SagaExecute msg;
   msg.set_input_type(st.input.type);
   msg.set_input(st.input.payload);
-  auto env = wrap(st, msg);
-  env.deadline = st.input.deadline;
-  self->request(dest, caf::duration{st.opts.step_timeout}, std::move(env))
-    .then(
-      [self, k](envelope& rep) {
-        auto& st = self->state;
-        SagaStepOutput out;
-        if (!out.ParseFromString(rep.payload))
-          return fail(self, k, "bad_payload: step reply does not parse");
-        auto* step = st.outcome.mutable_steps(static_cast<int>(k));
-        step->set_status("executed");
-        step->set_output_type(out.output_type());
-        step->set_output(out.output());
-        ++st.next;
-        execute_next(self);
-      },
-      [self, k](caf::error& err) { fail(self, k, describe(err)); });
+  auto env = wrap(st, msg, derive_id(st.input, k, kind::execute, 0));
+  env.deadline = deadline;
+  env.flags |= envelope::start_deadline_flag;
+  send_call(
+    self, kind::execute, k, dest, std::move(env),
+    [self, k, deadline](envelope& rep) {
+      auto& st = self->state;
+      if (rep.degraded())
+        return fail(self, k,
+                    "degraded: a stand-in answered for " + st.steps[k]
+                      + "; the step did not run",
+                    false);
+      auto& step = step_of(st, k);
+      SagaStepOutput out;
+      bool parsed = out.ParseFromString(rep.payload);
+      // It ran: from here on it is compensated if the saga fails.
+      step.set_status("executed");
+      step.set_output_type(out.output_type());
+      step.set_output(out.output());
+      if (!parsed)
+        return fail(self, k,
+                    describe(make_error(errc::bad_payload,
+                                        st.steps[k]
+                                          + ": step reply does not parse")),
+                    true);
+      if (now_ns(self) > deadline) {
+        step.set_late(true);
+        return fail(self, k,
+                    describe(make_error(
+                      errc::deadline_exceeded,
+                      st.steps[k] + " finished after its step deadline; it "
+                                    "ran, so it is compensated")),
+                    true);
+      }
+      ++st.next;
+      execute_next(self);
+    },
+    [self, k](caf::error& err) { fail(self, k, describe(err), false); });
 }
 
 caf::behavior saga_run(saga_actor* self, std::shared_ptr<runtime> rt,
@@ -154,20 +378,59 @@ caf::behavior saga_run(saga_actor* self, std::shared_ptr<runtime> rt,
   st.rt = std::move(rt);
   st.steps = std::move(steps);
   st.opts = opts;
+  st.ran_and_failed.assign(st.steps.size(), 0);
   for (auto& p : st.steps) {
     auto* s = st.outcome.add_steps();
     s->set_path(p);
     s->set_status("not_run");
   }
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& c = self->state.cur;
+    if (!c.waiting || !c.dest || dm.source != c.dest.address())
+      return;
+    // The step's actor ended holding the request (its answer, had there
+    // been one, came before this).
+    c.waiting = false;
+    c.dest = nullptr;
+    auto err = make_error(errc::not_running,
+                          self->state.steps[c.step]
+                            + " ended before it answered");
+    if (c.what == kind::execute)
+      fail(self, c.step, describe(err), false);
+    else
+      compensation_failed(self, c.step, describe(err), false);
+  });
   return {
     [self](run_saga_atom, envelope& input) -> caf::result<envelope> {
       auto& st = self->state;
       st.input = std::move(input);
+      if (st.input.id == 0 && st.input.origin == 0)
+        st.rt->stamp(st.input, 0, 0, nullptr); // ids derive from it
       st.rp = self->make_response_promise();
       execute_next(self);
       return caf::delegated<envelope>{};
     },
-    [self](retry_atom, size_t i) { compensate(self, i); },
+    [self](retry_atom, uint64_t token) {
+      auto& st = self->state;
+      if (token == st.retry_token && st.retry_due)
+        compensate(self, *st.retry_due);
+    },
+    [self](deadline_atom, uint64_t seq) {
+      // The step's start deadline passed with no answer: if the execute
+      // still waits in the cell's buffer, the cell refuses it now.
+      auto& c = self->state.cur;
+      if (c.waiting && c.seq == seq && c.what == kind::execute && c.dest)
+        self->send(c.dest, expire_atom::value, uint64_t{0}, c.id);
+    },
+    [](bool) {
+      // the cell's answer to expire_atom: its verdict comes as the reply
+    },
+    [self](saga_stop_atom) {
+      auto& st = self->state;
+      st.stopping = true;
+      if (!st.cur.waiting && st.retry_due)
+        compensate(self, *st.retry_due); // gives it up, and the rest
+    },
   };
 }
 

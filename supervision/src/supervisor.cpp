@@ -13,6 +13,11 @@ caf::behavior supervisor_actor::make_behavior() {
   if (parent_)
     monitor(parent_);
   set_down_handler([this](caf::down_msg& dm) {
+    if (auto i = runs_.find(dm.source); i != runs_.end()) {
+      run_inputs_.erase(i->second); // a saga run answered
+      runs_.erase(i);
+      return;
+    }
     if (parent_ && dm.source == parent_.address()) {
       // Our supervisor is gone (OTP: the linked parent's exit signal): stop
       // the children and follow it.
@@ -187,12 +192,26 @@ caf::result<envelope> supervisor_actor::handle_envelope(envelope& e) {
   if (!spec_.saga.enabled)
     return make_error(errc::not_found,
                       path_ + " is a supervisor, not an agent");
-  // A saga: each input runs in its own saga actor over the steps.
+  if (stopping_)
+    return make_error(errc::shutting_down, path_);
+  // A saga: each input runs in its own saga actor over the steps, at most
+  // one per input id at a time (its steps' message ids derive from it).
+  std::pair<uint64_t, uint64_t> input{e.origin, e.id};
+  if (e.id != 0 && run_inputs_.count(input) > 0)
+    return make_error(errc::duplicate,
+                      path_ + ": a saga run of message id "
+                        + std::to_string(e.id)
+                        + " is in progress; its requester gets the outcome");
   std::vector<std::string> steps;
   for (auto& kvp : children_)
     steps.push_back(child_path(kvp.second.id));
   auto run = spawn_saga_run(home_system(), rt_, std::move(steps),
                             spec_.saga);
+  monitor(run);
+  if (e.id == 0) // minted by the run; tracked under its actor only
+    input = {0, rt_->next_id()};
+  runs_.emplace(run.address(), input);
+  run_inputs_.emplace(input, run);
   delegate(run, run_saga_atom::value, std::move(e));
   return caf::delegated<envelope>{};
 }
@@ -203,6 +222,8 @@ caf::result<child_info> supervisor_actor::handle_start_child(child_spec& cs) {
   if (simple())
     return make_error(errc::simple_one_for_one, path_);
   auto problems = check_child_spec(cs, spec_.flags, &rt_->types(), path_);
+  if (spec_.saga.enabled)
+    check_saga_step(cs, &rt_->types(), path_, problems);
   if (!problems.empty())
     return make_error(errc::invalid_child_spec,
                       problems.front().to_string());

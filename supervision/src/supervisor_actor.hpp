@@ -85,6 +85,8 @@ public:
 
   void on_exit() override {
     rt_->unbind(path_, caf::actor_cast<caf::actor>(this));
+    stop_runs(); // also when killed
+    run_inputs_.clear();
     // Children hold this supervisor's handle: drop theirs, so that a killed
     // supervisor and its cells do not keep each other alive.
     by_id_.clear(); // views the ids in children_
@@ -408,6 +410,12 @@ private:
     }
   }
 
+  /// Tells every saga run that this supervisor ends (see saga.hpp).
+  void stop_runs() {
+    for (auto& kvp : run_inputs_)
+      caf::anon_send(kvp.second, saga_stop_atom::value);
+  }
+
   /// Degrades child `c`: a stand-in answers for it and its cell probes.
   /// The members that its failed group restart left down start now.
   void degrade(child& c);
@@ -434,6 +442,11 @@ private:
   size_t awaiting_ = 0;
   bool started_ = false;
   bool stopping_ = false;
+  /// A saga supervisor's runs in progress, by actor, with the (origin, id)
+  /// of their input: a second run of the same input is refused meanwhile,
+  /// and every run hears when this supervisor ends (saga_stop_atom).
+  std::map<caf::actor_addr, std::pair<uint64_t, uint64_t>> runs_;
+  std::map<std::pair<uint64_t, uint64_t>, caf::actor> run_inputs_;
   std::vector<caf::response_promise> stop_requests_;
   uint64_t ack_batch_ = 0;
   /// Children whose stop acknowledgement the running batch waits for.

@@ -273,6 +273,9 @@ void supervisor_actor::shutdown(caf::error reason, caf::response_promise rp) {
   if (stopping_)
     return;
   stopping_ = true;
+  // Saga runs start nothing more; what they sent is answered as the steps
+  // stop, and then they answer their requesters.
+  stop_runs();
   stop_all([this, reason]() mutable {
     for (auto& p : stop_requests_)
       p.deliver(caf::unit);

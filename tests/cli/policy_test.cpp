@@ -9,6 +9,8 @@
 
 #include <gtest/gtest.h>
 
+#include "proto/test.pb.h"
+#include "vigil/actors/saga_step.hpp"
 #include "vigil/builtin.pb.h"
 #include "vigil/cli/app.hpp"
 #include "vigil/cli/policy.hpp"
@@ -28,11 +30,24 @@ public:
   }
 };
 
+/// A saga step (the policy's sagas need one).
+class dummy_step
+  : public vigil::saga_step<dummy_step, test::Order, test::Receipt> {
+public:
+  test::Receipt execute(vigil::context&, const test::Order&) {
+    return {};
+  }
+  void compensate(vigil::context&, const test::Order&,
+                  const test::Receipt&) {
+  }
+};
+
 const registry& types() {
   static const registry r = [] {
     registry t;
     for (auto name : {"source", "counter", "sink", "flaky", "ocr"})
       t.add<dummy>(name);
+    t.add<dummy_step>("step");
     return t;
   }();
   return r;
@@ -58,7 +73,7 @@ std::ostream& operator<<(std::ostream& out, const error_case& x) {
   return out << x.name;
 }
 
-const std::string registered = "counter, flaky, ocr, sink, source";
+const std::string registered = "counter, flaky, ocr, sink, source, step";
 const std::string child_keys =
   "name, agent, supervisor, restart, shutdown, significant, on_failure, "
   "degrade, durability, params, buffer_cap, max_deliveries";
@@ -307,6 +322,36 @@ const error_case error_cases[] = {
    "      agent: ocr\n"
    "      params: {depth: [1, 2]}\n",
    {"policy.yaml:5:16: params.depth: expected a scalar"}},
+  {"saga_times_must_be_positive",
+   "tree:\n"
+   "  saga: {step_timeout: 0s, retry_delay: 0ms}\n"
+   "  children:\n"
+   "    - {name: a, agent: step}\n",
+   {"policy.yaml:2:10: saga.step_timeout: got 0ms; allowed: a duration > 0 "
+    "(0 would expire every step before it starts) (invalid_saga)",
+    "policy.yaml:2:28: saga.retry_delay: got 0ms; allowed: a duration > 0 "
+    "(0 would retry a failing compensation without pause) (invalid_saga)"}},
+  {"saga_step_must_be_a_saga_step",
+   "tree:\n"
+   "  saga: {}\n"
+   "  children:\n"
+   "    - {name: a, agent: counter}\n",
+   {"policy.yaml:4:17: agent: agent type 'counter' is not a saga step (it "
+    "has no handler for vigil.SagaExecute); derive it from vigil::saga_step "
+    "(invalid_saga)"}},
+  {"saga_step_may_not_degrade",
+   "tree:\n"
+   "  saga: {}\n"
+   "  children:\n"
+   "    - name: a\n"
+   "      agent: step\n"
+   "      on_failure: degrade\n",
+   {"policy.yaml:6:7: on_failure: degrade needs degrade.default (the "
+    "stand-in reply)",
+    "policy.yaml:6:7: on_failure: degrade is refused in a saga: a stand-in "
+    "can neither execute a step nor undo one, so its answer would only fail "
+    "the step; a failing step fails the saga, which compensates (allowed: "
+    "restart, escalate) (invalid_saga)"}},
   {"missing_tree",
    "node: {name: shop}\n",
    {"policy.yaml:1:1: missing \"tree\": the root supervisor"}},
@@ -405,15 +450,15 @@ tree:
       supervisor:
         saga: {compensation_retries: 5, step_timeout: 1h}
         children:
-          - {name: step1, agent: flaky}
-          - {name: step2, agent: sink, on_failure: escalate}
+          - {name: step1, agent: step}
+          - {name: step2, agent: step, on_failure: escalate}
     - name: inner
       supervisor:
         strategy: one_for_all
         saga:
         children:
           - name: sink
-            agent: sink
+            agent: step
 )";
 
 TEST(policy_test, loads_a_complete_policy) {
@@ -509,11 +554,11 @@ TEST(policy_test, loads_a_complete_policy) {
   EXPECT_EQ(saga.saga.step_timeout, 1h);
   ASSERT_EQ(saga.children.size(), 2u);
   EXPECT_EQ(saga.children[0].id, "step1");
-  EXPECT_EQ(saga.children[0].agent, "flaky");
+  EXPECT_EQ(saga.children[0].agent, "step");
   EXPECT_FALSE(saga.children[0].has_shutdown);
   EXPECT_EQ(saga.children[0].effective_shutdown().timeout, 5000ms);
   EXPECT_EQ(saga.children[1].id, "step2");
-  EXPECT_EQ(saga.children[1].agent, "sink");
+  EXPECT_EQ(saga.children[1].agent, "step");
   EXPECT_EQ(saga.children[1].failure, on_failure::escalate);
   // inner: an empty `saga:` makes a saga with every default
   auto& inner = t.children[4];
@@ -526,7 +571,7 @@ TEST(policy_test, loads_a_complete_policy) {
   EXPECT_EQ(inner.sup->saga.step_timeout, 30s);
   ASSERT_EQ(inner.sup->children.size(), 1u);
   EXPECT_EQ(inner.sup->children[0].id, "sink");
-  EXPECT_EQ(inner.sup->children[0].agent, "sink");
+  EXPECT_EQ(inner.sup->children[0].agent, "step");
 }
 
 TEST(policy_test, applies_defaults) {

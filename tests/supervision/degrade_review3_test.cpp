@@ -190,7 +190,7 @@ TEST_F(degrade_review3, saved_envelope_rejected_for_deadline_is_a_dead_letter_tw
   // The next restart (t=200): Add(5)'s deadline (t=150) has passed.
   advance(100ms);
   ASSERT_EQ(status_of(sup, "w"), "running");
-  EXPECT_EQ(letters(p, "deadline_exceeded"), 1u);
+  EXPECT_EQ(letters(p, "expired"), 1u);
   // The node stops and starts again on the same data dir.
   ASSERT_FALSE(ask_void(sup, stop_cmd{}));
   run();
@@ -201,7 +201,7 @@ TEST_F(degrade_review3, saved_envelope_rejected_for_deadline_is_a_dead_letter_tw
   advance(1000ms);
   auto t = tally_of(p);
   EXPECT_EQ(t.sum(), 1);
-  EXPECT_EQ(letters(p, "deadline_exceeded"), 1u)
+  EXPECT_EQ(letters(p, "expired"), 1u)
     << "the same envelope is a dead letter once per start of the node";
 }
 

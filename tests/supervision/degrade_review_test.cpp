@@ -239,7 +239,7 @@ TEST_F(degrade_review, kept_redelivery_past_its_deadline_is_one_dead_letter) {
   run();
   ASSERT_EQ(status_of(sup, "w"), "degraded");
   advance(100ms); // the probe: the kept envelope is too late
-  EXPECT_EQ(letters("deadline_exceeded"), 1u);
+  EXPECT_EQ(letters("expired"), 1u);
   EXPECT_EQ(letters(""), 1u);
   EXPECT_EQ(cell_state(), "half_open"); // it did not decide the probe
   auto r = call(path, ping(1));

@@ -170,7 +170,7 @@ TEST_F(saga_test, exhausted_compensation_is_dead_letter_and_rest_still_run) {
   bool found = false;
   for (auto& dl : rt->dead_letters())
     if (dl.path == "shop/checkout/charge"
-        && dl.reason.find("compensation_failed after 3 attempts")
+        && dl.reason.find("compensation_failed after 3 failed attempts")
              != std::string::npos)
       found = true;
   EXPECT_TRUE(found) << "no compensation_failed dead letter";

@@ -164,6 +164,11 @@ using probe_atom = caf::atom_constant<caf::atom("vprobe")>;
 using drain_atom = caf::atom_constant<caf::atom("vdrain")>;
 using snap_atom = caf::atom_constant<caf::atom("vsnap")>;
 using outbox_atom = caf::atom_constant<caf::atom("voutbox")>;
+/// (expire_atom, origin, id) -> bool: refuse the envelope (origin, id) as
+/// `expired` now if it waits in the cell's buffer past its deadline (see
+/// envelope::start_deadline_flag). Any client may send it; it only
+/// hastens what the deadline decides anyway.
+using expire_atom = caf::atom_constant<caf::atom("vexpire")>;
 
 /// Spawns a cell for the child `key` of supervisor `parent`. The cell starts
 /// without an instance: it buffers envelopes until it receives `start_cmd`.

@@ -28,6 +28,12 @@ namespace vigil {
 struct envelope {
   /// Flag bits.
   static constexpr uint32_t degraded_flag = 1u;
+  /// The deadline bounds when handling may start, not when it ends: a
+  /// handler that starts in time is answered however long it runs
+  /// (Temporal's schedule-to-start). Refused before it starts, the envelope
+  /// is `expired`; a stopping agent does not keep it for a later start, and
+  /// a replay does not take it. Saga steps are sent so.
+  static constexpr uint32_t start_deadline_flag = 2u;
 
   /// W3C trace flag: sampled.
   static constexpr uint8_t sampled_flag = 1u;
@@ -54,11 +60,15 @@ struct envelope {
   /// (nested retries draw from one budget instead of multiplying); 0 = none
   /// set. Envelopes sent by a handler inherit it.
   uint32_t attempt_budget = 0;
-  uint32_t flags = 0;          ///< `degraded_flag` on stand-in replies.
+  uint32_t flags = 0;          ///< `degraded_flag`, `start_deadline_flag`.
   uint8_t trace_flags = 0;     ///< W3C trace flags (`sampled_flag`).
 
   bool degraded() const noexcept {
     return (flags & degraded_flag) != 0;
+  }
+
+  bool start_deadline() const noexcept {
+    return deadline != 0 && (flags & start_deadline_flag) != 0;
   }
 
   /// The id of the span that handles this delivery of the envelope: the

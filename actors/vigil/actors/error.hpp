@@ -12,7 +12,9 @@ namespace vigil {
 /// same text. The error's context carries the specifics (path, field, cause).
 enum class errc : uint8_t {
   none = 0,
-  /// The envelope's deadline passed before or while it was handled.
+  /// The envelope's deadline passed while it was handled (its handler ran:
+  /// its effects outside vigil may have happened), or no reply came in
+  /// time (unknown whether it ran). One refused before it ran is `expired`.
   deadline_exceeded,
   /// A child's restart buffer is full; the envelope was not accepted.
   buffer_overflow,
@@ -73,6 +75,10 @@ enum class errc : uint8_t {
   /// answer) becomes a dead letter with this reason, replayable once the
   /// child runs again. A journal agent keeps its async envelopes instead.
   degraded,
+  /// The envelope's deadline passed before its handler started: it did not
+  /// run, and never will (a replay aside). Its requester can count on that,
+  /// as a saga does. (`deadline_exceeded` means it ran, or may have.)
+  expired,
 };
 
 /// Returns the OTP-style name of `x`, e.g. "reached_max_restart_intensity".

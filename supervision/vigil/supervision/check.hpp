@@ -31,7 +31,7 @@ enum class spec_errc : uint8_t {
   bad_combination,        ///< fields valid alone but not together
   bad_start_spec,         ///< simple_one_for_one without exactly one child
   invalid_params,         ///< params the agent type cannot take
-  invalid_saga,           ///< saga times negative or beyond max_duration
+  invalid_saga,           ///< saga times not > 0 or too long, bad steps
   too_deep,               ///< supervisors nested deeper than max_tree_depth
 };
 
@@ -59,6 +59,18 @@ struct spec_problem {
 std::vector<spec_problem> check_child_specs(const supervisor_spec& spec,
                                             const registry* types,
                                             const std::string& where = "");
+
+/// Validates `c` as a step of a saga under `where`: an agent (not a
+/// supervisor) whose type handles SagaExecute and SagaCompensate, and not
+/// `on_failure: degrade`.
+void check_saga_step(const child_spec& c, const registry* types,
+                     const std::string& where,
+                     std::vector<spec_problem>& out);
+
+/// What is valid but weakens a guarantee: saga steps that are not journal
+/// agents (exactness then rests on the saga alone; see the README).
+std::vector<spec_problem> saga_warnings(const supervisor_spec& spec,
+                                        const std::string& where = "");
 
 /// Validates one child spec as `start_child` would, against `flags`.
 std::vector<spec_problem> check_child_spec(const child_spec& child,
