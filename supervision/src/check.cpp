@@ -295,6 +295,12 @@ void check_saga_step(const child_spec& c, const registry* types,
                    "execute a step nor undo one, so its answer would only "
                    "fail the step; a failing step fails the saga, which "
                    "compensates (allowed: restart, escalate)"});
+  if (c.durability.mode == durability_mode::snapshot)
+    out.push_back({at, "durability", spec_errc::invalid_saga,
+                   "a snapshot step keeps a saga's envelope across a stop "
+                   "(its last save lists it) but cannot recognize the "
+                   "saga's retry of it, so a compensation could run twice "
+                   "(allowed: none, journal)"});
   if (types == nullptr)
     return;
   auto* t = types->find(c.agent);

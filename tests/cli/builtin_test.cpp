@@ -14,6 +14,7 @@
 #include "vigil/builtin.pb.h"
 #include "vigil/cli/app.hpp"
 #include "vigil/node/node.hpp"
+#include "vigil/saga.pb.h"
 
 using namespace vigil;
 using namespace vigil::test;
@@ -460,4 +461,52 @@ TEST(builtin_test, outbox_to_a_degraded_receiver_waits_for_its_recovery) {
   while (std::chrono::steady_clock::now() < until)
     ASSERT_EQ(outbox_size(nd), 3u) << "a stand-in reply was taken as "
                                       "delivery";
+}
+
+// The built-in saga step, as examples/policies/saga.yaml uses it: charge
+// refuses every 7th order, ship crashes on every 11th; every step that ran
+// for a failed saga is compensated once, and nothing else is.
+TEST(builtin_test, step_agents_make_a_saga_from_a_policy) {
+  node nd{types()};
+  supervisor_spec sg;
+  sg.flags.intensity = 100;
+  sg.saga.enabled = true;
+  sg.children = {worker("reserve", "step"),
+                 worker("charge", "step").with_param("refuse_every", "7"),
+                 worker("ship", "step").with_param("crash_every", "11")};
+  ASSERT_FALSE(nd.start("root", tree({supervisor("checkout", sg)})));
+  int completed = 0;
+  for (int n = 1; n <= 40; ++n) {
+    auto r = nd.call<SagaOutcome>("root/checkout", number(n), 5s);
+    ASSERT_TRUE(r) << describe(r.error());
+    auto& out = r->value;
+    bool declined = n % 7 == 0;
+    bool crashed = !declined && n % 11 == 0;
+    EXPECT_EQ(out.completed(), !declined && !crashed) << n;
+    completed += out.completed() ? 1 : 0;
+    if (declined) {
+      EXPECT_EQ(out.failed_step(), "root/checkout/charge");
+      EXPECT_NE(out.failure().find("refuse_every 7"), std::string::npos);
+      EXPECT_EQ(out.steps(0).status(), "compensated");
+    }
+    if (crashed) {
+      EXPECT_EQ(out.failed_step(), "root/checkout/ship");
+      EXPECT_EQ(out.steps(1).status(), "compensated");
+      EXPECT_EQ(out.steps(0).status(), "compensated");
+    }
+  }
+  EXPECT_EQ(completed, 40 - 5 - 3); // 7..35 declined; 11, 22, 33 crashed
+  auto state = [&](const std::string& p) {
+    auto r = nd.call<builtin::StepCount>(p, Get{}, 5s);
+    return r ? r->value : builtin::StepCount{};
+  };
+  EXPECT_EQ(state("root/checkout/reserve").executed(), 40);
+  EXPECT_EQ(state("root/checkout/reserve").compensated(), 8);
+  EXPECT_EQ(state("root/checkout/charge").executed(), 35);
+  EXPECT_EQ(state("root/checkout/charge").refused(), 5);
+  EXPECT_EQ(state("root/checkout/charge").compensated(), 3);
+  // A memory step's count starts over with each instance: after the crash
+  // on 33, ship ran 34, 36, 37, 38, 39 and 40.
+  EXPECT_EQ(state("root/checkout/ship").executed(), 6);
+  EXPECT_EQ(child(nd, "checkout").status, "running");
 }

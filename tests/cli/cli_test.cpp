@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -483,4 +484,56 @@ tree:
   EXPECT_GT(counted, 0u);
   EXPECT_EQ(counted + dl["count"].get<uint64_t>(), 100u)
     << "counted " << counted << ", dead letters " << dl.dump();
+}
+
+// examples/policies/saga.yaml, as the README runs it: a saga of built-in
+// journal steps fed by a source. Every failed saga's steps are compensated
+// exactly: the step states on disk add up.
+TEST(cli_test, the_example_saga_compensates_exactly) {
+  temp_dir d;
+  auto r = vigil_cmd({"run", VIGIL_SAGA_POLICY, "--data-dir", d.path(),
+                      "--for", "5s", "--progress", "0"},
+                     60s);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
+  auto i = vigil_cmd({"inspect", "--data-dir", d.path(), "agents", "--json"});
+  ASSERT_EQ(i.exit_code, 0) << i.err;
+  auto j = parse(i.out);
+  std::map<std::string, json> st;
+  for (auto& a : j)
+    st[a["path"].get<std::string>()] = a["state"];
+  auto num = [&](const std::string& p, const char* k) {
+    auto& s = st[p];
+    return s.contains(k) ? std::stoll(s[k].get<std::string>()) : 0ll;
+  };
+  // Orders 1..200: charge refuses the 28 multiples of 7; ship crashes on
+  // the 16 multiples of 11 that charge let through.
+  EXPECT_EQ(num("shop/orders", "next"), 201) << "the source did not finish";
+  EXPECT_EQ(num("shop/checkout/reserve", "executed"), 200);
+  EXPECT_EQ(num("shop/checkout/reserve", "compensated"), 28 + 16);
+  EXPECT_EQ(num("shop/checkout/charge", "executed"), 172);
+  EXPECT_EQ(num("shop/checkout/charge", "refused"), 28);
+  EXPECT_EQ(num("shop/checkout/charge", "compensated"), 16);
+  EXPECT_EQ(num("shop/checkout/ship", "executed"), 156);
+  EXPECT_EQ(num("shop/checkout/ship", "compensated"), 0);
+}
+
+TEST(cli_test, check_warns_about_saga_steps_that_are_not_journal_agents) {
+  temp_dir d;
+  auto f = write(d, "saga.yaml", R"(tree:
+  children:
+    - name: checkout
+      supervisor:
+        saga: {}
+        children:
+          - {name: reserve, agent: step}
+          - {name: charge, agent: step, durability: journal}
+)");
+  auto r = vigil_cmd({"check", f});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find(f + ": warning: root/checkout/reserve: durability: "
+                           "a saga step that is not a journal agent"),
+            std::string::npos)
+    << r.err;
+  EXPECT_EQ(r.err.find("root/checkout/charge"), std::string::npos) << r.err;
 }

@@ -20,7 +20,7 @@
 //   failed or not_run step did not), and a run with a step scripted to
 //   refuse, crash or finish late does not complete.
 //
-// VIGIL_SAGA_SEEDS=n runs n seeds (default 300), VIGIL_SAGA_SEED=s repeats
+// VIGIL_SAGA_SEEDS=n runs n seeds (default 1000), VIGIL_SAGA_SEED=s repeats
 // one, VIGIL_SAGA_TRACE=1 prints each operation.
 
 #include <cstdio>
@@ -403,7 +403,7 @@ uint64_t env_u64(const char* name, uint64_t fallback) {
 
 TEST(saga_lifecycle_test, random_histories_keep_the_saga_promise) {
   auto one = std::getenv("VIGIL_SAGA_SEED");
-  auto count = one != nullptr ? 1 : env_u64("VIGIL_SAGA_SEEDS", 300);
+  auto count = one != nullptr ? 1 : env_u64("VIGIL_SAGA_SEEDS", 1000);
   auto first = one != nullptr ? env_u64("VIGIL_SAGA_SEED", 0) : 1;
   bool trace = std::getenv("VIGIL_SAGA_TRACE") != nullptr;
   world::figures total;
