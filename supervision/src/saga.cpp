@@ -201,6 +201,19 @@ resilience::duration retry_delay(const saga_spec& opts, uint32_t n) {
   return b.base(n - 1);
 }
 
+/// The next attempt to compensate step `i`, with the step's input and
+/// output. No deadline: an undo is owed however late it is.
+envelope compensation_of(saga_state& st, size_t i) {
+  auto& step = step_of(st, i);
+  SagaCompensate msg;
+  msg.set_input_type(st.input.type);
+  msg.set_input(st.input.payload);
+  msg.set_output_type(step.output_type());
+  msg.set_output(step.output());
+  return wrap(st, msg,
+              derive_id(st.input, i, kind::compensate, st.ran_and_failed[i]));
+}
+
 /// Step `i`'s compensation is given up: a dead letter at the step's path
 /// (replayable into a journal step), and the rest still run.
 void give_up_compensation(saga_actor* self, size_t i, const std::string& why) {
@@ -209,15 +222,7 @@ void give_up_compensation(saga_actor* self, size_t i, const std::string& why) {
   step.set_status("compensation_failed");
   step.set_error(why);
   st.outcome.set_compensation_failed(true);
-  SagaCompensate msg;
-  msg.set_input_type(st.input.type);
-  msg.set_input(st.input.payload);
-  msg.set_output_type(step.output_type());
-  msg.set_output(step.output());
-  auto env = wrap(st, msg,
-                  derive_id(st.input, i, kind::compensate,
-                            st.ran_and_failed[i]));
-  st.rt->add_dead_letter(step.path(), std::move(env),
+  st.rt->add_dead_letter(step.path(), compensation_of(st, i),
                          "compensation_failed after "
                            + std::to_string(step.compensation_attempts())
                            + " failed attempts: " + why);
@@ -256,17 +261,8 @@ void compensate(saga_actor* self, size_t i) {
   if (!dest)
     return compensation_failed(
       self, i, describe(make_error(errc::not_found, step.path())), false);
-  SagaCompensate msg;
-  msg.set_input_type(st.input.type);
-  msg.set_input(st.input.payload);
-  msg.set_output_type(step.output_type());
-  msg.set_output(step.output());
-  // No deadline: an undo is owed however late it is.
-  auto env = wrap(st, msg,
-                  derive_id(st.input, i, kind::compensate,
-                            st.ran_and_failed[i]));
   send_call(
-    self, kind::compensate, i, dest, std::move(env),
+    self, kind::compensate, i, dest, compensation_of(st, i),
     [self, i](envelope& rep) {
       if (rep.degraded())
         return compensation_failed(self, i,
