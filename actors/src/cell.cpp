@@ -275,7 +275,7 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
   if (refused && !err) // an expected<T> holding an empty error
     err = make_error(errc::refused,
                      cfg_.path + " refused " + e.type + " without a reason");
-  else if (refused && (unreachable(err) || is(err, errc::expired)))
+  else if (refused && (unreachable(err) || verdict(err)))
     // The codes that say "not delivered" (not_found, not_running, ...) are
     // the runtime's: an outbox would deliver again for ever. A refusal
     // with one of them is reported as refused, its text kept.
@@ -512,6 +512,15 @@ void cell::drain() {
         return;
     }
   }
+}
+
+bool cell::verdict(const caf::error& err) {
+  for (auto x : {errc::expired, errc::duplicate, errc::handler_failed,
+                 errc::poison_message, errc::deadline_exceeded,
+                 errc::degraded, errc::reply_dropped, errc::fenced})
+    if (is(err, x))
+      return true;
+  return false;
 }
 
 bool cell::expire(uint64_t origin, uint64_t id) {

@@ -135,10 +135,10 @@ void cell::abandon() {
   leaving_ = true;
   auto self = caf::actor_cast<caf::actor>(this);
   rt_->unbind(cfg_.path, self);
-  auto replaced = make_error(errc::not_running,
+  auto replaced = make_error(errc::reply_dropped,
                              cfg_.path + " was replaced; the envelope is in "
                                          "its journal and the next instance "
-                                         "applies it");
+                                         "applies it, answering nobody");
   auto buffered = std::move(buffer_);
   buffer_.clear();
   for (auto& p : buffered) {

@@ -388,10 +388,10 @@ void cell::accepted(pending p) {
   if (mode_ == mode::abandoned) {
     // Committed before the newer owner's fence: it has it.
     if (requester)
-      p.rp.deliver(make_error(errc::not_running,
+      p.rp.deliver(make_error(errc::reply_dropped,
                               cfg_.path + " was replaced; the envelope is in "
                                           "its journal and the new instance "
-                                          "applies it"));
+                                          "applies it, answering nobody"));
     return;
   }
   if (mode_ == mode::idle_reject && p.env.start_deadline()) {

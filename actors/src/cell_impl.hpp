@@ -544,6 +544,12 @@ private:
 
   static bool unreachable(const caf::error& err);
 
+  /// The codes with which the runtime gives its own verdict on an envelope
+  /// (expired, duplicate, handler_failed, ...): a handler's refusal with
+  /// one of them is reported as `refused`, so that no requester (a saga)
+  /// mistakes the refusal for that verdict.
+  static bool verdict(const caf::error& err);
+
   void retry_outbox(uint64_t oseq);
 
   void outbox_not_delivered(uint64_t oseq);

@@ -41,6 +41,7 @@ const char* to_string(errc x) noexcept {
     case errc::storage_failed: return "storage_failed";
     case errc::duplicate: return "duplicate";
     case errc::expired: return "expired";
+    case errc::reply_dropped: return "reply_dropped";
     case errc::fenced: return "fenced";
     case errc::refused: return "refused";
     case errc::degraded: return "degraded";

@@ -63,6 +63,22 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
                             "saga: purge it, or run the saga again");
         continue;
       }
+      if (dl->env().type() == "vigil.SagaCompensate"
+          && dl->reason().rfind("compensation_failed", 0) != 0
+          && dl->reason().rfind("in_doubt", 0) != 0) {
+        // A step's own letter of a compensation attempt that failed there.
+        // The saga retried it under another id, so running it again could
+        // undo twice; the saga's own letter (compensation_failed) is the
+        // one to replay when the compensation is owed.
+        skipped.push_back(id_text + ": " + dl->path()
+                          + " failed this attempt of a saga's compensation, "
+                            "and the saga retried it; replay the saga's "
+                            "compensation_failed letter for it if there is "
+                            "one, or, if the saga's outcome says `accepted` "
+                            "for this step, resend it with a new id; else "
+                            "purge it");
+        continue;
+      }
       if (dl->refused()) {
         skipped.push_back(id_text + ": " + dl->path()
                           + " refused it, and committed the refusal with "

@@ -1,5 +1,6 @@
 #include "vigil/supervision/saga.hpp"
 
+#include <functional>
 #include <optional>
 
 #include <caf/all.hpp>
@@ -38,6 +39,7 @@ namespace {
 
 using retry_atom = caf::atom_constant<caf::atom("vsagaretry")>;
 using deadline_atom = caf::atom_constant<caf::atom("vsagadl")>;
+using grace_atom = caf::atom_constant<caf::atom("vsagagrace")>;
 
 enum class kind : uint8_t { execute = 1, compensate = 2 };
 
@@ -49,6 +51,9 @@ struct call {
   int64_t deadline = 0; // an execute's start deadline (actor-clock ns)
   caf::actor dest;
   uint64_t seq = 0; // numbers the calls, for their timers
+  /// Its error handler, also for an answer that will not come (see the
+  /// down handler).
+  std::function<void(caf::error&)> on_error;
 };
 
 struct saga_state {
@@ -67,6 +72,8 @@ struct saga_state {
   std::optional<size_t> retry_due;
   uint64_t retry_token = 0;
   bool stopping = false;
+  caf::actor sup; // told the outcome
+  uint64_t origin = 0, id = 0; // the input's, as the supervisor knows it
   static inline const char* name = "vigil.saga";
 };
 
@@ -114,6 +121,8 @@ void finish(saga_actor* self) {
   envelope out;
   out.type = SagaOutcome::descriptor()->full_name();
   st.outcome.SerializeToString(&out.payload);
+  if (st.sup && st.id != 0)
+    self->send(st.sup, saga_done_atom::value, st.origin, st.id, out);
   st.rp.deliver(std::move(out));
   self->quit();
 }
@@ -163,6 +172,7 @@ void send_call(saga_actor* self, kind what, size_t k, caf::actor dest,
   c.deadline = what == kind::execute ? env.deadline : 0;
   c.dest = dest;
   auto seq = ++c.seq;
+  c.on_error = on_error;
   self->monitor(dest);
   auto done = [self, seq] {
     auto& c = self->state.cur;
@@ -171,6 +181,7 @@ void send_call(saga_actor* self, kind what, size_t k, caf::actor dest,
     c.waiting = false;
     self->demonitor(c.dest);
     c.dest = nullptr;
+    c.on_error = nullptr;
     return true;
   };
   self->request(dest, caf::infinite, std::move(env))
@@ -216,16 +227,22 @@ envelope compensation_of(saga_state& st, size_t i) {
 
 /// Step `i`'s compensation is given up: a dead letter at the step's path
 /// (replayable into a journal step), and the rest still run.
-void give_up_compensation(saga_actor* self, size_t i, const std::string& why) {
+/// Puts the compensation of step `i` into the dead letters with `reason`.
+void owe(saga_actor* self, size_t i, const std::string& reason) {
   auto& st = self->state;
-  auto& step = step_of(st, i);
+  st.outcome.set_compensation_failed(true);
+  st.rt->add_dead_letter(step_of(st, i).path(), compensation_of(st, i),
+                         reason);
+}
+
+void give_up_compensation(saga_actor* self, size_t i, const std::string& why) {
+  auto& step = step_of(self->state, i);
   step.set_status("compensation_failed");
   step.set_error(why);
-  st.outcome.set_compensation_failed(true);
-  st.rt->add_dead_letter(step.path(), compensation_of(st, i),
-                         "compensation_failed after "
-                           + std::to_string(step.compensation_attempts())
-                           + " failed attempts: " + why);
+  owe(self, i,
+      "compensation_failed after "
+        + std::to_string(step.compensation_attempts())
+        + " failed attempts: " + why);
   compensate_from(self, i);
 }
 
@@ -287,9 +304,16 @@ void compensate(saga_actor* self, size_t i) {
       if (is(err, errc::refused) || is(err, errc::bad_payload)
           || is(err, errc::unknown_message_type))
         return give_up_compensation(self, i, why); // would refuse again
+      if (is(err, errc::reply_dropped)) {
+        // It ran, or may yet run: a retry could undo twice.
+        step_of(self->state, i).set_status("in_doubt");
+        step_of(self->state, i).set_error(why);
+        owe(self, i, "in_doubt: the compensation may have run (" + why
+                       + "); replay this letter only if it did not");
+        return compensate_from(self, i);
+      }
       bool ran = is(err, errc::handler_failed)
-                 || is(err, errc::poison_message)
-                 || is(err, errc::deadline_exceeded);
+                 || is(err, errc::poison_message);
       compensation_failed(self, i, why, ran);
     });
 }
@@ -365,12 +389,47 @@ void execute_next(saga_actor* self) {
       ++st.next;
       execute_next(self);
     },
-    [self, k](caf::error& err) { fail(self, k, describe(err), false); });
+    [self, k](caf::error& err) {
+      auto& st = self->state;
+      auto& step = step_of(st, k);
+      if (is(err, errc::reply_dropped)) {
+        // It ran, or may yet run, and its output is lost: nothing can
+        // compensate it but a person with the dead letter.
+        step.set_status("in_doubt");
+        step.set_error(describe(err));
+        if (st.outcome.failed_step().empty()) {
+          st.outcome.set_failed_step(step.path());
+          st.outcome.set_failure(describe(err));
+        }
+        owe(self, k, "in_doubt: " + step.path()
+                       + " may have run, and its output is lost ("
+                       + describe(err) + "); compensate it by hand if it "
+                       + "did");
+        return compensate_from(self, k);
+      }
+      if (is(err, errc::duplicate)) {
+        // This input's step was accepted before (an earlier run of the
+        // same input id): it ran then, or never will.
+        step.set_status("duplicate");
+        step.set_error(describe(err));
+        if (st.outcome.failed_step().empty()) {
+          st.outcome.set_failed_step(step.path());
+          st.outcome.set_failure(describe(err)
+                                 + "; an earlier run of this input id "
+                                   "reached this step: resend with a new "
+                                   "id to run the saga again");
+        }
+        return compensate_from(self, k);
+      }
+      fail(self, k, describe(err), false);
+    });
 }
 
 caf::behavior saga_run(saga_actor* self, std::shared_ptr<runtime> rt,
-                       std::vector<std::string> steps, saga_spec opts) {
+                       std::vector<std::string> steps, saga_spec opts,
+                       caf::actor sup) {
   auto& st = self->state;
+  st.sup = std::move(sup);
   st.rt = std::move(rt);
   st.steps = std::move(steps);
   st.opts = opts;
@@ -384,22 +443,18 @@ caf::behavior saga_run(saga_actor* self, std::shared_ptr<runtime> rt,
     auto& c = self->state.cur;
     if (!c.waiting || !c.dest || dm.source != c.dest.address())
       return;
-    // The step's actor ended holding the request (its answer, had there
-    // been one, came before this).
-    c.waiting = false;
-    c.dest = nullptr;
-    auto err = make_error(errc::not_running,
-                          self->state.steps[c.step]
-                            + " ended before it answered");
-    if (c.what == kind::execute)
-      fail(self, c.step, describe(err), false);
-    else
-      compensation_failed(self, c.step, describe(err), false);
+    // The step's cell ended. It may have passed the request on to the
+    // path's next cell (which then answers), or CAF bounces it; only if
+    // nothing comes within a grace period is the answer lost.
+    self->delayed_send(self, caf::timespan{self->state.opts.step_timeout},
+                       grace_atom::value, c.seq);
   });
   return {
     [self](run_saga_atom, envelope& input) -> caf::result<envelope> {
       auto& st = self->state;
       st.input = std::move(input);
+      st.origin = st.input.origin;
+      st.id = st.input.id;
       if (st.input.id == 0 && st.input.origin == 0)
         st.rt->stamp(st.input, 0, 0, nullptr); // ids derive from it
       st.rp = self->make_response_promise();
@@ -418,6 +473,19 @@ caf::behavior saga_run(saga_actor* self, std::shared_ptr<runtime> rt,
       if (c.waiting && c.seq == seq && c.what == kind::execute && c.dest)
         self->send(c.dest, expire_atom::value, uint64_t{0}, c.id);
     },
+    [self](grace_atom, uint64_t seq) {
+      auto& c = self->state.cur;
+      if (!c.waiting || c.seq != seq || !c.on_error)
+        return;
+      auto f = std::move(c.on_error);
+      c.waiting = false;
+      c.dest = nullptr;
+      c.on_error = nullptr;
+      auto err = make_error(errc::reply_dropped,
+                            self->state.steps[c.step]
+                              + " ended without answering");
+      f(err);
+    },
     [](bool) {
       // the cell's answer to expire_atom: its verdict comes as the reply
     },
@@ -433,8 +501,10 @@ caf::behavior saga_run(saga_actor* self, std::shared_ptr<runtime> rt,
 } // namespace
 
 caf::actor spawn_saga_run(caf::actor_system& sys, std::shared_ptr<runtime> rt,
-                          std::vector<std::string> steps, saga_spec opts) {
-  return sys.spawn(saga_run, std::move(rt), std::move(steps), opts);
+                          std::vector<std::string> steps, saga_spec opts,
+                          caf::actor sup) {
+  return sys.spawn(saga_run, std::move(rt), std::move(steps), opts,
+                   std::move(sup));
 }
 
 } // namespace vigil

@@ -81,6 +81,16 @@ caf::behavior supervisor_actor::make_behavior() {
       handle_child_down(src, reason);
     },
     [this](stop_timeout_atom, uint64_t batch) { on_stop_timeout(batch); },
+    [this](saga_done_atom, uint64_t origin, uint64_t id, envelope& out) {
+      // Kept for a resent input, the newest `finished_cap` of them.
+      auto key = std::make_pair(origin, id);
+      if (finished_.emplace(key, std::move(out)).second)
+        finished_order_.push_back(key);
+      if (finished_order_.size() > finished_cap) {
+        finished_.erase(finished_order_.front());
+        finished_order_.pop_front();
+      }
+    },
     [](nudge_atom) {
       // nop: consuming it flushes skipped messages (see nudge())
     },
@@ -197,6 +207,9 @@ caf::result<envelope> supervisor_actor::handle_envelope(envelope& e) {
   // A saga: each input runs in its own saga actor over the steps, at most
   // one per input id at a time (its steps' message ids derive from it).
   std::pair<uint64_t, uint64_t> input{e.origin, e.id};
+  if (e.id != 0)
+    if (auto i = finished_.find(input); i != finished_.end())
+      return i->second; // a resent input: its outcome, not a second run
   if (e.id != 0 && run_inputs_.count(input) > 0)
     return make_error(errc::duplicate,
                       path_ + ": a saga run of message id "
@@ -206,7 +219,7 @@ caf::result<envelope> supervisor_actor::handle_envelope(envelope& e) {
   for (auto& kvp : children_)
     steps.push_back(child_path(kvp.second.id));
   auto run = spawn_saga_run(home_system(), rt_, std::move(steps),
-                            spec_.saga);
+                            spec_.saga, caf::actor_cast<caf::actor>(this));
   monitor(run);
   if (e.id == 0) // minted by the run; tracked under its actor only
     input = {0, rt_->next_id()};

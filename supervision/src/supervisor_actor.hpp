@@ -447,6 +447,12 @@ private:
   /// and every run hears when this supervisor ends (saga_stop_atom).
   std::map<caf::actor_addr, std::pair<uint64_t, uint64_t>> runs_;
   std::map<std::pair<uint64_t, uint64_t>, caf::actor> run_inputs_;
+  /// The outcomes of the last `finished_cap` runs by input (origin, id):
+  /// a resent input gets its outcome instead of a second run. In memory,
+  /// for the life of this supervisor instance.
+  static constexpr size_t finished_cap = 4096;
+  std::map<std::pair<uint64_t, uint64_t>, envelope> finished_;
+  std::deque<std::pair<uint64_t, uint64_t>> finished_order_;
   std::vector<caf::response_promise> stop_requests_;
   uint64_t ack_batch_ = 0;
   /// Children whose stop acknowledgement the running batch waits for.

@@ -165,7 +165,9 @@ private:
     std::function<void(caf::error)> err;
     ~state() {
       if (err)
-        err(make_error(errc::not_running, "the agent dropped this reply"));
+        err(make_error(errc::reply_dropped,
+                       "the agent's instance ended before it answered; "
+                       "what the handler did stands"));
     }
   };
   std::shared_ptr<state> st_;

@@ -79,6 +79,12 @@ enum class errc : uint8_t {
   /// run, and never will (a replay aside). Its requester can count on that,
   /// as a saga does. (`deadline_exceeded` means it ran, or may have.)
   expired,
+  /// The envelope was handled, or will be by the agent's next instance,
+  /// but its answer is lost: the handler deferred its reply and its
+  /// instance ended first, or the agent's cell was replaced with the
+  /// envelope in its journal. Its effects stand; whether it succeeded is
+  /// unknown to the requester (a saga reports such a step `in_doubt`).
+  reply_dropped,
 };
 
 /// Returns the OTP-style name of `x`, e.g. "reached_max_restart_intensity".

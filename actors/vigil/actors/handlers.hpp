@@ -31,7 +31,11 @@ namespace vigil {
 ///   past the envelope's deadline. The codes with which the runtime says
 ///   "not delivered" (`not_found`, `not_running`, `buffer_overflow`,
 ///   `storage_failed`, `shutting_down`, and CAF's request timeout) are
-///   reported as `refused`, so that an outbox does not deliver again. A
+///   reported as `refused`, so that an outbox does not deliver again; so
+///   are the codes of the runtime's own verdicts (`expired`, `duplicate`,
+///   `handler_failed`, `poison_message`, `deadline_exceeded`, `degraded`,
+///   `reply_dropped`, `fenced`), so that a requester such as a saga never
+///   mistakes a refusal for one (the text is kept). A
 ///   journal agent's refusal dead letter is not replayed (its effects were
 ///   committed); resend with a new id to run it again.
 template <class Agent>

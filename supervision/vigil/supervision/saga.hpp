@@ -15,14 +15,19 @@ namespace vigil {
 
 using run_saga_atom = caf::atom_constant<caf::atom("vrunsaga")>;
 using saga_stop_atom = caf::atom_constant<caf::atom("vsagastop")>;
+/// (saga_done_atom, origin, id, outcome): a run tells its supervisor the
+/// outcome of input (origin, id), which answers a resent input with it.
+using saga_done_atom = caf::atom_constant<caf::atom("vsagadone")>;
 
 /// Spawns one saga run over the agents at `steps` (in execution order).
 /// Send it (run_saga_atom, envelope input); it answers with an envelope
 /// holding a `vigil.SagaOutcome` and then exits. Used by saga supervisors,
-/// which send it `saga_stop_atom` when they end: the run then sends no
+/// which it tells the outcome (saga_done_atom), and which send it
+/// `saga_stop_atom` when they end: the run then sends no
 /// more requests, waits for the one in flight, gives up the compensations
 /// it still owes (dead letters) and answers.
 caf::actor spawn_saga_run(caf::actor_system& sys, std::shared_ptr<runtime> rt,
-                          std::vector<std::string> steps, saga_spec opts);
+                          std::vector<std::string> steps, saga_spec opts,
+                          caf::actor sup = {});
 
 } // namespace vigil
