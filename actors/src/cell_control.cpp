@@ -214,7 +214,9 @@ void cell::on_exit() {
     for (auto& p : d.accepting)
       if (p.rp.pending() && !p.rp.async())
         p.rp.deliver(make_error(
-          errc::not_running,
+          // A start-deadline envelope (a saga's step) may yet run, if the
+          // accept landed: its requester cannot count it as not run.
+          p.env.start_deadline() ? errc::reply_dropped : errc::not_running,
           cfg_.path + " stopped while the envelope's accept was being "
                       "committed; if it was, it is applied when the agent "
                       "runs again (resend it with the same message id to "
@@ -223,7 +225,8 @@ void cell::on_exit() {
     for (auto& kvp : d.after_commit) {
       for (auto& r : kvp.second.replies)
         r.rp.deliver(make_error(
-          errc::not_running,
+          // Handled (its accept is on disk): the answer is what is lost.
+          errc::reply_dropped,
           cfg_.path + " stopped before the commit of the envelope's change "
                       "was confirmed; if it was not committed, the next "
                       "instance applies the envelope again"));

@@ -413,6 +413,12 @@ void cell::accepted(pending p) {
     buffer_.push_back(pending{std::move(p.env), {}, p.seq});
     return;
   }
+  if (p.env.start_deadline() && to_ns(now()) > p.env.deadline) {
+    // Its deadline passed during the accept (an expire found nothing to
+    // refuse then): refused now, not when an instance reaches it.
+    bury(p.env, p.rp, expired_error(p.env), p.seq, false, !requester);
+    return;
+  }
   buffer_.push_back(std::move(p));
   if (instance_ && (mode_ == mode::running || mode_ == mode::half_open))
     drain();

@@ -312,8 +312,19 @@ void compensate(saga_actor* self, size_t i) {
                        + "); replay this letter only if it did not");
         return compensate_from(self, i);
       }
+      // Retried: an attempt that crashed (ran and failed), or one the
+      // runtime says was not delivered (a handler's refusal with such a
+      // code reaches the saga as `refused`). Any other error is the
+      // step's refusal, which would refuse again.
       bool ran = is(err, errc::handler_failed)
                  || is(err, errc::poison_message);
+      bool undelivered =
+        err == caf::sec::request_receiver_down
+        || is(err, errc::not_found) || is(err, errc::not_running)
+        || is(err, errc::buffer_overflow) || is(err, errc::storage_failed)
+        || is(err, errc::shutting_down) || is(err, errc::degraded);
+      if (!ran && !undelivered)
+        return give_up_compensation(self, i, why);
       compensation_failed(self, i, why, ran);
     });
 }
@@ -455,8 +466,8 @@ caf::behavior saga_run(saga_actor* self, std::shared_ptr<runtime> rt,
       st.input = std::move(input);
       st.origin = st.input.origin;
       st.id = st.input.id;
-      if (st.input.id == 0 && st.input.origin == 0)
-        st.rt->stamp(st.input, 0, 0, nullptr); // ids derive from it
+      if (st.input.id == 0) // ids derive from it: one of its own
+        st.rt->stamp(st.input, 0, 0, nullptr);
       st.rp = self->make_response_promise();
       execute_next(self);
       return caf::delegated<envelope>{};
@@ -470,8 +481,14 @@ caf::behavior saga_run(saga_actor* self, std::shared_ptr<runtime> rt,
       // The step's start deadline passed with no answer: if the execute
       // still waits in the cell's buffer, the cell refuses it now.
       auto& c = self->state.cur;
-      if (c.waiting && c.seq == seq && c.what == kind::execute && c.dest)
+      if (!c.waiting || c.seq != seq || c.what != kind::execute)
+        return;
+      if (c.dest)
         self->send(c.dest, expire_atom::value, uint64_t{0}, c.id);
+      // The cell may have passed it on to the path's next cell.
+      if (auto now = self->state.rt->lookup(self->state.steps[c.step]);
+          now && now != c.dest)
+        self->send(now, expire_atom::value, uint64_t{0}, c.id);
     },
     [self](grace_atom, uint64_t seq) {
       auto& c = self->state.cur;
