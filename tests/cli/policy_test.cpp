@@ -31,15 +31,12 @@ public:
 };
 
 /// A saga step (the policy's sagas need one).
-class dummy_step
-  : public vigil::saga_step<dummy_step, test::Order, test::Receipt> {
+using test::Order;
+using test::Receipt;
+class dummy_step : public vigil::saga_step<dummy_step, Order, Receipt> {
 public:
-  test::Receipt execute(vigil::context&, const test::Order&) {
-    return {};
-  }
-  void compensate(vigil::context&, const test::Order&,
-                  const test::Receipt&) {
-  }
+  Receipt execute(vigil::context&, const Order&) { return {}; }
+  void compensate(vigil::context&, const Order&, const Receipt&) {}
 };
 
 const registry& types() {
