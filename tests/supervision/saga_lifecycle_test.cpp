@@ -293,23 +293,6 @@ public:
   }
 
 private:
-  /// Compensation dead letters of (order, step path).
-  size_t comp_letters(const std::string& id, const std::string& path) {
-    size_t n = 0;
-    for (auto& d : rt->dead_letters()) {
-      // The saga's own letters, and a journal step's (a kept attempt that
-      // failed when the step ran it).
-      if (d.path != path || d.env.type != "vigil.SagaCompensate")
-        continue;
-      SagaCompensate c;
-      Order o;
-      if (c.ParseFromString(d.env.payload) && o.ParseFromString(c.input())
-          && o.id() == id)
-        ++n;
-    }
-    return n;
-  }
-
   void check(figures& f, const std::map<std::string, SagaOutcome>& outcomes,
              const std::map<std::string, std::string>& errors,
              const std::map<std::string, const op*>& scripts) {
@@ -323,7 +306,7 @@ private:
         auto path = step_path(steps[s]);
         int ex = saga_script::get().executed_of(id, path);
         int co = saga_script::get().compensated_of(id, path);
-        auto dl = comp_letters(id, path);
+        auto dl = comp_letters(id, steps[s]);
         f.executed += static_cast<size_t>(ex);
         f.compensated += static_cast<size_t>(co);
         f.letters += dl;

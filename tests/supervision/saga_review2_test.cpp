@@ -23,104 +23,13 @@ namespace {
 using exec = saga_script::exec;
 using comp = saga_script::comp;
 
-/// A saga step whose compensate refuses (returns) the error in `err`: e.g.
-/// the error a downstream refund service answered, passed on.
-class erring_step : public saga_step<erring_step, Order, Receipt> {
-public:
-  static inline caf::error err;
-  static inline int calls = 0;
-
-  Receipt execute(context& ctx, const Order& o) {
-    Receipt r;
-    r.set_step(ctx.path());
-    r.set_order(o.id());
-    return r;
-  }
-
-  caf::error compensate(context&, const Order&, const Receipt&) {
-    ++calls;
-    return err;
-  }
-};
-
 class saga_review2 : public saga_fixture {
 public:
-  saga_review2() {
-    registry r = degrade_registry();
-    r.add<scripted_step>("scripted");
-    r.add<erring_step>("erring");
-    erring_step::calls = 0;
-    rt = std::make_shared<runtime>(std::move(r));
-  }
-
-  caf::actor start_custom(std::vector<child_spec> children,
-                          saga_spec opts = {},
-                          std::chrono::milliseconds backoff = {},
-                          bool writer = false) {
-    if (writer && !writer_)
-      with_writer();
-    supervisor_spec sg;
-    sg.flags.intensity = 1000;
-    sg.flags.backoff.min = backoff;
-    sg.flags.backoff.max = backoff;
-    sg.children = std::move(children);
-    opts.enabled = true;
-    sg.saga = opts;
-    supervisor_spec root;
-    root.flags.intensity = 1000;
-    root.children.push_back(supervisor("checkout", std::move(sg)));
-    caf::actor shop;
-    auto err = start("shop", root, &shop);
-    EXPECT_FALSE(err) << describe(err);
-    return shop;
-  }
-
   /// reserve and ship memory steps, charge a journal step.
   std::vector<child_spec> journal_charge() {
     auto kids = step_specs();
     kids[1].with_durability(durability_mode::journal);
     return kids;
-  }
-
-  size_t comp_letters(const std::string& order_id, const std::string& id) {
-    size_t n = 0;
-    for (auto& d : rt->dead_letters()) {
-      if (d.path != step_path(id) || d.env.type != "vigil.SagaCompensate")
-        continue;
-      SagaCompensate c;
-      Order o;
-      if (c.ParseFromString(d.env.payload) && o.ParseFromString(c.input())
-          && o.id() == order_id)
-        ++n;
-    }
-    return n;
-  }
-
-  static caf::resumable* job_of(const caf::actor& a) {
-    return dynamic_cast<caf::resumable*>(
-      caf::actor_cast<caf::abstract_actor*>(a));
-  }
-
-  /// Runs every job but `skip`, until none is left.
-  void run_except(caf::resumable* skip) {
-    for (int n = 0; n < 100000; ++n) {
-      auto& jobs = sched.jobs;
-      auto i = std::find_if(jobs.begin(), jobs.end(),
-                            [&](caf::resumable* j) { return j != skip; });
-      if (i == jobs.end())
-        return;
-      auto* j = *i;
-      jobs.erase(i);
-      jobs.push_front(j);
-      sched.run_once();
-    }
-    ADD_FAILURE() << "run_except did not settle";
-  }
-
-  void settle(int ticks = 100, std::chrono::milliseconds tick = 100ms) {
-    run();
-    for (int i = 0; i < ticks && self->mailbox().empty(); ++i)
-      advance(tick);
   }
 
   /// Every step that ran is part of a completed saga, compensated once, or

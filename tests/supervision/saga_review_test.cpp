@@ -69,106 +69,16 @@ private:
   deferred_reply pending_;
 };
 
-/// A saga step whose compensate refuses (returns an error) with the code
-/// in `code`: e.g. the error its refund service answered.
-class refusing_step : public saga_step<refusing_step, Order, Receipt> {
-public:
-  static inline errc code = errc::duplicate;
-  static inline int calls = 0;
-
-  Receipt execute(context& ctx, const Order& o) {
-    Receipt r;
-    r.set_step(ctx.path());
-    r.set_order(o.id());
-    return r;
-  }
-
-  caf::error compensate(context&, const Order&, const Receipt&) {
-    ++calls;
-    return make_error(code, "refund service answered: no");
-  }
-};
-
 class saga_review : public saga_fixture {
 public:
   saga_review() {
     registry r = degrade_registry();
     r.add<scripted_step>("scripted");
+    r.add<erring_step>("erring");
     r.add<deferring_step>("deferring");
-    r.add<refusing_step>("refusing");
-    refusing_step::calls = 0;
     rt = std::make_shared<runtime>(std::move(r));
     defer_box::executed = 0;
     defer_box::compensated = 0;
-  }
-
-  /// Starts "shop" with the saga "checkout" over `children`.
-  caf::actor start_custom(std::vector<child_spec> children,
-                          saga_spec opts = {},
-                          std::chrono::milliseconds backoff = {},
-                          bool journal = false) {
-    if (journal && !writer_)
-      with_writer();
-    supervisor_spec sg;
-    sg.flags.intensity = 1000;
-    sg.flags.backoff.min = backoff;
-    sg.flags.backoff.max = backoff;
-    sg.children = std::move(children);
-    opts.enabled = true;
-    sg.saga = opts;
-    supervisor_spec root;
-    root.flags.intensity = 1000;
-    root.children.push_back(supervisor("checkout", std::move(sg)));
-    caf::actor shop;
-    auto err = start("shop", root, &shop);
-    EXPECT_FALSE(err) << describe(err);
-    return shop;
-  }
-
-  /// Compensation dead letters of `order` at step `id` (the saga's own,
-  /// and a journal step's).
-  size_t comp_letters(const std::string& order_id, const std::string& id) {
-    size_t n = 0;
-    for (auto& d : rt->dead_letters()) {
-      if (d.path != step_path(id) || d.env.type != "vigil.SagaCompensate")
-        continue;
-      SagaCompensate c;
-      Order o;
-      if (c.ParseFromString(d.env.payload) && o.ParseFromString(c.input())
-          && o.id() == order_id)
-        ++n;
-    }
-    return n;
-  }
-
-  /// The scheduler job of actor `a`.
-  static caf::resumable* job_of(const caf::actor& a) {
-    return dynamic_cast<caf::resumable*>(
-      caf::actor_cast<caf::abstract_actor*>(a));
-  }
-
-  /// Runs every job but `skip` (which keeps its mailbox: a cell whose
-  /// handler is stuck), until none is left.
-  void run_except(caf::resumable* skip) {
-    for (int n = 0; n < 100000; ++n) {
-      auto& jobs = sched.jobs;
-      auto i = std::find_if(jobs.begin(), jobs.end(),
-                            [&](caf::resumable* j) { return j != skip; });
-      if (i == jobs.end())
-        return;
-      auto* j = *i;
-      jobs.erase(i);
-      jobs.push_front(j);
-      sched.run_once();
-    }
-    ADD_FAILURE() << "run_except did not settle";
-  }
-
-  /// Waits (bounded) for an answer in the mailbox.
-  void settle(int ticks = 100, std::chrono::milliseconds tick = 100ms) {
-    run();
-    for (int i = 0; i < ticks && self->mailbox().empty(); ++i)
-      advance(tick);
   }
 };
 
@@ -502,15 +412,15 @@ TEST_F(saga_review, a_resent_input_after_completion_does_not_run_steps_twice) {
 // whether the step's own handler refused with it; actors/src/cell.cpp
 // run() rewrites only the "not delivered" codes of a refusal to `refused`.
 TEST_F(saga_review, a_compensation_refused_as_duplicate_is_a_dead_letter) {
-  refusing_step::code = errc::duplicate;
+  erring_step::err = make_error(errc::duplicate, "refund service: no");
   std::vector<child_spec> kids;
   kids.push_back(worker("reserve", "scripted"));
-  kids.push_back(worker("charge", "refusing"));
+  kids.push_back(worker("charge", "erring"));
   kids.push_back(worker("ship", "scripted"));
   start_custom(std::move(kids));
   script_exec("o-1", "ship", exec::refuse);
   auto out = run_saga("o-1");
-  EXPECT_EQ(refusing_step::calls, 1);
+  EXPECT_EQ(erring_step::calls, 1);
   EXPECT_EQ(step_in(out, "charge").status(), "compensation_failed")
     << step_in(out, "charge").error();
   EXPECT_TRUE(out.compensation_failed());
@@ -523,15 +433,15 @@ TEST_F(saga_review, a_compensation_refused_as_duplicate_is_a_dead_letter) {
 // retried under new ids, compensation_retries times, instead of being a
 // dead letter at once.
 TEST_F(saga_review, a_compensation_refused_as_deadline_exceeded_is_not_retried) {
-  refusing_step::code = errc::deadline_exceeded;
+  erring_step::err = make_error(errc::deadline_exceeded, "refund service: no");
   std::vector<child_spec> kids;
   kids.push_back(worker("reserve", "scripted"));
-  kids.push_back(worker("charge", "refusing"));
+  kids.push_back(worker("charge", "erring"));
   kids.push_back(worker("ship", "scripted"));
   start_custom(std::move(kids));
   script_exec("o-1", "ship", exec::refuse);
   auto out = run_saga("o-1", 1s);
-  EXPECT_EQ(refusing_step::calls, 1) << "a refusal was retried";
+  EXPECT_EQ(erring_step::calls, 1) << "a refusal was retried";
   EXPECT_EQ(step_in(out, "charge").compensation_attempts(), 0u);
   EXPECT_EQ(step_in(out, "charge").status(), "compensation_failed");
   EXPECT_EQ(comp_letters("o-1", "charge"), 1u);

@@ -6,6 +6,7 @@
 // compensation does what a script says per (order, step), and which counts
 // the effects that really happened: the oracle of both tests.
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <string>
@@ -115,6 +116,26 @@ public:
   }
 };
 
+/// A saga step whose compensate refuses (returns) the error in `err`: e.g.
+/// the error a downstream refund service answered, passed on.
+class erring_step : public saga_step<erring_step, Order, Receipt> {
+public:
+  static inline caf::error err;
+  static inline int calls = 0;
+
+  Receipt execute(context& ctx, const Order& o) {
+    Receipt r;
+    r.set_step(ctx.path());
+    r.set_order(o.id());
+    return r;
+  }
+
+  caf::error compensate(context&, const Order&, const Receipt&) {
+    ++calls;
+    return err;
+  }
+};
+
 class saga_fixture : public degrade_fixture {
 public:
   static constexpr const char* saga_path = "shop/checkout";
@@ -123,6 +144,9 @@ public:
   saga_fixture() {
     registry r = degrade_registry();
     r.add<scripted_step>("scripted");
+    r.add<erring_step>("erring");
+    erring_step::calls = 0;
+    erring_step::err = caf::error{};
     rt = std::make_shared<runtime>(std::move(r));
     saga_script::get() = saga_script{};
     saga_script::get().slow_ms = 0;
@@ -144,18 +168,20 @@ public:
     return out;
   }
 
-  /// Starts "shop" with the saga "checkout"; its steps restart after
-  /// `backoff` (a constant), at most `intensity` times in 5 s.
-  caf::actor start_shop(saga_spec opts = {},
-                        std::chrono::milliseconds backoff = {},
-                        bool journal = false, int intensity = 1000) {
-    if (journal && !writer_)
+  /// Starts "shop" with the saga "checkout" over `children` (a writer
+  /// first if `writer`); they restart after `backoff` (a constant), at
+  /// most `intensity` times in 5 s.
+  caf::actor start_custom(std::vector<child_spec> children,
+                          saga_spec opts = {},
+                          std::chrono::milliseconds backoff = {},
+                          bool writer = false, int intensity = 1000) {
+    if (writer && !writer_)
       with_writer();
     supervisor_spec sg;
     sg.flags.intensity = intensity;
     sg.flags.backoff.min = backoff;
     sg.flags.backoff.max = backoff;
-    sg.children = step_specs(journal);
+    sg.children = std::move(children);
     opts.enabled = true;
     sg.saga = opts;
     supervisor_spec root;
@@ -165,6 +191,61 @@ public:
     auto err = start("shop", root, &shop);
     EXPECT_FALSE(err) << describe(err);
     return shop;
+  }
+
+  /// The saga over reserve, charge and ship (journal agents if `journal`).
+  caf::actor start_shop(saga_spec opts = {},
+                        std::chrono::milliseconds backoff = {},
+                        bool journal = false, int intensity = 1000) {
+    return start_custom(step_specs(journal), opts, backoff, journal,
+                        intensity);
+  }
+
+  /// Compensation dead letters of `order_id` at step `id`: the saga's own
+  /// and a journal step's.
+  size_t comp_letters(const std::string& order_id, const std::string& id) {
+    size_t n = 0;
+    for (auto& d : rt->dead_letters()) {
+      if (d.path != step_path(id) || d.env.type != "vigil.SagaCompensate")
+        continue;
+      SagaCompensate c;
+      Order o;
+      if (c.ParseFromString(d.env.payload) && o.ParseFromString(c.input())
+          && o.id() == order_id)
+        ++n;
+    }
+    return n;
+  }
+
+  /// The scheduler job of actor `a`.
+  static caf::resumable* job_of(const caf::actor& a) {
+    return dynamic_cast<caf::resumable*>(
+      caf::actor_cast<caf::abstract_actor*>(a));
+  }
+
+  /// Runs every job but `skip` (which keeps its mailbox: a cell whose
+  /// handler is stuck), until none is left.
+  void run_except(caf::resumable* skip) {
+    for (int n = 0; n < 100000; ++n) {
+      auto& jobs = sched.jobs;
+      auto i = std::find_if(jobs.begin(), jobs.end(),
+                            [&](caf::resumable* j) { return j != skip; });
+      if (i == jobs.end())
+        return;
+      auto* j = *i;
+      jobs.erase(i);
+      jobs.push_front(j);
+      sched.run_once();
+    }
+    ADD_FAILURE() << "run_except did not settle";
+  }
+
+  /// Waits (bounded) for an answer in the mailbox.
+  void settle(int ticks = 100,
+              std::chrono::milliseconds tick = std::chrono::milliseconds{100}) {
+    run();
+    for (int i = 0; i < ticks && self->mailbox().empty(); ++i)
+      advance(tick);
   }
 
   Order order(const std::string& id) {
