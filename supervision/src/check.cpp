@@ -381,6 +381,9 @@ std::vector<spec_problem> check_child_specs(const supervisor_spec& spec,
                    "a saga's steps are its children in order; "
                    "simple_one_for_one has none (allowed: one_for_one, "
                    "one_for_all, rest_for_one)"});
+  if (sg.enabled && spec.children.empty())
+    out.push_back({where, "children", spec_errc::invalid_saga,
+                   "a saga needs at least one step"});
   if (sg.enabled)
     for (auto& c : spec.children)
       check_saga_step(c, types, where, out);

@@ -73,6 +73,7 @@ struct saga_state {
   uint64_t retry_token = 0;
   bool stopping = false;
   caf::actor sup; // told the outcome
+  std::shared_ptr<const std::atomic<bool>> ended; // set when sup ends
   uint64_t origin = 0, id = 0; // the input's, as the supervisor knows it
   static inline const char* name = "vigil.saga";
 };
@@ -129,6 +130,14 @@ void finish(saga_actor* self) {
 
 void compensate(saga_actor* self, size_t i);
 void execute_next(saga_actor* self);
+
+/// True once the supervisor has begun to end (it said so, or its flag
+/// says so already): the run sends nothing more.
+bool ending(saga_state& st) {
+  if (!st.stopping && st.ended && st.ended->load(std::memory_order_acquire))
+    st.stopping = true;
+  return st.stopping;
+}
 
 /// Compensates the steps before `count` that ran, last first, then
 /// answers.
@@ -254,7 +263,7 @@ void compensation_failed(saga_actor* self, size_t i, const std::string& why,
   step.set_compensation_attempts(step.compensation_attempts() + 1);
   if (ran)
     ++st.ran_and_failed[i];
-  if (st.stopping || step.compensation_attempts() > st.opts.compensation_retries)
+  if (ending(st) || step.compensation_attempts() > st.opts.compensation_retries)
     return give_up_compensation(self, i, why);
   st.retry_due = i;
   self->delayed_send(self,
@@ -267,7 +276,7 @@ void compensate(saga_actor* self, size_t i) {
   auto& st = self->state;
   st.retry_due.reset();
   auto& step = step_of(st, i);
-  if (st.stopping)
+  if (ending(st))
     return give_up_compensation(
       self, i,
       describe(make_error(errc::shutting_down,
@@ -336,7 +345,7 @@ void execute_next(saga_actor* self) {
     return finish(self);
   }
   auto k = st.next;
-  if (st.stopping)
+  if (ending(st))
     return fail(self, k,
                 describe(make_error(errc::shutting_down,
                                     "the saga's supervisor ended before "
@@ -438,9 +447,11 @@ void execute_next(saga_actor* self) {
 
 caf::behavior saga_run(saga_actor* self, std::shared_ptr<runtime> rt,
                        std::vector<std::string> steps, saga_spec opts,
-                       caf::actor sup) {
+                       caf::actor sup,
+                       std::shared_ptr<const std::atomic<bool>> ended) {
   auto& st = self->state;
   st.sup = std::move(sup);
+  st.ended = std::move(ended);
   st.rt = std::move(rt);
   st.steps = std::move(steps);
   st.opts = opts;
@@ -519,9 +530,10 @@ caf::behavior saga_run(saga_actor* self, std::shared_ptr<runtime> rt,
 
 caf::actor spawn_saga_run(caf::actor_system& sys, std::shared_ptr<runtime> rt,
                           std::vector<std::string> steps, saga_spec opts,
-                          caf::actor sup) {
+                          caf::actor sup,
+                          std::shared_ptr<const std::atomic<bool>> ended) {
   return sys.spawn(saga_run, std::move(rt), std::move(steps), opts,
-                   std::move(sup));
+                   std::move(sup), std::move(ended));
 }
 
 } // namespace vigil

@@ -218,8 +218,11 @@ caf::result<envelope> supervisor_actor::handle_envelope(envelope& e) {
   std::vector<std::string> steps;
   for (auto& kvp : children_)
     steps.push_back(child_path(kvp.second.id));
+  if (!runs_ended_)
+    runs_ended_ = std::make_shared<std::atomic<bool>>(false);
   auto run = spawn_saga_run(home_system(), rt_, std::move(steps),
-                            spec_.saga, caf::actor_cast<caf::actor>(this));
+                            spec_.saga, caf::actor_cast<caf::actor>(this),
+                            runs_ended_);
   monitor(run);
   if (e.id == 0) // minted by the run; tracked under its actor only
     input = {0, rt_->next_id()};

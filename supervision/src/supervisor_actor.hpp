@@ -4,6 +4,7 @@
 // Internal to vigil_supervision; the message API is in supervisor.cpp.
 
 #include <algorithm>
+#include <atomic>
 #include <deque>
 #include <map>
 #include <random>
@@ -412,6 +413,8 @@ private:
 
   /// Tells every saga run that this supervisor ends (see saga.hpp).
   void stop_runs() {
+    if (runs_ended_)
+      runs_ended_->store(true, std::memory_order_release);
     for (auto& kvp : run_inputs_)
       caf::anon_send(kvp.second, saga_stop_atom::value);
   }
@@ -447,6 +450,9 @@ private:
   /// and every run hears when this supervisor ends (saga_stop_atom).
   std::map<caf::actor_addr, std::pair<uint64_t, uint64_t>> runs_;
   std::map<std::pair<uint64_t, uint64_t>, caf::actor> run_inputs_;
+  /// Set when this supervisor begins to end, before any step stops: its
+  /// runs read it before every send (see spawn_saga_run).
+  std::shared_ptr<std::atomic<bool>> runs_ended_;
   /// The outcomes of the last `finished_cap` runs by input (origin, id):
   /// a resent input gets its outcome instead of a second run. In memory,
   /// for the life of this supervisor instance.

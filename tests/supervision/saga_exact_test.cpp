@@ -331,6 +331,13 @@ TEST_F(saga_exact, saga_options_and_steps_are_validated) {
   EXPECT_EQ(warnings[0].field, "durability");
   ok.children = step_specs(true);
   EXPECT_TRUE(saga_warnings(ok, "s").empty());
+  // A saga of no steps.
+  supervisor_spec none;
+  none.saga.enabled = true;
+  auto empty = check_child_specs(none, &rt->types(), "s");
+  ASSERT_EQ(empty.size(), 1u);
+  EXPECT_EQ(empty[0].field, "children");
+  EXPECT_EQ(empty[0].code, spec_errc::invalid_saga);
 }
 
 // -- message ids -------------------------------------------------------------

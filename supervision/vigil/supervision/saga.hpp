@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,8 +27,12 @@ using saga_done_atom = caf::atom_constant<caf::atom("vsagadone")>;
 /// `saga_stop_atom` when they end: the run then sends no
 /// more requests, waits for the one in flight, gives up the compensations
 /// it still owes (dead letters) and answers.
+/// `ended` is set by the supervisor, synchronously, when it begins to end:
+/// a run checks it before every send, so that no answer the run handles
+/// before its saga_stop_atom arrives makes it send to a next instance.
 caf::actor spawn_saga_run(caf::actor_system& sys, std::shared_ptr<runtime> rt,
                           std::vector<std::string> steps, saga_spec opts,
-                          caf::actor sup = {});
+                          caf::actor sup = {},
+                          std::shared_ptr<const std::atomic<bool>> ended = {});
 
 } // namespace vigil
