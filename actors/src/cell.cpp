@@ -275,7 +275,7 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
   if (refused && !err) // an expected<T> holding an empty error
     err = make_error(errc::refused,
                      cfg_.path + " refused " + e.type + " without a reason");
-  else if (refused && (unreachable(err) || verdict(err)))
+  else if (refused && (undelivered(err) || verdict(err)))
     // The codes that say "not delivered" (not_found, not_running, ...) are
     // the runtime's: an outbox would deliver again for ever. A refusal
     // with one of them is reported as refused, its text kept.

@@ -542,8 +542,6 @@ private:
   /// its delivery; an unreachable receiver is retried.
   void dispatch_outbox();
 
-  static bool unreachable(const caf::error& err);
-
   /// The codes with which the runtime gives its own verdict on an envelope
   /// (expired, duplicate, handler_failed, ...): a handler's refusal with
   /// one of them is reported as `refused`, so that no requester (a saga)

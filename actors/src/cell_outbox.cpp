@@ -45,20 +45,12 @@ void cell::dispatch_outbox() {
                 outbox_delivered(oseq);
             },
             [this, oseq](caf::error& err) {
-              if (unreachable(err))
+              if (undelivered(err))
                 outbox_not_delivered(oseq);
               else
                 outbox_delivered(oseq);
             });
   }
-}
-
-bool cell::unreachable(const caf::error& err) {
-  return err == caf::sec::request_timeout
-         || err == caf::sec::request_receiver_down
-         || is(err, errc::not_found) || is(err, errc::not_running)
-         || is(err, errc::buffer_overflow) || is(err, errc::storage_failed)
-         || is(err, errc::shutting_down);
 }
 
 void cell::retry_outbox(uint64_t oseq) {

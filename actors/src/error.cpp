@@ -62,6 +62,13 @@ bool is(const caf::error& x, errc code) noexcept {
   return x.category() == category && x.code() == static_cast<uint8_t>(code);
 }
 
+bool undelivered(const caf::error& x) noexcept {
+  return x == caf::sec::request_timeout || x == caf::sec::request_receiver_down
+         || is(x, errc::not_found) || is(x, errc::not_running)
+         || is(x, errc::buffer_overflow) || is(x, errc::storage_failed)
+         || is(x, errc::shutting_down);
+}
+
 std::string describe(const caf::error& x) {
   if (!x)
     return "normal";

@@ -327,12 +327,7 @@ void compensate(saga_actor* self, size_t i) {
       // step's refusal, which would refuse again.
       bool ran = is(err, errc::handler_failed)
                  || is(err, errc::poison_message);
-      bool undelivered =
-        err == caf::sec::request_receiver_down
-        || is(err, errc::not_found) || is(err, errc::not_running)
-        || is(err, errc::buffer_overflow) || is(err, errc::storage_failed)
-        || is(err, errc::shutting_down) || is(err, errc::degraded);
-      if (!ran && !undelivered)
+      if (!ran && !undelivered(err))
         return give_up_compensation(self, i, why);
       compensation_failed(self, i, why, ran);
     });

@@ -276,15 +276,9 @@ TEST_F(saga_review2, a_forwarded_execute_is_expired_at_its_deadline) {
   auto h = submit("o-1");
   run_except(stuck); // reserve ran; charge's execute waits at the old cell
   ASSERT_EQ(executed("o-1", "reserve"), 1);
-  caf::anon_send(handle(saga_path), terminate_child_atom::value,
-                 std::string{"charge"});
-  run_except(stuck);
-  sched.advance_time(1001ms); // the stop times out: the supervisor gives up
-  run_except(stuck);
-  caf::anon_send(handle(saga_path), restart_child_atom::value,
-                 std::string{"charge"});
-  run_except(stuck);
-  auto fresh = handle(step_path("charge"));
+  // charge's stop times out (1 s): its supervisor gives up on the old cell
+  // and starts charge in a new one.
+  auto fresh = replace_stuck("charge", stuck, 1s);
   ASSERT_TRUE(fresh);
   ASSERT_NE(fresh, old);
   Crash c;

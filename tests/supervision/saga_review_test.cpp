@@ -219,15 +219,9 @@ TEST_F(saga_review, a_given_up_step_does_not_run_an_execute_the_saga_gave_up) {
   run_except(stuck); // reserve ran; charge's execute waits at the old cell
   ASSERT_EQ(executed("o-1", "reserve"), 1);
   ASSERT_EQ(executed("o-1", "charge"), 0);
-  caf::anon_send(handle(saga_path), terminate_child_atom::value,
-                 std::string{"charge"});
-  run_except(stuck);
-  sched.advance_time(1001ms); // the stop times out: the supervisor gives up
-  run_except(stuck);
-  caf::anon_send(handle(saga_path), restart_child_atom::value,
-                 std::string{"charge"});
-  run_except(stuck);
-  auto fresh = handle(step_path("charge"));
+  // charge's stop times out (1 s): its supervisor gives up on the old cell
+  // and starts charge in a new one.
+  auto fresh = replace_stuck("charge", stuck, 1s);
   ASSERT_TRUE(fresh);
   ASSERT_NE(fresh, old) << "no new cell at charge's path";
   ASSERT_EQ(executed("o-1", "charge"), 0);
@@ -280,15 +274,9 @@ TEST_F(saga_review, a_given_up_step_does_not_run_a_compensation_twice) {
   run_except(stuck); // ship refuses; charge's compensation waits at it
   ASSERT_EQ(compensate_calls("o-1", "charge"), 0);
   ASSERT_TRUE(self->mailbox().empty());
-  caf::anon_send(handle(saga_path), terminate_child_atom::value,
-                 std::string{"charge"});
-  run_except(stuck);
-  sched.advance_time(1001ms); // the supervisor gives up on the old cell
-  run_except(stuck);
-  caf::anon_send(handle(saga_path), restart_child_atom::value,
-                 std::string{"charge"});
-  run_except(stuck);
-  auto fresh = handle(step_path("charge"));
+  // charge's stop times out (1 s): its supervisor gives up on the old cell
+  // and starts charge in a new one.
+  auto fresh = replace_stuck("charge", stuck, 1s);
   ASSERT_TRUE(fresh);
   ASSERT_NE(fresh, old);
   run_except(job_of(fresh)); // the stuck handler returns

@@ -240,6 +240,21 @@ public:
     ADD_FAILURE() << "run_except did not settle";
   }
 
+  /// Step `id`'s cell is stuck (its job `stuck` is not run): terminates
+  /// the step, lets its `shutdown` timeout pass so that the supervisor
+  /// gives up on the cell, restarts the step in a new cell, and returns
+  /// that cell.
+  caf::actor replace_stuck(const std::string& id, caf::resumable* stuck,
+                           std::chrono::milliseconds shutdown) {
+    caf::anon_send(handle(saga_path), terminate_child_atom::value, id);
+    run_except(stuck);
+    sched.advance_time(shutdown + std::chrono::milliseconds{1});
+    run_except(stuck);
+    caf::anon_send(handle(saga_path), restart_child_atom::value, id);
+    run_except(stuck);
+    return handle(step_path(id));
+  }
+
   /// Waits (bounded) for an answer in the mailbox.
   void settle(int ticks = 100,
               std::chrono::milliseconds tick = std::chrono::milliseconds{100}) {

@@ -99,6 +99,13 @@ caf::error make_error(errc x, std::string what);
 /// True if `x` is of category `vigil` and has code `code`.
 bool is(const caf::error& x, errc code) noexcept;
 
+/// True if `x` is how the runtime (or CAF) says "not delivered": the
+/// receiver did not run the envelope (not_found, not_running,
+/// buffer_overflow, storage_failed, shutting_down, CAF's request timeout or
+/// receiver down). A sender may send it again under the same message id;
+/// a handler's refusal with one of these codes is reported as `refused`.
+bool undelivered(const caf::error& x) noexcept;
+
 /// Renders any CAF error as one human-readable line, following vigil cause
 /// chains: "pipeline escalated <- ocr: handler_failed: timeout after 2s".
 std::string describe(const caf::error& x);
