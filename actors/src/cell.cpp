@@ -295,9 +295,9 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
   if (dur_) {
     if (refused) {
       auto why = describe(err);
-      after_handled(&e, &why);
+      after_handled(e, &why, out, err);
     } else {
-      after_handled();
+      after_handled(e, nullptr, out, err);
     }
   }
   if (stop_requested_) {
@@ -401,7 +401,7 @@ void cell::bury(envelope& e, response_promise& rp, caf::error err,
                 uint64_t seq, bool saved, bool dead) {
   auto why = describe(err);
   if (seq != 0 && dur_ && dur_->journal()) {
-    consume_failed(seq, e, why); // with its dead letter, always
+    consume_failed(seq, e, why, &err); // with its dead letter, always
     answer(rp, envelope{}, std::move(err), seq);
     return;
   }

@@ -445,6 +445,41 @@ void cell::answer(response_promise& rp, envelope out, caf::error err,
     rp.deliver(std::move(out));
 }
 
+bool cell::answer_again(pending& p) {
+  if (!p.rp.pending() || p.rp.async())
+    return false;
+  // Still waiting here (accepted before a crash or a stop, or kept while
+  // the agent was stopped): the resend's requester is answered when it is
+  // handled, unless a live requester waits for it already.
+  for (auto& q : buffer_)
+    if (q.seq != 0 && q.env.id == p.env.id && q.env.origin == p.env.origin) {
+      if (q.rp.pending() && !q.rp.async())
+        return false;
+      q.rp = std::move(p.rp);
+      return true;
+    }
+  // Consumed: its answer was stored in the same commit, which the writer
+  // committed before it found this resend a duplicate.
+  auto& st = rt_->storage();
+  if (!st)
+    return false;
+  std::string raw;
+  bool found = false;
+  if (st->get(db::idempotency, guard_key(cfg_.path, p.env.origin, p.env.id),
+              raw, found)
+      || !found)
+    return false;
+  records::IdempotencyRecord ir;
+  if (decode_record(raw, ir) != record_fault::none || !ir.answered())
+    return false;
+  auto ans = stored_answer(ir);
+  if (ans)
+    p.rp.deliver(std::move(*ans));
+  else
+    p.rp.deliver(std::move(ans.error()));
+  return true;
+}
+
 void cell::on_acks(const std::vector<uint64_t>& tokens,
                    const caf::error& err) {
   for (auto tok : tokens)
@@ -470,6 +505,8 @@ void cell::on_committed(uint64_t tok, bool duplicate, const caf::error& err) {
         not_accepted(std::move(p), err);
       on_write_error(err);
     } else if (duplicate) {
+      if (p.env.keep_reply() && answer_again(p))
+        return;
       p.rp.deliver(make_error(errc::duplicate,
                               cfg_.path + " already accepted message "
                                 + std::to_string(p.env.id)));
@@ -565,8 +602,10 @@ void cell::writer_lost() {
   maybe_quit();
 }
 
-void cell::after_handled(const envelope* e, const std::string* refused) {
+void cell::after_handled(const envelope& env, const std::string* refused,
+                         const envelope& out, const caf::error& err) {
   auto& d = *dur_;
+  auto* e = &env;
   ++d.processed;
   if (!d.journal()) {
     ++d.unsaved;
@@ -585,10 +624,17 @@ void cell::after_handled(const envelope* e, const std::string* refused) {
     x.seq = d.next_outbox++;
   auto a = consume_args(d.current_seq);
   a.outbox = &sends;
-  if (refused != nullptr && e != nullptr && d.current_seq != 0) {
+  if (refused != nullptr && d.current_seq != 0) {
     a.dead_reason = *refused;
     a.dead_env = e;
     a.dead_refused = true;
+  }
+  if (env.keep_reply() && d.current_seq != 0 && !deferred_) {
+    a.keep_for = e;
+    if (refused != nullptr)
+      a.reply_err = &err;
+    else
+      a.reply = &out;
   }
   auto tok = write(detail::consume_item(a), true);
   d.last_consume = tok;
@@ -605,11 +651,15 @@ void cell::after_handled(const envelope* e, const std::string* refused) {
 }
 
 void cell::consume_failed(uint64_t seq, const envelope& e,
-                          const std::string& reason) {
+                          const std::string& reason, const caf::error* err) {
   ++dur_->processed;
   auto a = consume_args(seq);
   a.dead_reason = reason;
   a.dead_env = &e;
+  if (err != nullptr && *err && e.keep_reply()) {
+    a.keep_for = &e;
+    a.reply_err = err;
+  }
   dur_->last_consume = write(detail::consume_item(a), true);
   if (!reason.empty())
     dur_->after_commit[dur_->last_consume].dead.emplace_back(e, reason);

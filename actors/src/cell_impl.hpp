@@ -522,13 +522,23 @@ private:
   /// Runs after a handler succeeded (inside `run`).
   /// Commits a handled envelope. `refused`: the handler refused `e` with
   /// that reason (a journal agent's dead letter goes into the same commit).
-  void after_handled(const envelope* e = nullptr,
-                     const std::string* refused = nullptr);
+  /// `out`/`err`: the answer, stored with the message id when `e` asks
+  /// for it (envelope::keep_reply_flag).
+  void after_handled(const envelope& e, const std::string* refused,
+                     const envelope& out, const caf::error& err);
 
   /// Consumes journal entry `seq` without a state change; a non-empty
   /// `reason` makes the envelope a dead letter in the same transaction.
+  /// `err`: its answer, stored when `e` asks for it.
   void consume_failed(uint64_t seq, const envelope& e,
-                      const std::string& reason);
+                      const std::string& reason,
+                      const caf::error* err = nullptr);
+
+  /// A resend of an envelope this journal agent accepted earlier, which
+  /// asks for its answer (keep_reply_flag): answered with the stored
+  /// answer, or given the entry still waiting in the buffer so that it is
+  /// answered when handled. False if neither is there (then `duplicate`).
+  bool answer_again(pending& p);
 
   /// Snapshot mode: state plus the envelopes waiting in the buffer. With
   /// `dropped` (an envelope the last save listed, out of the buffer now,

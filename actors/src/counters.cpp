@@ -36,6 +36,20 @@ const counters::description (&counters::descriptions())[counters::size] {
     {"writer_refused",
      "writes refused (a replaced owner, or after a failed commit)",
      k::counter, &counters::writer_refused},
+    {"saga_completed", "saga runs that executed every step", k::counter,
+     &counters::saga_completed},
+    {"saga_compensated",
+     "saga runs that failed and undid every step that ran", k::counter,
+     &counters::saga_compensated},
+    {"saga_compensation_failed",
+     "saga runs that failed with a compensation left in the dead letters",
+     k::counter, &counters::saga_compensation_failed},
+    {"saga_resumed",
+     "durable saga runs resumed from the data dir after a crash or restart",
+     k::counter, &counters::saga_resumed},
+    {"saga_outcomes_resent",
+     "resent saga inputs answered with their run's stored outcome",
+     k::counter, &counters::saga_outcomes_resent},
   };
   return table;
 }

@@ -1,6 +1,7 @@
 #include "durable.hpp"
 
 #include "vigil/actors/durability.hpp"
+#include "vigil/actors/error.hpp"
 
 namespace vigil {
 
@@ -143,11 +144,46 @@ write_item consume_item(const consume_args& a) {
       item.muts.push_back(put(db::outbox, path_key(*a.path, o.seq), oe));
     }
   }
+  if (a.keep_for != nullptr && (a.reply != nullptr || a.reply_err != nullptr)) {
+    records::IdempotencyRecord ir;
+    ir.set_format(store::format);
+    ir.set_seq(a.seq);
+    ir.set_accepted_ms(static_cast<uint64_t>(unix_ms()));
+    ir.set_answered(true);
+    if (a.reply_err != nullptr && *a.reply_err) {
+      auto& err = *a.reply_err;
+      // A vigil code is kept as it is; another category's error is a
+      // refusal, its text kept.
+      ir.set_error_code(err.category() == caf::atom("vigil")
+                          ? err.code()
+                          : static_cast<uint32_t>(errc::refused));
+      ir.set_error(describe(err));
+    } else if (a.reply != nullptr) {
+      *ir.mutable_reply() = to_record(*a.reply);
+    }
+    item.muts.push_back(put(db::idempotency,
+                            guard_key(*a.path, a.keep_for->origin,
+                                      a.keep_for->id),
+                            ir));
+  }
   if (!a.dead_reason.empty() && a.dead_env != nullptr)
     item.muts.push_back(
       dead_letter(*a.path, *a.dead_env, a.dead_reason, a.seq,
                   a.durability == 2, a.dead_refused));
   return item;
+}
+
+caf::expected<envelope> stored_answer(const records::IdempotencyRecord& r) {
+  if (r.error_code() == 0)
+    return from_record(r.reply());
+  auto code = static_cast<errc>(r.error_code());
+  std::string text = r.error();
+  // describe() wrote "<code>: <context>"; the error is rebuilt from the
+  // context, so that it renders the same.
+  std::string prefix = std::string{to_string(code)} + ": ";
+  if (text.compare(0, prefix.size(), prefix) == 0)
+    text.erase(0, prefix.size());
+  return make_error(code, std::move(text));
 }
 
 write_item redeliver_item(const std::string& path, uint64_t seq,

@@ -6,13 +6,14 @@
 #include <string>
 #include <vector>
 
+#include <caf/expected.hpp>
+
+#include "vigil/actors/detail/envelope_record.hpp"
 #include "vigil/actors/envelope.hpp"
 #include "vigil/persistence/store.hpp"
 
 namespace vigil::detail {
 
-records::Envelope to_record(const envelope& e);
-envelope from_record(const records::Envelope& r);
 
 /// An envelope sent by a journal agent's handler, bound for the outbox.
 struct outbox_send {
@@ -40,7 +41,17 @@ struct consume_args {
   const envelope* dead_env = nullptr;
   /// Snapshot mode: the unconsumed envelopes to keep with the state.
   const std::vector<const envelope*>* pending = nullptr;
+  /// Journal mode: the consumed envelope asked for its answer to be kept
+  /// (envelope::keep_reply_flag): stored with its message id, the reply if
+  /// `reply_err` is empty. Neither set: the answer is not known (a
+  /// deferred reply), and a resend gets `duplicate`.
+  const envelope* keep_for = nullptr;
+  const envelope* reply = nullptr;
+  const caf::error* reply_err = nullptr;
 };
+
+/// The stored answer of an IdempotencyRecord as a reply or an error.
+caf::expected<envelope> stored_answer(const records::IdempotencyRecord& r);
 
 /// Accepting `e` as journal entry `seq` of `path`, guarded by its message id
 /// (a duplicate id is not accepted twice).

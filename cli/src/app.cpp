@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "duration.hpp"
+#include "inspect.hpp"
 #include "report.hpp"
 #include "vigil/cli/policy.hpp"
 #include "vigil/persistence/store.hpp"
@@ -36,12 +37,6 @@ using nlohmann::json;
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
-// Exit codes.
-constexpr int exit_ok = 0;
-constexpr int exit_error = 1;      // a runtime or storage error
-constexpr int exit_invalid = 2;    // an invalid policy file
-constexpr int exit_usage = 64;     // bad arguments (sysexits' EX_USAGE)
-constexpr int exit_escalated = 3;  // the root supervisor escalated
 
 std::atomic<int> stop_signal{0};
 
@@ -49,47 +44,6 @@ extern "C" void on_signal(int sig) {
   stop_signal = sig;
   // A second Ctrl-C ends the process at once.
   std::signal(sig, SIG_DFL);
-}
-
-/// A Protobuf payload as JSON if its type is linked into this binary.
-json payload_json(const std::string& type, const std::string& bytes) {
-  auto* desc = google::protobuf::DescriptorPool::generated_pool()
-                 ->FindMessageTypeByName(type);
-  if (desc != nullptr) {
-    std::unique_ptr<google::protobuf::Message> m{
-      google::protobuf::MessageFactory::generated_factory()
-        ->GetPrototype(desc)
-        ->New()};
-    std::string out;
-    if (m->ParseFromString(bytes)
-        && google::protobuf::util::MessageToJsonString(*m, &out).ok())
-      return json::parse(out, nullptr, false);
-  }
-  return json{{"type", type},
-              {"bytes", bytes.size()},
-              {"note", "type not linked into this binary, or bytes do not "
-                       "parse"}};
-}
-
-std::string hex64(uint64_t x) {
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx",
-                static_cast<unsigned long long>(x));
-  return buf;
-}
-
-json envelope_json(const records::Envelope& e) {
-  // Ids and trace context as W3C trace context writes them: lower-case
-  // hex (origin and span id 16 digits, trace id 32).
-  return json{{"id", e.id()},
-              {"origin", hex64(e.origin())},
-              {"trace_id", hex64(e.trace_id_high()) + hex64(e.trace_id())},
-              {"parent_span", e.span_id() != 0 ? json(hex64(e.span_id()))
-                                               : json(nullptr)},
-              {"type", e.type()},
-              {"attempt", e.attempt()},
-              {"sender", e.sender()},
-              {"payload", payload_json(e.type(), e.payload())}};
 }
 
 void print_errors(const std::vector<policy_error>& errs) {
@@ -370,6 +324,10 @@ int cmd_run(const run_args& a, const registry& types) {
   out.stand_in_answers = nd.rt()->stand_in_answers();
   out.dead_total = nd.rt()->stats().dead_letters.load();
   out.dead_by_reason = nd.rt()->dead_log().by_reason();
+  auto& c = nd.rt()->stats();
+  out.sagas = {c.saga_completed.load(), c.saga_compensated.load(),
+               c.saga_compensation_failed.load(), c.saga_resumed.load(),
+               c.saga_outcomes_resent.load()};
   print_run_report(out, a.report == "json", std::cout);
   std::cout.flush();
   auto rc = out.escalated ? exit_escalated : exit_ok;
@@ -424,137 +382,6 @@ int open_or_fail(const std::string& dir, bool write,
   return exit_ok;
 }
 
-/// True if the data dir holds a record of an agent at `path`.
-bool has_agent(store& st, const std::string& path) {
-  std::vector<records::Snapshot> snaps;
-  (void) st.snapshots(snaps);
-  if (std::any_of(snaps.begin(), snaps.end(),
-                  [&](auto& s) { return s.path() == path; }))
-    return true;
-  std::vector<std::string> jpaths;
-  (void) st.journal_paths(jpaths);
-  return std::find(jpaths.begin(), jpaths.end(), path) != jpaths.end();
-}
-
-/// `vigil inspect` (agents): every durable agent of the data dir.
-int inspect_agents(store& st, bool as_json) {
-  std::vector<records::Snapshot> snaps;
-  std::vector<quarantined> bad;
-  if (auto s = st.snapshots(snaps, &bad)) {
-    std::cerr << "vigil: " << s.message() << "\n";
-    return exit_error;
-  }
-  // A journal agent whose first record did not land (an older data dir,
-  // say) is listed from its journal entries.
-  std::vector<std::string> jpaths;
-  (void) st.journal_paths(jpaths);
-  for (auto& p : jpaths) {
-    auto known = std::any_of(snaps.begin(), snaps.end(),
-                             [&](auto& s) { return s.path() == p; });
-    if (!known) {
-      records::Snapshot s;
-      s.set_path(p);
-      s.set_agent("?");
-      s.set_durability(2);
-      snaps.push_back(std::move(s));
-    }
-  }
-  std::sort(snaps.begin(), snaps.end(),
-            [](auto& x, auto& y) { return x.path() < y.path(); });
-  auto out = json::array();
-  for (auto& s : snaps) {
-    std::vector<records::JournalEntry> mb;
-    (void) st.mailbox(s.path(), mb);
-    std::vector<records::OutboxEntry> ob;
-    (void) st.outbox(s.path(), ob);
-    out.push_back(
-      {{"path", s.path()},
-       {"agent", s.agent()},
-       {"durability", s.durability() == 2 ? "journal" : "snapshot"},
-       {"seq", s.applied_seq()},
-       {"next_seq", s.next_seq()},
-       {"processed", s.processed()},
-       {"pending", mb.size() + static_cast<size_t>(s.pending_size())},
-       {"outbox", ob.size()},
-       {"state", s.state_type().empty()
-                   ? json(nullptr)
-                   : payload_json(s.state_type(), s.state())}});
-  }
-  print_agents(out, as_json, std::cout);
-  for (auto& q : bad)
-    std::cerr << "vigil: unreadable snapshot: " << q.reason << "\n";
-  return exit_ok;
-}
-
-/// `vigil inspect mailbox PATH`: the agent's pending envelopes.
-int inspect_mailbox(store& st, const std::string& dir,
-                    const std::string& path, bool as_json) {
-  if (path.empty()) {
-    std::cerr << "vigil inspect mailbox: give the agent's PATH, e.g. "
-                 "`vigil inspect --data-dir DIR mailbox root/counter`\n";
-    return exit_usage;
-  }
-  std::vector<records::JournalEntry> mb;
-  if (auto s = st.mailbox(path, mb)) {
-    std::cerr << "vigil: " << s.message() << "\n";
-    return exit_error;
-  }
-  if (mb.empty() && !has_agent(st, path)) {
-    std::cerr << "vigil: no durable agent at " << path << " in " << dir
-              << "; `vigil inspect --data-dir " << dir
-              << "` lists the agents\n";
-    return exit_error;
-  }
-  auto out = json::array();
-  for (auto& je : mb) {
-    auto e = envelope_json(je.env());
-    e["seq"] = je.seq();
-    out.push_back(std::move(e));
-  }
-  print_mailbox(out, path, as_json, std::cout);
-  return exit_ok;
-}
-
-/// `vigil inspect dead-letters`, and `vigil dead-letters list [SEQ...]`
-/// (only those seqs; exit 1 if one is not found).
-int inspect_dead_letters(store& st, bool as_json,
-                         const std::vector<uint64_t>& seqs) {
-  std::vector<records::DeadLetter> dls;
-  if (auto s = st.dead_letters(dls)) {
-    std::cerr << "vigil: " << s.message() << "\n";
-    return exit_error;
-  }
-  size_t missing = 0;
-  if (!seqs.empty()) {
-    std::vector<records::DeadLetter> chosen;
-    for (auto seq : seqs) {
-      auto i = std::find_if(dls.begin(), dls.end(),
-                            [&](auto& d) { return d.seq() == seq; });
-      if (i == dls.end()) {
-        std::cerr << "vigil: dead letter " << seq << " not found\n";
-        ++missing;
-      } else {
-        chosen.push_back(*i);
-      }
-    }
-    dls = std::move(chosen);
-  }
-  auto out = json::array();
-  for (auto& d : dls) {
-    json x{{"seq", d.seq()}, {"path", d.path()}, {"reason", d.reason()},
-           {"unix_ms", d.unix_ms()}};
-    if (!d.raw().empty() || !d.db().empty()) {
-      x["quarantined"] = {{"db", d.db()}, {"key_bytes", d.key().size()},
-                          {"raw_bytes", d.raw().size()}};
-    } else {
-      x["envelope"] = envelope_json(d.env());
-    }
-    out.push_back(std::move(x));
-  }
-  print_dead_letters(out, as_json, std::cout);
-  return missing == 0 ? exit_ok : exit_error;
-}
-
 int cmd_inspect(const std::string& dir, const std::string& what,
                 const std::string& path, bool as_json,
                 const std::vector<uint64_t>& seqs = {}) {
@@ -565,6 +392,8 @@ int cmd_inspect(const std::string& dir, const std::string& what,
     return inspect_agents(*st, as_json);
   if (what == "mailbox")
     return inspect_mailbox(*st, dir, path, as_json);
+  if (what == "sagas")
+    return inspect_sagas(*st, path, as_json);
   return inspect_dead_letters(*st, as_json, seqs);
 }
 
@@ -646,16 +475,20 @@ int main(int argc, char** argv, registry types) {
   std::string dir, what = "agents", path;
   bool as_json = false;
   auto* inspect = app.add_subcommand(
-    "inspect", "Show the durable agents, one agent's pending mailbox, or the "
-               "dead letters of a data dir (also while a node runs)");
+    "inspect", "Show the durable agents, one agent's pending mailbox, the "
+               "durable saga runs, or the dead letters of a data dir (also "
+               "while a node runs)");
   inspect->add_option("--data-dir", dir, "LMDB data dir")->required();
-  inspect->add_option("WHAT", what, "agents | mailbox | dead-letters")
-    ->check(CLI::IsMember({"agents", "mailbox", "dead-letters"}));
-  inspect->add_option("PATH", path, "The agent's path (mailbox)");
+  inspect->add_option("WHAT", what,
+                      "agents | mailbox | sagas | dead-letters")
+    ->check(CLI::IsMember({"agents", "mailbox", "sagas", "dead-letters"}));
+  inspect->add_option("PATH", path,
+                      "The agent's path (mailbox), or the saga's (sagas)");
   inspect->add_flag("--json", as_json, "Print JSON");
   inspect->footer("Examples:\n  vigil inspect --data-dir ./vigil-data\n"
                   "  vigil inspect --data-dir ./vigil-data mailbox "
                   "chaos/counter --json\n"
+                  "  vigil inspect --data-dir ./vigil-data sagas\n"
                   "  vigil inspect --data-dir ./vigil-data dead-letters");
 
   std::string action, dl_dir;

@@ -28,6 +28,7 @@ using builtin::Count;
 using builtin::Get;
 using builtin::Number;
 using builtin::SourceState;
+using builtin::OutcomeCount;
 using builtin::StepCount;
 using builtin::Tick;
 
@@ -274,6 +275,30 @@ public:
   }
 };
 
+/// Counts the saga outcomes it gets (a durable saga's outcome_to), by
+/// kind. As a journal agent it counts each run's outcome once: the saga's
+/// outbox redelivers under the same id.
+class outcomes : public agent<OutcomeCount> {
+public:
+  explicit outcomes(const params& ps) {
+    param_reader{ps, "outcomes", {}}.done();
+  }
+
+  static void define(handlers<outcomes>& h) {
+    h.on<SagaOutcome>([](outcomes& self, context&, const SagaOutcome& o) {
+      auto& s = self.state();
+      if (o.completed())
+        s.set_completed(s.completed() + 1);
+      else if (o.compensation_failed())
+        s.set_compensation_failed(s.compensation_failed() + 1);
+      else
+        s.set_compensated(s.compensated() + 1);
+    });
+    h.on<Get>(
+      [](outcomes& self, context&, const Get&) { return self.state(); });
+  }
+};
+
 // -- flaky --------------------------------------------------------------------
 
 /// Chaos: counts Numbers like counter and echoes each, failing on purpose
@@ -449,7 +474,8 @@ void add_builtin_agents(registry& types) {
     .add<counter>("counter")
     .add<sink>("sink")
     .add<flaky>("flaky")
-    .add<step>("step");
+    .add<step>("step")
+    .add<outcomes>("outcomes");
 }
 
 } // namespace vigil::cli

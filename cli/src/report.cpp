@@ -106,6 +106,11 @@ void print_run_report(const run_outcome& r, bool as_json, std::ostream& out) {
                          {"by_reason", r.dead_by_reason},
                          {"first", items}};
     j["stand_in_answers"] = r.stand_in_answers;
+    j["sagas"] = {{"completed", r.sagas.completed},
+                  {"compensated", r.sagas.compensated},
+                  {"compensation_failed", r.sagas.compensation_failed},
+                  {"resumed", r.sagas.resumed},
+                  {"outcomes_resent", r.sagas.outcomes_resent}};
     j["outcome"] = r.escalated ? "escalated" : "completed";
     if (r.escalated)
       j["cause"] = r.cause;
@@ -135,6 +140,13 @@ void print_run_report(const run_outcome& r, bool as_json, std::ostream& out) {
     out << ")";
   }
   out << "\n";
+  if (r.sagas.any())
+    out << "sagas: " << r.sagas.completed << " completed, "
+        << r.sagas.compensated << " compensated, "
+        << r.sagas.compensation_failed
+        << " with a compensation in the dead letters, " << r.sagas.resumed
+        << " resumed from the data dir, " << r.sagas.outcomes_resent
+        << " resent inputs answered with their stored outcome\n";
   for (size_t i = 0; i < dls.size() && i < 10; ++i)
     out << "  dead letter " << dls[i].seq << " " << dls[i].path << ": "
         << dls[i].reason << "\n";
@@ -181,6 +193,32 @@ void print_dead_letters(const nlohmann::json& letters, bool as_json,
     out << x["seq"] << "  " << x["path"].get<std::string>() << "  "
         << x["reason"].get<std::string>() << "\n";
   out << letters.size() << " dead letters\n";
+}
+
+void print_saga_runs(const nlohmann::json& runs, bool as_json,
+                     std::ostream& out) {
+  if (as_json) {
+    out << runs.dump(2) << std::endl;
+    return;
+  }
+  size_t open = 0;
+  for (auto& r : runs) {
+    auto phase = r["phase"].get<std::string>();
+    out << r["saga"].get<std::string>() << "  id=" << r["origin"] << ":"
+        << r["id"] << "  " << phase;
+    if (phase == "finished") {
+      out << "  " << r["outcome"].get<std::string>();
+    } else {
+      ++open;
+      out << "  " << r["call"].get<std::string>() << " "
+          << r["step"].get<std::string>() << " (attempt "
+          << r["attempts"] << ")";
+    }
+    if (r["resumes"].get<uint64_t>() > 0)
+      out << "  resumed " << r["resumes"] << "x";
+    out << "\n";
+  }
+  out << runs.size() << " saga runs (" << open << " unfinished)\n";
 }
 
 } // namespace vigil::cli

@@ -54,6 +54,18 @@ struct run_outcome {
   std::vector<dead_letter> dead_letters;
   uint64_t dead_total = 0;
   std::map<std::string, uint64_t> dead_by_reason;
+  /// Saga runs ended (completed, compensated, compensation failed),
+  /// durable runs resumed from the data dir, and resent inputs answered
+  /// with a stored outcome (see counters).
+  struct saga_figures {
+    uint64_t completed = 0, compensated = 0, compensation_failed = 0;
+    uint64_t resumed = 0, outcomes_resent = 0;
+    bool any() const {
+      return completed + compensated + compensation_failed + resumed
+               + outcomes_resent
+             > 0;
+    }
+  } sagas;
 };
 
 /// One progress line of `vigil run`.
@@ -73,6 +85,10 @@ void print_mailbox(const nlohmann::json& pending, const std::string& path,
                    bool as_json, std::ostream& out);
 
 /// `vigil inspect dead-letters` and `vigil dead-letters list`.
+/// `vigil inspect sagas`: one line per durable saga run.
+void print_saga_runs(const nlohmann::json& runs, bool as_json,
+                     std::ostream& out);
+
 void print_dead_letters(const nlohmann::json& letters, bool as_json,
                         std::ostream& out);
 

@@ -39,6 +39,11 @@ status store::open_read_only(const store_options& opts,
   for (size_t i = 0; i < db_count; ++i) {
     auto name = to_string(static_cast<db>(i));
     if (auto rc = mdb_dbi_open(r.txn.get(), name, 0, &d.dbis[i]); rc != 0) {
+      if (rc == MDB_NOTFOUND && static_cast<db>(i) == db::sagas) {
+        // Written by a vigil without durable sagas: it has none.
+        d.missing_sagas = true;
+        continue;
+      }
       if (rc == MDB_NOTFOUND)
         return {store_errc::not_found,
                 "\"" + dir + "\" is an LMDB environment but not a vigil data "

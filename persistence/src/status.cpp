@@ -47,6 +47,7 @@ const char* to_string(db x) noexcept {
     case db::outbox: return "outbox";
     case db::idempotency: return "idempotency";
     case db::dead_letters: return "dead_letters";
+    case db::sagas: return "sagas";
   }
   return "unknown";
 }

@@ -460,11 +460,74 @@ status store::snapshot(std::string_view path, records::Snapshot& out,
   return {};
 }
 
+status store::get(db which, std::string_view key, std::string& raw,
+                  bool& found) {
+  auto& d = *impl_;
+  found = false;
+  raw.clear();
+  if (which == db::sagas && d.missing_sagas)
+    return {};
+  impl::reader r;
+  if (auto st = d.begin_read(r))
+    return st;
+  MDB_val k{key.size(), const_cast<char*>(key.data())};
+  MDB_val v;
+  auto rc = mdb_get(r.txn.get(), d.dbi(which), &k, &v);
+  if (rc == MDB_NOTFOUND)
+    return {};
+  if (rc != MDB_SUCCESS)
+    return d.fail(rc, which, "mdb_get");
+  raw.assign(static_cast<const char*>(v.mv_data), v.mv_size);
+  found = true;
+  return {};
+}
+
+status store::scan_prefix(db which, std::string_view prefix,
+                   std::vector<std::pair<std::string, std::string>>& out,
+                   std::string_view after, size_t max, bool* more) {
+  auto& d = *impl_;
+  out.clear();
+  if (more != nullptr)
+    *more = false;
+  if (which == db::sagas && d.missing_sagas)
+    return {};
+  impl::reader r;
+  if (auto st = d.begin_read(r))
+    return st;
+  lmdb::cursor c;
+  if (auto rc = c.open(r.txn.get(), d.dbi(which)); rc != MDB_SUCCESS)
+    return d.fail(rc, which, "mdb_cursor_open");
+  std::string_view from = after.empty() ? prefix : after;
+  MDB_val k{from.size(), const_cast<char*>(from.data())};
+  MDB_val v;
+  auto rc = from.empty() ? c.get(k, v, MDB_FIRST) : c.get(k, v, MDB_SET_RANGE);
+  if (rc == MDB_SUCCESS && !after.empty() && view(k) == after)
+    rc = c.get(k, v, MDB_NEXT);
+  for (; rc == MDB_SUCCESS; rc = c.get(k, v, MDB_NEXT)) {
+    auto key = view(k);
+    if (key.substr(0, prefix.size()) != prefix)
+      break;
+    if (out.size() == max) {
+      if (more != nullptr)
+        *more = true;
+      break;
+    }
+    out.emplace_back(std::string{key}, std::string{view(v)});
+  }
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+    return d.fail(rc, which, "mdb_cursor_get");
+  return {};
+}
+
 status store::count(db which, size_t& out) {
   auto& d = *impl_;
   impl::reader r;
   if (auto st = d.begin_read(r))
     return st;
+  if (which == db::sagas && d.missing_sagas) {
+    out = 0;
+    return {};
+  }
   MDB_stat ms;
   if (auto rc = mdb_stat(r.txn.get(), d.dbi(which), &ms); rc != MDB_SUCCESS)
     return d.fail(rc, which, "mdb_stat");

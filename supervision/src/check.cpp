@@ -253,10 +253,20 @@ std::vector<spec_problem> check_child_spec(const child_spec& c,
           "a param name is not UTF-8 text");
       break;
     }
-  if (c.kind == child_kind::supervisor
+  bool saga = c.kind == child_kind::supervisor && c.sup && c.sup->saga.enabled;
+  if (c.kind == child_kind::supervisor && !saga
       && c.durability.mode != durability_mode::none)
     add("durability", spec_errc::invalid_durability,
-        "only workers are durable; set durability on the agents");
+        "only workers and sagas are durable; set durability on the agents");
+  else if (saga && c.durability.mode == durability_mode::snapshot)
+    add("durability", spec_errc::invalid_durability,
+        "a saga is durable with journal (every run's progress is committed "
+        "before each step it calls), not snapshot");
+  else if (saga && !c.sup->saga.outcome_to.empty() && !c.sup->saga.durable
+           && c.durability.mode != durability_mode::journal)
+    add("saga.outcome_to", spec_errc::invalid_saga,
+        "outcomes are sent through the saga's outbox, which only a durable "
+        "saga has; set durability: journal on the saga");
   if (c.kind == child_kind::supervisor && c.sup) {
     auto nested = check_child_specs(*c.sup, types, where);
     out.insert(out.end(), nested.begin(), nested.end());
@@ -368,7 +378,10 @@ std::vector<spec_problem> check_child_specs(const supervisor_spec& spec,
        {saga_time{"saga.retry_delay", sg.retry_delay,
                   "0 would retry a failing compensation without pause"},
         saga_time{"saga.step_timeout", sg.step_timeout,
-                  "0 would expire every step before it starts"}}) {
+                  "0 would expire every step before it starts"},
+        saga_time{"saga.retention", sg.retention,
+                  "0 would forget a finished run at once, and a resent "
+                  "input would run again"}}) {
     if (d.count() <= 0)
       out.push_back({where, field, spec_errc::invalid_saga,
                      "got " + std::to_string(d.count())
@@ -381,6 +394,20 @@ std::vector<spec_problem> check_child_specs(const supervisor_spec& spec,
                    "a saga's steps are its children in order; "
                    "simple_one_for_one has none (allowed: one_for_one, "
                    "one_for_all, rest_for_one)"});
+  if (!sg.enabled && (sg.durable || !sg.outcome_to.empty()))
+    out.push_back({where, sg.durable ? "durability" : "saga.outcome_to",
+                   spec_errc::invalid_saga,
+                   "only a saga supervisor has durable runs and outcomes"});
+  if (sg.enabled && !sg.outcome_to.empty()) {
+    if (sg.outcome_to.front() == '/' || sg.outcome_to.back() == '/'
+             || sg.outcome_to.find("//") != std::string::npos
+             || !google::protobuf::internal::IsStructurallyValidUTF8(
+               sg.outcome_to))
+      out.push_back({where, "saga.outcome_to", spec_errc::invalid_saga,
+                     "got \"" + sg.outcome_to
+                       + "\"; allowed: an agent path (names separated by "
+                         "/, e.g. orders/done)"});
+  }
   if (sg.enabled && spec.children.empty())
     out.push_back({where, "children", spec_errc::invalid_saga,
                    "a saga needs at least one step"});

@@ -88,6 +88,9 @@ public:
         spec.saga.retry_delay = to_ms(g.retry_delay());
       if (g.has_step_timeout())
         spec.saga.step_timeout = to_ms(g.step_timeout());
+      if (g.has_retention())
+        spec.saga.retention = to_ms(g.retention());
+      spec.saga.outcome_to = g.outcome_to();
     }
     // A rejected auto_shutdown word stands as never; blame it only once.
     auto never = f.auto_shutdown != vigil::auto_shutdown::never ? no
@@ -255,10 +258,11 @@ private:
       if (d.has_every())
         cs.durability.every = to_ms(d.every());
     }
-    if (cs.kind == child_kind::supervisor
+    // A saga's durability (journal) is checked by check_child_specs.
+    if (cs.kind == child_kind::supervisor && !c.supervisor().has_saga()
         && written(c, C::kDurabilityFieldNumber)) {
       fail({&c, C::kDurabilityFieldNumber},
-           "durability: only agents are durable");
+           "durability: only agents and sagas are durable");
       said(where, "durability", spec_errc::invalid_durability);
     }
     if (cs.kind == child_kind::supervisor)
@@ -292,7 +296,9 @@ private:
                                         "auto_shutdown", "backoff",
                                         "backoff.jitter", "children",
                                         "saga.retry_delay",
-                                        "saga.step_timeout"};
+                                        "saga.step_timeout",
+                                        "saga.retention",
+                                        "saga.outcome_to"};
     bool flag = std::find(std::begin(flag_fields), std::end(flag_fields),
                           p.field)
                 != std::end(flag_fields);

@@ -1,13 +1,7 @@
 #include "vigil/supervision/saga.hpp"
 
-#include <functional>
-#include <optional>
-
-#include <caf/all.hpp>
-
-#include "vigil/actors/cell.hpp"
+#include "saga_run.hpp"
 #include "vigil/resilience/backoff.hpp"
-#include "vigil/saga.pb.h"
 
 // One saga run: executes the steps in order, and when one fails compensates
 // the ones that ran, in reverse. Its rules, which make compensation exact:
@@ -33,62 +27,11 @@
 //   it waits for what is in flight, puts every compensation it still owes
 //   into the dead letters, and answers its requester.
 
-namespace vigil {
-
-namespace {
-
-using retry_atom = caf::atom_constant<caf::atom("vsagaretry")>;
-using deadline_atom = caf::atom_constant<caf::atom("vsagadl")>;
-using grace_atom = caf::atom_constant<caf::atom("vsagagrace")>;
-
-enum class kind : uint8_t { execute = 1, compensate = 2 };
-
-struct call {
-  bool waiting = false;
-  kind what = kind::execute;
-  size_t step = 0;
-  uint64_t id = 0;
-  int64_t deadline = 0; // an execute's start deadline (actor-clock ns)
-  caf::actor dest;
-  uint64_t seq = 0; // numbers the calls, for their timers
-  /// Its error handler, also for an answer that will not come (see the
-  /// down handler).
-  std::function<void(caf::error&)> on_error;
-};
-
-struct saga_state {
-  std::shared_ptr<runtime> rt;
-  std::vector<std::string> steps;
-  saga_spec opts;
-  envelope input;
-  SagaOutcome outcome;
-  size_t next = 0;
-  caf::response_promise rp;
-  call cur;
-  /// Per step: compensation attempts that ran and failed, which salts the
-  /// next attempt's id (the failed one stays accepted at a journal step).
-  std::vector<uint32_t> ran_and_failed;
-  /// The step whose compensation waits for a retry timer, if any.
-  std::optional<size_t> retry_due;
-  uint64_t retry_token = 0;
-  bool stopping = false;
-  caf::actor sup; // told the outcome
-  std::shared_ptr<const std::atomic<bool>> ended; // set when sup ends
-  uint64_t origin = 0, id = 0; // the input's, as the supervisor knows it
-  static inline const char* name = "vigil.saga";
-};
-
-using saga_actor = caf::stateful_actor<saga_state>;
-
-int64_t now_ns(saga_actor* self) {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-           self->clock().now().time_since_epoch())
-    .count();
-}
+namespace vigil::detail {
 
 /// A message id for `what` of step `k`, attempt salt `salt`: a splitmix64
 /// of the saga input's identity, never 0.
-uint64_t derive_id(const envelope& input, size_t k, kind what,
+uint64_t derive_id(const envelope& input, size_t k, saga_kind what,
                    uint32_t salt) {
   uint64_t z = input.id ^ (input.origin * 0x9e3779b97f4a7c15ull);
   for (uint64_t part : {uint64_t{k} + 1, uint64_t(what), uint64_t{salt}}) {
@@ -98,6 +41,26 @@ uint64_t derive_id(const envelope& input, size_t k, kind what,
     z ^= z >> 31;
   }
   return z != 0 ? z : 1;
+}
+
+namespace {
+
+using retry_atom = caf::atom_constant<caf::atom("vsagaretry")>;
+using deadline_atom = caf::atom_constant<caf::atom("vsagadl")>;
+using grace_atom = caf::atom_constant<caf::atom("vsagagrace")>;
+using resend_atom = caf::atom_constant<caf::atom("vsagaagain")>;
+
+using kind = saga_kind;
+using call = saga_call;
+
+/// How often a durable run re-sends a call whose answer was lost, before
+/// it counts the call in doubt.
+constexpr uint32_t max_resends = 10;
+
+int64_t now_ns(saga_actor* self) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+           self->clock().now().time_since_epoch())
+    .count();
 }
 
 envelope wrap(const saga_state& st, const google::protobuf::Message& m,
@@ -110,11 +73,9 @@ envelope wrap(const saga_state& st, const google::protobuf::Message& m,
   st.rt->stamp(e, id, 0, &st.input);
   e.idempotency_key = st.input.idempotency_key;
   e.sender = "saga";
+  if (st.dur) // a resend after a crash gets the step's kept answer
+    e.flags |= envelope::keep_reply_flag;
   return e;
-}
-
-SagaStep& step_of(saga_state& st, size_t i) {
-  return *st.outcome.mutable_steps(static_cast<int>(i));
 }
 
 void finish(saga_actor* self) {
@@ -122,14 +83,18 @@ void finish(saga_actor* self) {
   envelope out;
   out.type = SagaOutcome::descriptor()->full_name();
   st.outcome.SerializeToString(&out.payload);
+  if (st.dur)
+    return finish_durable(self, std::move(out));
+  count_outcome(*st.rt, st.outcome);
   if (st.sup && st.id != 0)
     self->send(st.sup, saga_done_atom::value, st.origin, st.id, out);
   st.rp.deliver(std::move(out));
   self->quit();
 }
 
-void compensate(saga_actor* self, size_t i);
 void execute_next(saga_actor* self);
+void send_execute(saga_actor* self, size_t k, bool resumed);
+void compensate(saga_actor* self, size_t i);
 
 /// True once the supervisor has begun to end (it said so, or its flag
 /// says so already): the run sends nothing more.
@@ -170,8 +135,8 @@ void fail(saga_actor* self, size_t k, const std::string& why, bool ran) {
 /// actor, so that a cell that dies holding the request does not leave the
 /// run waiting for ever.
 template <class OnReply, class OnError>
-void send_call(saga_actor* self, kind what, size_t k, caf::actor dest,
-               envelope env, OnReply on_reply, OnError on_error) {
+void send_now(saga_actor* self, kind what, size_t k, caf::actor dest,
+              envelope env, OnReply on_reply, OnError on_error) {
   auto& st = self->state;
   auto& c = st.cur;
   c.waiting = true;
@@ -210,6 +175,48 @@ void send_call(saga_actor* self, kind what, size_t k, caf::actor dest,
   }
 }
 
+/// Sends a call; a durable run commits its progress first, so that a
+/// crash after the send resumes by sending the same call again.
+template <class OnReply, class OnError>
+void send_call(saga_actor* self, kind what, size_t k, caf::actor dest,
+               envelope env, OnReply on_reply, OnError on_error) {
+  auto& st = self->state;
+  if (!st.dur)
+    return send_now(self, what, k, std::move(dest), std::move(env),
+                    std::move(on_reply), std::move(on_error));
+  st.cur.what = what;
+  st.cur.step = k;
+  st.cur.id = env.id;
+  commit_then(self, [self, what, k, env{std::move(env)}, on_reply,
+                     on_error]() mutable {
+    auto& st = self->state;
+    if (ending(st))
+      return suspend(self);
+    // The step's cell may have changed during the commit.
+    auto dest = st.rt->lookup(st.steps[k]);
+    if (!dest) {
+      auto err = make_error(errc::not_found, st.steps[k]);
+      return on_error(err);
+    }
+    send_now(self, what, k, std::move(dest), std::move(env),
+             std::move(on_reply), std::move(on_error));
+  });
+}
+
+/// A durable run's call to a journal step lost its answer: sent again
+/// under the same id, the step answers with what it kept (or applies it
+/// once, if it had not). True if it will be resent.
+bool resend_lost(saga_actor* self, size_t k) {
+  auto& st = self->state;
+  if (!st.dur || k >= st.dur->cfg->journal_steps.size()
+      || !st.dur->cfg->journal_steps[k] || st.dur->resends >= max_resends)
+    return false;
+  ++st.dur->resends;
+  self->delayed_send(self, st.opts.retry_delay, resend_atom::value,
+                     st.cur.seq);
+  return true;
+}
+
 /// Delay before the compensation retry after `n` failed attempts (from 1):
 /// `retry_delay`, doubling, at most 2^16 times it.
 resilience::duration retry_delay(const saga_spec& opts, uint32_t n) {
@@ -240,6 +247,13 @@ envelope compensation_of(saga_state& st, size_t i) {
 void owe(saga_actor* self, size_t i, const std::string& reason) {
   auto& st = self->state;
   st.outcome.set_compensation_failed(true);
+  if (st.dur) { // committed with the run's next progress
+    bool journal = i < st.dur->cfg->journal_steps.size()
+                   && st.dur->cfg->journal_steps[i];
+    st.dur->owed.emplace_back(step_of(st, i).path(), compensation_of(st, i),
+                              reason, journal);
+    return;
+  }
   st.rt->add_dead_letter(step_of(st, i).path(), compensation_of(st, i),
                          reason);
 }
@@ -263,6 +277,8 @@ void compensation_failed(saga_actor* self, size_t i, const std::string& why,
   step.set_compensation_attempts(step.compensation_attempts() + 1);
   if (ran)
     ++st.ran_and_failed[i];
+  if (st.dur && ending(st))
+    return suspend(self);
   if (ending(st) || step.compensation_attempts() > st.opts.compensation_retries)
     return give_up_compensation(self, i, why);
   st.retry_due = i;
@@ -276,6 +292,8 @@ void compensate(saga_actor* self, size_t i) {
   auto& st = self->state;
   st.retry_due.reset();
   auto& step = step_of(st, i);
+  if (st.dur && ending(st))
+    return suspend(self);
   if (ending(st))
     return give_up_compensation(
       self, i,
@@ -313,6 +331,8 @@ void compensate(saga_actor* self, size_t i) {
       if (is(err, errc::refused) || is(err, errc::bad_payload)
           || is(err, errc::unknown_message_type))
         return give_up_compensation(self, i, why); // would refuse again
+      if (is(err, errc::reply_dropped) && resend_lost(self, i))
+        return;
       if (is(err, errc::reply_dropped)) {
         // It ran, or may yet run: a retry could undo twice.
         step_of(self->state, i).set_status("in_doubt");
@@ -339,7 +359,16 @@ void execute_next(saga_actor* self) {
     st.outcome.set_completed(true);
     return finish(self);
   }
-  auto k = st.next;
+  send_execute(self, st.next, false);
+}
+
+void send_execute(saga_actor* self, size_t k, bool resumed) {
+  auto& st = self->state;
+  if (st.dur) {
+    st.dur->resumed_call = resumed;
+    if (ending(st))
+      return suspend(self);
+  }
   if (ending(st))
     return fail(self, k,
                 describe(make_error(errc::shutting_down,
@@ -392,7 +421,8 @@ void execute_next(saga_actor* self) {
                                         st.steps[k]
                                           + ": step reply does not parse")),
                     true);
-      if (now_ns(self) > deadline) {
+      if (now_ns(self) > deadline
+          && !(st.dur && st.dur->resumed_call)) {
         step.set_late(true);
         return fail(self, k,
                     describe(make_error(
@@ -407,6 +437,8 @@ void execute_next(saga_actor* self) {
     [self, k](caf::error& err) {
       auto& st = self->state;
       auto& step = step_of(st, k);
+      if (is(err, errc::reply_dropped) && resend_lost(self, k))
+        return;
       if (is(err, errc::reply_dropped)) {
         // It ran, or may yet run, and its output is lost: nothing can
         // compensate it but a person with the dead letter.
@@ -443,8 +475,13 @@ void execute_next(saga_actor* self) {
 caf::behavior saga_run(saga_actor* self, std::shared_ptr<runtime> rt,
                        std::vector<std::string> steps, saga_spec opts,
                        caf::actor sup,
-                       std::shared_ptr<const std::atomic<bool>> ended) {
+                       std::shared_ptr<const std::atomic<bool>> ended,
+                       std::shared_ptr<const saga_journal> journal) {
   auto& st = self->state;
+  if (journal) {
+    st.dur = std::make_unique<saga_durable>();
+    st.dur->cfg = std::move(journal);
+  }
   st.sup = std::move(sup);
   st.ended = std::move(ended);
   st.rt = std::move(rt);
@@ -469,14 +506,40 @@ caf::behavior saga_run(saga_actor* self, std::shared_ptr<runtime> rt,
   return {
     [self](run_saga_atom, envelope& input) -> caf::result<envelope> {
       auto& st = self->state;
+      if (st.started && st.dur) {
+        // A resent input, while this run goes on or after it finished.
+        attach(self, self->make_response_promise());
+        return caf::delegated<envelope>{};
+      }
+      st.started = true;
       st.input = std::move(input);
       st.origin = st.input.origin;
       st.id = st.input.id;
       if (st.input.id == 0) // ids derive from it: one of its own
         st.rt->stamp(st.input, 0, 0, nullptr);
+      if (st.dur)
+        st.dur->key = saga_run_key(st.dur->cfg->sup_path, st.input.origin,
+                                   st.input.id);
       st.rp = self->make_response_promise();
       execute_next(self);
       return caf::delegated<envelope>{};
+    },
+    [self](saga_resume_atom, std::string& bytes) {
+      records::SagaRun rec;
+      if (!rec.ParseFromString(bytes))
+        return self->quit(make_error(errc::bad_payload,
+                                     "a saga run record does not parse"));
+      resume(self, rec);
+    },
+    [self](committed_atom, std::vector<uint64_t>& tokens, caf::error& err) {
+      on_committed(self, tokens, err);
+    },
+    [self](resend_atom, uint64_t seq) {
+      auto& c = self->state.cur;
+      if (!c.waiting && c.seq == seq && !self->state.stopping)
+        resend_call(self, false);
+      else if (!c.waiting && c.seq == seq && self->state.dur)
+        suspend(self);
     },
     [self](retry_atom, uint64_t token) {
       auto& st = self->state;
@@ -515,6 +578,15 @@ caf::behavior saga_run(saga_actor* self, std::shared_ptr<runtime> rt,
     [self](saga_stop_atom) {
       auto& st = self->state;
       st.stopping = true;
+      if (st.dur) {
+        // Done: the supervisor has its outcome. Not done: the journal
+        // keeps the run, and the call in flight is sent again on resume.
+        // A commit or a call in flight is not waited for: whichever
+        // record is on disk, the resumed run sends its call again.
+        if (st.dur->done)
+          return self->quit();
+        return suspend(self);
+      }
       if (!st.cur.waiting && st.retry_due)
         compensate(self, *st.retry_due); // gives it up, and the rest
     },
@@ -523,12 +595,38 @@ caf::behavior saga_run(saga_actor* self, std::shared_ptr<runtime> rt,
 
 } // namespace
 
+void resend_call(saga_actor* self, bool resumed) {
+  auto& c = self->state.cur;
+  if (c.what == kind::execute)
+    send_execute(self, c.step, resumed);
+  else if (c.what == kind::compensate)
+    compensate(self, c.step);
+  else if (self->state.outcome.failed_step().empty())
+    execute_next(self);
+  else
+    compensate_from(self, self->state.steps.size());
+}
+
+} // namespace vigil::detail
+
+namespace vigil {
+
 caf::actor spawn_saga_run(caf::actor_system& sys, std::shared_ptr<runtime> rt,
                           std::vector<std::string> steps, saga_spec opts,
                           caf::actor sup,
                           std::shared_ptr<const std::atomic<bool>> ended) {
-  return sys.spawn(saga_run, std::move(rt), std::move(steps), opts,
-                   std::move(sup), std::move(ended));
+  return sys.spawn(detail::saga_run, std::move(rt), std::move(steps), opts,
+                   std::move(sup), std::move(ended), nullptr);
+}
+
+caf::actor
+spawn_durable_saga_run(caf::actor_system& sys, std::shared_ptr<runtime> rt,
+                       std::vector<std::string> steps, saga_spec opts,
+                       caf::actor sup,
+                       std::shared_ptr<const std::atomic<bool>> ended,
+                       std::shared_ptr<const saga_journal> journal) {
+  return sys.spawn(detail::saga_run, std::move(rt), std::move(steps), opts,
+                   std::move(sup), std::move(ended), std::move(journal));
 }
 
 } // namespace vigil

@@ -14,8 +14,13 @@ caf::behavior supervisor_actor::make_behavior() {
     monitor(parent_);
   set_down_handler([this](caf::down_msg& dm) {
     if (auto i = runs_.find(dm.source); i != runs_.end()) {
-      run_inputs_.erase(i->second); // a saga run answered
+      auto input = i->second;
+      if (auto j = run_inputs_.find(input);
+          j != run_inputs_.end() && j->second.address() == dm.source)
+        run_inputs_.erase(j); // a saga run answered
       runs_.erase(i);
+      if (durable_saga())
+        durable_run_down(input, dm.reason);
       return;
     }
     if (parent_ && dm.source == parent_.address()) {
@@ -90,6 +95,37 @@ caf::behavior supervisor_actor::make_behavior() {
         finished_.erase(finished_order_.front());
         finished_order_.pop_front();
       }
+      if (durable_saga()) {
+        saga_outcome_due(finished_[key]);
+        // The run waits for this, answering resends meanwhile.
+        send(caf::actor_cast<caf::actor>(current_sender()),
+             saga_stop_atom::value);
+      }
+    },
+    [this](saga_retry_atom) {
+      if (!sagas_)
+        return;
+      auto only = std::move(sagas_->to_resume);
+      sagas_->to_resume.clear();
+      resume_runs(&only);
+    },
+    [this](saga_outbox_atom, uint64_t seq) {
+      if (!sagas_)
+        return;
+      sagas_->due.push_back(seq);
+      dispatch_saga_outbox();
+    },
+    [this](saga_compact_atom) {
+      if (sagas_)
+        saga_compact();
+    },
+    [this](committed_atom, std::vector<uint64_t>&, caf::error& err) {
+      // Outbox deletions and compaction ask for no acknowledgement; a
+      // failure is told all the same. What was not deleted is delivered
+      // (or dropped) again at the next start.
+      if (err)
+        spdlog::warn("vigil: {}: a saga record write failed: {}", path_,
+                     describe(err));
     },
     [](nudge_atom) {
       // nop: consuming it flushes skipped messages (see nudge())
@@ -130,11 +166,17 @@ caf::result<uint64_t> supervisor_actor::handle_start() {
   if (!simple())
     for (auto& cs : spec_.children)
       keys.push_back(add_child(cs).key);
+  if (durable_saga())
+    start_sagas(); // its fence goes first: before the node's orphans
   auto rp = make_response_promise<uint64_t>();
   start_seq(keys, 0, false, caf::error{},
             [this, rp](caf::error err, uint64_t failed) mutable {
               if (!err) {
                 rp.deliver(uint64_t{1});
+                if (sagas_) {
+                  sagas_->steps_started = true;
+                  sagas_steps_started();
+                }
                 return;
               }
               // OTP: a child that fails to start fails the supervisor.
@@ -204,12 +246,16 @@ caf::result<envelope> supervisor_actor::handle_envelope(envelope& e) {
                       path_ + " is a supervisor, not an agent");
   if (stopping_)
     return make_error(errc::shutting_down, path_);
+  if (durable_saga())
+    return durable_input(e);
   // A saga: each input runs in its own saga actor over the steps, at most
   // one per input id at a time (its steps' message ids derive from it).
   std::pair<uint64_t, uint64_t> input{e.origin, e.id};
   if (e.id != 0)
-    if (auto i = finished_.find(input); i != finished_.end())
+    if (auto i = finished_.find(input); i != finished_.end()) {
+      counters::bump(rt_->stats().saga_outcomes_resent);
       return i->second; // a resent input: its outcome, not a second run
+    }
   if (e.id != 0 && run_inputs_.count(input) > 0)
     return make_error(errc::duplicate,
                       path_ + ": a saga run of message id "

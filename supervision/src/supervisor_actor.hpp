@@ -8,6 +8,7 @@
 #include <deque>
 #include <map>
 #include <random>
+#include <set>
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
@@ -16,6 +17,7 @@
 
 #include "vigil/actors/cell.hpp"
 #include "vigil/actors/detail/actor_clock.hpp"
+#include "vigil/actors/writer.hpp"
 #include "vigil/resilience/backoff.hpp"
 #include "vigil/supervision/check.hpp"
 #include "vigil/supervision/saga.hpp"
@@ -29,6 +31,10 @@ using try_again_atom = caf::atom_constant<caf::atom("vtryagain")>;
 using child_down_atom = caf::atom_constant<caf::atom("vchilddown")>;
 using nudge_atom = caf::atom_constant<caf::atom("vnudge")>;
 using stop_timeout_atom = caf::atom_constant<caf::atom("vstoptime")>;
+// A durable saga's supervisor to itself (supervisor_sagas.cpp).
+using saga_retry_atom = caf::atom_constant<caf::atom("vsgresume")>;
+using saga_outbox_atom = caf::atom_constant<caf::atom("vsgoutbox")>;
+using saga_compact_atom = caf::atom_constant<caf::atom("vsgcompact")>;
 
 constexpr auto high = caf::message_priority::high;
 
@@ -87,6 +93,9 @@ public:
   void on_exit() override {
     rt_->unbind(path_, caf::actor_cast<caf::actor>(this));
     stop_runs(); // also when killed
+    if (sagas_ && sagas_->cfg && sagas_->cfg->owner != 0)
+      caf::anon_send(rt_->writer(), release_atom::value, path_);
+    sagas_.reset();
     run_inputs_.clear();
     // Children hold this supervisor's handle: drop theirs, so that a killed
     // supervisor and its cells do not keep each other alive.
@@ -418,6 +427,50 @@ private:
     for (auto& kvp : run_inputs_)
       caf::anon_send(kvp.second, saga_stop_atom::value);
   }
+
+  // -- durable sagas (supervisor_sagas.cpp) -----------------------------------
+
+  bool durable_saga() const {
+    return spec_.saga.enabled && spec_.saga.durable;
+  }
+
+  /// Takes ownership of the saga's records at the writer (a fence of its
+  /// path); once granted and the steps started, resumes every unfinished
+  /// run and delivers the outcomes still in the outbox.
+  void start_sagas();
+  /// The steps started (handle_start); runs may resume once fenced too.
+  void sagas_steps_started();
+  void on_saga_grant(fence_grant& g);
+  /// Resumes unfinished runs from the disk (all, or only `only`).
+  void resume_runs(const std::set<std::pair<uint64_t, uint64_t>>* only);
+  /// An input for a durable saga.
+  caf::result<envelope> durable_input(envelope& e);
+  /// Starts the run of `e`, or attaches `rp` to the one in progress, or
+  /// answers with the stored outcome.
+  void route_input(envelope e, caf::response_promise rp);
+  caf::actor spawn_run();
+  /// A durable run ended before it finished (not a stop): resumed.
+  void durable_run_down(std::pair<uint64_t, uint64_t> input,
+                        const caf::error& reason);
+  void saga_outcome_due(const envelope& out);
+  void dispatch_saga_outbox();
+  void saga_compact();
+  void write_saga(write_item item);
+
+  struct saga_home {
+    bool granted = false, steps_started = false, ready = false;
+    bool refencing = false;
+    std::string error; // why durable runs cannot run here
+    std::shared_ptr<saga_journal> cfg; // the owner bits, shared with runs
+    std::vector<std::pair<envelope, caf::response_promise>> waiting;
+    std::map<uint64_t, std::pair<std::string, envelope>> outbox;
+    std::deque<uint64_t> due;
+    size_t in_flight = 0;
+    uint32_t outbox_failures = 0;
+    std::set<std::pair<uint64_t, uint64_t>> to_resume;
+    std::string compact_from;
+  };
+  std::unique_ptr<saga_home> sagas_;
 
   /// Degrades child `c`: a stand-in answers for it and its cell probes.
   /// The members that its failed group restart left down start now.

@@ -44,7 +44,12 @@ void supervisor_actor::start_one(uint64_t key, bool is_restart,
     if (auto err = spawn_worker_cell(*c))
       return k(std::move(err));
   } else {
-    c->handle = spawn_supervisor(home_system(), rt_, *c->spec->sup,
+    auto spec = *c->spec->sup;
+    // A saga child with durability journal is a durable saga.
+    if (spec.saga.enabled
+        && c->spec->durability.mode == durability_mode::journal)
+      spec.saga.durable = true;
+    c->handle = spawn_supervisor(home_system(), rt_, std::move(spec),
                                  child_path(c->id),
                                  caf::actor_cast<caf::actor>(this));
     monitor(c->handle);

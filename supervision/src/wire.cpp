@@ -89,6 +89,9 @@ wire::SupervisorSpec to_wire(const supervisor_spec& x) {
   g.set_compensation_retries(x.saga.compensation_retries);
   g.set_retry_delay_ms(ms(x.saga.retry_delay));
   g.set_step_timeout_ms(ms(x.saga.step_timeout));
+  g.set_durable(x.saga.durable);
+  g.set_retention_ms(ms(x.saga.retention));
+  g.set_outcome_to(x.saga.outcome_to);
   return out;
 }
 
@@ -199,6 +202,11 @@ caf::error from_wire(const wire::SupervisorSpec& x, supervisor_spec& out) {
     spec.saga.compensation_retries = g.compensation_retries();
     spec.saga.retry_delay = milliseconds{g.retry_delay_ms()};
     spec.saga.step_timeout = milliseconds{g.step_timeout_ms()};
+    spec.saga.durable = g.durable();
+    // 0: written by a vigil without durable sagas, which had no retention
+    if (g.retention_ms() != 0)
+      spec.saga.retention = milliseconds{g.retention_ms()};
+    spec.saga.outcome_to = g.outcome_to();
   }
   out = std::move(spec);
   return caf::none;

@@ -60,6 +60,11 @@ TEST(counters_test, each_name_reads_its_own_field) {
   c.writer_owned_paths = 12;
   c.writer_refused = 13;
   c.stand_in_answers = 14;
+  c.saga_completed = 15;
+  c.saga_compensated = 16;
+  c.saga_compensation_failed = 17;
+  c.saga_resumed = 18;
+  c.saga_outcomes_resent = 19;
   std::map<std::string, uint64_t> seen;
   c.for_each([&](std::string_view name, std::string_view, counters::kind,
                  uint64_t value) { seen.emplace(name, value); });
@@ -77,7 +82,12 @@ TEST(counters_test, each_name_reads_its_own_field) {
     {"writer_compact_passes", 11},
     {"writer_owned_paths", 12},
     {"writer_refused", 13},
-    {"stand_in_answers", 14}};
+    {"stand_in_answers", 14},
+    {"saga_completed", 15},
+    {"saga_compensated", 16},
+    {"saga_compensation_failed", 17},
+    {"saga_resumed", 18},
+    {"saga_outcomes_resent", 19}};
   EXPECT_EQ(seen, want);
 }
 
@@ -108,7 +118,9 @@ TEST(counters_test, the_documented_names_and_kinds) {
                      "writer_failures", "writer_largest_batch",
                      "writer_compacted", "writer_compact_failures",
                      "writer_compact_passes", "writer_owned_paths",
-                     "writer_refused"}));
+                     "writer_refused", "saga_completed", "saga_compensated",
+                     "saga_compensation_failed", "saga_resumed",
+                     "saga_outcomes_resent"}));
   EXPECT_EQ(gauges, (std::vector<std::string>{"writer_largest_batch",
                                               "writer_owned_paths"}));
 }

@@ -246,7 +246,7 @@ const error_case error_cases[] = {
    "    - name: s\n"
    "      durability: journal\n"
    "      supervisor: {}\n",
-   {"policy.yaml:4:7: durability: only agents are durable"}},
+   {"policy.yaml:4:7: durability: only agents and sagas are durable"}},
   {"negative_intensity",
    "tree:\n"
    "  intensity: -1\n",

@@ -16,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -106,6 +107,32 @@ public:
       auto* a = dynamic_cast<caf::abstract_actor*>(r);
       return a == nullptr || frozen_.count(a) == 0;
     });
+  }
+
+  /// Runs at most `n` jobs (frozen actors aside); the number run. A crash
+  /// after it lands between any two messages of the node.
+  size_t run_some(size_t n) {
+    auto& s = sched();
+    size_t done = 0;
+    while (done < n && !s.jobs.empty()) {
+      auto b = s.jobs.begin();
+      auto i = std::find_if(b, s.jobs.end(), [this](caf::resumable* r) {
+        auto* a = dynamic_cast<caf::abstract_actor*>(r);
+        return a == nullptr || frozen_.count(a) == 0;
+      });
+      if (i == s.jobs.end())
+        break;
+      if (i != b)
+        std::rotate(b, i, i + 1);
+      s.run_once();
+      ++done;
+    }
+    return done;
+  }
+
+  /// Moves the virtual clock and fires the due timers, running nothing.
+  void advance_clock(std::chrono::milliseconds d) {
+    sched().advance_time(d);
   }
 
   /// Moves the virtual clock, fires the due timers and runs.

@@ -19,7 +19,7 @@ namespace vigil {
 /// through a shared_ptr so that either may outlive the other.
 ///
 /// Who writes each: `handled` and `stand_in_answers` the cells;
-/// `restarts` the supervisors;
+/// `restarts` and `saga_*` the supervisors and their saga runs;
 /// `dead_letters*` the dead-letter log; `writer_*` the writer actor only
 /// (so `writer_largest_batch` needs no compare-exchange).
 struct counters {
@@ -62,6 +62,17 @@ struct counters {
   std::atomic<uint64_t> writer_owned_paths{0};
   /// Writes refused: from a replaced owner, or after a failed commit.
   std::atomic<uint64_t> writer_refused{0};
+  /// Saga runs that ended: every step executed (completed), failed and
+  /// every step that ran undone (compensated), or failed with some
+  /// compensation left in the dead letters (compensation_failed).
+  std::atomic<uint64_t> saga_completed{0};
+  std::atomic<uint64_t> saga_compensated{0};
+  std::atomic<uint64_t> saga_compensation_failed{0};
+  /// Durable saga runs resumed from the data dir after a crash or a
+  /// restart of their saga.
+  std::atomic<uint64_t> saga_resumed{0};
+  /// Resent saga inputs answered with the stored outcome of their run.
+  std::atomic<uint64_t> saga_outcomes_resent{0};
 
   /// Calls `f(name, help, kind, value)` once per field above, in the order
   /// declared. `name` is snake_case and stable (an exporter may prefix it,
@@ -74,7 +85,7 @@ struct counters {
   }
 
   /// Number of fields that `for_each` visits.
-  static constexpr size_t size = 14;
+  static constexpr size_t size = 19;
 
   /// One field's name, meaning and kind.
   struct description {

@@ -34,6 +34,12 @@ struct envelope {
   /// is `expired`; a stopping agent does not keep it for a later start, and
   /// a replay does not take it. Saga steps are sent so.
   static constexpr uint32_t start_deadline_flag = 2u;
+  /// The requester may ask again after it crashed: a journal agent stores
+  /// the answer with the message id when it consumes the envelope, and a
+  /// resend of the id gets that answer (or, while the envelope still
+  /// waits in the journal, the answer when it is handled) instead of
+  /// `duplicate`. A durable saga's calls to its steps are sent so.
+  static constexpr uint32_t keep_reply_flag = 4u;
 
   /// W3C trace flag: sampled.
   static constexpr uint8_t sampled_flag = 1u;
@@ -67,6 +73,9 @@ struct envelope {
     return (flags & degraded_flag) != 0;
   }
 
+  bool keep_reply() const noexcept {
+    return (flags & keep_reply_flag) != 0;
+  }
   bool start_deadline() const noexcept {
     return deadline != 0 && (flags & start_deadline_flag) != 0;
   }

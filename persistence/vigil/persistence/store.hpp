@@ -47,8 +47,12 @@ enum class db : uint8_t {
   outbox,       ///< path\0seq -> OutboxEntry
   idempotency,  ///< path\0origin id -> IdempotencyRecord (guard_key)
   dead_letters, ///< seq -> DeadLetter
+  /// supervisor path\0origin id -> SagaRun (durable sagas; guard_key's
+  /// layout). A data dir written before it existed has none until it is
+  /// opened for writing.
+  sagas,
 };
-constexpr size_t db_count = 6;
+constexpr size_t db_count = 7;
 const char* to_string(db x) noexcept;
 
 /// One change to one database.
@@ -252,6 +256,18 @@ public:
 
   /// Number of records in `d`.
   status count(db d, size_t& out);
+
+  /// The raw (framed) value of `key` in `d`; `found` is false if there is
+  /// none. Decode it with decode_record.
+  status get(db d, std::string_view key, std::string& raw, bool& found);
+
+  /// Every (key, raw value) of `d` whose key starts with `prefix`, in key
+  /// order, at most `max` of them after key `after` ("" = from the
+  /// first); `more` is true if there are more.
+  status scan_prefix(db d, std::string_view prefix,
+                     std::vector<std::pair<std::string, std::string>>& out,
+                     std::string_view after = {}, size_t max = SIZE_MAX,
+                     bool* more = nullptr);
 
   /// One step of idempotency compaction, in one write transaction: looks
   /// at up to `max_scan` records of `db::idempotency` after key `from`

@@ -175,6 +175,18 @@ struct saga_spec {
   uint32_t compensation_retries = 3;
   milliseconds retry_delay{100};
   milliseconds step_timeout{30000};
+  /// Durable (a saga child with durability journal sets it): every run's
+  /// progress is committed in the node's data dir, and a run interrupted
+  /// by a crash resumes when the saga starts again (see README, "Durable
+  /// sagas").
+  bool durable = false;
+  /// Durable sagas: how long a finished run is kept, so that a resent
+  /// input with its id gets its outcome instead of running again.
+  milliseconds retention{milliseconds{std::chrono::hours{24 * 7}}};
+  /// Durable sagas: the agent path every outcome is sent to, through the
+  /// saga's outbox (at least once; a journal agent there takes it once).
+  /// Empty: outcomes go only to requesters (and to resends).
+  std::string outcome_to;
 };
 
 /// A supervisor: its flags and its children in start order. A

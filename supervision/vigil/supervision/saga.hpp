@@ -35,4 +35,40 @@ caf::actor spawn_saga_run(caf::actor_system& sys, std::shared_ptr<runtime> rt,
                           caf::actor sup = {},
                           std::shared_ptr<const std::atomic<bool>> ended = {});
 
+/// What a durable saga's run needs: its supervisor's ownership of its path
+/// at the writer, and which steps are journal agents.
+struct saga_journal {
+  caf::actor writer;
+  uint64_t owner = 0; ///< owner_ref bits of the supervisor's path
+  std::string sup_path;
+  /// Per step: a journal agent, which keeps the answer to a call and gives
+  /// it to a resend of the same id (envelope::keep_reply_flag).
+  std::vector<bool> journal_steps;
+  std::string outcome_to; ///< saga_spec::outcome_to
+};
+
+/// (saga_resume_atom, std::string run): a durable run resumes from its
+/// serialized `records::SagaRun`.
+using saga_resume_atom = caf::atom_constant<caf::atom("vsagaresum")>;
+
+/// The sagas-db key of the run of input (origin, id) under `sup_path`.
+std::string saga_run_key(const std::string& sup_path, uint64_t origin,
+                         uint64_t id);
+
+/// Spawns a durable saga run: before every call it sends, and when it
+/// finishes, it commits its progress (records::SagaRun) through the
+/// writer, so that a run interrupted by a crash of its node resumes where
+/// it was (send it saga_resume_atom) and re-sends the call in flight under
+/// the same message id. It tells `sup` (saga_done_atom) once its outcome is
+/// committed, and then answers every requester that attaches (a resent
+/// run_saga_atom) until `sup` sends saga_stop_atom. When `sup` ends before
+/// it finished, it stops sending and quits; its requesters are told
+/// `not_running`, and the run resumes when the saga runs again.
+caf::actor spawn_durable_saga_run(caf::actor_system& sys,
+                                  std::shared_ptr<runtime> rt,
+                                  std::vector<std::string> steps,
+                                  saga_spec opts, caf::actor sup,
+                                  std::shared_ptr<const std::atomic<bool>> ended,
+                                  std::shared_ptr<const saga_journal> journal);
+
 } // namespace vigil

@@ -1,0 +1,221 @@
+// A durable saga run's journal: it commits its progress (records::SagaRun)
+// through the node's writer before every call it sends and when it
+// finishes, and resumes from that record after a crash of its node.
+
+#include <chrono>
+
+#include "saga_run.hpp"
+#include "vigil/actors/detail/envelope_record.hpp"
+#include "vigil/actors/writer.hpp"
+#include "vigil/persistence/record.hpp"
+
+namespace vigil {
+
+std::string saga_run_key(const std::string& sup_path, uint64_t origin,
+                         uint64_t id) {
+  return guard_key(sup_path, origin, id);
+}
+
+} // namespace vigil
+
+namespace vigil::detail {
+
+namespace {
+
+int64_t unix_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch())
+    .count();
+}
+
+mutation put(db where, std::string key, const google::protobuf::Message& m) {
+  mutation x;
+  x.what = mutation::op::put;
+  x.where = where;
+  x.key = std::move(key);
+  encode_record(m, x.value);
+  return x;
+}
+
+/// The run as a record: phase, steps so far, the call in flight.
+void fill(saga_state& st, const char* phase) {
+  auto& d = *st.dur;
+  auto& r = d.rec;
+  r.set_format(store::format);
+  r.set_path(d.cfg->sup_path);
+  if (!r.has_input())
+    *r.mutable_input() = to_record(st.input);
+  r.set_phase(phase);
+  *r.mutable_outcome() = st.outcome;
+  r.set_next(static_cast<uint32_t>(st.next));
+  r.clear_ran_and_failed();
+  for (auto n : st.ran_and_failed)
+    r.add_ran_and_failed(n);
+  auto now = unix_ms();
+  if (r.started_ms() == 0)
+    r.set_started_ms(now);
+  r.set_updated_ms(now);
+}
+
+/// Sends `item` to the writer as the run's one commit in flight.
+void write(saga_actor* self, write_item item, std::function<void()> then) {
+  auto& d = *self->state.dur;
+  for (auto& [path, env, reason, journal] : d.owed) {
+    records::DeadLetter dl;
+    dl.set_format(store::format);
+    dl.set_path(path);
+    *dl.mutable_env() = to_record(env);
+    dl.set_reason(reason);
+    dl.set_journal(journal);
+    dl.set_unix_ms(unix_ms());
+    mutation m;
+    m.what = mutation::op::append_dead_letter;
+    m.where = db::dead_letters;
+    encode_record(dl, m.value);
+    item.muts.push_back(std::move(m));
+  }
+  d.token = ++d.next_token;
+  d.then = std::move(then);
+  self->send(d.cfg->writer, write_atom::value, d.token,
+             owned_write{owner_ref{d.cfg->owner}, std::move(item)});
+}
+
+/// Answers every requester with `x`.
+template <class T>
+void answer_all(saga_state& st, const T& x) {
+  if (st.rp.pending())
+    st.rp.deliver(x);
+  for (auto& w : st.waiters)
+    if (w.pending())
+      w.deliver(x);
+  st.waiters.clear();
+}
+
+} // namespace
+
+void commit_then(saga_actor* self, std::function<void()> then) {
+  auto& st = self->state;
+  auto& d = *st.dur;
+  fill(st, st.outcome.failed_step().empty() ? "executing" : "compensating");
+  d.rec.set_call_kind(static_cast<uint32_t>(st.cur.what));
+  d.rec.set_call_step(static_cast<uint32_t>(st.cur.step));
+  if (d.rec.call_id() == st.cur.id)
+    d.rec.set_call_attempts(d.rec.call_attempts() + 1);
+  else
+    d.rec.set_call_attempts(1);
+  d.rec.set_call_id(st.cur.id);
+  write_item item;
+  item.muts.push_back(put(db::sagas, d.key, d.rec));
+  write(self, std::move(item), std::move(then));
+}
+
+void finish_durable(saga_actor* self, envelope out) {
+  auto& st = self->state;
+  auto& d = *st.dur;
+  fill(st, "finished");
+  d.rec.set_call_kind(0);
+  d.rec.set_finished_ms(d.rec.updated_ms());
+  // One id per run's outcome, so that a journal agent at outcome_to takes
+  // a redelivery once.
+  out.id = derive_id(st.input, st.steps.size(), saga_kind::outcome, 0);
+  out.origin = 0;
+  out.sender = d.cfg->sup_path;
+  out.trace_id = st.input.trace_id;
+  out.trace_id_high = st.input.trace_id_high;
+  out.trace_flags = st.input.trace_flags;
+  write_item item;
+  item.muts.push_back(put(db::sagas, d.key, d.rec));
+  if (!d.cfg->outcome_to.empty()) {
+    records::OutboxEntry oe;
+    oe.set_format(store::format);
+    oe.set_seq(out.id);
+    oe.set_to(d.cfg->outcome_to);
+    *oe.mutable_env() = to_record(out);
+    item.muts.push_back(
+      put(db::outbox, path_key(d.cfg->sup_path, out.id), oe));
+  }
+  write(self, std::move(item), [self, out]() mutable {
+    auto& st = self->state;
+    st.dur->done = true;
+    st.dur->out = out;
+    count_outcome(*st.rt, st.outcome);
+    if (st.sup)
+      self->send(st.sup, saga_done_atom::value, st.origin, st.id, out);
+    answer_all(st, out);
+    // Stays until the supervisor has the outcome (saga_stop_atom), so
+    // that a resend attached meanwhile is answered.
+  });
+}
+
+void suspend(saga_actor* self) {
+  auto& st = self->state;
+  answer_all(st, make_error(errc::not_running,
+                            st.dur->cfg->sup_path
+                              + " stopped before this saga run finished; "
+                                "the run is journaled and resumes when the "
+                                "saga runs again: resend the input with "
+                                "the same id for its outcome"));
+  self->quit();
+}
+
+void attach(saga_actor* self, caf::response_promise rp) {
+  auto& st = self->state;
+  if (st.dur->done) {
+    counters::bump(st.rt->stats().saga_outcomes_resent);
+    rp.deliver(st.dur->out);
+  }
+  else
+    st.waiters.push_back(std::move(rp));
+}
+
+void on_committed(saga_actor* self, const std::vector<uint64_t>& tokens,
+                  const caf::error& err) {
+  auto& d = *self->state.dur;
+  bool mine = false;
+  for (auto t : tokens)
+    mine = mine || (t & ~duplicate_bit) == d.token;
+  if (err) {
+    // Not committed (a failed commit, or a newer owner of the saga's
+    // path): nothing more is sent; the supervisor resumes the run from
+    // its last record.
+    answer_all(self->state, err);
+    return self->quit(err);
+  }
+  if (!mine || !d.then)
+    return;
+  auto then = std::move(d.then);
+  d.then = nullptr;
+  d.token = 0;
+  for (auto& [path, env, reason, journal] : d.owed)
+    self->state.rt->add_dead_letter(path, env, reason, false, journal);
+  d.owed.clear();
+  then();
+}
+
+void resume(saga_actor* self, records::SagaRun& rec) {
+  auto& st = self->state;
+  auto& d = *st.dur;
+  st.started = true;
+  st.input = from_record(rec.input());
+  st.origin = st.input.origin;
+  st.id = st.input.id;
+  d.key = saga_run_key(d.cfg->sup_path, st.input.origin, st.input.id);
+  rec.set_resumes(rec.resumes() + 1);
+  counters::bump(st.rt->stats().saga_resumed);
+  d.rec = rec;
+  if (rec.outcome().steps_size() == static_cast<int>(st.steps.size()))
+    st.outcome = rec.outcome();
+  st.next = rec.next();
+  for (int i = 0; i < rec.ran_and_failed_size()
+                  && i < static_cast<int>(st.ran_and_failed.size());
+       ++i)
+    st.ran_and_failed[i] = rec.ran_and_failed(i);
+  st.cur.what = static_cast<saga_kind>(rec.call_kind());
+  st.cur.step = rec.call_step();
+  st.cur.id = rec.call_id();
+  if (st.cur.step >= st.steps.size())
+    st.cur.what = saga_kind::outcome; // nothing to resend: go on
+  resend_call(self, true);
+}
+
+} // namespace vigil::detail
