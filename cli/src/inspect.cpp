@@ -234,7 +234,7 @@ int inspect_sagas(store& st, const std::string& path, bool as_json) {
                   ? o.steps(static_cast<int>(r.call_step())).path()
                   : std::string{};
     out.push_back({{"saga", std::string{saga}},
-                   {"origin", origin},
+                   {"origin", hex64(origin)},
                    {"id", id},
                    {"phase", r.phase()},
                    {"call", r.call_kind() == 1   ? "execute"

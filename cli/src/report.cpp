@@ -204,8 +204,9 @@ void print_saga_runs(const nlohmann::json& runs, bool as_json,
   size_t open = 0;
   for (auto& r : runs) {
     auto phase = r["phase"].get<std::string>();
-    out << r["saga"].get<std::string>() << "  id=" << r["origin"] << ":"
-        << r["id"] << "  " << phase;
+    out << r["saga"].get<std::string>() << "  origin="
+        << r["origin"].get<std::string>() << " id=" << r["id"] << "  "
+        << phase;
     if (phase == "finished") {
       out << "  " << r["outcome"].get<std::string>();
     } else {

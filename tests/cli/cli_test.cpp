@@ -537,3 +537,89 @@ TEST(cli_test, check_warns_about_saga_steps_that_are_not_journal_agents) {
     << r.err;
   EXPECT_EQ(r.err.find("root/checkout/charge"), std::string::npos) << r.err;
 }
+
+// examples/policies/durable_saga.yaml, as the README runs it: the same
+// checkout as a durable saga, with every outcome sent to `outcomes`. The
+// report counts the runs, `vigil inspect sagas` lists them, and a second
+// run on the data dir finds nothing to resume and runs nothing twice.
+TEST(cli_test, the_example_durable_saga_keeps_its_runs) {
+  temp_dir d;
+  auto r = vigil_cmd({"run", VIGIL_DSAGA_POLICY, "--data-dir", d.path(),
+                      "--for", "5s", "--progress", "0", "--report", "json"},
+                     60s);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto rep = parse(r.out);
+  EXPECT_EQ(rep["sagas"]["completed"], 156) << rep["sagas"].dump();
+  EXPECT_EQ(rep["sagas"]["compensated"], 44) << rep["sagas"].dump();
+  EXPECT_EQ(rep["sagas"]["compensation_failed"], 0);
+  auto s = vigil_cmd({"inspect", "--data-dir", d.path(), "sagas", "--json"});
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  auto runs = parse(s.out);
+  ASSERT_EQ(runs.size(), 200u);
+  size_t completed = 0;
+  for (auto& x : runs) {
+    EXPECT_EQ(x["saga"], "shop/checkout");
+    EXPECT_EQ(x["phase"], "finished") << x.dump();
+    completed += x["outcome"] == "completed" ? 1 : 0;
+  }
+  EXPECT_EQ(completed, 156u);
+  // Only the runs of one saga: a PATH that is not a saga lists none.
+  auto none = vigil_cmd({"inspect", "--data-dir", d.path(), "sagas", "shop"});
+  ASSERT_EQ(none.exit_code, 0) << none.err;
+  EXPECT_NE(none.out.find("0 saga runs"), std::string::npos) << none.out;
+  auto again = vigil_cmd({"run", VIGIL_DSAGA_POLICY, "--data-dir", d.path(),
+                          "--for", "1s", "--progress", "0", "--report",
+                          "json"},
+                         60s);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  auto rep2 = parse(again.out);
+  EXPECT_EQ(rep2["sagas"]["resumed"], 0) << rep2["sagas"].dump();
+  EXPECT_EQ(rep2["sagas"]["completed"], 0) << rep2["sagas"].dump();
+  auto i = vigil_cmd({"inspect", "--data-dir", d.path(), "agents", "--json"});
+  ASSERT_EQ(i.exit_code, 0) << i.err;
+  std::map<std::string, json> st;
+  for (auto& a : parse(i.out))
+    st[a["path"].get<std::string>()] = a["state"];
+  auto num = [&](const std::string& p, const char* k) {
+    auto& x = st[p];
+    return x.contains(k) ? std::stoll(x[k].get<std::string>()) : 0ll;
+  };
+  EXPECT_EQ(num("shop/checkout/reserve", "executed"), 200);
+  EXPECT_EQ(num("shop/checkout/reserve", "compensated"), 44);
+  EXPECT_EQ(num("shop/checkout/ship", "executed"), 156);
+  EXPECT_EQ(num("shop/outcomes", "completed"), 156);
+  EXPECT_EQ(num("shop/outcomes", "compensated"), 44);
+}
+
+TEST(cli_test, durable_saga_policy_errors_name_their_place) {
+  temp_dir d;
+  auto f = write(d, "bad.yaml", R"(tree:
+  children:
+    - name: plain
+      durability: journal
+      supervisor:
+        children:
+          - {name: a, agent: counter}
+    - name: snap
+      durability: snapshot
+      supervisor:
+        saga: {}
+        children:
+          - {name: s, agent: step, durability: journal}
+    - name: memory
+      supervisor:
+        saga: {outcome_to: root/x, retention: 0s}
+        children:
+          - {name: s, agent: step, durability: journal}
+)");
+  auto r = vigil_cmd({"check", f});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  for (auto* want :
+       {":4:7: durability: only agents and sagas are durable",
+        ":9:7: durability: a saga is durable with journal",
+        ":16:16: saga.outcome_to: outcomes are sent through the saga's outbox",
+        ":16:36: saga.retention: got 0ms"})
+    EXPECT_NE(r.err.find(f + want), std::string::npos)
+      << "missing \"" << want << "\" in:\n"
+      << r.err;
+}

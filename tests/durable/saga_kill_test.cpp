@@ -330,6 +330,19 @@ saga_census census(const json& sagas) {
   return c;
 }
 
+/// The JSON report of `vigil run --report json` from its stdout: all of
+/// it, or else from its first line "{" on.
+json report_of(const std::string& out) {
+  auto j = json::parse(out, nullptr, false);
+  if (j.is_object())
+    return j;
+  auto at = out.find("\n{\n");
+  if (at == std::string::npos)
+    return nullptr;
+  j = json::parse(out.substr(at + 1), nullptr, false);
+  return j.is_object() ? j : json{};
+}
+
 } // namespace
 
 TEST(saga_kill_test, sigkill_at_random_points_runs_every_step_and_compensation_once) {
@@ -530,7 +543,9 @@ TEST(saga_kill_test, sigkill_at_random_points_runs_every_step_and_compensation_o
       << tail(read_file(err_file));
   }
   auto drain = std::chrono::duration<double>(steady_clock::now() - t0).count();
-  auto report_json = json::parse(read_file(out_file), nullptr, false);
+  // The report's figures, for the log. (That stdout holds nothing but the
+  // report is the second test's.)
+  auto report_json = report_of(read_file(out_file));
   std::printf("saga_kill_test: the last run drained the rest in %.1fs; its "
               "sagas: %s, dead letters: %s\n",
               drain,
@@ -624,4 +639,61 @@ TEST(saga_kill_test, sigkill_at_random_points_runs_every_step_and_compensation_o
       << "no kill left a saga run unfinished: raise the rate or the rounds";
     EXPECT_GT(resumes, 0u) << "no saga run was resumed";
   }
+}
+
+// `vigil run --report json` prints the report, and nothing else, on stdout
+// (so that `| jq` works), also when the node resumes unfinished saga runs
+// left by a kill.
+TEST(saga_kill_test, run_report_json_is_only_json_after_resuming_saga_runs) {
+  vigil::test::temp_dir tmp;
+  auto data = tmp.path() + "/data";
+  auto file = tmp.path() + "/durable_saga.yaml";
+  std::ofstream{file} << policy(200, 200);
+  auto bin = vigil_bin();
+  auto out_file = tmp.path() + "/run.out";
+  auto err_file = tmp.path() + "/run.err";
+  // Kills the node once a run is unfinished on disk (a few tries: the run
+  // may finish between the look and the kill).
+  saga_census after_kill;
+  std::string why;
+  for (int attempt = 0; attempt < 5 && after_kill.unfinished == 0;
+       ++attempt) {
+    node_process p{{bin, "run", file, "--data-dir", data, "--for", "60s",
+                    "--progress", "0"},
+                   out_file, err_file};
+    ASSERT_TRUE(p.started());
+    bool seen = poll_until(20s, 10ms, [&] {
+      if (p.exited())
+        return true;
+      auto sagas = std::filesystem::exists(data)
+                     ? inspect(data, {"sagas"}, why)
+                     : json{};
+      return sagas.is_array() && census(sagas).unfinished > 0;
+    });
+    ASSERT_FALSE(p.exited()) << p.describe() << ":\n"
+                             << tail(read_file(err_file));
+    ASSERT_TRUE(seen) << "no unfinished saga run within 20s: " << why;
+    p.signal(SIGKILL);
+    ASSERT_TRUE(p.wait_exit(20s));
+    auto sagas = inspect(data, {"sagas"}, why);
+    ASSERT_FALSE(sagas.is_null()) << why;
+    after_kill = census(sagas);
+  }
+  ASSERT_GT(after_kill.unfinished, 0u)
+    << "no kill of 5 left a saga run unfinished";
+  auto r = vigil::test::run_process({bin, "run", file, "--data-dir", data,
+                                     "--for", "1s", "--progress", "0",
+                                     "--report", "json"},
+                                    60s);
+  ASSERT_FALSE(r.timed_out) << r.err;
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto whole = json::parse(r.out, nullptr, false);
+  EXPECT_TRUE(whole.is_object())
+    << "stdout of `vigil run --report json` is not just the JSON report ("
+    << after_kill.unfinished << " unfinished runs to resume); it starts:\n"
+    << r.out.substr(0, 300);
+  auto report = report_of(r.out);
+  ASSERT_TRUE(report.is_object()) << r.out.substr(0, 600);
+  EXPECT_GT(report["sagas"].value("resumed", uint64_t{0}), 0u)
+    << report["sagas"].dump();
 }

@@ -27,6 +27,9 @@ child_spec every_field() {
   inner.flags.backoff = {5ms, 80ms, 0.25, 3s};
   inner.flags.seed = 99;
   inner.saga = {true, 4, 150ms, 9s};
+  inner.saga.durable = true;
+  inner.saga.retention = 36h;
+  inner.saga.outcome_to = "done/sink";
   auto w = worker("w", "echo")
              .with_restart(restart_type::transient)
              .with_shutdown(shutdown_spec::after(750ms))
@@ -94,6 +97,9 @@ TEST(wire_test, child_spec_round_trips_every_field) {
   EXPECT_EQ(s.saga.compensation_retries, 4u);
   EXPECT_EQ(s.saga.retry_delay, 150ms);
   EXPECT_EQ(s.saga.step_timeout, 9s);
+  EXPECT_TRUE(s.saga.durable);
+  EXPECT_EQ(s.saga.retention, 36h);
+  EXPECT_EQ(s.saga.outcome_to, "done/sink");
   ASSERT_EQ(s.children.size(), 3u);
   auto& w = s.children[0];
   EXPECT_EQ(w.id, "w");
