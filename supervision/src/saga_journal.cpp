@@ -203,8 +203,23 @@ void resume(saga_actor* self, records::SagaRun& rec) {
   rec.set_resumes(rec.resumes() + 1);
   counters::bump(st.rt->stats().saga_resumed);
   d.rec = rec;
-  if (rec.outcome().steps_size() == static_cast<int>(st.steps.size()))
-    st.outcome = rec.outcome();
+  // The record names its steps: a tree whose saga has other steps now
+  // cannot resume it (its step indexes would name other agents).
+  bool same = rec.outcome().steps_size() == static_cast<int>(st.steps.size());
+  for (int i = 0; same && i < rec.outcome().steps_size(); ++i)
+    same = rec.outcome().steps(i).path() == st.steps[i];
+  if (!same) {
+    std::string was;
+    for (auto& x : rec.outcome().steps())
+      was += (was.empty() ? "" : ", ") + x.path();
+    return self->quit(make_error(
+      errc::bad_payload,
+      "the run of input id " + std::to_string(st.input.id) + " was made with "
+        + "the steps [" + was + "], and the saga's steps differ now; start "
+        + "the tree it was made with to finish it, or remove the data dir's "
+        + "record"));
+  }
+  st.outcome = rec.outcome();
   st.next = rec.next();
   for (int i = 0; i < rec.ran_and_failed_size()
                   && i < static_cast<int>(st.ran_and_failed.size());

@@ -426,6 +426,13 @@ private:
       runs_ended_->store(true, std::memory_order_release);
     for (auto& kvp : run_inputs_)
       caf::anon_send(kvp.second, saga_stop_atom::value);
+    if (sagas_) { // inputs that came before the runs could resume
+      for (auto& [e, rp] : sagas_->waiting)
+        rp.deliver(make_error(errc::shutting_down,
+                              path_ + " stopped before it ran this input; "
+                                      "send it again once it runs"));
+      sagas_->waiting.clear();
+    }
   }
 
   // -- durable sagas (supervisor_sagas.cpp) -----------------------------------

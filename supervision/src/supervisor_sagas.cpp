@@ -176,10 +176,14 @@ void supervisor_actor::resume_runs(
 }
 
 caf::result<envelope> supervisor_actor::durable_input(envelope& e) {
+  if (!sagas_)
+    return make_error(errc::not_running,
+                      path_ + " has not started yet; send it again once it "
+                              "runs");
   auto rp = make_response_promise<envelope>();
   if (e.id == 0) // the run's key and its steps' ids derive from it
     rt_->stamp(e, 0, 0, nullptr);
-  if (!sagas_ || !sagas_->ready)
+  if (!sagas_->ready)
     sagas_->waiting.emplace_back(std::move(e), rp);
   else
     route_input(std::move(e), rp);
@@ -236,6 +240,13 @@ void supervisor_actor::durable_run_down(std::pair<uint64_t, uint64_t> input,
                                         const caf::error& reason) {
   if (!sagas_ || stopping_ || is_normal(reason))
     return;
+  if (is(reason, errc::bad_payload)) {
+    // Its record cannot be resumed by this tree; resuming again would
+    // fail again. It stays on disk (vigil inspect sagas shows it).
+    spdlog::error("vigil: {}: a saga run cannot resume: {}", path_,
+                  describe(reason));
+    return;
+  }
   auto& h = *sagas_;
   if (finished_.count(input) > 0)
     return;
