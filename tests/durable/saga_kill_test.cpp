@@ -25,7 +25,7 @@
 //
 // Environment: VIGIL_SAGA_KILL_ROUNDS (kills, default 5),
 // VIGIL_SAGA_KILL_SEED (default 1), VIGIL_SAGA_KILL_N (orders, default
-// max(200, 40 * rounds)), VIGIL_SAGA_KILL_RATE (orders a second, default
+// max(200, 15 * rounds)), VIGIL_SAGA_KILL_RATE (orders a second, default
 // 200), VIGIL_BIN (the vigil binary). Soak:
 //   VIGIL_SAGA_KILL_ROUNDS=200 ./build/tests/saga_kill_test
 // On failure the data dir is copied to /tmp/vigil-saga-kill-SEED-PID.
@@ -351,7 +351,7 @@ TEST(saga_kill_test,
   vigil::test::temp_dir tmp;
   auto rounds = env_or("VIGIL_SAGA_KILL_ROUNDS", 5);
   auto seed = static_cast<uint64_t>(env_or("VIGIL_SAGA_KILL_SEED", 1));
-  auto n = env_or("VIGIL_SAGA_KILL_N", std::max<int64_t>(200, 40 * rounds));
+  auto n = env_or("VIGIL_SAGA_KILL_N", std::max<int64_t>(200, 15 * rounds));
   auto rate = env_or("VIGIL_SAGA_KILL_RATE", 200);
   ASSERT_GT(n, 0);
   ASSERT_GT(rate, 0);

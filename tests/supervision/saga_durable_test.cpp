@@ -65,9 +65,20 @@ public:
   }
 };
 
+/// A journal receiver of saga outcomes (outcome_to): counts them.
+class outcome_sink : public agent<Tally> {
+public:
+  static void define(handlers<outcome_sink>& h) {
+    h.on<SagaOutcome>([](outcome_sink& self, context&, const SagaOutcome&) {
+      self.state().set_count(self.state().count() + 1);
+    });
+  }
+};
+
 registry ledger_types() {
   registry r = degrade_registry();
   r.add<ledger_step>("ledger");
+  r.add<outcome_sink>("outcome_sink");
   r.add<scripted_step>("scripted");
   return r;
 }
@@ -98,6 +109,9 @@ supervisor_spec durable_tree(saga_spec opts = {}, bool journal = true,
   sg.with_durability(durability_mode::journal);
   supervisor_spec root;
   root.flags.intensity = 1000;
+  if (!opts.outcome_to.empty())
+    root.children.push_back(worker("outcomes", "outcome_sink")
+                              .with_durability(durability_mode::journal));
   root.children.push_back(sg);
   return root;
 }
@@ -193,7 +207,7 @@ TEST_F(saga_durable, a_saga_may_be_journal_durable_and_nothing_else) {
   saga_spec o;
   o.outcome_to = "done";
   auto mem = durable_tree(o);
-  mem.children[0].durability.mode = durability_mode::none;
+  mem.children.back().durability.mode = durability_mode::none; // the saga
   p = check_child_specs(mem, &types);
   ASSERT_EQ(p.size(), 1u);
   EXPECT_EQ(p[0].field, "saga.outcome_to");
@@ -286,6 +300,44 @@ void expect_exact(det_node& n, const SagaOutcome& out, size_t fails_at,
   EXPECT_FALSE(out.compensation_failed()) << seed;
 }
 
+// A run made by a tree whose saga had other steps is not resumed by this
+// one: its step indexes would name other agents. It stays on disk.
+TEST_F(saga_durable, a_run_made_with_other_steps_is_left_as_it_is) {
+  temp_dir dir;
+  det_node n{dir.path(), ledger_types()};
+  saga_script::get().execs[{"o", step_at("ship")}] = exec::refuse;
+  ASSERT_FALSE(n.start(durable_tree()));
+  auto in = order_input("o", 5, 778);
+  n.call(det_node::answer::env, n.cell(saga_at), in);
+  // Until reserve executed (the run is under way), then crash.
+  for (int i = 0; i < 500 && effects_of(n, "reserve").executed == 0; ++i)
+    n.run_some(1);
+  ASSERT_EQ(effects_of(n, "reserve").executed, 1);
+  n.crash();
+  auto tree = durable_tree();
+  auto& steps = const_cast<supervisor_spec&>(*tree.children.back().sup);
+  steps.children.erase(steps.children.begin() + 1); // no charge now
+  ASSERT_FALSE(n.start(tree));
+  n.advance(200ms);
+  std::string raw;
+  bool found = false;
+  ASSERT_FALSE(n.storage().get(db::sagas, saga_run_key(saga_at, 0, 778), raw,
+                               found));
+  ASSERT_TRUE(found);
+  records::SagaRun rec;
+  ASSERT_EQ(decode_record(raw, rec), record_fault::none);
+  EXPECT_NE(rec.phase(), "finished");
+  EXPECT_EQ(effects_of(n, "reserve").compensated, 0);
+  EXPECT_EQ(effects_of(n, "ship").executed, 0);
+  n.stop();
+  // The tree it was made with finishes it.
+  ASSERT_FALSE(n.start(durable_tree()));
+  auto out = ask_saga(n, in);
+  ASSERT_TRUE(out) << describe(out.error());
+  expect_exact(n, *out, 2, "other steps");
+  n.stop();
+}
+
 /// Crashes the node after each number of scheduler jobs in turn, from the
 /// input's arrival to its outcome and beyond, restarts it, and checks
 /// that the resumed run ends exactly. `script` sets up saga_script;
@@ -301,23 +353,36 @@ void sweep(const std::function<void()>& script, size_t fails_at,
     script();
     temp_dir dir;
     det_node n{dir.path(), ledger_types()};
-    ASSERT_FALSE(n.start(durable_tree())) << seed;
+    saga_spec opts;
+    opts.outcome_to = "root/outcomes";
+    ASSERT_FALSE(n.start(durable_tree(opts))) << seed;
     auto in = order_input("o", 5, 777);
     auto t = n.call(det_node::answer::env, n.cell(saga_at), in);
-    // Runs `jobs` jobs; where none is left before the answer, the clock
-    // moves (a retry timer waits) and the count goes on.
+    // Runs `jobs` jobs; where none is left, the clock moves (a retry
+    // timer waits) and the count goes on, until nothing is left to do.
     size_t ran = n.run_some(jobs);
-    for (int tick = 0; ran < jobs && !n.result(t).done && tick < 1000;
-         ++tick) {
+    for (int tick = 0; ran < jobs && tick < 1000; ++tick) {
       n.advance_clock(10ms);
       ran += n.run_some(jobs - ran);
     }
-    bool answered = n.result(t).done;
     n.crash();
-    ASSERT_FALSE(n.start(durable_tree())) << seed;
+    ASSERT_FALSE(n.start(durable_tree(opts))) << seed;
     auto out = ask_saga(n, in);
     ASSERT_TRUE(out) << seed << ": " << describe(out.error());
     expect_exact(n, *out, fails_at, seed);
+    // The outcome reached outcome_to once, and left the outbox.
+    size_t outbox = 1;
+    for (int i = 0; i < 200 && outbox > 0; ++i) {
+      n.advance(50ms);
+      ASSERT_FALSE(n.storage().count(db::outbox, outbox));
+    }
+    EXPECT_EQ(outbox, 0u) << seed;
+    records::Snapshot snap;
+    bool got = false;
+    ASSERT_FALSE(n.storage().snapshot("root/outcomes", snap, got));
+    Tally delivered;
+    ASSERT_TRUE(got && delivered.ParseFromString(snap.state())) << seed;
+    EXPECT_EQ(delivered.count(), 1) << seed;
     // Whether the restart resumed a run (it had started, and not ended).
     std::string raw;
     bool found = false;
@@ -331,8 +396,8 @@ void sweep(const std::function<void()>& script, size_t fails_at,
     n.stop();
     if (::testing::Test::HasFailure())
       return;
-    if (ran < jobs || answered) {
-      // Past the outcome: one more point (after it), then done.
+    if (ran < jobs) {
+      // Past the outcome and its delivery: one more point, then done.
       if (finished_at++ > 0) {
         // Most points fall between the run's first commit and its last:
         // those resume it.
