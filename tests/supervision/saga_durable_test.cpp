@@ -338,6 +338,34 @@ TEST_F(saga_durable, a_run_made_with_other_steps_is_left_as_it_is) {
   n.stop();
 }
 
+/// Where a crash now would catch the run of input (0, id): before its first
+/// commit, its execute or compensation in flight (not yet accepted by the
+/// step, waiting in the step's journal, or answered and not yet taken), or
+/// after its outcome.
+std::string point_of(det_node& n, uint64_t id) {
+  std::string raw;
+  bool found = false;
+  EXPECT_FALSE(n.storage().get(db::sagas, saga_run_key(saga_at, 0, id), raw,
+                               found));
+  if (!found)
+    return "before the run's first commit";
+  records::SagaRun rec;
+  EXPECT_EQ(decode_record(raw, rec), record_fault::none);
+  if (rec.phase() == "finished")
+    return "after the outcome";
+  std::string call = rec.call_kind() == 1 ? "execute" : "compensation";
+  auto path = step_at(step_ids.at(rec.call_step()));
+  std::string ir_raw;
+  EXPECT_FALSE(n.storage().get(db::idempotency,
+                               guard_key(path, 0, rec.call_id()), ir_raw,
+                               found));
+  if (!found)
+    return call + " sent, not accepted";
+  records::IdempotencyRecord ir;
+  EXPECT_EQ(decode_record(ir_raw, ir), record_fault::none);
+  return call + (ir.answered() ? " answered, not taken" : " in the journal");
+}
+
 /// Crashes the node after each number of scheduler jobs in turn, from the
 /// input's arrival to its outcome and beyond, restarts it, and checks
 /// that the resumed run ends exactly. `script` sets up saga_script;
@@ -346,6 +374,7 @@ void sweep(const std::function<void()>& script, size_t fails_at,
            const char* name) {
   size_t finished_at = 0;
   size_t resumed = 0;
+  std::map<std::string, size_t> points;
   for (size_t jobs = 0; jobs < 2000; ++jobs) {
     std::string seed = std::string{name} + ": crash after "
                        + std::to_string(jobs) + " jobs";
@@ -365,6 +394,7 @@ void sweep(const std::function<void()>& script, size_t fails_at,
       n.advance_clock(10ms);
       ran += n.run_some(jobs - ran);
     }
+    ++points[point_of(n, 777)];
     n.crash();
     ASSERT_FALSE(n.start(durable_tree(opts))) << seed;
     auto out = ask_saga(n, in);
@@ -405,6 +435,21 @@ void sweep(const std::function<void()>& script, size_t fails_at,
                                      << " of " << jobs << " points resumed";
         std::printf("%s: %zu crash points, %zu resumed a run\n", name, jobs,
                     resumed);
+        for (auto& [where, k] : points)
+          std::printf("  %3zu %s\n", k, where.c_str());
+        // Every kind of point was hit: before a step, in flight (sent,
+        // in the step's journal, answered), after the outcome.
+        std::vector<std::string> want = {
+          "before the run's first commit", "execute sent, not accepted",
+          "execute in the journal", "execute answered, not taken",
+          "after the outcome"};
+        if (fails_at < step_ids.size())
+          for (auto* x : {"compensation sent, not accepted",
+                          "compensation in the journal",
+                          "compensation answered, not taken"})
+            want.emplace_back(x);
+        for (auto& w : want)
+          EXPECT_GT(points[w], 0u) << name << ": no crash " << w;
         return;
       }
     }
