@@ -21,6 +21,8 @@
 #include <google/protobuf/dynamic_message.h>
 #include <google/protobuf/util/json_util.h>
 #include <nlohmann/json.hpp>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include "duration.hpp"
 #include "inspect.hpp"
@@ -441,6 +443,10 @@ int cmd_dead_letters(const std::string& action, const std::string& dir,
 } // namespace
 
 int main(int argc, char** argv, registry types) {
+  // The runtime's log lines go to stderr: stdout is the report's (and
+  // `--report json` must parse as JSON).
+  if (!spdlog::get("vigil"))
+    spdlog::set_default_logger(spdlog::stderr_logger_mt("vigil"));
   add_builtin_agents(types);
   CLI::App app{"vigil: run and inspect supervision trees of agents"};
   app.require_subcommand(1);
