@@ -470,7 +470,18 @@ bool cell::answer_again(pending& p) {
       || !found)
     return false;
   records::IdempotencyRecord ir;
-  if (decode_record(raw, ir) != record_fault::none || !ir.answered())
+  if (auto f = decode_record(raw, ir); f != record_fault::none) {
+    // Its answer cannot be known: said so, not passed off as a plain
+    // duplicate.
+    p.rp.deliver(make_error(
+      errc::duplicate,
+      cfg_.path + " already accepted message " + std::to_string(p.env.id)
+        + ", and the answer it kept for it is unreadable ([idempotency] "
+        + printable_key(guard_key(cfg_.path, p.env.origin, p.env.id)) + ": "
+        + describe(f, raw, ir) + ")"));
+    return true;
+  }
+  if (!ir.answered())
     return false;
   auto ans = stored_answer(ir);
   if (ans)

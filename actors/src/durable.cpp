@@ -18,15 +18,14 @@ const char* to_string(durability_mode x) noexcept {
 
 namespace vigil::detail {
 
-namespace {
-
 int64_t unix_ms() {
   using namespace std::chrono;
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch())
     .count();
 }
 
-mutation put(db where, std::string key, const google::protobuf::Message& m) {
+mutation put_record(db where, std::string key,
+                    const google::protobuf::Message& m) {
   mutation x;
   x.what = mutation::op::put;
   x.where = where;
@@ -34,6 +33,8 @@ mutation put(db where, std::string key, const google::protobuf::Message& m) {
   encode_record(m, x.value);
   return x;
 }
+
+namespace {
 
 mutation dead_letter(const std::string& path, const envelope& e,
                      const std::string& reason, uint64_t consumed_seq,
@@ -103,7 +104,7 @@ write_item accept_item(const std::string& path, uint64_t seq,
   je.set_format(store::format);
   je.set_seq(seq);
   *je.mutable_env() = to_record(e);
-  item.muts.push_back(put(db::journal, path_key(path, seq), je));
+  item.muts.push_back(put_record(db::journal, path_key(path, seq), je));
   return item;
 }
 
@@ -133,7 +134,7 @@ write_item consume_item(const consume_args& a) {
   if (a.pending != nullptr)
     for (auto* e : *a.pending)
       *snap.add_pending() = to_record(*e);
-  item.muts.push_back(put(db::snapshots, *a.path, snap));
+  item.muts.push_back(put_record(db::snapshots, *a.path, snap));
   if (a.outbox != nullptr) {
     for (auto& o : *a.outbox) {
       records::OutboxEntry oe;
@@ -141,7 +142,7 @@ write_item consume_item(const consume_args& a) {
       oe.set_seq(o.seq);
       oe.set_to(o.to);
       *oe.mutable_env() = to_record(o.env);
-      item.muts.push_back(put(db::outbox, path_key(*a.path, o.seq), oe));
+      item.muts.push_back(put_record(db::outbox, path_key(*a.path, o.seq), oe));
     }
   }
   if (a.keep_for != nullptr && (a.reply != nullptr || a.reply_err != nullptr)) {
@@ -161,7 +162,7 @@ write_item consume_item(const consume_args& a) {
     } else if (a.reply != nullptr) {
       *ir.mutable_reply() = to_record(*a.reply);
     }
-    item.muts.push_back(put(db::idempotency,
+    item.muts.push_back(put_record(db::idempotency,
                             guard_key(*a.path, a.keep_for->origin,
                                       a.keep_for->id),
                             ir));
@@ -193,7 +194,7 @@ write_item redeliver_item(const std::string& path, uint64_t seq,
   je.set_format(store::format);
   je.set_seq(seq);
   *je.mutable_env() = to_record(e);
-  item.muts.push_back(put(db::journal, path_key(path, seq), je));
+  item.muts.push_back(put_record(db::journal, path_key(path, seq), je));
   return item;
 }
 

@@ -66,8 +66,6 @@ write_item consume_item(const consume_args& a);
 write_item redeliver_item(const std::string& path, uint64_t seq,
                           const envelope& e);
 
-/// Removes delivered outbox entry `seq` of `path`.
-write_item outbox_done_item(const std::string& path, uint64_t seq);
 
 /// A dead letter on its own; `journal`: written by a journal agent's cell.
 write_item dead_letter_item(const std::string& path, const envelope& e,

@@ -398,6 +398,12 @@ std::vector<spec_problem> check_child_specs(const supervisor_spec& spec,
     out.push_back({where, sg.durable ? "durability" : "saga.outcome_to",
                    spec_errc::invalid_saga,
                    "only a saga supervisor has durable runs and outcomes"});
+  // A nested saga's durability is its child spec's (check_child_spec says
+  // it there); the outermost spec's is its own.
+  if (sg.enabled && !sg.outcome_to.empty() && !sg.durable && checking == 1)
+    out.push_back({where, "saga.outcome_to", spec_errc::invalid_saga,
+                   "outcomes are sent through the saga's outbox, which "
+                   "only a durable saga has; make the saga durable"});
   if (sg.enabled && !sg.outcome_to.empty()) {
     if (sg.outcome_to.front() == '/' || sg.outcome_to.back() == '/'
              || sg.outcome_to.find("//") != std::string::npos

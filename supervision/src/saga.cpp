@@ -318,6 +318,16 @@ void compensate(saga_actor* self, size_t i) {
     },
     [self, i](caf::error& err) {
       auto why = describe(err);
+      if (is(err, errc::duplicate) && self->state.dur) {
+        // A durable run's step keeps its answer to this id: a duplicate
+        // without one (not kept, unreadable, or compacted away) leaves the
+        // compensation's fate unknown.
+        step_of(self->state, i).set_status("in_doubt");
+        step_of(self->state, i).set_error(why);
+        owe(self, i, "in_doubt: the compensation may have run (" + why
+                       + "); replay this letter only if it did not");
+        return compensate_from(self, i);
+      }
       if (is(err, errc::duplicate)) {
         // A journal step accepted this very attempt earlier (a stopped
         // step kept it, and said not_running): its journal owns it now,
@@ -439,7 +449,11 @@ void send_execute(saga_actor* self, size_t k, bool resumed) {
       auto& step = step_of(st, k);
       if (is(err, errc::reply_dropped) && resend_lost(self, k))
         return;
-      if (is(err, errc::reply_dropped)) {
+      // A durable run's step keeps its answer to this id: a duplicate
+      // without one (not kept, unreadable, or compacted away) says it ran
+      // or may have, as a lost answer does.
+      if (is(err, errc::reply_dropped)
+          || (st.dur && is(err, errc::duplicate))) {
         // It ran, or may yet run, and its output is lost: nothing can
         // compensate it but a person with the dead letter.
         step.set_status("in_doubt");
@@ -594,6 +608,33 @@ caf::behavior saga_run(saga_actor* self, std::shared_ptr<runtime> rt,
 }
 
 } // namespace
+
+void call_in_doubt(saga_actor* self) {
+  auto& st = self->state;
+  auto& c = st.cur;
+  auto k = c.step;
+  auto& step = step_of(st, k);
+  auto why = make_error(errc::reply_dropped,
+                        step.path() + " is not a journal agent, and the "
+                          + "node stopped while this call was in flight: "
+                          + "it may have run, and sending it again could "
+                          + "run it twice");
+  step.set_status("in_doubt");
+  step.set_error(describe(why));
+  if (st.outcome.failed_step().empty()) {
+    st.outcome.set_failed_step(step.path());
+    st.outcome.set_failure(describe(why));
+  }
+  owe(self, k,
+      std::string{c.what == kind::execute ? "in_doubt: " + step.path()
+                                              + " may have run; compensate "
+                                                "it by hand if it did ("
+                                          : "in_doubt: the compensation may "
+                                            "have run; replay this letter "
+                                            "only if it did not ("}
+        + describe(why) + ")");
+  compensate_from(self, k);
+}
 
 void resend_call(saga_actor* self, bool resumed) {
   auto& c = self->state.cur;

@@ -22,21 +22,6 @@ namespace vigil::detail {
 
 namespace {
 
-int64_t unix_ms() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch())
-    .count();
-}
-
-mutation put(db where, std::string key, const google::protobuf::Message& m) {
-  mutation x;
-  x.what = mutation::op::put;
-  x.where = where;
-  x.key = std::move(key);
-  encode_record(m, x.value);
-  return x;
-}
-
 /// The run as a record: phase, steps so far, the call in flight.
 void fill(saga_state& st, const char* phase) {
   auto& d = *st.dur;
@@ -105,7 +90,7 @@ void commit_then(saga_actor* self, std::function<void()> then) {
     d.rec.set_call_attempts(1);
   d.rec.set_call_id(st.cur.id);
   write_item item;
-  item.muts.push_back(put(db::sagas, d.key, d.rec));
+  item.muts.push_back(put_record(db::sagas, d.key, d.rec));
   write(self, std::move(item), std::move(then));
 }
 
@@ -124,7 +109,7 @@ void finish_durable(saga_actor* self, envelope out) {
   out.trace_id_high = st.input.trace_id_high;
   out.trace_flags = st.input.trace_flags;
   write_item item;
-  item.muts.push_back(put(db::sagas, d.key, d.rec));
+  item.muts.push_back(put_record(db::sagas, d.key, d.rec));
   if (!d.cfg->outcome_to.empty()) {
     records::OutboxEntry oe;
     oe.set_format(store::format);
@@ -132,7 +117,7 @@ void finish_durable(saga_actor* self, envelope out) {
     oe.set_to(d.cfg->outcome_to);
     *oe.mutable_env() = to_record(out);
     item.muts.push_back(
-      put(db::outbox, path_key(d.cfg->sup_path, out.id), oe));
+      put_record(db::outbox, path_key(d.cfg->sup_path, out.id), oe));
   }
   write(self, std::move(item), [self, out]() mutable {
     auto& st = self->state;
@@ -204,21 +189,9 @@ void resume(saga_actor* self, records::SagaRun& rec) {
   counters::bump(st.rt->stats().saga_resumed);
   d.rec = rec;
   // The record names its steps: a tree whose saga has other steps now
-  // cannot resume it (its step indexes would name other agents).
-  bool same = rec.outcome().steps_size() == static_cast<int>(st.steps.size());
-  for (int i = 0; same && i < rec.outcome().steps_size(); ++i)
-    same = rec.outcome().steps(i).path() == st.steps[i];
-  if (!same) {
-    std::string was;
-    for (auto& x : rec.outcome().steps())
-      was += (was.empty() ? "" : ", ") + x.path();
-    return self->quit(make_error(
-      errc::bad_payload,
-      "the run of input id " + std::to_string(st.input.id) + " was made with "
-        + "the steps [" + was + "], and the saga's steps differ now; start "
-        + "the tree it was made with to finish it, or remove the data dir's "
-        + "record"));
-  }
+  // cannot resume it (the supervisor does not try; this is a guard).
+  if (auto why = other_steps(rec, st.steps); !why.empty())
+    return self->quit(make_error(errc::bad_payload, why));
   st.outcome = rec.outcome();
   st.next = rec.next();
   for (int i = 0; i < rec.ran_and_failed_size()
@@ -230,6 +203,11 @@ void resume(saga_actor* self, records::SagaRun& rec) {
   st.cur.id = rec.call_id();
   if (st.cur.step >= st.steps.size())
     st.cur.what = saga_kind::outcome; // nothing to resend: go on
+  bool call = st.cur.what == saga_kind::execute
+              || st.cur.what == saga_kind::compensate;
+  auto& journal = d.cfg->journal_steps;
+  if (call && (st.cur.step >= journal.size() || !journal[st.cur.step]))
+    return call_in_doubt(self);
   resend_call(self, true);
 }
 

@@ -98,6 +98,25 @@ inline void count_outcome(runtime& rt, const SagaOutcome& o) {
                                            : c.saga_compensated);
 }
 
+/// Empty if run record `rec` was made by a saga of `steps`; else why it
+/// cannot be resumed by it (its step indexes would name other agents).
+inline std::string other_steps(const records::SagaRun& rec,
+                               const std::vector<std::string>& steps) {
+  bool same = rec.outcome().steps_size() == static_cast<int>(steps.size());
+  for (int i = 0; same && i < rec.outcome().steps_size(); ++i)
+    same = rec.outcome().steps(i).path() == steps[static_cast<size_t>(i)];
+  if (same)
+    return {};
+  std::string was;
+  for (auto& x : rec.outcome().steps())
+    was += (was.empty() ? "" : ", ") + x.path();
+  return "[sagas] " + printable_key(guard_key(rec.path(), rec.input().origin(),
+                                              rec.input().id()))
+         + ": the run was made with the steps [" + was
+         + "], and the saga's steps differ now; start the tree it was made "
+           "with to finish it, or remove the record";
+}
+
 // -- saga_journal.cpp ----------------------------------------------------------
 
 /// Commits the run's progress (the call about to be sent is `st.cur`'s
@@ -124,6 +143,11 @@ void on_committed(saga_actor* self, const std::vector<uint64_t>& tokens,
 void resume(saga_actor* self, records::SagaRun& rec);
 
 // -- saga.cpp ------------------------------------------------------------------
+
+/// After a crash: the call in flight went to a step that keeps no answer
+/// (not a journal agent), so it may have run; sending it again could run
+/// it twice. It is in doubt: a dead letter, and the run goes on.
+void call_in_doubt(saga_actor* self);
 
 /// Sends the call `st.cur` names (what, step) again, under its id;
 /// `resumed`: after a crash of the node. With no call (what is neither

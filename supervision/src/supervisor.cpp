@@ -261,14 +261,8 @@ caf::result<envelope> supervisor_actor::handle_envelope(envelope& e) {
                       path_ + ": a saga run of message id "
                         + std::to_string(e.id)
                         + " is in progress; its requester gets the outcome");
-  std::vector<std::string> steps;
-  for (auto& kvp : children_)
-    steps.push_back(child_path(kvp.second.id));
-  if (!runs_ended_)
-    runs_ended_ = std::make_shared<std::atomic<bool>>(false);
-  auto run = spawn_saga_run(home_system(), rt_, std::move(steps),
-                            spec_.saga, caf::actor_cast<caf::actor>(this),
-                            runs_ended_);
+  auto run = spawn_saga_run(home_system(), rt_, step_paths(), spec_.saga,
+                            caf::actor_cast<caf::actor>(this), runs_ended());
   monitor(run);
   if (e.id == 0) // minted by the run; tracked under its actor only
     input = {0, rt_->next_id()};

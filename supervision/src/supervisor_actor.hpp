@@ -420,6 +420,21 @@ private:
     }
   }
 
+  /// A saga's steps: its children's paths, in order.
+  std::vector<std::string> step_paths() const {
+    std::vector<std::string> out;
+    for (auto& kvp : children_)
+      out.push_back(child_path(kvp.second.id));
+    return out;
+  }
+
+  /// The flag its runs read before every send (see spawn_saga_run).
+  const std::shared_ptr<std::atomic<bool>>& runs_ended() {
+    if (!runs_ended_)
+      runs_ended_ = std::make_shared<std::atomic<bool>>(false);
+    return runs_ended_;
+  }
+
   /// Tells every saga run that this supervisor ends (see saga.hpp).
   void stop_runs() {
     if (runs_ended_)

@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "saga_run.hpp"
 #include "supervisor_actor.hpp"
 #include "vigil/actors/detail/envelope_record.hpp"
 #include "vigil/persistence/record.hpp"
@@ -17,12 +18,6 @@ namespace {
 
 /// Records a compaction step looks at.
 constexpr size_t compact_step = 1000;
-
-int64_t unix_ms() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch())
-    .count();
-}
 
 /// How often finished runs older than the retention are looked for.
 caf::timespan compact_every(milliseconds retention) {
@@ -118,15 +113,10 @@ void supervisor_actor::sagas_steps_started() {
 }
 
 caf::actor supervisor_actor::spawn_run() {
-  std::vector<std::string> steps;
-  for (auto& kvp : children_)
-    steps.push_back(child_path(kvp.second.id));
-  if (!runs_ended_)
-    runs_ended_ = std::make_shared<std::atomic<bool>>(false);
-  auto run = spawn_durable_saga_run(home_system(), rt_, std::move(steps),
+  auto run = spawn_durable_saga_run(home_system(), rt_, step_paths(),
                                     spec_.saga,
                                     caf::actor_cast<caf::actor>(this),
-                                    runs_ended_, sagas_->cfg);
+                                    runs_ended(), sagas_->cfg);
   monitor(run);
   return run;
 }
@@ -164,6 +154,10 @@ void supervisor_actor::resume_runs(
       continue;
     if (run_inputs_.count(input) > 0)
       continue;
+    if (auto why = other_steps(rec, step_paths()); !why.empty()) {
+      spdlog::error("vigil: {} cannot resume a saga run: {}", path_, why);
+      continue;
+    }
     auto run = spawn_run();
     runs_.emplace(run.address(), input);
     run_inputs_.emplace(input, run);
@@ -224,6 +218,9 @@ void supervisor_actor::route_input(envelope e, caf::response_promise rp) {
     counters::bump(rt_->stats().saga_outcomes_resent);
     return rp.deliver(outcome_envelope(rec.outcome()));
   }
+  if (found)
+    if (auto why = other_steps(rec, step_paths()); !why.empty())
+      return rp.deliver(make_error(errc::not_running, path_ + ": " + why));
   auto run = spawn_run();
   runs_.emplace(run.address(), input);
   run_inputs_.emplace(input, run);
@@ -322,15 +319,8 @@ void supervisor_actor::dispatch_saga_outbox() {
           if (rep.degraded())
             return not_delivered();
           sagas_->outbox_failures = 0;
-          if (sagas_->outbox.erase(seq) > 0) {
-            write_item item;
-            mutation del;
-            del.what = mutation::op::del;
-            del.where = db::outbox;
-            del.key = path_key(path_, seq);
-            item.muts.push_back(std::move(del));
-            write_saga(std::move(item));
-          }
+          if (sagas_->outbox.erase(seq) > 0)
+            write_saga(outbox_done_item(path_, seq));
           dispatch_saga_outbox();
         },
         [this, seq, not_delivered](caf::error& err) {
@@ -342,15 +332,8 @@ void supervisor_actor::dispatch_saga_outbox() {
           // Refused by the receiver: delivered, and its answer stands.
           spdlog::warn("vigil: {}: the outcome sent to {} was refused: {}",
                        path_, spec_.saga.outcome_to, describe(err));
-          if (sagas_->outbox.erase(seq) > 0) {
-            write_item item;
-            mutation del;
-            del.what = mutation::op::del;
-            del.where = db::outbox;
-            del.key = path_key(path_, seq);
-            item.muts.push_back(std::move(del));
-            write_saga(std::move(item));
-          }
+          if (sagas_->outbox.erase(seq) > 0)
+            write_saga(outbox_done_item(path_, seq));
           dispatch_saga_outbox();
         });
   }

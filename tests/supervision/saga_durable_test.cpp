@@ -14,8 +14,7 @@
 #include <cstdlib>
 #include <random>
 
-#include "support/det_node.hpp"
-#include "support/saga_fixture.hpp"
+#include "support/durable_saga_fixture.hpp"
 #include "support/temp_dir.hpp"
 #include "vigil/persistence/record.hpp"
 #include "vigil/supervision/check.hpp"
@@ -29,150 +28,19 @@ namespace {
 using exec = saga_script::exec;
 using comp = saga_script::comp;
 
-/// A journal saga step whose effects are its committed state: Tally.count
-/// counts executes, Tally.sum compensations, `seen` the order amounts it
-/// executed. It follows saga_script (refuse, crash) as scripted_step does.
-class ledger_step : public saga_step<ledger_step, Order, Receipt, Tally> {
-public:
-  caf::expected<Receipt> execute(context& ctx, const Order& o) {
-    auto& s = saga_script::get();
-    auto i = s.execs.find({o.id(), ctx.path()});
-    auto what = i != s.execs.end() ? i->second : exec::ok;
-    if (what == exec::refuse)
-      return make_error(errc::refused, "card declined");
-    if (what == exec::crash)
-      throw std::runtime_error("payment service crashed");
-    state().set_count(state().count() + 1);
-    state().add_seen(o.amount()); // + amount: executed
-    Receipt r;
-    r.set_step(ctx.path());
-    r.set_order(o.id());
-    return r;
-  }
-
-  void compensate(context& ctx, const Order& o, const Receipt& r) {
-    auto& s = saga_script::get();
-    if (auto& q = s.comps[{o.id(), ctx.path()}]; !q.empty()) {
-      auto what = q.front();
-      q.pop_front();
-      if (what == comp::crash)
-        throw std::runtime_error("refund service down");
-    }
-    if (r.step() != ctx.path())
-      throw std::logic_error("compensate got another step's receipt");
-    state().set_sum(state().sum() + 1);
-    state().add_seen(-o.amount()); // - amount: compensated
-  }
-};
-
-/// A journal receiver of saga outcomes (outcome_to): counts them.
-class outcome_sink : public agent<Tally> {
-public:
-  static void define(handlers<outcome_sink>& h) {
-    h.on<SagaOutcome>([](outcome_sink& self, context&, const SagaOutcome&) {
-      self.state().set_count(self.state().count() + 1);
-    });
-  }
-};
-
-registry ledger_types() {
-  registry r = degrade_registry();
-  r.add<ledger_step>("ledger");
-  r.add<outcome_sink>("outcome_sink");
-  r.add<scripted_step>("scripted");
-  return r;
-}
-
-constexpr const char* saga_at = "root/checkout";
-const std::vector<std::string> step_ids = {"reserve", "charge", "ship"};
-
-std::string step_at(const std::string& id) {
-  return std::string{saga_at} + "/" + id;
-}
-
-/// root -> checkout (a durable saga) -> reserve, charge, ship (journal
-/// ledger steps; memory steps of `agent` if `journal` is false).
+/// root -> [outcomes, if outcome_to is set] -> checkout (a durable saga)
+/// -> reserve, charge, ship (journal ledger steps; memory steps of `agent`
+/// if `journal` is false).
 supervisor_spec durable_tree(saga_spec opts = {}, bool journal = true,
                              const std::string& agent = "ledger") {
-  std::vector<child_spec> steps;
-  for (auto& id : step_ids) {
-    auto c = worker(id, agent);
-    if (journal)
-      c.with_durability(durability_mode::journal);
-    c.restart = restart_type::permanent;
-    steps.push_back(c);
-  }
-  opts.step_timeout = opts.step_timeout == milliseconds{30000}
-                        ? milliseconds{60000}
-                        : opts.step_timeout;
-  auto sg = saga("checkout", std::move(steps), opts);
-  sg.with_durability(durability_mode::journal);
-  supervisor_spec root;
-  root.flags.intensity = 1000;
+  tree_opts o;
+  o.saga = opts;
+  o.journal = journal;
+  o.agent = agent;
   if (!opts.outcome_to.empty())
-    root.children.push_back(worker("outcomes", "outcome_sink")
-                              .with_durability(durability_mode::journal));
-  root.children.push_back(sg);
-  return root;
-}
-
-envelope order_input(const std::string& id, int64_t amount, uint64_t msg_id) {
-  Order o;
-  o.set_id(id);
-  o.set_amount(amount);
-  envelope e;
-  e.type = type_symbol(o);
-  o.SerializeToString(&e.payload);
-  e.id = msg_id;
-  return e;
-}
-
-/// A step's committed effects.
-struct effects {
-  int64_t executed = 0, compensated = 0;
-};
-
-effects effects_of(det_node& n, const std::string& id) {
-  records::Snapshot snap;
-  bool found = false;
-  auto st = n.storage().snapshot(step_at(id), snap, found);
-  EXPECT_FALSE(st) << st.message();
-  if (!found)
-    return {};
-  Tally t;
-  EXPECT_TRUE(t.ParseFromString(snap.state()));
-  return {t.count(), t.sum()};
-}
-
-/// Sends `input` to the saga and runs the node (advancing its clock) until
-/// it is answered; the answer.
-caf::expected<SagaOutcome> ask_saga(det_node& n, const envelope& input) {
-  auto t = n.call(det_node::answer::env, n.cell(saga_at), input);
-  for (int i = 0; i < 400 && !n.result(t).done; ++i)
-    n.advance(50ms);
-  auto& r = n.result(t);
-  if (!r.done)
-    return make_error(errc::not_found, "the saga did not answer in 20 s");
-  if (r.err)
-    return r.err;
-  SagaOutcome out;
-  if (!out.ParseFromString(r.reply.payload))
-    return make_error(errc::bad_payload, "not a SagaOutcome");
-  return out;
-}
-
-size_t compensation_letters(det_node& n) {
-  std::vector<records::DeadLetter> dls;
-  EXPECT_FALSE(n.storage().dead_letters(dls));
-  // The saga's own letters (compensations it gave up); a step's letter of
-  // an attempt that crashed (and was retried) is not one.
-  size_t k = 0;
-  for (auto& d : dls)
-    if (d.env().type() == "vigil.SagaCompensate"
-        && (d.reason().rfind("compensation_failed", 0) == 0
-            || d.reason().rfind("in_doubt", 0) == 0))
-      ++k;
-  return k;
+    o.before.push_back(worker("outcomes", "outcome_sink")
+                         .with_durability(durability_mode::journal));
+  return make_tree(o);
 }
 
 class saga_durable : public ::testing::Test {
@@ -185,7 +53,7 @@ protected:
 // -- validation --------------------------------------------------------------
 
 TEST_F(saga_durable, a_saga_may_be_journal_durable_and_nothing_else) {
-  auto types = ledger_types();
+  auto types = durable_types();
   auto tree = durable_tree();
   EXPECT_TRUE(check_child_specs(tree, &types).empty());
   // snapshot is refused on a saga, durability on a plain supervisor too.
@@ -223,7 +91,7 @@ TEST_F(saga_durable, a_saga_may_be_journal_durable_and_nothing_else) {
 }
 
 TEST_F(saga_durable, without_a_data_dir_a_durable_saga_says_so) {
-  auto rt = std::make_shared<runtime>(ledger_types());
+  auto rt = std::make_shared<runtime>(durable_types());
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", 2);
   add_message_types(cfg);
@@ -251,7 +119,7 @@ TEST_F(saga_durable, without_a_data_dir_a_durable_saga_says_so) {
 
 TEST_F(saga_durable, a_finished_run_is_kept_and_a_resend_gets_its_outcome) {
   temp_dir dir;
-  det_node n{dir.path(), ledger_types()};
+  det_node n{dir.path(), durable_types()};
   ASSERT_FALSE(n.start(durable_tree()));
   auto in = order_input("o1", 10, 101);
   auto first = ask_saga(n, in);
@@ -279,32 +147,11 @@ TEST_F(saga_durable, a_finished_run_is_kept_and_a_resend_gets_its_outcome) {
 
 // -- a crash at every point ---------------------------------------------------
 
-/// What a run of `in` must end with: every step ran once (completed), or
-/// the steps before the failing one ran and were undone once each.
-void expect_exact(det_node& n, const SagaOutcome& out, size_t fails_at,
-                  const std::string& seed) {
-  size_t steps = step_ids.size();
-  EXPECT_EQ(out.completed(), fails_at == steps) << seed;
-  for (size_t k = 0; k < steps; ++k) {
-    auto e = effects_of(n, step_ids[k]);
-    EXPECT_EQ(e.executed, k < fails_at ? 1 : 0) << seed << " " << step_ids[k];
-    EXPECT_EQ(e.compensated, k < fails_at && fails_at < steps ? 1 : 0)
-      << seed << " " << step_ids[k];
-    auto& st = out.steps(static_cast<int>(k)).status();
-    if (fails_at == steps)
-      EXPECT_EQ(st, "executed") << seed;
-    else if (k < fails_at)
-      EXPECT_EQ(st, "compensated") << seed << " " << step_ids[k];
-  }
-  EXPECT_EQ(compensation_letters(n), 0u) << seed;
-  EXPECT_FALSE(out.compensation_failed()) << seed;
-}
-
 // A run made by a tree whose saga had other steps is not resumed by this
 // one: its step indexes would name other agents. It stays on disk.
 TEST_F(saga_durable, a_run_made_with_other_steps_is_left_as_it_is) {
   temp_dir dir;
-  det_node n{dir.path(), ledger_types()};
+  det_node n{dir.path(), durable_types()};
   saga_script::get().execs[{"o", step_at("ship")}] = exec::refuse;
   ASSERT_FALSE(n.start(durable_tree()));
   auto in = order_input("o", 5, 778);
@@ -381,7 +228,7 @@ void sweep(const std::function<void()>& script, size_t fails_at,
     saga_script::get() = saga_script{};
     script();
     temp_dir dir;
-    det_node n{dir.path(), ledger_types()};
+    det_node n{dir.path(), durable_types()};
     saga_spec opts;
     opts.outcome_to = "root/outcomes";
     ASSERT_FALSE(n.start(durable_tree(opts))) << seed;
@@ -543,7 +390,7 @@ TEST_F(saga_durable, random_histories_with_node_crashes_keep_effects_exact) {
                                    1000 + seed * 10 + i));
     }
     temp_dir dir;
-    det_node n{dir.path(), ledger_types()};
+    det_node n{dir.path(), durable_types()};
     ASSERT_FALSE(n.start(durable_tree())) << tag;
     for (auto& in : inputs)
       n.call(det_node::answer::env, n.cell(saga_at), in);
