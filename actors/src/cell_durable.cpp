@@ -471,8 +471,7 @@ bool cell::answer_again(pending& p) {
     return false;
   records::IdempotencyRecord ir;
   if (auto f = decode_record(raw, ir); f != record_fault::none) {
-    // Its answer cannot be known: said so, not passed off as a plain
-    // duplicate.
+    // Its answer cannot be known: said so, not as a plain duplicate.
     p.rp.deliver(make_error(
       errc::duplicate,
       cfg_.path + " already accepted message " + std::to_string(p.env.id)
