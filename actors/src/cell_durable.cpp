@@ -534,8 +534,10 @@ void cell::on_committed(uint64_t tok, bool duplicate, const caf::error& err) {
       // The envelope stays in the journal and the path's next instance
       // applies it; this answer is not true. (A cell that stays gives the
       // replies to the envelopes' next run instead, in reconcile.)
+      // Handled here, and applied again by the next instance: its
+      // answer is what is lost, not the envelope.
       for (auto& r : j->second.replies)
-        r.rp.deliver(make_error(errc::not_running,
+        r.rp.deliver(make_error(errc::reply_dropped,
                                 cfg_.path + " ended before its change was "
                                             "committed; the envelope is in "
                                             "its journal and the path's next "

@@ -548,6 +548,7 @@ caf::behavior saga_run(saga_actor* self, std::shared_ptr<runtime> rt,
     [self](committed_atom, std::vector<uint64_t>& tokens, caf::error& err) {
       on_committed(self, tokens, err);
     },
+    [self](saga_commit_retry_atom) { retry_commit(self); },
     [self](resend_atom, uint64_t seq) {
       auto& c = self->state.cur;
       if (!c.waiting && c.seq == seq && !self->state.stopping)

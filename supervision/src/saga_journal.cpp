@@ -61,8 +61,10 @@ void write(saga_actor* self, write_item item, std::function<void()> then) {
   }
   d.token = ++d.next_token;
   d.then = std::move(then);
+  d.sent = item;
+  d.sent_owner = d.cfg->owner->load();
   self->send(d.cfg->writer, write_atom::value, d.token,
-             owned_write{owner_ref{d.cfg->owner}, std::move(item)});
+             owned_write{owner_ref{d.sent_owner}, std::move(item)});
 }
 
 /// Answers every requester with `x`.
@@ -159,12 +161,25 @@ void on_committed(saga_actor* self, const std::vector<uint64_t>& tokens,
   bool mine = false;
   for (auto t : tokens)
     mine = mine || (t & ~duplicate_bit) == d.token;
+  // A failed commit is told without tokens; a refused write with its own.
+  if (err && (!d.then || (!tokens.empty() && !mine)))
+    return; // a commit it does not wait for
+  if (err && is(err, errc::fenced)) {
+    // A newer instance of the saga owns its runs: it resumes this one.
+    answer_all(self->state,
+               make_error(errc::not_running,
+                          d.cfg->sup_path + " was replaced while this run "
+                                            "went on; its next instance "
+                                            "resumes it: resend the input "
+                                            "for the outcome"));
+    return self->quit();
+  }
   if (err) {
-    // Not committed (a failed commit, or a newer owner of the saga's
-    // path): nothing more is sent; the supervisor resumes the run from
-    // its last record.
-    answer_all(self->state, err);
-    return self->quit(err);
+    // Not committed (a failed commit, or one refused after another's
+    // failure): nothing of it is on disk, and nothing was sent after it.
+    // The supervisor says when to send it again (after a new fence).
+    self->send(self->state.sup, saga_commit_failed_atom::value, d.sent_owner);
+    return;
   }
   if (!mine || !d.then)
     return;
@@ -175,6 +190,16 @@ void on_committed(saga_actor* self, const std::vector<uint64_t>& tokens,
     self->state.rt->add_dead_letter(path, env, reason, false, journal);
   d.owed.clear();
   then();
+}
+
+void retry_commit(saga_actor* self) {
+  auto& d = *self->state.dur;
+  if (!d.then || self->state.stopping)
+    return;
+  d.token = ++d.next_token;
+  d.sent_owner = d.cfg->owner->load();
+  self->send(d.cfg->writer, write_atom::value, d.token,
+             owned_write{owner_ref{d.sent_owner}, d.sent});
 }
 
 void resume(saga_actor* self, records::SagaRun& rec) {

@@ -42,6 +42,8 @@ struct saga_durable {
   /// Dead letters owed since the last commit: written with the next one.
   std::vector<std::tuple<std::string, envelope, std::string, bool>> owed;
   uint64_t token = 0;           // of the commit awaited (0: none)
+  write_item sent;              // that commit, for a retry
+  uint64_t sent_owner = 0;      // the owner bits it was sent under
   uint64_t next_token = 0;
   std::function<void()> then;   // runs once it is committed
   /// The call in flight was resent after a crash: its answer may be one
@@ -102,6 +104,18 @@ inline void count_outcome(runtime& rt, const SagaOutcome& o) {
 /// cannot be resumed by it (its step indexes would name other agents).
 inline std::string other_steps(const records::SagaRun& rec,
                                const std::vector<std::string>& steps) {
+  auto n = steps.size();
+  auto name = "[sagas] "
+              + printable_key(guard_key(rec.path(), rec.input().origin(),
+                                        rec.input().id()));
+  bool call = rec.call_kind() == 1 || rec.call_kind() == 2;
+  if (rec.call_kind() > 3 || rec.next() > n || (call && rec.call_step() >= n)
+      || static_cast<size_t>(rec.ran_and_failed_size()) > n)
+    return name + ": the record is inconsistent (next "
+           + std::to_string(rec.next()) + ", call "
+           + std::to_string(rec.call_kind()) + " at step "
+           + std::to_string(rec.call_step()) + ", for " + std::to_string(n)
+           + " steps); move it aside or remove it";
   bool same = rec.outcome().steps_size() == static_cast<int>(steps.size());
   for (int i = 0; same && i < rec.outcome().steps_size(); ++i)
     same = rec.outcome().steps(i).path() == steps[static_cast<size_t>(i)];
@@ -110,9 +124,7 @@ inline std::string other_steps(const records::SagaRun& rec,
   std::string was;
   for (auto& x : rec.outcome().steps())
     was += (was.empty() ? "" : ", ") + x.path();
-  return "[sagas] " + printable_key(guard_key(rec.path(), rec.input().origin(),
-                                              rec.input().id()))
-         + ": the run was made with the steps [" + was
+  return name + ": the run was made with the steps [" + was
          + "], and the saga's steps differ now; start the tree it was made "
            "with to finish it, or remove the record";
 }
@@ -138,6 +150,9 @@ void attach(saga_actor* self, caf::response_promise rp);
 /// The writer's acknowledgement of a commit.
 void on_committed(saga_actor* self, const std::vector<uint64_t>& tokens,
                   const caf::error& err);
+
+/// The supervisor may retry the failed commit (see saga_commit_failed_atom).
+void retry_commit(saga_actor* self);
 
 /// Restores the run from `rec` and re-sends its call in flight.
 void resume(saga_actor* self, records::SagaRun& rec);

@@ -115,6 +115,10 @@ caf::behavior supervisor_actor::make_behavior() {
       sagas_->due.push_back(seq);
       dispatch_saga_outbox();
     },
+    [this](saga_commit_failed_atom, uint64_t owner) {
+      saga_commit_failed(caf::actor_cast<caf::actor>(current_sender()),
+                         owner);
+    },
     [this](saga_compact_atom) {
       if (sagas_)
         saga_compact();

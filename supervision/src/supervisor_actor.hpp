@@ -93,7 +93,7 @@ public:
   void on_exit() override {
     rt_->unbind(path_, caf::actor_cast<caf::actor>(this));
     stop_runs(); // also when killed
-    if (sagas_ && sagas_->cfg && sagas_->cfg->owner != 0)
+    if (sagas_ && sagas_->cfg && sagas_->cfg->owner->load() != 0)
       caf::anon_send(rt_->writer(), release_atom::value, path_);
     sagas_.reset();
     run_inputs_.clear();
@@ -474,6 +474,10 @@ private:
   /// A durable run ended before it finished (not a stop): resumed.
   void durable_run_down(std::pair<uint64_t, uint64_t> input,
                         const caf::error& reason);
+  /// A run's commit failed under `owner`: fence the path again (once for
+  /// all runs that failed under the same owner), then tell it to retry.
+  void saga_commit_failed(caf::actor run, uint64_t owner);
+  void refence_sagas();
   void saga_outcome_due(const envelope& out);
   void dispatch_saga_outbox();
   void saga_compact();
@@ -490,6 +494,9 @@ private:
     size_t in_flight = 0;
     uint32_t outbox_failures = 0;
     std::set<std::pair<uint64_t, uint64_t>> to_resume;
+    /// Runs whose commit failed, waiting to send it again once the path
+    /// is fenced anew.
+    std::vector<caf::actor> commit_waiters;
     std::string compact_from;
   };
   std::unique_ptr<saga_home> sagas_;

@@ -72,19 +72,22 @@ void supervisor_actor::on_saga_grant(fence_grant& g) {
     h.refencing = false;
     if (!g.error.empty())
       return quit(make_error(errc::storage_failed, g.error));
-    auto cfg = std::make_shared<saga_journal>(*h.cfg);
-    cfg->owner = g.owner.bits;
-    h.cfg = std::move(cfg);
+    h.cfg->owner->store(g.owner.bits); // every live run writes under it
+    auto waiters = std::move(h.commit_waiters);
+    h.commit_waiters.clear();
+    for (auto& run : waiters)
+      send(run, saga_commit_retry_atom::value);
     auto only = std::move(h.to_resume);
     h.to_resume.clear();
     resume_runs(&only);
+    dispatch_saga_outbox(); // what came due meanwhile
     return;
   }
   h.granted = true;
   if (!g.error.empty()) {
     h.error = path_ + " cannot read its saga records: " + g.error;
   } else {
-    h.cfg->owner = g.owner.bits;
+    h.cfg->owner->store(g.owner.bits);
     for (auto& oe : g.view.outbox)
       h.outbox.emplace(oe.seq(),
                        std::make_pair(oe.to(), from_record(oe.env())));
@@ -252,22 +255,38 @@ void supervisor_actor::durable_run_down(std::pair<uint64_t, uint64_t> input,
                path_, describe(reason));
   h.to_resume.insert(input);
   if (h.refencing)
+    return; // resumed once fenced
+  delayed_send(this, spec_.saga.retry_delay, saga_retry_atom::value);
+}
+
+void supervisor_actor::saga_commit_failed(caf::actor run, uint64_t owner) {
+  if (!sagas_ || stopping_)
     return;
-  if (is(reason, errc::storage_failed) || is(reason, errc::fenced)) {
-    // A failed commit poisons the owner's epoch at the writer: take the
-    // path again (which also waits for every write of it), then resume.
-    h.refencing = true;
-    request(h.cfg->writer, caf::infinite, fence_atom::value, path_,
-            owner_ref{h.cfg->owner}.epoch())
-      .then([this](fence_grant& g) { on_saga_grant(g); },
-            [this](caf::error& err) {
-              quit(make_error(errc::storage_failed,
-                              path_ + " cannot take its saga runs again: "
-                                + describe(err)));
-            });
+  auto& h = *sagas_;
+  if (owner != h.cfg->owner->load() && !h.refencing) {
+    // Fenced anew since it was sent: send it again under the new owner.
+    send(run, saga_commit_retry_atom::value);
     return;
   }
-  delayed_send(this, spec_.saga.retry_delay, saga_retry_atom::value);
+  h.commit_waiters.push_back(std::move(run));
+  refence_sagas();
+}
+
+void supervisor_actor::refence_sagas() {
+  auto& h = *sagas_;
+  if (h.refencing)
+    return;
+  // A failed commit poisons the owner's epoch at the writer: take the
+  // path again (which also waits for every write of it).
+  h.refencing = true;
+  request(h.cfg->writer, caf::infinite, fence_atom::value, path_,
+          owner_ref{h.cfg->owner->load()}.epoch())
+    .then([this](fence_grant& g) { on_saga_grant(g); },
+          [this](caf::error& err) {
+            quit(make_error(errc::storage_failed,
+                            path_ + " cannot take its saga runs again: "
+                              + describe(err)));
+          });
 }
 
 void supervisor_actor::saga_outcome_due(const envelope& out) {
@@ -282,7 +301,7 @@ void supervisor_actor::saga_outcome_due(const envelope& out) {
 
 void supervisor_actor::write_saga(write_item item) {
   send(sagas_->cfg->writer, write_atom::value, uint64_t{0},
-       owned_write{owner_ref{sagas_->cfg->owner}, std::move(item)});
+       owned_write{owner_ref{sagas_->cfg->owner->load()}, std::move(item)});
 }
 
 void supervisor_actor::dispatch_saga_outbox() {

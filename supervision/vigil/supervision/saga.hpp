@@ -39,7 +39,10 @@ caf::actor spawn_saga_run(caf::actor_system& sys, std::shared_ptr<runtime> rt,
 /// at the writer, and which steps are journal agents.
 struct saga_journal {
   caf::actor writer;
-  uint64_t owner = 0; ///< owner_ref bits of the supervisor's path
+  /// owner_ref bits of the supervisor's path, shared with its runs: a
+  /// fence after a failed commit renews it for every run at once.
+  std::shared_ptr<std::atomic<uint64_t>> owner =
+    std::make_shared<std::atomic<uint64_t>>(0);
   std::string sup_path;
   /// Per step: a journal agent, which keeps the answer to a call and gives
   /// it to a resend of the same id (envelope::keep_reply_flag).
@@ -50,6 +53,11 @@ struct saga_journal {
 /// (saga_resume_atom, std::string run): a durable run resumes from its
 /// serialized `records::SagaRun`.
 using saga_resume_atom = caf::atom_constant<caf::atom("vsagaresum")>;
+/// (saga_commit_failed_atom, uint64_t owner): a durable run's commit
+/// failed under `owner`; it waits for (saga_commit_retry_atom) from its
+/// supervisor, which fences the saga's path again first if it must.
+using saga_commit_failed_atom = caf::atom_constant<caf::atom("vsagacfail")>;
+using saga_commit_retry_atom = caf::atom_constant<caf::atom("vsagacretr")>;
 
 /// The sagas-db key of the run of input (origin, id) under `sup_path`.
 std::string saga_run_key(const std::string& sup_path, uint64_t origin,
