@@ -458,16 +458,15 @@ bool cell::answer_again(pending& p) {
       q.rp = std::move(p.rp);
       return true;
     }
-  // Consumed: its answer was stored in the same commit, which the writer
-  // committed before it found this resend a duplicate.
+  // Consumed: its answer was stored in that commit, committed before the
+  // writer found this resend a duplicate.
   auto& st = rt_->storage();
   if (!st)
     return false;
   std::string raw;
   bool found = false;
   if (st->get(db::idempotency, guard_key(cfg_.path, p.env.origin, p.env.id),
-              raw, found)
-      || !found)
+              raw, found) || !found)
     return false;
   records::IdempotencyRecord ir;
   if (auto f = decode_record(raw, ir); f != record_fault::none) {
@@ -534,8 +533,7 @@ void cell::on_committed(uint64_t tok, bool duplicate, const caf::error& err) {
       // The envelope stays in the journal and the path's next instance
       // applies it; this answer is not true. (A cell that stays gives the
       // replies to the envelopes' next run instead, in reconcile.)
-      // Handled here, and applied again by the next instance: its
-      // answer is what is lost, not the envelope.
+      // Applied again by the next instance: only the answer is lost.
       for (auto& r : j->second.replies)
         r.rp.deliver(make_error(errc::reply_dropped,
                                 cfg_.path + " ended before its change was "

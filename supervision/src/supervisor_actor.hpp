@@ -420,6 +420,11 @@ private:
     }
   }
 
+  /// The key prefix of this saga's runs in db::sagas (see saga_run_key).
+  std::string runs_prefix() const {
+    return path_ + std::string(1, '\0');
+  }
+
   /// A saga's steps: its children's paths, in order.
   std::vector<std::string> step_paths() const {
     std::vector<std::string> out;

@@ -129,10 +129,8 @@ void supervisor_actor::resume_runs(
   auto& st = rt_->storage();
   if (!st || stopping_)
     return;
-  std::string prefix = path_;
-  prefix.push_back('\0');
   std::vector<std::pair<std::string, std::string>> rows;
-  if (auto s = st->scan_prefix(db::sagas, prefix, rows)) {
+  if (auto s = st->scan_prefix(db::sagas, runs_prefix(), rows)) {
     spdlog::error("vigil: {} cannot read its saga runs: {}", path_,
                   s.message());
     return;
@@ -363,12 +361,10 @@ void supervisor_actor::saga_compact() {
   auto& st = rt_->storage();
   if (!st || stopping_)
     return;
-  std::string prefix = path_;
-  prefix.push_back('\0');
   std::vector<std::pair<std::string, std::string>> rows;
   bool more = false;
-  if (!st->scan_prefix(db::sagas, prefix, rows, h.compact_from, compact_step,
-                       &more)) {
+  if (!st->scan_prefix(db::sagas, runs_prefix(), rows, h.compact_from,
+                       compact_step, &more)) {
     auto cutoff = unix_ms() - spec_.saga.retention.count();
     write_item item;
     for (auto& [key, raw] : rows) {
