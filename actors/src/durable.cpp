@@ -34,11 +34,9 @@ mutation put_record(db where, std::string key,
   return x;
 }
 
-namespace {
-
-mutation dead_letter(const std::string& path, const envelope& e,
+mutation dead_letter_record(const std::string& path, const envelope& e,
                      const std::string& reason, uint64_t consumed_seq,
-                     bool journal, bool refused = false) {
+                     bool journal, bool refused) {
   records::DeadLetter dl;
   dl.set_format(store::format);
   dl.set_path(path);
@@ -54,8 +52,6 @@ mutation dead_letter(const std::string& path, const envelope& e,
   encode_record(dl, x.value);
   return x;
 }
-
-} // namespace
 
 records::Envelope to_record(const envelope& e) {
   records::Envelope r;
@@ -169,7 +165,7 @@ write_item consume_item(const consume_args& a) {
   }
   if (!a.dead_reason.empty() && a.dead_env != nullptr)
     item.muts.push_back(
-      dead_letter(*a.path, *a.dead_env, a.dead_reason, a.seq,
+      dead_letter_record(*a.path, *a.dead_env, a.dead_reason, a.seq,
                   a.durability == 2, a.dead_refused));
   return item;
 }
@@ -211,7 +207,7 @@ write_item outbox_done_item(const std::string& path, uint64_t seq) {
 write_item dead_letter_item(const std::string& path, const envelope& e,
                             const std::string& reason, bool journal) {
   write_item item;
-  item.muts.push_back(dead_letter(path, e, reason, 0, journal));
+  item.muts.push_back(dead_letter_record(path, e, reason, 0, journal));
   return item;
 }
 

@@ -45,20 +45,8 @@ void fill(saga_state& st, const char* phase) {
 /// Sends `item` to the writer as the run's one commit in flight.
 void write(saga_actor* self, write_item item, std::function<void()> then) {
   auto& d = *self->state.dur;
-  for (auto& [path, env, reason, journal] : d.owed) {
-    records::DeadLetter dl;
-    dl.set_format(store::format);
-    dl.set_path(path);
-    *dl.mutable_env() = to_record(env);
-    dl.set_reason(reason);
-    dl.set_journal(journal);
-    dl.set_unix_ms(unix_ms());
-    mutation m;
-    m.what = mutation::op::append_dead_letter;
-    m.where = db::dead_letters;
-    encode_record(dl, m.value);
-    item.muts.push_back(std::move(m));
-  }
+  for (auto& [path, env, reason, journal] : d.owed)
+    item.muts.push_back(dead_letter_record(path, env, reason, 0, journal));
   d.token = ++d.next_token;
   d.then = std::move(then);
   d.sent = item;
