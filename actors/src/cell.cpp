@@ -88,14 +88,23 @@ envelope cell::make_envelope(const google::protobuf::Message& msg,
   e.type = type_symbol(msg);
   msg.SerializeToString(&e.payload);
   rt_->stamp(e, opts.message_id, opts.message_origin, current_);
+  if (current_ == nullptr && cb_origin_ != nullptr)
+    e.attempt_budget = cb_origin_->budget;
   if (opts.attempt_budget != 0)
     e.attempt_budget = opts.attempt_budget;
   if (!opts.idempotency_key.empty())
     e.idempotency_key = opts.idempotency_key;
-  if (opts.timeout.count() > 0)
-    e.deadline = to_ns(now() + opts.timeout);
-  else if (current_ != nullptr)
-    e.deadline = current_->deadline;
+  // The deadline of the request being handled caps the envelope's, so that
+  // the remaining budget propagates downstream.
+  int64_t cap = current_ != nullptr     ? current_->deadline
+                : cb_origin_ != nullptr ? cb_origin_->deadline
+                                        : 0;
+  e.deadline = cap;
+  if (opts.timeout.count() > 0) {
+    auto own = to_ns(now() + opts.timeout);
+    if (cap == 0 || own < cap)
+      e.deadline = own;
+  }
   e.sender = cfg_.path;
   return e;
 }
@@ -138,22 +147,41 @@ void cell::request_envelope(const handle& to, envelope env, duration timeout,
     on_error(make_error(errc::not_found, to.path()));
     return;
   }
+  // The request is part of the work of the request being handled: it
+  // draws from the same attempt budget, and its callbacks run on that
+  // request's behalf (its deadline, its budget).
+  auto o = origin_now();
+  if (env.attempt_budget == 0)
+    env.attempt_budget = o.budget;
+  env.budget_id = o.account;
+  // The envelope's deadline (capped by the request being handled) bounds
+  // the wait too.
+  if (env.deadline != 0) {
+    auto left = duration{env.deadline - to_ns(now())};
+    if (left.count() <= 0) {
+      on_error(make_error(errc::deadline_exceeded,
+                          "no time left to ask " + to.path()));
+      return;
+    }
+    if (timeout.count() <= 0 || left < timeout)
+      timeout = left;
+  }
   auto t = timeout.count() > 0 ? caf::duration{timeout} : caf::infinite;
   // The callbacks belong to the instance that made the request: after a
   // restart they are dropped, never run on a destroyed or newer instance
   // (a deferred reply they held then fails, see deferred_reply).
   event_based_actor::request(dest, t, std::move(env))
     .then(
-      [this, gen = gen_, f = std::move(on_reply)](envelope& rep) {
+      [this, gen = gen_, o, f = std::move(on_reply)](envelope& rep) {
         if (gen == gen_ && instance_)
-          invoke_callback([&] { f(rep); });
+          invoke_as(o, [&] { f(rep); });
       },
-      [this, gen = gen_, g = std::move(on_error)](caf::error& err) {
+      [this, gen = gen_, o, g = std::move(on_error)](caf::error& err) {
         if (gen != gen_ || !instance_)
           return;
         if (err == caf::sec::request_timeout)
           err = make_error(errc::deadline_exceeded, "no reply in time");
-        invoke_callback([&] { g(err); });
+        invoke_as(o, [&] { g(err); });
       });
 }
 
@@ -255,6 +283,11 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
   auto status = detail::handler_status::done;
   try {
     status = i->second(*instance_, *this, e, out, err);
+  } catch (const tool_failure& f) {
+    // A tool's failure passed on: a refusal, not a crash of the agent (a
+    // breaker that is open spends no restart intensity).
+    status = detail::handler_status::refused;
+    err = f.error();
   } catch (...) {
     if (dur_)
       dur_->sends.clear();

@@ -28,6 +28,16 @@ caf::result<caf::message> cell::control(caf::message& msg) {
     }
     return caf::message{};
   }
+  if (msg.match_elements<detail::tool_done_atom, uint64_t, uint32_t>()) {
+    on_tool_done(msg.get_as<uint64_t>(1), msg.get_as<uint32_t>(2));
+    return caf::message{};
+  }
+  if (msg.match_elements<detail::tool_timer_atom, uint64_t, uint32_t,
+                         uint8_t>()) {
+    on_tool_timer(msg.get_as<uint64_t>(1), msg.get_as<uint32_t>(2),
+                  static_cast<detail::call_timer>(msg.get_as<uint8_t>(3)));
+    return caf::message{};
+  }
   if (msg.match_elements<expire_atom, uint64_t, uint64_t>())
     return caf::make_message(
       expire(msg.get_as<uint64_t>(1), msg.get_as<uint64_t>(2)));
@@ -206,6 +216,7 @@ void cell::forward(pending p) {
 
 void cell::on_exit() {
   rt_->unbind(cfg_.path, caf::actor_cast<caf::actor>(this));
+  end_tool_calls();
   // Whoever still waits is told, also after a kill.
   reject_buffer(make_error(errc::not_running, cfg_.path + " stopped"));
   buffer_.clear(); // promises hold a reference to this cell

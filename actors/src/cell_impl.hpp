@@ -17,6 +17,7 @@
 #include "durable.hpp"
 #include "vigil/actors/cell.hpp"
 #include "vigil/actors/detail/actor_clock.hpp"
+#include "cell_tools.hpp"
 #include "vigil/actors/writer.hpp"
 #include "vigil/resilience/backoff.hpp"
 
@@ -51,7 +52,8 @@ public:
     : caf::event_based_actor(ac),
       rt_(std::move(rt)),
       cfg_{std::move(cfg.path), cfg.type, std::move(cfg.params),
-           cfg.buffer_cap, cfg.max_deliveries},
+           cfg.buffer_cap, cfg.max_deliveries,
+           std::move(cfg.tool_overrides)},
       parent_(std::move(parent)),
       key_(key) {
     if (cfg.durability.mode != durability_mode::none)
@@ -87,6 +89,8 @@ public:
 
   deferred_reply defer() override;
 
+  bool take_retry() override;
+
   void stop(caf::error reason) override {
     stop_requested_ = true;
     stop_reason_ = std::move(reason);
@@ -114,6 +118,12 @@ protected:
   }
 
   void send_envelope(const handle& to, envelope env) override;
+
+  void call_tool_raw(
+    std::string_view tool, std::unique_ptr<google::protobuf::Message> req,
+    symbol reply_type, const tool_options& opts,
+    std::function<void(std::unique_ptr<google::protobuf::Message>)> on_result,
+    std::function<void(const caf::error&)> on_error) override;
 
   void send_envelope_after(const handle& to, envelope env,
                            duration delay) override;
@@ -149,6 +159,9 @@ private:
   void invoke_callback(F f) {
     try {
       f();
+    } catch (const tool_failure&) {
+      // A tool's failure passed on from a callback: nothing restarts (a
+      // deferred reply the callback held is answered when it is dropped).
     } catch (...) {
       end_instance(make_error(errc::handler_failed,
                               cfg_.path + " (request callback): "
@@ -171,6 +184,35 @@ private:
   /// recovery, then of its exit, and decides as for any child. Any other
   /// instance's end goes to the supervisor.
   void end_instance(caf::error reason, bool failed);
+
+  // -- tool calls (cell_tools.cpp) ---------------------------------------------
+
+  /// The request on whose behalf the running handler or callback calls.
+  detail::call_origin origin_now();
+  /// Runs `f` as a callback of a call made on behalf of `o`.
+  template <class F>
+  void invoke_as(const detail::call_origin& o, F f) {
+    auto* prev = std::exchange(cb_origin_, &o);
+    invoke_callback(std::move(f));
+    cb_origin_ = prev;
+  }
+  void start_attempt(uint64_t id, detail::tool_call_state& st, bool sync);
+  void on_tool_done(uint64_t id, uint32_t attempt);
+  void on_tool_timer(uint64_t id, uint32_t attempt, detail::call_timer kind);
+  /// The attempt running failed with `e`: retry it, or answer the caller.
+  void retry_or_fail(uint64_t id, detail::tool_call_state& st);
+  /// Answers the caller (with `reply`, or with `err` if it has none) and
+  /// forgets the call. `sync`: still inside `call_tool`.
+  void finish_call(uint64_t id, caf::error err,
+                   std::unique_ptr<google::protobuf::Message> reply,
+                   bool sync);
+  /// Gives up the attempt running (its timeout or the call's deadline):
+  /// true if it was still running.
+  bool abandon_attempt(detail::tool_call_state& st);
+  /// The error the caller gets when no attempt is left.
+  caf::error final_error(const detail::tool_call_state& st,
+                         const std::string& why) const;
+  void end_tool_calls();
 
   /// A requester hears the stand-in's answer (counted).
   void stand_in(response_promise& rp) {
@@ -571,6 +613,7 @@ private:
     std::shared_ptr<const vigil::params> params;
     uint32_t buffer_cap;
     uint32_t max_deliveries;
+    std::shared_ptr<const std::map<std::string, tool_override>> tool_overrides;
   };
 
   std::shared_ptr<runtime> rt_;
@@ -617,6 +660,10 @@ private:
   std::unique_ptr<degraded_state> deg_;
   // Only durable children pay for this.
   std::unique_ptr<durable> dur_;
+  // Only children that called a tool pay for this.
+  std::unique_ptr<detail::cell_tools> tools_;
+  /// Set while a callback runs: the request its call was made for.
+  const detail::call_origin* cb_origin_ = nullptr;
 };
 
 } // namespace vigil::detail

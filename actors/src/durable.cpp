@@ -63,6 +63,7 @@ records::Envelope to_record(const envelope& e) {
   r.set_deadline(e.deadline);
   r.set_attempt(e.attempt);
   r.set_attempt_budget(e.attempt_budget);
+  r.set_budget_id(e.budget_id);
   r.set_trace_id(e.trace_id);
   r.set_trace_id_high(e.trace_id_high);
   r.set_span_id(e.span_id);
@@ -82,6 +83,7 @@ envelope from_record(const records::Envelope& r) {
   e.deadline = r.deadline();
   e.attempt = r.attempt() == 0 ? 1 : r.attempt();
   e.attempt_budget = r.attempt_budget();
+  e.budget_id = r.budget_id();
   e.trace_id = r.trace_id();
   e.trace_id_high = r.trace_id_high();
   e.span_id = r.span_id();

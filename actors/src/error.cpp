@@ -42,6 +42,14 @@ const char* to_string(errc x) noexcept {
     case errc::duplicate: return "duplicate";
     case errc::expired: return "expired";
     case errc::reply_dropped: return "reply_dropped";
+    case errc::unknown_tool: return "unknown_tool";
+    case errc::circuit_open: return "circuit_open";
+    case errc::bulkhead_full: return "bulkhead_full";
+    case errc::rate_limited: return "rate_limited";
+    case errc::cost_exceeded: return "cost_exceeded";
+    case errc::tool_unavailable: return "tool_unavailable";
+    case errc::tool_rejected: return "tool_rejected";
+    case errc::invalid_output: return "invalid_output";
     case errc::fenced: return "fenced";
     case errc::refused: return "refused";
     case errc::degraded: return "degraded";

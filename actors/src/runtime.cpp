@@ -14,6 +14,14 @@ std::vector<std::string> registry::names() const {
   return out;
 }
 
+std::vector<std::string> registry::tool_names() const {
+  std::vector<std::string> out;
+  for (auto& kvp : tools_)
+    out.push_back(kvp.first);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 runtime::runtime(registry types, size_t dead_letter_cap,
                  std::unique_ptr<directory> dir)
   : types_(std::move(types)),

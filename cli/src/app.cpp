@@ -235,7 +235,7 @@ void watch(node& nd, const std::string& name, milliseconds run_for,
       print_progress(std::chrono::duration<double>(now - t0).count(),
                      nd.rt()->handled(), restarts, degraded,
                      nd.rt()->stand_in_answers(),
-                     nd.rt()->dead_letter_count(), std::cerr);
+                     nd.rt()->dead_letter_count(), std::cerr, read_tools(nd));
     }
   }
   out.seconds = std::chrono::duration<double>(steady_clock::now() - t0)
@@ -330,6 +330,7 @@ int cmd_run(const run_args& a, const registry& types) {
   out.sagas = {c.saga_completed.load(), c.saga_compensated.load(),
                c.saga_compensation_failed.load(), c.saga_resumed.load(),
                c.saga_outcomes_resent.load()};
+  out.tools = read_tools(nd);
   print_run_report(out, a.report == "json", std::cout);
   std::cout.flush();
   auto rc = out.escalated ? exit_escalated : exit_ok;
@@ -359,7 +360,10 @@ int cmd_check(const std::string& file, const registry& types) {
       }
     };
   count(lp.tree);
-  std::cout << file << ": OK (" << lp.name << ", " << n << " children)\n";
+  std::cout << file << ": OK (" << lp.name << ", " << n << " children";
+  if (!lp.node.tools.empty())
+    std::cout << ", " << lp.node.tools.size() << " tools";
+  std::cout << ")\n";
   return exit_ok;
 }
 
@@ -396,6 +400,8 @@ int cmd_inspect(const std::string& dir, const std::string& what,
     return inspect_mailbox(*st, dir, path, as_json);
   if (what == "sagas")
     return inspect_sagas(*st, path, as_json);
+  if (what == "tools")
+    return inspect_tools(*st, as_json);
   return inspect_dead_letters(*st, as_json, seqs);
 }
 
@@ -482,12 +488,13 @@ int main(int argc, char** argv, registry types) {
   bool as_json = false;
   auto* inspect = app.add_subcommand(
     "inspect", "Show the durable agents, one agent's pending mailbox, the "
-               "durable saga runs, or the dead letters of a data dir (also "
-               "while a node runs)");
+               "durable saga runs, the dead letters or the tools' circuit "
+               "breakers of a data dir (also while a node runs)");
   inspect->add_option("--data-dir", dir, "LMDB data dir")->required();
   inspect->add_option("WHAT", what,
-                      "agents | mailbox | sagas | dead-letters")
-    ->check(CLI::IsMember({"agents", "mailbox", "sagas", "dead-letters"}));
+                      "agents | mailbox | sagas | dead-letters | tools")
+    ->check(CLI::IsMember(
+      {"agents", "mailbox", "sagas", "dead-letters", "tools"}));
   inspect->add_option("PATH", path,
                       "The agent's path (mailbox), or the saga's (sagas)");
   inspect->add_flag("--json", as_json, "Print JSON");
@@ -495,7 +502,8 @@ int main(int argc, char** argv, registry types) {
                   "  vigil inspect --data-dir ./vigil-data mailbox "
                   "chaos/counter --json\n"
                   "  vigil inspect --data-dir ./vigil-data sagas\n"
-                  "  vigil inspect --data-dir ./vigil-data dead-letters");
+                  "  vigil inspect --data-dir ./vigil-data dead-letters\n"
+                  "  vigil inspect --data-dir ./vigil-data tools");
 
   std::string action, dl_dir;
   std::vector<uint64_t> ids;

@@ -3,6 +3,7 @@
 #include "inspect.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -251,6 +252,47 @@ int inspect_sagas(store& st, const std::string& path, bool as_json) {
                    {"finished_ms", r.finished_ms()}});
   }
   print_saga_runs(out, as_json, std::cout);
+  return bad == 0 ? exit_ok : exit_error;
+}
+
+/// `vigil inspect tools`: the circuit breakers the node keeps in the data
+/// dir (meta "breaker/<tool>", written whenever one opens or closes), so
+/// that a breaker left open by a stopped node can be seen before it
+/// starts again.
+int inspect_tools(store& st, bool as_json) {
+  std::vector<std::pair<std::string, std::string>> rows;
+  if (auto s = st.scan_prefix(db::meta, "breaker/", rows)) {
+    std::cerr << "vigil: " << s.message() << "\n";
+    return exit_error;
+  }
+  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+               .count();
+  auto out = json::array();
+  size_t bad = 0;
+  for (auto& [key, raw] : rows) {
+    records::BreakerState b;
+    if (auto f = decode_record(raw, b); f != record_fault::none) {
+      std::cerr << "vigil: [meta] \"" << printable_key(key)
+                << "\": " << describe(f, raw, b) << "\n";
+      ++bad;
+      continue;
+    }
+    const char* state = b.state() == 0   ? "closed"
+                        : b.state() == 1 ? "open"
+                        : b.state() == 2 ? "half_open"
+                                         : "?";
+    bool open = b.state() != 0;
+    out.push_back(
+      {{"tool", b.tool().empty() ? key.substr(8) : b.tool()},
+       {"state", state},
+       {"open_until_unix_ms", open ? b.open_until_unix_ms() : 0},
+       {"open_left_ms",
+        open ? std::max<int64_t>(0, b.open_until_unix_ms() - now) : 0},
+       {"trips", b.trips()},
+       {"updated_unix_ms", b.updated_unix_ms()}});
+  }
+  print_breakers(out, as_json, std::cout);
   return bad == 0 ? exit_ok : exit_error;
 }
 

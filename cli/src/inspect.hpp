@@ -1,7 +1,7 @@
 #pragma once
 
 // `vigil inspect`: what a data dir holds (agents, mailboxes, saga runs,
-// dead letters), as text or JSON. Internal to vigil_cli.
+// dead letters, tool breakers), as text or JSON. Internal to vigil_cli.
 
 #include <string>
 #include <vector>
@@ -34,5 +34,6 @@ int inspect_mailbox(store& st, const std::string& dir,
 int inspect_dead_letters(store& st, bool as_json,
                          const std::vector<uint64_t>& seqs);
 int inspect_sagas(store& st, const std::string& path, bool as_json);
+int inspect_tools(store& st, bool as_json);
 
 } // namespace vigil::cli

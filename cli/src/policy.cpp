@@ -79,7 +79,8 @@ private:
   const marks& at_;
 };
 
-// The node's settings; the tree is converted by spec_from_policy.
+// The node's settings; its tools are converted by tools_from_policy and the
+// tree by spec_from_policy.
 void read_node(const pol::Node& n, const yaml_source& src, loaded_policy& out,
                std::vector<yaml_error>& errors) {
   auto fail = [&](position at, std::string what) {
@@ -114,12 +115,17 @@ std::vector<policy_error> load_policy_text(const std::string& text,
     map_yaml(doc, pb, at, found);
     yaml_source src{file, at};
     read_node(pb.node(), src, out, found);
-    if (pb.has_tree()) {
-      for (auto& p : spec_from_policy(pb.tree(), types, src, out.tree)) {
+    auto add = [&](std::vector<policy_problem> problems) {
+      for (auto& p : problems) {
         auto where = src.pos(p.msg, p.field);
         found.push_back(
           {where.known() ? where : position{1, 1}, std::move(p.text)});
       }
+    };
+    add(tools_from_policy(pb.node(), types, src, out.node.tools));
+    if (pb.has_tree()) {
+      add(spec_from_policy(pb.tree(), types, src, out.tree,
+                           &out.node.tools));
     } else if (!at.find(&pb, policy::Policy::kTreeFieldNumber)
                && (doc.IsMap() || doc.IsNull())) {
       found.push_back({{1, 1}, "missing \"tree\": the root supervisor"});

@@ -79,15 +79,38 @@ void print_tree(const tree_node& t, std::ostream& out, int depth) {
 
 void print_progress(double seconds, uint64_t handled, uint64_t restarts,
                     size_t degraded, uint64_t stand_ins, size_t dead_letters,
-                    std::ostream& out) {
+                    std::ostream& out, const std::vector<tool_figures>& tools) {
   char line[200];
   std::snprintf(line, sizeof(line),
                 "vigil: %6.1fs  handled=%llu  restarts=%llu  degraded=%zu  "
-                "stand_in=%llu  dead_letters=%zu\n",
+                "stand_in=%llu  dead_letters=%zu",
                 seconds, static_cast<unsigned long long>(handled),
                 static_cast<unsigned long long>(restarts), degraded,
                 static_cast<unsigned long long>(stand_ins), dead_letters);
-  out << line << std::flush;
+  out << line;
+  if (!tools.empty()) {
+    tool_figures sum;
+    std::string open;
+    for (auto& t : tools) {
+      sum.calls += t.calls;
+      sum.retries += t.retries;
+      sum.failed += t.failed;
+      sum.circuit_open += t.circuit_open;
+      sum.budget_refusals += t.budget_refusals;
+      sum.bulkhead_full += t.bulkhead_full;
+      sum.rate_limited += t.rate_limited;
+      if (t.breaker != "closed")
+        open += (open.empty() ? "" : ",") + t.name;
+    }
+    out << "  tool_calls=" << sum.calls << "  tool_retries=" << sum.retries
+        << "  tool_failed=" << sum.failed
+        << "  circuit_open=" << sum.circuit_open
+        << "  budget_refusals=" << sum.budget_refusals
+        << "  bulkhead_full=" << sum.bulkhead_full
+        << "  rate_limited=" << sum.rate_limited
+        << "  open_breakers=" << (open.empty() ? "none" : open);
+  }
+  out << "\n" << std::flush;
 }
 
 void print_run_report(const run_outcome& r, bool as_json, std::ostream& out) {
@@ -111,6 +134,15 @@ void print_run_report(const run_outcome& r, bool as_json, std::ostream& out) {
                   {"compensation_failed", r.sagas.compensation_failed},
                   {"resumed", r.sagas.resumed},
                   {"outcomes_resent", r.sagas.outcomes_resent}};
+    auto tools = nlohmann::json::object();
+    auto open = nlohmann::json::array();
+    for (auto& t : r.tools) {
+      tools[t.name] = to_json(t);
+      if (t.breaker != "closed")
+        open.push_back(t.name);
+    }
+    j["tools"] = std::move(tools);
+    j["open_breakers"] = std::move(open);
     j["outcome"] = r.escalated ? "escalated" : "completed";
     if (r.escalated)
       j["cause"] = r.cause;
@@ -147,6 +179,7 @@ void print_run_report(const run_outcome& r, bool as_json, std::ostream& out) {
         << " with a compensation in the dead letters, " << r.sagas.resumed
         << " resumed from the data dir, " << r.sagas.outcomes_resent
         << " resent inputs answered with their stored outcome\n";
+  print_tools(r.tools, out);
   for (size_t i = 0; i < dls.size() && i < 10; ++i)
     out << "  dead letter " << dls[i].seq << " " << dls[i].path << ": "
         << dls[i].reason << "\n";

@@ -1,8 +1,9 @@
 #pragma once
 
 // What the `vigil` command prints: the run report of `vigil run` (a
-// snapshot of the tree with each node's state and restarts, as text or
-// JSON), its progress lines, and the views of `vigil inspect`. Rendering
+// snapshot of the tree with each node's state and restarts, and the figures
+// of the node's tools, as text or JSON), its progress lines, and the views
+// of `vigil inspect`. Rendering
 // only: the commands (app.cpp) gather the data.
 
 #include <cstdint>
@@ -37,6 +38,38 @@ nlohmann::json to_json(const tree_node& t);
 
 void print_tree(const tree_node& t, std::ostream& out, int depth = 0);
 
+/// One declared tool's figures on the node (its tool_stats) and its
+/// breaker as of the reading.
+struct tool_figures {
+  std::string name;
+  std::string type;   ///< its implementation
+  std::string effect; ///< read_only, idempotent_write, ...
+  uint64_t calls = 0;      ///< calls admitted
+  uint64_t executions = 0; ///< times the tool ran
+  uint64_t retries = 0;
+  uint64_t succeeded = 0;
+  uint64_t succeeded_after_retry = 0;
+  uint64_t failed = 0; ///< failed after at least one attempt
+  uint64_t budget_refusals = 0;
+  uint64_t circuit_open = 0; ///< attempts the breaker did not permit
+  uint64_t bulkhead_full = 0;
+  uint64_t rate_limited = 0;
+  uint64_t cost_exceeded = 0;
+  uint64_t deadline_exceeded = 0;
+  uint64_t abandoned = 0; ///< attempts given up at their timeout
+  std::string breaker;    ///< closed, open or half_open
+  int64_t next_probe_ms = 0; ///< open: until probes are let through
+  uint64_t openings = 0;
+};
+
+/// Every tool declared on `nd`, by name.
+std::vector<tool_figures> read_tools(node& nd);
+
+nlohmann::json to_json(const tool_figures& t);
+
+/// The report's lines about the tools, one per tool.
+void print_tools(const std::vector<tool_figures>& tools, std::ostream& out);
+
 /// How a run ended, for its report.
 struct run_outcome {
   std::string name;
@@ -66,12 +99,16 @@ struct run_outcome {
              > 0;
     }
   } sagas;
+  /// The node's tools, as of the end of the run.
+  std::vector<tool_figures> tools;
 };
 
-/// One progress line of `vigil run`.
+/// One progress line of `vigil run`; with `tools` (the node declares
+/// some), their calls, retries and refusals summed, and the open breakers.
 void print_progress(double seconds, uint64_t handled, uint64_t restarts,
                     size_t degraded, uint64_t stand_ins, size_t dead_letters,
-                    std::ostream& out);
+                    std::ostream& out,
+                    const std::vector<tool_figures>& tools = {});
 
 /// The report at the end of `vigil run`.
 void print_run_report(const run_outcome& r, bool as_json, std::ostream& out);
@@ -84,12 +121,16 @@ void print_agents(const nlohmann::json& agents, bool as_json,
 void print_mailbox(const nlohmann::json& pending, const std::string& path,
                    bool as_json, std::ostream& out);
 
-/// `vigil inspect dead-letters` and `vigil dead-letters list`.
 /// `vigil inspect sagas`: one line per durable saga run.
 void print_saga_runs(const nlohmann::json& runs, bool as_json,
                      std::ostream& out);
 
+/// `vigil inspect dead-letters` and `vigil dead-letters list`.
 void print_dead_letters(const nlohmann::json& letters, bool as_json,
                         std::ostream& out);
+
+/// `vigil inspect tools`: one line per stored breaker.
+void print_breakers(const nlohmann::json& breakers, bool as_json,
+                    std::ostream& out);
 
 } // namespace vigil::cli

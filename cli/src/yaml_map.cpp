@@ -454,7 +454,8 @@ private:
     return true;
   }
 
-  // A YAML mapping of scalars onto a map<K, V> field.
+  // A YAML mapping onto a map<K, V> field: each key is an entry, marked at
+  // the key's position; a message value is mapped like a message field.
   bool map(const YAML::Node& v, pb::Message& msg,
            const pb::FieldDescriptor* f, const std::string& label,
            position at) {
@@ -493,10 +494,16 @@ private:
         store(*entry, key_field, k, false);
         store(*entry, value_field, x, false);
       } else {
+        // A message value's fields are named after its key, as those of
+        // a message field are (`node.tools.ocr.retry.max_attempts`).
         auto* entry = target(msg, f, true);
         at_.set(entry, -1, kp);
         store(*entry, key_field, k, false);
-        ok = value(it->second, *entry, value_field, entry_label, kp, false, "")
+        auto prefix = is_scope(value_field->message_type())
+                        ? std::string{}
+                        : entry_label + ".";
+        ok = value(it->second, *entry, value_field, entry_label, kp, false,
+                   prefix)
              && ok;
       }
     }

@@ -2,11 +2,16 @@
 
 #include <condition_variable>
 #include <mutex>
+#include <set>
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
 #include "vigil/actors/cell.hpp"
+#include "vigil/actors/detail/actor_clock.hpp"
+#include "vigil/actors/detail/envelope_record.hpp"
+#include "vigil/persistence/record.hpp"
+#include "vigil/store.pb.h"
 #include "vigil/supervision/message_types.hpp"
 
 namespace vigil {
@@ -61,6 +66,115 @@ struct node::impl {
   caf::actor writer;
   std::vector<std::string> orphans;
   std::vector<quarantined> bad;
+  std::shared_ptr<const resilience::clock> clock_view;
+
+  /// Declares the configured tools on the runtime, each with its executor,
+  /// and its breaker as the data dir last kept it. Errors name the tool and
+  /// the field.
+  caf::error setup_tools() {
+    auto& decls = cfg_copy.tools; // a copy: normalized below
+    std::set<std::string> seen;
+    std::string problems;
+    auto add = [&](const std::string& tool, const std::string& what) {
+      problems += (problems.empty() ? "" : "; ") + ("tool \"" + tool + "\": ")
+                  + what;
+    };
+    for (auto& d : decls) {
+      // An irreversible tool is never retried: in C++ it need not say so
+      // (a policy file that asks for more attempts is refused there).
+      if (d.effect == side_effect::irreversible)
+        d.policy.retry.max_attempts = 1;
+      for (auto& p : check_tool(d))
+        add(d.name, p.field + ": " + p.what);
+      if (!seen.insert(d.name).second)
+        add(d.name, "declared twice");
+      auto type = d.type.empty() ? d.name : d.type;
+      if (rt->types().find_tool(type) == nullptr)
+      {
+        std::string known;
+        for (auto& x : rt->types().tool_names())
+          known += (known.empty() ? "" : ", ") + x;
+        add(d.name, "no tool implementation is registered as \"" + type
+                      + "\" (registry::add_tool; registered: "
+                      + (known.empty() ? "none" : known) + ")");
+      }
+    }
+    if (!problems.empty())
+      return make_error(errc::invalid_child_spec, problems);
+    clock_view = std::make_shared<detail::actor_clock_view>(sys.clock());
+    for (auto& d : decls) {
+      auto type = d.type.empty() ? d.name : d.type;
+      std::shared_ptr<tool_executor> ex;
+      if (cfg_copy.tool_executors)
+        ex = cfg_copy.tool_executors(d);
+      auto t = std::make_shared<detail::tool_runtime>(
+        d, *rt->types().find_tool(type), clock_view, std::move(ex));
+      if (auto& st = rt->storage())
+        restore_breaker(*st, *t);
+      if (writer)
+        t->on_breaker_change(
+          [w = writer, name = d.name](const resilience::breaker_snapshot& s) {
+            records::BreakerState r;
+            r.set_tool(name);
+            r.set_state(static_cast<uint32_t>(s.state));
+            auto now = detail::unix_ms();
+            r.set_updated_unix_ms(now);
+            r.set_open_until_unix_ms(
+              now
+              + std::chrono::duration_cast<std::chrono::milliseconds>(
+                  s.open_remaining)
+                  .count());
+            r.set_trips(s.trips);
+            write_item item;
+            item.muts.push_back(
+              detail::put_record(db::meta, breaker_key(name), r));
+            caf::anon_send(w, write_atom::value, uint64_t{0},
+                           owned_write{owner_ref{}, std::move(item)});
+          });
+      rt->add_tool(std::move(t));
+    }
+    return caf::none;
+  }
+
+  static std::string breaker_key(const std::string& tool) {
+    return "breaker/" + tool;
+  }
+
+  /// A breaker that was open when the node stopped stays open for the
+  /// rest of its period (on the wall clock), so that the first call after
+  /// a restart is a probe at the earliest.
+  void restore_breaker(store& st, detail::tool_runtime& t) {
+    std::string raw;
+    bool found = false;
+    if (auto s = st.get(db::meta, breaker_key(t.decl().name), raw, found);
+        s || !found)
+      return;
+    records::BreakerState r;
+    if (auto f = decode_record(raw, r); f != record_fault::none) {
+      spdlog::warn("vigil: {} [meta] \"{}\": {}; the breaker of tool {} "
+                   "starts closed",
+                   cfg_copy.data_dir, breaker_key(t.decl().name),
+                   describe(f, raw, r), t.decl().name);
+      return;
+    }
+    resilience::breaker_snapshot snap;
+    snap.trips = r.trips();
+    if (r.state() == 0) {
+      snap.state = resilience::breaker_state::closed;
+    } else {
+      snap.state = resilience::breaker_state::open;
+      auto left = r.open_until_unix_ms() - detail::unix_ms();
+      snap.open_remaining = std::chrono::milliseconds{std::max<int64_t>(left, 0)};
+    }
+    t.restore(snap);
+    if (snap.state != resilience::breaker_state::closed)
+      spdlog::info("vigil: tool {}: its breaker was open when the node "
+                   "stopped; it stays open {} ms more",
+                   t.decl().name,
+                   std::chrono::duration_cast<std::chrono::milliseconds>(
+                     snap.open_remaining)
+                     .count());
+  }
 
   caf::error open_store() {
     store_options so;
@@ -193,6 +307,9 @@ caf::error node::start(std::string name, supervisor_spec spec) {
   impl_->root_name = name;
   if (!impl_->cfg_copy.data_dir.empty() && !impl_->writer)
     if (auto err = impl_->open_store())
+      return err;
+  if (impl_->rt->tools().empty())
+    if (auto err = impl_->setup_tools())
       return err;
   auto root = spawn_supervisor(impl_->sys, impl_->rt, std::move(spec), name);
   auto* st = impl_.get();

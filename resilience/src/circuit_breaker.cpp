@@ -20,7 +20,7 @@ circuit_breaker::circuit_breaker(circuit_breaker_policy policy,
     open_backoff_(policy.open_for, clk, seed) {
   policy_.half_open_probes = std::clamp<uint32_t>(policy_.half_open_probes,
                                                  1, max_probes);
-  if (policy_.failure_rate > 0.0) {
+  if (policy_.failure_rate > 0.0 || policy_.slow_call_rate > 0.0) {
     policy_.window = std::max<uint32_t>(policy_.window, 1);
     policy_.minimum_calls = std::clamp<uint32_t>(policy_.minimum_calls, 1,
                                                  policy_.window);
@@ -48,7 +48,39 @@ void circuit_breaker::trip() {
                                                 : now + wait;
   consecutive_ = 0;
   std::fill(ring_.begin(), ring_.end(), 0);
-  ring_pos_ = ring_count_ = ring_failures_ = 0;
+  ring_pos_ = ring_count_ = ring_failures_ = ring_slow_ = 0;
+}
+
+breaker_snapshot circuit_breaker::snapshot() {
+  refresh();
+  breaker_snapshot s;
+  s.state = state_;
+  s.trips = open_track_.attempts;
+  if (state_ == breaker_state::open)
+    s.open_remaining = open_until_ - clock_->now();
+  return s;
+}
+
+void circuit_breaker::restore(const breaker_snapshot& s) {
+  ++generation_;
+  consecutive_ = 0;
+  std::fill(ring_.begin(), ring_.end(), 0);
+  ring_pos_ = ring_count_ = ring_failures_ = ring_slow_ = 0;
+  probes_in_flight_ = 0;
+  probe_slots_ = 0;
+  probe_successes_ = 0;
+  open_track_.attempts = s.trips;
+  if (s.state == breaker_state::closed) {
+    state_ = breaker_state::closed;
+    return;
+  }
+  // Open or half-open: open until the time left (none: half-open at the
+  // first look), so that the first call after a restart is a probe.
+  state_ = breaker_state::open;
+  auto now = clock_->now();
+  auto left = std::max(s.open_remaining, duration::zero());
+  open_until_ = left >= time_point::max() - now ? time_point::max()
+                                                : now + left;
 }
 
 void circuit_breaker::close() {
@@ -93,37 +125,44 @@ circuit_breaker::permit circuit_breaker::acquire() {
   return {generation_, false};
 }
 
-void circuit_breaker::record(bool failure) {
+void circuit_breaker::record(bool failure, bool slow) {
   consecutive_ = failure ? consecutive_ + 1 : 0;
   if (!ring_.empty()) {
     auto& slot = ring_[ring_pos_];
-    if (ring_count_ == ring_.size())
-      ring_failures_ -= slot;
-    else
+    if (ring_count_ == ring_.size()) {
+      ring_failures_ -= slot & 1u;
+      ring_slow_ -= (slot >> 1) & 1u;
+    } else {
       ++ring_count_;
-    slot = failure ? 1 : 0;
-    ring_failures_ += slot;
+    }
+    slot = static_cast<uint8_t>((failure ? 1u : 0u) | (slow ? 2u : 0u));
+    ring_failures_ += slot & 1u;
+    ring_slow_ += (slot >> 1) & 1u;
     ring_pos_ = (ring_pos_ + 1) % static_cast<uint32_t>(ring_.size());
   }
-  if (!failure)
-    return;
-  if (policy_.consecutive_failures > 0
+  if (failure && policy_.consecutive_failures > 0
       && consecutive_ >= policy_.consecutive_failures)
     return trip();
+  if (ring_.empty() || ring_count_ < policy_.minimum_calls)
+    return;
   // With a tolerance: 0.28 * 25 is 7.000000000000001 in floating point,
   // and 7 failures of 25 reach a rate of 0.28.
-  if (!ring_.empty() && ring_count_ >= policy_.minimum_calls
-      && static_cast<double>(ring_failures_)
-           >= policy_.failure_rate * static_cast<double>(ring_count_) - 1e-9)
+  auto reaches = [&](uint32_t n, double rate) {
+    return rate > 0.0
+           && static_cast<double>(n)
+                >= rate * static_cast<double>(ring_count_) - 1e-9;
+  };
+  if ((failure && reaches(ring_failures_, policy_.failure_rate))
+      || (slow && reaches(ring_slow_, policy_.slow_call_rate)))
     trip();
 }
 
-void circuit_breaker::on_success(const permit& p) {
+void circuit_breaker::on_success(const permit& p, bool slow) {
   refresh();
   if (!p.granted || p.generation != generation_)
     return;
   if (state_ == breaker_state::closed)
-    return record(false);
+    return record(false, slow);
   if (state_ == breaker_state::half_open && take_slot(p)) {
     if (++probe_successes_ >= policy_.half_open_probes)
       close();
@@ -139,12 +178,12 @@ bool circuit_breaker::take_slot(const permit& p) {
   return true;
 }
 
-void circuit_breaker::on_failure(const permit& p) {
+void circuit_breaker::on_failure(const permit& p, bool slow) {
   refresh();
   if (!p.granted || p.generation != generation_)
     return;
   if (state_ == breaker_state::closed)
-    return record(true);
+    return record(true, slow);
   if (state_ == breaker_state::half_open && take_slot(p))
     trip();
 }

@@ -68,10 +68,40 @@ duration token_bucket::time_until(double n) noexcept {
 }
 
 retry_budget::retry_budget(retry_budget_policy policy, const clock& clk)
-  : policy_(policy),
-    bucket_(policy.capacity, policy.min_per_second, clk,
-            non_negative(policy.min_per_second)) {
+  : policy_(policy), clock_(&clk), last_(clk.now()) {
   policy_.ratio = non_negative(policy_.ratio);
+  policy_.min_per_second = non_negative(policy_.min_per_second);
+  policy_.max_savings = std::max(1.0, non_negative(policy_.max_savings));
+  by_time_ = std::min(policy_.max_savings, policy_.min_per_second);
+}
+
+void retry_budget::refill() noexcept {
+  auto now = clock_->now();
+  if (now <= last_)
+    return;
+  std::chrono::duration<double> dt = now - last_;
+  last_ = now;
+  by_time_ = std::min(policy_.max_savings,
+                      by_time_ + dt.count() * policy_.min_per_second);
+}
+
+void retry_budget::on_attempt() noexcept {
+  by_attempts_ = std::min(policy_.max_savings, by_attempts_ + policy_.ratio);
+}
+
+bool retry_budget::try_retry() noexcept {
+  refill();
+  // With a tolerance: ten deposits of 0.1 make 0.9999999999999999.
+  if (by_attempts_ < 1.0 - 1e-9 && by_time_ < 1.0 - 1e-9)
+    return false;
+  by_attempts_ -= 1.0;
+  by_time_ -= 1.0;
+  return true;
+}
+
+double retry_budget::balance() noexcept {
+  refill();
+  return std::max(0.0, std::floor(std::max(by_attempts_, by_time_) + 1e-9));
 }
 
 } // namespace vigil::resilience

@@ -60,6 +60,7 @@ const char* to_string(spec_errc x) noexcept {
     case spec_errc::invalid_degrade: return "invalid_degrade";
     case spec_errc::invalid_buffer_cap: return "invalid_buffer_cap";
     case spec_errc::invalid_max_deliveries: return "invalid_max_deliveries";
+    case spec_errc::invalid_tool_override: return "invalid_tool_override";
     case spec_errc::invalid_durability: return "invalid_durability";
     case spec_errc::invalid_strategy: return "invalid_strategy";
     case spec_errc::invalid_intensity: return "invalid_intensity";
@@ -144,8 +145,8 @@ std::vector<spec_problem> check_child_spec(const child_spec& c,
                                            const std::string& parent) {
   problems out;
   auto where = join(parent, c.id.empty() ? "<no id>" : c.id);
-  auto add = [&](const char* field, spec_errc code, std::string detail) {
-    out.push_back({where, field, code, std::move(detail)});
+  auto add = [&](std::string field, spec_errc code, std::string detail) {
+    out.push_back({where, std::move(field), code, std::move(detail)});
   };
   if (c.id.empty())
     add("id", spec_errc::missing_id, "every child needs a non-empty id");
@@ -230,6 +231,10 @@ std::vector<spec_problem> check_child_spec(const child_spec& c,
   if (c.max_deliveries == 0)
     add("max_deliveries", spec_errc::invalid_max_deliveries,
         "allowed: >= 1");
+  for (auto& [tool, ov] : c.tools)
+    for (auto& p : check_tool_override(ov))
+      add("tools." + tool + "." + p.field, spec_errc::invalid_tool_override,
+          p.what);
   if (c.durability.mode > durability_mode::journal)
     add("durability", spec_errc::invalid_durability,
         "allowed: none, snapshot, journal");

@@ -3,26 +3,21 @@
 #include <algorithm>
 #include <map>
 #include <memory>
-#include <sstream>
 #include <tuple>
 #include <unordered_map>
 
 #include <google/protobuf/duration.pb.h>
 
+#include "policy_detail.hpp"
 #include "vigil/supervision/check.hpp"
 #include "vigil/supervision/duration.hpp"
 
 namespace vigil {
 
-namespace {
+namespace detail {
 
-namespace pol = vigil::policy;
-using google::protobuf::Message;
-using std::chrono::milliseconds;
-
-milliseconds to_ms(const google::protobuf::Duration& d) {
-  // Saturates far beyond max_duration, so that check_child_specs refuses a
-  // huge duration instead of the multiplication wrapping it into range.
+std::chrono::milliseconds to_ms(const google::protobuf::Duration& d) {
+  using std::chrono::milliseconds;
   constexpr int64_t cap_s = int64_t{1} << 40;
   if (d.seconds() > cap_s)
     return milliseconds{cap_s * 1000};
@@ -30,6 +25,89 @@ milliseconds to_ms(const google::protobuf::Duration& d) {
     return milliseconds{-cap_s * 1000};
   return milliseconds{d.seconds() * 1000 + d.nanos() / 1000000};
 }
+
+namespace {
+
+// The entry of map field `f` of `m` whose key `rest` names: `rest` is the
+// key or starts with the key and a dot (the longest such key, as keys may
+// hold dots). Only string keys are looked up.
+const google::protobuf::Message*
+find_entry(const google::protobuf::Message& m,
+           const google::protobuf::FieldDescriptor* f, const std::string& rest,
+           std::string& key) {
+  auto* kf = f->message_type()->map_key();
+  if (kf->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_STRING)
+    return nullptr;
+  auto* r = m.GetReflection();
+  const google::protobuf::Message* best = nullptr;
+  for (int i = 0; i < r->FieldSize(m, f); ++i) {
+    // Through reflection, as the reader marked them: the generated map
+    // accessor would hand out copies.
+    auto& e = r->GetRepeatedMessage(m, f, i);
+    auto k = e.GetReflection()->GetString(e, kf);
+    bool fits = rest == k
+                || (rest.size() > k.size() && rest.compare(0, k.size(), k) == 0
+                    && rest[k.size()] == '.');
+    if (fits && (best == nullptr || k.size() > key.size())) {
+      best = &e;
+      key = std::move(k);
+    }
+  }
+  return best;
+}
+
+} // namespace
+
+place locate_field(const google::protobuf::Message& m,
+                   const std::string& dotted, const policy_source& source,
+                   bool& bad_value) {
+  using cpp = google::protobuf::FieldDescriptor::CppType;
+  place best{&m};
+  bad_value = false;
+  const google::protobuf::Message* cur = &m;
+  std::string rest = dotted;
+  while (!rest.empty()) {
+    auto dot = rest.find('.');
+    auto part = rest.substr(0, dot);
+    rest = dot == std::string::npos ? std::string{} : rest.substr(dot + 1);
+    auto* f = cur->GetDescriptor()->FindFieldByName(part);
+    if (f == nullptr || !source.written(*cur, f->number()))
+      break;
+    best = {cur, f->number()};
+    bad_value = source.rejected(*cur, f->number());
+    if (rest.empty() || f->cpp_type() != cpp::CPPTYPE_MESSAGE)
+      break;
+    auto* r = cur->GetReflection();
+    if (f->is_map()) {
+      std::string key;
+      auto* e = find_entry(*cur, f, rest, key);
+      if (e == nullptr)
+        break;
+      best = {e};
+      bad_value = false;
+      rest.erase(0, std::min(rest.size(), key.size() + 1));
+      auto* vf = f->message_type()->map_value();
+      if (rest.empty() || vf->cpp_type() != cpp::CPPTYPE_MESSAGE)
+        break;
+      cur = &e->GetReflection()->GetMessage(*e, vf);
+      continue;
+    }
+    if (f->is_repeated() || !r->HasField(*cur, f))
+      break;
+    cur = &r->GetMessage(*cur, f);
+  }
+  return best;
+}
+
+} // namespace detail
+
+namespace {
+
+namespace pol = vigil::policy;
+using detail::place;
+using detail::to_ms;
+using google::protobuf::Message;
+using std::chrono::milliseconds;
 
 std::string quote(const std::string& s) {
   return "\"" + s + "\"";
@@ -48,19 +126,14 @@ To as(From x) {
 
 enum tristate { no, yes, unsure };
 
-/// A place in the policy: `field` of `msg`.
-struct place {
-  const Message* msg = nullptr;
-  int field = -1;
-};
-
 // Turns a policy's tree into specs, reporting what the schema alone cannot
 // say.
 class converter {
 public:
   converter(const registry& types, const policy_source& source,
+            const std::vector<tool_decl>* tools,
             std::vector<policy_problem>& problems)
-    : types_(types), source_(source), problems_(problems) {
+    : types_(types), source_(source), tools_(tools), problems_(problems) {
   }
 
   supervisor_spec supervisor(const pol::Supervisor& s,
@@ -265,6 +338,12 @@ private:
            "durability: only agents and sagas are durable");
       said(where, "durability", spec_errc::invalid_durability);
     }
+    if (cs.kind == child_kind::supervisor && written(c, C::kToolsFieldNumber))
+      fail({&c, C::kToolsFieldNumber},
+           "tools: only agents call tools; set it on the supervisor's "
+           "children");
+    else
+      detail::overrides_from_policy(c, tools_, cs.tools, problems_);
     if (cs.kind == child_kind::supervisor)
       for (auto [field, name] :
            {std::pair{C::kParamsFieldNumber, "params"},
@@ -307,27 +386,13 @@ private:
       m = i->second.sup;
     if (m == nullptr)
       return {};
-    place best{m};
-    std::istringstream parts{p.field};
-    std::string part;
-    while (std::getline(parts, part, '.')) {
-      auto* f = m->GetDescriptor()->FindFieldByName(part == "id" ? "name"
-                                                                 : part);
-      if (f == nullptr || !written(*m, f->number()))
-        break;
-      best = {m, f->number()};
-      bad_value = bad(*m, f->number());
-      auto* r = m->GetReflection();
-      if (f->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE
-          || f->is_repeated() || !r->HasField(*m, f))
-        break;
-      m = &r->GetMessage(*m, f);
-    }
-    return best;
+    auto field = p.field == "id" ? std::string{"name"} : p.field;
+    return detail::locate_field(*m, field, source_, bad_value);
   }
 
   const registry& types_;
   const policy_source& source_;
+  const std::vector<tool_decl>* tools_;
   std::vector<policy_problem>& problems_;
   std::unordered_map<std::string, origin> origins_;
   std::map<std::tuple<std::string, std::string, spec_errc>, int> said_;
@@ -338,9 +403,10 @@ private:
 std::vector<policy_problem> spec_from_policy(const policy::Supervisor& tree,
                                              const registry& types,
                                              const policy_source& source,
-                                             supervisor_spec& out) {
+                                             supervisor_spec& out,
+                                             const std::vector<tool_decl>* tools) {
   std::vector<policy_problem> problems;
-  converter conv{types, source, problems};
+  converter conv{types, source, tools, problems};
   out = conv.supervisor(tree, "");
   conv.check(out);
   return problems;

@@ -20,6 +20,8 @@ caf::error supervisor_actor::spawn_worker_cell(child& c) {
     std::min<size_t>(c.spec->buffer_cap, UINT32_MAX));
   cc.max_deliveries = c.spec->max_deliveries;
   cc.durability = c.spec->durability;
+  if (!c.spec->tools.empty())
+    cc.tool_overrides = {c.spec, &c.spec->tools}; // shares, no copy
   if (cc.type == nullptr)
     return make_error(errc::unknown_agent_type, c.spec->agent);
   c.handle = spawn_cell(home_system(), rt_, std::move(cc),

@@ -73,7 +73,7 @@ std::ostream& operator<<(std::ostream& out, const error_case& x) {
 const std::string registered = "counter, flaky, ocr, sink, source, step";
 const std::string child_keys =
   "name, agent, supervisor, restart, shutdown, significant, on_failure, "
-  "degrade, durability, params, buffer_cap, max_deliveries";
+  "degrade, durability, params, buffer_cap, max_deliveries, tools";
 
 const error_case error_cases[] = {
   {"unknown_key_top",
@@ -96,7 +96,7 @@ const error_case error_cases[] = {
    "node: {nam: x}\n"
    "tree: {}\n",
    {"policy.yaml:1:8: unknown key \"nam\" in node; allowed: name, data_dir, "
-    "listen, sync, threads, idempotency_retention"}},
+    "listen, sync, threads, idempotency_retention, tools"}},
   {"wrong_int",
    "tree:\n"
    "  intensity: lots\n",

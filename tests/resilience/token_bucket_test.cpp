@@ -2,6 +2,7 @@
 // rate limiter, on a manual clock.
 
 #include <chrono>
+#include <algorithm>
 #include <cmath>
 
 #include <gtest/gtest.h>
@@ -69,19 +70,17 @@ TEST(retry_budget_test, retries_are_a_share_of_attempts) {
   manual_clock clk;
   retry_budget_policy p;
   p.ratio = 0.1;
-  p.min_per_second = 0; // only deposits count
-  p.capacity = 1000;
+  p.min_per_second = 0; // only first attempts count
   retry_budget rb{p, clk};
-  EXPECT_FALSE(rb.try_retry()); // nothing deposited yet
+  EXPECT_FALSE(rb.try_retry()); // nothing attempted yet
   int retries = 0;
   for (int i = 0; i < 1000; ++i) {
     rb.on_attempt();
     while (rb.try_retry()) // every call fails and wants to retry
       ++retries;
   }
-  // 1000 first attempts at 10%: about 100 retries, not 1000 or 3000.
-  EXPECT_GE(retries, 99);
-  EXPECT_LE(retries, 100);
+  // 1000 first attempts at 10%: 100 retries, not 1000 or 3000.
+  EXPECT_EQ(retries, 100);
 }
 
 TEST(retry_budget_test, a_quiet_client_may_retry_at_the_minimum_rate) {
@@ -89,17 +88,61 @@ TEST(retry_budget_test, a_quiet_client_may_retry_at_the_minimum_rate) {
   retry_budget_policy p;
   p.ratio = 0.1;
   p.min_per_second = 2;
-  p.capacity = 4;
+  p.max_savings = 4;
   retry_budget rb{p, clk};
-  // A new budget holds one second's refill.
+  // A new budget holds one second of the floor.
   EXPECT_TRUE(rb.try_retry());
   EXPECT_TRUE(rb.try_retry());
   EXPECT_FALSE(rb.try_retry());
   clk.advance(500ms);
   EXPECT_TRUE(rb.try_retry());
   EXPECT_FALSE(rb.try_retry());
-  clk.advance(10s); // capped savings
+  clk.advance(10s); // savings are capped
   EXPECT_DOUBLE_EQ(rb.balance(), 4.0);
+  for (int i = 0; i < 4; ++i)
+    EXPECT_TRUE(rb.try_retry());
+  EXPECT_FALSE(rb.try_retry());
+}
+
+TEST(retry_budget_test, the_floor_and_the_ratio_are_not_added) {
+  // N first attempts at a steady rate over T seconds, every one failing and
+  // retried as often as allowed: at most max(0.1 N, floor (T + 1 s))
+  // retries, and close to it.
+  for (int per_second : {2, 5, 10, 50, 500}) {
+    manual_clock clk;
+    retry_budget_policy p;
+    p.min_per_second = 1;
+    retry_budget rb{p, clk};
+    int firsts = 0;
+    int retries = 0;
+    auto step = std::chrono::microseconds{1000000 / per_second};
+    for (auto t = 0us; t < 30s; t += step) {
+      clk.set(time_point{} + t);
+      rb.on_attempt();
+      ++firsts;
+      while (rb.try_retry())
+        ++retries;
+    }
+    double bound = std::max(0.1 * firsts, 1.0 * (30 + 1));
+    EXPECT_LE(retries, bound) << per_second << "/s";
+    EXPECT_GE(retries, bound - 2) << per_second << "/s";
+  }
+}
+
+TEST(retry_budget_test, a_burst_after_a_quiet_spell_still_earns_by_ratio) {
+  manual_clock clk;
+  retry_budget_policy p;
+  p.min_per_second = 1;
+  retry_budget rb{p, clk};
+  clk.advance(std::chrono::hours{1}); // time savings: capped at 10
+  int retries = 0;
+  for (int i = 0; i < 10000; ++i) {
+    rb.on_attempt();
+    while (rb.try_retry())
+      ++retries;
+  }
+  EXPECT_GE(retries, 1000);
+  EXPECT_LE(retries, 1011);
 }
 
 TEST(rate_limiter_test, bursts_then_holds_the_rate) {

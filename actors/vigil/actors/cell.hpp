@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -14,6 +15,7 @@
 #include "vigil/actors/agent.hpp"
 #include "vigil/actors/durability.hpp"
 #include "vigil/actors/envelope.hpp"
+#include "vigil/actors/tool.hpp"
 #include "vigil/actors/runtime.hpp"
 
 namespace vigil {
@@ -36,6 +38,9 @@ struct cell_config {
   uint32_t max_deliveries = 1;
   /// none, snapshot or journal; durable cells need the runtime's store.
   durability_spec durability;
+  /// What this child changes of the tools' policies for its own calls, by
+  /// tool name (shared with the child spec); null means nothing.
+  std::shared_ptr<const std::map<std::string, tool_override>> tool_overrides;
 };
 
 // -- the cell protocol --------------------------------------------------------

@@ -20,6 +20,7 @@
 #include "vigil/actors/detail/type_symbol.hpp"
 #include "vigil/actors/envelope.hpp"
 #include "vigil/actors/error.hpp"
+#include "vigil/actors/tool.hpp"
 
 namespace vigil {
 
@@ -263,6 +264,56 @@ public:
                      std::move(err));
   }
 
+  /// Calls the tool declared on the node as `tool` with `req`, through the
+  /// tool's stack (total deadline, bulkhead, retries with the shared
+  /// budgets, circuit breaker, rate and cost limits, attempt timeout; see
+  /// tool.hpp), and calls `on_result(Reply&&)` with its reply or
+  /// `on_error(const caf::error&)` when it fails. The callable runs on the
+  /// tool's own threads; both callbacks run in this agent's instance, as
+  /// with `request`, and only in the instance that called (after a restart
+  /// they are dropped). A call refused before any attempt (no such tool,
+  /// no time left, bulkhead full, breaker open, rate or cost limit) calls
+  /// `on_error` at once, before `call_tool` returns.
+  ///
+  /// Errors: unknown_tool, bad_payload (the tool takes another request
+  /// type), deadline_exceeded (the call's deadline passed; the context
+  /// names the attempts made and the last error), bulkhead_full,
+  /// circuit_open, rate_limited, cost_exceeded, tool_unavailable (a
+  /// transient error and no retry left), tool_rejected (a permanent
+  /// error), invalid_output.
+  template <class Reply, class OnResult, class OnError>
+  void call_tool(std::string_view tool, const google::protobuf::Message& req,
+                 const tool_options& opts, OnResult on_result,
+                 OnError on_error) {
+    std::unique_ptr<google::protobuf::Message> copy{req.New()};
+    copy->CopyFrom(req);
+    std::function<void(std::unique_ptr<google::protobuf::Message>)> ok
+      = [f = std::move(on_result)](
+          std::unique_ptr<google::protobuf::Message> rep) mutable {
+          f(std::move(static_cast<Reply&>(*rep)));
+        };
+    std::function<void(const caf::error&)> err = std::move(on_error);
+    call_tool_raw(tool, std::move(copy), type_symbol<Reply>(), opts,
+                  std::move(ok), std::move(err));
+  }
+
+  /// `call_tool` with the tool's own options.
+  template <class Reply, class OnResult, class OnError>
+  void call_tool(std::string_view tool, const google::protobuf::Message& req,
+                 OnResult on_result, OnError on_error) {
+    call_tool<Reply>(tool, req, tool_options{}, std::move(on_result),
+                     std::move(on_error));
+  }
+
+  /// Draws one retry from the attempt budget of the request being handled
+  /// (in a handler, or in a `request` or `call_tool` callback: the request
+  /// whose handler made that call). Every layer of one request tree draws
+  /// from the same budget (`envelope::attempt_budget`, default 3 attempts
+  /// in all), so that an agent which retries its own requests cannot
+  /// multiply the retries of the layers below it. False when it is spent:
+  /// give up instead of retrying.
+  [[nodiscard]] virtual bool take_retry() = 0;
+
   /// Takes over the reply to the envelope being handled: the handler's
   /// return value is then ignored, and the reply goes out when the handle is
   /// delivered. Only valid inside a handler.
@@ -274,6 +325,14 @@ public:
   virtual void stop(caf::error reason = caf::error{}) = 0;
 
 protected:
+  virtual void
+  call_tool_raw(std::string_view tool,
+                std::unique_ptr<google::protobuf::Message> req,
+                symbol reply_type, const tool_options& opts,
+                std::function<void(std::unique_ptr<google::protobuf::Message>)>
+                  on_result,
+                std::function<void(const caf::error&)> on_error)
+    = 0;
   virtual envelope make_envelope(const google::protobuf::Message& msg,
                                  const call_options& opts) = 0;
   virtual void send_envelope(const handle& to, envelope env) = 0;

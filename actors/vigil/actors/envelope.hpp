@@ -66,8 +66,23 @@ struct envelope {
   /// (nested retries draw from one budget instead of multiplying); 0 = none
   /// set. Envelopes sent by a handler inherit it.
   uint32_t attempt_budget = 0;
+  /// The account `attempt_budget` is drawn from: every envelope of one
+  /// request tree (a request and the requests its handler makes) shares
+  /// it, so that every layer spends from one budget. 0: the account of
+  /// this envelope's own (origin, id) (see `budget_account`).
+  uint64_t budget_id = 0;
   uint32_t flags = 0;          ///< `degraded_flag`, `start_deadline_flag`.
   uint8_t trace_flags = 0;     ///< W3C trace flags (`sampled_flag`).
+
+  /// The retry account this envelope's handling draws from.
+  uint64_t budget_account() const noexcept {
+    if (budget_id != 0)
+      return budget_id;
+    uint64_t z = id ^ (origin * 0xc2b2ae3d27d4eb4full);
+    z = (z ^ (z >> 33)) * 0xff51afd7ed558ccdull;
+    z ^= z >> 33;
+    return z != 0 ? z : 1;
+  }
 
   bool degraded() const noexcept {
     return (flags & degraded_flag) != 0;
@@ -119,7 +134,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, envelope& x) {
   return f(caf::meta::type_name("vigil.envelope"), x.type, x.payload, x.id,
            x.origin, x.idempotency_key, x.deadline, x.attempt,
-           x.attempt_budget, x.trace_id, x.trace_id_high, x.span_id,
+           x.attempt_budget, x.budget_id, x.trace_id, x.trace_id_high, x.span_id,
            x.trace_flags, x.sender, x.flags);
 }
 

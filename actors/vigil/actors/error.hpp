@@ -85,6 +85,26 @@ enum class errc : uint8_t {
   /// envelope in its journal. Its effects stand; whether it succeeded is
   /// unknown to the requester (a saga reports such a step `in_doubt`).
   reply_dropped,
+  /// No tool of this name is declared on the node.
+  unknown_tool,
+  /// The tool's circuit breaker is open: the call failed at once, without
+  /// reaching the tool. A handler that fails with it (returned, or thrown
+  /// as `tool_failure`) spends no restart intensity.
+  circuit_open,
+  /// The tool's bulkhead (its threads and its queue) is full.
+  bulkhead_full,
+  /// The tool's rate limit allows no call now.
+  rate_limited,
+  /// The tool's cost budget (the node's or the calling agent's) is spent.
+  cost_exceeded,
+  /// The tool failed with a transient error, and no retry was left (by
+  /// its attempts, the retry budgets or the deadline); the context names
+  /// the attempts made and the last error.
+  tool_unavailable,
+  /// The tool refused the request with a permanent error.
+  tool_rejected,
+  /// The tool's output did not parse or failed its validator.
+  invalid_output,
 };
 
 /// Returns the OTP-style name of `x`, e.g. "reached_max_restart_intensity".

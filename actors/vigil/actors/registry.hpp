@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "vigil/actors/agent.hpp"
+#include "vigil/actors/detail/type_symbol.hpp"
+#include "vigil/actors/tool.hpp"
 
 namespace vigil {
 
@@ -104,6 +106,58 @@ public:
     return *this;
   }
 
+  /// Registers a tool implementation under `name`: `f` is called as
+  /// `tool_result<Reply> f(const Request&, tool_call&)` on the tool's own
+  /// threads (so it must be thread-safe), may block, and may throw (a
+  /// throw is a transient error). `validate`, if given, checks each reply:
+  /// a non-empty answer makes it `invalid_output` with that text. A node
+  /// declares tools on top of implementations (tool_decl::type).
+  template <class Request, class Reply, class F>
+  registry& add_tool(std::string name, F f,
+                     std::function<std::string(const Reply&)> validate = {}) {
+    tool_type t;
+    t.name = name;
+    t.request_type = Request::descriptor()->full_name();
+    t.reply_type = Reply::descriptor()->full_name();
+    t.call = [f = std::move(f), validate = std::move(validate)](
+               const google::protobuf::Message& req,
+               tool_call& call) -> detail::tool_outcome {
+      detail::tool_outcome out;
+      try {
+        tool_result<Reply> r = f(static_cast<const Request&>(req), call);
+        out.cost = r.cost;
+        if (auto* e = std::get_if<tool_error>(&r.value)) {
+          out.error = std::move(*e);
+        } else {
+          auto& rep = std::get<Reply>(r.value);
+          if (validate) {
+            if (auto bad = validate(rep); !bad.empty()) {
+              out.error = tool_error::invalid_output(std::move(bad));
+              return out;
+            }
+          }
+          out.reply = std::make_unique<Reply>(std::move(rep));
+        }
+      } catch (const std::exception& e) {
+        out.error = tool_error::transient(std::string{"threw: "} + e.what());
+      } catch (...) {
+        out.error = tool_error::transient("threw a non-std exception");
+      }
+      return out;
+    };
+    tools_[name] = std::move(t);
+    return *this;
+  }
+
+  /// The tool implementation registered as `name`, or nullptr.
+  const tool_type* find_tool(const std::string& name) const noexcept {
+    auto i = tools_.find(name);
+    return i != tools_.end() ? &i->second : nullptr;
+  }
+
+  /// Names of all registered tool implementations, sorted.
+  std::vector<std::string> tool_names() const;
+
   /// Returns the type registered as `name`, or nullptr.
   const agent_type* find(const std::string& name) const noexcept {
     auto i = types_.find(name);
@@ -115,6 +169,7 @@ public:
 
 private:
   std::unordered_map<std::string, agent_type> types_;
+  std::unordered_map<std::string, tool_type> tools_;
 };
 
 } // namespace vigil

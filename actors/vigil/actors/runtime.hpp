@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -12,6 +13,7 @@
 #include "vigil/actors/agent.hpp"
 #include "vigil/actors/counters.hpp"
 #include "vigil/actors/dead_letter_log.hpp"
+#include "vigil/actors/detail/tool_runtime.hpp"
 #include "vigil/actors/directory.hpp"
 #include "vigil/actors/envelope.hpp"
 #include "vigil/actors/registry.hpp"
@@ -147,6 +149,36 @@ public:
     return stats_->restarts.load(std::memory_order_relaxed);
   }
 
+  // -- tools and retry budgets ------------------------------------------------
+
+  /// Attempts one request tree may make, the first included, when its
+  /// envelope sets none (`envelope::attempt_budget` 0).
+  static constexpr uint32_t default_attempt_budget = 3;
+
+  /// Declares a tool (the node does, before the tree starts; not
+  /// thread-safe).
+  void add_tool(std::shared_ptr<detail::tool_runtime> t) {
+    auto name = t->decl().name;
+    tools_[name] = std::move(t);
+  }
+
+  /// The tool declared as `name`, or nullptr.
+  detail::tool_runtime* find_tool(std::string_view name) const {
+    auto i = tools_.find(std::string{name});
+    return i != tools_.end() ? i->second.get() : nullptr;
+  }
+
+  /// Every declared tool, by name.
+  const std::map<std::string, std::shared_ptr<detail::tool_runtime>>&
+  tools() const noexcept {
+    return tools_;
+  }
+
+  /// The attempt budgets of this node's request trees.
+  detail::budget_ledger& ledger() noexcept {
+    return ledger_;
+  }
+
   // -- durability (set once by the node before the tree starts) -------------
 
   /// Attaches the node's store and its writer (which owns what the store
@@ -243,6 +275,8 @@ private:
   dead_letter_log dead_;
   std::shared_ptr<store> store_;
   caf::actor writer_;
+  std::map<std::string, std::shared_ptr<detail::tool_runtime>> tools_;
+  detail::budget_ledger ledger_;
 };
 
 } // namespace vigil

@@ -4,9 +4,15 @@
 
 namespace vigil::cli {
 
-/// Registers vigil's built-in agent types: source, counter, sink, flaky
-/// (see README, "Built-in agents").
+/// Registers vigil's built-in agent types: source, counter, sink, flaky,
+/// step, outcomes, and the built-in tools (see add_builtin_tools and
+/// README, "Built-in agents").
 void add_builtin_agents(registry& types);
+
+/// Registers the built-in tool implementation `flaky_tool` (it fails as
+/// each ToolRequest says) and the agent type `tool_caller`, which calls a
+/// tool once per Number it gets.
+void add_builtin_tools(registry& types);
 
 /// The `vigil` command line: run, check, inspect, dead-letters. `types` are
 /// the user's agent types; the built-in ones are added. A user's own runner

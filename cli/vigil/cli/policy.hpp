@@ -26,15 +26,16 @@ struct policy_error {
 struct loaded_policy {
   policy::Policy pb;    ///< The file as its Protobuf schema.
   std::string name;     ///< Root path (node.name, default "root").
-  node_config node;     ///< Node settings (threads, data dir, sync).
+  node_config node;     ///< Node settings (threads, data dir, sync, tools).
   supervisor_spec tree; ///< The root supervisor.
 };
 
 /// Parses the YAML in `text` (named `file` in messages), maps it onto
 /// `vigil::policy::Policy` and converts it into a node config and a tree,
 /// checking everything: unknown keys, wrong types, enum words, durations,
-/// unknown agent types (against `types`), duplicate names, invalid
-/// combinations, and every rule of `check_child_specs`. Returns all errors
+/// unknown agent types and tool implementations (against `types`),
+/// duplicate names, invalid combinations, overrides of tools the node does
+/// not declare, and every rule of `check_child_specs` and `check_tool`. Returns all errors
 /// at once, sorted by position; `out` is valid only if none.
 std::vector<policy_error> load_policy_text(const std::string& text,
                                            const std::string& file,

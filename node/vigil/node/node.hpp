@@ -32,6 +32,12 @@ struct node_config {
   size_t max_map_size = size_t{16} << 30;
   /// Group commit of the node's writer.
   writer_options writer;
+  /// The tools agents may call (`context::call_tool`), each on top of an
+  /// implementation registered with `registry::add_tool`.
+  std::vector<tool_decl> tools;
+  /// Makes each tool's executor; null gives each tool a pool of
+  /// `bulkhead.max_concurrent` threads. Deterministic tests inject one.
+  tool_executor_factory tool_executors;
 };
 
 /// One vigil process: an actor system, the agent registry and one tree.

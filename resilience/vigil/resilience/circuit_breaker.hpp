@@ -38,6 +38,21 @@ struct circuit_breaker_policy {
   /// successes close the breaker, one failure opens it again. A probe's
   /// second report is ignored.
   uint32_t half_open_probes = 1;
+  /// Opens when the share of slow calls (reported `slow`, successful or
+  /// not) among the last `window` calls reaches this, in (0, 1], once at
+  /// least `minimum_calls` were counted; 0 is off.
+  double slow_call_rate = 0.0;
+};
+
+/// What a breaker must remember across a restart of its process: its
+/// state, how long it stays open, and how many times in a row it opened (so
+/// that the next opening waits as long as the backoff says).
+struct breaker_snapshot {
+  breaker_state state = breaker_state::closed;
+  /// While open: the time left until probes are let through.
+  duration open_remaining{0};
+  /// Openings since it last closed.
+  uint32_t trips = 0;
 };
 
 /// A circuit breaker (closed, open, half-open with bounded probes). Owned
@@ -68,11 +83,12 @@ public:
   /// or while half-open with every probe slot in flight.
   [[nodiscard]] permit acquire();
 
-  /// The call made under `p` succeeded.
-  void on_success(const permit& p);
+  /// The call made under `p` succeeded; `slow` if it took longer than its
+  /// owner's slow-call threshold.
+  void on_success(const permit& p, bool slow = false);
 
   /// The call made under `p` failed.
-  void on_failure(const permit& p);
+  void on_failure(const permit& p, bool slow = false);
 
   /// The call made under `p` ended without an outcome that says anything
   /// about the dependency (it was cancelled, say): frees its probe slot.
@@ -89,6 +105,26 @@ public:
     return openings_;
   }
 
+  /// Failures in a row counted while closed.
+  uint32_t consecutive_failures() const noexcept {
+    return consecutive_;
+  }
+
+  /// The share of failures among the calls in the window (0 without a
+  /// rate rule or before any call).
+  double failure_rate() const noexcept {
+    return ring_count_ == 0 ? 0.0
+                            : static_cast<double>(ring_failures_) / ring_count_;
+  }
+
+  /// The state to keep across a restart.
+  [[nodiscard]] breaker_snapshot snapshot();
+
+  /// Takes the state `s` kept by an earlier breaker: open for
+  /// `s.open_remaining` (half-open at once if none is left), or closed.
+  /// `s.trips` continues the open period's backoff.
+  void restore(const breaker_snapshot& s);
+
 private:
   static constexpr uint32_t max_probes = 64;
 
@@ -96,7 +132,7 @@ private:
   void refresh();
   void trip();
   void close();
-  void record(bool failure);
+  void record(bool failure, bool slow);
 
   circuit_breaker_policy policy_;
   const clock* clock_;
@@ -107,11 +143,12 @@ private:
   uint64_t openings_ = 0;
   time_point open_until_{};
   uint32_t consecutive_ = 0;
-  // The last `window` outcomes (1 = failure), as a ring.
+  // The last `window` outcomes (bit 0: failure, bit 1: slow), as a ring.
   std::vector<uint8_t> ring_;
   uint32_t ring_pos_ = 0;
   uint32_t ring_count_ = 0;
   uint32_t ring_failures_ = 0;
+  uint32_t ring_slow_ = 0;
   uint32_t probes_in_flight_ = 0;
   uint64_t probe_slots_ = 0; // bit i: probe slot i is in flight
   uint32_t probe_successes_ = 0;

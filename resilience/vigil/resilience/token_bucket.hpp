@@ -1,5 +1,7 @@
 #pragma once
 
+#include <cstdint>
+
 #include "vigil/resilience/clock.hpp"
 
 namespace vigil::resilience {
@@ -46,42 +48,51 @@ private:
 
 /// Limits retries to a share of first attempts, so that a failing
 /// dependency sees at most (1 + ratio) times its normal load instead of a
-/// multiple of it (Finagle's RetryBudget, gRPC's retry throttling). Each
-/// first attempt deposits `ratio` tokens; each retry withdraws one;
-/// `min_per_second` refills with time so that a quiet client can still
-/// retry; `capacity` caps the savings. A new budget holds one second's
-/// refill (at most `capacity`).
+/// multiple of it (Finagle's RetryBudget, gRPC's retry throttling, the SRE
+/// book's per-client retry ratio), with a floor so that a quiet client can
+/// still retry. A new budget holds one second of the floor; from then on,
+/// the retries it allows never exceed max(ratio x first attempts,
+/// min_per_second x (seconds + 1)): the two terms are not added. Unused
+/// allowance is saved up to `max_savings` retries per term, so a long
+/// quiet spell does not buy a burst.
 struct retry_budget_policy {
   double ratio = 0.1;
-  double min_per_second = 10.0;
-  double capacity = 100.0;
+  double min_per_second = 2.0;
+  double max_savings = 10.0;
 };
 
-/// A token-bucket retry budget. Owned and called by one actor.
+/// A retry budget with two credits: one earned by first attempts (`ratio`
+/// each), one by time (`min_per_second`). A retry needs one whole credit
+/// in either, and spends one from both, so each credit counts every retry
+/// made: the retries never exceed either term's earnings while it is the
+/// one that allows them. Owned and called by one thread at a time (not
+/// thread-safe).
 class retry_budget {
 public:
   retry_budget(retry_budget_policy policy, const clock& clk);
 
-  /// A first attempt is being made: deposits `ratio` tokens.
-  void on_attempt() noexcept {
-    bucket_.put(policy_.ratio);
-  }
+  /// A first attempt is being made.
+  void on_attempt() noexcept;
 
-  /// True if a retry may be made now (and withdraws its token); false if
-  /// the budget is spent, in which case the caller fails instead of
-  /// retrying.
-  [[nodiscard]] bool try_retry() noexcept {
-    return bucket_.try_take(1.0);
-  }
+  /// True if a retry may be made now (and counts it); false if the budget
+  /// is spent, in which case the caller fails instead of retrying.
+  [[nodiscard]] bool try_retry() noexcept;
 
   /// The retries the budget would allow now.
-  [[nodiscard]] double balance() noexcept {
-    return bucket_.available();
+  [[nodiscard]] double balance() noexcept;
+
+  const retry_budget_policy& policy() const noexcept {
+    return policy_;
   }
 
 private:
+  void refill() noexcept;
+
   retry_budget_policy policy_;
-  token_bucket bucket_;
+  const clock* clock_;
+  time_point last_;
+  double by_attempts_ = 0.0;
+  double by_time_ = 0.0;
 };
 
 /// At most `per_second` calls on average, with bursts of up to `burst`.

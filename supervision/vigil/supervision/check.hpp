@@ -33,6 +33,7 @@ enum class spec_errc : uint8_t {
   invalid_params,         ///< params the agent type cannot take
   invalid_saga,           ///< saga times not > 0 or too long, bad steps
   too_deep,               ///< supervisors nested deeper than max_tree_depth
+  invalid_tool_override,  ///< a child's tool override out of range
 };
 
 /// The deepest nesting of supervisors a tree may have: a spec must survive

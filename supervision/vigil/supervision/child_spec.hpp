@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "vigil/actors/agent.hpp"
 #include "vigil/actors/durability.hpp"
 #include "vigil/actors/envelope.hpp"
+#include "vigil/actors/tool.hpp"
 
 namespace vigil {
 
@@ -114,6 +116,9 @@ struct child_spec {
   /// none (default), snapshot or journal; durable children need a node
   /// with a data dir.
   durability_spec durability;
+  /// What this child changes of the node's tools' policies for its own
+  /// calls, by tool name (see tool_override).
+  std::map<std::string, tool_override> tools;
   /// The nested supervisor's spec (kind == supervisor).
   std::shared_ptr<const supervisor_spec> sup;
 

@@ -52,13 +52,30 @@ struct policy_problem {
 /// the schema cannot: that each child names an agent type of `types` or a
 /// supervisor, duplicate names, `shutdown` words and durations, invalid
 /// combinations (`significant` under `auto_shutdown: never`, `temporary`
-/// with `degrade`, `degrade` without a default, a durable supervisor), and
+/// with `degrade`, `degrade` without a default, a durable supervisor, tool
+/// overrides on a supervisor), with `tools` (the node's, see
+/// tools_from_policy) that every tool a child overrides is declared, and
 /// then every rule of `check_child_specs`, each problem reported once.
 /// Pure. Returns every problem in the order found; `out` is usable only if
 /// there is none.
-std::vector<policy_problem> spec_from_policy(const policy::Supervisor& tree,
-                                             const registry& types,
-                                             const policy_source& source,
-                                             supervisor_spec& out);
+std::vector<policy_problem>
+spec_from_policy(const policy::Supervisor& tree, const registry& types,
+                 const policy_source& source, supervisor_spec& out,
+                 const std::vector<tool_decl>* tools = nullptr);
+
+/// Converts the tools the policy's node declares (`node.tools`) into
+/// `out`, in the order written, each named by its key. Checks what the
+/// schema cannot: that each has its side-effect class (`class`, which has
+/// no default: a write taken for read_only would be retried), that its
+/// implementation (`type`, default its name) is registered in `types`
+/// (registry::add_tool), and every rule of check_tool, each problem at the
+/// field it names (`retry.max_attempts`), or at the tool's key for a field
+/// not written. A field not written keeps tool_policy's default, except
+/// that an irreversible tool's `retry.max_attempts` is 1. Pure; `out` is
+/// usable only if there is no problem.
+std::vector<policy_problem> tools_from_policy(const policy::Node& node,
+                                              const registry& types,
+                                              const policy_source& source,
+                                              std::vector<tool_decl>& out);
 
 } // namespace vigil

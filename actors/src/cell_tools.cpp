@@ -1,0 +1,467 @@
+// A cell's tool calls: the stack of tool.hpp, run in the calling agent's
+// cell. The shared parts (breaker, budgets, limiters, bulkhead) live in the
+// tool's tool_runtime; the call's own state (its deadline, attempts,
+// backoff and callbacks) lives here, and every decision about it is taken
+// on this cell's thread. Executions run on the tool's executor and report
+// back with a tool_done message; timers are delayed messages to self.
+
+#include <algorithm>
+
+#include "cell_impl.hpp"
+
+namespace vigil::detail {
+
+namespace {
+
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+
+std::string ms_text(resilience::duration d) {
+  return std::to_string(duration_cast<milliseconds>(d).count()) + "ms";
+}
+
+errc code_of(error_class c) {
+  switch (c) {
+    case error_class::transient: return errc::tool_unavailable;
+    case error_class::permanent: return errc::tool_rejected;
+    case error_class::invalid_output: return errc::invalid_output;
+  }
+  return errc::tool_unavailable;
+}
+
+const char* refusal_text(errc code) {
+  switch (code) {
+    case errc::circuit_open: return "its circuit breaker is open";
+    case errc::rate_limited: return "its rate limit allows no call now";
+    case errc::cost_exceeded: return "its cost budget for the node is spent";
+    default: return "refused";
+  }
+}
+
+} // namespace
+
+call_origin cell::origin_now() {
+  call_origin o;
+  if (current_ != nullptr) {
+    o.deadline = current_->deadline;
+    o.account = current_->budget_account();
+    o.budget = current_->attempt_budget;
+    o.attempt = current_->attempt;
+  } else if (cb_origin_ != nullptr) {
+    o = *cb_origin_;
+  } else {
+    // Outside any request (on_start, a timer): an account of its own.
+    o.account = rt_->next_id() * 0x9e3779b97f4a7c15ull | 1;
+  }
+  if (o.budget == 0)
+    o.budget = runtime::default_attempt_budget;
+  return o;
+}
+
+bool cell::take_retry() {
+  auto o = origin_now();
+  return rt_->ledger().take(o.account, o.budget);
+}
+
+void cell::call_tool_raw(
+  std::string_view name, std::unique_ptr<google::protobuf::Message> req,
+  symbol reply_type, const tool_options& opts,
+  std::function<void(std::unique_ptr<google::protobuf::Message>)> on_result,
+  std::function<void(const caf::error&)> on_error) {
+  auto* tool = rt_->find_tool(name);
+  if (tool == nullptr) {
+    on_error(make_error(errc::unknown_tool,
+                        cfg_.path + " called tool \"" + std::string{name}
+                          + "\", which the node does not declare"));
+    return;
+  }
+  auto& impl = tool->impl();
+  if (req->GetDescriptor()->full_name() != impl.request_type
+      || reply_type.str() != impl.reply_type) {
+    on_error(make_error(errc::bad_payload,
+                        "tool \"" + tool->decl().name + "\" takes "
+                          + impl.request_type + " and replies "
+                          + impl.reply_type + "; " + cfg_.path + " called it with "
+                          + req->GetDescriptor()->full_name() + " for "
+                          + reply_type.str()));
+    return;
+  }
+  auto& stats = tool->stats();
+  auto& pol = tool->decl().policy;
+  const tool_override* ov = nullptr;
+  if (cfg_.tool_overrides) {
+    auto i = cfg_.tool_overrides->find(tool->decl().name);
+    if (i != cfg_.tool_overrides->end())
+      ov = &i->second;
+  }
+  auto o = origin_now();
+  auto now = clock().now();
+  auto total = opts.timeout.count() > 0 ? opts.timeout
+               : ov && ov->timeout  ? *ov->timeout
+                                    : pol.timeout;
+  auto deadline = now + total;
+  if (o.deadline != 0) {
+    auto cap = time_point{duration{o.deadline}};
+    if (cap < deadline)
+      deadline = cap;
+  }
+  if (deadline <= now) {
+    tool_stats::bump(stats.deadline_exceeded);
+    on_error(make_error(errc::deadline_exceeded,
+                        "tool \"" + tool->decl().name + "\" not called: "
+                          + cfg_.path
+                          + "'s request has no time left (0 attempts)"));
+    return;
+  }
+  auto ticket = tool->try_admit();
+  if (!ticket) {
+    tool_stats::bump(stats.bulkhead_full);
+    on_error(make_error(
+      errc::bulkhead_full,
+      "tool \"" + tool->decl().name + "\" has "
+        + std::to_string(pol.bulkhead.max_concurrent) + " calls running and "
+        + std::to_string(pol.bulkhead.queue) + " waiting (its bulkhead)"));
+    return;
+  }
+  if (o.attempt > 1 && !rt_->ledger().take(o.account, o.budget)) {
+    // A redelivered envelope: its first call repeats one made before.
+    tool_stats::bump(stats.budget_refusals);
+    on_error(make_error(errc::tool_unavailable,
+                        "tool \"" + tool->decl().name + "\" not called: "
+                          + "delivery " + std::to_string(o.attempt) + " of "
+                          + cfg_.path + "'s envelope, and its request's "
+                          + "attempt budget (" + std::to_string(o.budget)
+                          + ") is spent"));
+    return;
+  }
+  tool_stats::bump(stats.calls);
+  if (!tools_)
+    tools_ = std::make_unique<cell_tools>(clock());
+  auto& ts = *tools_;
+  auto id = ++ts.next_id;
+  auto& st = ts.calls[id];
+  st.tool = tool;
+  st.ticket = std::move(ticket);
+  st.request = std::move(req);
+  st.ok = std::move(on_result);
+  st.err = std::move(on_error);
+  st.origin = o;
+  st.gen = gen_;
+  st.deadline = deadline;
+  st.attempt_timeout = ov && ov->attempt_timeout ? *ov->attempt_timeout
+                                                 : pol.attempt_timeout;
+  auto attempts = opts.max_attempts != 0                ? opts.max_attempts
+                  : ov && ov->max_attempts ? *ov->max_attempts
+                                           : pol.retry.max_attempts;
+  attempts = std::clamp<uint32_t>(attempts, 1, tool_retry_policy::attempts_cap);
+  if (tool->decl().effect == side_effect::irreversible)
+    attempts = 1;
+  st.max_attempts = attempts;
+  auto per_agent = ov && ov->cost_per_agent ? *ov->cost_per_agent
+                                            : pol.cost.per_agent;
+  if (per_agent > 0.0) {
+    auto& b = ts.costs[tool->decl().name];
+    if (!b) {
+      std::chrono::duration<double> per = pol.cost.per;
+      b = std::make_unique<resilience::token_bucket>(
+        per_agent, per_agent / std::max(per.count(), 1e-3), ts.clock);
+    }
+    st.agent_cost = b.get();
+    if (b->available() <= 0.0) {
+      tool_stats::bump(stats.cost_exceeded);
+      finish_call(id,
+                  make_error(errc::cost_exceeded,
+                             cfg_.path + "'s cost budget for tool \""
+                               + tool->decl().name + "\" ("
+                               + std::to_string(per_agent) + " per "
+                               + ms_text(pol.cost.per) + ") is spent"),
+                  nullptr, true);
+      return;
+    }
+  }
+  delayed_send(this, deadline - now, tool_timer_atom::value, id, uint32_t{0},
+               static_cast<uint8_t>(call_timer::deadline));
+  start_attempt(id, st, true);
+}
+
+void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync) {
+  auto* tool = st.tool;
+  auto& stats = tool->stats();
+  resilience::circuit_breaker::permit permit;
+  if (auto code = tool->admit_attempt(permit); code != errc::none) {
+    auto& c = code == errc::circuit_open   ? stats.not_permitted
+              : code == errc::rate_limited ? stats.rate_limited
+                                           : stats.cost_exceeded;
+    tool_stats::bump(c);
+    std::string what = "tool \"" + tool->decl().name + "\" not called: "
+                       + refusal_text(code);
+    if (code == errc::circuit_open) {
+      auto v = tool->look();
+      if (v.retry_after.count() > 0)
+        what += " (next probe in " + ms_text(v.retry_after) + ")";
+    }
+    if (st.attempts > 0)
+      what += "; after " + std::to_string(st.attempts)
+              + " attempts, the last failed: " + st.last_error;
+    finish_call(id, make_error(code, std::move(what)), nullptr, sync);
+    return;
+  }
+  if (st.attempts == 0)
+    tool->on_first_attempt();
+  auto att = std::make_shared<tool_attempt>();
+  att->number = ++st.attempts;
+  att->permit = permit;
+  st.current = att;
+  auto now = clock().now();
+  auto att_deadline = std::min(st.deadline, now + st.attempt_timeout);
+  // What the execution needs, held by it: if it outlives this cell (or the
+  // node), it touches only these.
+  auto task = [att, fn = tool->fn(), req = st.request, ticket = st.ticket,
+               self = caf::actor_cast<caf::actor>(this), caller = cfg_.path,
+               att_deadline, id]() mutable {
+    auto& sh = *ticket->sh;
+    if (att->cancelled.load(std::memory_order_relaxed)) {
+      // Given up before it started: nothing ran.
+      tool_stats::bump(sh.stats.abandoned_running, uint64_t(-1));
+      return;
+    }
+    auto t0 = resilience::clock_type::now();
+    tool_call call{att->cancelled, att_deadline, att->number, caller};
+    att->result = (*fn)(*req, call);
+    att->elapsed = resilience::clock_type::now() - t0;
+    tool_stats::bump(sh.stats.executions);
+    int expected = tool_attempt::running;
+    if (!att->phase.compare_exchange_strong(expected,
+                                            tool_attempt::finished)) {
+      // Its caller gave up on it; it held its bulkhead place until now.
+      tool_stats::bump(sh.stats.abandoned_running, uint64_t(-1));
+      return;
+    }
+    std::lock_guard<std::mutex> guard{sh.gate};
+    if (sh.open)
+      caf::anon_send(self, tool_done_atom::value, id, att->number);
+  };
+  tool->executor().submit(std::move(task));
+  if (att_deadline < st.deadline)
+    delayed_send(this, att_deadline - now, tool_timer_atom::value, id,
+                 att->number, static_cast<uint8_t>(call_timer::attempt));
+}
+
+bool cell::abandon_attempt(tool_call_state& st) {
+  auto& att = st.current;
+  if (!att)
+    return false;
+  int expected = tool_attempt::running;
+  if (!att->phase.compare_exchange_strong(expected, tool_attempt::abandoned))
+    return false; // it returned; its tool_done is on its way
+  att->cancelled.store(true, std::memory_order_relaxed);
+  auto& stats = st.tool->stats();
+  tool_stats::bump(stats.abandoned);
+  tool_stats::bump(stats.abandoned_running);
+  // A timeout says the dependency is slow or down.
+  st.tool->on_outcome(att->permit, true, false, true, 0.0);
+  att.reset();
+  return true;
+}
+
+void cell::on_tool_done(uint64_t id, uint32_t attempt) {
+  if (!tools_)
+    return;
+  auto i = tools_->calls.find(id);
+  if (i == tools_->calls.end())
+    return;
+  auto& st = i->second;
+  if (!st.current || st.current->number != attempt)
+    return; // an attempt given up already
+  if (st.gen != gen_ || !instance_)
+    return finish_call(id, make_error(errc::not_running), nullptr, false);
+  auto att = std::move(st.current);
+  auto& res = att->result;
+  auto* tool = st.tool;
+  bool slow = att->elapsed >= tool->decl().policy.breaker.slow_call_duration;
+  if (st.agent_cost != nullptr && res.cost > 0.0
+      && !st.agent_cost->try_take(res.cost))
+    st.agent_cost->try_take(st.agent_cost->available());
+  if (!res.error) {
+    tool->on_outcome(att->permit, false, false, slow, res.cost);
+    if (!res.reply) {
+      st.last_class = error_class::invalid_output;
+      st.last_error = "the tool returned no reply";
+      return retry_or_fail(id, st);
+    }
+    return finish_call(id, caf::error{}, std::move(res.reply), false);
+  }
+  auto& e = *res.error;
+  // A permanent error is an answer: the dependency works.
+  tool->on_outcome(att->permit, e.cls != error_class::permanent, false, slow,
+                   res.cost);
+  st.last_class = e.cls;
+  st.last_error = std::string{to_string(e.cls)} + ": " + e.what;
+  st.last_not_executed = e.not_executed;
+  st.retry_after = e.retry_after;
+  retry_or_fail(id, st);
+}
+
+caf::error cell::final_error(const tool_call_state& st,
+                             const std::string& why) const {
+  return make_error(code_of(st.last_class),
+                    "tool \"" + st.tool->decl().name + "\" failed after "
+                      + std::to_string(st.attempts) + " attempt"
+                      + (st.attempts == 1 ? "" : "s") + why + "; the last: "
+                      + st.last_error);
+}
+
+void cell::retry_or_fail(uint64_t id, tool_call_state& st) {
+  auto* tool = st.tool;
+  auto& stats = tool->stats();
+  auto& pol = tool->decl().policy;
+  bool retryable = st.last_class == error_class::transient
+                   || (st.last_class == error_class::invalid_output
+                       && pol.retry.retry_invalid_output);
+  auto effect = tool->decl().effect;
+  if (effect == side_effect::non_idempotent_write && !st.last_not_executed)
+    retryable = false;
+  if (effect == side_effect::irreversible)
+    retryable = false;
+  if (!retryable || st.attempts >= st.max_attempts)
+    return finish_call(id, final_error(st, ""), nullptr, false);
+  if (!st.backoff) {
+    resilience::backoff_policy bp;
+    bp.initial = pol.retry.initial;
+    bp.max = pol.retry.max;
+    bp.multiplier = pol.retry.multiplier;
+    bp.jitter = resilience::jitter_kind::full;
+    st.backoff = std::make_unique<resilience::backoff>(
+      bp, tools_->clock, ++tools_->seed * 0x2545f4914f6cdd1dull + key_);
+  }
+  auto delay = std::max(st.backoff->next(st.track), st.retry_after);
+  auto now = clock().now();
+  if (now + delay >= st.deadline) {
+    tool_stats::bump(stats.deadline_exceeded);
+    return finish_call(
+      id,
+      make_error(errc::deadline_exceeded,
+                 "tool \"" + tool->decl().name + "\": no time for attempt "
+                   + std::to_string(st.attempts + 1) + " (it would start in "
+                   + ms_text(delay) + ", the deadline is in "
+                   + ms_text(st.deadline - now) + ") after "
+                   + std::to_string(st.attempts) + " attempts; the last: "
+                   + st.last_error),
+      nullptr, false);
+  }
+  if (!rt_->ledger().take(st.origin.account, st.origin.budget)) {
+    tool_stats::bump(stats.budget_refusals);
+    return finish_call(id,
+                       final_error(st, " (no retry: the request's attempt "
+                                       "budget of "
+                                         + std::to_string(st.origin.budget)
+                                         + " is spent)"),
+                       nullptr, false);
+  }
+  if (!tool->try_retry()) {
+    tool_stats::bump(stats.budget_refusals);
+    return finish_call(id,
+                       final_error(st, " (no retry: the tool's retry budget "
+                                       "for the node is spent)"),
+                       nullptr, false);
+  }
+  tool_stats::bump(stats.retries);
+  if (delay.count() <= 0)
+    return start_attempt(id, st, false);
+  delayed_send(this, delay, tool_timer_atom::value, id, st.attempts,
+               static_cast<uint8_t>(call_timer::backoff));
+}
+
+void cell::on_tool_timer(uint64_t id, uint32_t attempt, call_timer kind) {
+  if (!tools_)
+    return;
+  auto i = tools_->calls.find(id);
+  if (i == tools_->calls.end())
+    return;
+  auto& st = i->second;
+  if (st.gen != gen_ || !instance_) {
+    // The instance that called is gone: nobody waits for the answer, so
+    // no retry is made for it.
+    return finish_call(id, make_error(errc::not_running), nullptr, false);
+  }
+  switch (kind) {
+    case call_timer::backoff:
+      if (!st.current && st.attempts == attempt)
+        start_attempt(id, st, false);
+      return;
+    case call_timer::attempt:
+      if (!st.current || st.current->number != attempt)
+        return;
+      if (!abandon_attempt(st))
+        return; // it returned meanwhile
+      st.last_class = error_class::transient;
+      st.last_error = "attempt " + std::to_string(attempt)
+                      + " timed out after " + ms_text(st.attempt_timeout);
+      st.last_not_executed = false;
+      st.retry_after = {};
+      return retry_or_fail(id, st);
+    case call_timer::deadline: {
+      if (st.current && !abandon_attempt(st))
+        return; // it returned at the deadline: take its answer
+      tool_stats::bump(st.tool->stats().deadline_exceeded);
+      std::string what = "tool \"" + st.tool->decl().name
+                         + "\": the call's deadline passed after "
+                         + std::to_string(st.attempts) + " attempt"
+                         + (st.attempts == 1 ? "" : "s");
+      if (!st.last_error.empty())
+        what += "; the last failed: " + st.last_error;
+      else
+        what += ", the last still running (given up; it keeps its bulkhead "
+                "place until it returns)";
+      return finish_call(id, make_error(errc::deadline_exceeded, what),
+                         nullptr, false);
+    }
+  }
+}
+
+void cell::finish_call(uint64_t id, caf::error err,
+                       std::unique_ptr<google::protobuf::Message> reply,
+                       bool sync) {
+  auto i = tools_->calls.find(id);
+  auto st = std::move(i->second);
+  tools_->calls.erase(i);
+  if (st.current)
+    abandon_attempt(st);
+  auto& stats = st.tool->stats();
+  bool retried = st.attempts > 1;
+  if (!err && reply)
+    tool_stats::bump(retried ? stats.succeeded_with_retry
+                             : stats.succeeded_without_retry);
+  else if (st.attempts > 0)
+    tool_stats::bump(retried ? stats.failed_with_retry
+                             : stats.failed_without_retry);
+  st.ticket.reset(); // the running executions, if any, still hold it
+  if (sync) {
+    // Still inside call_tool: the handler (or callback) that called sees
+    // the answer before call_tool returns, as with request's not_found.
+    if (err)
+      st.err(err);
+    else
+      st.ok(std::move(reply));
+    return;
+  }
+  // As with request: only the instance that called hears the answer.
+  if (st.gen != gen_ || !instance_)
+    return;
+  auto o = st.origin;
+  if (err)
+    invoke_as(o, [&] { st.err(err); });
+  else
+    invoke_as(o, [&] { st.ok(std::move(reply)); });
+}
+
+void cell::end_tool_calls() {
+  if (!tools_)
+    return;
+  for (auto& [id, st] : tools_->calls)
+    if (st.current)
+      abandon_attempt(st);
+  tools_->calls.clear();
+}
+
+} // namespace vigil::detail

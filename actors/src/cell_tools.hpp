@@ -1,0 +1,84 @@
+#pragma once
+
+// A cell's tool calls in flight (see cell_tools.cpp): only a cell that
+// called a tool pays for this.
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include <caf/atom.hpp>
+#include <caf/error.hpp>
+#include <google/protobuf/message.h>
+
+#include "vigil/actors/detail/actor_clock.hpp"
+#include "vigil/actors/detail/tool_runtime.hpp"
+#include "vigil/actors/tool.hpp"
+#include "vigil/resilience/backoff.hpp"
+#include "vigil/resilience/token_bucket.hpp"
+
+namespace vigil::detail {
+
+/// (tool_done, call, attempt): an execution of the call's attempt returned.
+using tool_done_atom = caf::atom_constant<caf::atom("vtooldone")>;
+/// (tool_timer, call, attempt, kind): one of a call's timers (call_timer).
+using tool_timer_atom = caf::atom_constant<caf::atom("vtooltime")>;
+
+enum class call_timer : uint8_t { deadline, attempt, backoff };
+
+/// The request on whose behalf a handler or a callback calls: its deadline
+/// and its retry account. A callback runs with the origin of the handler
+/// that made its call, so that a chain of calls never outlives its
+/// request and draws from one budget.
+struct call_origin {
+  int64_t deadline = 0;
+  uint64_t account = 0;
+  uint32_t budget = 0;
+  /// The delivery attempt of the envelope: on a redelivery, even a first
+  /// call is a retry of one made before.
+  uint32_t attempt = 1;
+};
+
+/// One call_tool in flight.
+struct tool_call_state {
+  tool_runtime* tool = nullptr;
+  std::shared_ptr<tool_ticket> ticket;
+  std::shared_ptr<const google::protobuf::Message> request;
+  std::function<void(std::unique_ptr<google::protobuf::Message>)> ok;
+  std::function<void(const caf::error&)> err;
+  call_origin origin;
+  uint64_t gen = 0;
+  resilience::time_point deadline;
+  resilience::duration attempt_timeout{0};
+  uint32_t max_attempts = 1;
+  uint32_t attempts = 0;
+  std::shared_ptr<tool_attempt> current;
+  /// The last real error, for the answer: its code, class and text.
+  error_class last_class = error_class::transient;
+  std::string last_error;
+  bool last_not_executed = false;
+  resilience::duration retry_after{0};
+  resilience::backoff_track track;
+  std::unique_ptr<resilience::backoff> backoff;
+  /// Cost charged to this agent's budget for the tool (or null).
+  resilience::token_bucket* agent_cost = nullptr;
+};
+
+/// Everything a cell keeps of its tool calls.
+struct cell_tools {
+  explicit cell_tools(caf::actor_clock& clk) : clock(clk) {
+    // nop
+  }
+  actor_clock_view clock;
+  uint64_t next_id = 0;
+  uint64_t seed = 0;
+  std::unordered_map<uint64_t, tool_call_state> calls;
+  /// Per tool: this agent's cost budget, made at its first call.
+  std::map<std::string, std::unique_ptr<resilience::token_bucket>, std::less<>>
+    costs;
+};
+
+} // namespace vigil::detail

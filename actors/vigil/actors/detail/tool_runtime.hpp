@@ -1,0 +1,250 @@
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "vigil/actors/error.hpp"
+#include "vigil/actors/tool.hpp"
+#include "vigil/resilience/circuit_breaker.hpp"
+#include "vigil/resilience/clock.hpp"
+#include "vigil/resilience/token_bucket.hpp"
+
+namespace vigil {
+
+/// Runs one tool's executions: the tool's bulkhead. The runtime gives each
+/// tool a `thread_pool` of `bulkhead.max_concurrent` threads; deterministic
+/// tests inject one that runs tasks when told to. `submit` is called from
+/// any thread and must not block.
+class tool_executor {
+public:
+  virtual ~tool_executor() = default;
+  virtual void submit(std::function<void()> task) = 0;
+};
+
+/// Makes a tool's executor (node_config::tool_executors); null: the
+/// default thread pool.
+using tool_executor_factory
+  = std::function<std::shared_ptr<tool_executor>(const tool_decl&)>;
+
+/// Counts of one tool's calls on a node, relaxed atomics (read any time).
+struct tool_stats {
+  std::atomic<uint64_t> calls{0};      ///< call_tool calls admitted
+  std::atomic<uint64_t> executions{0}; ///< the callable ran (real calls)
+  std::atomic<uint64_t> retries{0};
+  std::atomic<uint64_t> succeeded_without_retry{0};
+  std::atomic<uint64_t> succeeded_with_retry{0};
+  std::atomic<uint64_t> failed_without_retry{0};
+  std::atomic<uint64_t> failed_with_retry{0};
+  /// Retries refused by the tool's budget or the request's attempt budget.
+  std::atomic<uint64_t> budget_refusals{0};
+  std::atomic<uint64_t> not_permitted{0}; ///< circuit_open
+  std::atomic<uint64_t> bulkhead_full{0};
+  std::atomic<uint64_t> rate_limited{0};
+  std::atomic<uint64_t> cost_exceeded{0};
+  std::atomic<uint64_t> deadline_exceeded{0};
+  /// Attempts given up at their timeout while the callable still ran.
+  std::atomic<uint64_t> abandoned{0};
+  /// Abandoned attempts whose callable has not returned yet.
+  std::atomic<uint64_t> abandoned_running{0};
+
+  static void bump(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
+    c.fetch_add(n, std::memory_order_relaxed);
+  }
+};
+
+namespace detail {
+
+/// A fixed pool of threads fed from one queue. Its destructor waits up to
+/// `grace` for the tasks running; a task still running then (a hung tool
+/// that ignores its cancellation) is left to finish on its own thread,
+/// which keeps what it uses alive.
+class thread_pool final : public tool_executor {
+public:
+  thread_pool(size_t threads, std::string name,
+              std::chrono::milliseconds grace = std::chrono::seconds{5});
+  ~thread_pool() override;
+  void submit(std::function<void()> task) override;
+
+private:
+  struct shared;
+  std::shared_ptr<shared> sh_;
+  std::vector<std::thread> threads_;
+  std::chrono::milliseconds grace_;
+};
+
+/// What a tool's running executions touch after they return: the bulkhead
+/// count, the counters, and the gate through which they tell their caller
+/// (closed when the tool goes, so that a hung call returning after the
+/// node stopped tells nobody). Shared by the tool and its executions, so
+/// that an execution that outlives the node touches nothing freed.
+struct tool_shared {
+  std::atomic<uint32_t> in_use{0};
+  uint32_t capacity = 0;
+  tool_stats stats;
+  std::mutex gate;
+  bool open = true;
+};
+
+/// A call's place in its tool's bulkhead, held by the call and by each of
+/// its executions still running; the last one gives it back.
+struct tool_ticket {
+  explicit tool_ticket(std::shared_ptr<tool_shared> sh) : sh(std::move(sh)) {
+    // nop
+  }
+  ~tool_ticket() {
+    sh->in_use.fetch_sub(1, std::memory_order_relaxed);
+  }
+  tool_ticket(const tool_ticket&) = delete;
+  tool_ticket& operator=(const tool_ticket&) = delete;
+  std::shared_ptr<tool_shared> sh;
+};
+
+/// What one call attempt shares between the calling cell and the thread
+/// that executes it. `phase` decides who ends the attempt: the execution
+/// (running -> finished) or the caller's attempt timeout (running ->
+/// abandoned); whoever loses the race does nothing.
+struct tool_attempt {
+  enum : int { running, finished, abandoned };
+  std::atomic<int> phase{running};
+  std::atomic<bool> cancelled{false};
+  tool_outcome result;
+  resilience::duration elapsed{0};
+  resilience::circuit_breaker::permit permit;
+  uint32_t number = 1;
+};
+
+/// One declared tool on one node, shared by every agent that calls it:
+/// its implementation, its breaker, its retry budget, its rate and cost
+/// limiters (behind one mutex, held for a few arithmetic steps), its
+/// bulkhead count (an atomic) and its executor. Thread-safe; owned by the
+/// runtime.
+class tool_runtime {
+public:
+  /// `clk` is kept alive by the tool (its mechanisms read it).
+  tool_runtime(tool_decl decl, tool_type impl,
+               std::shared_ptr<const resilience::clock> clk,
+               std::shared_ptr<tool_executor> ex);
+  ~tool_runtime();
+
+  const tool_decl& decl() const noexcept {
+    return decl_;
+  }
+  const tool_type& impl() const noexcept {
+    return impl_;
+  }
+  const std::shared_ptr<const tool_fn>& fn() const noexcept {
+    return fn_;
+  }
+  tool_executor& executor() noexcept {
+    return *ex_;
+  }
+
+  // -- bulkhead ---------------------------------------------------------------
+
+  /// Admits one call if fewer than max_concurrent + queue are in the
+  /// bulkhead: its ticket holds the place; null if the bulkhead is full.
+  [[nodiscard]] std::shared_ptr<tool_ticket> try_admit();
+  uint32_t in_use() const noexcept {
+    return sh_->in_use.load(std::memory_order_relaxed);
+  }
+  const std::shared_ptr<tool_shared>& shared() const noexcept {
+    return sh_;
+  }
+  tool_stats& stats() noexcept {
+    return sh_->stats;
+  }
+
+  // -- one attempt ------------------------------------------------------------
+
+  /// May an attempt go now? Asks the breaker, then the rate limiter, then
+  /// the node's cost budget. errc::none (with the breaker's permit in `p`)
+  /// or the code that refuses it.
+  errc admit_attempt(resilience::circuit_breaker::permit& p);
+
+  /// The attempt made under `p` ended: `failure` says what the breaker
+  /// counts, `ignored` that it says nothing about the dependency; `cost`
+  /// is charged to the node's budget.
+  void on_outcome(const resilience::circuit_breaker::permit& p, bool failure,
+                  bool ignored, bool slow, double cost);
+
+  /// Draws a retry from the tool's shared budget (false: spent).
+  [[nodiscard]] bool try_retry();
+
+  /// A first attempt is being made (deposits in the retry budget).
+  void on_first_attempt();
+
+  // -- breaker state ----------------------------------------------------------
+
+  struct view {
+    resilience::breaker_state state = resilience::breaker_state::closed;
+    uint32_t consecutive_failures = 0;
+    double failure_rate = 0.0;
+    resilience::duration retry_after{0};
+    uint64_t openings = 0;
+    double budget_balance = 0.0;
+    double cost_available = -1.0; ///< -1: no cost limit
+    uint32_t in_use = 0;
+  };
+  view look();
+
+  /// Called (under the tool's lock, so calls arrive in order) whenever
+  /// the breaker opened or closed; the node keeps the snapshot in LMDB.
+  void on_breaker_change(std::function<void(const resilience::breaker_snapshot&)> f) {
+    persist_ = std::move(f);
+  }
+
+  /// Takes a breaker state kept by an earlier run of the node.
+  void restore(const resilience::breaker_snapshot& s);
+
+private:
+  void changed(resilience::breaker_state before, uint64_t openings_before);
+
+  tool_decl decl_;
+  tool_type impl_;
+  std::shared_ptr<const resilience::clock> clock_;
+  std::shared_ptr<const tool_fn> fn_;
+  std::shared_ptr<tool_shared> sh_;
+  std::shared_ptr<tool_executor> ex_;
+  std::mutex mtx_;
+  resilience::circuit_breaker breaker_;
+  resilience::retry_budget budget_;
+  std::unique_ptr<resilience::rate_limiter> rate_;
+  std::unique_ptr<resilience::token_bucket> cost_;
+  std::function<void(const resilience::breaker_snapshot&)> persist_;
+};
+
+/// The attempt budgets of requests on this node: how many retries each
+/// request tree spent (every layer draws from one account), so that 3
+/// layers of 3 attempts make at most 3 real calls, not 27. Bounded: the
+/// oldest accounts are forgotten beyond `cap`. Thread-safe.
+class budget_ledger {
+public:
+  explicit budget_ledger(size_t cap = size_t{1} << 16) : cap_(cap) {
+    // nop
+  }
+
+  /// Draws one retry from `account`, whose request allows `attempts` in
+  /// all (the first is free); false when they are spent.
+  [[nodiscard]] bool take(uint64_t account, uint32_t attempts);
+
+  /// Retries drawn from `account` so far.
+  uint32_t spent(uint64_t account) const;
+
+private:
+  mutable std::mutex mtx_;
+  size_t cap_;
+  std::unordered_map<uint64_t, uint32_t> spent_;
+  std::deque<uint64_t> order_;
+};
+
+} // namespace detail
+} // namespace vigil

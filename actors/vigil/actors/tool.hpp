@@ -1,0 +1,333 @@
+#pragma once
+
+// Tools: an agent's calls to the outside world (OCR, LLM APIs, databases,
+// payment APIs, webhooks), declared on the node by name with their
+// side-effect class and policy, and called from a handler with
+// `context::call_tool`. Every call passes through one stack, outermost
+// first:
+//
+//   total deadline -> bulkhead -> retry with budget -> circuit breaker
+//     -> rate and cost limits -> attempt timeout -> the call
+//
+// so that no user writes retry, breaker or timeout code again, and no layer
+// multiplies another's retries.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <caf/error.hpp>
+#include <google/protobuf/message.h>
+
+#include "vigil/actors/error.hpp"
+#include "vigil/resilience/clock.hpp"
+
+namespace vigil {
+
+/// What a tool's call may do to the world, which decides what may be
+/// retried:
+/// - `read_only`: nothing; retried on transient errors.
+/// - `idempotent_write`: a write that a repeat leaves as it was (a PUT, an
+///   upsert by key); retried on transient errors.
+/// - `non_idempotent_write`: a repeat writes again (an insert, a POST);
+///   retried only on errors the tool marks `not_executed` (it knows the
+///   request never reached the service), never after a timeout.
+/// - `irreversible`: a payment, an e-mail; never retried (a policy file
+///   that gives it more than one attempt is refused; in C++ its attempts
+///   are taken as 1).
+enum class side_effect : uint8_t {
+  read_only,
+  idempotent_write,
+  non_idempotent_write,
+  irreversible,
+};
+
+const char* to_string(side_effect x) noexcept;
+bool from_string(std::string_view s, side_effect& out) noexcept;
+
+/// How a tool's error is treated.
+/// - `transient`: timeouts, rate limits, 5xx-like, connection refused: the
+///   call is retried (after `retry_after` if the service gave one) and the
+///   breaker counts a failure.
+/// - `permanent`: bad request, validation, a policy refusal: the call fails
+///   at once; the breaker counts a success (the dependency answered).
+/// - `invalid_output`: the result does not parse or fails the tool's
+///   validator: retried like a transient error unless the policy says
+///   otherwise, and a failure for the breaker.
+enum class error_class : uint8_t { transient, permanent, invalid_output };
+
+const char* to_string(error_class x) noexcept;
+
+/// A tool's error, as its callable returns it.
+struct tool_error {
+  error_class cls = error_class::transient;
+  std::string what;
+  /// The service's own "retry after" (a 429's Retry-After, say): the next
+  /// attempt waits at least this long.
+  resilience::duration retry_after{0};
+  /// The request certainly did not reach the service (connection refused
+  /// before sending): safe to retry even for a non-idempotent write.
+  bool not_executed = false;
+
+  static tool_error transient(std::string what,
+                              resilience::duration retry_after = {}) {
+    return {error_class::transient, std::move(what), retry_after, false};
+  }
+  static tool_error permanent(std::string what) {
+    return {error_class::permanent, std::move(what), {}, false};
+  }
+  static tool_error invalid_output(std::string what) {
+    return {error_class::invalid_output, std::move(what), {}, false};
+  }
+  /// Marks the error as raised before the request was sent.
+  tool_error& before_sending() & noexcept {
+    not_executed = true;
+    return *this;
+  }
+  tool_error&& before_sending() && noexcept {
+    not_executed = true;
+    return std::move(*this);
+  }
+};
+
+/// What one execution of a tool's callable gives: its reply or a
+/// `tool_error`, and the cost it reports (LLM tokens, cents) for the cost
+/// limits. Converts from either.
+template <class Reply>
+struct tool_result {
+  std::variant<Reply, tool_error> value;
+  double cost = 0.0;
+
+  tool_result(Reply r) : value(std::move(r)) {
+    // nop
+  }
+  tool_result(tool_error e) : value(std::move(e)) {
+    // nop
+  }
+  tool_result(Reply r, double c) : value(std::move(r)), cost(c) {
+    // nop
+  }
+};
+
+/// What a tool's callable sees of its call. It runs on the tool's own
+/// pool, never on an agent's thread, and may block. A call whose attempt
+/// timed out cannot be stopped from outside: the caller has its answer
+/// already, and the callable should check `cancelled()` and return soon;
+/// until it does, it keeps its slot in the tool's bulkhead.
+class tool_call {
+public:
+  tool_call(const std::atomic<bool>& cancelled, resilience::time_point deadline,
+            uint32_t attempt, const std::string& caller)
+    : cancelled_(&cancelled),
+      deadline_(deadline),
+      attempt_(attempt),
+      caller_(&caller) {
+    // nop
+  }
+
+  /// True once the caller no longer waits for this attempt.
+  bool cancelled() const noexcept {
+    return cancelled_->load(std::memory_order_relaxed);
+  }
+
+  /// When this attempt is given up, on the steady clock (pass it on to the
+  /// service as its own timeout).
+  resilience::time_point deadline() const noexcept {
+    return deadline_;
+  }
+
+  /// 1 for the first attempt of the call.
+  uint32_t attempt() const noexcept {
+    return attempt_;
+  }
+
+  /// The path of the agent that called.
+  const std::string& caller() const noexcept {
+    return *caller_;
+  }
+
+private:
+  const std::atomic<bool>* cancelled_;
+  resilience::time_point deadline_;
+  uint32_t attempt_;
+  const std::string* caller_;
+};
+
+// -- policy -------------------------------------------------------------------
+
+/// Retries: capped exponential backoff with full jitter (attempt n waits
+/// random(0, min(max, initial * multiplier^(n-1)))), as gRPC. `max_attempts`
+/// counts the first attempt and is capped at 5.
+struct tool_retry_policy {
+  static constexpr uint32_t attempts_cap = 5;
+  uint32_t max_attempts = 3;
+  resilience::duration initial = std::chrono::milliseconds{200};
+  double multiplier = 2.0;
+  resilience::duration max = std::chrono::seconds{10};
+  bool retry_invalid_output = true;
+};
+
+/// The tool's circuit breaker, shared by every agent of the node that calls
+/// it. By default: open after 3 failures in a row, for 30 s, then one probe;
+/// each opening after a failed probe doubles the open time, up to 5 min; a
+/// success closes it. Optionally, also a failure-rate or slow-call-rate
+/// rule over the last `window` calls, once `minimum_calls` were made.
+struct tool_breaker_policy {
+  bool enabled = true;
+  uint32_t consecutive_failures = 3;
+  resilience::duration open_for = std::chrono::seconds{30};
+  /// The cap of the doubling; below `open_for` it is taken as `open_for`.
+  resilience::duration max_open_for = std::chrono::minutes{5};
+  uint32_t half_open_probes = 1;
+  double failure_rate = 0.0;
+  double slow_call_rate = 0.0;
+  resilience::duration slow_call_duration = std::chrono::seconds{10};
+  uint32_t window = 20;
+  uint32_t minimum_calls = 5;
+};
+
+/// The tool's bulkhead: its own pool of `max_concurrent` threads, and at
+/// most `queue` calls waiting for one; beyond that a call fails at once
+/// with `bulkhead_full`.
+struct tool_bulkhead_policy {
+  uint32_t max_concurrent = 8;
+  uint32_t queue = 64;
+};
+
+/// A rate limit for an API quota: at most `per_second` attempts on
+/// average, in bursts of up to `burst`; 0 is off. Beyond it an attempt
+/// fails at once with `rate_limited`.
+struct tool_rate_policy {
+  double per_second = 0.0;
+  double burst = 1.0;
+};
+
+/// Cost limits, in the units the tool reports per call (tokens, cents):
+/// `limit` per `per` for the node, and `per_agent` per `per` for each
+/// calling agent; 0 is off. Once a budget is spent, calls fail at once with
+/// `cost_exceeded` until it refills (smoothly, over `per`).
+struct tool_cost_policy {
+  double limit = 0.0;
+  double per_agent = 0.0;
+  resilience::duration per = std::chrono::hours{1};
+};
+
+/// The shared retry budget: retries of this tool on this node, from every
+/// agent, at most max(ratio x first attempts, min_per_second x (seconds +
+/// 1)) since the node started, with at most `max_savings` unused retries
+/// saved up (see resilience::retry_budget).
+struct tool_budget_policy {
+  double ratio = 0.1;
+  double min_per_second = 2.0;
+  double max_savings = 10.0;
+};
+
+/// Everything that governs one tool's calls.
+struct tool_policy {
+  /// The total deadline of a call when the caller gives none (every call
+  /// has one); the deadline of the envelope being handled caps it.
+  resilience::duration timeout = std::chrono::seconds{30};
+  /// One attempt's deadline.
+  resilience::duration attempt_timeout = std::chrono::seconds{10};
+  tool_retry_policy retry;
+  tool_budget_policy budget;
+  tool_breaker_policy breaker;
+  tool_bulkhead_policy bulkhead;
+  tool_rate_policy rate;
+  tool_cost_policy cost;
+};
+
+/// What one agent (a child spec) changes of a tool's policy for its own
+/// calls. The shared parts (breaker, bulkhead, budget, rate, the node's
+/// cost limit) belong to the tool and cannot be overridden.
+struct tool_override {
+  std::optional<resilience::duration> timeout;
+  std::optional<resilience::duration> attempt_timeout;
+  std::optional<uint32_t> max_attempts;
+  std::optional<double> cost_per_agent;
+};
+
+/// A tool declared on a node: its name (what agents call), the registered
+/// implementation (`type`, empty: the same as `name`), its side-effect class
+/// and its policy.
+struct tool_decl {
+  std::string name;
+  std::string type;
+  side_effect effect = side_effect::read_only;
+  tool_policy policy;
+};
+
+/// Per-call options of `context::call_tool`.
+struct tool_options {
+  /// The call's total deadline, relative; zero takes the tool's
+  /// `timeout`. Capped by the deadline of the envelope being handled.
+  resilience::duration timeout{0};
+  /// Attempts in all; zero takes the policy's.
+  uint32_t max_attempts = 0;
+};
+
+/// Thrown by a handler, it fails the envelope with `err` like a returned
+/// error does: nothing restarts. A handler that cannot go on because a tool
+/// answered `circuit_open` (or any tool error) may throw this instead of
+/// returning, and spends no restart intensity of its supervisor.
+class tool_failure : public std::runtime_error {
+public:
+  explicit tool_failure(caf::error err)
+    : std::runtime_error(describe(err)), err_(std::move(err)) {
+    // nop
+  }
+  const caf::error& error() const noexcept {
+    return err_;
+  }
+
+private:
+  caf::error err_;
+};
+
+/// One problem with a tool's declaration: the field (as in a policy file,
+/// e.g. "retry.max_attempts") and what is wrong with it.
+struct tool_problem {
+  std::string field;
+  std::string what;
+};
+
+/// Every problem with `d` on its own (its implementation is checked by the
+/// node, which knows the registry): a pure function, one small check per
+/// field, as check_child_specs.
+std::vector<tool_problem> check_tool(const tool_decl& d);
+
+/// Every problem with an agent's override of a tool's policy.
+std::vector<tool_problem> check_tool_override(const tool_override& o);
+
+namespace detail {
+
+/// One execution's outcome, type-erased.
+struct tool_outcome {
+  std::unique_ptr<google::protobuf::Message> reply;
+  std::optional<tool_error> error;
+  double cost = 0.0;
+};
+
+using tool_fn = std::function<tool_outcome(const google::protobuf::Message&,
+                                           tool_call&)>;
+
+} // namespace detail
+
+/// A registered tool implementation: a C++ callable from Request to
+/// Reply, with an optional validator of its replies.
+struct tool_type {
+  std::string name;
+  std::string request_type;
+  std::string reply_type;
+  detail::tool_fn call;
+};
+
+} // namespace vigil

@@ -1,0 +1,48 @@
+#pragma once
+
+// What the conversion of a policy's tree (policy.cpp) and of its tools
+// (policy_tools.cpp) share: where in the policy a problem is, and how a
+// duration is read. Internal to vigil_supervision.
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <google/protobuf/duration.pb.h>
+#include <google/protobuf/message.h>
+
+#include "vigil/supervision/policy.hpp"
+
+namespace vigil::detail {
+
+/// A place in the policy: `field` of `msg` (-1: `msg` itself).
+struct place {
+  const google::protobuf::Message* msg = nullptr;
+  int field = -1;
+};
+
+/// The place of the field that `dotted` names inside `m` ("backoff.jitter"
+/// is field jitter of field backoff; after a map field comes a key, so
+/// "tools.ocr.timeout" is field timeout of the entry "ocr" of field tools,
+/// and a key may hold dots), falling back to the nearest enclosing field
+/// that was written, or to `m`. A map entry's place is its key's. Sets
+/// `bad_value` if the value written there was rejected already.
+place locate_field(const google::protobuf::Message& m,
+                   const std::string& dotted, const policy_source& source,
+                   bool& bad_value);
+
+/// `d` in milliseconds, saturated far beyond what a policy may hold, so
+/// that a check refuses a huge duration instead of the multiplication
+/// wrapping it into range.
+std::chrono::milliseconds to_ms(const google::protobuf::Duration& d);
+
+/// Converts a child's tool overrides (`c.tools`) into `out`. With
+/// `declared` (the node's tools), an override of a tool the node does not
+/// declare is a problem, at its key.
+void overrides_from_policy(const policy::Child& c,
+                           const std::vector<tool_decl>* declared,
+                           std::map<std::string, tool_override>& out,
+                           std::vector<policy_problem>& problems);
+
+} // namespace vigil::detail
