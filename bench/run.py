@@ -26,6 +26,13 @@ ERL_SCHEDULERS = 2
 DURABLE_BASES = ["lmdb-raw", "lmdb-raw-ops", "fsync-each"]
 
 DURABLE_BIN = os.path.join("build", "bench", "durable_bench")
+TOOL_BIN = os.path.join("build", "bench", "tool_bench")
+# Tool calls (context::call_tool): the targets of issue 16.
+TOOL_STACK_TARGET_NS = 1000      # the stack's own cost per call
+TOOL_THROUGHPUT_TARGET = 0.9     # vigil / raw pool, calls/s
+TOOL_CALLS_PER_REQUEST = 3       # three layers of three attempts
+# Units where lower is better: the ratio is baseline/ours then.
+LOWER_BETTER = ("ms", "ns/call", "calls/request")
 
 # (case, params, n in quick mode, n in full mode, baselines)
 CASES = [
@@ -42,11 +49,33 @@ CASES = [
     ("durable", {"batch": 1000}, 100_000, 500_000, DURABLE_BASES),
     # Node start on 100,000 journal agents' snapshots, against a raw scan.
     ("recovery", {}, 100_000, 100_000, ["lmdb-raw"]),
+    # The tool stack's own cost per call on the calling thread (an inline
+    # executor, no pool hop), against calling the same callable directly.
+    ("tool_stack", {"window": 64}, 100_000, 500_000, ["direct"]),
+    ("tool_stack", {"window": 1}, 50_000, 200_000, ["direct"]),
+    # call_tool with K calls in flight on the tool's pool, against the same
+    # callable submitted straight to a detail::thread_pool of as many threads.
+    ("tool_throughput", {"inflight": 8, "work_us": 0, "threads": 2},
+     20_000, 200_000, ["pool"]),
+    ("tool_throughput", {"inflight": 64, "work_us": 0, "threads": 2},
+     20_000, 200_000, ["pool"]),
+    ("tool_throughput", {"inflight": 8, "work_us": 5, "threads": 2},
+     20_000, 200_000, ["pool"]),
+    ("tool_throughput", {"inflight": 64, "work_us": 5, "threads": 2},
+     20_000, 200_000, ["pool"]),
+    # Real calls to a service that is 100% down, from its own counter:
+    # three layers of three attempts, and N requests at 50/s (T = N/50 s)
+    # against the shared retry budget's bound.
+    ("tool_amplification", {"layers": 3}, 200, 1_000, ["naive"]),
+    ("tool_amplification", {"layers": 1}, 100, 500, ["naive"]),
 ]
 
 
 def run_cpp(case, impl, n, params):
-    if case in ("durable", "recovery"):
+    if case.startswith("tool_"):
+        cmd = [TOOL_BIN, case, impl, str(n),
+               *(f"{k}={v}" for k, v in params.items())]
+    elif case in ("durable", "recovery"):
         if impl == "fsync-each":
             n = min(n, 2000)
         cmd = [DURABLE_BIN, case, impl, str(n)]
@@ -76,6 +105,47 @@ def run_erlang(case, n, params):
 def median_of(runs, key):
     vals = [r["value"] if key == "value" else r["params"][key] for r in runs]
     return statistics.median(vals)
+
+
+def details(runs):
+    """Medians of the extra figures a tool_bench run reports."""
+    keys = [k for k in runs[0]["params"] if k not in ("n", "threads")]
+    return {k: statistics.median(r["params"][k] for r in runs) for k in keys}
+
+
+def tool_results(case, params, n, impls):
+    """The figures of the tool cases that compare with the issue's targets
+    rather than with a baseline run."""
+    out = []
+    ours = median_of(impls["vigil"], "value")
+    if case == "tool_stack":
+        base = median_of(impls["direct"], "value")
+        overhead = ours - base
+        out.append({
+            "name": "tool_stack.overhead", "ours": overhead,
+            "baseline": TOOL_STACK_TARGET_NS, "baseline_kind": "target",
+            "unit": "ns/call",
+            "ratio": TOOL_STACK_TARGET_NS / overhead if overhead > 0 else None,
+            "meets_target": overhead < TOOL_STACK_TARGET_NS,
+            "params": dict(params, n=n, repeats=REPEATS,
+                           orientation="target/ours"),
+        })
+    elif case == "tool_amplification" and params.get("layers") == 1:
+        bounds = [r["params"]["bound"] for r in impls["vigil"]]
+        calls = [r["params"]["calls"] for r in impls["vigil"]]
+        out.append({
+            "name": "tool_amplification.bound", "ours":
+                statistics.median(calls),
+            "baseline": statistics.median(bounds), "baseline_kind": "bound",
+            "unit": "calls",
+            "ratio": statistics.median(bounds) / statistics.median(calls),
+            # Every run, not just the median one.
+            "meets_target": all(c <= b for c, b in zip(calls, bounds)),
+            "params": dict(params, n=n, repeats=REPEATS,
+                           orientation="baseline/ours",
+                           bound="N + max(0.1 N, floor(T + 1 s))"),
+        })
+    return out
 
 
 def main():
@@ -114,8 +184,9 @@ def main():
             if kind == "vigil":
                 continue
             base = median_of(runs, "value")
-            # Times (ms) are better lower: the ratio is baseline/ours then.
-            lower_better = unit == "ms"
+            # Times, costs and counts are better lower: the ratio is
+            # baseline/ours then.
+            lower_better = unit in LOWER_BETTER
             results.append({
                 "name": case, "ours": ours, "baseline": base,
                 "baseline_kind": kind, "unit": unit,
@@ -126,6 +197,20 @@ def main():
                                **({"orientation": "baseline/ours"}
                                   if lower_better else {})),
             })
+            if case.startswith("tool_"):
+                r = results[-1]
+                r["details"] = {"vigil": details(impls["vigil"]),
+                                kind: details(runs)}
+                if case == "tool_throughput":
+                    r["target"] = TOOL_THROUGHPUT_TARGET
+                    r["meets_target"] = (r["ratio"] or 0) >= \
+                        TOOL_THROUGHPUT_TARGET
+                elif case == "tool_amplification" and \
+                        params.get("layers") == 3:
+                    worst = max(x["params"]["max_calls_per_request"]
+                                for x in impls["vigil"])
+                    r["target"] = TOOL_CALLS_PER_REQUEST
+                    r["meets_target"] = worst <= TOOL_CALLS_PER_REQUEST
             # Secondary figures, oriented so that higher is better.
             for key, sub_unit in (("p50_us", "us"), ("p99_us", "us"),
                                   ("bytes_per_agent", "bytes")):
@@ -139,6 +224,8 @@ def main():
                         "params": dict(params, n=n, repeats=REPEATS,
                                        orientation="baseline/ours"),
                     })
+        if case.startswith("tool_"):
+            results.extend(tool_results(case, params, n, impls))
         if erlang_missing:
             # Kept in the JSON as missing, so that a reader sees the gap
             # (main says so once on stderr).
@@ -157,19 +244,26 @@ def main():
         "results": results,
     }
     print(json.dumps(doc, indent=2))
-    print(f"\n{'case':<26} {'baseline':<12} {'ours':>14} {'baseline':>14} "
+    print(f"\n{'case':<34} {'baseline':<12} {'ours':>14} {'baseline':>14} "
           f"{'unit':<14} {'ratio':>6}", file=sys.stderr)
     for r in results:
-        label = r["name"] + (f" p={r['params']['producers']}"
-                             if "producers" in r["params"] else "") + (
-                                 f" b={r['params']['batch']}"
-                                 if "batch" in r["params"] else "")
+        label = r["name"] + "".join(
+            f" {short}={r['params'][key]}" for key, short in (
+                ("producers", "p"), ("batch", "b"), ("window", "w"),
+                ("inflight", "k"), ("work_us", "us"), ("layers", "l"))
+            if key in r["params"])
         if r.get("missing"):
-            print(f"{label:<26} {r['baseline_kind']:<12} {r['ours']:>14.1f} "
+            print(f"{label:<34} {r['baseline_kind']:<12} {r['ours']:>14.1f} "
                   f"{'missing':>14} {r['unit']:<14} {'-':>6}", file=sys.stderr)
             continue
-        print(f"{label:<26} {r['baseline_kind']:<12} {r['ours']:>14.1f} "
-              f"{r['baseline']:>14.1f} {r['unit']:<14} {r['ratio']:>6.2f}",
+        ratio = f"{r['ratio']:>6.2f}" if r["ratio"] is not None else \
+            f"{'-':>6}"
+        target = ""
+        if "meets_target" in r:
+            target = "  target met" if r["meets_target"] else \
+                "  target MISSED"
+        print(f"{label:<34} {r['baseline_kind']:<12} {r['ours']:>14.1f} "
+              f"{r['baseline']:>14.1f} {r['unit']:<14} {ratio}{target}",
               file=sys.stderr)
 
 

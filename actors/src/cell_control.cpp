@@ -32,10 +32,8 @@ caf::result<caf::message> cell::control(caf::message& msg) {
     on_tool_done(msg.get_as<uint64_t>(1), msg.get_as<uint32_t>(2));
     return caf::message{};
   }
-  if (msg.match_elements<detail::tool_timer_atom, uint64_t, uint32_t,
-                         uint8_t>()) {
-    on_tool_timer(msg.get_as<uint64_t>(1), msg.get_as<uint32_t>(2),
-                  static_cast<detail::call_timer>(msg.get_as<uint8_t>(3)));
+  if (msg.match_elements<detail::tool_timer_atom, uint64_t>()) {
+    on_tool_tick(msg.get_as<uint64_t>(1));
     return caf::message{};
   }
   if (msg.match_elements<expire_atom, uint64_t, uint64_t>())

@@ -199,6 +199,10 @@ private:
   void start_attempt(uint64_t id, detail::tool_call_state& st, bool sync);
   void on_tool_done(uint64_t id, uint32_t attempt);
   void on_tool_timer(uint64_t id, uint32_t attempt, detail::call_timer kind);
+  /// The cell's one timer for its tool calls fired (see tool_timer_atom).
+  void on_tool_tick(uint64_t seq);
+  /// Makes sure the cell's tool timer fires at `due` at the latest.
+  void arm_tool_timer(time_point due);
   /// The attempt running failed with `e`: retry it, or answer the caller.
   void retry_or_fail(uint64_t id, detail::tool_call_state& st);
   /// Answers the caller (with `reply`, or with `err` if it has none) and
@@ -206,9 +210,10 @@ private:
   void finish_call(uint64_t id, caf::error err,
                    std::unique_ptr<google::protobuf::Message> reply,
                    bool sync);
-  /// Gives up the attempt running (its timeout or the call's deadline):
-  /// true if it was still running.
-  bool abandon_attempt(detail::tool_call_state& st);
+  /// Gives up the attempt running: at its timeout or the call's deadline
+  /// (`timed_out`: a failure for the breaker), or because its caller went
+  /// (nothing for the breaker). True if it was still running.
+  bool abandon_attempt(detail::tool_call_state& st, bool timed_out);
   /// The error the caller gets when no attempt is left.
   caf::error final_error(const detail::tool_call_state& st,
                          const std::string& why) const;

@@ -136,7 +136,7 @@ void cell::call_tool_raw(
   }
   tool_stats::bump(stats.calls);
   if (!tools_)
-    tools_ = std::make_unique<cell_tools>(clock());
+    tools_ = std::make_unique<cell_tools>(clock(), cfg_.path);
   auto& ts = *tools_;
   auto id = ++ts.next_id;
   auto& st = ts.calls[id];
@@ -179,8 +179,7 @@ void cell::call_tool_raw(
       return;
     }
   }
-  delayed_send(this, deadline - now, tool_timer_atom::value, id, uint32_t{0},
-               static_cast<uint8_t>(call_timer::deadline));
+  arm_tool_timer(deadline);
   start_attempt(id, st, true);
 }
 
@@ -188,7 +187,8 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync) {
   auto* tool = st.tool;
   auto& stats = tool->stats();
   resilience::circuit_breaker::permit permit;
-  if (auto code = tool->admit_attempt(permit); code != errc::none) {
+  if (auto code = tool->admit_attempt(permit, st.attempts == 0);
+      code != errc::none) {
     auto& c = code == errc::circuit_open   ? stats.not_permitted
               : code == errc::rate_limited ? stats.rate_limited
                                            : stats.cost_exceeded;
@@ -206,8 +206,6 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync) {
     finish_call(id, make_error(code, std::move(what)), nullptr, sync);
     return;
   }
-  if (st.attempts == 0)
-    tool->on_first_attempt();
   auto att = std::make_shared<tool_attempt>();
   att->number = ++st.attempts;
   att->permit = permit;
@@ -216,19 +214,22 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync) {
   auto att_deadline = std::min(st.deadline, now + st.attempt_timeout);
   // What the execution needs, held by it: if it outlives this cell (or the
   // node), it touches only these.
+  bool timed = tool->decl().policy.breaker.slow_call_rate > 0.0;
   auto task = [att, fn = tool->fn(), req = st.request, ticket = st.ticket,
-               self = caf::actor_cast<caf::actor>(this), caller = cfg_.path,
-               att_deadline, id]() mutable {
+               self = address(), caller = tools_->path, att_deadline, id,
+               timed]() mutable {
     auto& sh = *ticket->sh;
     if (att->cancelled.load(std::memory_order_relaxed)) {
       // Given up before it started: nothing ran.
       tool_stats::bump(sh.stats.abandoned_running, uint64_t(-1));
       return;
     }
-    auto t0 = resilience::clock_type::now();
-    tool_call call{att->cancelled, att_deadline, att->number, caller};
+    // Timed only for a slow-call rule: two clock reads per call otherwise.
+    auto t0 = timed ? resilience::clock_type::now() : resilience::time_point{};
+    tool_call call{att->cancelled, att_deadline, att->number, *caller};
     att->result = (*fn)(*req, call);
-    att->elapsed = resilience::clock_type::now() - t0;
+    if (timed)
+      att->elapsed = resilience::clock_type::now() - t0;
     tool_stats::bump(sh.stats.executions);
     int expected = tool_attempt::running;
     if (!att->phase.compare_exchange_strong(expected,
@@ -237,17 +238,21 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync) {
       tool_stats::bump(sh.stats.abandoned_running, uint64_t(-1));
       return;
     }
-    std::lock_guard<std::mutex> guard{sh.gate};
-    if (sh.open)
-      caf::anon_send(self, tool_done_atom::value, id, att->number);
+    // A weak reference, upgraded only while the tool (so the node) is
+    // there: an execution that outlives the node touches no actor.
+    sh.through_gate([&] {
+      if (auto cell = caf::actor_cast<caf::actor>(self))
+        caf::anon_send(cell, tool_done_atom::value, id, att->number);
+    });
   };
   tool->executor().submit(std::move(task));
-  if (att_deadline < st.deadline)
-    delayed_send(this, att_deadline - now, tool_timer_atom::value, id,
-                 att->number, static_cast<uint8_t>(call_timer::attempt));
+  if (att_deadline < st.deadline) {
+    st.attempt_due = att_deadline;
+    arm_tool_timer(att_deadline);
+  }
 }
 
-bool cell::abandon_attempt(tool_call_state& st) {
+bool cell::abandon_attempt(tool_call_state& st, bool timed_out) {
   auto& att = st.current;
   if (!att)
     return false;
@@ -258,8 +263,9 @@ bool cell::abandon_attempt(tool_call_state& st) {
   auto& stats = st.tool->stats();
   tool_stats::bump(stats.abandoned);
   tool_stats::bump(stats.abandoned_running);
-  // A timeout says the dependency is slow or down.
-  st.tool->on_outcome(att->permit, true, false, true, 0.0);
+  // A timeout says the dependency is slow or down; a call given up because
+  // its caller went says nothing about it (but frees a probe's slot).
+  st.tool->on_outcome(att->permit, timed_out, !timed_out, timed_out, 0.0);
   att.reset();
   return true;
 }
@@ -273,12 +279,19 @@ void cell::on_tool_done(uint64_t id, uint32_t attempt) {
   auto& st = i->second;
   if (!st.current || st.current->number != attempt)
     return; // an attempt given up already
-  if (st.gen != gen_ || !instance_)
-    return finish_call(id, make_error(errc::not_running), nullptr, false);
   auto att = std::move(st.current);
+  st.attempt_due = time_point::max();
   auto& res = att->result;
   auto* tool = st.tool;
   bool slow = att->elapsed >= tool->decl().policy.breaker.slow_call_duration;
+  if (st.gen != gen_ || !instance_) {
+    // The instance that called is gone, but the outcome still tells the
+    // breaker about the dependency (and ends a probe).
+    tool->on_outcome(att->permit,
+                     res.error && res.error->cls != error_class::permanent,
+                     false, slow, res.cost);
+    return finish_call(id, make_error(errc::not_running), nullptr, false);
+  }
   if (st.agent_cost != nullptr && res.cost > 0.0
       && !st.agent_cost->try_take(res.cost))
     st.agent_cost->try_take(st.agent_cost->available());
@@ -368,8 +381,52 @@ void cell::retry_or_fail(uint64_t id, tool_call_state& st) {
   tool_stats::bump(stats.retries);
   if (delay.count() <= 0)
     return start_attempt(id, st, false);
-  delayed_send(this, delay, tool_timer_atom::value, id, st.attempts,
-               static_cast<uint8_t>(call_timer::backoff));
+  st.retry_due = now + delay;
+  arm_tool_timer(st.retry_due);
+}
+
+void cell::arm_tool_timer(time_point due) {
+  auto& ts = *tools_;
+  if (due >= ts.armed_for)
+    return; // the timer armed comes first
+  ts.armed_for = due;
+  auto delay = due - clock().now();
+  delayed_send(this, std::max(delay, duration::zero()),
+               tool_timer_atom::value, ++ts.armed_seq);
+}
+
+void cell::on_tool_tick(uint64_t seq) {
+  if (!tools_ || seq != tools_->armed_seq)
+    return; // superseded by an earlier one, which fired already
+  auto& ts = *tools_;
+  ts.armed_for = time_point::max();
+  auto now = clock().now();
+  struct due_timer {
+    uint64_t id;
+    uint32_t attempt;
+    call_timer kind;
+  };
+  std::vector<due_timer> due;
+  for (auto& [id, st] : ts.calls) {
+    if (now >= st.deadline)
+      due.push_back({id, 0, call_timer::deadline});
+    else if (st.current && now >= st.attempt_due)
+      due.push_back({id, st.current->number, call_timer::attempt});
+    else if (!st.current && now >= st.retry_due)
+      due.push_back({id, st.attempts, call_timer::backoff});
+  }
+  // In call order, as separate timers would have fired.
+  std::sort(due.begin(), due.end(),
+            [](const due_timer& x, const due_timer& y) { return x.id < y.id; });
+  for (auto& d : due)
+    on_tool_timer(d.id, d.attempt, d.kind);
+  if (!tools_)
+    return;
+  auto next = time_point::max();
+  for (auto& [id, st] : ts.calls)
+    next = std::min({next, st.deadline, st.attempt_due, st.retry_due});
+  if (next != time_point::max())
+    arm_tool_timer(next);
 }
 
 void cell::on_tool_timer(uint64_t id, uint32_t attempt, call_timer kind) {
@@ -386,13 +443,15 @@ void cell::on_tool_timer(uint64_t id, uint32_t attempt, call_timer kind) {
   }
   switch (kind) {
     case call_timer::backoff:
+      st.retry_due = time_point::max();
       if (!st.current && st.attempts == attempt)
         start_attempt(id, st, false);
       return;
     case call_timer::attempt:
+      st.attempt_due = time_point::max();
       if (!st.current || st.current->number != attempt)
         return;
-      if (!abandon_attempt(st))
+      if (!abandon_attempt(st, true))
         return; // it returned meanwhile
       st.last_class = error_class::transient;
       st.last_error = "attempt " + std::to_string(attempt)
@@ -401,7 +460,7 @@ void cell::on_tool_timer(uint64_t id, uint32_t attempt, call_timer kind) {
       st.retry_after = {};
       return retry_or_fail(id, st);
     case call_timer::deadline: {
-      if (st.current && !abandon_attempt(st))
+      if (st.current && !abandon_attempt(st, true))
         return; // it returned at the deadline: take its answer
       tool_stats::bump(st.tool->stats().deadline_exceeded);
       std::string what = "tool \"" + st.tool->decl().name
@@ -426,7 +485,7 @@ void cell::finish_call(uint64_t id, caf::error err,
   auto st = std::move(i->second);
   tools_->calls.erase(i);
   if (st.current)
-    abandon_attempt(st);
+    abandon_attempt(st, false);
   auto& stats = st.tool->stats();
   bool retried = st.attempts > 1;
   if (!err && reply)
@@ -460,7 +519,7 @@ void cell::end_tool_calls() {
     return;
   for (auto& [id, st] : tools_->calls)
     if (st.current)
-      abandon_attempt(st);
+      abandon_attempt(st, false);
   tools_->calls.clear();
 }
 

@@ -24,7 +24,10 @@ namespace vigil::detail {
 
 /// (tool_done, call, attempt): an execution of the call's attempt returned.
 using tool_done_atom = caf::atom_constant<caf::atom("vtooldone")>;
-/// (tool_timer, call, attempt, kind): one of a call's timers (call_timer).
+/// (tool_timer, seq): the cell's one timer for its calls, armed for the
+/// earliest of their deadlines, attempt timeouts and retries (one CAF
+/// timer per call would cost a lock, a wake-up of CAF's clock thread and
+/// an allocation per call, for timers that almost never fire).
 using tool_timer_atom = caf::atom_constant<caf::atom("vtooltime")>;
 
 enum class call_timer : uint8_t { deadline, attempt, backoff };
@@ -52,6 +55,10 @@ struct tool_call_state {
   call_origin origin;
   uint64_t gen = 0;
   resilience::time_point deadline;
+  /// The running attempt's timeout, or max.
+  resilience::time_point attempt_due = resilience::time_point::max();
+  /// When the next attempt starts after a backoff, or max.
+  resilience::time_point retry_due = resilience::time_point::max();
   resilience::duration attempt_timeout{0};
   uint32_t max_attempts = 1;
   uint32_t attempts = 0;
@@ -69,12 +76,19 @@ struct tool_call_state {
 
 /// Everything a cell keeps of its tool calls.
 struct cell_tools {
-  explicit cell_tools(caf::actor_clock& clk) : clock(clk) {
+  cell_tools(caf::actor_clock& clk, const std::string& path)
+    : clock(clk), path(std::make_shared<const std::string>(path)) {
     // nop
   }
   actor_clock_view clock;
+  /// The cell's path, shared with its executions (tool_call::caller).
+  std::shared_ptr<const std::string> path;
   uint64_t next_id = 0;
   uint64_t seed = 0;
+  /// The one CAF timer armed: its due time (max: none) and its number (a
+  /// timer superseded by an earlier one is ignored when it fires).
+  resilience::time_point armed_for = resilience::time_point::max();
+  uint64_t armed_seq = 0;
   std::unordered_map<uint64_t, tool_call_state> calls;
   /// Per tool: this agent's cost budget, made at its first call.
   std::map<std::string, std::unique_ptr<resilience::token_bucket>, std::less<>>

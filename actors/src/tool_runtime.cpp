@@ -273,11 +273,8 @@ tool_runtime::tool_runtime(tool_decl decl, tool_type impl,
 }
 
 tool_runtime::~tool_runtime() {
-  {
-    // No execution tells its caller from now on: the node is going.
-    std::lock_guard<std::mutex> guard{sh_->gate};
-    sh_->open = false;
-  }
+  // No execution tells its caller from now on: the node is going.
+  sh_->close_gate();
   ex_.reset(); // waits a while for the executions running
 }
 
@@ -291,13 +288,18 @@ std::shared_ptr<tool_ticket> tool_runtime::try_admit() {
   return std::make_shared<tool_ticket>(sh_);
 }
 
-errc tool_runtime::admit_attempt(resilience::circuit_breaker::permit& p) {
+errc tool_runtime::admit_attempt(resilience::circuit_breaker::permit& p,
+                                 bool first) {
   std::lock_guard<std::mutex> guard{mtx_};
   if (decl_.policy.breaker.enabled) {
-    auto before = breaker_.state();
-    auto openings = breaker_.openings();
-    p = breaker_.acquire();
-    changed(before, openings);
+    if (persist_) {
+      auto before = breaker_.state();
+      auto openings = breaker_.openings();
+      p = breaker_.acquire();
+      changed(before, openings);
+    } else {
+      p = breaker_.acquire();
+    }
     if (!p)
       return errc::circuit_open;
   } else {
@@ -313,6 +315,8 @@ errc tool_runtime::admit_attempt(resilience::circuit_breaker::permit& p) {
       breaker_.on_ignored(p);
     return errc::cost_exceeded;
   }
+  if (first)
+    budget_.on_attempt();
   return errc::none;
 }
 
@@ -328,25 +332,25 @@ void tool_runtime::on_outcome(const resilience::circuit_breaker::permit& p,
   }
   if (!decl_.policy.breaker.enabled || !p)
     return;
+  auto report = [&] {
+    if (ignored)
+      breaker_.on_ignored(p);
+    else if (failure)
+      breaker_.on_failure(p, slow);
+    else
+      breaker_.on_success(p, slow);
+  };
+  if (!persist_)
+    return report();
   auto before = breaker_.state();
   auto openings = breaker_.openings();
-  if (ignored)
-    breaker_.on_ignored(p);
-  else if (failure)
-    breaker_.on_failure(p, slow);
-  else
-    breaker_.on_success(p, slow);
+  report();
   changed(before, openings);
 }
 
 bool tool_runtime::try_retry() {
   std::lock_guard<std::mutex> guard{mtx_};
   return budget_.try_retry();
-}
-
-void tool_runtime::on_first_attempt() {
-  std::lock_guard<std::mutex> guard{mtx_};
-  budget_.on_attempt();
 }
 
 void tool_runtime::changed(resilience::breaker_state before,

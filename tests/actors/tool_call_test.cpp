@@ -456,3 +456,55 @@ TEST_F(tool_call_test, naive_layers_multiply_to_twenty_seven) {
   ASSERT_TRUE(advance_until([&] { return answers.size() == 1; }, 50ms, 120s));
   EXPECT_EQ(service::get().count_of(1), 27u);
 }
+
+TEST_F(tool_call_test, a_probe_whose_caller_restarted_still_decides) {
+  // The breaker's one probe is in flight when the agent that made it
+  // crashes and restarts: its outcome must still reach the breaker, or the
+  // half-open breaker would refuse every call for ever.
+  auto& tool = declare(decl_of("svc"));
+  service::get().mode = svc_mode::transient;
+  ASSERT_FALSE(start_one("c", "tool_caller", {{"attempts", "1"}}));
+  for (int i = 1; i <= 3; ++i)
+    ask_ping("t/c", i);
+  run();
+  ASSERT_EQ(tool.look().state, resilience::breaker_state::open);
+  advance(30s);
+  service::get().mode = svc_mode::ok;
+  executors["svc"]->inline_run = false;
+  ask_ping("t/c", 4); // the probe, held
+  run();
+  EXPECT_EQ(executors["svc"]->pending(), 1u);
+  Crash c;
+  c.set_why("boom");
+  cast("t/c", c);
+  run();
+  EXPECT_EQ(rt->restarts(), 1u);
+  EXPECT_EQ(executors["svc"]->run_all(), 1u);
+  run();
+  EXPECT_EQ(tool.look().state, resilience::breaker_state::closed)
+    << describe(answers[4].err) << " executions " << service::get().count();
+  EXPECT_EQ(answers[4].count, 1) << "the probe's requester is answered";
+  executors["svc"]->inline_run = true;
+  ask_ping("t/c", 5);
+  run();
+  EXPECT_TRUE(answers[5].ok) << describe(answers[5].err);
+  EXPECT_EQ(tool.in_use(), 0u);
+}
+
+TEST_F(tool_call_test, a_call_whose_caller_restarted_is_not_retried) {
+  auto d = decl_of("svc");
+  d.policy.breaker.enabled = false;
+  auto& tool = declare(d);
+  service::get().mode = svc_mode::transient;
+  ASSERT_FALSE(start_one("c", "tool_caller"));
+  ask_ping("t/c", 1);
+  run();
+  EXPECT_EQ(service::get().count(), 1u); // waiting for its first retry
+  Crash c;
+  c.set_why("boom");
+  cast("t/c", c);
+  advance(30s);
+  EXPECT_EQ(service::get().count(), 1u) << "nobody waits for the answer";
+  EXPECT_EQ(tool.in_use(), 0u);
+  EXPECT_EQ(tool.stats().retries.load(), 1u);
+}

@@ -177,6 +177,9 @@ public:
 
   static void define(handlers<tool_caller>& h) {
     h.on<Ping>(&tool_caller::ping);
+    h.on<Crash>([](tool_caller&, context&, const Crash& c) {
+      throw std::runtime_error(c.why());
+    });
   }
 
   void ping(context& ctx, const Ping& req) {

@@ -90,8 +90,31 @@ struct tool_shared {
   std::atomic<uint32_t> in_use{0};
   uint32_t capacity = 0;
   tool_stats stats;
-  std::mutex gate;
-  bool open = true;
+  /// The gate, without a lock that every execution would contend for: an
+  /// execution enters (`users`), tells its caller only while `open`, and
+  /// leaves; closing waits until no execution is inside. Both sides use
+  /// sequentially consistent operations, so an execution either entered
+  /// before the close (and is waited for) or sees it closed.
+  std::atomic<uint32_t> users{0};
+  std::atomic<bool> open{true};
+
+  /// Runs `f` if the gate is open; true if it ran.
+  template <class F>
+  bool through_gate(F&& f) {
+    users.fetch_add(1);
+    bool ran = open.load();
+    if (ran)
+      f();
+    users.fetch_sub(1);
+    return ran;
+  }
+
+  /// Closes the gate and waits for the executions inside it.
+  void close_gate() {
+    open.store(false);
+    while (users.load() != 0)
+      std::this_thread::yield();
+  }
 };
 
 /// A call's place in its tool's bulkhead, held by the call and by each of
@@ -167,8 +190,9 @@ public:
 
   /// May an attempt go now? Asks the breaker, then the rate limiter, then
   /// the node's cost budget. errc::none (with the breaker's permit in `p`)
-  /// or the code that refuses it.
-  errc admit_attempt(resilience::circuit_breaker::permit& p);
+  /// or the code that refuses it. A `first` attempt that goes deposits in
+  /// the retry budget.
+  errc admit_attempt(resilience::circuit_breaker::permit& p, bool first);
 
   /// The attempt made under `p` ended: `failure` says what the breaker
   /// counts, `ignored` that it says nothing about the dependency; `cost`
@@ -178,9 +202,6 @@ public:
 
   /// Draws a retry from the tool's shared budget (false: spent).
   [[nodiscard]] bool try_retry();
-
-  /// A first attempt is being made (deposits in the retry budget).
-  void on_first_attempt();
 
   // -- breaker state ----------------------------------------------------------
 
