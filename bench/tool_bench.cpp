@@ -1,11 +1,6 @@
-// tool_bench CASE IMPL [N] [key=value ...]: the tool-call cases
-// (context::call_tool, actors/src/cell_tools.cpp), one case on one
-// implementation per run, printing one JSON line as vigil_bench does:
-//   {"name":..., "impl":..., "value":..., "unit":..., "params":{...}}
-// The cases, their baselines and their knobs are described in
-// bench/README.md (tool_stack vigil|direct [window=64]; tool_throughput
-// vigil|pool [inflight=8] [work_us=0] [threads=8]; tool_amplification
-// vigil|naive [layers=3|1]).
+// tool_bench CASE IMPL [N] [key=value ...] (see usage()): the tool-call
+// cases of bench/README.md, one case on one implementation per run, printing
+// one JSON line as vigil_bench does.
 
 #include <algorithm>
 #include <atomic>
@@ -65,8 +60,6 @@ namespace {
 
 constexpr size_t threads = 2;
 
-// -- output -------------------------------------------------------------------
-
 struct result {
   std::string name;
   std::string impl;
@@ -115,8 +108,6 @@ std::string param_of(const vigil::params& ps, const char* key,
   auto i = ps.find(key);
   return i != ps.end() ? i->second : fallback;
 }
-
-// -- the callables ------------------------------------------------------------
 
 /// Microseconds each `work` execution spins (tool_throughput's work_us).
 int64_t g_work_us = 0;
@@ -186,8 +177,6 @@ public:
     task();
   }
 };
-
-// -- agents -------------------------------------------------------------------
 
 /// On Start{n}: makes n calls of tool `tool`, `window` in flight, and
 /// answers Done{elapsed ns} after the last result callback. With param
