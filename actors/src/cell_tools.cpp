@@ -20,6 +20,12 @@ std::string ms_text(resilience::duration d) {
   return std::to_string(duration_cast<milliseconds>(d).count()) + "ms";
 }
 
+/// A cost budget is spent when less than a thousandth of it is left: it
+/// refills continuously, so it is never exactly empty for long.
+bool spent(resilience::token_bucket& b) {
+  return b.available() < b.capacity() / 1000.0;
+}
+
 errc code_of(error_class c) {
   switch (c) {
     case error_class::transient: return errc::tool_unavailable;
@@ -167,7 +173,7 @@ void cell::call_tool_raw(
         per_agent, per_agent / std::max(per.count(), 1e-3), ts.clock);
     }
     st.agent_cost = b.get();
-    if (b->available() <= 0.0) {
+    if (spent(*b)) {
       tool_stats::bump(stats.cost_exceeded);
       finish_call(id,
                   make_error(errc::cost_exceeded,
@@ -186,6 +192,18 @@ void cell::call_tool_raw(
 void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync) {
   auto* tool = st.tool;
   auto& stats = tool->stats();
+  if (st.attempts > 0 && st.agent_cost != nullptr
+      && spent(*st.agent_cost)) {
+    tool_stats::bump(stats.cost_exceeded);
+    finish_call(id,
+                make_error(errc::cost_exceeded,
+                           cfg_.path + "'s cost budget for tool \""
+                             + tool->decl().name + "\" is spent; after "
+                             + std::to_string(st.attempts)
+                             + " attempts, the last failed: " + st.last_error),
+                nullptr, sync);
+    return;
+  }
   resilience::circuit_breaker::permit permit;
   if (auto code = tool->admit_attempt(permit, st.attempts == 0);
       code != errc::none) {
@@ -284,6 +302,10 @@ void cell::on_tool_done(uint64_t id, uint32_t attempt) {
   auto& res = att->result;
   auto* tool = st.tool;
   bool slow = att->elapsed >= tool->decl().policy.breaker.slow_call_duration;
+  // The agent's cost budget pays whether or not the caller still waits.
+  if (st.agent_cost != nullptr && res.cost > 0.0
+      && !st.agent_cost->try_take(res.cost))
+    st.agent_cost->try_take(st.agent_cost->available());
   if (st.gen != gen_ || !instance_) {
     // The instance that called is gone, but the outcome still tells the
     // breaker about the dependency (and ends a probe).
@@ -292,9 +314,6 @@ void cell::on_tool_done(uint64_t id, uint32_t attempt) {
                      false, slow, res.cost);
     return finish_call(id, make_error(errc::not_running), nullptr, false);
   }
-  if (st.agent_cost != nullptr && res.cost > 0.0
-      && !st.agent_cost->try_take(res.cost))
-    st.agent_cost->try_take(st.agent_cost->available());
   if (!res.error) {
     tool->on_outcome(att->permit, false, false, slow, res.cost);
     if (!res.reply) {
@@ -362,6 +381,15 @@ void cell::retry_or_fail(uint64_t id, tool_call_state& st) {
                    + st.last_error),
       nullptr, false);
   }
+  // The tool's shared budget first: a retry it refuses costs the
+  // request's budget nothing.
+  if (!tool->try_retry()) {
+    tool_stats::bump(stats.budget_refusals);
+    return finish_call(id,
+                       final_error(st, " (no retry: the tool's retry budget "
+                                       "for the node is spent)"),
+                       nullptr, false);
+  }
   if (!rt_->ledger().take(st.origin.account, st.origin.budget)) {
     tool_stats::bump(stats.budget_refusals);
     return finish_call(id,
@@ -369,13 +397,6 @@ void cell::retry_or_fail(uint64_t id, tool_call_state& st) {
                                        "budget of "
                                          + std::to_string(st.origin.budget)
                                          + " is spent)"),
-                       nullptr, false);
-  }
-  if (!tool->try_retry()) {
-    tool_stats::bump(stats.budget_refusals);
-    return finish_call(id,
-                       final_error(st, " (no retry: the tool's retry budget "
-                                       "for the node is spent)"),
                        nullptr, false);
   }
   tool_stats::bump(stats.retries);

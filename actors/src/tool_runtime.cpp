@@ -192,14 +192,22 @@ thread_pool::thread_pool(size_t threads, std::string name,
 }
 
 thread_pool::~thread_pool() {
+  auto self = std::this_thread::get_id();
+  bool inside = std::any_of(threads_.begin(), threads_.end(),
+                            [&](const std::thread& t) {
+                              return t.get_id() == self;
+                            });
   std::unique_lock<std::mutex> guard{sh_->mtx};
   sh_->stop = true;
   // Tasks not started are dropped: their callers were answered, or will be
   // at their deadline, and each task's owner releases what it held.
   auto dropped = std::move(sh_->queue);
   sh_->cv.notify_all();
-  bool settled = sh_->idle.wait_for(guard, grace_,
-                                    [&] { return sh_->running == 0; });
+  // Destroyed by one of its own tasks (which held the last reference),
+  // it cannot wait for itself: its threads end on their own.
+  bool settled = !inside
+                 && sh_->idle.wait_for(guard, grace_,
+                                       [&] { return sh_->running == 0; });
   guard.unlock();
   dropped.clear();
   for (auto& t : threads_) {
@@ -310,7 +318,7 @@ errc tool_runtime::admit_attempt(resilience::circuit_breaker::permit& p,
       breaker_.on_ignored(p);
     return errc::rate_limited;
   }
-  if (cost_ && cost_->available() <= 0.0) {
+  if (cost_ && cost_->available() < cost_->capacity() / 1000.0) {
     if (p)
       breaker_.on_ignored(p);
     return errc::cost_exceeded;

@@ -163,8 +163,23 @@ struct node::impl {
       snap.state = resilience::breaker_state::closed;
     } else {
       snap.state = resilience::breaker_state::open;
-      auto left = r.open_until_unix_ms() - detail::unix_ms();
-      snap.open_remaining = std::chrono::milliseconds{std::max<int64_t>(left, 0)};
+      // Clamped to what the policy allows: a clock that was wrong when
+      // the record was written, or a damaged one, must not keep the tool
+      // refused for longer.
+      auto& b = t.decl().policy.breaker;
+      auto cap = std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::max(b.max_open_for, b.open_for))
+                   .count();
+      auto until = r.open_until_unix_ms();
+      auto now = detail::unix_ms();
+      int64_t left = until <= now ? 0 : until - now > cap ? cap : until - now;
+      if (until > now && until - now > cap)
+        spdlog::warn("vigil: {} [meta] \"{}\": the breaker of tool {} was "
+                     "kept open until {} ms from now, beyond its policy's "
+                     "{} ms; it stays open {} ms",
+                     cfg_copy.data_dir, breaker_key(t.decl().name),
+                     t.decl().name, until - now, cap, cap);
+      snap.open_remaining = std::chrono::milliseconds{left};
     }
     t.restore(snap);
     if (snap.state != resilience::breaker_state::closed)

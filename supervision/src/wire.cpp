@@ -64,6 +64,18 @@ wire::ChildSpec to_wire(const child_spec& x) {
   u.set_mode(as<policy::Mode>(x.durability.mode));
   u.set_every_messages(x.durability.every_messages);
   u.set_every_ms(ms(x.durability.every));
+  for (auto& [name, o] : x.tools) {
+    auto& t = (*out.mutable_tools())[name];
+    if (o.timeout)
+      t.set_timeout_ms(ms(std::chrono::duration_cast<milliseconds>(*o.timeout)));
+    if (o.attempt_timeout)
+      t.set_attempt_timeout_ms(
+        ms(std::chrono::duration_cast<milliseconds>(*o.attempt_timeout)));
+    if (o.max_attempts)
+      t.set_max_attempts(*o.max_attempts);
+    if (o.cost_per_agent)
+      t.set_cost_per_agent(*o.cost_per_agent);
+  }
   if (x.sup)
     *out.mutable_supervisor() = to_wire(*x.sup);
   return out;
@@ -155,6 +167,17 @@ caf::error from_wire(const wire::ChildSpec& x, child_spec& out) {
       return err;
     cs.durability.every_messages = u.every_messages();
     cs.durability.every = milliseconds{u.every_ms()};
+  }
+  for (auto& [name, t] : x.tools()) {
+    auto& o = cs.tools[name];
+    if (t.has_timeout_ms())
+      o.timeout = milliseconds{t.timeout_ms()};
+    if (t.has_attempt_timeout_ms())
+      o.attempt_timeout = milliseconds{t.attempt_timeout_ms()};
+    if (t.has_max_attempts())
+      o.max_attempts = t.max_attempts();
+    if (t.has_cost_per_agent())
+      o.cost_per_agent = t.cost_per_agent();
   }
   if (x.has_supervisor()) {
     auto sup = std::make_shared<supervisor_spec>();

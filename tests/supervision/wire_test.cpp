@@ -46,6 +46,10 @@ child_spec every_field() {
   w.degrade.probe_max = 22ms;
   w.buffer_cap = 17;
   w.max_deliveries = 3;
+  w.tools["ocr"].timeout = 4s;
+  w.tools["ocr"].max_attempts = 2;
+  w.tools["llm"].attempt_timeout = 1500ms;
+  w.tools["llm"].cost_per_agent = 250.5;
   w.durability.every_messages = 5;
   w.durability.every = 60ms;
   inner.children.push_back(w);
@@ -123,6 +127,15 @@ TEST(wire_test, child_spec_round_trips_every_field) {
   EXPECT_EQ(w.durability.mode, durability_mode::snapshot);
   EXPECT_EQ(w.durability.every_messages, 5u);
   EXPECT_EQ(w.durability.every, 60ms);
+  ASSERT_EQ(w.tools.size(), 2u);
+  EXPECT_EQ(w.tools.at("ocr").timeout, std::optional<vigil::duration>{4s});
+  EXPECT_EQ(w.tools.at("ocr").max_attempts, std::optional<uint32_t>{2});
+  EXPECT_FALSE(w.tools.at("ocr").attempt_timeout);
+  EXPECT_FALSE(w.tools.at("ocr").cost_per_agent);
+  EXPECT_EQ(w.tools.at("llm").attempt_timeout,
+            std::optional<vigil::duration>{1500ms});
+  EXPECT_EQ(w.tools.at("llm").cost_per_agent, std::optional<double>{250.5});
+  EXPECT_FALSE(w.tools.at("llm").timeout);
   EXPECT_EQ(s.children[1].shutdown.how, shutdown_spec::kind::brutal_kill);
   EXPECT_EQ(s.children[2].shutdown.how, shutdown_spec::kind::infinity);
   EXPECT_EQ(s.children[2].effective_shutdown().how,

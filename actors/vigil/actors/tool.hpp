@@ -212,8 +212,11 @@ struct tool_rate_policy {
 
 /// Cost limits, in the units the tool reports per call (tokens, cents):
 /// `limit` per `per` for the node, and `per_agent` per `per` for each
-/// calling agent; 0 is off. Once a budget is spent, calls fail at once with
-/// `cost_exceeded` until it refills (smoothly, over `per`).
+/// calling agent; 0 is off. Once a budget is spent (less than a thousandth
+/// of it left), calls and retries fail at once with `cost_exceeded` until
+/// it refills (smoothly, over `per`). A call's cost is charged when it
+/// returns, so the call that spends the last of a budget may cost more
+/// than was left (the excess is not carried over).
 struct tool_cost_policy {
   double limit = 0.0;
   double per_agent = 0.0;
