@@ -203,6 +203,10 @@ private:
   void on_tool_tick(uint64_t seq);
   /// Makes sure the cell's tool timer fires at `due` at the latest.
   void arm_tool_timer(time_point due);
+  /// Adds a due time of a call (and arms the timer for it if need be).
+  void add_due(detail::call_due d);
+  /// True if the call moved on since `d` was added.
+  bool stale(const detail::call_due& d);
   /// The attempt running failed with `e`: retry it, or answer the caller.
   void retry_or_fail(uint64_t id, detail::tool_call_state& st);
   /// Answers the caller (with `reply`, or with `err` if it has none) and

@@ -105,6 +105,8 @@ void cell::call_tool_raw(
   auto total = opts.timeout.count() > 0 ? opts.timeout
                : ov && ov->timeout  ? *ov->timeout
                                     : pol.timeout;
+  // At most a week, as a policy's: `now + total` cannot overflow.
+  total = std::min<duration>(total, std::chrono::hours{24 * 7});
   auto deadline = now + total;
   if (o.deadline != 0) {
     auto cap = time_point{duration{o.deadline}};
@@ -185,7 +187,7 @@ void cell::call_tool_raw(
       return;
     }
   }
-  arm_tool_timer(deadline);
+  add_due({deadline, id, 0, call_timer::deadline});
   start_attempt(id, st, true);
 }
 
@@ -266,7 +268,7 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync) {
   tool->executor().submit(std::move(task));
   if (att_deadline < st.deadline) {
     st.attempt_due = att_deadline;
-    arm_tool_timer(att_deadline);
+    add_due({att_deadline, id, att->number, call_timer::attempt});
   }
 }
 
@@ -368,7 +370,7 @@ void cell::retry_or_fail(uint64_t id, tool_call_state& st) {
   }
   auto delay = std::max(st.backoff->next(st.track), st.retry_after);
   auto now = clock().now();
-  if (now + delay >= st.deadline) {
+  if (delay >= st.deadline - now) { // (now + delay could overflow)
     tool_stats::bump(stats.deadline_exceeded);
     return finish_call(
       id,
@@ -403,7 +405,7 @@ void cell::retry_or_fail(uint64_t id, tool_call_state& st) {
   if (delay.count() <= 0)
     return start_attempt(id, st, false);
   st.retry_due = now + delay;
-  arm_tool_timer(st.retry_due);
+  add_due({st.retry_due, id, st.attempts, call_timer::backoff});
 }
 
 void cell::arm_tool_timer(time_point due) {
@@ -422,32 +424,59 @@ void cell::on_tool_tick(uint64_t seq) {
   auto& ts = *tools_;
   ts.armed_for = time_point::max();
   auto now = clock().now();
-  struct due_timer {
-    uint64_t id;
-    uint32_t attempt;
-    call_timer kind;
-  };
-  std::vector<due_timer> due;
-  for (auto& [id, st] : ts.calls) {
-    if (now >= st.deadline)
-      due.push_back({id, 0, call_timer::deadline});
-    else if (st.current && now >= st.attempt_due)
-      due.push_back({id, st.current->number, call_timer::attempt});
-    else if (!st.current && now >= st.retry_due)
-      due.push_back({id, st.attempts, call_timer::backoff});
+  // What came due, earliest first (then in call order), as separate timers
+  // would have fired; O(log n) each.
+  std::vector<call_due> due;
+  while (!ts.dues.empty() && ts.dues.top().due <= now) {
+    if (!stale(ts.dues.top()))
+      due.push_back(ts.dues.top());
+    ts.dues.pop();
   }
-  // In call order, as separate timers would have fired.
-  std::sort(due.begin(), due.end(),
-            [](const due_timer& x, const due_timer& y) { return x.id < y.id; });
   for (auto& d : due)
-    on_tool_timer(d.id, d.attempt, d.kind);
-  if (!tools_)
-    return;
-  auto next = time_point::max();
-  for (auto& [id, st] : ts.calls)
-    next = std::min({next, st.deadline, st.attempt_due, st.retry_due});
-  if (next != time_point::max())
-    arm_tool_timer(next);
+    if (!stale(d))
+      on_tool_timer(d.id, d.attempt, d.kind);
+  while (!ts.dues.empty() && stale(ts.dues.top()))
+    ts.dues.pop();
+  if (!ts.dues.empty())
+    arm_tool_timer(ts.dues.top().due);
+}
+
+bool cell::stale(const call_due& d) {
+  auto i = tools_->calls.find(d.id);
+  if (i == tools_->calls.end())
+    return true;
+  auto& st = i->second;
+  switch (d.kind) {
+    case call_timer::deadline:
+      return st.deadline != d.due;
+    case call_timer::attempt:
+      return !st.current || st.current->number != d.attempt
+             || st.attempt_due != d.due;
+    case call_timer::backoff:
+      return st.current != nullptr || st.attempts != d.attempt
+             || st.retry_due != d.due;
+  }
+  return true;
+}
+
+void cell::add_due(call_due d) {
+  auto& ts = *tools_;
+  // Entries of calls that ended pile up until they come due: rebuild the
+  // heap from the live calls once they outnumber them (amortized O(1)).
+  if (ts.dues.size() > 2 * ts.calls.size() + 64) {
+    decltype(ts.dues) live;
+    for (auto& [id, st] : ts.calls) {
+      live.push({st.deadline, id, 0, call_timer::deadline});
+      if (st.current && st.attempt_due != time_point::max())
+        live.push({st.attempt_due, id, st.current->number,
+                   call_timer::attempt});
+      if (!st.current && st.retry_due != time_point::max())
+        live.push({st.retry_due, id, st.attempts, call_timer::backoff});
+    }
+    ts.dues.swap(live);
+  }
+  ts.dues.push(d);
+  arm_tool_timer(d.due);
 }
 
 void cell::on_tool_timer(uint64_t id, uint32_t attempt, call_timer kind) {

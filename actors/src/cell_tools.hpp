@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <queue>
+#include <vector>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -74,6 +76,23 @@ struct tool_call_state {
   resilience::token_bucket* agent_cost = nullptr;
 };
 
+/// One due time of one call: its deadline, its attempt's timeout or its
+/// next attempt after a backoff. Entries of calls that moved on stay in the
+/// heap until they come up (then they are skipped) or the heap is rebuilt.
+struct call_due {
+  resilience::time_point due;
+  uint64_t id;
+  uint32_t attempt;
+  call_timer kind;
+};
+
+/// Orders the heap earliest first, then by call.
+struct call_due_later {
+  bool operator()(const call_due& x, const call_due& y) const noexcept {
+    return x.due != y.due ? x.due > y.due : x.id > y.id;
+  }
+};
+
 /// Everything a cell keeps of its tool calls.
 struct cell_tools {
   cell_tools(caf::actor_clock& clk, const std::string& path)
@@ -89,6 +108,8 @@ struct cell_tools {
   /// timer superseded by an earlier one is ignored when it fires).
   resilience::time_point armed_for = resilience::time_point::max();
   uint64_t armed_seq = 0;
+  /// Every pending due time, earliest on top.
+  std::priority_queue<call_due, std::vector<call_due>, call_due_later> dues;
   std::unordered_map<uint64_t, tool_call_state> calls;
   /// Per tool: this agent's cost budget, made at its first call.
   std::map<std::string, std::unique_ptr<resilience::token_bucket>, std::less<>>

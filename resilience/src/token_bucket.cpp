@@ -94,8 +94,11 @@ bool retry_budget::try_retry() noexcept {
   // With a tolerance: ten deposits of 0.1 make 0.9999999999999999.
   if (by_attempts_ < 1.0 - 1e-9 && by_time_ < 1.0 - 1e-9)
     return false;
-  by_attempts_ -= 1.0;
-  by_time_ -= 1.0;
+  // Each credit pays for every retry, so neither term's bound is
+  // exceeded; the debt is bounded, so that a busy spell does not cost the
+  // floor for hours once the traffic is gone.
+  by_attempts_ = std::max(by_attempts_ - 1.0, -policy_.max_savings);
+  by_time_ = std::max(by_time_ - 1.0, -policy_.max_savings);
   return true;
 }
 

@@ -8,6 +8,16 @@ namespace {
 
 using std::chrono::milliseconds;
 
+/// A tool override's time from the wire (milliseconds, rounded up when
+/// written): beyond a duration's range it is taken as the longest, which
+/// check_child_specs refuses, instead of wrapping into a valid value.
+vigil::duration override_ms(int64_t x) {
+  constexpr int64_t top = vigil::duration::max().count() / 1000000;
+  if (x > top || x < -top)
+    return vigil::duration::max();
+  return milliseconds{x};
+}
+
 int64_t ms(milliseconds x) {
   return x.count();
 }
@@ -67,10 +77,10 @@ wire::ChildSpec to_wire(const child_spec& x) {
   for (auto& [name, o] : x.tools) {
     auto& t = (*out.mutable_tools())[name];
     if (o.timeout)
-      t.set_timeout_ms(ms(std::chrono::duration_cast<milliseconds>(*o.timeout)));
+      t.set_timeout_ms(ms(std::chrono::ceil<milliseconds>(*o.timeout)));
     if (o.attempt_timeout)
       t.set_attempt_timeout_ms(
-        ms(std::chrono::duration_cast<milliseconds>(*o.attempt_timeout)));
+        ms(std::chrono::ceil<milliseconds>(*o.attempt_timeout)));
     if (o.max_attempts)
       t.set_max_attempts(*o.max_attempts);
     if (o.cost_per_agent)
@@ -171,9 +181,9 @@ caf::error from_wire(const wire::ChildSpec& x, child_spec& out) {
   for (auto& [name, t] : x.tools()) {
     auto& o = cs.tools[name];
     if (t.has_timeout_ms())
-      o.timeout = milliseconds{t.timeout_ms()};
+      o.timeout = override_ms(t.timeout_ms());
     if (t.has_attempt_timeout_ms())
-      o.attempt_timeout = milliseconds{t.attempt_timeout_ms()};
+      o.attempt_timeout = override_ms(t.attempt_timeout_ms());
     if (t.has_max_attempts())
       o.max_attempts = t.max_attempts();
     if (t.has_cost_per_agent())

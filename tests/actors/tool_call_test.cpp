@@ -508,3 +508,100 @@ TEST_F(tool_call_test, a_call_whose_caller_restarted_is_not_retried) {
   EXPECT_EQ(tool.in_use(), 0u);
   EXPECT_EQ(tool.stats().retries.load(), 1u);
 }
+
+TEST_F(tool_call_test, the_stack_runs_in_its_stated_order) {
+  // total deadline -> bulkhead -> retry -> breaker -> rate/cost -> attempt
+  auto d = decl_of("svc");
+  d.policy.bulkhead.max_concurrent = 1;
+  d.policy.bulkhead.queue = 0;
+  d.policy.rate.per_second = 1;
+  d.policy.rate.burst = 1;
+  d.policy.retry.initial = 100ms;
+  d.policy.retry.max = 100ms;
+  auto& tool = declare(d);
+  ASSERT_FALSE(start_one("c", "tool_caller"));
+  // 1. The deadline before the bulkhead: a call with no time left is
+  //    refused for its deadline, not counted against the bulkhead.
+  executors["svc"]->inline_run = false;
+  ask_ping("t/c", 1); // holds the only place
+  run();
+  ask_ping("t/c", 2, deadline_in(0ms));
+  run();
+  EXPECT_TRUE(is(answers[2].err, errc::deadline_exceeded))
+    << describe(answers[2].err);
+  EXPECT_EQ(tool.stats().bulkhead_full.load(), 0u);
+  // 2. The bulkhead before everything inside it: a full one refuses
+  //    without spending a rate token.
+  ask_ping("t/c", 3);
+  run();
+  EXPECT_TRUE(is(answers[3].err, errc::bulkhead_full));
+  executors["svc"]->inline_run = true;
+  executors["svc"]->run_all();
+  run();
+  EXPECT_TRUE(answers[1].ok);
+  // 3. The bulkhead outside the retries: a call waiting out its backoff
+  //    keeps its place.
+  advance(1s); // a rate token again
+  service::get().script[4] = {svc_mode::transient};
+  ask_ping("t/c", 4);
+  run();
+  EXPECT_EQ(service::get().count_of(4), 1u);
+  EXPECT_EQ(tool.in_use(), 1u) << "in backoff, still inside the bulkhead";
+  // 4. Retries outside the rate limit: the retry is refused by the rate
+  //    limit (its token was spent by the first attempt), not run.
+  advance(200ms);
+  EXPECT_TRUE(is(answers[4].err, errc::rate_limited))
+    << describe(answers[4].err);
+  EXPECT_EQ(service::get().count_of(4), 1u);
+  EXPECT_EQ(tool.in_use(), 0u);
+  // 5. The breaker before the rate limit: an open breaker refuses without
+  //    spending the rate token.
+  service::get().mode = svc_mode::transient;
+  for (int i = 5; i <= 7; ++i) {
+    advance(1s);
+    ask_ping("t/c", i);
+    run();
+    advance(300ms); // its retry: rate_limited
+  }
+  ASSERT_EQ(tool.look().state, resilience::breaker_state::open)
+    << describe(answers[7].err);
+  advance(1s); // a rate token is there
+  auto limited = tool.stats().rate_limited.load();
+  ask_ping("t/c", 8);
+  ask_ping("t/c", 9);
+  run();
+  EXPECT_TRUE(is(answers[8].err, errc::circuit_open));
+  EXPECT_TRUE(is(answers[9].err, errc::circuit_open));
+  EXPECT_EQ(tool.stats().rate_limited.load(), limited);
+}
+
+TEST_F(tool_call_test, a_requests_deadline_reaches_the_tool_through_agents) {
+  // client -(300 ms)-> a -(request, 60 s)-> c -> tool (30 s by default):
+  // the tool call ends at the client's deadline, not at any of the others.
+  auto& tool = declare(decl_of("svc"));
+  executors["svc"]->inline_run = false; // the dependency hangs
+  child_spec a;
+  a.agent = "layer";
+  supervisor_spec spec;
+  a.id = "a";
+  a.params = {{"next", "t/c"}};
+  spec.children.push_back(a);
+  a.id = "c";
+  a.params = {};
+  spec.children.push_back(a);
+  ASSERT_FALSE(start("t", spec));
+  Relay r;
+  r.set_n(1);
+  ask_msg("t/a", r, 1, deadline_in(300ms));
+  run();
+  advance(299ms);
+  EXPECT_EQ(answers.count(1), 0u);
+  EXPECT_EQ(tool.stats().abandoned.load(), 0u);
+  advance(2ms);
+  // The tool call was given up at 300 ms (its deadline came from the
+  // client's envelope, through a's request to c).
+  EXPECT_EQ(tool.stats().abandoned.load(), 1u);
+  EXPECT_EQ(tool.stats().deadline_exceeded.load(), 1u);
+  ASSERT_TRUE(advance_until([&] { return answers.count(1) > 0; }, 1ms, 50ms));
+  EXPECT_FALSE(answers[1].ok);
+}

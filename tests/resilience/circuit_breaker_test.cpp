@@ -183,3 +183,55 @@ TEST(circuit_breaker_test, a_refused_permit_reports_nothing) {
   cb.on_failure(refused); // not granted: no effect on the half-open state
   EXPECT_EQ(cb.state(), breaker_state::half_open);
 }
+
+TEST(circuit_breaker_test, slow_calls_open_it_by_their_rate) {
+  manual_clock clk;
+  circuit_breaker_policy p;
+  p.consecutive_failures = 0;
+  p.slow_call_rate = 0.5;
+  p.window = 10;
+  p.minimum_calls = 4;
+  circuit_breaker cb{p, clk};
+  // Successful but slow calls: 1 of 3 is below the minimum of 4 calls.
+  for (int i = 0; i < 3; ++i) {
+    auto x = cb.acquire();
+    ASSERT_TRUE(x);
+    cb.on_success(x, i == 0);
+  }
+  EXPECT_EQ(cb.state(), breaker_state::closed);
+  auto x = cb.acquire();
+  cb.on_success(x, true); // 2 slow of 4: 50%
+  EXPECT_EQ(cb.state(), breaker_state::open);
+}
+
+TEST(circuit_breaker_test, a_snapshot_restores_state_time_left_and_trips) {
+  manual_clock clk;
+  auto p = consecutive(1, 10s);
+  p.open_for.max = 80s;
+  p.open_for.multiplier = 2.0;
+  circuit_breaker a{p, clk};
+  fail(a); // open 10 s
+  clk.advance(10s);
+  auto probe = a.acquire();
+  ASSERT_TRUE(probe);
+  a.on_failure(probe); // failed probe: open 20 s
+  clk.advance(5s);
+  auto s = a.snapshot();
+  EXPECT_EQ(s.state, breaker_state::open);
+  EXPECT_EQ(s.open_remaining, 15s);
+  EXPECT_EQ(s.trips, 2u);
+  circuit_breaker b{p, clk};
+  b.restore(s);
+  EXPECT_EQ(b.state(), breaker_state::open);
+  EXPECT_EQ(b.retry_after(), 15s);
+  clk.advance(15s);
+  auto q = b.acquire();
+  ASSERT_TRUE(q); // half-open: one probe
+  EXPECT_FALSE(b.acquire());
+  b.on_failure(q); // the third trip in a row: 40 s
+  EXPECT_EQ(b.retry_after(), 40s);
+  // A closed snapshot restores a closed breaker.
+  circuit_breaker c{p, clk};
+  c.restore(breaker_snapshot{});
+  EXPECT_EQ(c.state(), breaker_state::closed);
+}

@@ -52,9 +52,12 @@ private:
 /// book's per-client retry ratio), with a floor so that a quiet client can
 /// still retry. A new budget holds one second of the floor; from then on,
 /// the retries it allows never exceed max(ratio x first attempts,
-/// min_per_second x (seconds + 1)): the two terms are not added. Unused
-/// allowance is saved up to `max_savings` retries per term, so a long
-/// quiet spell does not buy a burst.
+/// min_per_second x (seconds + 1)) while one term leads (the two terms
+/// are not added). Unused allowance is saved up to `max_savings` retries
+/// per term, so a long quiet spell does not buy a burst, and the debt of a
+/// term is bounded by `max_savings` too, so a busy spell does not cost the
+/// floor once the traffic is gone (after a change of regime, the bound may
+/// be exceeded by at most `max_savings`).
 struct retry_budget_policy {
   double ratio = 0.1;
   double min_per_second = 2.0;
