@@ -28,8 +28,8 @@ caf::result<caf::message> cell::control(caf::message& msg) {
     }
     return caf::message{};
   }
-  if (msg.match_elements<detail::tool_done_atom, uint64_t, uint32_t>()) {
-    on_tool_done(msg.get_as<uint64_t>(1), msg.get_as<uint32_t>(2));
+  if (msg.match_elements<detail::tool_done_atom>()) {
+    on_tools_done();
     return caf::message{};
   }
   if (msg.match_elements<detail::tool_timer_atom, uint64_t>()) {

@@ -196,15 +196,20 @@ private:
     invoke_callback(std::move(f));
     cb_origin_ = prev;
   }
-  void start_attempt(uint64_t id, detail::tool_call_state& st, bool sync);
+  void start_attempt(uint64_t id, detail::tool_call_state& st, bool sync,
+                     time_point now);
+  /// Takes the attempts in the inbox (see tool_done_atom).
+  void on_tools_done();
   void on_tool_done(uint64_t id, uint32_t attempt);
-  void on_tool_timer(uint64_t id, uint32_t attempt, detail::call_timer kind);
+  /// A call's entry in the heap came up: whatever of its timers is due.
+  void on_call_due(uint64_t id, time_point now);
   /// The cell's one timer for its tool calls fired (see tool_timer_atom).
   void on_tool_tick(uint64_t seq);
   /// Makes sure the cell's tool timer fires at `due` at the latest.
   void arm_tool_timer(time_point due);
-  /// Adds a due time of a call (and arms the timer for it if need be).
-  void add_due(detail::call_due d);
+  /// Makes sure the heap holds an entry for the call's earliest due time
+  /// (and arms the timer for it if need be).
+  void schedule(uint64_t id, detail::tool_call_state& st);
   /// True if the call moved on since `d` was added.
   bool stale(const detail::call_due& d);
   /// The attempt running failed with `e`: retry it, or answer the caller.

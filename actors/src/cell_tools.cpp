@@ -144,7 +144,7 @@ void cell::call_tool_raw(
   }
   tool_stats::bump(stats.calls);
   if (!tools_)
-    tools_ = std::make_unique<cell_tools>(clock(), cfg_.path);
+    tools_ = std::make_unique<cell_tools>(clock(), cfg_.path, address());
   auto& ts = *tools_;
   auto id = ++ts.next_id;
   auto& st = ts.calls[id];
@@ -187,11 +187,11 @@ void cell::call_tool_raw(
       return;
     }
   }
-  add_due({deadline, id, 0, call_timer::deadline});
-  start_attempt(id, st, true);
+  start_attempt(id, st, true, now);
 }
 
-void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync) {
+void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
+                         time_point now) {
   auto* tool = st.tool;
   auto& stats = tool->stats();
   if (st.attempts > 0 && st.agent_cost != nullptr
@@ -229,14 +229,14 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync) {
   auto att = std::make_shared<tool_attempt>();
   att->number = ++st.attempts;
   att->permit = permit;
+  att->call = id;
   st.current = att;
-  auto now = clock().now();
   auto att_deadline = std::min(st.deadline, now + st.attempt_timeout);
   // What the execution needs, held by it: if it outlives this cell (or the
   // node), it touches only these.
   bool timed = tool->decl().policy.breaker.slow_call_rate > 0.0;
   auto task = [att, fn = tool->fn(), req = st.request, ticket = st.ticket,
-               self = address(), caller = tools_->path, att_deadline, id,
+               inbox = tools_->inbox, caller = tools_->path, att_deadline,
                timed]() mutable {
     auto& sh = *ticket->sh;
     if (att->cancelled.load(std::memory_order_relaxed)) {
@@ -258,17 +258,40 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync) {
       tool_stats::bump(sh.stats.abandoned_running, uint64_t(-1));
       return;
     }
-    // A weak reference, upgraded only while the tool (so the node) is
-    // there: an execution that outlives the node touches no actor.
-    sh.through_gate([&] {
-      if (auto cell = caf::actor_cast<caf::actor>(self))
-        caf::anon_send(cell, tool_done_atom::value, id, att->number);
-    });
+    // Into the inbox, which holds it; the first one in rings the cell,
+    // through a weak reference upgraded only while the tool (so the node)
+    // is there: an execution that outlives the node touches no actor.
+    auto* a = att.get();
+    a->keep = std::move(att);
+    if (inbox->push(a))
+      sh.through_gate([&] {
+        if (auto cell = caf::actor_cast<caf::actor>(inbox->cell))
+          caf::anon_send(cell, tool_done_atom::value);
+      });
   };
+  st.attempt_due = att_deadline < st.deadline ? att_deadline : time_point::max();
   tool->executor().submit(std::move(task));
-  if (att_deadline < st.deadline) {
-    st.attempt_due = att_deadline;
-    add_due({att_deadline, id, att->number, call_timer::attempt});
+  // (An executor that ran the task at once left it in the inbox: the call
+  // is still there.)
+  schedule(id, st);
+}
+
+void cell::on_tools_done() {
+  if (!tools_)
+    return;
+  // What is left (if a step throws) is released; its calls end at their
+  // timeouts.
+  struct rest {
+    tool_attempt* list;
+    ~rest() {
+      tool_inbox::release(list);
+    }
+  } r{tools_->inbox->take()};
+  while (r.list != nullptr) {
+    auto* a = std::exchange(r.list, r.list->next);
+    a->next = nullptr;
+    auto keep = std::move(a->keep);
+    on_tool_done(a->call, a->number);
   }
 }
 
@@ -307,7 +330,7 @@ void cell::on_tool_done(uint64_t id, uint32_t attempt) {
   // The agent's cost budget pays whether or not the caller still waits.
   if (st.agent_cost != nullptr && res.cost > 0.0
       && !st.agent_cost->try_take(res.cost))
-    st.agent_cost->try_take(st.agent_cost->available());
+    (void)st.agent_cost->try_take(st.agent_cost->available());
   if (st.gen != gen_ || !instance_) {
     // The instance that called is gone, but the outcome still tells the
     // breaker about the dependency (and ends a probe).
@@ -403,9 +426,9 @@ void cell::retry_or_fail(uint64_t id, tool_call_state& st) {
   }
   tool_stats::bump(stats.retries);
   if (delay.count() <= 0)
-    return start_attempt(id, st, false);
+    return start_attempt(id, st, false, now);
   st.retry_due = now + delay;
-  add_due({st.retry_due, id, st.attempts, call_timer::backoff});
+  schedule(id, st);
 }
 
 void cell::arm_tool_timer(time_point due) {
@@ -424,8 +447,8 @@ void cell::on_tool_tick(uint64_t seq) {
   auto& ts = *tools_;
   ts.armed_for = time_point::max();
   auto now = clock().now();
-  // What came due, earliest first (then in call order), as separate timers
-  // would have fired; O(log n) each.
+  // The calls whose time came, earliest first (then in call order), as
+  // separate timers would have fired; O(log n) each.
   std::vector<call_due> due;
   while (!ts.dues.empty() && ts.dues.top().due <= now) {
     if (!stale(ts.dues.top()))
@@ -433,8 +456,10 @@ void cell::on_tool_tick(uint64_t seq) {
     ts.dues.pop();
   }
   for (auto& d : due)
-    if (!stale(d))
-      on_tool_timer(d.id, d.attempt, d.kind);
+    if (!stale(d)) {
+      tools_->calls.find(d.id)->second.scheduled_for = time_point::max();
+      on_call_due(d.id, now);
+    }
   while (!ts.dues.empty() && stale(ts.dues.top()))
     ts.dues.pop();
   if (!ts.dues.empty())
@@ -443,75 +468,66 @@ void cell::on_tool_tick(uint64_t seq) {
 
 bool cell::stale(const call_due& d) {
   auto i = tools_->calls.find(d.id);
-  if (i == tools_->calls.end())
-    return true;
-  auto& st = i->second;
-  switch (d.kind) {
-    case call_timer::deadline:
-      return st.deadline != d.due;
-    case call_timer::attempt:
-      return !st.current || st.current->number != d.attempt
-             || st.attempt_due != d.due;
-    case call_timer::backoff:
-      return st.current != nullptr || st.attempts != d.attempt
-             || st.retry_due != d.due;
-  }
-  return true;
+  return i == tools_->calls.end() || i->second.due_seq != d.seq
+         || i->second.scheduled_for != d.due;
 }
 
-void cell::add_due(call_due d) {
+void cell::schedule(uint64_t id, tool_call_state& st) {
+  auto due = std::min({st.deadline, st.attempt_due, st.retry_due});
+  if (due == st.scheduled_for)
+    return; // its entry is there
   auto& ts = *tools_;
-  // Entries of calls that ended pile up until they come due: rebuild the
-  // heap from the live calls once they outnumber them (amortized O(1)).
+  // Entries of calls that ended or moved on pile up until they come due:
+  // rebuild the heap from the live calls once they outnumber them
+  // (amortized O(1)).
   if (ts.dues.size() > 2 * ts.calls.size() + 64) {
     decltype(ts.dues) live;
-    for (auto& [id, st] : ts.calls) {
-      live.push({st.deadline, id, 0, call_timer::deadline});
-      if (st.current && st.attempt_due != time_point::max())
-        live.push({st.attempt_due, id, st.current->number,
-                   call_timer::attempt});
-      if (!st.current && st.retry_due != time_point::max())
-        live.push({st.retry_due, id, st.attempts, call_timer::backoff});
-    }
+    for (auto& [other, o] : ts.calls)
+      if (o.scheduled_for != time_point::max())
+        live.push({o.scheduled_for, other, o.due_seq});
     ts.dues.swap(live);
   }
-  ts.dues.push(d);
-  arm_tool_timer(d.due);
+  st.scheduled_for = due;
+  ts.dues.push({due, id, ++st.due_seq});
+  arm_tool_timer(due);
 }
 
-void cell::on_tool_timer(uint64_t id, uint32_t attempt, call_timer kind) {
-  if (!tools_)
-    return;
-  auto i = tools_->calls.find(id);
-  if (i == tools_->calls.end())
-    return;
-  auto& st = i->second;
-  if (st.gen != gen_ || !instance_) {
-    // The instance that called is gone: nobody waits for the answer, so
-    // no retry is made for it.
-    return finish_call(id, make_error(errc::not_running), nullptr, false);
-  }
-  switch (kind) {
-    case call_timer::backoff:
-      st.retry_due = time_point::max();
-      if (!st.current && st.attempts == attempt)
-        start_attempt(id, st, false);
+void cell::on_call_due(uint64_t id, time_point now) {
+  // Each step moves the call on (its due time only grows), so this ends.
+  for (;;) {
+    auto i = tools_->calls.find(id);
+    if (i == tools_->calls.end())
       return;
-    case call_timer::attempt:
+    auto& st = i->second;
+    if (st.gen != gen_ || !instance_) {
+      // The instance that called is gone: nobody waits for the answer, so
+      // no retry is made for it.
+      return finish_call(id, make_error(errc::not_running), nullptr, false);
+    }
+    if (st.current && st.attempt_due <= now) {
       st.attempt_due = time_point::max();
-      if (!st.current || st.current->number != attempt)
-        return;
+      auto attempt = st.current->number;
       if (!abandon_attempt(st, true))
-        return; // it returned meanwhile
+        continue; // it returned meanwhile: its answer is in the inbox
       st.last_class = error_class::transient;
       st.last_error = "attempt " + std::to_string(attempt)
                       + " timed out after " + ms_text(st.attempt_timeout);
       st.last_not_executed = false;
       st.retry_after = {};
-      return retry_or_fail(id, st);
-    case call_timer::deadline: {
-      if (st.current && !abandon_attempt(st, true))
-        return; // it returned at the deadline: take its answer
+      retry_or_fail(id, st);
+      continue;
+    }
+    if (!st.current && st.retry_due <= now) {
+      st.retry_due = time_point::max();
+      start_attempt(id, st, false, now);
+      continue;
+    }
+    if (st.deadline <= now) {
+      if (st.current && !abandon_attempt(st, true)) {
+        // It returned at the deadline: its answer (in the inbox) is taken.
+        st.attempt_due = time_point::max();
+        return;
+      }
       tool_stats::bump(st.tool->stats().deadline_exceeded);
       std::string what = "tool \"" + st.tool->decl().name
                          + "\": the call's deadline passed after "
@@ -525,6 +541,7 @@ void cell::on_tool_timer(uint64_t id, uint32_t attempt, call_timer kind) {
       return finish_call(id, make_error(errc::deadline_exceeded, what),
                          nullptr, false);
     }
+    return schedule(id, st);
   }
 }
 
@@ -567,6 +584,23 @@ void cell::finish_call(uint64_t id, caf::error err,
 void cell::end_tool_calls() {
   if (!tools_)
     return;
+  // Executions that returned and were not taken yet still tell the breaker
+  // about the dependency (and end a probe).
+  for (auto* a = tools_->inbox->take(); a != nullptr;) {
+    auto* n = std::exchange(a->next, nullptr);
+    auto keep = std::move(a->keep);
+    auto i = tools_->calls.find(a->call);
+    if (i != tools_->calls.end() && i->second.current.get() == a) {
+      auto& res = a->result;
+      auto* tool = i->second.tool;
+      tool->on_outcome(
+        a->permit, res.error && res.error->cls != error_class::permanent,
+        false, a->elapsed >= tool->decl().policy.breaker.slow_call_duration,
+        res.cost);
+      i->second.current.reset();
+    }
+    a = n;
+  }
   for (auto& [id, st] : tools_->calls)
     if (st.current)
       abandon_attempt(st, false);

@@ -3,6 +3,7 @@
 // A cell's tool calls in flight (see cell_tools.cpp): only a cell that
 // called a tool pays for this.
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -11,7 +12,9 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
+#include <caf/actor_addr.hpp>
 #include <caf/atom.hpp>
 #include <caf/error.hpp>
 #include <google/protobuf/message.h>
@@ -24,7 +27,9 @@
 
 namespace vigil::detail {
 
-/// (tool_done, call, attempt): an execution of the call's attempt returned.
+/// (tool_done): executions returned; their attempts wait in the cell's
+/// inbox. Sent by the one that found the inbox empty, so that a cell
+/// whose calls return faster than it runs takes many per message.
 using tool_done_atom = caf::atom_constant<caf::atom("vtooldone")>;
 /// (tool_timer, seq): the cell's one timer for its calls, armed for the
 /// earliest of their deadlines, attempt timeouts and retries (one CAF
@@ -32,7 +37,57 @@ using tool_done_atom = caf::atom_constant<caf::atom("vtooldone")>;
 /// an allocation per call, for timers that almost never fire).
 using tool_timer_atom = caf::atom_constant<caf::atom("vtooltime")>;
 
-enum class call_timer : uint8_t { deadline, attempt, backoff };
+/// The attempts whose executions returned, for their cell to take: a
+/// lock-free stack (executions push, the cell takes them all at once).
+/// Shared by the cell and its executions, so that one returning after the
+/// cell went pushes into memory still there; what is left in it when the
+/// last one goes is released.
+struct tool_inbox {
+  explicit tool_inbox(caf::actor_addr cell) : cell(std::move(cell)) {
+    // nop
+  }
+  ~tool_inbox() {
+    release(take());
+  }
+  tool_inbox(const tool_inbox&) = delete;
+  tool_inbox& operator=(const tool_inbox&) = delete;
+
+  /// Adds `a`, which its `keep` holds; true if the inbox was empty (the
+  /// caller then rings the cell).
+  bool push(tool_attempt* a) noexcept {
+    auto* h = head.load(std::memory_order_relaxed);
+    do {
+      a->next = h;
+    } while (!head.compare_exchange_weak(h, a, std::memory_order_release,
+                                         std::memory_order_relaxed));
+    return h == nullptr;
+  }
+
+  /// Takes every attempt pushed so far, oldest first (linked by `next`).
+  tool_attempt* take() noexcept {
+    auto* h = head.exchange(nullptr, std::memory_order_acquire);
+    tool_attempt* out = nullptr;
+    while (h != nullptr) {
+      auto* n = h->next;
+      h->next = out;
+      out = h;
+      h = n;
+    }
+    return out;
+  }
+
+  /// Drops the references of a list taken.
+  static void release(tool_attempt* a) noexcept {
+    while (a != nullptr) {
+      auto* n = std::exchange(a->next, nullptr);
+      auto keep = std::move(a->keep); // may free a
+      a = n;
+    }
+  }
+
+  const caf::actor_addr cell;
+  std::atomic<tool_attempt*> head{nullptr};
+};
 
 /// The request on whose behalf a handler or a callback calls: its deadline
 /// and its retry account. A callback runs with the origin of the handler
@@ -61,6 +116,10 @@ struct tool_call_state {
   resilience::time_point attempt_due = resilience::time_point::max();
   /// When the next attempt starts after a backoff, or max.
   resilience::time_point retry_due = resilience::time_point::max();
+  /// The earliest of the three above that the cell's heap holds an entry
+  /// for (max: none), and that entry's number (older ones are stale).
+  resilience::time_point scheduled_for = resilience::time_point::max();
+  uint32_t due_seq = 0;
   resilience::duration attempt_timeout{0};
   uint32_t max_attempts = 1;
   uint32_t attempts = 0;
@@ -76,14 +135,14 @@ struct tool_call_state {
   resilience::token_bucket* agent_cost = nullptr;
 };
 
-/// One due time of one call: its deadline, its attempt's timeout or its
-/// next attempt after a backoff. Entries of calls that moved on stay in the
+/// When a call next needs its cell: the earliest of its deadline, its
+/// attempt's timeout and its next attempt after a backoff. One entry per
+/// call is current (its `seq`); entries of calls that moved on stay in the
 /// heap until they come up (then they are skipped) or the heap is rebuilt.
 struct call_due {
   resilience::time_point due;
   uint64_t id;
-  uint32_t attempt;
-  call_timer kind;
+  uint32_t seq;
 };
 
 /// Orders the heap earliest first, then by call.
@@ -95,13 +154,18 @@ struct call_due_later {
 
 /// Everything a cell keeps of its tool calls.
 struct cell_tools {
-  cell_tools(caf::actor_clock& clk, const std::string& path)
-    : clock(clk), path(std::make_shared<const std::string>(path)) {
+  cell_tools(caf::actor_clock& clk, const std::string& path,
+             caf::actor_addr self)
+    : clock(clk),
+      path(std::make_shared<const std::string>(path)),
+      inbox(std::make_shared<tool_inbox>(std::move(self))) {
     // nop
   }
   actor_clock_view clock;
   /// The cell's path, shared with its executions (tool_call::caller).
   std::shared_ptr<const std::string> path;
+  /// Where the executions of this cell's calls leave their attempts.
+  std::shared_ptr<tool_inbox> inbox;
   uint64_t next_id = 0;
   uint64_t seed = 0;
   /// The one CAF timer armed: its due time (max: none) and its number (a

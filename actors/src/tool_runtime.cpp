@@ -157,24 +157,67 @@ struct thread_pool::shared {
   std::condition_variable cv;
   std::condition_variable idle;
   std::deque<std::function<void()>> queue;
+  size_t threads = 0;
   size_t running = 0;
+  /// Threads blocked in cv.wait (a woken one counts until it runs again).
+  size_t sleeping = 0;
+  /// An idle thread spins (below); the others sleep.
+  bool spinning = false;
   bool stop = false;
+  /// The queue's length, read without the lock by the spinning thread.
+  std::atomic<size_t> queued{0};
+  std::atomic<bool> stopping{false};
+
+  /// Waits up to 50 µs for a task (or the stop) without sleeping.
+  void spin() {
+    auto until = std::chrono::steady_clock::now() + std::chrono::microseconds{50};
+    for (unsigned i = 1;; ++i) {
+      if (queued.load(std::memory_order_relaxed) != 0
+          || stopping.load(std::memory_order_relaxed))
+        return;
+      if (i % 64 == 0 && std::chrono::steady_clock::now() >= until)
+        return;
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+  }
 };
 
 thread_pool::thread_pool(size_t threads, std::string name,
                          std::chrono::milliseconds grace)
   : sh_(std::make_shared<shared>()), grace_(grace) {
   threads = std::max<size_t>(threads, 1);
+  sh_->threads = threads;
   threads_.reserve(threads);
   for (size_t i = 0; i < threads; ++i) {
     threads_.emplace_back([sh = sh_] {
       std::unique_lock<std::mutex> guard{sh->mtx};
       for (;;) {
-        sh->cv.wait(guard, [&] { return sh->stop || !sh->queue.empty(); });
+        bool spun = false;
+        while (!sh->stop && sh->queue.empty()) {
+          if (!spun && !sh->spinning) {
+            // One idle thread at a time waits a little for the next task
+            // before it sleeps: a short call submitted meanwhile needs no
+            // wake-up (a system call and a context switch, which cost
+            // more than the call).
+            sh->spinning = spun = true;
+            guard.unlock();
+            sh->spin();
+            guard.lock();
+            sh->spinning = false;
+            continue;
+          }
+          ++sh->sleeping;
+          sh->cv.wait(guard);
+          --sh->sleeping;
+          spun = false;
+        }
         if (sh->queue.empty())
           break; // stopping, nothing left
         auto task = std::move(sh->queue.front());
         sh->queue.pop_front();
+        sh->queued.store(sh->queue.size(), std::memory_order_relaxed);
         ++sh->running;
         guard.unlock();
         task();
@@ -199,6 +242,7 @@ thread_pool::~thread_pool() {
                             });
   std::unique_lock<std::mutex> guard{sh_->mtx};
   sh_->stop = true;
+  sh_->stopping.store(true, std::memory_order_relaxed);
   // Tasks not started are dropped: their callers were answered, or will be
   // at their deadline, and each task's owner releases what it held.
   auto dropped = std::move(sh_->queue);
@@ -219,13 +263,22 @@ thread_pool::~thread_pool() {
 }
 
 void thread_pool::submit(std::function<void()> task) {
+  bool wake;
   {
     std::lock_guard<std::mutex> guard{sh_->mtx};
     if (sh_->stop)
       return;
     sh_->queue.push_back(std::move(task));
+    sh_->queued.store(sh_->queue.size(), std::memory_order_relaxed);
+    // Wakes a thread only if the threads awake and not running a task
+    // (each looks at the queue before it sleeps) are fewer than the tasks
+    // waiting: a wake-up is a system call and a context switch, which for
+    // a short call cost more than the call.
+    auto spare = sh_->threads - sh_->sleeping - sh_->running;
+    wake = sh_->sleeping > 0 && sh_->queue.size() > spare;
   }
-  sh_->cv.notify_one();
+  if (wake)
+    sh_->cv.notify_one();
 }
 
 // -- tool_runtime -------------------------------------------------------------
@@ -336,7 +389,7 @@ void tool_runtime::on_outcome(const resilience::circuit_breaker::permit& p,
     // A cost beyond the balance empties it: the next calls wait until it
     // refills.
     if (!cost_->try_take(cost))
-      cost_->try_take(cost_->available());
+      (void)cost_->try_take(cost_->available());
   }
   if (!decl_.policy.breaker.enabled || !p)
     return;

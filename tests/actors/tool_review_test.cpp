@@ -252,3 +252,34 @@ TEST_F(tool_review_test, retries_stop_at_the_agents_cost_budget) {
   EXPECT_LE(service::get().count(), 3u)
     << describe(answers[1].err) << "; retries " << tool.stats().retries.load();
 }
+
+// An execution returns into its cell's inbox, and the cell is killed before
+// it takes it (the kill is ahead of the bell in its mailbox): the outcome
+// must still reach the breaker, or a half-open probe's slot stays taken
+// and the breaker refuses every call for ever.
+TEST_F(tool_review_test, a_probe_left_in_the_inbox_of_a_killed_cell_decides) {
+  auto& tool = declare(decl_of("svc"));
+  ASSERT_FALSE(start_caller({{"attempts", "1"}}));
+  service::get().mode = svc_mode::transient;
+  for (int i = 1; i <= 3; ++i)
+    ask_ping("t/c", i);
+  run();
+  ASSERT_EQ(tool.look().state, resilience::breaker_state::open);
+  advance(30s);
+  service::get().mode = svc_mode::ok;
+  executors["svc"]->inline_run = false;
+  ask_ping("t/c", 4);
+  run();
+  ASSERT_EQ(executors["svc"]->pending(), 1u);
+  ASSERT_EQ(tool.look().state, resilience::breaker_state::half_open);
+  auto cell = handle("t/c");
+  ASSERT_TRUE(cell);
+  caf::anon_send_exit(cell, caf::exit_reason::kill);
+  ASSERT_TRUE(executors["svc"]->run_nth(0)); // returns after the kill
+  run();
+  EXPECT_FALSE(alive(cell));
+  EXPECT_EQ(service::get().count(), 4u);
+  EXPECT_EQ(tool.in_use(), 0u);
+  // The probe succeeded: one probe closes the breaker.
+  EXPECT_STREQ(to_string(tool.look().state), "closed");
+}

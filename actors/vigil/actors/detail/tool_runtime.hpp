@@ -143,6 +143,12 @@ struct tool_attempt {
   resilience::duration elapsed{0};
   resilience::circuit_breaker::permit permit;
   uint32_t number = 1;
+  /// The call it belongs to, in its cell.
+  uint64_t call = 0;
+  /// While in its cell's inbox (cell_tools.hpp): the next one, and the
+  /// reference that keeps it alive until the cell takes it.
+  tool_attempt* next = nullptr;
+  std::shared_ptr<tool_attempt> keep;
 };
 
 /// One declared tool on one node, shared by every agent that calls it:
