@@ -82,8 +82,8 @@ void cell::call_tool_raw(
     return;
   }
   auto& impl = tool->impl();
-  if (req->GetDescriptor()->full_name() != impl.request_type
-      || reply_type.str() != impl.reply_type) {
+  if (type_symbol(*req) != impl.request_symbol
+      || reply_type != impl.reply_symbol) {
     on_error(make_error(errc::bad_payload,
                         "tool \"" + tool->decl().name + "\" takes "
                           + impl.request_type + " and replies "
@@ -146,8 +146,9 @@ void cell::call_tool_raw(
   if (!tools_)
     tools_ = std::make_unique<cell_tools>(clock(), cfg_.path, address());
   auto& ts = *tools_;
-  auto id = ++ts.next_id;
-  auto& st = ts.calls[id];
+  auto [id, stp] = ts.calls.add();
+  auto& st = *stp;
+  st.order = ++ts.next_id;
   st.tool = tool;
   st.ticket = std::move(ticket);
   st.request = std::move(req);
@@ -316,10 +317,10 @@ bool cell::abandon_attempt(tool_call_state& st, bool timed_out) {
 void cell::on_tool_done(uint64_t id, uint32_t attempt) {
   if (!tools_)
     return;
-  auto i = tools_->calls.find(id);
-  if (i == tools_->calls.end())
+  auto* stp = tools_->calls.find(id);
+  if (stp == nullptr)
     return;
-  auto& st = i->second;
+  auto& st = *stp;
   if (!st.current || st.current->number != attempt)
     return; // an attempt given up already
   auto att = std::move(st.current);
@@ -457,7 +458,7 @@ void cell::on_tool_tick(uint64_t seq) {
   }
   for (auto& d : due)
     if (!stale(d)) {
-      tools_->calls.find(d.id)->second.scheduled_for = time_point::max();
+      tools_->calls.find(d.id)->scheduled_for = time_point::max();
       on_call_due(d.id, now);
     }
   while (!ts.dues.empty() && stale(ts.dues.top()))
@@ -467,9 +468,8 @@ void cell::on_tool_tick(uint64_t seq) {
 }
 
 bool cell::stale(const call_due& d) {
-  auto i = tools_->calls.find(d.id);
-  return i == tools_->calls.end() || i->second.due_seq != d.seq
-         || i->second.scheduled_for != d.due;
+  auto* st = tools_->calls.find(d.id);
+  return st == nullptr || st->due_seq != d.seq || st->scheduled_for != d.due;
 }
 
 void cell::schedule(uint64_t id, tool_call_state& st) {
@@ -482,23 +482,24 @@ void cell::schedule(uint64_t id, tool_call_state& st) {
   // (amortized O(1)).
   if (ts.dues.size() > 2 * ts.calls.size() + 64) {
     decltype(ts.dues) live;
-    for (auto& [other, o] : ts.calls)
+    ts.calls.for_each([&](uint64_t other, tool_call_state& o) {
       if (o.scheduled_for != time_point::max())
-        live.push({o.scheduled_for, other, o.due_seq});
+        live.push({o.scheduled_for, other, o.order, o.due_seq});
+    });
     ts.dues.swap(live);
   }
   st.scheduled_for = due;
-  ts.dues.push({due, id, ++st.due_seq});
+  ts.dues.push({due, id, st.order, ++st.due_seq});
   arm_tool_timer(due);
 }
 
 void cell::on_call_due(uint64_t id, time_point now) {
   // Each step moves the call on (its due time only grows), so this ends.
   for (;;) {
-    auto i = tools_->calls.find(id);
-    if (i == tools_->calls.end())
+    auto* stp = tools_->calls.find(id);
+    if (stp == nullptr)
       return;
-    auto& st = i->second;
+    auto& st = *stp;
     if (st.gen != gen_ || !instance_) {
       // The instance that called is gone: nobody waits for the answer, so
       // no retry is made for it.
@@ -548,9 +549,7 @@ void cell::on_call_due(uint64_t id, time_point now) {
 void cell::finish_call(uint64_t id, caf::error err,
                        std::unique_ptr<google::protobuf::Message> reply,
                        bool sync) {
-  auto i = tools_->calls.find(id);
-  auto st = std::move(i->second);
-  tools_->calls.erase(i);
+  auto st = tools_->calls.take(id);
   if (st.current)
     abandon_attempt(st, false);
   auto& stats = st.tool->stats();
@@ -589,21 +588,22 @@ void cell::end_tool_calls() {
   for (auto* a = tools_->inbox->take(); a != nullptr;) {
     auto* n = std::exchange(a->next, nullptr);
     auto keep = std::move(a->keep);
-    auto i = tools_->calls.find(a->call);
-    if (i != tools_->calls.end() && i->second.current.get() == a) {
+    auto* st = tools_->calls.find(a->call);
+    if (st != nullptr && st->current.get() == a) {
       auto& res = a->result;
-      auto* tool = i->second.tool;
+      auto* tool = st->tool;
       tool->on_outcome(
         a->permit, res.error && res.error->cls != error_class::permanent,
         false, a->elapsed >= tool->decl().policy.breaker.slow_call_duration,
         res.cost);
-      i->second.current.reset();
+      st->current.reset();
     }
     a = n;
   }
-  for (auto& [id, st] : tools_->calls)
+  tools_->calls.for_each([this](uint64_t, tool_call_state& st) {
     if (st.current)
       abandon_attempt(st, false);
+  });
   tools_->calls.clear();
 }
 

@@ -5,13 +5,13 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <queue>
 #include <vector>
 #include <memory>
 #include <string>
-#include <unordered_map>
 #include <utility>
 
 #include <caf/actor_addr.hpp>
@@ -120,6 +120,8 @@ struct tool_call_state {
   /// for (max: none), and that entry's number (older ones are stale).
   resilience::time_point scheduled_for = resilience::time_point::max();
   uint32_t due_seq = 0;
+  /// The call's number in its cell (the order calls were made).
+  uint64_t order = 0;
   resilience::duration attempt_timeout{0};
   uint32_t max_attempts = 1;
   uint32_t attempts = 0;
@@ -142,14 +144,89 @@ struct tool_call_state {
 struct call_due {
   resilience::time_point due;
   uint64_t id;
+  /// The call's number (calls made earlier come first at the same time).
+  uint64_t order;
   uint32_t seq;
 };
 
-/// Orders the heap earliest first, then by call.
+/// Orders the heap earliest first, then in call order.
 struct call_due_later {
   bool operator()(const call_due& x, const call_due& y) const noexcept {
-    return x.due != y.due ? x.due > y.due : x.id > y.id;
+    return x.due != y.due ? x.due > y.due : x.order > y.order;
   }
+};
+
+/// A cell's calls in flight, in slots reused without allocating: an id is
+/// a slot's index and its generation (bumped at each reuse), so an id of a
+/// call that ended finds nothing. References stay valid while calls are
+/// added (a deque).
+class call_table {
+public:
+  /// A new call: its id and its (default) state.
+  std::pair<uint64_t, tool_call_state*> add() {
+    uint32_t idx;
+    if (!free_.empty()) {
+      idx = free_.back();
+      free_.pop_back();
+    } else {
+      idx = static_cast<uint32_t>(slots_.size());
+      slots_.emplace_back();
+    }
+    auto& s = slots_[idx];
+    s.st = tool_call_state{};
+    s.used = true;
+    ++size_;
+    return {uint64_t{s.gen} << 32 | idx, &s.st};
+  }
+
+  /// The call `id`, or null if it ended.
+  tool_call_state* find(uint64_t id) noexcept {
+    auto idx = static_cast<uint32_t>(id);
+    if (idx >= slots_.size())
+      return nullptr;
+    auto& s = slots_[idx];
+    return s.used && s.gen == static_cast<uint32_t>(id >> 32) ? &s.st
+                                                             : nullptr;
+  }
+
+  /// Ends the call `id` (which must be there): moves its state out.
+  tool_call_state take(uint64_t id) {
+    auto idx = static_cast<uint32_t>(id);
+    auto& s = slots_[idx];
+    auto out = std::move(s.st);
+    s.used = false;
+    ++s.gen;
+    free_.push_back(idx);
+    --size_;
+    return out;
+  }
+
+  size_t size() const noexcept {
+    return size_;
+  }
+
+  /// Calls f(id, state) for each call.
+  template <class F>
+  void for_each(F f) {
+    for (uint32_t idx = 0; idx < slots_.size(); ++idx)
+      if (auto& s = slots_[idx]; s.used)
+        f(uint64_t{s.gen} << 32 | idx, s.st);
+  }
+
+  /// Ends every call (their states are dropped).
+  void clear() {
+    for_each([this](uint64_t id, tool_call_state&) { (void)take(id); });
+  }
+
+private:
+  struct slot {
+    tool_call_state st;
+    uint32_t gen = 1;
+    bool used = false;
+  };
+  std::deque<slot> slots_;
+  std::vector<uint32_t> free_;
+  size_t size_ = 0;
 };
 
 /// Everything a cell keeps of its tool calls.
@@ -174,7 +251,7 @@ struct cell_tools {
   uint64_t armed_seq = 0;
   /// Every pending due time, earliest on top.
   std::priority_queue<call_due, std::vector<call_due>, call_due_later> dues;
-  std::unordered_map<uint64_t, tool_call_state> calls;
+  call_table calls;
   /// Per tool: this agent's cost budget, made at its first call.
   std::map<std::string, std::unique_ptr<resilience::token_bucket>, std::less<>>
     costs;

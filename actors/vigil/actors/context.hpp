@@ -286,7 +286,9 @@ public:
                  const tool_options& opts, OnResult on_result,
                  OnError on_error) {
     std::unique_ptr<google::protobuf::Message> copy{req.New()};
-    copy->CopyFrom(req);
+    // MergeFrom into a new message: CopyFrom's check that `req` does not
+    // contain `copy` walks the fields by reflection on every call.
+    copy->MergeFrom(req);
     std::function<void(std::unique_ptr<google::protobuf::Message>)> ok
       = [f = std::move(on_result)](
           std::unique_ptr<google::protobuf::Message> rep) mutable {

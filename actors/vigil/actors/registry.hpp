@@ -119,6 +119,8 @@ public:
     t.name = name;
     t.request_type = Request::descriptor()->full_name();
     t.reply_type = Reply::descriptor()->full_name();
+    t.request_symbol = type_symbol<Request>();
+    t.reply_symbol = type_symbol<Reply>();
     t.call = [f = std::move(f), validate = std::move(validate)](
                const google::protobuf::Message& req,
                tool_call& call) -> detail::tool_outcome {

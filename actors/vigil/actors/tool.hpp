@@ -28,6 +28,7 @@
 #include <google/protobuf/message.h>
 
 #include "vigil/actors/error.hpp"
+#include "vigil/actors/symbol.hpp"
 #include "vigil/resilience/clock.hpp"
 
 namespace vigil {
@@ -330,6 +331,9 @@ struct tool_type {
   std::string name;
   std::string request_type;
   std::string reply_type;
+  /// The same two names interned: a call compares them by address.
+  symbol request_symbol;
+  symbol reply_symbol;
   detail::tool_fn call;
 };
 
