@@ -462,18 +462,10 @@ TEST_F(tool_call_test, a_probe_whose_caller_restarted_still_decides) {
   // crashes and restarts: its outcome must still reach the breaker, or the
   // half-open breaker would refuse every call for ever.
   auto& tool = declare(decl_of("svc"));
-  service::get().mode = svc_mode::transient;
   ASSERT_FALSE(start_one("c", "tool_caller", {{"attempts", "1"}}));
-  for (int i = 1; i <= 3; ++i)
-    ask_ping("t/c", i);
-  run();
-  ASSERT_EQ(tool.look().state, resilience::breaker_state::open);
-  advance(30s);
-  service::get().mode = svc_mode::ok;
-  executors["svc"]->inline_run = false;
-  ask_ping("t/c", 4); // the probe, held
-  run();
-  EXPECT_EQ(executors["svc"]->pending(), 1u);
+  hold_a_probe(tool, "t/c");
+  if (HasFatalFailure())
+    return;
   Crash c;
   c.set_why("boom");
   cast("t/c", c);

@@ -346,6 +346,25 @@ public:
     ask_msg(path, p, n, deadline_ns);
   }
 
+  /// Opens the breaker of tool "svc" with requests 1 to 3 to the agent at
+  /// `path` (whose calls make one attempt each), waits out its open time,
+  /// and sends request 4, whose call is the half-open probe: held in the
+  /// executor, against a service that answers again.
+  void hold_a_probe(detail::tool_runtime& tool, const std::string& path) {
+    service::get().mode = svc_mode::transient;
+    for (int i = 1; i <= 3; ++i)
+      ask_ping(path, i);
+    run();
+    ASSERT_EQ(tool.look().state, resilience::breaker_state::open);
+    advance(std::chrono::seconds{30});
+    service::get().mode = svc_mode::ok;
+    executors["svc"]->inline_run = false;
+    ask_ping(path, 4);
+    run();
+    ASSERT_EQ(executors["svc"]->pending(), 1u);
+    ASSERT_EQ(tool.look().state, resilience::breaker_state::half_open);
+  }
+
   /// The test clock's time in actor-clock nanoseconds plus `d`.
   int64_t deadline_in(std::chrono::nanoseconds d) {
     return (sys.clock().now().time_since_epoch() + d).count();
