@@ -231,14 +231,18 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
   att->number = ++st.attempts;
   att->permit = permit;
   att->call = id;
-  st.current = att;
+  att->ticket = st.ticket;
+  att->request = st.request;
+  att->inbox = tools_->inbox;
   auto att_deadline = std::min(st.deadline, now + st.attempt_timeout);
-  // What the execution needs, held by it: if it outlives this cell (or the
-  // node), it touches only these.
-  bool timed = tool->decl().policy.breaker.slow_call_rate > 0.0;
-  auto task = [att, fn = tool->fn(), req = st.request, ticket = st.ticket,
-               inbox = tools_->inbox, caller = tools_->path, att_deadline,
-               timed]() mutable {
+  att->deadline = att_deadline;
+  att->timed = tool->decl().policy.breaker.slow_call_rate > 0.0;
+  st.current = att;
+  auto task = [att = std::move(att)]() mutable {
+    // Held until this returns (the ticket is the call's bulkhead place).
+    auto ticket = std::move(att->ticket);
+    auto inbox = std::move(att->inbox);
+    auto req = std::move(att->request);
     auto& sh = *ticket->sh;
     if (att->cancelled.load(std::memory_order_relaxed)) {
       // Given up before it started: nothing ran.
@@ -246,10 +250,11 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
       return;
     }
     // Timed only for a slow-call rule: two clock reads per call otherwise.
-    auto t0 = timed ? resilience::clock_type::now() : resilience::time_point{};
-    tool_call call{att->cancelled, att_deadline, att->number, *caller};
-    att->result = (*fn)(*req, call);
-    if (timed)
+    auto t0 = att->timed ? resilience::clock_type::now()
+                         : resilience::time_point{};
+    tool_call call{att->cancelled, att->deadline, att->number, inbox->caller};
+    att->result = sh.fn(*req, call);
+    if (att->timed)
       att->elapsed = resilience::clock_type::now() - t0;
     tool_stats::bump(sh.stats.executions);
     int expected = tool_attempt::running;
@@ -263,7 +268,7 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
     // through a weak reference upgraded only while the tool (so the node)
     // is there: an execution that outlives the node touches no actor.
     auto* a = att.get();
-    a->keep = std::move(att);
+    a->keep = std::move(att); // (a is the cell's once pushed)
     if (inbox->push(a))
       sh.through_gate([&] {
         if (auto cell = caf::actor_cast<caf::actor>(inbox->cell))

@@ -43,7 +43,8 @@ using tool_timer_atom = caf::atom_constant<caf::atom("vtooltime")>;
 /// cell went pushes into memory still there; what is left in it when the
 /// last one goes is released.
 struct tool_inbox {
-  explicit tool_inbox(caf::actor_addr cell) : cell(std::move(cell)) {
+  tool_inbox(caf::actor_addr cell, std::string caller)
+    : cell(std::move(cell)), caller(std::move(caller)) {
     // nop
   }
   ~tool_inbox() {
@@ -86,6 +87,8 @@ struct tool_inbox {
   }
 
   const caf::actor_addr cell;
+  /// The cell's path (tool_call::caller).
+  const std::string caller;
   std::atomic<tool_attempt*> head{nullptr};
 };
 
@@ -233,14 +236,10 @@ private:
 struct cell_tools {
   cell_tools(caf::actor_clock& clk, const std::string& path,
              caf::actor_addr self)
-    : clock(clk),
-      path(std::make_shared<const std::string>(path)),
-      inbox(std::make_shared<tool_inbox>(std::move(self))) {
+    : clock(clk), inbox(std::make_shared<tool_inbox>(std::move(self), path)) {
     // nop
   }
   actor_clock_view clock;
-  /// The cell's path, shared with its executions (tool_call::caller).
-  std::shared_ptr<const std::string> path;
   /// Where the executions of this cell's calls leave their attempts.
   std::shared_ptr<tool_inbox> inbox;
   uint64_t next_id = 0;

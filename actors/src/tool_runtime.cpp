@@ -311,12 +311,12 @@ tool_runtime::tool_runtime(tool_decl decl, tool_type impl,
   : decl_(std::move(decl)),
     impl_(std::move(impl)),
     clock_(std::move(clock)),
-    fn_(std::make_shared<const tool_fn>(impl_.call)),
     sh_(std::make_shared<tool_shared>()),
     ex_(std::move(ex)),
     breaker_(breaker_policy(decl_.policy.breaker), *clock_),
     budget_(budget_policy(decl_.policy.budget), *clock_) {
   auto& clk = *clock_;
+  sh_->fn = impl_.call;
   auto& bh = decl_.policy.bulkhead;
   sh_->capacity = std::max<uint32_t>(bh.max_concurrent, 1) + bh.queue;
   if (!ex_)

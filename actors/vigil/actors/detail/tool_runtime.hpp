@@ -87,6 +87,8 @@ private:
 /// node stopped tells nobody). Shared by the tool and its executions, so
 /// that an execution that outlives the node touches nothing freed.
 struct tool_shared {
+  /// The tool's callable.
+  tool_fn fn;
   std::atomic<uint32_t> in_use{0};
   uint32_t capacity = 0;
   tool_stats stats;
@@ -135,6 +137,8 @@ struct tool_ticket {
 /// that executes it. `phase` decides who ends the attempt: the execution
 /// (running -> finished) or the caller's attempt timeout (running ->
 /// abandoned); whoever loses the race does nothing.
+struct tool_inbox;
+
 struct tool_attempt {
   enum : int { running, finished, abandoned };
   std::atomic<int> phase{running};
@@ -145,6 +149,14 @@ struct tool_attempt {
   uint32_t number = 1;
   /// The call it belongs to, in its cell.
   uint64_t call = 0;
+  /// What its execution needs (taken by it when it starts): if it
+  /// outlives its cell (or the node), it touches only these.
+  std::shared_ptr<tool_ticket> ticket;
+  std::shared_ptr<const google::protobuf::Message> request;
+  std::shared_ptr<tool_inbox> inbox;
+  resilience::time_point deadline;
+  /// Whether the execution is timed (only for a slow-call rule).
+  bool timed = false;
   /// While in its cell's inbox (cell_tools.hpp): the next one, and the
   /// reference that keeps it alive until the cell takes it.
   tool_attempt* next = nullptr;
@@ -169,9 +181,6 @@ public:
   }
   const tool_type& impl() const noexcept {
     return impl_;
-  }
-  const std::shared_ptr<const tool_fn>& fn() const noexcept {
-    return fn_;
   }
   tool_executor& executor() noexcept {
     return *ex_;
@@ -238,7 +247,6 @@ private:
   tool_decl decl_;
   tool_type impl_;
   std::shared_ptr<const resilience::clock> clock_;
-  std::shared_ptr<const tool_fn> fn_;
   std::shared_ptr<tool_shared> sh_;
   std::shared_ptr<tool_executor> ex_;
   std::mutex mtx_;
