@@ -200,7 +200,7 @@ private:
                      time_point now);
   /// Takes the attempts in the inbox (see tool_done_atom).
   void on_tools_done();
-  void on_tool_done(uint64_t id, uint32_t attempt);
+  void on_tool_done(detail::tool_attempt& a);
   /// A call's entry in the heap came up: whatever of its timers is due.
   void on_call_due(uint64_t id, time_point now);
   /// The cell's one timer for its tool calls fired (see tool_timer_atom).

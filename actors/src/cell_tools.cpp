@@ -195,6 +195,18 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
                          time_point now) {
   auto* tool = st.tool;
   auto& stats = tool->stats();
+  if (now >= st.deadline) {
+    tool_stats::bump(stats.deadline_exceeded);
+    finish_call(id,
+                make_error(errc::deadline_exceeded,
+                           "tool \"" + tool->decl().name + "\": no time left "
+                             + "for attempt " + std::to_string(st.attempts + 1)
+                             + (st.last_error.empty()
+                                  ? std::string{}
+                                  : "; the last failed: " + st.last_error)),
+                nullptr, sync);
+    return;
+  }
   if (st.attempts > 0 && st.agent_cost != nullptr
       && spent(*st.agent_cost)) {
     tool_stats::bump(stats.cost_exceeded);
@@ -231,6 +243,7 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
   att->number = ++st.attempts;
   att->permit = permit;
   att->call = id;
+  att->tool = tool;
   att->ticket = st.ticket;
   att->request = st.request;
   att->inbox = tools_->inbox;
@@ -269,11 +282,22 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
     // is there: an execution that outlives the node touches no actor.
     auto* a = att.get();
     a->keep = std::move(att); // (a is the cell's once pushed)
-    if (inbox->push(a))
-      sh.through_gate([&] {
-        if (auto cell = caf::actor_cast<caf::actor>(inbox->cell))
-          caf::anon_send(cell, tool_done_atom::value);
-      });
+    switch (inbox->push(a)) {
+      case tool_inbox::pushed::first:
+        sh.through_gate([&] {
+          if (auto cell = caf::actor_cast<caf::actor>(inbox->cell))
+            caf::anon_send(cell, tool_done_atom::value);
+        });
+        break;
+      case tool_inbox::pushed::queued:
+        break;
+      case tool_inbox::pushed::closed: {
+        // Its cell ended: nobody takes it, but the breaker still hears.
+        auto self = std::move(a->keep);
+        sh.through_gate([&] { self->tool->on_returned(*self); });
+        break;
+      }
+    }
   };
   st.attempt_due = att_deadline < st.deadline ? att_deadline : time_point::max();
   tool->executor().submit(std::move(task));
@@ -297,7 +321,7 @@ void cell::on_tools_done() {
     auto* a = std::exchange(r.list, r.list->next);
     a->next = nullptr;
     auto keep = std::move(a->keep);
-    on_tool_done(a->call, a->number);
+    on_tool_done(*a);
   }
 }
 
@@ -319,15 +343,20 @@ bool cell::abandon_attempt(tool_call_state& st, bool timed_out) {
   return true;
 }
 
-void cell::on_tool_done(uint64_t id, uint32_t attempt) {
-  if (!tools_)
-    return;
+void cell::on_tool_done(tool_attempt& a) {
+  auto id = a.call;
   auto* stp = tools_->calls.find(id);
-  if (stp == nullptr)
+  if (stp == nullptr || stp->current.get() != &a) {
+    // Its call ended meanwhile (at its deadline, or its caller's): the
+    // outcome still counts, for the breaker and the costs.
+    a.tool->on_returned(a);
+    if (a.result.cost > 0.0)
+      if (auto c = tools_->costs.find(a.tool->decl().name);
+          c != tools_->costs.end() && !c->second->try_take(a.result.cost))
+        (void)c->second->try_take(c->second->available());
     return;
+  }
   auto& st = *stp;
-  if (!st.current || st.current->number != attempt)
-    return; // an attempt given up already
   auto att = std::move(st.current);
   st.attempt_due = time_point::max();
   auto& res = att->result;
@@ -510,24 +539,8 @@ void cell::on_call_due(uint64_t id, time_point now) {
       // no retry is made for it.
       return finish_call(id, make_error(errc::not_running), nullptr, false);
     }
-    if (st.current && st.attempt_due <= now) {
-      st.attempt_due = time_point::max();
-      auto attempt = st.current->number;
-      if (!abandon_attempt(st, true))
-        continue; // it returned meanwhile: its answer is in the inbox
-      st.last_class = error_class::transient;
-      st.last_error = "attempt " + std::to_string(attempt)
-                      + " timed out after " + ms_text(st.attempt_timeout);
-      st.last_not_executed = false;
-      st.retry_after = {};
-      retry_or_fail(id, st);
-      continue;
-    }
-    if (!st.current && st.retry_due <= now) {
-      st.retry_due = time_point::max();
-      start_attempt(id, st, false, now);
-      continue;
-    }
+    // The deadline first: a call past it starts no attempt, whatever
+    // else came due while the cell was busy.
     if (st.deadline <= now) {
       if (st.current && !abandon_attempt(st, true)) {
         // It returned at the deadline: its answer (in the inbox) is taken.
@@ -546,6 +559,24 @@ void cell::on_call_due(uint64_t id, time_point now) {
                 "place until it returns)";
       return finish_call(id, make_error(errc::deadline_exceeded, what),
                          nullptr, false);
+    }
+    if (st.current && st.attempt_due <= now) {
+      st.attempt_due = time_point::max();
+      auto attempt = st.current->number;
+      if (!abandon_attempt(st, true))
+        continue; // it returned meanwhile: its answer is in the inbox
+      st.last_class = error_class::transient;
+      st.last_error = "attempt " + std::to_string(attempt)
+                      + " timed out after " + ms_text(st.attempt_timeout);
+      st.last_not_executed = false;
+      st.retry_after = {};
+      retry_or_fail(id, st);
+      continue;
+    }
+    if (!st.current && st.retry_due <= now) {
+      st.retry_due = time_point::max();
+      start_attempt(id, st, false, now);
+      continue;
     }
     return schedule(id, st);
   }
@@ -590,19 +621,14 @@ void cell::end_tool_calls() {
     return;
   // Executions that returned and were not taken yet still tell the breaker
   // about the dependency (and end a probe).
-  for (auto* a = tools_->inbox->take(); a != nullptr;) {
+  // Those that return later find the inbox closed and report themselves.
+  for (auto* a = tools_->inbox->close(); a != nullptr;) {
     auto* n = std::exchange(a->next, nullptr);
     auto keep = std::move(a->keep);
     auto* st = tools_->calls.find(a->call);
-    if (st != nullptr && st->current.get() == a) {
-      auto& res = a->result;
-      auto* tool = st->tool;
-      tool->on_outcome(
-        a->permit, res.error && res.error->cls != error_class::permanent,
-        false, a->elapsed >= tool->decl().policy.breaker.slow_call_duration,
-        res.cost);
+    if (st != nullptr && st->current.get() == a)
       st->current.reset();
-    }
+    a->tool->on_returned(*a);
     a = n;
   }
   tools_->calls.for_each([this](uint64_t, tool_call_state& st) {

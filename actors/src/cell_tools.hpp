@@ -53,28 +53,37 @@ struct tool_inbox {
   tool_inbox(const tool_inbox&) = delete;
   tool_inbox& operator=(const tool_inbox&) = delete;
 
-  /// Adds `a`, which its `keep` holds; true if the inbox was empty (the
-  /// caller then rings the cell).
-  bool push(tool_attempt* a) noexcept {
+  enum class pushed { first, queued, closed };
+
+  /// Adds `a`, which its `keep` holds: `first` if the inbox was empty (the
+  /// caller then rings the cell), `closed` if its cell ended (`a` was not
+  /// added: the caller reports its outcome itself).
+  pushed push(tool_attempt* a) noexcept {
     auto* h = head.load(std::memory_order_relaxed);
     do {
+      if (h == closed_mark())
+        return pushed::closed;
       a->next = h;
     } while (!head.compare_exchange_weak(h, a, std::memory_order_release,
                                          std::memory_order_relaxed));
-    return h == nullptr;
+    return h == nullptr ? pushed::first : pushed::queued;
   }
 
   /// Takes every attempt pushed so far, oldest first (linked by `next`).
   tool_attempt* take() noexcept {
-    auto* h = head.exchange(nullptr, std::memory_order_acquire);
-    tool_attempt* out = nullptr;
-    while (h != nullptr) {
-      auto* n = h->next;
-      h->next = out;
-      out = h;
-      h = n;
-    }
-    return out;
+    auto* h = head.load(std::memory_order_relaxed);
+    do {
+      if (h == nullptr || h == closed_mark())
+        return nullptr;
+    } while (!head.compare_exchange_weak(h, nullptr, std::memory_order_acquire,
+                                         std::memory_order_relaxed));
+    return reversed(h);
+  }
+
+  /// Takes every attempt pushed so far and refuses any more.
+  tool_attempt* close() noexcept {
+    auto* h = head.exchange(closed_mark(), std::memory_order_acq_rel);
+    return h == closed_mark() ? nullptr : reversed(h);
   }
 
   /// Drops the references of a list taken.
@@ -90,6 +99,23 @@ struct tool_inbox {
   /// The cell's path (tool_call::caller).
   const std::string caller;
   std::atomic<tool_attempt*> head{nullptr};
+
+private:
+  static tool_attempt* closed_mark() noexcept {
+    static tool_attempt mark;
+    return &mark;
+  }
+
+  static tool_attempt* reversed(tool_attempt* h) noexcept {
+    tool_attempt* out = nullptr;
+    while (h != nullptr) {
+      auto* n = h->next;
+      h->next = out;
+      out = h;
+      h = n;
+    }
+    return out;
+  }
 };
 
 /// The request on whose behalf a handler or a callback calls: its deadline

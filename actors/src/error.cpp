@@ -67,7 +67,8 @@ caf::error make_error(errc x, std::string what) {
 }
 
 bool is(const caf::error& x, errc code) noexcept {
-  return x.category() == category && x.code() == static_cast<uint8_t>(code);
+  // (An empty error has no category: CAF 0.17 crashes on asking it.)
+  return x && x.category() == category && x.code() == static_cast<uint8_t>(code);
 }
 
 bool undelivered(const caf::error& x) noexcept {

@@ -409,6 +409,13 @@ void tool_runtime::on_outcome(const resilience::circuit_breaker::permit& p,
   changed(before, openings);
 }
 
+void tool_runtime::on_returned(const tool_attempt& a) {
+  auto& res = a.result;
+  on_outcome(a.permit, res.error && res.error->cls != error_class::permanent,
+             false, a.elapsed >= decl_.policy.breaker.slow_call_duration,
+             res.cost);
+}
+
 bool tool_runtime::try_retry() {
   std::lock_guard<std::mutex> guard{mtx_};
   return budget_.try_retry();

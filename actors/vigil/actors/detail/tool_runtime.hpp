@@ -138,6 +138,7 @@ struct tool_ticket {
 /// (running -> finished) or the caller's attempt timeout (running ->
 /// abandoned); whoever loses the race does nothing.
 struct tool_inbox;
+class tool_runtime;
 
 struct tool_attempt {
   enum : int { running, finished, abandoned };
@@ -147,8 +148,10 @@ struct tool_attempt {
   resilience::duration elapsed{0};
   resilience::circuit_breaker::permit permit;
   uint32_t number = 1;
-  /// The call it belongs to, in its cell.
+  /// The call it belongs to, in its cell, and its tool (used by the
+  /// execution only through the tool's gate).
   uint64_t call = 0;
+  tool_runtime* tool = nullptr;
   /// What its execution needs (taken by it when it starts): if it
   /// outlives its cell (or the node), it touches only these.
   std::shared_ptr<tool_ticket> ticket;
@@ -214,6 +217,11 @@ public:
   /// is charged to the node's budget.
   void on_outcome(const resilience::circuit_breaker::permit& p, bool failure,
                   bool ignored, bool slow, double cost);
+
+  /// An execution returned that no caller takes (its call ended, or its
+  /// cell did): its outcome still tells the breaker about the dependency
+  /// (and ends a probe) and is charged to the node's cost budget.
+  void on_returned(const tool_attempt& a);
 
   /// Draws a retry from the tool's shared budget (false: spent).
   [[nodiscard]] bool try_retry();
