@@ -275,7 +275,10 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
                                             tool_attempt::finished)) {
       // Its caller gave up on it; it held its bulkhead place until now.
       tool_stats::bump(sh.stats.abandoned_running, uint64_t(-1));
-      return;
+      if (att->result.cost <= 0.0)
+        return;
+      // It ran all the same: its cost is charged (by the cell, which
+      // holds the agent's budget), though nobody takes its answer.
     }
     // Into the inbox, which holds it; the first one in rings the cell,
     // through a weak reference upgraded only while the tool (so the node)
@@ -347,8 +350,9 @@ void cell::on_tool_done(tool_attempt& a) {
   auto id = a.call;
   auto* stp = tools_->calls.find(id);
   if (stp == nullptr || stp->current.get() != &a) {
-    // Its call ended meanwhile (at its deadline, or its caller's): the
-    // outcome still counts, for the breaker and the costs.
+    // Its call ended meanwhile (at its deadline, or its caller's), or it
+    // was given up: the outcome still counts, for the breaker (unless it
+    // was told already, when the attempt was given up) and the costs.
     a.tool->on_returned(a);
     if (a.result.cost > 0.0)
       if (auto c = tools_->costs.find(a.tool->decl().name);
@@ -536,13 +540,17 @@ void cell::on_call_due(uint64_t id, time_point now) {
     auto& st = *stp;
     if (st.gen != gen_ || !instance_) {
       // The instance that called is gone: nobody waits for the answer, so
-      // no retry is made for it.
+      // no retry is made for it. An attempt that timed out still tells the
+      // breaker so.
+      if (st.current && (st.attempt_due <= now || st.deadline <= now))
+        abandon_attempt(st, true);
       return finish_call(id, make_error(errc::not_running), nullptr, false);
     }
     // The deadline first: a call past it starts no attempt, whatever
     // else came due while the cell was busy.
     if (st.deadline <= now) {
-      if (st.current && !abandon_attempt(st, true)) {
+      bool given_up = st.current != nullptr;
+      if (given_up && !abandon_attempt(st, true)) {
         // It returned at the deadline: its answer (in the inbox) is taken.
         st.attempt_due = time_point::max();
         return;
@@ -552,11 +560,14 @@ void cell::on_call_due(uint64_t id, time_point now) {
                          + "\": the call's deadline passed after "
                          + std::to_string(st.attempts) + " attempt"
                          + (st.attempts == 1 ? "" : "s");
-      if (!st.last_error.empty())
-        what += "; the last failed: " + st.last_error;
-      else
+      if (given_up) {
         what += ", the last still running (given up; it keeps its bulkhead "
                 "place until it returns)";
+        if (!st.last_error.empty())
+          what += "; the one before failed: " + st.last_error;
+      } else if (!st.last_error.empty()) {
+        what += "; the last failed: " + st.last_error;
+      }
       return finish_call(id, make_error(errc::deadline_exceeded, what),
                          nullptr, false);
     }

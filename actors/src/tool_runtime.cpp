@@ -411,6 +411,12 @@ void tool_runtime::on_outcome(const resilience::circuit_breaker::permit& p,
 
 void tool_runtime::on_returned(const tool_attempt& a) {
   auto& res = a.result;
+  if (a.phase.load() == tool_attempt::abandoned) {
+    // The breaker heard when it was given up: only its cost is left.
+    if (res.cost > 0.0)
+      on_outcome({}, false, true, false, res.cost);
+    return;
+  }
   on_outcome(a.permit, res.error && res.error->cls != error_class::permanent,
              false, a.elapsed >= decl_.policy.breaker.slow_call_duration,
              res.cost);

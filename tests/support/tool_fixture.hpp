@@ -324,16 +324,19 @@ public:
     auto e = wrap(m, deadline_ns);
     auto dest = rt->lookup(path);
     ASSERT_TRUE(dest) << path;
-    sys.spawn([this, dest, e, n](caf::event_based_actor* me) mutable {
+    // The client holds the answers: a request still open when the test
+    // ends is answered while the base fixture shuts down, after this one's
+    // members are gone.
+    sys.spawn([all = answers_, dest, e, n](caf::event_based_actor* me) mutable {
       me->request(dest, caf::infinite, std::move(e))
         .then(
-          [this, n](envelope& rep) {
-            auto& a = answers[n];
+          [all, n](envelope& rep) {
+            auto& a = (*all)[n];
             ++a.count;
             a.ok = a.pong.ParseFromString(rep.payload);
           },
-          [this, n](caf::error& err) {
-            auto& a = answers[n];
+          [all, n](caf::error& err) {
+            auto& a = (*all)[n];
             ++a.count;
             a.err = std::move(err);
           });
@@ -383,7 +386,9 @@ public:
 
   std::shared_ptr<const resilience::clock> clock;
   std::map<std::string, std::shared_ptr<manual_executor>> executors;
-  std::map<int64_t, answer> answers;
+  std::shared_ptr<std::map<int64_t, answer>> answers_
+    = std::make_shared<std::map<int64_t, answer>>();
+  std::map<int64_t, answer>& answers = *answers_;
 };
 
 } // namespace vigil::test

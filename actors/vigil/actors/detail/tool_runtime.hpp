@@ -220,7 +220,8 @@ public:
 
   /// An execution returned that no caller takes (its call ended, or its
   /// cell did): its outcome still tells the breaker about the dependency
-  /// (and ends a probe) and is charged to the node's cost budget.
+  /// (and ends a probe) and is charged to the node's cost budget. One
+  /// given up earlier (abandoned) only pays its cost: the breaker heard.
   void on_returned(const tool_attempt& a);
 
   /// Draws a retry from the tool's shared budget (false: spent).
