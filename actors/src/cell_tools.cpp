@@ -253,9 +253,10 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
   st.current = att;
   auto task = [att = std::move(att)]() mutable {
     // Held until this returns (the ticket is the call's bulkhead place).
+    // The request stays with the attempt: it is let go on the cell's
+    // thread, which made it, unless the cell gave the attempt up.
     auto ticket = std::move(att->ticket);
     auto inbox = std::move(att->inbox);
-    auto req = std::move(att->request);
     auto& sh = *ticket->sh;
     if (att->cancelled.load(std::memory_order_relaxed)) {
       // Given up before it started: nothing ran.
@@ -266,7 +267,7 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
     auto t0 = att->timed ? resilience::clock_type::now()
                          : resilience::time_point{};
     tool_call call{att->cancelled, att->deadline, att->number, inbox->caller};
-    att->result = sh.fn(*req, call);
+    att->result = sh.fn(*att->request, call);
     if (att->timed)
       att->elapsed = resilience::clock_type::now() - t0;
     tool_stats::bump(sh.stats.executions);

@@ -37,8 +37,12 @@ using tool_executor_factory
 
 /// Counts of one tool's calls on a node, relaxed atomics (read any time).
 struct tool_stats {
-  std::atomic<uint64_t> calls{0};      ///< call_tool calls admitted
-  std::atomic<uint64_t> executions{0}; ///< the callable ran (real calls)
+  /// Written by the executions' threads: a cache line of their own, apart
+  /// from the callers' counters below.
+  alignas(64) std::atomic<uint64_t> executions{0}; ///< the callable ran
+  /// Abandoned attempts whose callable has not returned yet.
+  std::atomic<uint64_t> abandoned_running{0};
+  alignas(64) std::atomic<uint64_t> calls{0}; ///< call_tool calls admitted
   std::atomic<uint64_t> retries{0};
   std::atomic<uint64_t> succeeded_without_retry{0};
   std::atomic<uint64_t> succeeded_with_retry{0};
@@ -53,8 +57,6 @@ struct tool_stats {
   std::atomic<uint64_t> deadline_exceeded{0};
   /// Attempts given up at their timeout while the callable still ran.
   std::atomic<uint64_t> abandoned{0};
-  /// Abandoned attempts whose callable has not returned yet.
-  std::atomic<uint64_t> abandoned_running{0};
 
   static void bump(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
     c.fetch_add(n, std::memory_order_relaxed);
@@ -89,15 +91,15 @@ private:
 struct tool_shared {
   /// The tool's callable.
   tool_fn fn;
-  std::atomic<uint32_t> in_use{0};
   uint32_t capacity = 0;
+  alignas(64) std::atomic<uint32_t> in_use{0};
   tool_stats stats;
   /// The gate, without a lock that every execution would contend for: an
   /// execution enters (`users`), tells its caller only while `open`, and
   /// leaves; closing waits until no execution is inside. Both sides use
   /// sequentially consistent operations, so an execution either entered
   /// before the close (and is waited for) or sees it closed.
-  std::atomic<uint32_t> users{0};
+  alignas(64) std::atomic<uint32_t> users{0};
   std::atomic<bool> open{true};
 
   /// Runs `f` if the gate is open; true if it ran.
