@@ -304,7 +304,7 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
     }
   };
   st.attempt_due = att_deadline < st.deadline ? att_deadline : time_point::max();
-  tool->executor().submit(std::move(task));
+  tools_->submit(tool->executor(), std::move(task));
   // (An executor that ran the task at once left it in the inbox: the call
   // is still there.)
   schedule(id, st);
@@ -314,13 +314,22 @@ void cell::on_tools_done() {
   if (!tools_)
     return;
   // What is left (if a step throws) is released; its calls end at their
-  // timeouts.
+  // timeouts. The executions that the callbacks start go out together at
+  // the end (one lock of their pool, not one each).
   struct rest {
+    cell_tools& ts;
     tool_attempt* list;
     ~rest() {
       tool_inbox::release(list);
+      ts.batching = false;
+      try {
+        ts.flush();
+      } catch (...) {
+        ts.batch.clear(); // out of memory: those calls end at their timeouts
+      }
     }
-  } r{tools_->inbox->take()};
+  } r{*tools_, tools_->inbox->take()};
+  tools_->batching = true;
   while (r.list != nullptr) {
     auto* a = std::exchange(r.list, r.list->next);
     a->next = nullptr;

@@ -268,6 +268,27 @@ struct cell_tools {
   actor_clock_view clock;
   /// Where the executions of this cell's calls leave their attempts.
   std::shared_ptr<tool_inbox> inbox;
+  /// While the cell takes its inbox, the executions its callbacks start
+  /// wait here, for their executor (submitted together at the end).
+  bool batching = false;
+  tool_executor* batch_to = nullptr;
+  std::vector<std::function<void()>> batch;
+
+  /// Submits what waits in `batch`.
+  void flush() {
+    if (!batch.empty())
+      batch_to->submit_all(batch);
+  }
+
+  /// Submits `task` to `ex`, or keeps it for the batch.
+  void submit(tool_executor& ex, std::function<void()> task) {
+    if (!batching)
+      return ex.submit(std::move(task));
+    if (batch_to != &ex)
+      flush();
+    batch_to = &ex;
+    batch.push_back(std::move(task));
+  }
   uint64_t next_id = 0;
   uint64_t seed = 0;
   /// The one CAF timer armed: its due time (max: none) and its number (a

@@ -281,6 +281,25 @@ void thread_pool::submit(std::function<void()> task) {
     sh_->cv.notify_one();
 }
 
+void thread_pool::submit_all(std::vector<std::function<void()>>& tasks) {
+  size_t wake = 0;
+  {
+    std::lock_guard<std::mutex> guard{sh_->mtx};
+    if (!sh_->stop) {
+      for (auto& t : tasks)
+        sh_->queue.push_back(std::move(t));
+      sh_->queued.store(sh_->queue.size(), std::memory_order_relaxed);
+      // As submit: as many wake-ups as the threads awake cannot cover.
+      auto spare = sh_->threads - sh_->sleeping - sh_->running;
+      if (sh_->queue.size() > spare)
+        wake = std::min(sh_->sleeping, sh_->queue.size() - spare);
+    }
+  }
+  tasks.clear();
+  for (size_t i = 0; i < wake; ++i)
+    sh_->cv.notify_one();
+}
+
 // -- tool_runtime -------------------------------------------------------------
 
 namespace {

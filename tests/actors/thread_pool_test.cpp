@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -98,15 +99,24 @@ std::string run_seed(uint64_t seed) {
           pool.submit([gr] { gr->task(); });
       }
       int burst = pick(1, 20);
+      // A burst goes one by one, or at once (as a cell's batch does).
+      bool at_once = pick(0, 1) == 1;
+      std::vector<std::function<void()>> batch;
       for (int i = 0; i < burst; ++i) {
         auto us = std::chrono::microseconds{pick(0, 3) == 0 ? pick(0, 100) : 0};
-        pool.submit([&g, us] {
+        auto task = [&g, us] {
           g.enter();
           spin_for(us);
           g.leave();
-        });
+        };
+        if (at_once)
+          batch.emplace_back(task);
+        else
+          pool.submit(task);
         ++submitted;
       }
+      if (at_once)
+        pool.submit_all(batch);
       auto gap = pick(0, 3);
       if (gap == 1)
         spin_for(std::chrono::microseconds{pick(0, 40)});
@@ -148,6 +158,23 @@ TEST(thread_pool_test, as_many_tasks_as_threads_run_at_once) {
       thread_pool pool{8, "pool-test"};
       for (int i = 0; i < 8; ++i)
         pool.submit([&gr] { gr.task(); });
+      ASSERT_TRUE(eventually([&] { return gr.finished.load() == 8; }, 20s))
+        << "round " << round << ": " << gr.started.load() << " started";
+    }
+    EXPECT_EQ(gr.timed_out.load(), 0) << "round " << round;
+  }
+}
+
+TEST(thread_pool_test, a_batch_as_large_as_the_pool_runs_at_once) {
+  for (int round = 0; round < 20; ++round) {
+    group gr{8};
+    {
+      thread_pool pool{8, "pool-test"};
+      std::vector<std::function<void()>> batch;
+      for (int i = 0; i < 8; ++i)
+        batch.emplace_back([&gr] { gr.task(); });
+      pool.submit_all(batch);
+      EXPECT_TRUE(batch.empty());
       ASSERT_TRUE(eventually([&] { return gr.finished.load() == 8; }, 20s))
         << "round " << round << ": " << gr.started.load() << " started";
     }

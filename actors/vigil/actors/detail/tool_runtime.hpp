@@ -28,6 +28,13 @@ class tool_executor {
 public:
   virtual ~tool_executor() = default;
   virtual void submit(std::function<void()> task) = 0;
+  /// Submits every task of `tasks` in order and empties it. The default
+  /// submits them one by one; a pool takes them under one lock.
+  virtual void submit_all(std::vector<std::function<void()>>& tasks) {
+    for (auto& t : tasks)
+      submit(std::move(t));
+    tasks.clear();
+  }
 };
 
 /// Makes a tool's executor (node_config::tool_executors); null: the
@@ -75,6 +82,7 @@ public:
               std::chrono::milliseconds grace = std::chrono::seconds{5});
   ~thread_pool() override;
   void submit(std::function<void()> task) override;
+  void submit_all(std::vector<std::function<void()>>& tasks) override;
 
 private:
   struct shared;
