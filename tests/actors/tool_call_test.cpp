@@ -13,18 +13,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-tool_decl decl_of(std::string name, side_effect fx = side_effect::read_only) {
-  tool_decl d;
-  d.name = std::move(name);
-  d.effect = fx;
-  return d;
-}
-
 class tool_call_test : public tool_fixture {};
-
-bool answered(tool_call_test& t, int64_t n) {
-  return t.answers.count(n) > 0;
-}
 
 } // namespace
 
@@ -33,7 +22,7 @@ TEST_F(tool_call_test, a_call_that_succeeds_runs_once) {
   ASSERT_FALSE(start_one("c", "tool_caller"));
   ask_ping("t/c", 7);
   run();
-  ASSERT_TRUE(answered(*this, 7));
+  ASSERT_TRUE(answered(7));
   EXPECT_TRUE(answers[7].ok) << describe(answers[7].err);
   EXPECT_EQ(answers[7].pong.n(), 7);
   EXPECT_EQ(answers[7].pong.attempt(), 1u);
@@ -50,7 +39,7 @@ TEST_F(tool_call_test, transient_errors_are_retried_with_backoff) {
   run();
   // The retries wait their backoff: nothing more before the clock moves.
   EXPECT_EQ(service::get().count(), 1u);
-  ASSERT_TRUE(advance_until([&] { return answered(*this, 1); }, 10ms, 5s));
+  ASSERT_TRUE(advance_until([&] { return answered(1); }, 10ms, 5s));
   EXPECT_TRUE(answers[1].ok);
   EXPECT_EQ(answers[1].pong.attempt(), 3u);
   EXPECT_EQ(service::get().count(), 3u);
@@ -65,7 +54,7 @@ TEST_F(tool_call_test, attempts_end_with_the_last_error) {
   service::get().mode = svc_mode::transient;
   ASSERT_FALSE(start_one("c", "tool_caller"));
   ask_ping("t/c", 1);
-  ASSERT_TRUE(advance_until([&] { return answered(*this, 1); }, 10ms, 5s));
+  ASSERT_TRUE(advance_until([&] { return answered(1); }, 10ms, 5s));
   EXPECT_TRUE(is(answers[1].err, errc::tool_unavailable))
     << describe(answers[1].err);
   EXPECT_NE(describe(answers[1].err).find("after 3 attempts"),
@@ -96,7 +85,7 @@ TEST_F(tool_call_test, invalid_output_is_retried_and_counts_as_a_failure) {
   service::get().mode = svc_mode::invalid;
   ASSERT_FALSE(start_one("c", "tool_caller"));
   ask_ping("t/c", 1);
-  ASSERT_TRUE(advance_until([&] { return answered(*this, 1); }, 10ms, 5s));
+  ASSERT_TRUE(advance_until([&] { return answered(1); }, 10ms, 5s));
   EXPECT_TRUE(is(answers[1].err, errc::invalid_output))
     << describe(answers[1].err);
   EXPECT_NE(describe(answers[1].err).find("from is garbage"),
@@ -173,7 +162,7 @@ TEST_F(tool_call_test, the_deadline_of_the_request_caps_the_call) {
   ASSERT_FALSE(start_one("c", "tool_caller"));
   ask_ping("t/c", 1, deadline_in(300ms));
   run();
-  ASSERT_TRUE(answered(*this, 1));
+  ASSERT_TRUE(answered(1));
   EXPECT_TRUE(is(answers[1].err, errc::deadline_exceeded))
     << describe(answers[1].err);
   auto text = describe(answers[1].err);
@@ -195,7 +184,7 @@ TEST_F(tool_call_test, an_attempt_that_hangs_is_abandoned_and_keeps_its_place) {
   ask_ping("t/c", 1);
   run();
   EXPECT_EQ(tool.in_use(), 1u);
-  ASSERT_TRUE(advance_until([&] { return answered(*this, 1); }, 10ms, 2s));
+  ASSERT_TRUE(advance_until([&] { return answered(1); }, 10ms, 2s));
   auto text = describe(answers[1].err);
   // Attempts 1 and 2 timed out (and were retried); the budget of 3
   // attempts then ended the call with the last timeout.
@@ -224,7 +213,7 @@ TEST_F(tool_call_test, a_full_bulkhead_refuses_at_once) {
   for (int i = 1; i <= 3; ++i)
     ask_ping("t/c", i);
   run();
-  ASSERT_TRUE(answered(*this, 3));
+  ASSERT_TRUE(answered(3));
   EXPECT_TRUE(is(answers[3].err, errc::bulkhead_full))
     << describe(answers[3].err);
   EXPECT_EQ(tool.stats().bulkhead_full.load(), 1u);
@@ -318,7 +307,7 @@ TEST_F(tool_call_test, writes_are_retried_only_when_safe) {
   ask_ping("t/w", 1);
   ask_ping("t/p", 2);
   ASSERT_TRUE(advance_until(
-    [&] { return answered(*this, 1) && answered(*this, 2); }, 10ms, 5s));
+    [&] { return answered(1) && answered(2); }, 10ms, 5s));
   EXPECT_EQ(service::get().count_of(1), 1u) << "a timeout-like error may "
                                                "have written";
   EXPECT_EQ(service::get().count_of(2), 1u);
@@ -326,13 +315,13 @@ TEST_F(tool_call_test, writes_are_retried_only_when_safe) {
   service::get().mode = svc_mode::not_sent;
   service::get().script[3] = {svc_mode::not_sent, svc_mode::ok};
   ask_ping("t/w", 3);
-  ASSERT_TRUE(advance_until([&] { return answered(*this, 3); }, 10ms, 5s));
+  ASSERT_TRUE(advance_until([&] { return answered(3); }, 10ms, 5s));
   EXPECT_TRUE(answers[3].ok);
   EXPECT_EQ(service::get().count_of(3), 2u);
   // Never for an irreversible one.
   service::get().script[4] = {svc_mode::not_sent, svc_mode::ok};
   ask_ping("t/p", 4);
-  ASSERT_TRUE(advance_until([&] { return answered(*this, 4); }, 10ms, 5s));
+  ASSERT_TRUE(advance_until([&] { return answered(4); }, 10ms, 5s));
   EXPECT_FALSE(answers[4].ok);
   EXPECT_EQ(service::get().count_of(4), 1u);
 }

@@ -19,60 +19,13 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// On Ping{n}: calls tool "bulk" if n >= 100, else tool "svc", and replies
-/// with its answer. On Crash: throws (a restart of the instance).
-class inbox_caller : public agent<> {
-public:
-  explicit inbox_caller(const params& ps) {
-    if (auto i = ps.find("attempts"); i != ps.end())
-      opts_.max_attempts = static_cast<uint32_t>(std::stoul(i->second));
-  }
-
-  static void define(handlers<inbox_caller>& h) {
-    h.on<Ping>(&inbox_caller::ping);
-    h.on<Crash>([](inbox_caller&, context&, const Crash& m) {
-      throw std::runtime_error(m.why());
-    });
-  }
-
-  void ping(context& ctx, const Ping& req) {
-    auto rp = ctx.defer();
-    ctx.call_tool<Pong>(
-      req.n() >= 100 ? "bulk" : "svc", req, opts_,
-      [rp](Pong p) mutable { rp.deliver(p); },
-      [rp](const caf::error& e) mutable { rp.fail(e); });
-  }
-
-private:
-  tool_options opts_;
-};
-
-tool_decl decl_of(std::string name) {
-  tool_decl d;
-  d.name = std::move(name);
-  return d;
-}
-
+/// The fixture's tool_caller calls tool "bulk" for requests 100 and up
+/// (param `bulk`), else "svc".
 class tool_inbox_review_test : public tool_fixture {
 public:
-  tool_inbox_review_test() {
-    registry types = rt->types();
-    types.add<inbox_caller>("inbox_caller");
-    rt = std::make_shared<runtime>(std::move(types));
-  }
-
   caf::error start_caller(params ps = {}) {
-    child_spec c;
-    c.id = "c";
-    c.agent = "inbox_caller";
-    c.params = std::move(ps);
-    auto spec = flags(strategy::one_for_one, 100, 60000);
-    spec.children.push_back(c);
-    return start("t", std::move(spec));
-  }
-
-  bool answered(int64_t n) {
-    return answers.count(n) > 0 && answers[n].count > 0;
+    ps["bulk"] = "1";
+    return tool_fixture::start_caller(std::move(ps));
   }
 
   /// Opens the breaker of `svc` (3 failed calls) and waits until it is

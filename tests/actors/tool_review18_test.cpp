@@ -15,47 +15,15 @@ using namespace std::chrono_literals;
 
 namespace {
 
-class r18_caller : public agent<> {
-public:
-  explicit r18_caller(const params& ps) {
-    if (auto i = ps.find("attempts"); i != ps.end())
-      opts_.max_attempts = static_cast<uint32_t>(std::stoul(i->second));
-  }
-
-  static void define(handlers<r18_caller>& h) {
-    h.on<Ping>(&r18_caller::ping);
-    h.on<Crash>([](r18_caller&, context&, const Crash& m) {
-      throw std::runtime_error(m.why());
-    });
-  }
-
-  void ping(context& ctx, const Ping& req) {
-    auto rp = ctx.defer();
-    ctx.call_tool<Pong>(
-      "svc", req, opts_, [rp](Pong p) mutable { rp.deliver(p); },
-      [rp](const caf::error& e) mutable { rp.fail(e); });
-  }
-
-private:
-  tool_options opts_;
-};
-
 /// Called inside each execution of tool implementation "hooked" (if set),
 /// which then succeeds with cost `hooked_cost`.
 std::function<void()> hook;
 double hooked_cost = 0.0;
 
-tool_decl decl_of(std::string name) {
-  tool_decl d;
-  d.name = std::move(name);
-  return d;
-}
-
 class tool_review18_test : public tool_fixture {
 public:
   tool_review18_test() {
     registry types = rt->types();
-    types.add<r18_caller>("r18_caller");
     types.add_tool<Ping, Pong>("hooked", [](const Ping& req, tool_call& c) {
       service::get().call(req, c); // counted
       if (hook)
@@ -67,23 +35,9 @@ public:
     rt = std::make_shared<runtime>(std::move(types));
   }
 
-  caf::error start_caller(params ps = {}) {
-    child_spec c;
-    c.id = "c";
-    c.agent = "r18_caller";
-    c.params = std::move(ps);
-    auto spec = flags(strategy::one_for_one, 100, 60000);
-    spec.children.push_back(c);
-    return start("t", std::move(spec));
-  }
-
   ~tool_review18_test() override {
     hook = nullptr;
     hooked_cost = 0.0;
-  }
-
-  bool answered(int64_t n) {
-    return answers.count(n) > 0 && answers[n].count > 0;
   }
 };
 

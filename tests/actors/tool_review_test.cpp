@@ -45,13 +45,6 @@ private:
   tool_options opts_;
 };
 
-tool_decl decl_of(std::string name, side_effect fx = side_effect::read_only) {
-  tool_decl d;
-  d.name = std::move(name);
-  d.effect = fx;
-  return d;
-}
-
 class tool_review_test : public tool_fixture {
 public:
   tool_review_test() {
@@ -61,18 +54,8 @@ public:
     rt = std::make_shared<runtime>(std::move(types));
   }
 
-  caf::error start_caller(params ps, int intensity = 100) {
-    child_spec c;
-    c.id = "c";
-    c.agent = "review_caller";
-    c.params = std::move(ps);
-    auto spec = flags(strategy::one_for_one, intensity, 60000);
-    spec.children.push_back(c);
-    return start("t", std::move(spec));
-  }
-
-  bool answered(int64_t n) {
-    return answers.count(n) > 0;
+  caf::error start_caller(params ps) {
+    return tool_fixture::start_caller(std::move(ps), "review_caller");
   }
 };
 

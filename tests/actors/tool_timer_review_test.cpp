@@ -62,12 +62,6 @@ private:
   tool_options opts_;
 };
 
-tool_decl decl_of(std::string name) {
-  tool_decl d;
-  d.name = std::move(name);
-  return d;
-}
-
 class tool_timer_review_test : public tool_fixture {
 public:
   tool_timer_review_test() {
@@ -75,10 +69,6 @@ public:
     types.add<timer_caller>("timer_caller");
     rt = std::make_shared<runtime>(std::move(types));
     answered_calls = 0;
-  }
-
-  bool answered(int64_t n) {
-    return answers.count(n) > 0 && answers[n].count > 0;
   }
 };
 

@@ -168,6 +168,7 @@ public:
   explicit tool_caller(const params& ps) {
     if (auto i = ps.find("tool"); i != ps.end())
       tool_ = i->second;
+    bulk_ = ps.count("bulk") > 0;
     if (auto i = ps.find("timeout_ms"); i != ps.end())
       opts_.timeout = std::chrono::milliseconds{std::stoll(i->second)};
     if (auto i = ps.find("attempts"); i != ps.end())
@@ -188,7 +189,8 @@ public:
     auto at_once = std::make_shared<std::optional<caf::error>>();
     auto inside = std::make_shared<bool>(true);
     ctx.call_tool<Pong>(
-      tool_, req, opts_, [rp](Pong p) mutable { rp.deliver(p); },
+      bulk_ && req.n() >= 100 ? "bulk" : tool_, req, opts_,
+      [rp](Pong p) mutable { rp.deliver(p); },
       [rp, at_once, inside, this](const caf::error& e) mutable {
         if (throw_ && *inside)
           *at_once = e;
@@ -203,7 +205,18 @@ private:
   std::string tool_ = "svc";
   tool_options opts_;
   bool throw_ = false;
+  /// With param `bulk`: requests 100 and up call tool "bulk" instead.
+  bool bulk_ = false;
 };
+
+/// A read_only tool named `name` with the default policy.
+inline tool_decl decl_of(std::string name,
+                         side_effect fx = side_effect::read_only) {
+  tool_decl d;
+  d.name = std::move(name);
+  d.effect = fx;
+  return d;
+}
 
 /// One layer of a stack of requests: on Relay, asks the agent at param
 /// `next` and when that fails retries it up to 3 times in all; without
@@ -341,6 +354,23 @@ public:
             a.err = std::move(err);
           });
     });
+  }
+
+  /// Starts supervisor "t" with one child "c" of `type` (restart
+  /// intensity 100 in 60 s).
+  caf::error start_caller(params ps = {}, const std::string& type = "tool_caller") {
+    child_spec c;
+    c.id = "c";
+    c.agent = type;
+    c.params = std::move(ps);
+    auto spec = flags(strategy::one_for_one, 100, 60000);
+    spec.children.push_back(c);
+    return start("t", std::move(spec));
+  }
+
+  /// True once request `n` was answered.
+  bool answered(int64_t n) {
+    return answers.count(n) > 0 && answers[n].count > 0;
   }
 
   void ask_ping(const std::string& path, int64_t n, int64_t deadline_ns = 0) {
