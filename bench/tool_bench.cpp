@@ -2,6 +2,9 @@
 // cases of bench/README.md, one case on one implementation per run, printing
 // one JSON line as vigil_bench does.
 
+#include <dirent.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -96,6 +99,39 @@ double process_cpu_ns() {
   timespec ts{};
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+/// CPU time of this process's threads, in ns: {pool threads (named "t:"),
+/// the others}, from /proc/self/task/*/stat.
+std::pair<double, double> thread_cpu_ns() {
+  static const double tick = 1e9 / double(sysconf(_SC_CLK_TCK));
+  double pool = 0, rest = 0;
+  if (auto* dir = opendir("/proc/self/task")) {
+    while (auto* e = readdir(dir)) {
+      if (e->d_name[0] == '.')
+        continue;
+      std::ifstream in{std::string{"/proc/self/task/"} + e->d_name + "/stat"};
+      std::string line;
+      if (!std::getline(in, line))
+        continue;
+      auto open = line.find('('), close = line.rfind(')');
+      if (open == std::string::npos || close == std::string::npos)
+        continue;
+      auto comm = line.substr(open + 1, close - open - 1);
+      std::istringstream rest_of{line.substr(close + 2)};
+      std::string field;
+      double ut = 0, st = 0;
+      for (int i = 3; i <= 15 && rest_of >> field; ++i) {
+        if (i == 14)
+          ut = std::stod(field);
+        else if (i == 15)
+          st = std::stod(field);
+      }
+      (comm.rfind("t:", 0) == 0 ? pool : rest) += (ut + st) * tick;
+    }
+    closedir(dir);
+  }
+  return {pool, rest};
 }
 
 [[noreturn]] void die(const std::string& what) {
@@ -480,10 +516,14 @@ result tool_throughput(bool ours, int64_t n, int64_t inflight,
     start_or_die(node, tree);
     run_caller(node, "bench/c", warm);
     auto cpu0 = process_cpu_ns();
+    auto split0 = thread_cpu_ns();
     auto t0 = steady_clock::now();
     run_caller(node, "bench/c", n);
     auto secs = duration<double>(steady_clock::now() - t0).count();
     ps["cpu_ns_per_call"] = (process_cpu_ns() - cpu0) / n;
+    auto split1 = thread_cpu_ns();
+    ps["pool_cpu_ns_per_call"] = (split1.first - split0.first) / n;
+    ps["caller_cpu_ns_per_call"] = (split1.second - split0.second) / n;
     return {"tool_throughput", "vigil", n / secs, "calls/s", ps};
   }
   raw_config cfg;
@@ -500,10 +540,14 @@ result tool_throughput(bool ours, int64_t n, int64_t inflight,
   };
   go(warm);
   auto cpu0 = process_cpu_ns();
+  auto split0 = thread_cpu_ns();
   auto t0 = steady_clock::now();
   go(n);
   auto secs = duration<double>(steady_clock::now() - t0).count();
   ps["cpu_ns_per_call"] = (process_cpu_ns() - cpu0) / n;
+  auto split1 = thread_cpu_ns();
+  ps["pool_cpu_ns_per_call"] = (split1.first - split0.first) / n;
+  ps["caller_cpu_ns_per_call"] = (split1.second - split0.second) / n;
   self->send_exit(pump, caf::exit_reason::user_shutdown);
   return {"tool_throughput", "pool", n / secs, "calls/s", ps};
 }

@@ -252,12 +252,11 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
   att->timed = tool->decl().policy.breaker.slow_call_rate > 0.0;
   st.current = att;
   auto task = [att = std::move(att)]() mutable {
-    // Held until this returns (the ticket is the call's bulkhead place).
-    // The request stays with the attempt: it is let go on the cell's
-    // thread, which made it, unless the cell gave the attempt up.
-    auto ticket = std::move(att->ticket);
-    auto inbox = std::move(att->inbox);
-    auto& sh = *ticket->sh;
+    // What the attempt holds stays with it: its ticket (the call's
+    // bulkhead place, so held until it ends), its request and its inbox.
+    // It ends on the cell's thread, which made it, unless the cell gave it
+    // up: their counts are not passed between threads on every call.
+    auto& sh = *att->ticket->sh;
     if (att->cancelled.load(std::memory_order_relaxed)) {
       // Given up before it started: nothing ran.
       tool_stats::bump(sh.stats.abandoned_running, uint64_t(-1));
@@ -266,7 +265,8 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
     // Timed only for a slow-call rule: two clock reads per call otherwise.
     auto t0 = att->timed ? resilience::clock_type::now()
                          : resilience::time_point{};
-    tool_call call{att->cancelled, att->deadline, att->number, inbox->caller};
+    tool_call call{att->cancelled, att->deadline, att->number,
+                   att->inbox->caller};
     att->result = sh.fn(*att->request, call);
     if (att->timed)
       att->elapsed = resilience::clock_type::now() - t0;
@@ -281,22 +281,29 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
       // It ran all the same: its cost is charged (by the cell, which
       // holds the agent's budget), though nobody takes its answer.
     }
-    // Into the inbox, which holds it; the first one in rings the cell,
-    // through a weak reference upgraded only while the tool (so the node)
-    // is there: an execution that outlives the node touches no actor.
+    // Into the inbox; the first one in rings the cell. Once pushed, the
+    // attempt (and with it the inbox, the ticket and `sh`) may be gone:
+    // only the inbox is used after, between enter and leave. A push that
+    // found the inbox open rings a cell that is there: the cell closes its
+    // inbox when it ends, before the node can go, and closing waits for
+    // `leave`.
     auto* a = att.get();
+    auto& inbox = *a->inbox;
+    inbox.enter();
     a->keep = std::move(att); // (a is the cell's once pushed)
-    switch (inbox->push(a)) {
+    switch (inbox.push(a)) {
       case tool_inbox::pushed::first:
-        sh.through_gate([&] {
-          if (auto cell = caf::actor_cast<caf::actor>(inbox->cell))
-            caf::anon_send(cell, tool_done_atom::value);
-        });
+        if (auto cell = caf::actor_cast<caf::actor>(inbox.cell))
+          caf::anon_send(cell, tool_done_atom::value);
+        inbox.leave();
         break;
       case tool_inbox::pushed::queued:
+        inbox.leave();
         break;
       case tool_inbox::pushed::closed: {
-        // Its cell ended: nobody takes it, but the breaker still hears.
+        // Its cell ended: nobody takes it, but the breaker still hears,
+        // through the tool's gate (the node may be going too).
+        inbox.leave();
         auto self = std::move(a->keep);
         sh.through_gate([&] { self->tool->on_returned(*self); });
         break;

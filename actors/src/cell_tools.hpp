@@ -12,6 +12,7 @@
 #include <vector>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include <caf/actor_addr.hpp>
@@ -48,7 +49,7 @@ struct tool_inbox {
     // nop
   }
   ~tool_inbox() {
-    release(take());
+    release(close());
   }
   tool_inbox(const tool_inbox&) = delete;
   tool_inbox& operator=(const tool_inbox&) = delete;
@@ -80,10 +81,24 @@ struct tool_inbox {
     return reversed(h);
   }
 
-  /// Takes every attempt pushed so far and refuses any more.
+  /// Takes every attempt pushed so far and refuses any more. Returns once
+  /// every execution that pushed before is done with the inbox (`leave`),
+  /// so that none rings a cell that is gone.
   tool_attempt* close() noexcept {
     auto* h = head.exchange(closed_mark(), std::memory_order_acq_rel);
+    while (pushing.load(std::memory_order_acquire) != 0)
+      std::this_thread::yield();
     return h == closed_mark() ? nullptr : reversed(h);
+  }
+
+  /// An execution enters before it pushes and leaves when it no longer
+  /// uses the inbox: its attempt, which holds the inbox, may be the cell's
+  /// (and gone) as soon as it is pushed. Between the two it does not block.
+  void enter() noexcept {
+    pushing.fetch_add(1, std::memory_order_relaxed); // published by push
+  }
+  void leave() noexcept {
+    pushing.fetch_sub(1, std::memory_order_release);
   }
 
   /// Drops the references of a list taken.
@@ -99,6 +114,9 @@ struct tool_inbox {
   /// The cell's path (tool_call::caller).
   const std::string caller;
   std::atomic<tool_attempt*> head{nullptr};
+  /// Executions between enter and leave (on head's cache line, which a
+  /// push takes anyway).
+  std::atomic<uint32_t> pushing{0};
 
 private:
   static tool_attempt* closed_mark() noexcept {
@@ -265,6 +283,13 @@ struct cell_tools {
     : clock(clk), inbox(std::make_shared<tool_inbox>(std::move(self), path)) {
     // nop
   }
+  /// The attempts left in the inbox hold it: closed (normally already by
+  /// end_tool_calls), so that none is left.
+  ~cell_tools() {
+    tool_inbox::release(inbox->close());
+  }
+  cell_tools(const cell_tools&) = delete;
+  cell_tools& operator=(const cell_tools&) = delete;
   actor_clock_view clock;
   /// Where the executions of this cell's calls leave their attempts.
   std::shared_ptr<tool_inbox> inbox;
@@ -282,8 +307,12 @@ struct cell_tools {
 
   /// Submits `task` to `ex`, or keeps it for the batch.
   void submit(tool_executor& ex, std::function<void()> task) {
-    if (!batching)
+    // Held back only while the executor has a backlog: an idle one starts
+    // the task while the cell goes on taking its inbox.
+    if (!batching || ex.starved()) {
+      flush();
       return ex.submit(std::move(task));
+    }
     if (batch_to != &ex)
       flush();
     batch_to = &ex;

@@ -219,7 +219,14 @@ thread_pool::thread_pool(size_t threads, std::string name,
         sh->queue.pop_front();
         sh->queued.store(sh->queue.size(), std::memory_order_relaxed);
         ++sh->running;
+        // More waiting than the threads awake can start: this thread (not
+        // the submitter, see submit) wakes one more.
+        bool more = sh->sleeping > 0
+                    && sh->queue.size()
+                         > sh->threads - sh->sleeping - sh->running;
         guard.unlock();
+        if (more)
+          sh->cv.notify_one();
         task();
         task = nullptr; // what it held goes before the count drops
         guard.lock();
@@ -273,9 +280,12 @@ void thread_pool::submit(std::function<void()> task) {
     // Wakes a thread only if the threads awake and not running a task
     // (each looks at the queue before it sleeps) are fewer than the tasks
     // waiting: a wake-up is a system call and a context switch, which for
-    // a short call cost more than the call.
+    // a short call cost more than the call. With a thread spinning, the
+    // submitter wakes nobody: the spinner takes the task and wakes the
+    // next thread if more wait (the submitter is usually an agent's
+    // thread, which a wake-up would stall or even preempt).
     auto spare = sh_->threads - sh_->sleeping - sh_->running;
-    wake = sh_->sleeping > 0 && sh_->queue.size() > spare;
+    wake = sh_->sleeping > 0 && !sh_->spinning && sh_->queue.size() > spare;
   }
   if (wake)
     sh_->cv.notify_one();
@@ -291,13 +301,17 @@ void thread_pool::submit_all(std::vector<std::function<void()>>& tasks) {
       sh_->queued.store(sh_->queue.size(), std::memory_order_relaxed);
       // As submit: as many wake-ups as the threads awake cannot cover.
       auto spare = sh_->threads - sh_->sleeping - sh_->running;
-      if (sh_->queue.size() > spare)
+      if (!sh_->spinning && sh_->queue.size() > spare)
         wake = std::min(sh_->sleeping, sh_->queue.size() - spare);
     }
   }
   tasks.clear();
   for (size_t i = 0; i < wake; ++i)
     sh_->cv.notify_one();
+}
+
+bool thread_pool::starved() const noexcept {
+  return sh_->queued.load(std::memory_order_relaxed) == 0;
 }
 
 // -- tool_runtime -------------------------------------------------------------

@@ -35,6 +35,9 @@ public:
       submit(std::move(t));
     tasks.clear();
   }
+  /// Whether nothing waits to start: a task submitted now starts at once
+  /// (a caller holding tasks back to submit them together does not).
+  virtual bool starved() const noexcept { return false; }
 };
 
 /// Makes a tool's executor (node_config::tool_executors); null: the
@@ -83,6 +86,7 @@ public:
   ~thread_pool() override;
   void submit(std::function<void()> task) override;
   void submit_all(std::vector<std::function<void()>>& tasks) override;
+  bool starved() const noexcept override;
 
 private:
   struct shared;
@@ -162,8 +166,8 @@ struct tool_attempt {
   /// execution only through the tool's gate).
   uint64_t call = 0;
   tool_runtime* tool = nullptr;
-  /// What its execution needs (taken by it when it starts): if it
-  /// outlives its cell (or the node), it touches only these.
+  /// What its execution needs, released with the attempt: if it outlives
+  /// its cell (or the node), it touches only these.
   std::shared_ptr<tool_ticket> ticket;
   std::shared_ptr<const google::protobuf::Message> request;
   std::shared_ptr<tool_inbox> inbox;
