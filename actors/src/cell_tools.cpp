@@ -322,7 +322,8 @@ void cell::on_tools_done() {
     return;
   // What is left (if a step throws) is released; its calls end at their
   // timeouts. The executions that the callbacks start go out together at
-  // the end (one lock of their pool, not one each).
+  // the end (one lock of their pool, not one each), but for those that a
+  // thread of their pool, spinning idle, can start at once.
   struct rest {
     cell_tools& ts;
     tool_attempt* list;

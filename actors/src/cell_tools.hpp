@@ -307,8 +307,9 @@ struct cell_tools {
 
   /// Submits `task` to `ex`, or keeps it for the batch.
   void submit(tool_executor& ex, std::function<void()> task) {
-    // Held back only while the executor has a backlog: an idle one starts
-    // the task while the cell goes on taking its inbox.
+    // Not held back if the executor can start it at once for nothing (a
+    // pool with a thread spinning): it runs while the cell goes on taking
+    // its inbox.
     if (!batching || ex.starved()) {
       flush();
       return ex.submit(std::move(task));

@@ -161,8 +161,9 @@ struct thread_pool::shared {
   size_t running = 0;
   /// Threads blocked in cv.wait (a woken one counts until it runs again).
   size_t sleeping = 0;
-  /// An idle thread spins (below); the others sleep.
-  bool spinning = false;
+  /// An idle thread spins (below); the others sleep. Written under the
+  /// lock, read without it by `starved`.
+  std::atomic<bool> spinning{false};
   bool stop = false;
   /// The queue's length, read without the lock by the spinning thread.
   std::atomic<size_t> queued{0};
@@ -196,16 +197,17 @@ thread_pool::thread_pool(size_t threads, std::string name,
       for (;;) {
         bool spun = false;
         while (!sh->stop && sh->queue.empty()) {
-          if (!spun && !sh->spinning) {
+          if (!spun && !sh->spinning.load(std::memory_order_relaxed)) {
             // One idle thread at a time waits a little for the next task
             // before it sleeps: a short call submitted meanwhile needs no
             // wake-up (a system call and a context switch, which cost
             // more than the call).
-            sh->spinning = spun = true;
+            spun = true;
+            sh->spinning.store(true, std::memory_order_relaxed);
             guard.unlock();
             sh->spin();
             guard.lock();
-            sh->spinning = false;
+            sh->spinning.store(false, std::memory_order_relaxed);
             continue;
           }
           ++sh->sleeping;
@@ -220,12 +222,13 @@ thread_pool::thread_pool(size_t threads, std::string name,
         sh->queued.store(sh->queue.size(), std::memory_order_relaxed);
         ++sh->running;
         // More waiting than the threads awake can start: this thread (not
-        // the submitter, see submit) wakes one more.
-        bool more = sh->sleeping > 0
-                    && sh->queue.size()
-                         > sh->threads - sh->sleeping - sh->running;
+        // the submitter, see submit) wakes as many as they need.
+        auto spare = sh->threads - sh->sleeping - sh->running;
+        size_t wake = sh->queue.size() > spare
+                        ? std::min(sh->sleeping, sh->queue.size() - spare)
+                        : 0;
         guard.unlock();
-        if (more)
+        for (size_t w = 0; w < wake; ++w)
           sh->cv.notify_one();
         task();
         task = nullptr; // what it held goes before the count drops
@@ -285,7 +288,9 @@ void thread_pool::submit(std::function<void()> task) {
     // next thread if more wait (the submitter is usually an agent's
     // thread, which a wake-up would stall or even preempt).
     auto spare = sh_->threads - sh_->sleeping - sh_->running;
-    wake = sh_->sleeping > 0 && !sh_->spinning && sh_->queue.size() > spare;
+    wake = sh_->sleeping > 0
+           && !sh_->spinning.load(std::memory_order_relaxed)
+           && sh_->queue.size() > spare;
   }
   if (wake)
     sh_->cv.notify_one();
@@ -301,7 +306,8 @@ void thread_pool::submit_all(std::vector<std::function<void()>>& tasks) {
       sh_->queued.store(sh_->queue.size(), std::memory_order_relaxed);
       // As submit: as many wake-ups as the threads awake cannot cover.
       auto spare = sh_->threads - sh_->sleeping - sh_->running;
-      if (!sh_->spinning && sh_->queue.size() > spare)
+      if (!sh_->spinning.load(std::memory_order_relaxed)
+          && sh_->queue.size() > spare)
         wake = std::min(sh_->sleeping, sh_->queue.size() - spare);
     }
   }
@@ -311,7 +317,10 @@ void thread_pool::submit_all(std::vector<std::function<void()>>& tasks) {
 }
 
 bool thread_pool::starved() const noexcept {
-  return sh_->queued.load(std::memory_order_relaxed) == 0;
+  // A thread spins and nothing waits: the next task starts at once, and
+  // its submitter wakes nobody.
+  return sh_->spinning.load(std::memory_order_relaxed)
+         && sh_->queued.load(std::memory_order_relaxed) == 0;
 }
 
 // -- tool_runtime -------------------------------------------------------------

@@ -35,8 +35,9 @@ public:
       submit(std::move(t));
     tasks.clear();
   }
-  /// Whether nothing waits to start: a task submitted now starts at once
-  /// (a caller holding tasks back to submit them together does not).
+  /// Whether a task submitted now would start at once and cost its
+  /// submitter no wake-up (a caller holding tasks back to submit them
+  /// together then does not hold this one).
   virtual bool starved() const noexcept { return false; }
 };
 
