@@ -159,8 +159,13 @@ TEST_F(tool_timer_review_test, a_tick_costs_the_same_with_many_calls_in_flight) 
     run();
     return std::chrono::duration<double, std::micro>(took).count() / ticks;
   };
-  auto small = per_tick(2000, "a");
-  auto large = per_tick(32000, "b");
+  // The fastest of three rounds each, alternating: a round slowed by
+  // another process (ctest runs two tests at once) does not count.
+  double small = 1e18, large = 1e18;
+  for (int r = 0; r < 3; ++r) {
+    small = std::min(small, per_tick(2000, "a" + std::to_string(r)));
+    large = std::min(large, per_tick(32000, "b" + std::to_string(r)));
+  }
   EXPECT_LT(large, 4 * small)
     << "a tick with 2,000 calls in flight takes " << small
     << " us, with 32,000 " << large << " us";
