@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "bench.pb.h"
+#include "measure.hpp"
 #include "vigil/node/node.hpp"
 
 using namespace std::chrono;
@@ -40,22 +41,14 @@ namespace {
 void print(const std::string& name, const std::string& impl, double value,
            const std::string& unit,
            std::initializer_list<std::pair<const char*, double>> params) {
-  std::ostringstream os;
-  os << "{\"name\":\"" << name << "\",\"impl\":\"" << impl
-     << "\",\"value\":" << value << ",\"unit\":\"" << unit
-     << "\",\"params\":{";
-  bool first = true;
-  for (auto& kvp : params) {
-    os << (first ? "" : ",") << "\"" << kvp.first << "\":" << kvp.second;
-    first = false;
-  }
-  os << ",\"threads\":2}}";
-  std::cout << os.str() << std::endl;
+  vigil::bench::result r{name, impl, value, unit, {}};
+  for (auto& kvp : params)
+    r.params[kvp.first] = kvp.second;
+  vigil::bench::print(r);
 }
 
 [[noreturn]] void die(const std::string& what) {
-  std::cerr << "durable_bench: " << what << "\n";
-  std::exit(1);
+  vigil::bench::die("durable_bench", what);
 }
 
 /// A fresh data dir under ./build/bench-data, removed on destruction.

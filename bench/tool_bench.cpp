@@ -2,9 +2,6 @@
 // cases of bench/README.md, one case on one implementation per run, printing
 // one JSON line as vigil_bench does.
 
-#include <dirent.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -25,6 +22,7 @@
 #include <caf/all.hpp>
 
 #include "bench.pb.h"
+#include "measure.hpp"
 #include "vigil/actors/detail/tool_runtime.hpp"
 #include "vigil/actors/tool.hpp"
 #include "vigil/node/node.hpp"
@@ -61,82 +59,16 @@ void operator delete(void* p, size_t) noexcept {
 
 namespace {
 
-constexpr size_t threads = 2;
-
-struct result {
-  std::string name;
-  std::string impl;
-  double value = 0;
-  std::string unit;
-  std::map<std::string, double> params;
-};
-
-void print(const result& r) {
-  std::ostringstream os;
-  os << "{\"name\":\"" << r.name << "\",\"impl\":\"" << r.impl
-     << "\",\"value\":" << r.value << ",\"unit\":\"" << r.unit
-     << "\",\"params\":{";
-  bool first = true;
-  for (auto& kvp : r.params) {
-    os << (first ? "" : ",") << "\"" << kvp.first << "\":" << kvp.second;
-    first = false;
-  }
-  os << ",\"threads\":" << threads << "}}";
-  std::cout << os.str() << std::endl;
-}
-
-double rss_bytes() {
-  std::ifstream in{"/proc/self/status"};
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0)
-      return std::stod(line.substr(6)) * 1024.0;
-  return 0;
-}
-
-/// CPU time of the whole process (every thread), in ns.
-double process_cpu_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-/// CPU time of this process's threads, in ns: {pool threads (named "t:"),
-/// the others}, from /proc/self/task/*/stat.
-std::pair<double, double> thread_cpu_ns() {
-  static const double tick = 1e9 / double(sysconf(_SC_CLK_TCK));
-  double pool = 0, rest = 0;
-  if (auto* dir = opendir("/proc/self/task")) {
-    while (auto* e = readdir(dir)) {
-      if (e->d_name[0] == '.')
-        continue;
-      std::ifstream in{std::string{"/proc/self/task/"} + e->d_name + "/stat"};
-      std::string line;
-      if (!std::getline(in, line))
-        continue;
-      auto open = line.find('('), close = line.rfind(')');
-      if (open == std::string::npos || close == std::string::npos)
-        continue;
-      auto comm = line.substr(open + 1, close - open - 1);
-      std::istringstream rest_of{line.substr(close + 2)};
-      std::string field;
-      double ut = 0, st = 0;
-      for (int i = 3; i <= 15 && rest_of >> field; ++i) {
-        if (i == 14)
-          ut = std::stod(field);
-        else if (i == 15)
-          st = std::stod(field);
-      }
-      (comm.rfind("t:", 0) == 0 ? pool : rest) += (ut + st) * tick;
-    }
-    closedir(dir);
-  }
-  return {pool, rest};
-}
+using vigil::bench::print;
+using vigil::bench::process_cpu_ns;
+using vigil::bench::raw_config;
+using vigil::bench::result;
+using vigil::bench::rss_bytes;
+using vigil::bench::thread_cpu_ns;
+using vigil::bench::threads;
 
 [[noreturn]] void die(const std::string& what) {
-  std::cerr << "tool_bench: " << what << "\n";
-  std::exit(1);
+  vigil::bench::die("tool_bench", what);
 }
 
 std::string param_of(const vigil::params& ps, const char* key,
@@ -433,15 +365,6 @@ result tool_stack(bool ours, int64_t n, int64_t window) {
 
 using go_atom = caf::atom_constant<caf::atom("go")>;
 using done_atom = caf::atom_constant<caf::atom("done")>;
-
-class raw_config : public caf::actor_system_config {
-public:
-  raw_config() {
-    set("scheduler.max-threads", threads);
-    set("scheduler.policy", caf::atom("sharing"));
-    set("logger.console", caf::atom("none"));
-  }
-};
 
 struct pump_state {
   std::shared_ptr<vigil::detail::thread_pool> pool;

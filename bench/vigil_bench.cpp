@@ -22,6 +22,7 @@
 #include <caf/all.hpp>
 
 #include "bench.pb.h"
+#include "measure.hpp"
 #include "vigil/actors/cell.hpp"
 #include "vigil/node/node.hpp"
 
@@ -33,7 +34,6 @@ using vigil::bench::Start;
 
 namespace {
 
-constexpr size_t threads = 2;
 
 using ball_atom = caf::atom_constant<caf::atom("ball")>;
 using go_atom = caf::atom_constant<caf::atom("go")>;
@@ -41,50 +41,15 @@ using crash_atom = caf::atom_constant<caf::atom("crash")>;
 
 // -- output -------------------------------------------------------------------
 
-struct result {
-  std::string name;
-  std::string impl;
-  double value = 0;
-  std::string unit;
-  std::map<std::string, double> params;
-};
-
-void print(const result& r) {
-  std::ostringstream os;
-  os << "{\"name\":\"" << r.name << "\",\"impl\":\"" << r.impl
-     << "\",\"value\":" << r.value << ",\"unit\":\"" << r.unit
-     << "\",\"params\":{";
-  bool first = true;
-  for (auto& kvp : r.params) {
-    os << (first ? "" : ",") << "\"" << kvp.first << "\":" << kvp.second;
-    first = false;
-  }
-  os << ",\"threads\":" << threads << "}}";
-  std::cout << os.str() << std::endl;
-}
+using vigil::bench::print;
+using vigil::bench::raw_config;
+using vigil::bench::result;
+using vigil::bench::rss_bytes;
+using vigil::bench::threads;
 
 double seconds_since(steady_clock::time_point t0) {
   return duration<double>(steady_clock::now() - t0).count();
 }
-
-/// Resident set size of this process in bytes (from /proc).
-double rss_bytes() {
-  std::ifstream in{"/proc/self/status"};
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0)
-      return std::stod(line.substr(6)) * 1024.0;
-  return 0;
-}
-
-class raw_config : public caf::actor_system_config {
-public:
-  raw_config() {
-    set("scheduler.max-threads", threads);
-    set("scheduler.policy", caf::atom("sharing"));
-    set("logger.console", caf::atom("none"));
-  }
-};
 
 vigil::node_config node_cfg() {
   vigil::node_config nc;
