@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "support/eventually.hpp"
+#include "support/node_dependency.hpp"
 #include "support/temp_dir.hpp"
 #include "support/tool_fixture.hpp"
 #include "vigil/node/node.hpp"
@@ -20,74 +21,6 @@ using namespace vigil::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-/// A dependency with knobs: it takes `delay_ms` (returning early once its
-/// call is cancelled), fails while `down`, and counts its executions and
-/// the most it ran at once.
-struct dependency {
-  std::atomic<int> delay_ms{0};
-  std::atomic<bool> down{false};
-  std::atomic<int> executions{0};
-  std::atomic<int> running{0};
-  std::atomic<int> max_running{0};
-  std::atomic<int> cancelled_seen{0};
-
-  tool_result<Pong> call(const Ping& req, tool_call& c) {
-    ++executions;
-    auto now = ++running;
-    auto seen = max_running.load();
-    while (now > seen && !max_running.compare_exchange_weak(seen, now)) {
-    }
-    auto until = std::chrono::steady_clock::now()
-                 + std::chrono::milliseconds{delay_ms.load()};
-    while (std::chrono::steady_clock::now() < until) {
-      if (c.cancelled()) {
-        ++cancelled_seen;
-        break;
-      }
-      std::this_thread::sleep_for(1ms); // a blocking call, as a tool's is
-    }
-    --running;
-    if (down)
-      return tool_error::transient("503 from the dependency");
-    Pong p;
-    p.set_n(req.n());
-    return p;
-  }
-
-  static dependency& get() {
-    static dependency d;
-    return d;
-  }
-  void reset() {
-    delay_ms = 0;
-    down = false;
-    executions = 0;
-    running = 0;
-    max_running = 0;
-    cancelled_seen = 0;
-  }
-};
-
-registry tool_types() {
-  registry r;
-  r.add<tool_caller>("tool_caller");
-  r.add_tool<Ping, Pong>("dep", [](const Ping& req, tool_call& c) {
-    return dependency::get().call(req, c);
-  });
-  return r;
-}
-
-supervisor_spec caller_tree() {
-  child_spec c;
-  c.id = "c";
-  c.agent = "tool_caller";
-  c.params = {{"tool", "dep"}};
-  supervisor_spec spec;
-  spec.flags.intensity = 1000;
-  spec.children.push_back(c);
-  return spec;
-}
 
 tool_decl dep_decl() {
   tool_decl d;
@@ -115,8 +48,8 @@ TEST_F(tool_node_test, a_hung_dependency_answers_at_the_deadline_and_opens) {
   dep.delay_ms = 3000; // 30 s in the problem statement, scaled to CI
   node_config cfg;
   cfg.tools.push_back(dep_decl());
-  node n{tool_types(), cfg};
-  ASSERT_FALSE(n.start("root", caller_tree()));
+  node n{dependency_types(), cfg};
+  ASSERT_FALSE(n.start("root", dependency_caller_tree()));
   auto* tool = n.rt()->find_tool("dep");
   ASSERT_NE(tool, nullptr);
   // Three callers time out at their deadline, not at the dependency's pace.
@@ -162,8 +95,8 @@ TEST_F(tool_node_test, a_dependency_down_for_a_while_is_probed_not_hammered) {
   d.policy.retry.initial = 5ms;
   d.policy.retry.max = 20ms;
   cfg.tools.push_back(d);
-  node n{tool_types(), cfg};
-  ASSERT_FALSE(n.start("root", caller_tree()));
+  node n{dependency_types(), cfg};
+  ASSERT_FALSE(n.start("root", dependency_caller_tree()));
   // 1.5 s of calls every 5 ms against a dependency that is 100% down.
   auto until = std::chrono::steady_clock::now() + 1500ms;
   int calls = 0;
@@ -198,8 +131,8 @@ TEST_F(tool_node_test, ten_times_the_rate_is_shed_and_nothing_crashes) {
   d.policy.rate.per_second = 200;
   d.policy.rate.burst = 10;
   cfg.tools.push_back(d);
-  node n{tool_types(), cfg};
-  ASSERT_FALSE(n.start("root", caller_tree()));
+  node n{dependency_types(), cfg};
+  ASSERT_FALSE(n.start("root", dependency_caller_tree()));
   auto* tool = n.rt()->find_tool("dep");
   // The pool serves 2 / 20 ms = 100 calls/s; send 1000 at once.
   constexpr int flood = 1000;
@@ -233,8 +166,8 @@ TEST_F(tool_node_test, an_open_breaker_survives_a_restart_of_the_node) {
   d.policy.retry.max_attempts = 1;
   cfg.tools.push_back(d);
   {
-    node n{tool_types(), cfg};
-    ASSERT_FALSE(n.start("root", caller_tree()));
+    node n{dependency_types(), cfg};
+    ASSERT_FALSE(n.start("root", dependency_caller_tree()));
     for (int i = 1; i <= 3; ++i)
       EXPECT_FALSE(n.call<Pong>("root/c", ping(i), 5s));
     EXPECT_EQ(n.rt()->find_tool("dep")->look().state,
@@ -242,8 +175,8 @@ TEST_F(tool_node_test, an_open_breaker_survives_a_restart_of_the_node) {
   }
   EXPECT_EQ(dep.executions.load(), 3);
   dep.down = false; // still open for ~30 s: a restarted node must not call
-  node n{tool_types(), cfg};
-  ASSERT_FALSE(n.start("root", caller_tree()));
+  node n{dependency_types(), cfg};
+  ASSERT_FALSE(n.start("root", dependency_caller_tree()));
   auto v = n.rt()->find_tool("dep")->look();
   EXPECT_EQ(v.state, resilience::breaker_state::open);
   EXPECT_GT(v.retry_after, 20s);
@@ -261,8 +194,8 @@ TEST_F(tool_node_test, a_bad_declaration_names_the_tool_and_field) {
   tool_decl e;
   e.name = "ghost";
   cfg.tools.push_back(e);
-  node n{tool_types(), cfg};
-  auto err = n.start("root", caller_tree());
+  node n{dependency_types(), cfg};
+  auto err = n.start("root", dependency_caller_tree());
   ASSERT_TRUE(err);
   auto text = describe(err);
   EXPECT_NE(text.find("tool \"dep\": retry.max_attempts"), std::string::npos)

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "support/eventually.hpp"
+#include "support/node_dependency.hpp"
 #include "support/temp_dir.hpp"
 #include "support/tool_fixture.hpp"
 #include "vigil/node/node.hpp"
@@ -20,68 +21,6 @@ using namespace vigil::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-/// A healthy but slow dependency: each execution takes up to `delay_ms`,
-/// and returns early (successfully) once its call is cancelled, unless
-/// `ignore_cancel`, in which case it waits for `release`.
-struct slow_dep {
-  std::atomic<int> delay_ms{0};
-  std::atomic<bool> ignore_cancel{false};
-  std::atomic<bool> release{false};
-  std::atomic<int> running{0};
-  std::atomic<int> executions{0};
-  std::atomic<int> returned{0};
-
-  tool_result<Pong> call(const Ping& req, tool_call& c) {
-    ++executions;
-    ++running;
-    auto until = std::chrono::steady_clock::now()
-                 + std::chrono::milliseconds{delay_ms.load()};
-    while (std::chrono::steady_clock::now() < until) {
-      if (ignore_cancel ? release.load() : c.cancelled())
-        break;
-      std::this_thread::sleep_for(1ms);
-    }
-    --running;
-    Pong p;
-    p.set_n(req.n());
-    ++returned;
-    return p;
-  }
-
-  static slow_dep& get() {
-    static slow_dep d;
-    return d;
-  }
-  void reset() {
-    delay_ms = 0;
-    ignore_cancel = false;
-    release = false;
-    running = 0;
-    executions = 0;
-    returned = 0;
-  }
-};
-
-registry types() {
-  registry r;
-  r.add<tool_caller>("tool_caller");
-  r.add_tool<Ping, Pong>("dep", [](const Ping& req, tool_call& c) {
-    return slow_dep::get().call(req, c);
-  });
-  return r;
-}
-
-supervisor_spec tree() {
-  child_spec c;
-  c.id = "c";
-  c.agent = "tool_caller";
-  c.params = {{"tool", "dep"}};
-  supervisor_spec spec;
-  spec.flags.intensity = 1000;
-  spec.children.push_back(c);
-  return spec;
-}
 
 tool_decl dep_decl() {
   tool_decl d;
@@ -95,7 +34,7 @@ tool_decl dep_decl() {
 class tool_review_node_test : public ::testing::Test {
 protected:
   void SetUp() override {
-    slow_dep::get().reset();
+    dependency::get().reset();
   }
 };
 
@@ -108,15 +47,15 @@ protected:
 // dependency never failed.
 TEST_F(tool_review_node_test, stopping_a_node_mid_call_keeps_the_breaker_closed) {
   temp_dir dir;
-  auto& dep = slow_dep::get();
+  auto& dep = dependency::get();
   dep.delay_ms = 15000;
   node_config cfg;
   cfg.data_dir = dir.path();
   cfg.sync = sync_mode::nosync;
   cfg.tools.push_back(dep_decl());
   {
-    node n{types(), cfg};
-    ASSERT_FALSE(n.start("root", tree()));
+    node n{dependency_types(), cfg};
+    ASSERT_FALSE(n.start("root", dependency_caller_tree()));
     std::vector<std::thread> callers;
     for (int i = 1; i <= 3; ++i)
       callers.emplace_back([&n, i] { (void)n.call<Pong>("root/c", ping(i), 15s); });
@@ -130,8 +69,8 @@ TEST_F(tool_review_node_test, stopping_a_node_mid_call_keeps_the_breaker_closed)
   }
   ASSERT_TRUE(eventually([&] { return dep.running.load() == 0; }, 10s));
   dep.delay_ms = 0;
-  node n{types(), cfg};
-  ASSERT_FALSE(n.start("root", tree()));
+  node n{dependency_types(), cfg};
+  ASSERT_FALSE(n.start("root", dependency_caller_tree()));
   EXPECT_STREQ(to_string(n.rt()->find_tool("dep")->look().state), "closed");
   auto r = n.call<Pong>("root/c", ping(10), 5s);
   EXPECT_TRUE(r) << describe(r.error());
@@ -148,7 +87,7 @@ TEST_F(tool_review_node_test, stopping_a_node_mid_call_keeps_the_breaker_closed)
 // data dir's lock is held as long.
 TEST_F(tool_review_node_test, a_node_destroyed_while_a_tool_hangs_ends_in_bounded_time) {
   temp_dir dir;
-  auto& dep = slow_dep::get();
+  auto& dep = dependency::get();
   dep.delay_ms = 60000;
   dep.ignore_cancel = true; // returns on `release` only
   node_config cfg;
@@ -162,8 +101,8 @@ TEST_F(tool_review_node_test, a_node_destroyed_while_a_tool_hangs_ends_in_bounde
     (void)eventually([&] { return node_gone.load(); }, 20s);
     dep.release = true;
   }};
-  auto n = std::make_unique<node>(types(), cfg);
-  ASSERT_FALSE(n->start("root", tree()));
+  auto n = std::make_unique<node>(dependency_types(), cfg);
+  ASSERT_FALSE(n->start("root", dependency_caller_tree()));
   auto r = n->call<Pong>("root/c", ping(1), 300ms);
   EXPECT_FALSE(r);
   EXPECT_EQ(dep.running.load(), 1);
@@ -184,8 +123,8 @@ TEST_F(tool_review_node_test, a_node_destroyed_while_a_tool_hangs_ends_in_bounde
   EXPECT_TRUE(eventually([&] { return dep.returned.load() == 1; }, 20s));
   EXPECT_TRUE(eventually(
     [&] {
-      node n2{types(), cfg};
-      return !n2.start("root", tree());
+      node n2{dependency_types(), cfg};
+      return !n2.start("root", dependency_caller_tree());
     },
     20s));
 }
@@ -226,8 +165,8 @@ TEST_F(tool_review_node_test, a_stored_breaker_stays_open_no_longer_than_its_pol
   d.policy.breaker.open_for = 30s;
   d.policy.breaker.max_open_for = 5min;
   cfg.tools.push_back(d);
-  node n{types(), cfg};
-  ASSERT_FALSE(n.start("root", tree()));
+  node n{dependency_types(), cfg};
+  ASSERT_FALSE(n.start("root", dependency_caller_tree()));
   auto v = n.rt()->find_tool("dep")->look();
   EXPECT_LE(v.retry_after, std::chrono::minutes{5})
     << "open for "
