@@ -253,9 +253,10 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
   st.current = att;
   auto task = [att = std::move(att)]() mutable {
     // What the attempt holds stays with it: its ticket (the call's
-    // bulkhead place, so held until it ends), its request and its inbox.
-    // It ends on the cell's thread, which made it, unless the cell gave it
-    // up: their counts are not passed between threads on every call.
+    // bulkhead place, which it holds until it returns), its request and
+    // its inbox. The cell, which made it, lets them go when it takes it
+    // back (unless it gave it up): their counts are not passed between
+    // threads on every call.
     auto& sh = *att->ticket->sh;
     if (att->cancelled.load(std::memory_order_relaxed)) {
       // Given up before it started: nothing ran.
@@ -272,14 +273,17 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
       att->elapsed = resilience::clock_type::now() - t0;
     tool_stats::bump(sh.stats.executions);
     int expected = tool_attempt::running;
+    // An attempt given up holds its bulkhead place until now (not until
+    // its cell, which may be busy, takes it): this thread lets it go.
+    std::shared_ptr<tool_ticket> place;
     if (!att->phase.compare_exchange_strong(expected,
                                             tool_attempt::finished)) {
-      // Its caller gave up on it; it held its bulkhead place until now.
       tool_stats::bump(sh.stats.abandoned_running, uint64_t(-1));
       if (att->result.cost <= 0.0)
         return;
       // It ran all the same: its cost is charged (by the cell, which
       // holds the agent's budget), though nobody takes its answer.
+      place = std::move(att->ticket);
     }
     // Into the inbox; the first one in rings the cell. Once pushed, the
     // attempt (and with it the inbox, the ticket and `sh`) may be gone:
@@ -302,7 +306,8 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
         break;
       case tool_inbox::pushed::closed: {
         // Its cell ended: nobody takes it, but the breaker still hears,
-        // through the tool's gate (the node may be going too).
+        // through the tool's gate (the node may be going too; `sh` is
+        // held by the attempt's ticket or by `place`).
         inbox.leave();
         auto self = std::move(a->keep);
         sh.through_gate([&] { self->tool->on_returned(*self); });
@@ -365,6 +370,9 @@ bool cell::abandon_attempt(tool_call_state& st, bool timed_out) {
 }
 
 void cell::on_tool_done(tool_attempt& a) {
+  // It returned: it holds no place in the bulkhead from now on (its call
+  // may, until it ends), also while a callback below makes the next call.
+  a.ticket.reset();
   auto id = a.call;
   auto* stp = tools_->calls.find(id);
   if (stp == nullptr || stp->current.get() != &a) {
