@@ -642,6 +642,9 @@ private:
   /// queued when it began has been handled.
   bool leaving_ = false;
   bool marker_ = false;
+  /// Set by end_tool_calls (the cell's exit): a call made after it (from
+  /// an agent's destructor) is refused, as its inbox would never close.
+  bool tools_ended_ = false;
   std::unique_ptr<agent_base> instance_;
   // A list, not a deque: an empty std::deque allocates ~600 bytes, and
   // every cell has a buffer that is empty almost always.

@@ -74,6 +74,12 @@ void cell::call_tool_raw(
   symbol reply_type, const tool_options& opts,
   std::function<void(std::unique_ptr<google::protobuf::Message>)> on_result,
   std::function<void(const caf::error&)> on_error) {
+  if (tools_ended_) {
+    on_error(make_error(errc::not_running,
+                        cfg_.path + " called tool \"" + std::string{name}
+                          + "\" after it stopped"));
+    return;
+  }
   auto* tool = rt_->find_tool(name);
   if (tool == nullptr) {
     on_error(make_error(errc::unknown_tool,
@@ -654,6 +660,7 @@ void cell::finish_call(uint64_t id, caf::error err,
 }
 
 void cell::end_tool_calls() {
+  tools_ended_ = true;
   if (!tools_)
     return;
   // Executions that returned and were not taken yet still tell the breaker

@@ -15,6 +15,7 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -41,14 +42,48 @@ struct blocking_svc {
   }
 };
 
-/// tool_fixture with `chainer` and tool implementation "blk" in its
-/// registry.
+/// On Ping, keeps its context; its destructor (which the cell runs as it
+/// ends, after it closed its tool calls) calls tool "svc" and keeps the
+/// answer in `late_caller::last`.
+class late_caller : public agent<> {
+public:
+  explicit late_caller(const params&) {
+  }
+  ~late_caller() override {
+    if (ctx_ == nullptr)
+      return;
+    Ping q;
+    q.set_n(7);
+    ctx_->call_tool<Pong>(
+      "svc", q, tool_options{}, [](Pong) { last() = caf::error{}; },
+      [](const caf::error& e) { last() = e; });
+  }
+  static void define(handlers<late_caller>& h) {
+    h.on<Ping>([](late_caller& self, context& ctx, const Ping& req) {
+      self.ctx_ = &ctx;
+      Pong p;
+      p.set_n(req.n());
+      return p;
+    });
+  }
+  static std::optional<caf::error>& last() {
+    static std::optional<caf::error> e;
+    return e;
+  }
+
+private:
+  context* ctx_ = nullptr;
+};
+
+/// tool_fixture with `chainer`, `late_caller` and tool implementation
+/// "blk" in its registry.
 class tool_review19_test : public tool_fixture {
 public:
   tool_review19_test() {
     registry types = test_registry();
     types.add<tool_caller>("tool_caller");
     types.add<chainer>("chainer");
+    types.add<late_caller>("late_caller");
     types.add_tool<Ping, Pong>("svc", [](const Ping& req, tool_call& c) {
       return service::get().call(req, c);
     });
@@ -88,6 +123,26 @@ TEST_F(tool_review19_test, a_call_made_from_the_previous_calls_callback_gets_its
   EXPECT_EQ(service::get().count(), 3u);
   EXPECT_EQ(svc.stats().bulkhead_full.load(), 0u);
   EXPECT_EQ(svc.in_use(), 0u);
+}
+
+// A call made as the cell ends, after it closed its tool calls (from the
+// agent's destructor): refused with not_running, and nothing runs (its
+// inbox would never be closed, and an execution could end up waiting for
+// itself in close()).
+TEST_F(tool_review19_test, a_call_after_the_cell_ended_its_calls_is_refused) {
+  declare(decl_of("svc"));
+  late_caller::last().reset();
+  ASSERT_FALSE(start_caller({}, "late_caller"));
+  ask_ping("t/c", 1);
+  run();
+  ASSERT_TRUE(answered(1));
+  caf::anon_send_exit(handle("t/c"), caf::exit_reason::kill);
+  run();
+  ASSERT_TRUE(late_caller::last().has_value());
+  EXPECT_TRUE(is(*late_caller::last(), errc::not_running))
+    << describe(*late_caller::last());
+  EXPECT_EQ(service::get().count(), 0u);
+  EXPECT_EQ(executors["svc"]->submitted(), 0u);
 }
 
 // The same with a full bulkhead of 4 places and 4 chains at once: each
