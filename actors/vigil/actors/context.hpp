@@ -280,7 +280,8 @@ public:
   /// names the attempts made and the last error), bulkhead_full,
   /// circuit_open, rate_limited, cost_exceeded, tool_unavailable (a
   /// transient error and no retry left), tool_rejected (a permanent
-  /// error), invalid_output.
+  /// error), invalid_output, not_running (called as the agent's cell
+  /// ends, from the agent's destructor).
   template <class Reply, class OnResult, class OnError>
   void call_tool(std::string_view tool, const google::protobuf::Message& req,
                  const tool_options& opts, OnResult on_result,
