@@ -26,7 +26,7 @@ status store::open_read_only(const store_options& opts,
   if (auto st = env_call(d.env.create(), "mdb_env_create"))
     return st;
   auto e = d.env.get();
-  if (auto st = env_call(mdb_env_set_maxdbs(e, 8), "mdb_env_set_maxdbs"))
+  if (auto st = env_call(mdb_env_set_maxdbs(e, 16), "mdb_env_set_maxdbs"))
     return st;
   if (auto st = env_call(mdb_env_open(e, dir.c_str(), MDB_RDONLY | MDB_NOTLS,
                                       0644),
@@ -39,9 +39,9 @@ status store::open_read_only(const store_options& opts,
   for (size_t i = 0; i < db_count; ++i) {
     auto name = to_string(static_cast<db>(i));
     if (auto rc = mdb_dbi_open(r.txn.get(), name, 0, &d.dbis[i]); rc != 0) {
-      if (rc == MDB_NOTFOUND && static_cast<db>(i) == db::sagas) {
-        // Written by a vigil without durable sagas: it has none.
-        d.missing_sagas = true;
+      if (rc == MDB_NOTFOUND && added_later(static_cast<db>(i))) {
+        // Written by a vigil from before it: it has none.
+        d.missing[i] = true;
         continue;
       }
       if (rc == MDB_NOTFOUND)

@@ -48,6 +48,7 @@ const char* to_string(db x) noexcept {
     case db::idempotency: return "idempotency";
     case db::dead_letters: return "dead_letters";
     case db::sagas: return "sagas";
+    case db::tool_results: return "tool_results";
   }
   return "unknown";
 }

@@ -212,7 +212,7 @@ status store::open(const store_options& opts, std::unique_ptr<store>& out) {
   if (auto st = env_call(d.env.create(), "mdb_env_create"))
     return st;
   auto e = d.env.get();
-  if (auto st = env_call(mdb_env_set_maxdbs(e, 8), "mdb_env_set_maxdbs"))
+  if (auto st = env_call(mdb_env_set_maxdbs(e, 16), "mdb_env_set_maxdbs"))
     return st;
   if (auto st = env_call(mdb_env_set_mapsize(e, opts.map_size),
                          "mdb_env_set_mapsize"))
@@ -465,7 +465,7 @@ status store::get(db which, std::string_view key, std::string& raw,
   auto& d = *impl_;
   found = false;
   raw.clear();
-  if (which == db::sagas && d.missing_sagas)
+  if (d.absent(which))
     return {};
   impl::reader r;
   if (auto st = d.begin_read(r))
@@ -489,7 +489,7 @@ status store::scan_prefix(db which, std::string_view prefix,
   out.clear();
   if (more != nullptr)
     *more = false;
-  if (which == db::sagas && d.missing_sagas)
+  if (d.absent(which))
     return {};
   impl::reader r;
   if (auto st = d.begin_read(r))
@@ -524,7 +524,7 @@ status store::count(db which, size_t& out) {
   impl::reader r;
   if (auto st = d.begin_read(r))
     return st;
-  if (which == db::sagas && d.missing_sagas) {
+  if (d.absent(which)) {
     out = 0;
     return {};
   }

@@ -118,8 +118,12 @@ struct store::impl {
   size_t upgraded_records = 0;
   /// Opened by open_read_only: every write fails.
   bool read_only = false;
-  /// Opened read-only on a data dir that has no sagas database yet.
-  bool missing_sagas = false;
+  /// Opened read-only on a data dir that lacks a database added later
+  /// (added_later): it reads as empty.
+  bool missing[db_count] = {};
+  bool absent(db which) const noexcept {
+    return missing[static_cast<size_t>(which)];
+  }
   /// fail_apply_after: successful applies left before an injected failure
   /// (-1: none armed).
   std::atomic<int64_t> inject{-1};

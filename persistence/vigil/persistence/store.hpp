@@ -51,8 +51,16 @@ enum class db : uint8_t {
   /// layout). A data dir written before it existed has none until it is
   /// opened for writing.
   sagas,
+  /// tool_result_key -> ToolResultRecord: the recorded results of tool
+  /// calls under their idempotency keys. Added after `sagas`, as it was.
+  tool_results,
 };
-constexpr size_t db_count = 7;
+constexpr size_t db_count = 8;
+/// Databases a data dir written by an older vigil may lack; read-only
+/// opens treat them as empty.
+constexpr bool added_later(db x) noexcept {
+  return x == db::sagas || x == db::tool_results;
+}
 const char* to_string(db x) noexcept;
 
 /// One change to one database.
@@ -127,8 +135,20 @@ std::string guard_key(std::string_view path, uint64_t origin, uint64_t id);
 bool split_guard_key(std::string_view key, std::string_view& path,
                      uint64_t& origin, uint64_t& id) noexcept;
 
+/// The idempotency key of call `index` (0, 1, ...) made by `path` while it
+/// handled message (origin, id): `path\0origin id index`, big-endian (8, 8
+/// and 4 bytes), so that a retry or a replay after a restart derives the
+/// same key.
+std::string tool_result_key(std::string_view path, uint64_t origin,
+                            uint64_t id, uint32_t index);
+
+/// Splits a key made by `tool_result_key`; false if it is malformed.
+bool split_tool_result_key(std::string_view key, std::string_view& path,
+                           uint64_t& origin, uint64_t& id,
+                           uint32_t& index) noexcept;
+
 /// One node's LMDB environment: a data directory with an exclusive lock
-/// file, the six named databases, and the format/boot record.
+/// file, its named databases (`db`), and the format/boot record.
 ///
 /// Threads: `apply` may be called from one thread at a time (the node's
 /// writer). The read calls (`mailbox`, `snapshots`, `dead_letters`, `count`)
@@ -280,6 +300,14 @@ public:
   status compact_idempotency(uint64_t cutoff_ms, const std::string& from,
                              size_t max_scan, std::string& next,
                              size_t& deleted);
+
+  /// One step of tool-result compaction, as compact_idempotency: deletes
+  /// the records of `db::tool_results` recorded before `cutoff_ms` (their
+  /// keys may then execute again, as Stripe's expire after 24 h). Records
+  /// still running and records that do not parse are kept.
+  status compact_tool_results(uint64_t cutoff_ms, const std::string& from,
+                              size_t max_scan, std::string& next,
+                              size_t& deleted);
 
 private:
   store();
