@@ -60,7 +60,8 @@ public:
   }
 
   caf::behavior make_behavior() override {
-    if (opts_.idempotency_retention.count() > 0)
+    if (opts_.idempotency_retention.count() > 0
+        || opts_.tool_result_retention.count() > 0)
       delayed_send(this, opts_.compact_every, compact_atom::value);
     return {
       [this](write_atom, uint64_t token, owned_write& w) {
@@ -140,31 +141,48 @@ public:
 
 private:
   /// One compaction step; the next one queues behind the writes that
-  /// arrived meanwhile, and a finished pass waits `compact_every`.
+  /// arrived meanwhile, and a finished pass waits `compact_every`. A pass
+  /// goes through the idempotency records, then the tool results (each
+  /// skipped if its retention is 0).
   void compact() {
     flush(); // items that came before this step keep their order
-    using namespace std::chrono;
-    auto now_ms = duration_cast<milliseconds>(
-                    system_clock::now().time_since_epoch())
-                    .count();
-    auto cutoff = static_cast<uint64_t>(
-      std::max<int64_t>(0, now_ms - opts_.idempotency_retention.count()));
+    bool tools = compact_tools_;
+    auto retention = tools ? opts_.tool_result_retention
+                           : opts_.idempotency_retention;
     std::string next;
     size_t deleted = 0;
-    if (auto st = st_->compact_idempotency(cutoff, compact_from_,
-                                           opts_.compact_step, next, deleted)) {
-      counters::bump(stats_->writer_compact_failures); // retried next pass
-      compact_from_.clear();
-      delayed_send(this, opts_.compact_every, compact_atom::value);
-      return;
+    if (retention.count() > 0) {
+      using namespace std::chrono;
+      auto now_ms = duration_cast<milliseconds>(
+                      system_clock::now().time_since_epoch())
+                      .count();
+      auto cutoff = static_cast<uint64_t>(
+        std::max<int64_t>(0, now_ms - retention.count()));
+      auto st = tools ? st_->compact_tool_results(cutoff, compact_from_,
+                                                  opts_.compact_step, next,
+                                                  deleted)
+                      : st_->compact_idempotency(cutoff, compact_from_,
+                                                 opts_.compact_step, next,
+                                                 deleted);
+      if (st) {
+        counters::bump(stats_->writer_compact_failures); // retried next pass
+        compact_from_.clear();
+        compact_tools_ = false;
+        delayed_send(this, opts_.compact_every, compact_atom::value);
+        return;
+      }
+      counters::bump(stats_->writer_compacted, deleted);
     }
-    counters::bump(stats_->writer_compacted, deleted);
     compact_from_ = std::move(next);
-    if (compact_from_.empty()) {
+    if (!compact_from_.empty()) {
+      send(this, compact_atom::value);
+    } else if (!tools) {
+      compact_tools_ = true;
+      send(this, compact_atom::value);
+    } else {
+      compact_tools_ = false;
       counters::bump(stats_->writer_compact_passes);
       delayed_send(this, opts_.compact_every, compact_atom::value);
-    } else {
-      send(this, compact_atom::value);
     }
   }
 
@@ -418,8 +436,10 @@ private:
   /// Paths released while the batch held their writes (see release).
   std::vector<std::string> releasing_;
   std::vector<grant_wait> grants_;
-  /// Where the running compaction pass continues ("" = a new pass).
+  /// Where the running compaction pass continues ("" = a new pass, or
+  /// the start of its tool results), and whether it is at them.
   std::string compact_from_;
+  bool compact_tools_ = false;
 };
 
 } // namespace

@@ -93,6 +93,7 @@ public:
     writer_options wo;
     wo.detached = false;
     wo.idempotency_retention = 0ms;
+    wo.tool_result_retention = 0ms;
     auto w = spawn_writer(sys, shared, wo, {}, rt->shared_stats());
     rt->attach_store(shared, w);
     writer_ = w;

@@ -72,6 +72,7 @@ public:
     u.st = std::shared_ptr<store>{std::move(st)};
     wopts.detached = false;
     wopts.idempotency_retention = std::chrono::milliseconds{0};
+    wopts.tool_result_retention = std::chrono::milliseconds{0};
     u.writer = spawn_writer(u.sys, u.st, wopts, std::move(found),
                             u.rt->shared_stats());
     u.rt->attach_store(u.st, u.writer);

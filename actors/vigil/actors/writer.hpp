@@ -30,7 +30,13 @@ struct writer_options {
   /// after that is applied again. Zero keeps every id for ever (the
   /// idempotency table then only grows).
   std::chrono::milliseconds idempotency_retention{std::chrono::hours{24 * 7}};
-  /// How often a compaction pass starts.
+  /// How long a tool call's recorded result is kept under its idempotency
+  /// key (as Stripe's, 24 h by default); a call with the key after that
+  /// executes again. Records still running are kept. Zero keeps them for
+  /// ever.
+  std::chrono::milliseconds tool_result_retention{std::chrono::hours{24}};
+  /// How often a compaction pass starts (idempotency records, then tool
+  /// results).
   std::chrono::milliseconds compact_every{std::chrono::minutes{1}};
   /// Records a compaction step looks at in one write transaction; a pass
   /// takes as many steps as it needs, with other writes between them.
