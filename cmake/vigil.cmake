@@ -4,6 +4,8 @@
 find_package(Threads REQUIRED)
 find_package(Protobuf REQUIRED)
 find_package(spdlog REQUIRED)
+# SHA-256 of tool requests (idempotency fingerprints).
+find_package(OpenSSL REQUIRED)
 
 # Debian ships no CMake package config for CAF 0.17.
 find_path(CAF_INCLUDE_DIR caf/all.hpp REQUIRED)

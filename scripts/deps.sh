@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(cmake ninja-build g++ ccache libcaf-dev libprotobuf-dev
       protobuf-compiler libgtest-dev liblmdb-dev libspdlog-dev
-      libyaml-cpp-dev libcli11-dev nlohmann-json3-dev)
+      libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libssl-dev)
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(erlang-base python3)
 fi

@@ -1,0 +1,63 @@
+#include "vigil/actors/detail/tool_record.hpp"
+
+#include <openssl/evp.h>
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+
+namespace vigil::detail {
+
+namespace {
+
+struct md_ctx_free {
+  void operator()(EVP_MD_CTX* c) const noexcept {
+    EVP_MD_CTX_free(c);
+  }
+};
+
+/// Hashes `s` after its length (8 bytes, big-endian), so that the parts
+/// cannot run into each other ("ab" + "c" is not "a" + "bc").
+void update(EVP_MD_CTX* c, std::string_view s) {
+  unsigned char len[8];
+  uint64_t n = s.size();
+  for (int i = 7; i >= 0; --i, n >>= 8)
+    len[i] = static_cast<unsigned char>(n & 0xff);
+  if (EVP_DigestUpdate(c, len, sizeof(len)) != 1
+      || EVP_DigestUpdate(c, s.data(), s.size()) != 1)
+    throw std::runtime_error("tool_fingerprint: EVP_DigestUpdate failed");
+}
+
+} // namespace
+
+std::string tool_fingerprint(std::string_view tool,
+                             const google::protobuf::Message& req) {
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream out{&bytes};
+    google::protobuf::io::CodedOutputStream coded{&out};
+    coded.SetSerializationDeterministic(true);
+    if (!req.SerializeToCodedStream(&coded))
+      throw std::runtime_error("tool_fingerprint: "
+                               + req.GetTypeName() + " did not serialize");
+  }
+  std::unique_ptr<EVP_MD_CTX, md_ctx_free> c{EVP_MD_CTX_new()};
+  if (!c || EVP_DigestInit_ex(c.get(), EVP_sha256(), nullptr) != 1)
+    throw std::runtime_error("tool_fingerprint: EVP_DigestInit_ex failed");
+  update(c.get(), tool);
+  update(c.get(), req.GetTypeName());
+  update(c.get(), bytes);
+  std::string out(EVP_MAX_MD_SIZE, '\0');
+  unsigned int len = 0;
+  if (EVP_DigestFinal_ex(c.get(), reinterpret_cast<unsigned char*>(out.data()),
+                         &len)
+      != 1)
+    throw std::runtime_error("tool_fingerprint: EVP_DigestFinal_ex failed");
+  out.resize(len);
+  return out;
+}
+
+} // namespace vigil::detail
