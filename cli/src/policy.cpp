@@ -98,6 +98,8 @@ void read_node(const pol::Node& n, const yaml_source& src, loaded_policy& out,
          "node.threads: allowed: 1 or more");
   if (n.has_idempotency_retention())
     out.node.writer.idempotency_retention = to_ms(n.idempotency_retention());
+  if (n.has_tool_result_retention())
+    out.node.writer.tool_result_retention = to_ms(n.tool_result_retention());
 }
 
 } // namespace

@@ -96,7 +96,8 @@ const error_case error_cases[] = {
    "node: {nam: x}\n"
    "tree: {}\n",
    {"policy.yaml:1:8: unknown key \"nam\" in node; allowed: name, data_dir, "
-    "listen, sync, threads, idempotency_retention, tools"}},
+    "listen, sync, threads, idempotency_retention, tools, "
+    "tool_result_retention"}},
   {"wrong_int",
    "tree:\n"
    "  intensity: lots\n",
@@ -415,6 +416,7 @@ const char* full_policy = R"(node:
   threads: 4
   listen: 127.0.0.1:7000
   idempotency_retention: 24h
+  tool_result_retention: 2h
 tree:
   strategy: rest_for_one
   intensity: 3
@@ -471,6 +473,7 @@ TEST(policy_test, loads_a_complete_policy) {
   EXPECT_EQ(p.node.threads, 4u);
   EXPECT_EQ(p.pb.node().listen(), "127.0.0.1:7000");
   EXPECT_EQ(p.node.writer.idempotency_retention, std::chrono::hours{24});
+  EXPECT_EQ(p.node.writer.tool_result_retention, std::chrono::hours{2});
   // root supervisor
   auto& t = p.tree;
   EXPECT_EQ(t.flags.strategy, strategy::rest_for_one);
@@ -583,6 +586,7 @@ TEST(policy_test, applies_defaults) {
   EXPECT_EQ(p.node.sync, sync_mode::full);
   EXPECT_TRUE(p.node.data_dir.empty());
   EXPECT_EQ(p.node.writer.idempotency_retention, std::chrono::hours{24 * 7});
+  EXPECT_EQ(p.node.writer.tool_result_retention, std::chrono::hours{24});
   EXPECT_EQ(p.tree.flags.strategy, strategy::one_for_one);
   EXPECT_EQ(p.tree.flags.intensity, 1);
   EXPECT_EQ(p.tree.flags.period, 5s);
