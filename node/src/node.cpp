@@ -89,8 +89,7 @@ struct node::impl {
       if (!seen.insert(d.name).second)
         add(d.name, "declared twice");
       auto type = d.type.empty() ? d.name : d.type;
-      if (rt->types().find_tool(type) == nullptr)
-      {
+      if (!d.impl && rt->types().find_tool(type) == nullptr) {
         std::string known;
         for (auto& x : rt->types().tool_names())
           known += (known.empty() ? "" : ", ") + x;
@@ -107,8 +106,9 @@ struct node::impl {
       std::shared_ptr<tool_executor> ex;
       if (cfg_copy.tool_executors)
         ex = cfg_copy.tool_executors(d);
-      auto t = std::make_shared<detail::tool_runtime>(
-        d, *rt->types().find_tool(type), clock_view, std::move(ex));
+      auto& impl = d.impl ? *d.impl : *rt->types().find_tool(type);
+      auto t = std::make_shared<detail::tool_runtime>(d, impl, clock_view,
+                                                      std::move(ex));
       if (auto& st = rt->storage())
         restore_breaker(*st, *t);
       if (writer)

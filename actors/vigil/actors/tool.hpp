@@ -126,11 +126,13 @@ struct tool_result {
 class tool_call {
 public:
   tool_call(const std::atomic<bool>& cancelled, resilience::time_point deadline,
-            uint32_t attempt, const std::string& caller)
+            uint32_t attempt, const std::string& caller,
+            const std::string* idempotency_key = nullptr)
     : cancelled_(&cancelled),
       deadline_(deadline),
       attempt_(attempt),
-      caller_(&caller) {
+      caller_(&caller),
+      key_(idempotency_key) {
     // nop
   }
 
@@ -155,11 +157,24 @@ public:
     return *caller_;
   }
 
+  /// The call's idempotency key, printable (ASCII, at most 255 bytes), the
+  /// same in every attempt of the call, and in a replay of the call after a
+  /// restart: derived from the caller's path, the id of the envelope it
+  /// handled and the call's index among that envelope's calls. Pass it to
+  /// the service (the `http` tool sends it as `Idempotency-Key`), so that it
+  /// can apply a repeat once. Empty for a call made outside any envelope
+  /// (from on_start, or a timer), which has none.
+  const std::string& idempotency_key() const noexcept {
+    static const std::string none;
+    return key_ != nullptr ? *key_ : none;
+  }
+
 private:
   const std::atomic<bool>* cancelled_;
   resilience::time_point deadline_;
   uint32_t attempt_;
   const std::string* caller_;
+  const std::string* key_;
 };
 
 // -- policy -------------------------------------------------------------------
@@ -259,6 +274,8 @@ struct tool_override {
   std::optional<double> cost_per_agent;
 };
 
+struct tool_type;
+
 /// A tool declared on a node: its name (what agents call), the registered
 /// implementation (`type`, empty: the same as `name`), its side-effect class
 /// and its policy.
@@ -267,6 +284,14 @@ struct tool_decl {
   std::string type;
   side_effect effect = side_effect::read_only;
   tool_policy policy;
+  /// Whether a `journal` agent's calls of this tool are recorded under
+  /// their idempotency keys (so that a replay gets the recorded result and
+  /// does not call again). Off for cheap deterministic reads.
+  bool record = true;
+  /// An implementation made for this declaration alone (the `http` tool of
+  /// a policy file, built from its `http:` block); null takes the one
+  /// registered as `type`.
+  std::shared_ptr<const tool_type> impl;
 };
 
 /// Per-call options of `context::call_tool`.
