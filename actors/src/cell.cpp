@@ -280,6 +280,7 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
     return outcome::rejected;
   }
   current_ = &e;
+  cur_origin_ready_ = false;
   auto status = detail::handler_status::done;
   try {
     status = i->second(*instance_, *this, e, out, err);
@@ -325,7 +326,14 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
     return outcome::failed;
   }
   rt_->count_handled();
-  if (dur_) {
+  // A journal agent's envelope whose calls are open is held (drain keeps
+  // it): consumed once they are done, with what their callbacks did. Not
+  // if the instance stops now, which ends its calls.
+  if (cur_origin_ready_ && cur_origin_.chain && cur_origin_.chain->open > 0
+      && dur_ && dur_->journal() && dur_->current_seq != 0
+      && !stop_requested_) {
+    cur_origin_.chain->held = true;
+  } else if (dur_) {
     if (refused) {
       auto why = describe(err);
       after_handled(e, &why, out, err);
@@ -375,6 +383,7 @@ void cell::after_failure(envelope e, response_promise rp, caf::error err,
 }
 
 void cell::end_instance(caf::error reason, bool failed) {
+  unhold();
   instance_.reset();
   stop_requested_ = false;
   stop_reason_ = caf::error{};
@@ -452,6 +461,7 @@ void cell::bury(envelope& e, response_promise& rp, caf::error err,
 }
 
 caf::error cell::start_instance(bool is_restart, const caf::error& reason) {
+  unhold();
   instance_.reset();
   stop_requested_ = false;
   stop_reason_ = caf::error{};
@@ -486,6 +496,7 @@ void cell::stop_instance(bool graceful) {
     if (dur_ && !dur_->journal() && dur_->unsaved > 0)
       save_snapshot();
   }
+  unhold();
   instance_.reset();
   stop_requested_ = false;
 }
@@ -493,7 +504,7 @@ void cell::stop_instance(bool graceful) {
 void cell::drain() {
   static constexpr size_t drain_chunk = 64;
   size_t n = 0;
-  while (!buffer_.empty() && instance_ && (!dur_ || dur_->ready())
+  while (!buffer_.empty() && instance_ && (!dur_ || dur_->ready()) && !held_
          && (mode_ == mode::running || mode_ == mode::half_open)) {
     if (n++ == drain_chunk) {
       event_based_actor::send<caf::message_priority::high>(
@@ -517,6 +528,8 @@ void cell::drain() {
       dur_->current_seq = 0;
     current_rp_ = nullptr;
     bool deferred = std::exchange(deferred_, false);
+    if (hold_if_open(p, res, out, err, deferred))
+      return; // its calls are open: nothing else runs until they are done
     switch (res) {
       case outcome::replied:
         if (!deferred)

@@ -32,6 +32,10 @@ caf::result<caf::message> cell::control(caf::message& msg) {
     on_tools_done();
     return caf::message{};
   }
+  if (msg.match_elements<detail::tool_replay_atom>()) {
+    on_tool_replay();
+    return caf::message{};
+  }
   if (msg.match_elements<detail::tool_timer_atom, uint64_t>()) {
     on_tool_tick(msg.get_as<uint64_t>(1));
     return caf::message{};
@@ -147,6 +151,7 @@ void cell::abandon() {
                              cfg_.path + " was replaced; the envelope is in "
                                          "its journal and the next instance "
                                          "applies it, answering nobody");
+  unhold();
   auto buffered = std::move(buffer_);
   buffer_.clear();
   for (auto& p : buffered) {
@@ -215,6 +220,7 @@ void cell::forward(pending p) {
 void cell::on_exit() {
   rt_->unbind(cfg_.path, caf::actor_cast<caf::actor>(this));
   end_tool_calls();
+  unhold();
   // Whoever still waits is told, also after a kill.
   reject_buffer(make_error(errc::not_running, cfg_.path + " stopped"));
   buffer_.clear(); // promises hold a reference to this cell

@@ -173,6 +173,7 @@ void cell::adopt(const recovered_agent& rec) {
 }
 
 void cell::reconcile(const recovered_agent& rec) {
+  unhold();
   auto& d = *dur_;
   auto& snap = rec.snapshot;
   bool found = rec.has_snapshot;
@@ -524,6 +525,8 @@ void cell::on_committed(uint64_t tok, bool duplicate, const caf::error& err) {
     }
     return;
   }
+  if (on_record_committed(tok, err))
+    return;
   if (tok < d.first_token)
     return; // written before a reconcile, which settled it
   auto j = d.after_commit.find(tok);

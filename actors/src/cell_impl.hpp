@@ -163,13 +163,22 @@ private:
       // A tool's failure passed on from a callback: nothing restarts (a
       // deferred reply the callback held is answered when it is dropped).
     } catch (...) {
-      end_instance(make_error(errc::handler_failed,
-                              cfg_.path + " (request callback): "
-                                + what(std::current_exception())),
-                   true);
+      auto err = make_error(errc::handler_failed,
+                            cfg_.path + " (request callback): "
+                              + what(std::current_exception()));
+      // A callback of a held envelope's call failed: that envelope's
+      // delivery failed (retried or a dead letter, as a handler's throw).
+      if (held_ && cb_origin_ != nullptr && cb_origin_->chain == held_->chain)
+        unhold(true, std::move(err));
+      else
+        end_instance(std::move(err), true);
       return;
     }
     if (stop_requested_ && instance_) {
+      // Stopping ends the instance's calls: a held envelope is committed as
+      // handled, with what its callbacks did so far.
+      if (held_)
+        release_held();
       stop_instance(true);
       end_instance(std::exchange(stop_reason_, caf::error{}), false);
     }
@@ -227,6 +236,34 @@ private:
   caf::error final_error(const detail::tool_call_state& st,
                          const std::string& why) const;
   void end_tool_calls();
+  /// Where a call made now belongs: the callback's origin, else the
+  /// handler's (made at its first call), else null (no envelope).
+  const detail::call_origin* tool_parent();
+  /// Answers a keyed call from its record if it has one (true: answered,
+  /// or refused: `in_use`, `idempotency_mismatch`). Claims its key.
+  bool answer_from_record(detail::tool_runtime& tool,
+                          detail::tool_call_state& st,
+                          const google::protobuf::Message& req);
+  /// A call of `chain` was answered (its callback ran, or never will).
+  void chain_done(const std::shared_ptr<detail::call_chain>& chain);
+  /// The call ended with an outcome that an execution produced: recorded
+  /// (a journal agent's), its callbacks run once the record is committed.
+  /// False if it is not recorded (the caller answers as usual).
+  bool record_answer(detail::tool_call_state& st, caf::error& err,
+                     std::unique_ptr<google::protobuf::Message>& reply);
+  /// Runs a recorded answer's callbacks (or drops them if the instance
+  /// that called is gone) and ends its call in the chain.
+  void deliver_recorded(detail::recorded_answer& a);
+  /// The commit of write `tok` was acknowledged; true if it was a record's.
+  bool on_record_committed(uint64_t tok, const caf::error& err);
+  /// Delivers the answers found recorded (tool_replay_atom).
+  void on_tool_replay();
+  /// The held envelope's calls are done: its consume and answer go out.
+  void release_held();
+  /// The instance that ran the held envelope ends: the envelope, not
+  /// consumed, waits for the next instance at the head of the buffer (or,
+  /// `failed`, is settled as a failed delivery with `err`).
+  void unhold(bool failed = false, caf::error err = {});
 
   /// A requester hears the stand-in's answer (counted).
   void stand_in(response_promise& rp) {
@@ -681,6 +718,25 @@ private:
   std::unique_ptr<detail::cell_tools> tools_;
   /// Set while a callback runs: the request its call was made for.
   const detail::call_origin* cb_origin_ = nullptr;
+  /// The origin of the handler running, once it called a tool (its chain
+  /// and the number of calls it made).
+  detail::call_origin cur_origin_;
+  bool cur_origin_ready_ = false;
+  /// A journal agent's envelope whose handler returned with tool calls
+  /// open: its consume (and answer) waits until they and their callbacks
+  /// are done, and no other envelope runs meanwhile (cell_records.cpp).
+  struct held_envelope {
+    pending p;
+    outcome res = outcome::replied;
+    envelope out;
+    caf::error err;
+    bool deferred = false;
+    std::shared_ptr<detail::call_chain> chain;
+  };
+  std::unique_ptr<held_envelope> held_;
+  /// After `run`: holds the envelope if its calls are open (true).
+  bool hold_if_open(pending& p, outcome res, envelope& out, caf::error& err,
+                    bool deferred);
 };
 
 } // namespace vigil::detail

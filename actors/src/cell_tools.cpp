@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "cell_impl.hpp"
+#include "vigil/actors/detail/tool_record.hpp"
 
 namespace vigil::detail {
 
@@ -54,7 +55,10 @@ call_origin cell::origin_now() {
     o.budget = current_->attempt_budget;
     o.attempt = current_->attempt;
   } else if (cb_origin_ != nullptr) {
-    o = *cb_origin_;
+    o.deadline = cb_origin_->deadline;
+    o.account = cb_origin_->account;
+    o.budget = cb_origin_->budget;
+    o.attempt = cb_origin_->attempt;
   } else {
     // Outside any request (on_start, a timer): an account of its own.
     o.account = rt_->next_id() * 0x9e3779b97f4a7c15ull | 1;
@@ -100,13 +104,45 @@ void cell::call_tool_raw(
   }
   auto& stats = tool->stats();
   auto& pol = tool->decl().policy;
+  // Keyed: made on behalf of an envelope (see call_chain). Its index in
+  // the chain is taken now, whatever becomes of the call, so that a replay
+  // derives the same keys; its callbacks, also those run before call_tool
+  // returns, run as its own (a call made in one is its child).
+  std::shared_ptr<call_chain> chain;
+  std::string index;
+  if (auto* parent = tool_parent(); parent != nullptr) {
+    chain = parent->chain;
+    index = parent->index;
+    push_index(index, parent->children++);
+  }
+  auto o = origin_now();
+  o.chain = chain;
+  o.index = std::move(index);
+  origin_scope scope{cb_origin_, chain ? &o : cb_origin_};
+  tool_call_state keyed;
+  if (chain) {
+    // Idempotency first (the stack's outermost layer): a repeat of a
+    // recorded call is answered from its record, whatever the tool's state.
+    keyed.record = tool->decl().record && dur_ && dur_->journal()
+                   && rt_->storage() != nullptr;
+    if (keyed.record || tool->decl().effect != side_effect::read_only) {
+      keyed.ok = std::move(on_result);
+      keyed.err = std::move(on_error);
+      keyed.origin = o;
+      if (!tools_)
+        tools_ = std::make_unique<cell_tools>(clock(), cfg_.path, address());
+      if (answer_from_record(*tool, keyed, *req))
+        return;
+      on_result = std::move(keyed.ok);
+      on_error = std::move(keyed.err);
+    }
+  }
   const tool_override* ov = nullptr;
   if (cfg_.tool_overrides) {
     auto i = cfg_.tool_overrides->find(tool->decl().name);
     if (i != cfg_.tool_overrides->end())
       ov = &i->second;
   }
-  auto o = origin_now();
   auto now = clock().now();
   auto total = opts.timeout.count() > 0 ? opts.timeout
                : ov && ov->timeout  ? *ov->timeout
@@ -160,7 +196,12 @@ void cell::call_tool_raw(
   st.request = std::move(req);
   st.ok = std::move(on_result);
   st.err = std::move(on_error);
-  st.origin = o;
+  st.origin = o; // (a copy: `o` is the callbacks' origin until we return)
+  st.key = std::move(keyed.key);
+  st.record = keyed.record && st.key != nullptr;
+  st.fingerprint = std::move(keyed.fingerprint);
+  if (chain)
+    ++chain->open;
   st.gen = gen_;
   st.deadline = deadline;
   st.attempt_timeout = ov && ov->attempt_timeout ? *ov->attempt_timeout
@@ -253,6 +294,7 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
   att->ticket = st.ticket;
   att->request = st.request;
   att->inbox = tools_->inbox;
+  att->key = st.key;
   auto att_deadline = std::min(st.deadline, now + st.attempt_timeout);
   att->deadline = att_deadline;
   att->timed = tool->decl().policy.breaker.slow_call_rate > 0.0;
@@ -273,7 +315,7 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
     auto t0 = att->timed ? resilience::clock_type::now()
                          : resilience::time_point{};
     tool_call call{att->cancelled, att->deadline, att->number,
-                   att->inbox->caller};
+                   att->inbox->caller, att->key ? &att->key->text : nullptr};
     att->result = sh.fn(*att->request, call);
     if (att->timed)
       att->elapsed = resilience::clock_type::now() - t0;
@@ -640,23 +682,38 @@ void cell::finish_call(uint64_t id, caf::error err,
     tool_stats::bump(retried ? stats.failed_with_retry
                              : stats.failed_without_retry);
   st.ticket.reset(); // the running executions, if any, still hold it
+  auto chain = st.origin.chain;
   if (sync) {
     // Still inside call_tool: the handler (or callback) that called sees
     // the answer before call_tool returns, as with request's not_found.
+    // (Its callback runs as the call's own: see call_tool_raw.)
+    struct done {
+      cell* self;
+      const std::shared_ptr<call_chain>& chain;
+      ~done() {
+        self->chain_done(chain);
+      }
+    } d{this, chain};
+    origin_scope scope{cb_origin_, chain ? &st.origin : cb_origin_};
     if (err)
       st.err(err);
     else
       st.ok(std::move(reply));
     return;
   }
-  // As with request: only the instance that called hears the answer.
-  if (st.gen != gen_ || !instance_)
+  // A journal agent's call: its answer is recorded before its callback
+  // runs (record_answer runs it once the record is committed).
+  if (st.record && record_answer(st, err, reply))
     return;
-  auto o = st.origin;
-  if (err)
-    invoke_as(o, [&] { st.err(err); });
-  else
-    invoke_as(o, [&] { st.ok(std::move(reply)); });
+  // As with request: only the instance that called hears the answer.
+  if (st.gen == gen_ && instance_) {
+    auto o = std::move(st.origin);
+    if (err)
+      invoke_as(o, [&] { st.err(err); });
+    else
+      invoke_as(o, [&] { st.ok(std::move(reply)); });
+  }
+  chain_done(chain);
 }
 
 void cell::end_tool_calls() {

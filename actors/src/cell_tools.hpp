@@ -37,6 +37,10 @@ using tool_done_atom = caf::atom_constant<caf::atom("vtooldone")>;
 /// timer per call would cost a lock, a wake-up of CAF's clock thread and
 /// an allocation per call, for timers that almost never fire).
 using tool_timer_atom = caf::atom_constant<caf::atom("vtooltime")>;
+/// (tool_replay): answers found recorded wait in cell_tools::replays, so
+/// that their callbacks run after the handler that called, as a live
+/// call's would.
+using tool_replay_atom = caf::atom_constant<caf::atom("vtoolrepl")>;
 
 /// The attempts whose executions returned, for their cell to take: a
 /// lock-free stack (executions push, the cell takes them all at once).
@@ -136,6 +140,20 @@ private:
   }
 };
 
+/// The tool calls made on behalf of one envelope: by its handler, and by
+/// the callbacks of those calls, and so on. Every call's idempotency key
+/// derives from the envelope's id and the call's place in the chain; a
+/// `journal` agent holds the envelope open (its consume uncommitted, the
+/// next envelope waiting) until none of its calls is left (`open`).
+struct call_chain {
+  uint64_t origin = 0;
+  uint64_t id = 0;
+  /// Calls made and not yet answered (their callbacks not yet run).
+  uint32_t open = 0;
+  /// The cell holds the envelope open for this chain (cell::held_).
+  bool held = false;
+};
+
 /// The request on whose behalf a handler or a callback calls: its deadline
 /// and its retry account. A callback runs with the origin of the handler
 /// that made its call, so that a chain of calls never outlives its
@@ -147,6 +165,28 @@ struct call_origin {
   /// The delivery attempt of the envelope: on a redelivery, even a first
   /// call is a retry of one made before.
   uint32_t attempt = 1;
+  /// Keyed: the chain of the envelope (null outside any, and in a
+  /// `request` callback, whose calls have no key), this origin's index
+  /// path in it (empty: the handler; else the call whose callback runs),
+  /// and the calls made from it so far (the next one's number).
+  std::shared_ptr<call_chain> chain;
+  std::string index;
+  mutable uint32_t children = 0;
+};
+
+/// Sets `slot` (the cell's callback origin) for a scope.
+struct origin_scope {
+  const call_origin*& slot;
+  const call_origin* prev;
+  origin_scope(const call_origin*& s, const call_origin* now)
+    : slot(s), prev(s) {
+    slot = now;
+  }
+  ~origin_scope() {
+    slot = prev;
+  }
+  origin_scope(const origin_scope&) = delete;
+  origin_scope& operator=(const origin_scope&) = delete;
 };
 
 /// One call_tool in flight.
@@ -182,6 +222,24 @@ struct tool_call_state {
   std::unique_ptr<resilience::backoff> backoff;
   /// Cost charged to this agent's budget for the tool (or null).
   resilience::token_bucket* agent_cost = nullptr;
+  /// Its idempotency key (null: none), and for a recorded call (a journal
+  /// agent's) the fingerprint of its request.
+  std::shared_ptr<call_key> key;
+  bool record = false;
+  std::string fingerprint;
+};
+
+/// A call's answer waiting for the commit of its record (or, replayed from
+/// one, for its turn): its callbacks run then, in the instance that called.
+struct recorded_answer {
+  std::function<void(std::unique_ptr<google::protobuf::Message>)> ok;
+  std::function<void(const caf::error&)> err;
+  call_origin origin;
+  uint64_t gen = 0;
+  caf::error error;
+  std::unique_ptr<google::protobuf::Message> reply;
+  /// Holds the key claimed until the callbacks ran.
+  std::shared_ptr<call_key> key;
 };
 
 /// When a call next needs its cell: the earliest of its deadline, its
@@ -328,6 +386,10 @@ struct cell_tools {
   /// Every pending due time, earliest on top.
   std::priority_queue<call_due, std::vector<call_due>, call_due_later> dues;
   call_table calls;
+  /// Answers waiting for the commit of their records, by write token.
+  std::map<uint64_t, std::vector<recorded_answer>> recording;
+  /// Answers found recorded, delivered in order by tool_replay_atom.
+  std::deque<recorded_answer> replays;
   /// Per tool: this agent's cost budget, made at its first call.
   std::map<std::string, std::unique_ptr<resilience::token_bucket>, std::less<>>
     costs;

@@ -50,6 +50,8 @@ const char* to_string(errc x) noexcept {
     case errc::tool_unavailable: return "tool_unavailable";
     case errc::tool_rejected: return "tool_rejected";
     case errc::invalid_output: return "invalid_output";
+    case errc::in_use: return "in_use";
+    case errc::idempotency_mismatch: return "idempotency_mismatch";
     case errc::fenced: return "fenced";
     case errc::refused: return "refused";
     case errc::degraded: return "degraded";

@@ -60,4 +60,51 @@ std::string tool_fingerprint(std::string_view tool,
   return out;
 }
 
+void push_index(std::string& index_path, uint32_t i) {
+  char be[4];
+  for (int k = 3; k >= 0; --k, i >>= 8)
+    be[k] = static_cast<char>(i & 0xff);
+  index_path.append(be, 4);
+}
+
+std::string tool_key_text(std::string_view path, uint64_t origin, uint64_t id,
+                          std::string_view index_path) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(path.size() + 48);
+  bool printable = true;
+  for (char c : path)
+    printable = printable && c > ' ' && c < 127 && c != ':';
+  out.append(path);
+  out += ':';
+  for (auto v : {origin, id})
+    for (int k = 60; k >= 0; k -= 4)
+      out += hex[(v >> k) & 0xf];
+  out += ':';
+  for (size_t k = 0; k + 4 <= index_path.size(); k += 4) {
+    uint32_t i = 0;
+    for (size_t b = 0; b < 4; ++b)
+      i = (i << 8) | static_cast<unsigned char>(index_path[k + b]);
+    if (k != 0)
+      out += '.';
+    out += std::to_string(i);
+  }
+  if (printable && out.size() <= 255)
+    return out;
+  // Hashed: unique as the binary key is.
+  std::string key{path};
+  key += '\0';
+  key.append(out, path.size() + 1, std::string::npos);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(key.data(), key.size(), md, &len, EVP_sha256(), nullptr) != 1)
+    throw std::runtime_error("tool_key_text: EVP_Digest failed");
+  std::string h = "vigil-";
+  for (unsigned int k = 0; k < len; ++k) {
+    h += hex[md[k] >> 4];
+    h += hex[md[k] & 0xf];
+  }
+  return h;
+}
+
 } // namespace vigil::detail

@@ -9,38 +9,54 @@ namespace vigil {
 using detail::get_be64;
 using detail::put_be64;
 
-namespace {
-
-constexpr size_t tail_size = 1 + 8 + 8 + 4; // \0, origin, id, index
-
-} // namespace
-
 std::string tool_result_key(std::string_view path, uint64_t origin,
-                            uint64_t id, uint32_t index) {
+                            uint64_t id, std::string_view index_path) {
   std::string out;
-  out.resize(path.size() + tail_size);
+  out.resize(path.size() + 17 + index_path.size());
   path.copy(out.data(), path.size());
   auto* p = out.data() + path.size();
   p[0] = '\0';
   put_be64(p + 1, origin);
   put_be64(p + 9, id);
-  for (int i = 3; i >= 0; --i, index >>= 8)
-    p[17 + i] = static_cast<char>(index & 0xff);
+  index_path.copy(p + 17, index_path.size());
   return out;
+}
+
+std::string tool_result_key(std::string_view path, uint64_t origin,
+                            uint64_t id, uint32_t index) {
+  char be[4];
+  for (int i = 3; i >= 0; --i, index >>= 8)
+    be[i] = static_cast<char>(index & 0xff);
+  return tool_result_key(path, origin, id, std::string_view{be, 4});
+}
+
+bool split_tool_result_key(std::string_view key, std::string_view& path,
+                           uint64_t& origin, uint64_t& id,
+                           std::string_view& index_path) noexcept {
+  // A path holds no NUL: the first one ends it.
+  auto pos = key.find('\0');
+  if (pos == std::string_view::npos)
+    return false;
+  auto tail = key.size() - pos - 1;
+  if (tail < 16 + 4 || (tail - 16) % 4 != 0)
+    return false;
+  path = key.substr(0, pos);
+  auto* p = key.data() + pos;
+  origin = get_be64(p + 1);
+  id = get_be64(p + 9);
+  index_path = key.substr(pos + 17);
+  return true;
 }
 
 bool split_tool_result_key(std::string_view key, std::string_view& path,
                            uint64_t& origin, uint64_t& id,
                            uint32_t& index) noexcept {
-  if (key.size() < tail_size || key[key.size() - tail_size] != '\0')
+  std::string_view ix;
+  if (!split_tool_result_key(key, path, origin, id, ix) || ix.size() != 4)
     return false;
-  path = key.substr(0, key.size() - tail_size);
-  auto* p = key.data() + key.size() - tail_size;
-  origin = get_be64(p + 1);
-  id = get_be64(p + 9);
   index = 0;
   for (int i = 0; i < 4; ++i)
-    index = (index << 8) | static_cast<unsigned char>(p[17 + i]);
+    index = (index << 8) | static_cast<unsigned char>(ix[i]);
   return true;
 }
 

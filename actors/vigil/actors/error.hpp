@@ -105,6 +105,13 @@ enum class errc : uint8_t {
   tool_rejected,
   /// The tool's output did not parse or failed its validator.
   invalid_output,
+  /// A call with this idempotency key is still running (its first
+  /// execution, or an abandoned attempt of it, has not returned): the
+  /// repeat is refused rather than run twice at once. Retry later.
+  in_use,
+  /// The idempotency key was used before with a different request (another
+  /// tool, or other bytes): the recorded result answers another question.
+  idempotency_mismatch,
 };
 
 /// Returns the OTP-style name of `x`, e.g. "reached_max_restart_intensity".

@@ -135,14 +135,26 @@ std::string guard_key(std::string_view path, uint64_t origin, uint64_t id);
 bool split_guard_key(std::string_view key, std::string_view& path,
                      uint64_t& origin, uint64_t& id) noexcept;
 
-/// The idempotency key of call `index` (0, 1, ...) made by `path` while it
-/// handled message (origin, id): `path\0origin id index`, big-endian (8, 8
-/// and 4 bytes), so that a retry or a replay after a restart derives the
-/// same key.
+/// The idempotency key of a tool call made by `path` on behalf of message
+/// (origin, id): `path\0origin id` (big-endian) and the call's index path,
+/// one big-endian uint32 per level: the call's number among the calls made
+/// by the handler (one level), or by the callback of the call whose index
+/// path it extends (a call made in the callback of call 1 is 1.0, 1.1, ...).
+/// A retry, or a replay after a restart, derives the same key whatever order
+/// the calls' answers came in.
+std::string tool_result_key(std::string_view path, uint64_t origin,
+                            uint64_t id, std::string_view index_path);
+
+/// `tool_result_key` of call `index` of the handler (one level).
 std::string tool_result_key(std::string_view path, uint64_t origin,
                             uint64_t id, uint32_t index);
 
 /// Splits a key made by `tool_result_key`; false if it is malformed.
+bool split_tool_result_key(std::string_view key, std::string_view& path,
+                           uint64_t& origin, uint64_t& id,
+                           std::string_view& index_path) noexcept;
+
+/// The same, for a key of one level only (false otherwise).
 bool split_tool_result_key(std::string_view key, std::string_view& path,
                            uint64_t& origin, uint64_t& id,
                            uint32_t& index) noexcept;

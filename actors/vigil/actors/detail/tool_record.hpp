@@ -1,6 +1,7 @@
 // What a tool call's record needs: the fingerprint of its request.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -13,5 +14,16 @@ namespace vigil::detail {
 /// key of a recorded one but another fingerprint is idempotency_mismatch.
 std::string tool_fingerprint(std::string_view tool,
                              const google::protobuf::Message& req);
+
+/// A tool call's idempotency key as the tool sees it (tool_call::
+/// idempotency_key, the `Idempotency-Key` header): printable ASCII of at
+/// most 255 bytes, `path:ORIGINID:i.j` (origin and id in hex, the index
+/// path in decimal); for a path that is long or not printable, `vigil-`
+/// and the hex SHA-256 of the binary key.
+std::string tool_key_text(std::string_view path, uint64_t origin, uint64_t id,
+                          std::string_view index_path);
+
+/// Appends `i` to an index path (big-endian, 4 bytes).
+void push_index(std::string& index_path, uint32_t i);
 
 } // namespace vigil::detail

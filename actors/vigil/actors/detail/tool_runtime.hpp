@@ -10,6 +10,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "vigil/actors/error.hpp"
@@ -68,6 +69,14 @@ struct tool_stats {
   std::atomic<uint64_t> deadline_exceeded{0};
   /// Attempts given up at their timeout while the callable still ran.
   std::atomic<uint64_t> abandoned{0};
+  /// Results recorded under their idempotency keys (journal agents).
+  std::atomic<uint64_t> recorded{0};
+  /// Calls answered from a recorded result, without executing.
+  std::atomic<uint64_t> replayed{0};
+  /// Calls refused: their key's first call was still running (in_use).
+  std::atomic<uint64_t> in_use_refusals{0};
+  /// Calls refused: their key was recorded for another request.
+  std::atomic<uint64_t> mismatches{0};
 
   static void bump(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
     c.fetch_add(n, std::memory_order_relaxed);
@@ -132,6 +141,36 @@ struct tool_shared {
     while (users.load() != 0)
       std::this_thread::yield();
   }
+
+  /// The idempotency keys of this tool's calls running now, from every
+  /// agent of the node (see call_key): a key claimed twice is `in_use`.
+  bool claim_key(const std::string& key) {
+    std::lock_guard<std::mutex> guard{keys_mtx};
+    return running_keys.insert(key).second;
+  }
+  void release_key(const std::string& key) noexcept {
+    std::lock_guard<std::mutex> guard{keys_mtx};
+    running_keys.erase(key);
+  }
+  std::mutex keys_mtx;
+  std::unordered_set<std::string> running_keys;
+};
+
+/// A keyed call's idempotency key: binary (db::tool_results) and as the
+/// tool sees it. Held by the call and by each of its executions; a key
+/// claimed in its tool (`sh` set) is released by the last of them, so that
+/// a repeat is `in_use` until no execution of the first one runs.
+struct call_key {
+  std::string key;
+  std::string text;
+  std::shared_ptr<tool_shared> sh;
+  call_key() = default;
+  call_key(const call_key&) = delete;
+  call_key& operator=(const call_key&) = delete;
+  ~call_key() {
+    if (sh)
+      sh->release_key(key);
+  }
 };
 
 /// A call's place in its tool's bulkhead, held by the call and by each of
@@ -172,6 +211,8 @@ struct tool_attempt {
   std::shared_ptr<tool_ticket> ticket;
   std::shared_ptr<const google::protobuf::Message> request;
   std::shared_ptr<tool_inbox> inbox;
+  /// The call's idempotency key (null: the call has none).
+  std::shared_ptr<const call_key> key;
   resilience::time_point deadline;
   /// Whether the execution is timed (only for a slow-call rule).
   bool timed = false;
