@@ -128,6 +128,9 @@ protected:
   void send_envelope_after(const handle& to, envelope env,
                            duration delay) override;
 
+  caf::error effect_raw(std::string_view tool,
+                        std::unique_ptr<google::protobuf::Message> req) override;
+
   void
   request_envelope(const handle& to, envelope env, duration timeout,
                    std::function<void(const envelope&)> on_reply,
@@ -205,6 +208,15 @@ private:
     invoke_callback(std::move(f));
     cb_origin_ = prev;
   }
+  /// The stack below the idempotency layer (call_tool_raw): admits the
+  /// call and starts its first attempt; `owned`: the cell's own call.
+  void start_call(
+    detail::tool_runtime& tool, std::unique_ptr<google::protobuf::Message> req,
+    const tool_options& opts,
+    std::function<void(std::unique_ptr<google::protobuf::Message>)> on_result,
+    std::function<void(const caf::error&)> on_error,
+    const detail::call_origin& o, std::shared_ptr<detail::call_key> key,
+    bool record, std::string fingerprint, bool owned);
   void start_attempt(uint64_t id, detail::tool_call_state& st, bool sync,
                      time_point now);
   /// Takes the attempts in the inbox (see tool_done_atom).
@@ -644,6 +656,13 @@ private:
   /// each as a request: any answer (also an error from the receiver) ends
   /// its delivery; an unreachable receiver is retried.
   void dispatch_outbox();
+  /// Dispatches the effect in outbox entry `oseq` (0: one not in the
+  /// outbox, dispatched once) through its tool's stack (cell_effects.cpp).
+  void dispatch_effect(uint64_t oseq,
+                       std::shared_ptr<const records::Effect> fx);
+  /// An effect's dispatch ended: delivered, sent again, or a dead letter.
+  void effect_done(uint64_t oseq, std::shared_ptr<const records::Effect> fx,
+                   const caf::error& err);
 
   /// The codes with which the runtime gives its own verdict on an envelope
   /// (expired, duplicate, handler_failed, ...): a handler's refusal with

@@ -9,9 +9,12 @@ namespace vigil::detail {
 void cell::adopt_outbox(const std::vector<records::OutboxEntry>& entries) {
   auto& d = *dur_;
   for (auto& oe : entries) {
-    d.outbox.emplace(oe.seq(), detail::outbox_send{
-                                 oe.seq(), oe.to(),
-                                 detail::from_record(oe.env())});
+    auto& x = d.outbox[oe.seq()];
+    x.seq = oe.seq();
+    if (oe.has_effect())
+      x.effect = std::make_shared<records::Effect>(oe.effect());
+    else
+      x = detail::outbox_send{oe.seq(), oe.to(), detail::from_record(oe.env())};
     d.due.push_back(oe.seq());
     d.next_outbox = std::max(d.next_outbox, oe.seq() + 1);
   }
@@ -27,6 +30,11 @@ void cell::dispatch_outbox() {
     auto i = d.outbox.find(oseq);
     if (i == d.outbox.end())
       continue;
+    if (i->second.effect) {
+      ++d.in_flight;
+      dispatch_effect(oseq, i->second.effect);
+      continue;
+    }
     auto dest = rt_->lookup(i->second.to);
     if (!dest) {
       retry_outbox(oseq);

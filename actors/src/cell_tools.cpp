@@ -102,8 +102,6 @@ void cell::call_tool_raw(
                           + reply_type.str()));
     return;
   }
-  auto& stats = tool->stats();
-  auto& pol = tool->decl().policy;
   // Keyed: made on behalf of an envelope (see call_chain). Its index in
   // the chain is taken now, whatever becomes of the call, so that a replay
   // derives the same keys; its callbacks, also those run before call_tool
@@ -137,6 +135,21 @@ void cell::call_tool_raw(
       on_error = std::move(keyed.err);
     }
   }
+  start_call(*tool, std::move(req), opts, std::move(on_result),
+             std::move(on_error), o, std::move(keyed.key), keyed.record,
+             std::move(keyed.fingerprint), false);
+}
+
+void cell::start_call(
+  tool_runtime& tool_ref, std::unique_ptr<google::protobuf::Message> req,
+  const tool_options& opts,
+  std::function<void(std::unique_ptr<google::protobuf::Message>)> on_result,
+  std::function<void(const caf::error&)> on_error, const call_origin& o,
+  std::shared_ptr<call_key> key, bool record, std::string fingerprint,
+  bool owned) {
+  auto* tool = &tool_ref;
+  auto& stats = tool->stats();
+  auto& pol = tool->decl().policy;
   const tool_override* ov = nullptr;
   if (cfg_.tool_overrides) {
     auto i = cfg_.tool_overrides->find(tool->decl().name);
@@ -197,11 +210,12 @@ void cell::call_tool_raw(
   st.ok = std::move(on_result);
   st.err = std::move(on_error);
   st.origin = o; // (a copy: `o` is the callbacks' origin until we return)
-  st.key = std::move(keyed.key);
-  st.record = keyed.record && st.key != nullptr;
-  st.fingerprint = std::move(keyed.fingerprint);
-  if (chain)
-    ++chain->open;
+  st.key = std::move(key);
+  st.record = record && st.key != nullptr;
+  st.fingerprint = std::move(fingerprint);
+  st.owned = owned;
+  if (o.chain)
+    ++o.chain->open;
   st.gen = gen_;
   st.deadline = deadline;
   st.attempt_timeout = ov && ov->attempt_timeout ? *ov->attempt_timeout
@@ -444,7 +458,7 @@ void cell::on_tool_done(tool_attempt& a) {
   if (st.agent_cost != nullptr && res.cost > 0.0
       && !st.agent_cost->try_take(res.cost))
     (void)st.agent_cost->try_take(st.agent_cost->available());
-  if (st.gen != gen_ || !instance_) {
+  if (!st.owned && (st.gen != gen_ || !instance_)) {
     // The instance that called is gone, but the outcome still tells the
     // breaker about the dependency (and ends a probe).
     tool->on_outcome(att->permit,
@@ -612,7 +626,7 @@ void cell::on_call_due(uint64_t id, time_point now) {
     if (stp == nullptr)
       return;
     auto& st = *stp;
-    if (st.gen != gen_ || !instance_) {
+    if (!st.owned && (st.gen != gen_ || !instance_)) {
       // The instance that called is gone: nobody waits for the answer, so
       // no retry is made for it. An attempt that timed out still tells the
       // breaker so.
@@ -705,6 +719,14 @@ void cell::finish_call(uint64_t id, caf::error err,
   // runs (record_answer runs it once the record is committed).
   if (st.record && record_answer(st, err, reply))
     return;
+  if (st.owned) {
+    // The cell's own call (an effect from the outbox): no agent code.
+    if (err)
+      st.err(err);
+    else
+      st.ok(std::move(reply));
+    return;
+  }
   // As with request: only the instance that called hears the answer.
   if (st.gen == gen_ && instance_) {
     auto o = std::move(st.origin);

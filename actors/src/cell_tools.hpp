@@ -227,6 +227,9 @@ struct tool_call_state {
   std::shared_ptr<call_key> key;
   bool record = false;
   std::string fingerprint;
+  /// The cell's own call (an effect dispatched from its outbox): answered
+  /// whatever became of the instance.
+  bool owned = false;
 };
 
 /// A call's answer waiting for the commit of its record (or, replayed from

@@ -138,8 +138,12 @@ write_item consume_item(const consume_args& a) {
       records::OutboxEntry oe;
       oe.set_format(store::format);
       oe.set_seq(o.seq);
-      oe.set_to(o.to);
-      *oe.mutable_env() = to_record(o.env);
+      if (o.effect) {
+        *oe.mutable_effect() = *o.effect;
+      } else {
+        oe.set_to(o.to);
+        *oe.mutable_env() = to_record(o.env);
+      }
       item.muts.push_back(put_record(db::outbox, path_key(*a.path, o.seq), oe));
     }
   }

@@ -3,6 +3,7 @@
 // Builds the write items of durable agents (see durability.hpp). Pure
 // functions: no CAF, no I/O; the cell sends the items to the node's writer.
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,10 @@ struct outbox_send {
   uint64_t seq = 0;
   std::string to;
   envelope env;
+  /// Set: an effect (context::effect) instead of a send.
+  std::shared_ptr<const records::Effect> effect;
+  /// An effect's dispatches that failed so far (in memory).
+  uint32_t failures = 0;
 };
 
 /// What a journal agent commits after handling envelope `seq`.

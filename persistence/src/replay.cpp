@@ -1,5 +1,6 @@
 // store::replay_dead_letters: puts dead letters back into their journal
-// agent's journal, so the agent applies them when it next runs.
+// agent's journal, so the agent applies them when it next runs (and an
+// effect's back into its outbox, so that it is dispatched again).
 
 #include "vigil/persistence/store.hpp"
 
@@ -50,6 +51,65 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
       if (!dl->raw().empty() || dl->env().type().empty()) {
         skipped.push_back(id_text + ": a quarantined record, not an envelope; "
                           "inspect it, then purge it");
+        continue;
+      }
+      if (dl->has_effect()) {
+        // An effect: back into its agent's outbox, under its key, after
+        // the agent's last outbox entry.
+        auto skey = dl->path();
+        auto k = lmdb::val(skey);
+        MDB_val v;
+        records::Snapshot snap;
+        auto rc = mdb_get(t, d.dbi(db::snapshots), &k, &v);
+        if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+          return {rc, "snapshots", "mdb_get", &skey};
+        if (rc == MDB_NOTFOUND
+            || decode_record(detail::view(v), snap) != record_fault::none
+            || snap.durability() != 2) {
+          skipped.push_back(id_text + ": the effect's agent " + dl->path()
+                            + " has no readable journal record in this "
+                              "data dir; only a journal agent's outbox "
+                              "takes an effect back");
+          continue;
+        }
+        auto seq = std::max<uint64_t>(snap.next_outbox(), 1);
+        lmdb::cursor c;
+        if (rc = c.open(t, d.dbi(db::outbox)); rc != MDB_SUCCESS)
+          return {rc, "outbox", "mdb_cursor_open"};
+        auto upper = path_key(dl->path(), UINT64_MAX);
+        MDB_val ck = lmdb::val(upper), cv;
+        rc = c.get(ck, cv, MDB_SET_RANGE);
+        rc = rc == MDB_SUCCESS ? c.get(ck, cv, MDB_PREV)
+                               : c.get(ck, cv, MDB_LAST);
+        if (rc == MDB_SUCCESS) {
+          std::string_view p;
+          uint64_t last = 0;
+          if (split_path_key(
+                {static_cast<const char*>(ck.mv_data), ck.mv_size}, p, last)
+              && p == dl->path())
+            seq = std::max(seq, last + 1);
+        }
+        records::OutboxEntry oe;
+        oe.set_format(store::format);
+        oe.set_seq(seq);
+        *oe.mutable_effect() = dl->effect();
+        if (auto r = d.mutate(t, {mutation::op::put, db::outbox,
+                                  path_key(dl->path(), seq),
+                                  encode_record(oe)});
+            r.rc != MDB_SUCCESS)
+          return r;
+        snap.set_next_outbox(seq + 1);
+        if (auto r = d.mutate(t, {mutation::op::put, db::snapshots, skey,
+                                  encode_record(snap)});
+            r.rc != MDB_SUCCESS)
+          return r;
+        char buf[8];
+        detail::put_be64(buf, dl->seq());
+        if (auto r = d.mutate(t, {mutation::op::del, db::dead_letters,
+                                  std::string{buf, 8}, {}});
+            r.rc != MDB_SUCCESS)
+          return r;
+        ++n;
         continue;
       }
       if ((dl->env().flags() & 2u) != 0 && dl->env().deadline() != 0) {

@@ -308,6 +308,32 @@ public:
                      std::move(on_error));
   }
 
+  /// Calls the tool declared as `tool` with `req` for its effect alone (a
+  /// webhook, an e-mail, a payment): fire-and-forget, under an idempotency
+  /// key derived as a call's (from the envelope being handled and the
+  /// effect's place among its calls). For a `journal` agent, in a handler
+  /// (or in a callback of a call its envelope holds open), the effect is
+  /// written to the outbox in the handler's commit and dispatched after
+  /// it, through the tool's full stack; a dispatch that fails is sent
+  /// again with the same key (the outbox's backoff) up to 5 times in all
+  /// (one refused before any attempt, by an open breaker or a limit, is
+  /// sent again without counting), and then, or at once on a permanent
+  /// error, it is a dead letter with
+  /// its key and last error, which `vigil dead-letters replay` puts back
+  /// into the outbox, key unchanged. Elsewhere it is dispatched at once,
+  /// not durably (a failure is a dead letter). The external system may see
+  /// a key more than once (a crash after a dispatch and before its commit);
+  /// with the key it can apply it once.
+  ///
+  /// Errors at once (nothing is sent): unknown_tool, bad_payload (the tool
+  /// takes another request type), not_running.
+  caf::error effect(std::string_view tool,
+                    const google::protobuf::Message& req) {
+    std::unique_ptr<google::protobuf::Message> copy{req.New()};
+    copy->MergeFrom(req);
+    return effect_raw(tool, std::move(copy));
+  }
+
   /// Draws one retry from the attempt budget of the request being handled
   /// (in a handler, or in a `request` or `call_tool` callback: the request
   /// whose handler made that call). Every layer of one request tree draws
@@ -335,6 +361,9 @@ protected:
                 std::function<void(std::unique_ptr<google::protobuf::Message>)>
                   on_result,
                 std::function<void(const caf::error&)> on_error)
+    = 0;
+  virtual caf::error effect_raw(std::string_view tool,
+                                std::unique_ptr<google::protobuf::Message> req)
     = 0;
   virtual envelope make_envelope(const google::protobuf::Message& msg,
                                  const call_options& opts) = 0;

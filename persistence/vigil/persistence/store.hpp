@@ -260,7 +260,9 @@ public:
 
   /// Moves dead letters back into the journal of their agent (as new
   /// entries after its last one, attempt 1), so that it applies them when
-  /// it next runs; all in one transaction. A quarantined record, or one
+  /// it next runs; all in one transaction. An effect's dead letter goes
+  /// back into its agent's outbox (after its last entry), its key
+  /// unchanged, so that it is dispatched again. A quarantined record, or one
   /// whose path is not a journal agent here, stays and is named in
   /// `problems`, as is an unknown seq.
   status replay_dead_letters(const std::vector<uint64_t>& seqs, bool all,

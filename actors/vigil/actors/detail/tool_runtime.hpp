@@ -77,6 +77,8 @@ struct tool_stats {
   std::atomic<uint64_t> in_use_refusals{0};
   /// Calls refused: their key was recorded for another request.
   std::atomic<uint64_t> mismatches{0};
+  /// Dispatches of effects (context::effect), each a call.
+  std::atomic<uint64_t> effects{0};
 
   static void bump(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
     c.fetch_add(n, std::memory_order_relaxed);
