@@ -37,25 +37,35 @@ inline records::ApprovalRecord pending_approval(const std::string& path,
   return r;
 }
 
-/// Stores `recs` (key, record) in the data dir `dir` (no node may hold it).
-inline status put_approvals(
+/// Stores raw values (key, bytes) in db::approvals of the data dir `dir`
+/// (no node may hold it).
+inline status put_raw_approvals(
   const std::string& dir,
-  const std::vector<std::pair<std::string, records::ApprovalRecord>>& recs) {
+  const std::vector<std::pair<std::string, std::string>>& kvs) {
   store_options so;
   so.dir = dir;
   std::unique_ptr<store> s;
   if (auto st = store::open(so, s))
     return st;
   write_item item;
-  for (auto& [key, rec] : recs) {
-    auto copy = rec;
-    copy.set_key_text(printable_key(key));
-    item.muts.push_back(
-      {mutation::op::put, db::approvals, key, encode_record(copy)});
-  }
+  for (auto& [key, bytes] : kvs)
+    item.muts.push_back({mutation::op::put, db::approvals, key, bytes});
   write_item* p = &item;
   write_result r;
   return s->apply(&p, 1, &r);
+}
+
+/// Stores `recs` (key, record) in the data dir `dir` (no node may hold it).
+inline status put_approvals(
+  const std::string& dir,
+  const std::vector<std::pair<std::string, records::ApprovalRecord>>& recs) {
+  std::vector<std::pair<std::string, std::string>> kvs;
+  for (auto& [key, rec] : recs) {
+    auto copy = rec;
+    copy.set_key_text(printable_key(key));
+    kvs.emplace_back(key, encode_record(copy));
+  }
+  return put_raw_approvals(dir, kvs);
 }
 
 } // namespace vigil::test
