@@ -164,10 +164,13 @@ bool read_decision_file(const std::string& path, approval_decision& out,
   records::ApprovalDecision m;
   google::protobuf::util::JsonParseOptions o; // unknown fields are errors
   if (auto s = google::protobuf::util::JsonStringToMessage(buf.str(), &m, o);
-      !s.ok())
+      !s.ok()) {
+    // Protobuf's parser points at the place on lines of their own.
+    std::string msg{s.message()};
+    msg = msg.substr(0, msg.find('\n'));
     return fail("not a decision (JSON with id, key, decision, by, reason, "
-                "unix_ms): "
-                + std::string{s.message()});
+                "unix_ms): " + msg);
+  }
   out = approval_decision{};
   auto lower_hex = [](char c) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
