@@ -171,12 +171,24 @@ status find_approval(store& st, std::string_view id, approval_entry& out) {
   bool hex = !id.empty()
              && std::all_of(id.begin(), id.end(),
                             [](char c) { return hex_value(c) >= 0; });
-  if (!hex || id.size() > approval_id_size)
+  std::string key;
+  if (!hex || (id.size() > approval_id_size && !hex_decode(id, key)))
     return {store_errc::invalid,
             "\"" + std::string{id} + "\" is not an approval id: an id is "
               + "up to " + std::to_string(approval_id_size)
               + " hex digits, as `vigil approvals list --data-dir " + dir
-              + "` shows them"};
+              + "` shows them (or the hex of its whole key)"};
+  if (id.size() > approval_id_size) {
+    // The whole key: what tells apart two approvals whose ids collide.
+    bool found = false;
+    if (auto s = get_approval(st, key, out, found))
+      return s;
+    if (!found)
+      return {store_errc::not_found,
+              "no approval with key " + std::string{id} + " in data dir "
+                + dir};
+    return {};
+  }
   std::string want{id};
   std::transform(want.begin(), want.end(), want.begin(),
                  [](char c) { return static_cast<char>(std::tolower(c)); });
@@ -199,7 +211,8 @@ status find_approval(store& st, std::string_view id, approval_entry& out) {
     return {store_errc::invalid,
             "id " + want + " is ambiguous in data dir " + dir + ": "
               + std::to_string(hits.size()) + " approvals start with it ("
-              + ids + "); give more of its digits"};
+              + ids + "); give more of its digits, or the hex of its key "
+              + "(`vigil approvals list --json` shows it)"};
   }
   out = std::move(*hits.front());
   return {};

@@ -180,6 +180,12 @@ TEST_F(store_test, approvals_are_listed_found_by_id_prefix_and_named) {
   EXPECT_EQ(find_approval(*s, "", got).code(), store_errc::invalid);
   EXPECT_EQ(find_approval(*s, target.id + "0", got).code(),
             store_errc::invalid);
+  // The whole key's hex names one even if ids collide.
+  ASSERT_TRUE(find_approval(*s, hex_encode(target.key), got).ok());
+  EXPECT_EQ(got.key, target.key);
+  EXPECT_EQ(find_approval(*s, hex_encode(tool_result_key("zz", 1, 1, 1)), got)
+              .code(),
+            store_errc::not_found);
   bool found = false;
   ASSERT_TRUE(get_approval(*s, target.key, got, found).ok());
   EXPECT_TRUE(found);

@@ -83,9 +83,11 @@ status list_approvals(store& st, std::vector<approval_entry>& out);
 status get_approval(store& st, std::string_view key, approval_entry& out,
                     bool& found);
 
-/// The one approval whose id starts with `id` (hex, any case). Errors name
-/// the data dir and the id: `invalid` if `id` is not hex or matches more
-/// than one (listing them), `not_found` if it matches none.
+/// The one approval whose id starts with `id` (hex, any case), or, if
+/// `id` is longer than an id, whose key's hex it is (two approvals whose
+/// ids collide are told apart so). Errors name the data dir and the id:
+/// `invalid` if `id` is not hex or matches more than one (listing them),
+/// `not_found` if it matches none.
 status find_approval(store& st, std::string_view id, approval_entry& out);
 
 // -- decisions ----------------------------------------------------------------
