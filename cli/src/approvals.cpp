@@ -332,10 +332,24 @@ int report(const approvals_args& a, const approval_decision& d,
               + (r.reason().empty() ? "" : " (" + r.reason() + ")"));
 }
 
+/// Longest --by and --reason: a decision file stays far below the 64 KiB
+/// a node reads.
+constexpr size_t max_by = 200;
+constexpr size_t max_reason = 4000;
+
 int cmd_decide(const approvals_args& a, approval_state to) {
   std::chrono::milliseconds limit{};
   if (!parse_duration(a.wait, limit))
     return fail("--wait \"" + a.wait + "\": " + duration_hint, exit_usage);
+  if (a.by.size() > max_by)
+    return fail("--by has " + std::to_string(a.by.size())
+                  + " bytes; at most " + std::to_string(max_by),
+                exit_usage);
+  if (a.reason.size() > max_reason)
+    return fail("--reason has " + std::to_string(a.reason.size())
+                  + " bytes; at most " + std::to_string(max_reason)
+                  + ": say more elsewhere and point to it",
+                exit_usage);
   approval_decision d;
   {
     std::unique_ptr<store> st;

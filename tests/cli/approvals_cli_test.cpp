@@ -187,6 +187,10 @@ TEST_F(approvals_cli_test, reject_needs_a_reason_and_a_data_dir_must_exist) {
                       "--wait", "soon"});
   EXPECT_EQ(w.exit_code, 64) << w.err;
   EXPECT_TRUE(has(w.err, "--wait")) << w.err;
+  auto big = vigil_cmd({"approvals", "reject", id, "--data-dir", dir_,
+                        "--reason", std::string(5000, 'x')});
+  EXPECT_EQ(big.exit_code, 64) << big.err;
+  EXPECT_TRUE(has(big.err, "--reason has 5000 bytes")) << big.err;
   auto bare = vigil_cmd({"approvals"});
   EXPECT_EQ(bare.exit_code, 64) << bare.err;
 }
