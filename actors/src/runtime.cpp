@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "vigil/actors/approvals.hpp"
 #include "vigil/actors/local_directory.hpp"
 
 namespace vigil {

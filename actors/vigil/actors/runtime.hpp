@@ -11,7 +11,6 @@
 #include <caf/actor.hpp>
 
 #include "vigil/actors/agent.hpp"
-#include "vigil/actors/approvals.hpp"
 #include "vigil/actors/counters.hpp"
 #include "vigil/actors/dead_letter_log.hpp"
 #include "vigil/actors/detail/tool_runtime.hpp"
@@ -21,6 +20,8 @@
 #include "vigil/persistence/store.hpp"
 
 namespace vigil {
+
+class approval_desk; // vigil/actors/approvals.hpp
 
 /// Node-wide state shared by every cell and supervisor of one node. It
 /// composes the parts, each in its own class:
@@ -198,9 +199,9 @@ public:
     return writer_;
   }
 
-  /// The calls and envelopes that wait for a person's approval (see
-  /// approval_desk). Without a data dir its calls fail with
-  /// approval_unavailable.
+  /// The calls and envelopes that wait for a person's approval (include
+  /// vigil/actors/approvals.hpp to call it). Without a data dir its calls
+  /// fail with approval_unavailable.
   approval_desk& approvals() noexcept {
     return *approvals_;
   }
