@@ -216,11 +216,17 @@ struct approval_desk::impl {
     s.files.clear();
     s.token = 0;
     s.tries = 0;
-    approval_entry e;
-    bool found = false;
-    if (!get_approval(*st, key, e, found) && found && e.fault.empty())
-      s.rec = std::move(e.rec);
-    tidy(key);
+    records::ApprovalRecord on_disk;
+    caf::error ignored;
+    if (read_stored(*st, key, on_disk, ignored)) {
+      s.rec = std::move(on_disk);
+      tidy(key);
+      return;
+    }
+    // Its request never reached the disk: forget it, waiters and all, so
+    // that the call's next request writes it again (a wait or an expire
+    // before that is not_found).
+    slots.erase(key);
   }
 
   /// What intake's examine_decision sees of `key`.

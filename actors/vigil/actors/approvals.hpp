@@ -78,7 +78,9 @@ make_approval_record(std::string_view path, std::string_view tool,
 /// record is decided at most once: pending -> approved | rejected |
 /// expired. Its changes go through the node's writer (unfenced: no agent
 /// owns them); the desk keeps the newest state of the records it is
-/// writing, so every call here sees its own earlier changes at once.
+/// writing, so every call here sees its own earlier changes at once, and
+/// writes one again if its commit fails (5 attempts in all, then it goes
+/// back to what the disk holds).
 ///
 /// Owned by the runtime (`runtime::approvals()`); attached by the node to
 /// its store and writer. Without a data dir every call fails with
