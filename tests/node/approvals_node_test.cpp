@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -18,6 +19,7 @@
 #include "proto/test.pb.h"
 #include "support/approval_records.hpp"
 #include "support/eventually.hpp"
+#include "support/gate.hpp"
 #include "support/process.hpp"
 #include "support/temp_dir.hpp"
 #include "vigil/actors/approvals.hpp"
@@ -34,6 +36,14 @@ namespace {
 
 bool has(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
+}
+
+bool writes_approvals(write_item* const* items, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    for (auto& m : items[i]->muts)
+      if (m.where == db::approvals)
+        return true;
+  return false;
 }
 
 class approvals_node_test : public ::testing::Test {
@@ -333,6 +343,66 @@ TEST_F(approvals_node_test, an_approval_is_found_again_after_a_restart) {
   EXPECT_EQ(st->reason, "fine");
   auto rec = stored(*nd, key);
   EXPECT_EQ(rec->request_json(), R"({"id":"inv-9","amount":"120"})");
+}
+
+// No decision matches a request before the request is committed: a
+// decision file for a record still in the writer waits (it is not set
+// aside) and is taken in after the commit.
+TEST_F(approvals_node_test, a_decision_waits_for_its_request_to_commit) {
+  auto nd = start_node();
+  gate held;
+  nd->rt()->storage()->set_apply_hook([&](write_item* const* items, size_t n) {
+    if (writes_approvals(items, n))
+      held.pass();
+    return false;
+  });
+  auto key = tool_result_key("root/payer", nd->rt()->node_id(), 10, 0);
+  vigil::test::Order order;
+  auto st = desk(*nd).request(
+    key, make_approval_record("root/payer", "pay", order, 0));
+  ASSERT_TRUE(st);
+  ASSERT_TRUE(held.arrived()); // the writer holds the request's commit
+  caf::scoped_actor self{nd->system()};
+  ASSERT_FALSE(desk(*nd).wait(key, self->address()));
+  approval_decision d;
+  d.id = approval_id(key);
+  d.key = key;
+  d.by = "alice";
+  d.unix_ms = wall_ms();
+  std::string file;
+  ASSERT_TRUE(write_decision_file(dir_, d, file).ok());
+  desk(*nd).intake(); // as the timer does
+  EXPECT_TRUE(fs::exists(file));
+  EXPECT_FALSE(fs::exists(file + ".bad"));
+  held.open();
+  auto got = next_outcome(self);
+  ASSERT_TRUE(got);
+  EXPECT_TRUE(got->approved());
+  EXPECT_EQ(got->by, "alice");
+  EXPECT_TRUE(eventually([&] { return !fs::exists(file); }));
+  nd->rt()->storage()->set_apply_hook({});
+}
+
+// A failed commit of an approval is written again (the writer does not
+// retry writes that have a sender to tell).
+TEST_F(approvals_node_test, a_failed_commit_is_written_again) {
+  auto nd = start_node();
+  std::atomic<int> fail{3};
+  nd->rt()->storage()->set_apply_hook([&](write_item* const* items, size_t n) {
+    return writes_approvals(items, n) && fail.fetch_sub(1) > 0;
+  });
+  auto key = ask(*nd, 11);
+  EXPECT_LE(fail.load(), 0);
+  caf::scoped_actor self{nd->system()};
+  ASSERT_FALSE(desk(*nd).wait(key, self->address()));
+  fail = 2;
+  auto ok = vigil_cmd({"approvals", "approve", approval_id(key), "--by",
+                       "alice"});
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  auto got = next_outcome(self);
+  ASSERT_TRUE(got);
+  EXPECT_TRUE(got->approved());
+  nd->rt()->storage()->set_apply_hook({});
 }
 
 TEST_F(approvals_node_test, a_node_without_a_data_dir_has_no_approvals) {
