@@ -52,6 +52,7 @@ const char* to_string(errc x) noexcept {
     case errc::invalid_output: return "invalid_output";
     case errc::in_use: return "in_use";
     case errc::idempotency_mismatch: return "idempotency_mismatch";
+    case errc::approval_unavailable: return "approval_unavailable";
     case errc::fenced: return "fenced";
     case errc::refused: return "refused";
     case errc::degraded: return "degraded";

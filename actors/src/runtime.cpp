@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "vigil/actors/approvals.hpp"
 #include "vigil/actors/local_directory.hpp"
 
 namespace vigil {
@@ -28,7 +29,8 @@ runtime::runtime(registry types, size_t dead_letter_cap,
     node_id_(random_node_id()),
     stats_(std::make_shared<counters>()),
     dir_(dir ? std::move(dir) : std::make_unique<local_directory>()),
-    dead_(*stats_, dead_letter_cap) {
+    dead_(*stats_, dead_letter_cap),
+    approvals_(std::make_unique<approval_desk>()) {
   // nop
 }
 

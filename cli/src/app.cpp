@@ -24,6 +24,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "approvals.hpp"
 #include "duration.hpp"
 #include "inspect.hpp"
 #include "report.hpp"
@@ -522,6 +523,7 @@ int main(int argc, char** argv, registry types) {
              "  vigil dead-letters replay --data-dir ./vigil-data 3 4\n"
              "  vigil dead-letters purge --data-dir ./vigil-data --all");
 
+  auto approvals = add_approvals_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -534,6 +536,8 @@ int main(int argc, char** argv, registry types) {
     return cmd_check(check_file, types);
   if (*inspect)
     return cmd_inspect(dir, what, path, as_json);
+  if (app.got_subcommand("approvals"))
+    return approvals();
   return cmd_dead_letters(action, dl_dir, ids, all);
 }
 

@@ -130,6 +130,12 @@ void print_dead_letters(const nlohmann::json& letters, bool as_json,
                         std::ostream& out);
 
 /// `vigil inspect tools`: one line per stored breaker.
+/// A Unix time in ms as "2024-05-01T12:00:00.250Z" ("-" for 0 or less).
+std::string utc(int64_t unix_ms);
+
+/// A span of ms as "1h2m3.5s" or "250ms".
+std::string span(int64_t ms);
+
 void print_breakers(const nlohmann::json& breakers, bool as_json,
                     std::ostream& out);
 

@@ -15,6 +15,8 @@ uint64_t load(const std::atomic<uint64_t>& x) {
   return x.load(std::memory_order_relaxed);
 }
 
+} // namespace
+
 // "2024-05-01T12:00:00.250Z"
 std::string utc(int64_t unix_ms) {
   if (unix_ms <= 0)
@@ -42,12 +44,10 @@ std::string span(int64_t ms) {
     out += std::to_string(ms / 60000) + "m";
     ms %= 60000;
   }
-  char buf[24];
-  std::snprintf(buf, sizeof(buf), "%.1fs", static_cast<double>(ms) / 1000);
-  return out + buf;
+  // Tenths cut, not rounded: 59,960 ms is "59.9s", never "60.0s".
+  return out + std::to_string(ms / 1000) + "." + std::to_string(ms % 1000 / 100)
+         + "s";
 }
-
-} // namespace
 
 std::vector<tool_figures> read_tools(node& nd) {
   std::vector<tool_figures> out;

@@ -7,9 +7,11 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include "vigil/actors/approvals.hpp"
 #include "vigil/actors/cell.hpp"
 #include "vigil/actors/detail/actor_clock.hpp"
 #include "vigil/actors/detail/envelope_record.hpp"
+#include "vigil/persistence/approvals.hpp"
 #include "vigil/persistence/record.hpp"
 #include "vigil/store.pb.h"
 #include "vigil/supervision/message_types.hpp"
@@ -215,10 +217,20 @@ struct node::impl {
                    to_string(q.where), printable_key(q.key), q.reason);
       dead_letter_of(q);
     }
+    // Decisions dropped while no node ran, before any agent asks again.
+    std::vector<std::string> taken;
+    auto taken_st = take_decisions(*st, taken);
+    for (auto& line : taken)
+      spdlog::info("vigil: approvals: {}", line);
+    if (taken_st)
+      spdlog::error("vigil: approvals: {}; the node takes the decision "
+                    "files in again every {} ms",
+                    taken_st.message(), cfg_copy.approvals_poll.count());
     std::shared_ptr<store> shared{std::move(st)};
     writer = spawn_writer(sys, shared, cfg_copy.writer, std::move(found),
                           rt->shared_stats());
     rt->attach_store(shared, writer);
+    rt->approvals().attach(sys, shared, writer, cfg_copy.approvals_poll);
     return caf::none;
   }
 
@@ -313,6 +325,7 @@ node::node(registry types, node_config cfg)
 
 node::~node() {
   stop();
+  impl_->rt->approvals().detach();
   impl_->stop_writer();
 }
 

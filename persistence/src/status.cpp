@@ -49,6 +49,7 @@ const char* to_string(db x) noexcept {
     case db::dead_letters: return "dead_letters";
     case db::sagas: return "sagas";
     case db::tool_results: return "tool_results";
+    case db::approvals: return "approvals";
   }
   return "unknown";
 }

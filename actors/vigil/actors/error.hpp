@@ -112,6 +112,9 @@ enum class errc : uint8_t {
   /// The idempotency key was used before with a different request (another
   /// tool, or other bytes): the recorded result answers another question.
   idempotency_mismatch,
+  /// A tool call or envelope needs a person's approval, and this node
+  /// cannot keep one: it runs without a data dir.
+  approval_unavailable,
 };
 
 /// Returns the OTP-style name of `x`, e.g. "reached_max_restart_intensity".

@@ -21,6 +21,8 @@
 
 namespace vigil {
 
+class approval_desk; // vigil/actors/approvals.hpp
+
 /// Node-wide state shared by every cell and supervisor of one node. It
 /// composes the parts, each in its own class:
 ///
@@ -33,6 +35,7 @@ namespace vigil {
 ///   readers forwarded to it;
 /// - every node-wide counter (`stats`, a `counters` that the writer
 ///   shares);
+/// - the approvals of calls that wait for a person (`approvals`);
 /// - the store and the writer, attached once by the node. What the start
 ///   recovered lives in the writer's `recovery_table`.
 ///
@@ -196,6 +199,13 @@ public:
     return writer_;
   }
 
+  /// The calls and envelopes that wait for a person's approval (include
+  /// vigil/actors/approvals.hpp to call it). Without a data dir its calls
+  /// fail with approval_unavailable.
+  approval_desk& approvals() noexcept {
+    return *approvals_;
+  }
+
   // -- the path directory -----------------------------------------------------
 
   /// The directory this runtime resolves paths in.
@@ -275,6 +285,7 @@ private:
   dead_letter_log dead_;
   std::shared_ptr<store> store_;
   caf::actor writer_;
+  std::unique_ptr<approval_desk> approvals_;
   std::map<std::string, std::shared_ptr<detail::tool_runtime>> tools_;
   detail::budget_ledger ledger_;
 };

@@ -32,6 +32,10 @@ struct node_config {
   size_t max_map_size = size_t{16} << 30;
   /// Group commit of the node's writer.
   writer_options writer;
+  /// How often the node takes in the decisions that `vigil approvals
+  /// approve|reject` drops into DIR/approvals/ (it also does at its start,
+  /// before any agent runs). See approval_desk.
+  std::chrono::milliseconds approvals_poll{200};
   /// The tools agents may call (`context::call_tool`), each on top of an
   /// implementation registered with `registry::add_tool`.
   std::vector<tool_decl> tools;

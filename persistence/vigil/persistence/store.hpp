@@ -54,12 +54,16 @@ enum class db : uint8_t {
   /// tool_result_key -> ToolResultRecord: the recorded results of tool
   /// calls under their idempotency keys. Added after `sagas`, as it was.
   tool_results,
+  /// tool_result_key -> ApprovalRecord: calls (and envelopes) held for a
+  /// person's decision (vigil/persistence/approvals.hpp). Added after
+  /// `tool_results`.
+  approvals,
 };
-constexpr size_t db_count = 8;
+constexpr size_t db_count = 9;
 /// Databases a data dir written by an older vigil may lack; read-only
 /// opens treat them as empty.
 constexpr bool added_later(db x) noexcept {
-  return x == db::sagas || x == db::tool_results;
+  return x == db::sagas || x == db::tool_results || x == db::approvals;
 }
 const char* to_string(db x) noexcept;
 
