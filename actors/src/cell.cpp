@@ -110,8 +110,12 @@ envelope cell::make_envelope(const google::protobuf::Message& msg,
 }
 
 void cell::send_envelope(const handle& to, envelope env) {
-  if (dur_ && dur_->journal() && current_ != nullptr) {
-    // Sent by a journal agent's handler: committed with the state change
+  if (dur_ && dur_->journal()
+      && (current_ != nullptr
+          || (cb_origin_ != nullptr && cb_origin_->chain
+              && cb_origin_->chain->held))) {
+    // Sent by a journal agent's handler (or a callback of a call its held
+    // envelope waits for): committed with the state change
     // (the outbox) and delivered after that commit, at least once; the
     // receiver drops a redelivered message id. A committed effect has no
     // deadline: it is delivered however late.

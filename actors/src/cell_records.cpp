@@ -134,8 +134,10 @@ void cell::on_tool_replay() {
 
 bool cell::record_answer(tool_call_state& st, caf::error& err,
                          std::unique_ptr<google::protobuf::Message>& reply) {
+  // Not recorded: an outcome that is not the execution's (not_running:
+  // the instance that called went; a repeat executes again, same key).
   if (!st.record || !st.key || st.attempts == 0 || !dur_ || leaving_
-      || mode_ == mode::abandoned)
+      || mode_ == mode::abandoned || is(err, errc::not_running))
     return false;
   records::ToolResultRecord r;
   r.set_format(1);
