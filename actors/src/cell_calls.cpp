@@ -69,6 +69,18 @@ void cell::call_tool_raw(
   auto o = origin_now();
   o.chain = chain;
   o.index = std::move(index);
+  keyed_call(*tool, std::move(req), opts, std::move(on_result),
+             std::move(on_error), o, clock().now());
+}
+
+void cell::keyed_call(
+  tool_runtime& tool_ref, std::unique_ptr<google::protobuf::Message> req,
+  const tool_options& opts,
+  std::function<void(std::unique_ptr<google::protobuf::Message>)> on_result,
+  std::function<void(const caf::error&)> on_error, const call_origin& o,
+  time_point since) {
+  auto* tool = &tool_ref;
+  auto& chain = o.chain;
   origin_scope scope{cb_origin_, chain ? &o : cb_origin_};
   tool_call_state keyed;
   if (chain) {
@@ -82,8 +94,30 @@ void cell::call_tool_raw(
       keyed.origin = o;
       if (!tools_)
         tools_ = std::make_unique<cell_tools>(clock(), cfg_.path, address());
-      if (answer_from_record(*tool, keyed, *req))
+      // The key still running (the last instance's execution of this
+      // very call, on a replay): the call waits for it, then finds its
+      // record or runs; until the tool's timeout, then in_use.
+      bool wait = keyed.record
+                  && clock().now() - since < tool->decl().policy.timeout;
+      bool busy = false;
+      if (answer_from_record(*tool, keyed, *req, wait ? &busy : nullptr))
         return;
+      if (busy) {
+        auto& p = tools_->parked.emplace_back();
+        p.tool = tool;
+        p.req = std::move(req);
+        p.opts = opts;
+        p.ok = std::move(keyed.ok);
+        p.err = std::move(keyed.err);
+        p.origin = o;
+        p.gen = gen_;
+        p.since = since;
+        ++chain->open;
+        if (tools_->parked.size() == 1)
+          delayed_send(this, std::chrono::milliseconds{5},
+                       tool_park_atom::value);
+        return;
+      }
       on_result = std::move(keyed.ok);
       on_error = std::move(keyed.err);
     }
@@ -203,6 +237,24 @@ void cell::start_call(
     }
   }
   start_attempt(id, st, true, now);
+}
+
+void cell::on_parked() {
+  if (!tools_)
+    return;
+  auto parked = std::move(tools_->parked);
+  tools_->parked.clear();
+  for (auto& p : parked) {
+    auto chain = p.origin.chain;
+    --chain->open; // counted again if it waits again or starts
+    if (p.gen == gen_ && instance_)
+      invoke_as(p.origin, [&] {
+        keyed_call(*p.tool, std::move(p.req), p.opts, std::move(p.ok),
+                   std::move(p.err), p.origin, p.since);
+      });
+    ++chain->open;
+    chain_done(chain);
+  }
 }
 
 } // namespace vigil::detail

@@ -32,6 +32,10 @@ caf::result<caf::message> cell::control(caf::message& msg) {
     on_tools_done();
     return caf::message{};
   }
+  if (msg.match_elements<detail::tool_park_atom>()) {
+    on_parked();
+    return caf::message{};
+  }
   if (msg.match_elements<detail::tool_replay_atom>()) {
     on_tool_replay();
     return caf::message{};

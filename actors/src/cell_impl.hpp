@@ -255,7 +255,18 @@ private:
   /// or refused: `in_use`, `idempotency_mismatch`). Claims its key.
   bool answer_from_record(detail::tool_runtime& tool,
                           detail::tool_call_state& st,
-                          const google::protobuf::Message& req);
+                          const google::protobuf::Message& req,
+                          bool* busy = nullptr);
+  /// call_tool below its checks: the idempotency layer, then start_call.
+  /// `since`: when the call was made (a call waiting for its key).
+  void keyed_call(
+    detail::tool_runtime& tool, std::unique_ptr<google::protobuf::Message> req,
+    const tool_options& opts,
+    std::function<void(std::unique_ptr<google::protobuf::Message>)> on_result,
+    std::function<void(const caf::error&)> on_error,
+    const detail::call_origin& o, time_point since);
+  /// The calls waiting for their keys try again (tool_park_atom).
+  void on_parked();
   /// A call of `chain` was answered (its callback ran, or never will).
   void chain_done(const std::shared_ptr<detail::call_chain>& chain);
   /// The call ended with an outcome that an execution produced: recorded

@@ -59,14 +59,20 @@ const call_origin* cell::tool_parent() {
 }
 
 bool cell::answer_from_record(tool_runtime& tool, tool_call_state& st,
-                              const google::protobuf::Message& req) {
+                              const google::protobuf::Message& req,
+                              bool* busy) {
   auto& stats = tool.stats();
   auto& name = tool.decl().name;
   auto& chain = *st.origin.chain;
   auto ck = std::make_shared<call_key>();
-  ck->key = tool_result_key(cfg_.path, chain.origin, chain.id, st.origin.index);
+  ck->key = call_result_key(cfg_.path, chain.origin, chain.id,
+                            st.origin.index);
   ck->text = tool_key_text(cfg_.path, chain.origin, chain.id, st.origin.index);
   if (!tool.shared()->claim_key(ck->key)) {
+    if (busy != nullptr) {
+      *busy = true;
+      return false;
+    }
     tool_stats::bump(stats.in_use_refusals);
     st.err(make_error(errc::in_use,
                       "tool \"" + name + "\": the call with idempotency key "

@@ -285,6 +285,17 @@ void cell::on_tool_done(tool_attempt& a) {
     tool->on_outcome(att->permit,
                      res.error && res.error->cls != error_class::permanent,
                      false, slow, res.cost);
+    // A journal agent's call is recorded all the same when it answered
+    // (a reply, or a permanent error): the next instance's replay of the
+    // call gets it instead of executing again.
+    if (st.record && !res.error && res.reply)
+      return finish_call(id, caf::error{}, std::move(res.reply), false);
+    if (st.record && res.error && res.error->cls == error_class::permanent) {
+      st.last_class = res.error->cls;
+      st.last_error = std::string{to_string(res.error->cls)} + ": "
+                      + res.error->what;
+      return finish_call(id, final_error(st, ""), nullptr, false);
+    }
     return finish_call(id, make_error(errc::not_running), nullptr, false);
   }
   if (!res.error) {

@@ -41,6 +41,9 @@ using tool_timer_atom = caf::atom_constant<caf::atom("vtooltime")>;
 /// that their callbacks run after the handler that called, as a live
 /// call's would.
 using tool_replay_atom = caf::atom_constant<caf::atom("vtoolrepl")>;
+/// (tool_park): the calls waiting for their keys (cell_tools::parked) try
+/// again, every 5 ms.
+using tool_park_atom = caf::atom_constant<caf::atom("vtoolpark")>;
 
 /// The attempts whose executions returned, for their cell to take: a
 /// lock-free stack (executions push, the cell takes them all at once).
@@ -393,6 +396,19 @@ struct cell_tools {
   std::map<uint64_t, std::vector<recorded_answer>> recording;
   /// Answers found recorded, delivered in order by tool_replay_atom.
   std::deque<recorded_answer> replays;
+  /// Recorded calls whose key an execution of the last instance still
+  /// holds (a replay after a restart): they wait for it.
+  struct parked_call {
+    tool_runtime* tool = nullptr;
+    std::unique_ptr<google::protobuf::Message> req;
+    tool_options opts;
+    std::function<void(std::unique_ptr<google::protobuf::Message>)> ok;
+    std::function<void(const caf::error&)> err;
+    call_origin origin;
+    uint64_t gen = 0;
+    resilience::time_point since;
+  };
+  std::vector<parked_call> parked;
   /// Per tool: this agent's cost budget, made at its first call.
   std::map<std::string, std::unique_ptr<resilience::token_bucket>, std::less<>>
     costs;

@@ -7,6 +7,8 @@
 #include <stdexcept>
 
 #include <google/protobuf/io/coded_stream.h>
+
+#include "vigil/persistence/store.hpp"
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 
 namespace vigil::detail {
@@ -58,6 +60,22 @@ std::string tool_fingerprint(std::string_view tool,
     throw std::runtime_error("tool_fingerprint: EVP_DigestFinal_ex failed");
   out.resize(len);
   return out;
+}
+
+std::string call_result_key(std::string_view path, uint64_t origin,
+                            uint64_t id, std::string_view index_path) {
+  constexpr size_t max_inline = 16 * 4;
+  if (index_path.size() <= max_inline)
+    return tool_result_key(path, origin, id, index_path);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(index_path.data(), index_path.size(), md, &len, EVP_sha256(),
+                 nullptr)
+      != 1)
+    throw std::runtime_error("call_result_key: EVP_Digest failed");
+  std::string hashed(4, '\xff');
+  hashed.append(reinterpret_cast<const char*>(md), len);
+  return tool_result_key(path, origin, id, hashed);
 }
 
 void push_index(std::string& index_path, uint32_t i) {

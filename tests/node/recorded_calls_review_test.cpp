@@ -1,8 +1,3 @@
-// Open defects (DISABLED_ until fixed, issue 17 on branch issue17): a replay
-// after a restart meets its own running call as in_use and must wait for or
-// attach to it (restart_while_held, terminate_while_held); keys of deep
-// callback chains pass LMDB's 511-byte key limit (long_callback_loop,
-// short_loop_at_a_long_path).
 // Adversarial review of issue 17 (part 1): idempotency keys, recorded tool
 // calls and the envelope a journal agent holds open while its calls run.
 // Each test states what the issue promises; a failing one is a defect.
@@ -489,7 +484,7 @@ TEST_F(recorded_calls_review,
 // repeat of it must not turn into a failure of the envelope (the effect of
 // that call, which does complete and is recorded, would be lost to it).
 TEST_F(recorded_calls_review,
-       DISABLED_a_restart_while_a_held_call_runs_does_not_lose_that_call) {
+       a_restart_while_a_held_call_runs_does_not_lose_that_call) {
   temp_dir dir;
   auto& svc = review_service::get();
   auto& seen = review_seen::get();
@@ -523,7 +518,7 @@ TEST_F(recorded_calls_review,
 // late answer of call 0.0 executed (the service applied it): its record
 // must be that answer, not an error made up because its caller was gone.
 TEST_F(recorded_calls_review,
-       DISABLED_terminate_while_held_then_restart_replays_from_the_records) {
+       terminate_while_held_then_restart_replays_from_the_records) {
   temp_dir dir;
   auto& svc = review_service::get();
   node n{review_types(), review_config(dir.path())};
@@ -686,7 +681,7 @@ TEST_F(recorded_calls_review, a_resend_of_a_held_envelope_gets_its_answer) {
 // previous step's callback) nests one index level per step. The key (path,
 // origin, id, 4 bytes per level) must still be storable: LMDB refuses keys
 // over 511 bytes, so a loop of ~120 steps cannot call a recorded tool.
-TEST_F(recorded_calls_review, DISABLED_a_long_callback_loop_still_records_its_calls) {
+TEST_F(recorded_calls_review, a_long_callback_loop_still_records_its_calls) {
   temp_dir dir;
   node n{review_types(), review_config(dir.path())};
   ASSERT_FALSE(
@@ -700,7 +695,7 @@ TEST_F(recorded_calls_review, DISABLED_a_long_callback_loop_still_records_its_ca
 
 // The same with a long path (a durable path may be 400 bytes): a loop of
 // only 30 steps.
-TEST_F(recorded_calls_review, DISABLED_a_short_loop_at_a_long_path_records_its_calls) {
+TEST_F(recorded_calls_review, a_short_loop_at_a_long_path_records_its_calls) {
   temp_dir dir;
   node n{review_types(), review_config(dir.path())};
   std::string id(380, 'x');

@@ -23,6 +23,13 @@ std::string tool_fingerprint(std::string_view tool,
 std::string tool_key_text(std::string_view path, uint64_t origin, uint64_t id,
                           std::string_view index_path);
 
+/// The binary idempotency key of a call (persistence's tool_result_key),
+/// with an index path deeper than 16 levels (a loop written in callbacks)
+/// replaced by 0xffffffff and its SHA-256: at most 17 + 64 bytes after the
+/// path, within LMDB's 511-byte keys for any path a node accepts (400).
+std::string call_result_key(std::string_view path, uint64_t origin,
+                            uint64_t id, std::string_view index_path);
+
 /// Appends `i` to an index path (big-endian, 4 bytes).
 void push_index(std::string& index_path, uint32_t i);
 
