@@ -6,6 +6,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -249,6 +251,45 @@ TEST(http_policy_test, a_policy_file_alone_calls_a_real_service) {
     EXPECT_EQ(r.header("Authorization"), "Bearer tok-policy-1234");
     EXPECT_EQ(r.header("X-Client"), "vigil");
   }
+}
+
+// examples/policies/http.yaml, as the README shows it, pointed at the
+// counting service instead of payments.example.com.
+TEST(http_policy_test, the_example_policy_charges_through_its_http_tool) {
+  std::ifstream in{VIGIL_HTTP_POLICY};
+  std::stringstream text;
+  text << in.rdbuf();
+  auto yaml = text.str();
+  const std::string origin = "https://payments.example.com";
+  ASSERT_NE(yaml.find(origin), std::string::npos);
+  ::unsetenv("PAY_TOKEN");
+  EXPECT_EQ(errors_of(yaml),
+            std::vector<std::string>{
+              "policy.yaml:24:19: node.tools.charge.http.secrets.token.env: "
+              "the environment variable PAY_TOKEN of secret \"token\" is "
+              "not set"});
+  test::counting_http_server svc;
+  svc.route("/v1/charges/*", [](const httplib::Request& r) {
+    auto n = r.path.substr(r.path.rfind('/') + 1);
+    return test::http_answer{200, R"({"data":{"n":")" + n + R"("}})"};
+  });
+  yaml.replace(yaml.find(origin), origin.size(), svc.url());
+  ::setenv("PAY_TOKEN", "tok-example", 1);
+  loaded_policy lp;
+  auto errs = load_policy_text(yaml, "policy.yaml", types(), lp);
+  ::unsetenv("PAY_TOKEN");
+  ASSERT_TRUE(errs.empty()) << errs.front().to_string();
+  node n{types(), lp.node};
+  ASSERT_FALSE(n.start(lp.name, lp.tree));
+  builtin::Number num;
+  num.set_n(5);
+  ASSERT_FALSE(n.send("root/billing", num));
+  ASSERT_TRUE(svc.wait_for_count(1, 10s));
+  auto r = svc.requests().front();
+  EXPECT_EQ(r.method, "POST");
+  EXPECT_EQ(r.target, "/v1/charges/5");
+  EXPECT_EQ(r.header("Authorization"), "Bearer tok-example");
+  EXPECT_NE(r.body.find(R"("n":"5")"), std::string::npos) << r.body;
 }
 
 } // namespace
