@@ -4,6 +4,7 @@
 // connections, attempt timeouts, https with a CA made here, and secrets
 // that arrive in their header and appear in no text.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -223,6 +224,46 @@ TEST(http_tool_test, the_idempotency_key_of_the_call_is_sent_on_each_attempt) {
   EXPECT_EQ(reqs[2].headers.count("Idempotency-Key"), 0u);
   EXPECT_EQ(svc.executions(key), 2u);
   EXPECT_EQ(svc.applied(), 1u);
+}
+
+TEST(http_tool_test, a_seeded_flaky_service_fails_the_same_calls_each_run) {
+  // Each call retries on its own thread until it succeeds (3 attempts at
+  // most), under its own key: the service's records say how many times
+  // each key was executed, and the seed makes the same run twice.
+  auto run = [](std::vector<int>& statuses) {
+    counting_http_server svc;
+    svc.route("/ping/*", answer_n);
+    svc.failures("/ping/*", 0.4, 7);
+    std::vector<tool_problem> problems;
+    auto tool = make_http_tool("svc", ping_spec(svc.url(), "PUT"), problems);
+    ASSERT_TRUE(tool);
+    std::thread caller{[&] {
+      std::atomic<bool> cancelled{false};
+      std::string path = "root/c";
+      for (int i = 1; i <= 30; ++i) {
+        auto key = "k" + std::to_string(i);
+        Ping p;
+        p.set_n(i);
+        for (uint32_t a = 1; a <= 3; ++a) {
+          tool_call call{cancelled, std::chrono::steady_clock::now() + 2s, a,
+                         path, &key};
+          if (!tool->call(p, call).error)
+            break;
+        }
+      }
+    }};
+    caller.join();
+    for (auto& r : svc.requests())
+      statuses.push_back(r.status);
+    EXPECT_EQ(svc.applied(), 30u);
+    EXPECT_LE(svc.max_executions_per_key(), 3u);
+    EXPECT_GT(svc.max_executions_per_key(), 1u);
+  };
+  std::vector<int> first, second;
+  run(first);
+  run(second);
+  EXPECT_EQ(first, second);
+  EXPECT_GT(std::count(first.begin(), first.end(), 503), 5);
 }
 
 TEST(http_tool_test, a_429_waits_for_its_retry_after) {
