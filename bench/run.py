@@ -18,7 +18,7 @@ ONLY = next((a.split("=", 1)[1].split(",") for a in sys.argv
 REPEATS = 3
 # Cases whose figure swings between runs on a small machine (four busy
 # threads on two cores): more runs, so that the median holds.
-REPEATS_OF = {"tool_throughput": 5}
+REPEATS_OF = {"tool_throughput": 5, "http_tool": 5}
 BIN = os.path.join("build", "bench", "vigil_bench")
 ERL = shutil.which("erl")
 ERL_SCHEDULERS = 2
@@ -30,6 +30,9 @@ DURABLE_BASES = ["lmdb-raw", "lmdb-raw-ops", "fsync-each"]
 
 DURABLE_BIN = os.path.join("build", "bench", "durable_bench")
 TOOL_BIN = os.path.join("build", "bench", "tool_bench")
+HTTP_BIN = os.path.join("build", "bench", "http_bench")
+# The http tool through the stack / raw cpp-httplib calls (issue 17).
+HTTP_TARGET = 0.9
 # Tool calls (context::call_tool): the targets of issue 16.
 TOOL_STACK_TARGET_NS = 1000      # the stack's own cost per call
 TOOL_THROUGHPUT_TARGET = 0.9     # vigil / raw pool, calls/s
@@ -72,13 +75,18 @@ CASES = [
     # against the shared retry budget's bound.
     ("tool_amplification", {"layers": 3}, 200, 1_000, ["naive"]),
     ("tool_amplification", {"layers": 1}, 100, 500, ["naive"]),
+    # The http tool through the full stack, K calls in flight, against raw
+    # cpp-httplib calls from K threads, both on keep-alive connections to a
+    # local server answering a small JSON body at once.
+    ("http_tool", {"inflight": 1}, 5_000, 20_000, ["raw"]),
+    ("http_tool", {"inflight": 8}, 10_000, 50_000, ["raw"]),
 ]
 
 
 def run_cpp(case, impl, n, params):
-    if case.startswith("tool_"):
-        cmd = [TOOL_BIN, case, impl, str(n),
-               *(f"{k}={v}" for k, v in params.items())]
+    if case.startswith("tool_") or case.startswith("http_"):
+        cmd = [TOOL_BIN if case.startswith("tool_") else HTTP_BIN, case, impl,
+               str(n), *(f"{k}={v}" for k, v in params.items())]
     elif case in ("durable", "recovery"):
         if impl == "fsync-each":
             n = min(n, 2000)
@@ -202,7 +210,7 @@ def main():
                                **({"orientation": "baseline/ours"}
                                   if lower_better else {})),
             })
-            if case.startswith("tool_"):
+            if case.startswith("tool_") or case.startswith("http_"):
                 r = results[-1]
                 r["details"] = {"vigil": details(impls["vigil"]),
                                 kind: details(runs)}
@@ -210,6 +218,9 @@ def main():
                     r["target"] = TOOL_THROUGHPUT_TARGET
                     r["meets_target"] = (r["ratio"] or 0) >= \
                         TOOL_THROUGHPUT_TARGET
+                elif case == "http_tool":
+                    r["target"] = HTTP_TARGET
+                    r["meets_target"] = (r["ratio"] or 0) >= HTTP_TARGET
                 elif case == "tool_amplification" and \
                         params.get("layers") == 3:
                     worst = max(x["params"]["max_calls_per_request"]

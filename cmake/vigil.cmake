@@ -7,6 +7,13 @@ find_package(spdlog REQUIRED)
 # SHA-256 of tool requests (idempotency fingerprints).
 find_package(OpenSSL REQUIRED)
 
+# HTTP (the `http` tool, and the servers of its tests and bench): Debian's
+# cpp-httplib is a compiled library built with OpenSSL, zlib and brotli. Its
+# .pc file carries the CPPHTTPLIB_*_SUPPORT definitions that make the header
+# match the library, and needs those three -dev packages to resolve.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+
 # Debian ships no CMake package config for CAF 0.17.
 find_path(CAF_INCLUDE_DIR caf/all.hpp REQUIRED)
 find_library(CAF_CORE_LIBRARY caf_core REQUIRED)

@@ -4,7 +4,8 @@
 set -euo pipefail
 pkgs=(cmake ninja-build g++ ccache libcaf-dev libprotobuf-dev
       protobuf-compiler libgtest-dev liblmdb-dev libspdlog-dev
-      libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libssl-dev)
+      libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libssl-dev
+      pkgconf libcpp-httplib-dev zlib1g-dev libbrotli-dev)
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(erlang-base python3)
 fi

@@ -11,6 +11,7 @@ namespace vigil {
 namespace {
 
 namespace pol = vigil::policy;
+using detail::for_each_entry;
 using detail::place;
 using google::protobuf::Message;
 
@@ -24,22 +25,6 @@ resilience::duration to_duration(const google::protobuf::Duration& d) {
   constexpr int64_t cap_ms = int64_t{1000} * 3600 * 1000000;
   auto ms = std::clamp<int64_t>(detail::to_ms(d).count(), -cap_ms, cap_ms);
   return std::chrono::milliseconds{ms};
-}
-
-// Map entries through reflection, so that their addresses are those the
-// reader marked (the generated map accessor would hand out copies).
-template <class Value, class F>
-void for_each_entry(const Message& m, int field_number, F f) {
-  auto* fd = m.GetDescriptor()->FindFieldByNumber(field_number);
-  auto* r = m.GetReflection();
-  auto* kf = fd->message_type()->map_key();
-  auto* vf = fd->message_type()->map_value();
-  for (int i = 0; i < r->FieldSize(m, fd); ++i) {
-    auto& e = r->GetRepeatedMessage(m, fd, i);
-    auto* er = e.GetReflection();
-    auto& v = er->GetMessage(e, vf);
-    f(e, er->GetString(e, kf), static_cast<const Value&>(v));
-  }
 }
 
 void read_retry(const pol::Tool::Retry& x, tool_retry_policy& out) {
@@ -160,8 +145,15 @@ public:
     if (t.has_breaker())
       read_breaker(t.breaker(), p.breaker);
     read_limits(t, p);
+    if (t.has_record())
+      d.record = t.record();
+    // An http block written, even one rejected already (not a mapping),
+    // stands for the implementation.
+    bool http = source_.written(t, T::kHttpFieldNumber);
+    if (http && !source_.rejected(t, T::kHttpFieldNumber))
+      detail::http_from_policy(entry, name, t, source_, d, problems_);
     auto impl = d.type.empty() ? d.name : d.type;
-    if (!source_.rejected(t, T::kTypeFieldNumber)
+    if (!http && !source_.rejected(t, T::kTypeFieldNumber)
         && types_.find_tool(impl) == nullptr) {
       bool typed = source_.written(t, T::kTypeFieldNumber);
       fail(typed ? place{&t, T::kTypeFieldNumber} : place{&entry},

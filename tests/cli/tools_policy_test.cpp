@@ -66,7 +66,8 @@ std::ostream& operator<<(std::ostream& out, const error_case& x) {
 const std::string classes
   = "read_only, idempotent_write, non_idempotent_write, irreversible";
 const std::string tool_keys = "type, class, timeout, attempt_timeout, retry, "
-                              "budget, breaker, bulkhead, rate, cost";
+                              "budget, breaker, bulkhead, rate, cost, http, "
+                              "record";
 
 const error_case error_cases[] = {
   {"unknown_key",

@@ -68,11 +68,14 @@ spec_from_policy(const policy::Supervisor& tree, const registry& types,
 /// schema cannot: that each has its side-effect class (`class`, which has
 /// no default: a write taken for read_only would be retried), that its
 /// implementation (`type`, default its name) is registered in `types`
-/// (registry::add_tool), and every rule of check_tool, each problem at the
-/// field it names (`retry.max_attempts`), or at the tool's key for a field
-/// not written. A field not written keeps tool_policy's default, except
-/// that an irreversible tool's `retry.max_attempts` is 1. Pure; `out` is
-/// usable only if there is no problem.
+/// (registry::add_tool) or is made from its `http:` block (make_http_tool:
+/// `type` "http", `impl` set), and every rule of check_tool and
+/// check_http, each problem at the field it names (`retry.max_attempts`,
+/// `http.url`), or at the tool's key for a field not written. A field not
+/// written keeps tool_policy's default, except that an irreversible tool's
+/// `retry.max_attempts` is 1. Pure, but for the secrets and CA files of
+/// `http:` blocks, which are read now (a missing one is a problem naming
+/// its variable or file); `out` is usable only if there is no problem.
 std::vector<policy_problem> tools_from_policy(const policy::Node& node,
                                               const registry& types,
                                               const policy_source& source,
