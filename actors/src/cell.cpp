@@ -120,7 +120,9 @@ void cell::send_envelope(const handle& to, envelope env) {
     // receiver drops a redelivered message id. A committed effect has no
     // deadline: it is delivered however late.
     env.deadline = 0;
-    dur_->sends.push_back(detail::outbox_send{0, to.path(), std::move(env)});
+    auto& x = dur_->sends.emplace_back();
+    x.to = to.path();
+    x.env = std::move(env);
     return;
   }
   auto dest = target(to);

@@ -13,8 +13,10 @@ void cell::adopt_outbox(const std::vector<records::OutboxEntry>& entries) {
     x.seq = oe.seq();
     if (oe.has_effect())
       x.effect = std::make_shared<records::Effect>(oe.effect());
-    else
-      x = detail::outbox_send{oe.seq(), oe.to(), detail::from_record(oe.env())};
+    else {
+      x.to = oe.to();
+      x.env = detail::from_record(oe.env());
+    }
     d.due.push_back(oe.seq());
     d.next_outbox = std::max(d.next_outbox, oe.seq() + 1);
   }
