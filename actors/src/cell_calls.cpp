@@ -82,13 +82,18 @@ void cell::keyed_call(
   auto* tool = &tool_ref;
   auto& chain = o.chain;
   origin_scope scope{cb_origin_, chain ? &o : cb_origin_};
-  tool_call_state keyed;
+  std::shared_ptr<call_key> key;
+  bool record = false;
+  std::string fingerprint;
   if (chain) {
     // Idempotency first (the stack's outermost layer): a repeat of a
     // recorded call is answered from its record, whatever the tool's state.
-    keyed.record = tool->decl().record && dur_ && dur_->journal()
-                   && rt_->storage() != nullptr;
-    if (keyed.record || tool->decl().effect != side_effect::read_only) {
+    record = tool->decl().record && dur_ && dur_->journal()
+             && rt_->storage() != nullptr;
+    if (record || tool->decl().effect != side_effect::read_only) {
+      // (A call's state only where the idempotency layer needs one.)
+      tool_call_state keyed;
+      keyed.record = record;
       keyed.ok = std::move(on_result);
       keyed.err = std::move(on_error);
       keyed.origin = o;
@@ -120,11 +125,13 @@ void cell::keyed_call(
       }
       on_result = std::move(keyed.ok);
       on_error = std::move(keyed.err);
+      key = std::move(keyed.key);
+      fingerprint = std::move(keyed.fingerprint);
     }
   }
   start_call(*tool, std::move(req), opts, std::move(on_result),
-             std::move(on_error), o, std::move(keyed.key), keyed.record,
-             std::move(keyed.fingerprint), false);
+             std::move(on_error), o, std::move(key), record,
+             std::move(fingerprint), false);
 }
 
 void cell::start_call(

@@ -79,10 +79,36 @@ std::string call_result_key(std::string_view path, uint64_t origin,
 }
 
 void push_index(std::string& index_path, uint32_t i) {
-  char be[4];
-  for (int k = 3; k >= 0; --k, i >>= 8)
-    be[k] = static_cast<char>(i & 0xff);
-  index_path.append(be, 4);
+  if (index_path.size() < 12) {
+    char be[4];
+    for (int k = 3; k >= 0; --k, i >>= 8)
+      be[k] = static_cast<char>(i & 0xff);
+    index_path.append(be, 4);
+    return;
+  }
+  // Deeper than 3 levels (a loop written in callbacks): 0xffffffff and a
+  // 64-bit hash of the path, so that it stays 12 bytes (no allocation, and
+  // O(1) per call however deep the loop goes).
+  uint64_t h = 0;
+  if (static_cast<unsigned char>(index_path[0]) == 0xff
+      && static_cast<unsigned char>(index_path[1]) == 0xff
+      && static_cast<unsigned char>(index_path[2]) == 0xff
+      && static_cast<unsigned char>(index_path[3]) == 0xff) {
+    for (size_t k = 4; k < 12; ++k)
+      h = (h << 8) | static_cast<unsigned char>(index_path[k]);
+  } else {
+    h = 0xcbf29ce484222325ull; // FNV-1a of the 3 levels
+    for (char c : index_path)
+      h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  }
+  // splitmix64 of the parent's hash and the call's number.
+  uint64_t z = h + 0x9e3779b97f4a7c15ull * (uint64_t{i} + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  index_path.assign(4, '\xff');
+  for (int k = 7; k >= 0; --k)
+    index_path += static_cast<char>((z >> (8 * k)) & 0xff);
 }
 
 std::string tool_key_text(std::string_view path, uint64_t origin, uint64_t id,

@@ -30,7 +30,10 @@ std::string tool_key_text(std::string_view path, uint64_t origin, uint64_t id,
 std::string call_result_key(std::string_view path, uint64_t origin,
                             uint64_t id, std::string_view index_path);
 
-/// Appends `i` to an index path (big-endian, 4 bytes).
+/// Appends `i` to an index path (big-endian, 4 bytes); past 3 levels the
+/// path is 0xffffffff and a 64-bit hash of it instead (12 bytes at most,
+/// so that a loop written in callbacks costs O(1) per call; a handler's
+/// call number 0xffffffff is never reached).
 void push_index(std::string& index_path, uint32_t i);
 
 } // namespace vigil::detail
