@@ -59,16 +59,15 @@ void cell::call_tool_raw(
   // the chain is taken now, whatever becomes of the call, so that a replay
   // derives the same keys; its callbacks, also those run before call_tool
   // returns, run as its own (a call made in one is its child).
-  std::shared_ptr<call_chain> chain;
-  std::string index;
-  if (auto* parent = tool_parent(); parent != nullptr) {
-    chain = parent->chain;
-    index = parent->index;
-    push_index(index, parent->children++);
-  }
   auto o = origin_now();
-  o.chain = chain;
-  o.index = std::move(index);
+  if (auto* parent = tool_parent(); parent != nullptr) {
+    o.keyed = true;
+    o.key_origin = parent->key_origin;
+    o.key_id = parent->key_id;
+    o.chain = parent->chain;
+    o.index = parent->index;
+    push_index(o.index, parent->children++);
+  }
   keyed_call(*tool, std::move(req), opts, std::move(on_result),
              std::move(on_error), o, clock().now());
 }
@@ -81,11 +80,11 @@ void cell::keyed_call(
   time_point since) {
   auto* tool = &tool_ref;
   auto& chain = o.chain;
-  origin_scope scope{cb_origin_, chain ? &o : cb_origin_};
+  origin_scope scope{cb_origin_, o.keyed ? &o : cb_origin_};
   std::shared_ptr<call_key> key;
   bool record = false;
   std::string fingerprint;
-  if (chain) {
+  if (o.keyed) {
     // Idempotency first (the stack's outermost layer): a repeat of a
     // recorded call is answered from its record, whatever the tool's state.
     record = tool->decl().record && dur_ && dur_->journal()
@@ -117,7 +116,8 @@ void cell::keyed_call(
         p.origin = o;
         p.gen = gen_;
         p.since = since;
-        ++chain->open;
+        if (chain)
+          ++chain->open;
         if (tools_->parked.size() == 1)
           delayed_send(this, std::chrono::milliseconds{5},
                        tool_park_atom::value);
@@ -253,14 +253,17 @@ void cell::on_parked() {
   tools_->parked.clear();
   for (auto& p : parked) {
     auto chain = p.origin.chain;
-    --chain->open; // counted again if it waits again or starts
+    if (chain)
+      --chain->open; // counted again if it waits again or starts
     if (p.gen == gen_ && instance_)
       invoke_as(p.origin, [&] {
         keyed_call(*p.tool, std::move(p.req), p.opts, std::move(p.ok),
                    std::move(p.err), p.origin, p.since);
       });
-    ++chain->open;
-    chain_done(chain);
+    if (chain) {
+      ++chain->open;
+      chain_done(chain);
+    }
   }
 }
 

@@ -63,8 +63,8 @@ caf::error cell::effect_raw(std::string_view name,
   uint64_t id = 0;
   std::string index;
   if (auto* parent = tool_parent(); parent != nullptr) {
-    origin = parent->chain->origin;
-    id = parent->chain->id;
+    origin = parent->key_origin;
+    id = parent->key_id;
     index = parent->index;
     push_index(index, parent->children++);
   } else {

@@ -45,14 +45,21 @@ caf::error read_answer(const records::ToolResultRecord& r,
 
 const call_origin* cell::tool_parent() {
   if (cb_origin_ != nullptr)
-    return cb_origin_->chain ? cb_origin_ : nullptr;
+    return cb_origin_->keyed ? cb_origin_ : nullptr;
   if (current_ == nullptr)
     return nullptr;
   if (!cur_origin_ready_) {
     cur_origin_ = origin_now();
-    cur_origin_.chain = std::make_shared<call_chain>();
-    cur_origin_.chain->origin = current_->origin;
-    cur_origin_.chain->id = current_->id;
+    cur_origin_.keyed = true;
+    cur_origin_.key_origin = current_->origin;
+    cur_origin_.key_id = current_->id;
+    // Only a journal agent holds its envelope for the calls (and counts
+    // them): the others pay no reference counts per call.
+    if (dur_ && dur_->journal()) {
+      cur_origin_.chain = std::make_shared<call_chain>();
+      cur_origin_.chain->origin = current_->origin;
+      cur_origin_.chain->id = current_->id;
+    }
     cur_origin_ready_ = true;
   }
   return &cur_origin_;
@@ -63,11 +70,10 @@ bool cell::answer_from_record(tool_runtime& tool, tool_call_state& st,
                               bool* busy) {
   auto& stats = tool.stats();
   auto& name = tool.decl().name;
-  auto& chain = *st.origin.chain;
+  auto& o = st.origin;
   auto ck = std::make_shared<call_key>();
-  ck->key = call_result_key(cfg_.path, chain.origin, chain.id,
-                            st.origin.index);
-  ck->text = tool_key_text(cfg_.path, chain.origin, chain.id, st.origin.index);
+  ck->key = call_result_key(cfg_.path, o.key_origin, o.key_id, o.index);
+  ck->text = tool_key_text(cfg_.path, o.key_origin, o.key_id, o.index);
   if (!tool.shared()->claim_key(ck->key)) {
     if (busy != nullptr) {
       *busy = true;
@@ -120,7 +126,8 @@ bool cell::answer_from_record(tool_runtime& tool, tool_call_state& st,
   a.origin = std::move(st.origin);
   a.gen = gen_;
   a.key = std::move(st.key);
-  ++a.origin.chain->open;
+  if (a.origin.chain)
+    ++a.origin.chain->open;
   // After the handler (or callback) that called, as a live answer would.
   bool first = tools_->replays.empty();
   tools_->replays.push_back(std::move(a));

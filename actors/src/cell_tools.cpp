@@ -540,7 +540,7 @@ void cell::finish_call(uint64_t id, caf::error err,
         self->chain_done(chain);
       }
     } d{this, chain};
-    origin_scope scope{cb_origin_, chain ? &st.origin : cb_origin_};
+    origin_scope scope{cb_origin_, st.origin.keyed ? &st.origin : cb_origin_};
     if (err)
       st.err(err);
     else

@@ -175,6 +175,11 @@ struct call_origin {
   std::shared_ptr<call_chain> chain;
   std::string index;
   mutable uint32_t children = 0;
+  /// Keyed (made on behalf of an envelope): the envelope's id, from which
+  /// the keys derive. Only a journal agent's origins have a `chain`.
+  bool keyed = false;
+  uint64_t key_origin = 0;
+  uint64_t key_id = 0;
 };
 
 /// Sets `slot` (the cell's callback origin) for a scope.
