@@ -446,57 +446,6 @@ void cell::answer(response_promise& rp, envelope out, caf::error err,
     rp.deliver(std::move(out));
 }
 
-bool cell::answer_again(pending& p) {
-  if (!p.rp.pending() || p.rp.async())
-    return false;
-  // Still waiting here (accepted before a crash or a stop, or kept while
-  // the agent was stopped): the resend's requester is answered when it is
-  // handled, unless a live requester waits for it already.
-  auto* held = held_ ? &held_->p : nullptr;
-  for (auto* q : {held})
-    if (q != nullptr && q->env.id == p.env.id && q->env.origin == p.env.origin
-        && !(q->rp.pending() && !q->rp.async())) {
-      q->rp = std::move(p.rp);
-      return true;
-    }
-  for (auto& q : buffer_)
-    if (q.seq != 0 && q.env.id == p.env.id && q.env.origin == p.env.origin) {
-      if (q.rp.pending() && !q.rp.async())
-        return false;
-      q.rp = std::move(p.rp);
-      return true;
-    }
-  // Consumed: its answer was stored in that commit, committed before the
-  // writer found this resend a duplicate.
-  auto& st = rt_->storage();
-  if (!st)
-    return false;
-  std::string raw;
-  bool found = false;
-  if (st->get(db::idempotency, guard_key(cfg_.path, p.env.origin, p.env.id),
-              raw, found) || !found)
-    return false;
-  records::IdempotencyRecord ir;
-  if (auto f = decode_record(raw, ir); f != record_fault::none) {
-    // Its answer cannot be known: said so, not as a plain duplicate.
-    p.rp.deliver(make_error(
-      errc::duplicate,
-      cfg_.path + " already accepted message " + std::to_string(p.env.id)
-        + ", and the answer it kept for it is unreadable ([idempotency] "
-        + printable_key(guard_key(cfg_.path, p.env.origin, p.env.id)) + ": "
-        + describe(f, raw, ir) + ")"));
-    return true;
-  }
-  if (!ir.answered())
-    return false;
-  auto ans = stored_answer(ir);
-  if (ans)
-    p.rp.deliver(std::move(*ans));
-  else
-    p.rp.deliver(std::move(ans.error()));
-  return true;
-}
-
 void cell::on_acks(const std::vector<uint64_t>& tokens,
                    const caf::error& err) {
   for (auto tok : tokens)
