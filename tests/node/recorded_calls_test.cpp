@@ -335,6 +335,9 @@ TEST_F(recorded_calls_test, a_repeat_of_a_running_key_is_in_use) {
   ASSERT_TRUE(eventually(
     [&] { return tool->stats().in_use_refusals.load() == 1; }, 5s));
   EXPECT_TRUE(seen_errors::get().has("in_use"));
+  // The first execution may not have started yet (its pool thread) when
+  // the repeat was refused: it runs once, and only once.
+  ASSERT_TRUE(eventually([&] { return svc.hanging.load() == 1; }, 5s));
   EXPECT_EQ(svc.executions.load(), 1);
   svc.release = true;
   ASSERT_TRUE(eventually([&] { return svc.hanging.load() == 0; }, 5s));
