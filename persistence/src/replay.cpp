@@ -10,6 +10,32 @@
 
 namespace vigil {
 
+namespace {
+
+/// Raises `seq` past the last key of `path` in `which` (a `path_key` db:
+/// journal, outbox), so that a replayed record comes after it.
+op_result past_last(MDB_txn* t, MDB_dbi dbi, const char* which,
+                    const std::string& path, uint64_t& seq) {
+  lmdb::cursor c;
+  if (auto rc = c.open(t, dbi); rc != MDB_SUCCESS)
+    return {rc, which, "mdb_cursor_open"};
+  auto upper = path_key(path, UINT64_MAX);
+  MDB_val ck = lmdb::val(upper), cv;
+  auto rc = c.get(ck, cv, MDB_SET_RANGE);
+  rc = rc == MDB_SUCCESS ? c.get(ck, cv, MDB_PREV) : c.get(ck, cv, MDB_LAST);
+  if (rc == MDB_SUCCESS) {
+    std::string_view p;
+    uint64_t last = 0;
+    if (split_path_key({static_cast<const char*>(ck.mv_data), ck.mv_size}, p,
+                       last)
+        && p == path)
+      seq = std::max(seq, last + 1);
+  }
+  return {};
+}
+
+} // namespace
+
 status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
                                   bool all,
                                   std::vector<std::string>& problems,
@@ -73,22 +99,10 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
           continue;
         }
         auto seq = std::max<uint64_t>(snap.next_outbox(), 1);
-        lmdb::cursor c;
-        if (rc = c.open(t, d.dbi(db::outbox)); rc != MDB_SUCCESS)
-          return {rc, "outbox", "mdb_cursor_open"};
-        auto upper = path_key(dl->path(), UINT64_MAX);
-        MDB_val ck = lmdb::val(upper), cv;
-        rc = c.get(ck, cv, MDB_SET_RANGE);
-        rc = rc == MDB_SUCCESS ? c.get(ck, cv, MDB_PREV)
-                               : c.get(ck, cv, MDB_LAST);
-        if (rc == MDB_SUCCESS) {
-          std::string_view p;
-          uint64_t last = 0;
-          if (split_path_key(
-                {static_cast<const char*>(ck.mv_data), ck.mv_size}, p, last)
-              && p == dl->path())
-            seq = std::max(seq, last + 1);
-        }
+        if (auto r = past_last(t, d.dbi(db::outbox), "outbox", dl->path(),
+                               seq);
+            r.rc != MDB_SUCCESS)
+          return r;
         records::OutboxEntry oe;
         oe.set_format(store::format);
         oe.set_seq(seq);
@@ -184,21 +198,10 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
       }
       auto seq = std::max<uint64_t>(snap.next_seq(), 1);
       // Past any journal entry of the path, too.
-      lmdb::cursor c;
-      if (rc = c.open(t, d.dbi(db::journal)); rc != MDB_SUCCESS)
-        return {rc, "journal", "mdb_cursor_open"};
-      auto upper = path_key(dl->path(), UINT64_MAX);
-      MDB_val ck = lmdb::val(upper), cv;
-      rc = c.get(ck, cv, MDB_SET_RANGE);
-      rc = rc == MDB_SUCCESS ? c.get(ck, cv, MDB_PREV) : c.get(ck, cv, MDB_LAST);
-      if (rc == MDB_SUCCESS) {
-        std::string_view p;
-        uint64_t last = 0;
-        if (split_path_key({static_cast<const char*>(ck.mv_data), ck.mv_size},
-                           p, last)
-            && p == dl->path())
-          seq = std::max(seq, last + 1);
-      }
+      if (auto r = past_last(t, d.dbi(db::journal), "journal", dl->path(),
+                             seq);
+          r.rc != MDB_SUCCESS)
+        return r;
       // The id may have been accepted since (resent by its producer, or a
       // dead letter of it replayed already): then it is applied, or will
       // be, and this copy must not be. Only an unaccepted id, or one whose
