@@ -97,13 +97,13 @@ bool cell::answer_again(pending& p) {
   // Still waiting here (accepted before a crash or a stop, or kept while
   // the agent was stopped): the resend's requester is answered when it is
   // handled, unless a live requester waits for it already.
-  auto* held = held_ ? &held_->p : nullptr;
-  for (auto* q : {held})
-    if (q != nullptr && q->env.id == p.env.id && q->env.origin == p.env.origin
-        && !(q->rp.pending() && !q->rp.async())) {
-      q->rp = std::move(p.rp);
-      return true;
-    }
+  // Held open for its calls (cell_records.cpp): answered at its consume.
+  if (held_ && held_->p.env.id == p.env.id
+      && held_->p.env.origin == p.env.origin
+      && !(held_->p.rp.pending() && !held_->p.rp.async())) {
+    held_->p.rp = std::move(p.rp);
+    return true;
+  }
   for (auto& q : buffer_)
     if (q.seq != 0 && q.env.id == p.env.id && q.env.origin == p.env.origin) {
       if (q.rp.pending() && !q.rp.async())
