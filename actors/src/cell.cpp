@@ -472,6 +472,7 @@ caf::error cell::start_instance(bool is_restart, const caf::error& reason) {
   stop_requested_ = false;
   stop_reason_ = caf::error{};
   ++gen_;
+  drop_guards(false);
   try {
     instance_ = cfg_.type->make(parameters());
     if (dur_)

@@ -129,6 +129,22 @@ void cell::keyed_call(
       fingerprint = std::move(keyed.fingerprint);
     }
   }
+  if (guarded(*tool)) {
+    auto g = std::make_shared<call_guard>();
+    g->tool = tool;
+    g->req = std::move(req);
+    g->opts = opts;
+    g->ok = std::move(on_result);
+    g->err = std::move(on_error);
+    g->origin = o;
+    g->key = std::move(key);
+    g->record = record;
+    g->fingerprint = std::move(fingerprint);
+    g->gen = gen_;
+    if (chain)
+      ++chain->open; // until it starts, or ends before
+    return guard_call(std::move(g));
+  }
   start_call(*tool, std::move(req), opts, std::move(on_result),
              std::move(on_error), o, std::move(key), record,
              std::move(fingerprint), false);
@@ -140,7 +156,7 @@ void cell::start_call(
   std::function<void(std::unique_ptr<google::protobuf::Message>)> on_result,
   std::function<void(const caf::error&)> on_error, const call_origin& o,
   std::shared_ptr<call_key> key, bool record, std::string fingerprint,
-  bool owned) {
+  bool owned, const fallback_step* fb) {
   auto* tool = &tool_ref;
   auto& stats = tool->stats();
   auto& pol = tool->decl().policy;
@@ -208,6 +224,12 @@ void cell::start_call(
   st.record = record && st.key != nullptr;
   st.fingerprint = std::move(fingerprint);
   st.owned = owned;
+  if (fb != nullptr) {
+    st.primary = fb->primary;
+    st.next_fallback = fb->next;
+    st.executed = fb->executed;
+    st.late = fb->late;
+  }
   if (o.chain)
     ++o.chain->open;
   st.gen = gen_;

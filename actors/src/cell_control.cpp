@@ -36,6 +36,14 @@ caf::result<caf::message> cell::control(caf::message& msg) {
     on_parked();
     return caf::message{};
   }
+  if (msg.match_elements<approval_atom, approval_outcome>()) {
+    on_approval(msg.get_as<approval_outcome>(1));
+    return caf::message{};
+  }
+  if (msg.match_elements<detail::approval_due_atom, std::string>()) {
+    on_approval_due(msg.get_as<std::string>(1));
+    return caf::message{};
+  }
   if (msg.match_elements<detail::tool_replay_atom>()) {
     on_tool_replay();
     return caf::message{};

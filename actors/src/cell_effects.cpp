@@ -18,7 +18,9 @@ constexpr uint32_t effect_dispatches = 5;
 /// answered (a permanent error), or the key answers another request.
 bool final_failure(const caf::error& err) {
   return is(err, errc::tool_rejected) || is(err, errc::idempotency_mismatch)
-         || is(err, errc::bad_payload) || is(err, errc::unknown_tool);
+         || is(err, errc::bad_payload) || is(err, errc::unknown_tool)
+         || is(err, errc::approval_rejected) || is(err, errc::approval_expired)
+         || is(err, errc::approval_unavailable);
 }
 
 /// The codes of a call refused before any attempt.
@@ -135,13 +137,27 @@ void cell::dispatch_effect(uint64_t oseq,
   o.account = rt_->next_id() * 0x9e3779b97f4a7c15ull | 1;
   o.budget = runtime::default_attempt_budget;
   origin_scope scope{cb_origin_, nullptr};
-  start_call(
-    *tool, std::move(req), tool_options{},
-    [this, oseq, fx](std::unique_ptr<google::protobuf::Message>) {
-      effect_done(oseq, fx, caf::error{});
-    },
-    [this, oseq, fx](const caf::error& err) { effect_done(oseq, fx, err); },
-    o, std::move(key), false, {}, true);
+  auto ok = [this, oseq, fx](std::unique_ptr<google::protobuf::Message>) {
+    effect_done(oseq, fx, caf::error{});
+  };
+  auto err = [this, oseq, fx](const caf::error& e) {
+    effect_done(oseq, fx, e);
+  };
+  if (guarded(*tool)) {
+    // Its dry run, or a person's approval, first.
+    auto g = std::make_shared<call_guard>();
+    g->tool = tool;
+    g->req = std::move(req);
+    g->ok = std::move(ok);
+    g->err = std::move(err);
+    g->origin = o;
+    g->key = std::move(key);
+    g->owned = true;
+    g->gen = gen_;
+    return guard_call(std::move(g));
+  }
+  start_call(*tool, std::move(req), tool_options{}, std::move(ok),
+             std::move(err), o, std::move(key), false, {}, true);
 }
 
 void cell::effect_done(uint64_t oseq, std::shared_ptr<const records::Effect> fx,

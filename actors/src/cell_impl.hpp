@@ -15,6 +15,7 @@
 #include <caf/all.hpp>
 
 #include "durable.hpp"
+#include "vigil/actors/approvals.hpp"
 #include "vigil/actors/cell.hpp"
 #include "vigil/actors/detail/actor_clock.hpp"
 #include "cell_tools.hpp"
@@ -90,6 +91,10 @@ public:
   deferred_reply defer() override;
 
   bool take_retry() override;
+
+  const tool_answer& answered() const noexcept override {
+    return answer_;
+  }
 
   void stop(caf::error reason) override {
     stop_requested_ = true;
@@ -216,7 +221,8 @@ private:
     std::function<void(std::unique_ptr<google::protobuf::Message>)> on_result,
     std::function<void(const caf::error&)> on_error,
     const detail::call_origin& o, std::shared_ptr<detail::call_key> key,
-    bool record, std::string fingerprint, bool owned);
+    bool record, std::string fingerprint, bool owned,
+    const detail::fallback_step* fb = nullptr);
   void start_attempt(uint64_t id, detail::tool_call_state& st, bool sync,
                      time_point now);
   /// Takes the attempts in the inbox (see tool_done_atom).
@@ -287,6 +293,37 @@ private:
   /// consumed, waits for the next instance at the head of the buffer (or,
   /// `failed`, is settled as a failed delivery with `err`).
   void unhold(bool failed = false, caf::error err = {});
+
+  // -- fallbacks, dry runs, approvals (cell_guards.cpp) -------------------------
+
+  /// The call failed with `err`: true if its next fallback took over;
+  /// else, if its tool's default answers, `reply` is that and `err` none.
+  bool fall_back(detail::tool_call_state& st, caf::error& err,
+                 std::unique_ptr<google::protobuf::Message>& reply, bool sync);
+  /// Sets who answered, for the callback about to run (answered()).
+  void answering(const detail::tool_call_state& st) noexcept;
+  void answering(const detail::recorded_answer& a) noexcept;
+  /// Whether calls of `tool` wait for a dry run or an approval first.
+  static bool guarded(const detail::tool_runtime& tool) noexcept;
+  /// The call's next stage: its dry run, its approval, then start_call.
+  void guard_call(std::shared_ptr<detail::call_guard> g);
+  /// The call ends before it ran (a failed dry run, a rejection).
+  void guard_fail(detail::call_guard& g, const caf::error& err);
+  /// Goes on with a call whose approval is `s`: it runs, or fails.
+  void approval_decided(std::shared_ptr<detail::call_guard> g,
+                        approval_state s, const std::string& by,
+                        const std::string& reason);
+  /// approval_decided as a callback of the call (dropped if the instance
+  /// that called is gone).
+  void resume_guard(std::shared_ptr<detail::call_guard> g, approval_state s,
+                    const std::string& by, const std::string& reason);
+  /// A call's approval was decided, or expired (approval_atom).
+  void on_approval(const approval_outcome& x);
+  /// A call's approval timeout passed (approval_due_atom).
+  void on_approval_due(const std::string& key);
+  /// Drops the calls waiting for approvals: the old instances' (`all`:
+  /// every one, the cell ends).
+  void drop_guards(bool all);
 
   /// A requester hears the stand-in's answer (counted).
   void stand_in(response_promise& rp) {
@@ -748,6 +785,8 @@ private:
   std::unique_ptr<detail::cell_tools> tools_;
   /// Set while a callback runs: the request its call was made for.
   const detail::call_origin* cb_origin_ = nullptr;
+  /// Who answered the call whose callback runs (answered()).
+  tool_answer answer_;
   /// The origin of the handler running, once it called a tool (its chain
   /// and the number of calls it made).
   detail::call_origin cur_origin_;

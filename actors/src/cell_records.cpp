@@ -119,7 +119,11 @@ bool cell::answer_from_record(tool_runtime& tool, tool_call_state& st,
     return true;
   } else {
     a.error = read_answer(r, tool.impl(), ck->text, a.reply);
+    a.by = r.answered_by();
+    a.by_default = r.by_default();
   }
+  a.tool = &tool;
+  a.replayed = true;
   tool_stats::bump(stats.replayed);
   a.ok = std::move(st.ok);
   a.err = std::move(st.err);
@@ -149,12 +153,17 @@ bool cell::record_answer(tool_call_state& st, caf::error& err,
                          std::unique_ptr<google::protobuf::Message>& reply) {
   // Not recorded: an outcome that is not the execution's (not_running:
   // the instance that called went; a repeat executes again, same key).
-  if (!st.record || !st.key || st.attempts == 0 || !dur_ || leaving_
+  if (!st.record || !st.key || (st.attempts == 0 && !st.executed) || !dur_
+      || leaving_
       || mode_ == mode::abandoned || is(err, errc::not_running))
     return false;
+  auto* called = st.primary != nullptr ? st.primary : st.tool;
   records::ToolResultRecord r;
   r.set_format(1);
-  r.set_tool(st.tool->decl().name);
+  r.set_tool(called->decl().name);
+  if (called != st.tool)
+    r.set_answered_by(st.tool->decl().name);
+  r.set_by_default(st.by_default);
   r.set_fingerprint(st.fingerprint);
   r.set_recorded_ms(static_cast<uint64_t>(unix_ms()));
   if (err) {
@@ -178,6 +187,10 @@ bool cell::record_answer(tool_call_state& st, caf::error& err,
   a.error = std::move(err);
   a.reply = std::move(reply);
   a.key = std::move(st.key);
+  a.tool = called;
+  if (called != st.tool)
+    a.by = st.tool->decl().name;
+  a.by_default = st.by_default;
   tools_->recording[tok].push_back(std::move(a));
   return true;
 }
@@ -212,6 +225,7 @@ bool cell::on_record_committed(uint64_t tok, const caf::error& err) {
 void cell::deliver_recorded(recorded_answer& a) {
   auto chain = a.origin.chain;
   if (a.gen == gen_ && instance_) {
+    answering(a);
     if (a.error)
       invoke_as(a.origin, [&] { a.err(a.error); });
     else

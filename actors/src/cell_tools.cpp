@@ -517,6 +517,8 @@ void cell::finish_call(uint64_t id, caf::error err,
                        std::unique_ptr<google::protobuf::Message> reply,
                        bool sync) {
   auto st = tools_->calls.take(id);
+  if (st.late)
+    sync = false;
   if (st.current)
     abandon_attempt(st, false);
   auto& stats = st.tool->stats();
@@ -528,6 +530,9 @@ void cell::finish_call(uint64_t id, caf::error err,
     tool_stats::bump(retried ? stats.failed_with_retry
                              : stats.failed_without_retry);
   st.ticket.reset(); // the running executions, if any, still hold it
+  if (err && (st.primary != nullptr || !st.tool->decl().fallback.empty())
+      && fall_back(st, err, reply, sync))
+    return;
   auto chain = st.origin.chain;
   if (sync) {
     // Still inside call_tool: the handler (or callback) that called sees
@@ -541,6 +546,7 @@ void cell::finish_call(uint64_t id, caf::error err,
       }
     } d{this, chain};
     origin_scope scope{cb_origin_, st.origin.keyed ? &st.origin : cb_origin_};
+    answering(st);
     if (err)
       st.err(err);
     else
@@ -562,6 +568,7 @@ void cell::finish_call(uint64_t id, caf::error err,
   // As with request: only the instance that called hears the answer.
   if (st.gen == gen_ && instance_) {
     auto o = std::move(st.origin);
+    answering(st);
     if (err)
       invoke_as(o, [&] { st.err(err); });
     else
@@ -574,6 +581,7 @@ void cell::end_tool_calls() {
   tools_ended_ = true;
   if (!tools_)
     return;
+  drop_guards(true);
   // Executions that returned and were not taken yet still tell the breaker
   // about the dependency (and end a probe).
   // Those that return later find the inbox closed and report themselves.

@@ -44,6 +44,9 @@ using tool_replay_atom = caf::atom_constant<caf::atom("vtoolrepl")>;
 /// (tool_park): the calls waiting for their keys (cell_tools::parked) try
 /// again, every 5 ms.
 using tool_park_atom = caf::atom_constant<caf::atom("vtoolpark")>;
+/// (approval_due, key): the approval timeout of the call waiting under
+/// `key` (cell_tools::approving) passed.
+using approval_due_atom = caf::atom_constant<caf::atom("vapprdue")>;
 
 /// The attempts whose executions returned, for their cell to take: a
 /// lock-free stack (executions push, the cell takes them all at once).
@@ -238,6 +241,45 @@ struct tool_call_state {
   /// The cell's own call (an effect dispatched from its outbox): answered
   /// whatever became of the instance.
   bool owned = false;
+  /// A fallback's call (tool_fallback): the tool called first, and the
+  /// place of the next fallback in its list; `executed`: an earlier tool
+  /// of the chain ran (its outcome, and so the chain's, is recorded).
+  tool_runtime* primary = nullptr;
+  uint32_t next_fallback = 0;
+  bool executed = false;
+  /// Answered by the called tool's declared default.
+  bool by_default = false;
+  /// A fallback started after `call_tool` returned: a refusal at its
+  /// start is answered as a late answer, not within call_tool.
+  bool late = false;
+};
+
+/// Where a fallback's call starts (cell::start_call).
+struct fallback_step {
+  tool_runtime* primary = nullptr;
+  uint32_t next = 0;
+  bool executed = false;
+  bool late = false;
+};
+
+/// A call waiting for what its tool requires before it runs: its dry run,
+/// then a person's approval (cell_guards.cpp).
+struct call_guard {
+  tool_runtime* tool = nullptr;
+  std::unique_ptr<google::protobuf::Message> req;
+  tool_options opts;
+  std::function<void(std::unique_ptr<google::protobuf::Message>)> ok;
+  std::function<void(const caf::error&)> err;
+  call_origin origin;
+  std::shared_ptr<call_key> key;
+  bool record = false;
+  std::string fingerprint;
+  bool owned = false;
+  uint64_t gen = 0;
+  bool dry_done = false;
+  bool approved = false;
+  /// The approval's key (waiting: in cell_tools::approving).
+  std::string approval;
 };
 
 /// A call's answer waiting for the commit of its record (or, replayed from
@@ -251,6 +293,12 @@ struct recorded_answer {
   std::unique_ptr<google::protobuf::Message> reply;
   /// Holds the key claimed until the callbacks ran.
   std::shared_ptr<call_key> key;
+  /// The tool called, and who answered if not it (a fallback's name, or
+  /// its default: `by_default`); `replayed`: from an earlier record.
+  tool_runtime* tool = nullptr;
+  std::string by;
+  bool by_default = false;
+  bool replayed = false;
 };
 
 /// When a call next needs its cell: the earliest of its deadline, its
@@ -414,6 +462,8 @@ struct cell_tools {
     resilience::time_point since;
   };
   std::vector<parked_call> parked;
+  /// Calls waiting for a person's approval, by the approval's key.
+  std::map<std::string, std::shared_ptr<call_guard>> approving;
   /// Per tool: this agent's cost budget, made at its first call.
   std::map<std::string, std::unique_ptr<resilience::token_bucket>, std::less<>>
     costs;

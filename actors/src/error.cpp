@@ -53,6 +53,8 @@ const char* to_string(errc x) noexcept {
     case errc::in_use: return "in_use";
     case errc::idempotency_mismatch: return "idempotency_mismatch";
     case errc::approval_unavailable: return "approval_unavailable";
+    case errc::approval_rejected: return "approval_rejected";
+    case errc::approval_expired: return "approval_expired";
     case errc::fenced: return "fenced";
     case errc::refused: return "refused";
     case errc::degraded: return "degraded";

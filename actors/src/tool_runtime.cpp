@@ -126,6 +126,28 @@ std::vector<tool_problem> check_tool(const tool_decl& d) {
        "cost.per_agent", "must be 0 (off) to 1e15");
   need(out, p.cost.per > duration::zero() && p.cost.per <= max_timeout,
        "cost.per", "must be more than 0 and at most 168h");
+  auto& fb = d.fallback.tools;
+  for (size_t i = 0; i < fb.size(); ++i) {
+    need(out, fb[i] != d.name, "fallback.tools",
+         "\"" + fb[i] + "\" is the tool itself; name other tools of the "
+           "node");
+    need(out, std::find(fb.begin(), fb.begin() + i, fb[i]) == fb.begin() + i,
+         "fallback.tools", "\"" + fb[i] + "\" is named twice");
+  }
+  need(out, fb.size() <= 8, "fallback.tools", "at most 8 tools");
+  auto& dr = d.dry_run;
+  need(out, !dr.required || !dr.tool.empty(), "dry_run.tool",
+       "dry_run.required needs the dry-run form: the name of another tool "
+       "of the node that takes the same request");
+  need(out, dr.tool != d.name, "dry_run.tool",
+       "a tool cannot be its own dry run; name a sandbox or validator tool");
+  need(out, dr.tool.empty() || d.effect != side_effect::read_only,
+       "dry_run", "a read_only tool changes nothing: a dry run rehearses a "
+                  "write");
+  need(out,
+       d.approval.timeout > duration::zero()
+         && d.approval.timeout <= std::chrono::hours{720},
+       "approval.timeout", "must be more than 0 and at most 720h (30 days)");
   return out;
 }
 

@@ -5,6 +5,8 @@
 #include <set>
 
 #include <caf/all.hpp>
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/message.h>
 #include <spdlog/spdlog.h>
 
 #include "vigil/actors/approvals.hpp"
@@ -100,6 +102,8 @@ struct node::impl {
                       + (known.empty() ? "none" : known) + ")");
       }
     }
+    if (problems.empty())
+      check_tool_links(decls, add);
     if (!problems.empty())
       return make_error(errc::invalid_child_spec, problems);
     clock_view = std::make_shared<detail::actor_clock_view>(sys.clock());
@@ -136,6 +140,61 @@ struct node::impl {
       rt->add_tool(std::move(t));
     }
     return caf::none;
+  }
+
+  /// The tools a declaration names (its fallbacks, its dry-run form) are
+  /// declared, and take its request (and, a fallback, give its reply); its
+  /// default reply is of its reply type; approvals need a data dir.
+  template <class Add>
+  void check_tool_links(const std::vector<tool_decl>& decls, Add& add) {
+    auto impl_of = [&](const std::string& name) -> const tool_type* {
+      for (auto& d : decls)
+        if (d.name == name)
+          return d.impl ? d.impl.get()
+                        : rt->types().find_tool(d.type.empty() ? d.name
+                                                               : d.type);
+      return nullptr;
+    };
+    for (auto& d : decls) {
+      auto* self = impl_of(d.name);
+      auto linked = [&](const std::string& other, const char* field,
+                        bool same_reply) {
+        auto* x = impl_of(other);
+        if (x == nullptr)
+          return add(d.name, std::string{field} + ": \"" + other
+                               + "\" is not a tool of this node");
+        if (x->request_type != self->request_type
+            || (same_reply && x->reply_type != self->reply_type))
+          add(d.name, std::string{field} + ": \"" + other + "\" takes "
+                        + x->request_type + " and replies " + x->reply_type
+                        + "; it must take " + self->request_type
+                        + (same_reply ? " and reply " + self->reply_type
+                                      : std::string{}));
+      };
+      for (auto& f : d.fallback.tools)
+        linked(f, "fallback.tools", true);
+      if (!d.dry_run.tool.empty())
+        linked(d.dry_run.tool, "dry_run.tool", false);
+      if (!d.fallback.default_type.empty()) {
+        auto* m = google::protobuf::DescriptorPool::generated_pool()
+                    ->FindMessageTypeByName(self->reply_type);
+        auto* proto = m != nullptr ? google::protobuf::MessageFactory::
+                                       generated_factory()
+                                         ->GetPrototype(m)
+                                   : nullptr;
+        std::unique_ptr<google::protobuf::Message> x{
+          proto != nullptr ? proto->New() : nullptr};
+        if (d.fallback.default_type != self->reply_type)
+          add(d.name, "fallback.default: a " + d.fallback.default_type
+                        + "; the tool replies " + self->reply_type);
+        else if (!x || !x->ParseFromString(d.fallback.default_payload))
+          add(d.name, "fallback.default: does not parse as "
+                        + self->reply_type);
+      }
+      if (d.approval.required && cfg_copy.data_dir.empty())
+        add(d.name, "approval.required: a call's approval is kept on disk; "
+                    "give the node a data dir (node_config::data_dir)");
+    }
   }
 
   static std::string breaker_key(const std::string& tool) {

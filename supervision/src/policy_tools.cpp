@@ -147,6 +147,25 @@ public:
     read_limits(t, p);
     if (t.has_record())
       d.record = t.record();
+    if (t.has_fallback()) {
+      auto& f = t.fallback();
+      d.fallback.tools.assign(f.tools().begin(), f.tools().end());
+      if (f.has_default_()) {
+        d.fallback.default_type = f.default_().type();
+        d.fallback.default_payload = f.default_().payload();
+      }
+    }
+    if (t.has_dry_run()) {
+      d.dry_run.tool = t.dry_run().tool();
+      d.dry_run.required = !t.dry_run().has_required()
+                           || t.dry_run().required();
+    }
+    if (t.has_approval()) {
+      d.approval.required = !t.approval().has_required()
+                            || t.approval().required();
+      if (t.approval().has_timeout())
+        d.approval.timeout = to_duration(t.approval().timeout());
+    }
     // An http block written, even one rejected already (not a mapping),
     // stands for the implementation.
     bool http = source_.written(t, T::kHttpFieldNumber);
@@ -237,6 +256,29 @@ std::vector<policy_problem> tools_from_policy(const policy::Node& node,
     node, pol::Node::kToolsFieldNumber,
     [&](const Message& entry, const std::string& name, const pol::Tool& t) {
       out.push_back(reader.read(entry, name, t));
+    });
+  // The tools a tool names are the node's (their types the node checks).
+  auto declared = [&](const std::string& n) {
+    return std::any_of(out.begin(), out.end(),
+                       [&](const tool_decl& d) { return d.name == n; });
+  };
+  for_each_entry<pol::Tool>(
+    node, pol::Node::kToolsFieldNumber,
+    [&](const Message&, const std::string& name, const pol::Tool& t) {
+      auto label = "node.tools." + name;
+      if (t.has_fallback())
+        for (auto& f : t.fallback().tools())
+          if (f != name && !declared(f))
+            problems.push_back(
+              {&t.fallback(), pol::Tool::Fallback::kToolsFieldNumber,
+               label + ".fallback.tools: " + quote(f)
+                 + " is not a tool of node.tools; declare it there"});
+      if (t.has_dry_run() && !t.dry_run().tool().empty()
+          && t.dry_run().tool() != name && !declared(t.dry_run().tool()))
+        problems.push_back(
+          {&t.dry_run(), pol::Tool::DryRun::kToolFieldNumber,
+           label + ".dry_run.tool: " + quote(t.dry_run().tool())
+             + " is not a tool of node.tools; declare it there"});
     });
   return problems;
 }

@@ -15,9 +15,11 @@
 
 #include "support/counting_http_server.hpp"
 #include "support/eventually.hpp"
+#include "support/temp_dir.hpp"
 #include "vigil/builtin.pb.h"
 #include "vigil/cli/app.hpp"
 #include "vigil/cli/policy.hpp"
+#include "vigil/node/node.hpp"
 
 using namespace std::chrono_literals;
 using namespace vigil;
@@ -290,6 +292,64 @@ TEST(http_policy_test, the_example_policy_charges_through_its_http_tool) {
   EXPECT_EQ(r.target, "/v1/charges/5");
   EXPECT_EQ(r.header("Authorization"), "Bearer tok-example");
   EXPECT_NE(r.body.find(R"("n":"5")"), std::string::npos) << r.body;
+}
+
+// examples/policies/payments.yaml, as the README shows it, pointed at two
+// local services: the processor answers 503 to every attempt, so the call
+// falls back to the backup, which sees the same Idempotency-Key.
+TEST(http_policy_test, the_payments_example_falls_back_with_the_same_key) {
+  std::ifstream in{VIGIL_PAYMENTS_POLICY};
+  std::stringstream text;
+  text << in.rdbuf();
+  auto yaml = text.str();
+  test::counting_http_server main_svc;
+  test::counting_http_server backup_svc;
+  main_svc.route("/v1/charges/*", [](const httplib::Request&) {
+    return test::http_answer{503, R"({"error":"overloaded"})"};
+  });
+  backup_svc.route("/charges/*", [](const httplib::Request& r) {
+    auto n = r.path.substr(r.path.rfind('/') + 1);
+    return test::http_answer{200, R"({"charge":{"n":")" + n + R"("}})"};
+  });
+  for (auto [origin, url] :
+       {std::pair{std::string{"https://payments.example.com"}, main_svc.url()},
+        std::pair{std::string{"https://backup-payments.example.com"},
+                  backup_svc.url()}}) {
+    ASSERT_NE(yaml.find(origin), std::string::npos) << origin;
+    yaml.replace(yaml.find(origin), origin.size(), url);
+  }
+  ::setenv("PAY_TOKEN", "tok-main", 1);
+  ::setenv("BACKUP_TOKEN", "tok-backup", 1);
+  loaded_policy lp;
+  auto errs = load_policy_text(yaml, "payments.yaml", types(), lp);
+  ::unsetenv("PAY_TOKEN");
+  ::unsetenv("BACKUP_TOKEN");
+  ASSERT_TRUE(errs.empty()) << errs.front().to_string();
+  test::temp_dir dir;
+  lp.node.data_dir = dir.path();
+  node n{types(), lp.node};
+  ASSERT_FALSE(n.start(lp.name, lp.tree));
+  builtin::Number num;
+  num.set_n(7);
+  ASSERT_FALSE(n.send("root/billing", num));
+  ASSERT_TRUE(backup_svc.wait_for_count(1, 10s));
+  auto tries = main_svc.requests();
+  ASSERT_EQ(tries.size(), 3u); // its 3 attempts, then the fallback
+  auto key = tries[0].header("Idempotency-Key");
+  EXPECT_FALSE(key.empty());
+  for (auto& t : tries)
+    EXPECT_EQ(t.header("Idempotency-Key"), key);
+  auto b = backup_svc.requests().at(0);
+  EXPECT_EQ(b.header("Idempotency-Key"), key);
+  EXPECT_EQ(b.header("Authorization"), "Bearer tok-backup");
+  EXPECT_EQ(b.target, "/charges/7");
+  // The call answered (by the backup), and its record says so.
+  ASSERT_TRUE(test::eventually([&] {
+    auto st = n.call<builtin::ToolCallCount>("root/billing", builtin::Get{}, 5s);
+    return st && st->value.ok() == 1;
+  }, 10s));
+  EXPECT_EQ(n.rt()->find_tool("charge")->stats().fallbacks.load(), 1u);
+  EXPECT_EQ(n.rt()->find_tool("charge")->stats().recorded.load(), 1u);
 }
 
 } // namespace

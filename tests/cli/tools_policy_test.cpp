@@ -67,7 +67,7 @@ const std::string classes
   = "read_only, idempotent_write, non_idempotent_write, irreversible";
 const std::string tool_keys = "type, class, timeout, attempt_timeout, retry, "
                               "budget, breaker, bulkhead, rate, cost, http, "
-                              "record";
+                              "record, fallback, dry_run, approval";
 
 const error_case error_cases[] = {
   {"unknown_key",

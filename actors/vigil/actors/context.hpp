@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 
@@ -275,13 +276,23 @@ public:
   /// no time left, bulkhead full, breaker open, rate or cost limit) calls
   /// `on_error` at once, before `call_tool` returns.
   ///
+  /// `on_result` may take a second argument, `const tool_answer&`: who
+  /// answered (the tool, one of its fallbacks or its default, see
+  /// tool_fallback) and whether the answer was replayed from a record.
+  ///
+  /// A tool with a required dry run (tool_dry_run) runs it first, and one
+  /// that needs approval (tool_approval) waits for a person; both before
+  /// the stack above, and a journal agent's envelope stays held meanwhile.
+  ///
   /// Errors: unknown_tool, bad_payload (the tool takes another request
   /// type), deadline_exceeded (the call's deadline passed; the context
   /// names the attempts made and the last error), bulkhead_full,
   /// circuit_open, rate_limited, cost_exceeded, tool_unavailable (a
   /// transient error and no retry left), tool_rejected (a permanent
   /// error), invalid_output, not_running (called as the agent's cell
-  /// ends, from the agent's destructor).
+  /// ends, from the agent's destructor), in_use and idempotency_mismatch
+  /// (see README, "Idempotency keys"), approval_rejected, approval_expired
+  /// and approval_unavailable.
   template <class Reply, class OnResult, class OnError>
   void call_tool(std::string_view tool, const google::protobuf::Message& req,
                  const tool_options& opts, OnResult on_result,
@@ -290,11 +301,18 @@ public:
     // MergeFrom into a new message: CopyFrom's check that `req` does not
     // contain `copy` walks the fields by reflection on every call.
     copy->MergeFrom(req);
-    std::function<void(std::unique_ptr<google::protobuf::Message>)> ok
-      = [f = std::move(on_result)](
-          std::unique_ptr<google::protobuf::Message> rep) mutable {
-          f(std::move(static_cast<Reply&>(*rep)));
-        };
+    std::function<void(std::unique_ptr<google::protobuf::Message>)> ok;
+    if constexpr (std::is_invocable_v<OnResult&, Reply&&,
+                                      const tool_answer&>)
+      ok = [f = std::move(on_result),
+            self = this](std::unique_ptr<google::protobuf::Message> rep) mutable {
+        f(std::move(static_cast<Reply&>(*rep)), self->answered());
+      };
+    else
+      ok = [f = std::move(on_result)](
+             std::unique_ptr<google::protobuf::Message> rep) mutable {
+        f(std::move(static_cast<Reply&>(*rep)));
+      };
     std::function<void(const caf::error&)> err = std::move(on_error);
     call_tool_raw(tool, std::move(copy), type_symbol<Reply>(), opts,
                   std::move(ok), std::move(err));
@@ -362,6 +380,8 @@ protected:
                   on_result,
                 std::function<void(const caf::error&)> on_error)
     = 0;
+  /// Who answered the call whose callback runs now.
+  virtual const tool_answer& answered() const noexcept = 0;
   virtual caf::error effect_raw(std::string_view tool,
                                 std::unique_ptr<google::protobuf::Message> req)
     = 0;

@@ -115,6 +115,11 @@ enum class errc : uint8_t {
   /// A tool call or envelope needs a person's approval, and this node
   /// cannot keep one: it runs without a data dir.
   approval_unavailable,
+  /// A person rejected the tool call (or envelope) that waited for
+  /// approval (`vigil approvals reject`).
+  approval_rejected,
+  /// No one decided on the call's approval within its approval timeout.
+  approval_expired,
 };
 
 /// Returns the OTP-style name of `x`, e.g. "reached_max_restart_intensity".

@@ -276,6 +276,51 @@ struct tool_override {
 
 struct tool_type;
 
+/// What answers when a tool cannot (tool_decl::fallback): after the tool
+/// failed with `invalid_output`, with a transient error and no retry left
+/// (`tool_unavailable`) or with its breaker open (`circuit_open`), each of
+/// `tools` in order (other tools of the node taking the same request and
+/// giving the same reply, each through its own stack, under the call's
+/// idempotency key), then the `default` reply if one is declared. The
+/// callback learns which one answered (tool_answer).
+struct tool_fallback {
+  std::vector<std::string> tools;
+  /// The default reply: its full Protobuf name (the tool's reply type) and
+  /// its serialized bytes; an empty type is none.
+  std::string default_type;
+  std::string default_payload;
+
+  bool empty() const noexcept {
+    return tools.empty() && default_type.empty();
+  }
+};
+
+/// A tool's dry-run form (tool_decl::dry_run): another tool of the node
+/// that takes the same request and rehearses the call (the same call
+/// against a sandbox or staging endpoint, or a validator), whatever it
+/// replies. With `required`, every call of the tool runs its dry run first
+/// and the real call only after the dry run succeeded; a failed dry run is
+/// the call's error (its code, and a text that says it was the dry run's).
+/// For a journal agent both are recorded: the dry run under the call's key
+/// with a place of its own, so a replay repeats neither.
+struct tool_dry_run {
+  std::string tool;
+  bool required = false;
+};
+
+/// A tool whose calls wait for a person (tool_decl::approval): each call,
+/// after its dry run if it has one, is stored as a pending approval under
+/// its idempotency key and runs once someone approves it with `vigil
+/// approvals approve`; a rejection fails it with `approval_rejected`, and
+/// no decision within `timeout` with `approval_expired`. The wait survives
+/// a restart: the replayed call finds its approval, decided or not, and
+/// waits for the rest of the same timeout. Needs a data dir and a key (a
+/// call made on behalf of an envelope, or an effect).
+struct tool_approval {
+  bool required = false;
+  resilience::duration timeout = std::chrono::hours{24};
+};
+
 /// A tool declared on a node: its name (what agents call), the registered
 /// implementation (`type`, empty: the same as `name`), its side-effect class
 /// and its policy.
@@ -288,10 +333,28 @@ struct tool_decl {
   /// their idempotency keys (so that a replay gets the recorded result and
   /// does not call again). Off for cheap deterministic reads.
   bool record = true;
+  tool_fallback fallback;
+  tool_dry_run dry_run;
+  tool_approval approval;
   /// An implementation made for this declaration alone (the `http` tool of
   /// a policy file, built from its `http:` block); null takes the one
   /// registered as `type`.
   std::shared_ptr<const tool_type> impl;
+};
+
+/// Who answered a call (the second argument of a `call_tool` callback
+/// that takes two): the tool called, one of its fallbacks, or its declared
+/// default (`by_default`). `replayed`: the answer is the record of an
+/// earlier execution (a journal agent's replay), not a new one.
+struct tool_answer {
+  std::string_view tool;
+  bool by_default = false;
+  bool replayed = false;
+
+  /// True unless the tool called answered itself.
+  bool fell_back(std::string_view called) const noexcept {
+    return by_default || tool != called;
+  }
 };
 
 /// Per-call options of `context::call_tool`.

@@ -79,6 +79,18 @@ struct tool_stats {
   std::atomic<uint64_t> mismatches{0};
   /// Dispatches of effects (context::effect), each a call.
   std::atomic<uint64_t> effects{0};
+  /// Calls of this tool that failed over to one of its fallbacks, and
+  /// that its declared default answered.
+  std::atomic<uint64_t> fallbacks{0};
+  std::atomic<uint64_t> defaults{0};
+  /// Dry runs started for this tool's calls; failed ones (the real call
+  /// did not run).
+  std::atomic<uint64_t> dry_runs{0};
+  std::atomic<uint64_t> dry_run_failures{0};
+  /// Calls that waited for a person's approval; rejected; expired.
+  std::atomic<uint64_t> approvals_asked{0};
+  std::atomic<uint64_t> approvals_rejected{0};
+  std::atomic<uint64_t> approvals_expired{0};
 
   static void bump(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
     c.fetch_add(n, std::memory_order_relaxed);

@@ -1,0 +1,307 @@
+// What a tool may declare around its calls (vigil/actors/tool.hpp): the
+// fallback chain that answers when it cannot, and the stages a call waits
+// for before its execution: its dry run, then a person's approval. The
+// stack in all, outermost first:
+//
+//   idempotency lookup (cell_records.cpp) -> dry run -> approval
+//     -> fallback chain -> the stack of each tool (cell_tools.cpp)
+//     -> record the result
+
+#include "cell_impl.hpp"
+
+#include "vigil/actors/detail/envelope_record.hpp"
+#include "vigil/actors/detail/tool_record.hpp"
+
+namespace vigil::detail {
+
+namespace {
+
+/// The place of a call's dry run among the calls made from its callback
+/// (which count up from 0): the dry run's record has a key of its own.
+constexpr uint32_t dry_run_index = 0xfffffffe;
+
+/// The errors a fallback answers for: the tool gave no usable reply
+/// (invalid_output), a transient error with no retry left
+/// (tool_unavailable), or its breaker is open.
+bool falls_back(const caf::error& err) {
+  return is(err, errc::invalid_output) || is(err, errc::tool_unavailable)
+         || is(err, errc::circuit_open);
+}
+
+std::unique_ptr<google::protobuf::Message>
+parse_as(const std::string& type, const std::string& bytes) {
+  auto* d = google::protobuf::DescriptorPool::generated_pool()
+              ->FindMessageTypeByName(type);
+  auto* proto = d != nullptr ? google::protobuf::MessageFactory::
+                                 generated_factory()
+                                   ->GetPrototype(d)
+                             : nullptr;
+  std::unique_ptr<google::protobuf::Message> out{
+    proto != nullptr ? proto->New() : nullptr};
+  if (out && !out->ParseFromString(bytes))
+    out.reset();
+  return out;
+}
+
+std::unique_ptr<google::protobuf::Message>
+copy_of(const google::protobuf::Message& m) {
+  std::unique_ptr<google::protobuf::Message> out{m.New()};
+  out->MergeFrom(m);
+  return out;
+}
+
+} // namespace
+
+void cell::answering(const tool_call_state& st) noexcept {
+  answer_ = tool_answer{st.tool->decl().name, st.by_default, false};
+}
+
+void cell::answering(const recorded_answer& a) noexcept {
+  answer_ = tool_answer{a.by.empty() && a.tool != nullptr
+                          ? std::string_view{a.tool->decl().name}
+                          : std::string_view{a.by},
+                        a.by_default, a.replayed};
+}
+
+bool cell::fall_back(tool_call_state& st, caf::error& err,
+                     std::unique_ptr<google::protobuf::Message>& reply,
+                     bool sync) {
+  // Nobody would hear it: the instance that called is gone.
+  if (!falls_back(err) || tools_ended_ || (!st.owned && st.gen != gen_))
+    return false;
+  auto* primary = st.primary != nullptr ? st.primary : st.tool;
+  auto& fb = primary->decl().fallback;
+  bool executed = st.executed || st.attempts > 0;
+  for (auto i = st.next_fallback; i < fb.tools.size(); ++i) {
+    auto* next = rt_->find_tool(fb.tools[i]);
+    if (next == nullptr)
+      continue; // (the node checked them at its start)
+    tool_stats::bump(primary->stats().fallbacks);
+    // Within what is left of the call's deadline.
+    tool_options opts;
+    opts.timeout = std::max<duration>(st.deadline - clock().now(),
+                                      std::chrono::nanoseconds{1});
+    fallback_step step{primary, static_cast<uint32_t>(i + 1), executed,
+                       !sync};
+    auto chain = st.origin.chain;
+    start_call(*next, copy_of(*st.request), opts, std::move(st.ok),
+               std::move(st.err), st.origin, std::move(st.key), st.record,
+               std::move(st.fingerprint), st.owned, &step);
+    chain_done(chain); // (the fallback's call counts now)
+    return true;
+  }
+  if (fb.default_type.empty())
+    return false;
+  auto def = parse_as(fb.default_type, fb.default_payload);
+  if (!def)
+    return false; // (the node checked it at its start)
+  tool_stats::bump(primary->stats().defaults);
+  reply = std::move(def);
+  err = caf::error{};
+  st.tool = primary;
+  st.primary = nullptr;
+  st.by_default = true;
+  st.executed = executed;
+  return false;
+}
+
+bool cell::guarded(const tool_runtime& tool) noexcept {
+  auto& d = tool.decl();
+  return d.dry_run.required || d.approval.required;
+}
+
+void cell::guard_call(std::shared_ptr<call_guard> g) {
+  auto& d = g->tool->decl();
+  if (d.dry_run.required && !g->dry_done) {
+    auto* dry = rt_->find_tool(d.dry_run.tool);
+    if (dry == nullptr)
+      return guard_fail(*g, make_error(errc::unknown_tool,
+                                       "tool \"" + d.name + "\"'s dry run \""
+                                         + d.dry_run.tool
+                                         + "\" is not declared"));
+    tool_stats::bump(g->tool->stats().dry_runs);
+    auto ok = [this, g](std::unique_ptr<google::protobuf::Message>) {
+      g->dry_done = true;
+      guard_call(g);
+    };
+    auto err = [this, g](const caf::error& e) {
+      auto& name = g->tool->decl().name;
+      tool_stats::bump(g->tool->stats().dry_run_failures);
+      auto code = e.category() == caf::atom("vigil") ? static_cast<errc>(e.code())
+                                                     : errc::tool_unavailable;
+      guard_fail(*g, make_error(code, "tool \"" + name
+                                        + "\" not called: its dry run (\""
+                                        + g->tool->decl().dry_run.tool
+                                        + "\") failed: " + describe(e)));
+    };
+    if (g->origin.keyed && !g->owned) {
+      // Keyed, in its own place: a journal agent records it, so that a
+      // replay repeats neither the dry run nor the call.
+      call_origin o = g->origin;
+      push_index(o.index, dry_run_index);
+      o.children = 0;
+      keyed_call(*dry, copy_of(*g->req), tool_options{}, std::move(ok),
+                 std::move(err), o, clock().now());
+    } else {
+      start_call(*dry, copy_of(*g->req), tool_options{}, std::move(ok),
+                 std::move(err), g->origin, nullptr, false, {}, g->owned);
+    }
+    return;
+  }
+  if (d.approval.required && !g->approved) {
+    if (!g->key)
+      return guard_fail(
+        *g, make_error(errc::approval_unavailable,
+                       "tool \"" + d.name + "\" needs approval, which is kept "
+                         + "under the call's idempotency key, and this call "
+                         + "has none: call it from a handler (or a callback "
+                         + "of a handler's call), or send it as an effect"));
+    auto& desk = rt_->approvals();
+    auto now = static_cast<uint64_t>(unix_ms());
+    auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
+                     d.approval.timeout)
+                     .count();
+    auto st = desk.request(
+      g->key->key,
+      make_approval_record(cfg_.path, d.name, *g->req,
+                           now + static_cast<uint64_t>(timeout)));
+    if (!st)
+      return guard_fail(*g, st.error());
+    if (!st->pending())
+      return approval_decided(g, st->state, st->decided_by, st->reason);
+    if (!tools_)
+      tools_ = std::make_unique<cell_tools>(clock(), cfg_.path, address());
+    g->approval = g->key->key;
+    tools_->approving[g->approval] = g;
+    tool_stats::bump(g->tool->stats().approvals_asked);
+    if (auto e = desk.wait(g->approval, address())) {
+      tools_->approving.erase(g->approval);
+      return guard_fail(*g, e);
+    }
+    // The rest of its timeout (asked before a restart: of the first ask's).
+    auto left = st->expires_unix_ms > now ? st->expires_unix_ms - now : 0;
+    delayed_send(this, std::chrono::milliseconds{left},
+                 approval_due_atom::value, g->approval);
+    return;
+  }
+  // Its turn: the stack. Its callbacks, also those run before start_call
+  // returns, run as the call's.
+  auto chain = g->origin.chain;
+  origin_scope scope{cb_origin_, g->origin.keyed ? &g->origin : cb_origin_};
+  start_call(*g->tool, std::move(g->req), g->opts, std::move(g->ok),
+             std::move(g->err), g->origin, std::move(g->key), g->record,
+             std::move(g->fingerprint), g->owned);
+  chain_done(chain);
+}
+
+void cell::guard_fail(call_guard& g, const caf::error& err) {
+  auto chain = g.origin.chain;
+  {
+    origin_scope scope{cb_origin_, g.origin.keyed ? &g.origin : cb_origin_};
+    answer_ = tool_answer{g.tool->decl().name, false, false};
+    if (g.err)
+      std::exchange(g.err, nullptr)(err);
+    g.ok = nullptr;
+  }
+  g.key.reset(); // a repeat may run from now on
+  chain_done(chain);
+}
+
+void cell::approval_decided(std::shared_ptr<call_guard> g, approval_state s,
+                            const std::string& by, const std::string& reason) {
+  auto& d = g->tool->decl();
+  auto key = g->key ? g->key->text : std::string{};
+  switch (s) {
+    case approval_state::approved:
+      g->approved = true;
+      return guard_call(std::move(g));
+    case approval_state::rejected:
+      tool_stats::bump(g->tool->stats().approvals_rejected);
+      return guard_fail(*g, make_error(errc::approval_rejected,
+                                       "tool \"" + d.name + "\": the call "
+                                         + "under key " + key
+                                         + " was rejected by "
+                                         + (by.empty() ? "someone" : by)
+                                         + (reason.empty() ? std::string{}
+                                                           : ": " + reason)));
+    default:
+      tool_stats::bump(g->tool->stats().approvals_expired);
+      return guard_fail(
+        *g, make_error(errc::approval_expired,
+                       "tool \"" + d.name + "\": no one decided on the call "
+                         + "under key " + key + " within its approval "
+                         + "timeout; it did not run"));
+  }
+}
+
+void cell::resume_guard(std::shared_ptr<call_guard> g, approval_state s,
+                        const std::string& by, const std::string& reason) {
+  if (g->owned)
+    return approval_decided(std::move(g), s, by, reason);
+  if (g->gen != gen_ || !instance_) {
+    // The instance that called is gone: its replay asks again.
+    auto chain = g->origin.chain;
+    g->key.reset();
+    return chain_done(chain);
+  }
+  auto o = g->origin;
+  invoke_as(o, [&] { approval_decided(std::move(g), s, by, reason); });
+}
+
+void cell::on_approval(const approval_outcome& x) {
+  if (!tools_)
+    return;
+  auto i = tools_->approving.find(x.key);
+  if (i == tools_->approving.end())
+    return; // its timeout came first
+  auto g = std::move(i->second);
+  tools_->approving.erase(i);
+  resume_guard(std::move(g), x.state, x.by, x.reason);
+}
+
+void cell::on_approval_due(const std::string& key) {
+  if (!tools_)
+    return;
+  auto i = tools_->approving.find(key);
+  if (i == tools_->approving.end())
+    return; // decided first
+  auto g = std::move(i->second);
+  tools_->approving.erase(i);
+  auto& desk = rt_->approvals();
+  desk.cancel(key, address());
+  // A decision may have won the race: expire says which.
+  auto st = desk.expire(key, "no decision within the approval timeout");
+  if (!st) {
+    auto chain = g->origin.chain;
+    if (g->owned || (g->gen == gen_ && instance_)) {
+      auto o = g->origin;
+      auto err = st.error();
+      if (g->owned)
+        guard_fail(*g, err);
+      else
+        invoke_as(o, [&] { guard_fail(*g, err); });
+      return;
+    }
+    g->key.reset();
+    return chain_done(chain);
+  }
+  resume_guard(std::move(g), st->state, st->decided_by, st->reason);
+}
+
+void cell::drop_guards(bool all) {
+  if (!tools_ || tools_->approving.empty())
+    return;
+  auto& desk = rt_->approvals();
+  for (auto i = tools_->approving.begin(); i != tools_->approving.end();) {
+    auto& g = *i->second;
+    if (!all && (g.owned || g.gen == gen_)) {
+      ++i;
+      continue;
+    }
+    desk.cancel(i->first, address());
+    g.key.reset(); // its replay asks again, with the same key
+    i = tools_->approving.erase(i);
+  }
+}
+
+} // namespace vigil::detail
