@@ -173,8 +173,15 @@ struct node::impl {
       };
       for (auto& f : d.fallback.tools)
         linked(f, "fallback.tools", true);
-      if (!d.dry_run.tool.empty())
+      if (!d.dry_run.tool.empty()) {
         linked(d.dry_run.tool, "dry_run.tool", false);
+        for (auto& x : decls)
+          if (x.name == d.dry_run.tool
+              && (x.dry_run.required || x.approval.required))
+            add(d.name, "dry_run.tool: \"" + x.name
+                          + "\" has a dry run or an approval of its own; a "
+                            "dry run must be a plain call");
+      }
       if (!d.fallback.default_type.empty()) {
         auto* m = google::protobuf::DescriptorPool::generated_pool()
                     ->FindMessageTypeByName(self->reply_type);

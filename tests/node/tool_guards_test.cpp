@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -38,6 +39,7 @@ struct services {
   std::map<std::string, int> runs;
   std::map<std::string, std::vector<std::string>> keys;
   std::vector<std::string> errors; ///< codes the agents saw outside replies
+  std::atomic<bool> release{false}; ///< ends "hang"
 
   void seen(std::string code) {
     std::lock_guard<std::mutex> guard{mtx};
@@ -93,6 +95,7 @@ struct services {
     runs.clear();
     keys.clear();
     errors.clear();
+    release = false;
   }
 };
 
@@ -112,6 +115,8 @@ public:
     if (auto i = ps.find("tool"); i != ps.end())
       tool_ = i->second;
     at_start_ = ps.count("at_start") > 0;
+    effect_ = ps.count("effect") > 0;
+    then_hang_ = ps.count("then_hang") > 0;
   }
 
   void on_start(context& ctx) override {
@@ -127,15 +132,27 @@ public:
   }
 
   void ping(context& ctx, const Ping& m) {
+    if (effect_) {
+      if (auto err = ctx.effect(tool_, m))
+        throw tool_failure{err};
+      return ctx.defer().deliver(m.n() == 0 ? Pong{} : pong_of(m.n()));
+    }
     auto rp = ctx.defer();
     ctx.call_tool<Pong>(
       tool_, m,
-      [rp](Pong p, const tool_answer& a) mutable {
+      [this, &ctx, rp](Pong p, const tool_answer& a) mutable {
         Pong out;
         out.set_n(p.n());
         out.set_from(std::string{a.tool} + (a.by_default ? "+default" : "")
                      + (a.replayed ? "+replayed" : ""));
-        rp.deliver(out);
+        if (!then_hang_)
+          return rp.deliver(out);
+        // Noted, then a call that hangs keeps the envelope open.
+        services::get().seen("answer:" + out.from());
+        ctx.call_tool<Pong>(
+          "hang", vigil::test::ping(1),
+          [rp, out](Pong) mutable { rp.deliver(out); },
+          [rp](const caf::error& e) mutable { rp.fail(e); });
       },
       [rp](const caf::error& e) mutable { rp.fail(e); });
   }
@@ -143,11 +160,27 @@ public:
 private:
   std::string tool_ = "main";
   bool at_start_ = false;
+  bool effect_ = false; ///< sends the Ping as an effect, answers at once
+  bool then_hang_ = false; ///< after the call, calls "hang"
+
+  static Pong pong_of(int64_t n) {
+    Pong p;
+    p.set_n(n);
+    return p;
+  }
 };
 
 registry guard_types() {
   registry r;
   r.add<caller>("caller");
+  // Blocks (ignoring cancellation, as a real blocking call does) until the
+  // test releases it, or 20 s.
+  r.add_tool<Ping, Pong>("hang", [](const Ping&, tool_call&) {
+    auto until = std::chrono::steady_clock::now() + 20s;
+    while (!services::get().release && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(1ms);
+    return tool_result<Pong>{Pong{}};
+  });
   for (auto name : {"main", "backup", "backup2", "check", "pay"})
     r.add_tool<Ping, Pong>(name, [name = std::string{name}](const Ping& req,
                                                            tool_call& c) {
@@ -188,6 +221,9 @@ class tool_guards_test : public ::testing::Test {
 protected:
   void SetUp() override {
     services::get().reset();
+  }
+  void TearDown() override {
+    services::get().release = true;
   }
 
   /// A node with "main" falling back to "backup" (and `more`).
@@ -503,4 +539,109 @@ TEST_F(tool_guards_test, an_approval_granted_while_the_node_was_down_counts) {
   }, 10s));
   EXPECT_EQ(svc.count("pay"), 1);
   EXPECT_EQ(n.rt()->find_tool("pay")->stats().approvals_asked.load(), 0u);
+}
+
+TEST_F(tool_guards_test, the_node_refuses_links_to_tools_that_do_not_fit) {
+  registry types = guard_types();
+  types.add_tool<Ping, Tally>("tally", [](const Ping&, tool_call&) {
+    return tool_result<Tally>{Tally{}};
+  });
+  struct row {
+    std::function<void(node_config&)> change;
+    std::string expected;
+  };
+  std::vector<row> rows = {
+    {[](node_config& c) { c.tools[0].fallback.tools = {"nope"}; },
+     "tool \"main\": fallback.tools: \"nope\" is not a tool of this node"},
+    {[](node_config& c) { c.tools[0].fallback.tools = {"tally"}; },
+     "tool \"main\": fallback.tools: \"tally\" takes vigil.test.Ping and "
+     "replies vigil.test.Tally; it must take vigil.test.Ping and reply "
+     "vigil.test.Pong"},
+    {[](node_config& c) {
+       c.tools[0].fallback.default_type = "vigil.test.Tally";
+     },
+     "tool \"main\": fallback.default: a vigil.test.Tally; the tool replies "
+     "vigil.test.Pong"},
+    {[](node_config& c) {
+       c.tools[0].effect = side_effect::irreversible;
+       c.tools[0].policy.retry.max_attempts = 1;
+       c.tools[0].dry_run = {"backup", true};
+       c.tools[1].approval.required = true;
+     },
+     "tool \"main\": dry_run.tool: \"backup\" has a dry run or an approval "
+     "of its own; a dry run must be a plain call"},
+    {[](node_config& c) { c.tools[0].approval.required = true; },
+     "tool \"main\": approval.required: a call's approval is kept on disk; "
+     "give the node a data dir (node_config::data_dir)"},
+  };
+  for (auto& r : rows) {
+    auto cfg = fallback_config();
+    cfg.tools.push_back(quick("tally"));
+    r.change(cfg);
+    node n{types, cfg};
+    auto err = n.start("root", caller_tree());
+    ASSERT_TRUE(err) << r.expected;
+    EXPECT_NE(describe(err).find(r.expected), std::string::npos)
+      << describe(err);
+  }
+}
+
+TEST_F(tool_guards_test, an_effect_waits_for_its_approval_then_is_sent) {
+  auto& svc = services::get();
+  auto cfg = approval_config(dir_);
+  cfg.tools[0].effect = side_effect::idempotent_write;
+  node n{guard_types(), cfg};
+  auto tree = caller_tree(durability_mode::journal, "pay");
+  tree.children[0].params["effect"] = "";
+  ASSERT_FALSE(n.start("root", tree));
+  auto r = n.call<Pong>("root/c", ping(9), 10s);
+  ASSERT_TRUE(r) << describe(r.error()); // the handler's commit is done
+  std::vector<std::string> ids;
+  ASSERT_TRUE(eventually([&] { return (ids = pending_ids(dir_)).size() == 1; },
+                         10s));
+  EXPECT_EQ(svc.count("pay"), 0);
+  auto ok = vigil_cmd(dir_, {"approvals", "approve", ids[0], "--by", "dora"});
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  ASSERT_TRUE(eventually([&] { return svc.count("pay") == 1; }, 10s));
+  size_t outbox = 1;
+  ASSERT_TRUE(eventually([&] {
+    return !n.rt()->storage()->count(db::outbox, outbox) && outbox == 0;
+  }, 10s));
+}
+
+TEST_F(tool_guards_test, a_replay_is_told_who_answered_the_recorded_call) {
+  auto& svc = services::get();
+  svc.set("main", services::mode::transient);
+  auto cfg = fallback_config();
+  cfg.data_dir = dir_;
+  cfg.tools[0].effect = side_effect::idempotent_write;
+  cfg.tools.push_back(quick("hang"));
+  // A stop does not wait for the hung execution.
+  cfg.tool_executors = [](const tool_decl& t) {
+    return std::make_shared<detail::thread_pool>(
+      t.policy.bulkhead.max_concurrent, t.name, 0ms);
+  };
+  auto tree = caller_tree(durability_mode::journal);
+  tree.children[0].params["then_hang"] = "";
+  {
+    node n{guard_types(), cfg};
+    ASSERT_FALSE(n.start("root", tree));
+    ASSERT_FALSE(n.send("root/c", ping(6)));
+    ASSERT_TRUE(eventually([&] { return !svc.errors_seen().empty(); }, 10s));
+    n.stop(); // the envelope is still held: "hang" runs
+  }
+  svc.release = true;
+  EXPECT_EQ(svc.errors_seen(), std::vector<std::string>{"answer:backup"});
+  int main_runs = svc.count("main");
+  int backup_runs = svc.count("backup");
+  svc.release = false;
+  node n{guard_types(), cfg};
+  ASSERT_FALSE(n.start("root", tree));
+  // The replay's first call is answered from its record: by the backup,
+  // replayed, and neither tool runs again.
+  ASSERT_TRUE(eventually([&] { return svc.errors_seen().size() == 2; }, 10s));
+  EXPECT_EQ(svc.errors_seen()[1], "answer:backup+replayed");
+  EXPECT_EQ(svc.count("main"), main_runs);
+  EXPECT_EQ(svc.count("backup"), backup_runs);
+  svc.release = true;
 }
