@@ -197,6 +197,12 @@ caf::result<envelope> cell::on_envelope(envelope& e) {
   if (!buffer_.empty()
       || (mode_ != mode::running && mode_ != mode::half_open))
     return not_now(e);
+  if (cfg_.approval) {
+    // Through the buffer, where an envelope may wait for its approval.
+    auto r = not_now(e);
+    drain();
+    return r;
+  }
   envelope out;
   caf::error err;
   response_promise rp;
@@ -512,6 +518,7 @@ void cell::drain() {
   static constexpr size_t drain_chunk = 64;
   size_t n = 0;
   while (!buffer_.empty() && instance_ && (!dur_ || dur_->ready()) && !held_
+         && awaiting_.empty()
          && (mode_ == mode::running || mode_ == mode::half_open)) {
     if (n++ == drain_chunk) {
       event_based_actor::send<caf::message_priority::high>(
@@ -520,6 +527,16 @@ void cell::drain() {
     }
     auto p = std::move(buffer_.front());
     buffer_.pop_front();
+    if (cfg_.approval && cfg_.approval->covers(p.env.type.str())) {
+      // A person's approval first: it waits at the head of the buffer.
+      auto g = approve_envelope(p);
+      if (g == gate::wait) {
+        buffer_.push_front(std::move(p));
+        return;
+      }
+      if (g == gate::refused)
+        continue;
+    }
     envelope out;
     caf::error err;
     // Only a real requester can get a deferred reply: a promise made now

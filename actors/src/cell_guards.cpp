@@ -11,6 +11,7 @@
 
 #include "vigil/actors/detail/envelope_record.hpp"
 #include "vigil/actors/detail/tool_record.hpp"
+#include "vigil/persistence/approvals.hpp"
 
 namespace vigil::detail {
 
@@ -249,6 +250,13 @@ void cell::resume_guard(std::shared_ptr<call_guard> g, approval_state s,
 }
 
 void cell::on_approval(const approval_outcome& x) {
+  if (!awaiting_.empty() && x.key == awaiting_) {
+    // The envelope at the head: drain asks again and finds the decision.
+    awaiting_.clear();
+    event_based_actor::send<caf::message_priority::high>(
+      this, drain_atom::value, gen_);
+    return;
+  }
   if (!tools_)
     return;
   auto i = tools_->approving.find(x.key);
@@ -260,6 +268,15 @@ void cell::on_approval(const approval_outcome& x) {
 }
 
 void cell::on_approval_due(const std::string& key) {
+  if (!awaiting_.empty() && key == awaiting_) {
+    auto& desk = rt_->approvals();
+    desk.cancel(key, address());
+    (void) desk.expire(key, "no decision within the approval timeout");
+    awaiting_.clear();
+    event_based_actor::send<caf::message_priority::high>(
+      this, drain_atom::value, gen_);
+    return;
+  }
   if (!tools_)
     return;
   auto i = tools_->approving.find(key);
@@ -302,6 +319,55 @@ void cell::drop_guards(bool all) {
     g.key.reset(); // its replay asks again, with the same key
     i = tools_->approving.erase(i);
   }
+}
+
+cell::gate cell::approve_envelope(pending& p) {
+  auto& e = p.env;
+  auto& a = *cfg_.approval;
+  auto key = tool_result_key(cfg_.path, e.origin, e.id, approval_envelope_index);
+  auto msg = parse_as(e.type.str(), e.payload);
+  if (!msg)
+    return gate::go; // its handler refuses it (bad_payload)
+  auto& desk = rt_->approvals();
+  auto now = static_cast<uint64_t>(unix_ms());
+  auto timeout
+    = std::chrono::duration_cast<std::chrono::milliseconds>(a.timeout).count();
+  auto st = desk.request(key, make_approval_record(
+                                cfg_.path, e.type.str(), *msg,
+                                now + static_cast<uint64_t>(timeout),
+                                approval_kind::envelope));
+  caf::error err;
+  if (!st) {
+    err = st.error();
+  } else if (st->approved()) {
+    return gate::go;
+  } else if (st->pending()) {
+    if (auto w = desk.wait(key, address())) {
+      err = w;
+    } else {
+      awaiting_ = key;
+      auto left = st->expires_unix_ms > now ? st->expires_unix_ms - now : 0;
+      delayed_send(this, std::chrono::milliseconds{left},
+                   approval_due_atom::value, key);
+      return gate::wait;
+    }
+  } else if (st->state == approval_state::rejected) {
+    err = make_error(errc::approval_rejected,
+                     cfg_.path + "'s " + e.type.str() + " (approval "
+                       + st->id + ") was rejected by "
+                       + (st->decided_by.empty() ? "someone" : st->decided_by)
+                       + (st->reason.empty() ? std::string{}
+                                             : ": " + st->reason)
+                       + "; it did not run");
+  } else {
+    err = make_error(errc::approval_expired,
+                     cfg_.path + "'s " + e.type.str() + " (approval "
+                       + st->id + ") was not decided within its approval "
+                       + "timeout; it did not run");
+  }
+  bool async = !p.rp.pending() || p.rp.async();
+  bury(p.env, p.rp, std::move(err), p.seq, p.saved, async);
+  return gate::refused;
 }
 
 } // namespace vigil::detail

@@ -54,7 +54,7 @@ public:
       rt_(std::move(rt)),
       cfg_{std::move(cfg.path), cfg.type, std::move(cfg.params),
            cfg.buffer_cap, cfg.max_deliveries,
-           std::move(cfg.tool_overrides)},
+           std::move(cfg.tool_overrides), std::move(cfg.approval)},
       parent_(std::move(parent)),
       key_(key) {
     if (cfg.durability.mode != durability_mode::none)
@@ -732,6 +732,7 @@ private:
     uint32_t buffer_cap;
     uint32_t max_deliveries;
     std::shared_ptr<const std::map<std::string, tool_override>> tool_overrides;
+    std::shared_ptr<const envelope_approval> approval;
   };
 
   std::shared_ptr<runtime> rt_;
@@ -787,6 +788,9 @@ private:
   const detail::call_origin* cb_origin_ = nullptr;
   /// Who answered the call whose callback runs (answered()).
   tool_answer answer_;
+  /// The approval key of the envelope at the head of the buffer that waits
+  /// for a person (empty: none); drain waits meanwhile.
+  std::string awaiting_;
   /// The origin of the handler running, once it called a tool (its chain
   /// and the number of calls it made).
   detail::call_origin cur_origin_;
@@ -804,6 +808,11 @@ private:
   };
   std::unique_ptr<held_envelope> held_;
   /// After `run`: holds the envelope if its calls are open (true).
+  enum class gate { go, wait, refused };
+  /// An envelope that needs approval (cfg_.approval): `go` once approved;
+  /// `wait` while pending (awaiting_ holds its key, drain waits);
+  /// `refused`: rejected or expired, settled as a rejected envelope.
+  gate approve_envelope(pending& p);
   bool hold_if_open(pending& p, outcome res, envelope& out, caf::error& err,
                     bool deferred);
 };

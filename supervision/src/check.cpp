@@ -61,6 +61,7 @@ const char* to_string(spec_errc x) noexcept {
     case spec_errc::invalid_buffer_cap: return "invalid_buffer_cap";
     case spec_errc::invalid_max_deliveries: return "invalid_max_deliveries";
     case spec_errc::invalid_tool_override: return "invalid_tool_override";
+    case spec_errc::invalid_approval: return "invalid_approval";
     case spec_errc::invalid_durability: return "invalid_durability";
     case spec_errc::invalid_strategy: return "invalid_strategy";
     case spec_errc::invalid_intensity: return "invalid_intensity";
@@ -231,6 +232,14 @@ std::vector<spec_problem> check_child_spec(const child_spec& c,
   if (c.max_deliveries == 0)
     add("max_deliveries", spec_errc::invalid_max_deliveries,
         "allowed: >= 1");
+  if (c.approval.required
+      && (c.approval.timeout.count() <= 0
+          || c.approval.timeout > std::chrono::hours{720}))
+    add("approval.timeout", spec_errc::invalid_approval,
+        "must be more than 0 and at most 720h (30 days)");
+  if (c.approval.required && c.kind == child_kind::supervisor)
+    add("approval", spec_errc::invalid_approval,
+        "only agents handle envelopes; set it on the supervisor's children");
   for (auto& [tool, ov] : c.tools)
     for (auto& p : check_tool_override(ov))
       add("tools." + tool + "." + p.field, spec_errc::invalid_tool_override,

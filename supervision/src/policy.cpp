@@ -344,6 +344,13 @@ private:
            "children");
     else
       detail::overrides_from_policy(c, tools_, cs.tools, problems_);
+    if (c.has_approval()) {
+      auto& a = c.approval();
+      cs.approval.required = !a.has_required() || a.required();
+      if (a.has_timeout())
+        cs.approval.timeout = to_ms(a.timeout());
+      cs.approval.types.assign(a.types().begin(), a.types().end());
+    }
     if (cs.kind == child_kind::supervisor)
       for (auto [field, name] :
            {std::pair{C::kParamsFieldNumber, "params"},

@@ -22,6 +22,8 @@ caf::error supervisor_actor::spawn_worker_cell(child& c) {
   cc.durability = c.spec->durability;
   if (!c.spec->tools.empty())
     cc.tool_overrides = {c.spec, &c.spec->tools}; // shares, no copy
+  if (c.spec->approval.required)
+    cc.approval = {c.spec, &c.spec->approval};
   if (cc.type == nullptr)
     return make_error(errc::unknown_agent_type, c.spec->agent);
   c.handle = spawn_cell(home_system(), rt_, std::move(cc),

@@ -86,6 +86,13 @@ wire::ChildSpec to_wire(const child_spec& x) {
     if (o.cost_per_agent)
       t.set_cost_per_agent(*o.cost_per_agent);
   }
+  if (x.approval.required) {
+    auto& a = *out.mutable_approval();
+    a.set_required(true);
+    a.set_timeout_ms(ms(std::chrono::ceil<milliseconds>(x.approval.timeout)));
+    for (auto& t : x.approval.types)
+      a.add_types(t);
+  }
   if (x.sup)
     *out.mutable_supervisor() = to_wire(*x.sup);
   return out;
@@ -188,6 +195,12 @@ caf::error from_wire(const wire::ChildSpec& x, child_spec& out) {
       o.max_attempts = t.max_attempts();
     if (t.has_cost_per_agent())
       o.cost_per_agent = t.cost_per_agent();
+  }
+  if (x.has_approval() && x.approval().required()) {
+    cs.approval.required = true;
+    cs.approval.timeout = override_ms(x.approval().timeout_ms());
+    cs.approval.types.assign(x.approval().types().begin(),
+                             x.approval().types().end());
   }
   if (x.has_supervisor()) {
     auto sup = std::make_shared<supervisor_spec>();

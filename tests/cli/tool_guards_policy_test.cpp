@@ -139,3 +139,37 @@ TEST(tool_guards_policy_test, a_default_names_a_reply_type) {
             std::string::npos)
     << errs[0];
 }
+
+TEST(tool_guards_policy_test, loads_a_childs_envelope_approval) {
+  loaded_policy lp;
+  auto errs = load_policy_text(
+    "tree:\n"
+    "  children:\n"
+    "    - name: a\n"
+    "      agent: counter\n"
+    "      durability: {mode: journal}\n"
+    "      approval: {timeout: 4h, types: [vigil.builtin.Number]}\n",
+    "policy.yaml", types(), lp);
+  ASSERT_TRUE(errs.empty()) << errs.front().to_string();
+  ASSERT_EQ(lp.tree.children.size(), 1u);
+  auto& a = lp.tree.children[0].approval;
+  EXPECT_TRUE(a.required);
+  EXPECT_EQ(a.timeout, std::chrono::hours{4});
+  EXPECT_EQ(a.types, std::vector<std::string>{"vigil.builtin.Number"});
+  EXPECT_TRUE(a.covers("vigil.builtin.Number"));
+  EXPECT_FALSE(a.covers("vigil.builtin.Get"));
+}
+
+TEST(tool_guards_policy_test, bounds_a_childs_approval_timeout) {
+  auto errs = errors_of("tree:\n"
+                        "  children:\n"
+                        "    - name: a\n"
+                        "      agent: counter\n"
+                        "      approval: {timeout: 0s}\n");
+  ASSERT_EQ(errs.size(), 1u);
+  EXPECT_NE(errs[0].find("policy.yaml:5:"), std::string::npos) << errs[0];
+  EXPECT_NE(errs[0].find("approval.timeout: must be more than 0 and at most "
+                         "720h (30 days)"),
+            std::string::npos)
+    << errs[0];
+}

@@ -50,6 +50,9 @@ child_spec every_field() {
   w.tools["ocr"].max_attempts = 2;
   w.tools["llm"].attempt_timeout = 1500ms;
   w.tools["llm"].cost_per_agent = 250.5;
+  w.approval.required = true;
+  w.approval.timeout = 90min;
+  w.approval.types = {"vigil.test.Ping", "vigil.test.Order"};
   w.durability.every_messages = 5;
   w.durability.every = 60ms;
   inner.children.push_back(w);
@@ -108,6 +111,10 @@ TEST(wire_test, child_spec_round_trips_every_field) {
   auto& w = s.children[0];
   EXPECT_EQ(w.id, "w");
   EXPECT_EQ(w.agent, "echo");
+  EXPECT_TRUE(w.approval.required);
+  EXPECT_EQ(w.approval.timeout, 90min);
+  EXPECT_EQ(w.approval.types,
+            (std::vector<std::string>{"vigil.test.Ping", "vigil.test.Order"}));
   EXPECT_EQ(w.restart, restart_type::transient);
   EXPECT_TRUE(w.has_shutdown);
   EXPECT_EQ(w.shutdown.how, shutdown_spec::kind::timeout);

@@ -41,6 +41,9 @@ struct cell_config {
   /// What this child changes of the tools' policies for its own calls, by
   /// tool name (shared with the child spec); null means nothing.
   std::shared_ptr<const std::map<std::string, tool_override>> tool_overrides;
+  /// Which of its envelopes wait for a person's approval (shared with the
+  /// child spec); null: none.
+  std::shared_ptr<const envelope_approval> approval;
 };
 
 // -- the cell protocol --------------------------------------------------------

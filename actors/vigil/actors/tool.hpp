@@ -321,6 +321,30 @@ struct tool_approval {
   resilience::duration timeout = std::chrono::hours{24};
 };
 
+/// A child whose envelopes wait for a person (child_spec::approval): each
+/// envelope of one of `types` (all if empty), before its handler runs, is
+/// stored as a pending approval under its id and runs once someone
+/// approves it; a rejection, or no decision within `timeout`, makes it a
+/// dead letter (`approval_rejected`, `approval_expired`) and answers its
+/// requester so. The child's later envelopes wait behind it, in order. A
+/// journal child's envelope, and so its wait, survives a restart.
+struct envelope_approval {
+  bool required = false;
+  resilience::duration timeout = std::chrono::hours{24};
+  std::vector<std::string> types;
+
+  bool covers(std::string_view type) const noexcept {
+    if (!required)
+      return false;
+    if (types.empty())
+      return true;
+    for (auto& t : types)
+      if (t == type)
+        return true;
+    return false;
+  }
+};
+
 /// A tool declared on a node: its name (what agents call), the registered
 /// implementation (`type`, empty: the same as `name`), its side-effect class
 /// and its policy.

@@ -34,6 +34,7 @@ enum class spec_errc : uint8_t {
   invalid_saga,           ///< saga times not > 0 or too long, bad steps
   too_deep,               ///< supervisors nested deeper than max_tree_depth
   invalid_tool_override,  ///< a child's tool override out of range
+  invalid_approval,       ///< an envelope approval's timeout out of range
 };
 
 /// The deepest nesting of supervisors a tree may have: a spec must survive

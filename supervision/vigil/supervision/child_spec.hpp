@@ -119,6 +119,9 @@ struct child_spec {
   /// What this child changes of the node's tools' policies for its own
   /// calls, by tool name (see tool_override).
   std::map<std::string, tool_override> tools;
+  /// Whether (and which of) its envelopes wait for a person's approval
+  /// before their handler runs (needs a data dir).
+  envelope_approval approval;
   /// The nested supervisor's spec (kind == supervisor).
   std::shared_ptr<const supervisor_spec> sup;
 
