@@ -191,6 +191,18 @@ void cell::request_envelope(const handle& to, envelope env, duration timeout,
       });
 }
 
+void cell::stand_in(response_promise& rp) {
+  if (!rp.pending() || rp.async())
+    return;
+  rp.deliver(deg_->fallback);
+  rt_->count_stand_in();
+}
+
+void cell::own_dead_letter(envelope e, std::string reason, bool persist) {
+  rt_->add_dead_letter(cfg_.path, std::move(e), std::move(reason), persist,
+                       dur_ && dur_->journal());
+}
+
 caf::result<envelope> cell::on_envelope(envelope& e) {
   // The hot path (running, nothing buffered) is this function's body; the
   // rest is in not_now.

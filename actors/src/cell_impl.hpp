@@ -326,12 +326,7 @@ private:
   void drop_guards(bool all);
 
   /// A requester hears the stand-in's answer (counted).
-  void stand_in(response_promise& rp) {
-    if (!rp.pending() || rp.async())
-      return;
-    rp.deliver(deg_->fallback);
-    rt_->count_stand_in();
-  }
+  void stand_in(response_promise& rp);
 
   /// Why an async envelope to a degraded child is a dead letter.
   std::string degraded_reason() const {
@@ -464,120 +459,12 @@ private:
 
   // -- durability (see durability.hpp) ----------------------------------------
 
-  /// A reply held until the commit that makes its answer true.
-  struct held_reply {
-    response_promise rp;
-    envelope out;
-    caf::error err; ///< Set: the reply is this error.
-    uint64_t seq = 0; ///< The journal entry it answers for.
-  };
-
-  /// What waits for one commit of this cell.
-  /// The answer to the requester of an envelope that a snapshot save
-  /// writes out of the disk (see bury): given once that save commits; if
-  /// it fails, the envelope is in the last good save again, and reconcile
-  /// gives the requester to it, by (origin, id).
-  struct dropped_reply {
-    uint64_t origin = 0;
-    uint64_t id = 0;
-    response_promise rp;
-    caf::error err;
-  };
-
-  struct commit_wait {
-    std::vector<uint64_t> outbox; ///< Outbox seqs to deliver after it.
-    std::vector<held_reply> replies;
-    std::vector<dropped_reply> dropped;
-    /// Dead letters that this commit writes, to list in memory once it is
-    /// committed (a refused one is no dead letter: the next owner has it).
-    std::vector<std::pair<envelope, std::string>> dead;
-  };
-
-  /// A start the supervisor asked for before this cell owned its path.
-  struct start_request {
-    response_promise rp;
-    bool is_restart = false;
-    caf::error reason;
-  };
-
-  struct durable {
-    explicit durable(caf::actor_clock& clk)
-      : clock(clk), outbox_retry(outbox_retry_policy(), clock) {
-      // nop
-    }
-    /// An undelivered outbox entry is retried after 250 ms, constant.
-    static resilience::backoff_policy outbox_retry_policy() {
-      resilience::backoff_policy p;
-      p.initial = std::chrono::milliseconds{250};
-      p.max = p.initial;
-      return p;
-    }
-    actor_clock_view clock;
-    resilience::backoff outbox_retry;
-    resilience::backoff_track outbox_track;
-    durability_spec spec;
-    bool journal() const noexcept {
-      return spec.mode == durability_mode::journal;
-    }
-    caf::actor writer;
-    /// This cell's epoch as the path's owner (see owner_ref).
-    owner_ref owner;
-    /// A fence was sent: the path is released when the cell ends.
-    bool fenced = false;
-    /// The first fence was granted (with or without a usable view).
-    bool granted = false;
-    /// A commit failed and a new fence is under way; then the cell reloads
-    /// its view from the disk (see storage_failure).
-    bool refencing = false;
-    bool ready() const noexcept {
-      return granted && !refencing;
-    }
-    /// Why the durable view cannot be used (mode mismatch, unreadable
-    /// records, no data dir): a start fails with it.
-    std::string start_error;
-    /// The failed commit that the running re-fence answers.
-    caf::error failure;
-    uint64_t next_seq = 1;
-    uint64_t next_outbox = 1;
-    uint64_t processed = 0;
-    uint64_t next_token = 1;
-    /// Tokens below this were written before the last reconcile, which
-    /// settled them: their late acknowledgements are ignored.
-    uint64_t first_token = 1;
-    /// The last state handed to the writer; what a restart restores.
-    std::string state;
-    std::string state_type;
-    bool has_state = false;
-    /// Journal: envelopes whose accept commit is outstanding, in token
-    /// order (the writer acknowledges in the order it was written to);
-    /// `accepting.front()` has token `first_accept`.
-    std::deque<pending> accepting;
-    uint64_t first_accept = accept_bit;
-    uint64_t next_accept = accept_bit;
-    /// Journal: envelopes that arrived before this cell owned its path (or
-    /// during a re-fence); accepted once it does.
-    std::deque<pending> unaccepted;
-    /// Starts that arrived before this cell owned its path.
-    std::vector<start_request> starts;
-    /// Outbox sends of the handler running now.
-    std::vector<detail::outbox_send> sends;
-    /// Outbox entries not yet delivered, by outbox seq; `due` lists the
-    /// committed ones waiting for a delivery slot.
-    std::map<uint64_t, detail::outbox_send> outbox;
-    std::deque<uint64_t> due;
-    size_t in_flight = 0;
-    /// Commits outstanding that something waits for (outbox entries to
-    /// deliver, replies to give), by token.
-    std::unordered_map<uint64_t, commit_wait> after_commit;
-    /// The token of the commit that the envelope being handled made (0:
-    /// none); its reply waits for it.
-    uint64_t last_consume = 0;
-    /// Journal seq of the buffered envelope being handled (0 for others).
-    uint64_t current_seq = 0;
-    /// Snapshot mode.
-    uint32_t unsaved = 0;
-    bool timer = false;
-  };
+  // What waits for a commit, and the durable state (cell_state.hpp).
+  struct held_reply;
+  struct dropped_reply;
+  struct commit_wait;
+  struct start_request;
+  struct durable;
 
   /// Outbox deliveries in flight per agent.
   static constexpr size_t outbox_window = 256;
@@ -626,10 +513,7 @@ private:
 
   /// A dead letter of this cell's own path (marked as a journal agent's
   /// when it is one). `persist` as in runtime::add_dead_letter.
-  void own_dead_letter(envelope e, std::string reason, bool persist = true) {
-    rt_->add_dead_letter(cfg_.path, std::move(e), std::move(reason), persist,
-                         dur_ && dur_->journal());
-  }
+  void own_dead_letter(envelope e, std::string reason, bool persist = true);
 
   detail::consume_args consume_args(uint64_t seq);
 
@@ -757,27 +641,7 @@ private:
   const envelope* current_ = nullptr;
   response_promise* current_rp_ = nullptr;
   caf::error stop_reason_;
-  /// The stand-in of a degraded child and its half-open probes.
-  /// The probes wait `probe_min`, doubling up to `probe_max` with each
-  /// failed one; a success starts over.
-  struct degraded_state {
-    explicit degraded_state(caf::actor_clock& clk) : clock(clk) {
-      // nop
-    }
-    envelope fallback;
-    actor_clock_view clock;
-    std::optional<resilience::backoff> probes;
-    resilience::backoff_track track;
-    uint64_t probe_seq = 0;
-    /// The delay before the next probe.
-    caf::timespan probe_delay() const noexcept {
-      return probes->base(track);
-    }
-    /// A probe failed: the next one waits longer.
-    void probe_failed() {
-      (void) probes->next(track);
-    }
-  };
+  struct degraded_state; // (cell_state.hpp)
   // Only degraded children have one; the rest pay a pointer.
   std::unique_ptr<degraded_state> deg_;
   // Only durable children pay for this.
@@ -795,26 +659,18 @@ private:
   /// and the number of calls it made).
   detail::call_origin cur_origin_;
   bool cur_origin_ready_ = false;
-  /// A journal agent's envelope whose handler returned with tool calls
-  /// open: its consume (and answer) waits until they and their callbacks
-  /// are done, and no other envelope runs meanwhile (cell_records.cpp).
-  struct held_envelope {
-    pending p;
-    outcome res = outcome::replied;
-    envelope out;
-    caf::error err;
-    bool deferred = false;
-    std::shared_ptr<detail::call_chain> chain;
-  };
+  struct held_envelope; // (cell_state.hpp)
   std::unique_ptr<held_envelope> held_;
-  /// After `run`: holds the envelope if its calls are open (true).
   enum class gate { go, wait, refused };
   /// An envelope that needs approval (cfg_.approval): `go` once approved;
   /// `wait` while pending (awaiting_ holds its key, drain waits);
   /// `refused`: rejected or expired, settled as a rejected envelope.
   gate approve_envelope(pending& p);
+  /// After `run`: holds the envelope if its calls are open (true).
   bool hold_if_open(pending& p, outcome res, envelope& out, caf::error& err,
                     bool deferred);
 };
 
 } // namespace vigil::detail
+
+#include "cell_state.hpp"
