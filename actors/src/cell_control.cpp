@@ -278,4 +278,33 @@ void cell::on_exit() {
   parent_ = nullptr;
 }
 
+bool cell::expire(uint64_t origin, uint64_t id) {
+  auto t = to_ns(now());
+  for (auto i = buffer_.begin(); i != buffer_.end(); ++i) {
+    auto& e = i->env;
+    if (e.id != id || e.origin != origin)
+      continue;
+    if (e.deadline == 0 || t <= e.deadline)
+      return false;
+    auto p = std::move(*i);
+    buffer_.erase(i);
+    bool async = !p.rp.pending() || p.rp.async();
+    bury(p.env, p.rp, expired_error(p.env), p.seq, p.saved, async);
+    return true;
+  }
+  return false;
+}
+
+void cell::stand_in(response_promise& rp) {
+  if (!rp.pending() || rp.async())
+    return;
+  rp.deliver(deg_->fallback);
+  rt_->count_stand_in();
+}
+
+void cell::own_dead_letter(envelope e, std::string reason, bool persist) {
+  rt_->add_dead_letter(cfg_.path, std::move(e), std::move(reason), persist,
+                       dur_ && dur_->journal());
+}
+
 } // namespace vigil::detail

@@ -659,7 +659,17 @@ private:
   /// and the number of calls it made).
   detail::call_origin cur_origin_;
   bool cur_origin_ready_ = false;
-  struct held_envelope; // (cell_state.hpp)
+  /// A journal agent's envelope whose handler returned with tool calls
+  /// open: its consume (and answer) waits until they and their callbacks
+  /// are done, and no other envelope runs meanwhile (cell_records.cpp).
+  struct held_envelope {
+    pending p;
+    outcome res = outcome::replied;
+    envelope out;
+    caf::error err;
+    bool deferred = false;
+    std::shared_ptr<detail::call_chain> chain;
+  };
   std::unique_ptr<held_envelope> held_;
   enum class gate { go, wait, refused };
   /// An envelope that needs approval (cfg_.approval): `go` once approved;

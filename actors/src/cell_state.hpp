@@ -1,8 +1,7 @@
 #pragma once
 
 // The parts of a cell that only some cells have (see cell_impl.hpp): what
-// waits for a commit and the durable state, the degraded stand-in, and the
-// envelope a journal agent holds open for its calls.
+// waits for a commit and the durable state, and the degraded stand-in.
 
 #include "cell_impl.hpp"
 
@@ -143,18 +142,6 @@ struct cell::degraded_state {
   void probe_failed() {
     (void) probes->next(track);
   }
-};
-
-/// A journal agent's envelope whose handler returned with tool calls
-/// open: its consume (and answer) waits until they and their callbacks
-/// are done, and no other envelope runs meanwhile (cell_records.cpp).
-struct cell::held_envelope {
-  pending p;
-  outcome res = outcome::replied;
-  envelope out;
-  caf::error err;
-  bool deferred = false;
-  std::shared_ptr<detail::call_chain> chain;
 };
 
 } // namespace vigil::detail

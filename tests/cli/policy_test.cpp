@@ -73,7 +73,8 @@ std::ostream& operator<<(std::ostream& out, const error_case& x) {
 const std::string registered = "counter, flaky, ocr, sink, source, step";
 const std::string child_keys =
   "name, agent, supervisor, restart, shutdown, significant, on_failure, "
-  "degrade, durability, params, buffer_cap, max_deliveries, tools";
+  "degrade, durability, params, buffer_cap, max_deliveries, tools, "
+  "approval";
 
 const error_case error_cases[] = {
   {"unknown_key_top",
@@ -630,43 +631,6 @@ TEST(policy_test, reports_an_unreadable_file_without_a_position) {
   ASSERT_EQ(dir.size(), 1u);
   EXPECT_EQ(dir[0].to_string(),
             "/tmp: is a directory; give a policy file (YAML)");
-}
-
-// Params are checked as their agent type says, every one of them, at the
-// position of `params`. vigil check used to accept these; vigil run then
-// failed one at a time, after the children before the bad one had started.
-TEST(policy_test, reports_every_bad_param_of_the_builtin_agents) {
-  registry builtins;
-  vigil::cli::add_builtin_agents(builtins);
-  loaded_policy out;
-  std::vector<std::string> got;
-  for (auto& e : load_policy_text("tree:\n"
-                                  "  children:\n"
-                                  "    - name: c\n"
-                                  "      agent: counter\n"
-                                  "      params: {count: abc}\n"
-                                  "    - name: f\n"
-                                  "      agent: flaky\n"
-                                  "      params: {crash_probability: 1.5, "
-                                  "delay: soon}\n"
-                                  "    - name: s\n"
-                                  "      agent: source\n"
-                                  "      params: {rate: -1}\n",
-                                  "policy.yaml", builtins, out))
-    got.push_back(e.to_string());
-  std::vector<std::string> want{
-    "policy.yaml:5:7: params: counter: unknown param 'count'; allowed: none "
-    "(invalid_params)",
-    "policy.yaml:8:7: params: flaky: param 'crash_probability' is '1.5'; "
-    "allowed: a number in [0, 1] (invalid_params)",
-    "policy.yaml:8:7: params: flaky: param 'delay' is 'soon'; allowed: write "
-    "it like 250ms, 5s, 2m or 1h (at most 876000h) (invalid_params)",
-    "policy.yaml:11:7: params: source: param 'to' is required: the path of "
-    "the agent that gets the numbers, e.g. root/counter (invalid_params)",
-    "policy.yaml:11:7: params: source: param 'rate' is '-1'; allowed: "
-    "messages per second, a number >= 0 (0: as fast as possible) "
-    "(invalid_params)"};
-  EXPECT_EQ(got, want);
 }
 
 std::string nested_supervisors(int levels) {

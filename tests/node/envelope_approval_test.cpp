@@ -14,7 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support/eventually.hpp"
-#include "support/process.hpp"
+#include "support/approval_cli.hpp"
 #include "support/temp_dir.hpp"
 #include "support/fixture.hpp"
 #include "vigil/node/node.hpp"
@@ -71,25 +71,10 @@ supervisor_spec gate_tree(durability_mode mode = durability_mode::none,
   return spec;
 }
 
-process_result vigil_cmd(const std::string& dir,
-                         std::vector<std::string> args) {
-  args.insert(args.begin(), VIGIL_BIN);
-  args.push_back("--data-dir");
-  args.push_back(dir);
-  return run_process(args, 30s);
-}
-
-/// The pending approvals `vigil approvals list` shows, as JSON objects.
-std::vector<nlohmann::json> pending(const std::string& dir) {
-  auto list = vigil_cmd(dir, {"approvals", "list", "--json"});
-  std::vector<nlohmann::json> out;
-  auto arr = nlohmann::json::parse(list.out, nullptr, false);
-  if (list.exit_code != 0 || !arr.is_array())
-    return out;
-  for (auto& x : arr)
-    if (x.value("state", "") == "pending")
-      out.push_back(x);
-  return out;
+/// Waits (up to 10 s) until exactly one approval is pending: it is `p[0]`.
+bool one_pending(const std::string& dir, std::vector<nlohmann::json>& p) {
+  return eventually([&] { return (p = pending_approvals(dir)).size() == 1; },
+                    std::chrono::seconds{10});
 }
 
 std::string code_of(const caf::error& e) {
@@ -115,14 +100,14 @@ TEST_F(envelope_approval_test, an_envelope_runs_once_approved_and_the_next_waits
   auto first = std::async(std::launch::async,
                           [&] { return n.call<Pong>("root/g", ping(1), 30s); });
   std::vector<nlohmann::json> p;
-  ASSERT_TRUE(eventually([&] { return (p = pending(dir_)).size() == 1; }, 10s));
+  ASSERT_TRUE(one_pending(dir_, p));
   EXPECT_EQ(p[0].value("path", ""), "root/g");
   EXPECT_EQ(p[0].value("kind", ""), "envelope");
   EXPECT_EQ(p[0]["request"].value("n", ""), "1") << p[0].dump();
   // The second waits behind the first (in order), not for its own approval.
   auto second = std::async(std::launch::async,
                            [&] { return n.call<Pong>("root/g", ping(2), 30s); });
-  EXPECT_EQ(pending(dir_).size(), 1u);
+  EXPECT_EQ(pending_approvals(dir_).size(), 1u);
   EXPECT_EQ(handled.load(), 0);
   auto id = p[0].value("id", "");
   auto ok = vigil_cmd(dir_, {"approvals", "approve", id, "--by", "erin"});
@@ -131,7 +116,7 @@ TEST_F(envelope_approval_test, an_envelope_runs_once_approved_and_the_next_waits
   ASSERT_TRUE(r1) << describe(r1.error());
   EXPECT_EQ(r1->value.n(), 1);
   // Now the second asks, and waits for its own decision.
-  ASSERT_TRUE(eventually([&] { return (p = pending(dir_)).size() == 1; }, 10s));
+  ASSERT_TRUE(one_pending(dir_, p));
   EXPECT_EQ(p[0]["request"].value("n", ""), "2");
   ok = vigil_cmd(dir_, {"approvals", "approve", p[0].value("id", ""), "--by",
                         "erin"});
@@ -147,7 +132,7 @@ TEST_F(envelope_approval_test, a_rejected_envelope_answers_and_never_runs) {
   auto reply = std::async(std::launch::async,
                           [&] { return n.call<Pong>("root/g", ping(1), 30s); });
   std::vector<nlohmann::json> p;
-  ASSERT_TRUE(eventually([&] { return (p = pending(dir_)).size() == 1; }, 10s));
+  ASSERT_TRUE(one_pending(dir_, p));
   auto no = vigil_cmd(dir_, {"approvals", "reject", p[0].value("id", ""),
                              "--by", "frank", "--reason", "duplicate invoice"});
   ASSERT_EQ(no.exit_code, 0) << no.err;
@@ -161,7 +146,7 @@ TEST_F(envelope_approval_test, a_rejected_envelope_answers_and_never_runs) {
   // The child goes on with the next one.
   auto next = std::async(std::launch::async,
                          [&] { return n.call<Pong>("root/g", ping(2), 30s); });
-  ASSERT_TRUE(eventually([&] { return (p = pending(dir_)).size() == 1; }, 10s));
+  ASSERT_TRUE(one_pending(dir_, p));
   ASSERT_EQ(vigil_cmd(dir_, {"approvals", "approve", p[0].value("id", "")})
               .exit_code,
             0);
@@ -187,10 +172,11 @@ TEST_F(envelope_approval_test, a_journal_childs_wait_survives_a_restart) {
     node n{gate_types(), gate_config(dir_)};
     ASSERT_FALSE(n.start("root", gate_tree(durability_mode::journal)));
     ASSERT_FALSE(n.send("root/g", ping(7)));
-    ASSERT_TRUE(eventually([&] { return pending(dir_).size() == 1; }, 10s));
+    std::vector<nlohmann::json> p;
+    ASSERT_TRUE(one_pending(dir_, p));
     n.stop();
   }
-  auto p = pending(dir_);
+  auto p = pending_approvals(dir_);
   ASSERT_EQ(p.size(), 1u);
   ASSERT_EQ(vigil_cmd(dir_, {"approvals", "approve", p[0].value("id", ""),
                              "--by", "gil"})
@@ -213,5 +199,5 @@ TEST_F(envelope_approval_test, only_the_listed_types_wait) {
   auto r = n.call<Pong>("root/g", ping(3), 5s);
   ASSERT_TRUE(r) << describe(r.error());
   EXPECT_EQ(handled.load(), 1);
-  EXPECT_TRUE(pending(dir_).empty());
+  EXPECT_TRUE(pending_approvals(dir_).empty());
 }

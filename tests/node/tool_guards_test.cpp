@@ -17,7 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support/eventually.hpp"
-#include "support/process.hpp"
+#include "support/approval_cli.hpp"
 #include "support/temp_dir.hpp"
 #include "support/tool_fixture.hpp"
 #include "vigil/actors/detail/envelope_record.hpp"
@@ -424,24 +424,11 @@ node_config approval_config(const std::string& dir,
   return cfg;
 }
 
-process_result vigil_cmd(const std::string& dir,
-                         std::vector<std::string> args) {
-  args.insert(args.begin(), VIGIL_BIN);
-  args.push_back("--data-dir");
-  args.push_back(dir);
-  return run_process(args, 30s);
-}
-
-/// The ids of the pending approvals `vigil approvals list` shows.
+/// The ids of the pending approvals.
 std::vector<std::string> pending_ids(const std::string& dir) {
-  auto list = vigil_cmd(dir, {"approvals", "list", "--json"});
   std::vector<std::string> out;
-  auto arr = nlohmann::json::parse(list.out, nullptr, false);
-  if (list.exit_code != 0 || !arr.is_array())
-    return out;
-  for (auto& x : arr)
-    if (x.value("state", "") == "pending")
-      out.push_back(x.value("id", ""));
+  for (auto& x : pending_approvals(dir))
+    out.push_back(x.value("id", ""));
   return out;
 }
 
