@@ -72,7 +72,8 @@ public:
 };
 
 /// The `http` tool `name`: POST base/name/{n}, Ping -> Pong, with the run's
-/// header; no breaker, so that every call reaches the service.
+/// header; no breaker, so that every call reaches the service, and 5
+/// attempts a call.
 tool_decl http_tool(const std::string& name, side_effect fx,
                     const std::string& base, const std::string& run) {
   http_spec s;
@@ -87,9 +88,15 @@ tool_decl http_tool(const std::string& name, side_effect fx,
   d.effect = fx;
   d.policy.timeout = 20s;
   d.policy.attempt_timeout = 10s;
+  d.policy.retry.max_attempts = 5; // (an irreversible tool makes 1)
   d.policy.retry.initial = 1ms;
   d.policy.retry.max = 5ms;
   d.policy.breaker.enabled = false;
+  // Injected failures (tool_kill_test's VIGIL_TOOL_KILL_FAILURES) are
+  // retried, never refused by the node's retry budget.
+  d.policy.budget.ratio = 1.0;
+  d.policy.budget.min_per_second = 1000.0;
+  d.policy.budget.max_savings = 1000.0;
   std::vector<tool_problem> problems;
   d.impl = make_http_tool(name, s, problems);
   for (auto& p : problems)
@@ -126,6 +133,7 @@ int main(int argc, char** argv) {
   std::string base = argv[2];
   long n = std::strtol(argv[3], nullptr, 10);
   std::string run = argv[4];
+  std::fprintf(stderr, "tool_kill_child: run %s\n", run.c_str());
   registry types;
   types.add<caller>("caller");
   node_config nc;

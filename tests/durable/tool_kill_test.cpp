@@ -30,8 +30,10 @@
 // executed twice, and how many executions a kill cut off before or after
 // their answer. Environment: VIGIL_TOOL_KILL_KILLS (default 12),
 // VIGIL_TOOL_KILL_N (envelopes, default 6 * kills + 20),
-// VIGIL_TOOL_KILL_SEED (default: random, printed), VIGIL_TOOL_KILL_CHILD
-// (the child binary). Soak:
+// VIGIL_TOOL_KILL_SEED (default: random, printed), VIGIL_TOOL_KILL_FAILURES
+// (the rate of injected 503s, default 0: calls retried under their key,
+// effects dispatched again), VIGIL_TOOL_KILL_CHILD (the child binary).
+// Soak:
 //   VIGIL_TOOL_KILL_KILLS=100 ./build/tests/tool_kill_test
 
 #include <gtest/gtest.h>
@@ -72,6 +74,11 @@ int64_t env_or(const char* name, int64_t fallback) {
   return s != nullptr && *s != '\0' ? std::strtoll(s, nullptr, 10) : fallback;
 }
 
+double env_double(const char* name, double fallback) {
+  auto* s = std::getenv(name);
+  return s != nullptr && *s != '\0' ? std::strtod(s, nullptr) : fallback;
+}
+
 std::string child_bin() {
   auto* s = std::getenv("VIGIL_TOOL_KILL_CHILD");
   return s != nullptr && *s != '\0' ? s : VIGIL_TOOL_KILL_CHILD;
@@ -96,8 +103,9 @@ milliseconds latency_of(const std::string& path) {
 }
 
 /// One run of tool_kill_child: its stdout in a pipe, read line by line,
-/// its stderr in a file. The destructor kills (SIGKILL) and reaps it if it
-/// still runs; PR_SET_PDEATHSIG kills it if this process dies first.
+/// its stderr appended to a file. The destructor kills (SIGKILL) and reaps
+/// it if it still runs; PR_SET_PDEATHSIG kills it if this process dies
+/// first.
 class child_run {
 public:
   child_run(const std::vector<std::string>& argv, const std::string& err) {
@@ -114,7 +122,7 @@ public:
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != parent)
         _exit(126);
-      int e = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      int e = open(err.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
       if (e < 0)
         _exit(125);
       dup2(fds[1], STDOUT_FILENO);
@@ -221,6 +229,7 @@ struct execution {
   int64_t run = -1;
   std::string path;
   steady_clock::time_point at;
+  int status = 0; ///< 200: applied; 503: an injected failure
 };
 
 } // namespace
@@ -232,14 +241,18 @@ TEST(tool_kill_test, sigkill_between_execution_and_commit_applies_each_once) {
   auto seed = static_cast<uint64_t>(env_or("VIGIL_TOOL_KILL_SEED", 0));
   if (seed == 0)
     seed = std::random_device{}();
+  auto failures = env_double("VIGIL_TOOL_KILL_FAILURES", 0.0);
   ASSERT_GT(n, 0);
   SCOPED_TRACE("replay: VIGIL_TOOL_KILL_SEED=" + std::to_string(seed)
                + " VIGIL_TOOL_KILL_KILLS=" + std::to_string(kills)
                + " VIGIL_TOOL_KILL_N=" + std::to_string(n)
+               + " VIGIL_TOOL_KILL_FAILURES=" + std::to_string(failures)
                + " ./build/tests/tool_kill_test");
-  std::printf("tool_kill_test: seed %llu, %lld kills, N = %lld\n",
+  std::printf("tool_kill_test: seed %llu, %lld kills, N = %lld, failure "
+              "rate %.3f\n",
               static_cast<unsigned long long>(seed),
-              static_cast<long long>(kills), static_cast<long long>(n));
+              static_cast<long long>(kills), static_cast<long long>(n),
+              failures);
   std::fflush(stdout);
 
   vigil::test::counting_http_server svc;
@@ -247,6 +260,10 @@ TEST(tool_kill_test, sigkill_between_execution_and_commit_applies_each_once) {
   svc.route("/hook/*", answer_n);
   svc.latency("/svc/*", svc_latency);
   svc.latency("/hook/*", hook_latency);
+  if (failures > 0.0) {
+    svc.failures("/svc/*", failures, seed);
+    svc.failures("/hook/*", failures, seed + 1);
+  }
   auto data = tmp.path() + "/data";
   auto err_file = tmp.path() + "/run.err";
   auto bin = child_bin();
@@ -353,11 +370,14 @@ TEST(tool_kill_test, sigkill_between_execution_and_commit_applies_each_once) {
   std::map<std::string, std::set<std::string>> keys_of_path;
   for (auto& r : svc.requests()) {
     EXPECT_EQ(r.method, "POST") << r.target;
-    EXPECT_EQ(r.status, 200) << r.target;
+    if (failures > 0.0)
+      EXPECT_TRUE(r.status == 200 || r.status == 503) << r.target;
+    else
+      EXPECT_EQ(r.status, 200) << r.target;
     auto run = r.header("X-Vigil-Run");
     ASSERT_FALSE(r.key.empty()) << r.target << " came without a key";
     ASSERT_FALSE(run.empty()) << r.target << " came without X-Vigil-Run";
-    by_key[r.key].push_back({std::stoll(run), r.path, r.at});
+    by_key[r.key].push_back({std::stoll(run), r.path, r.at, r.status});
     keys_of_path[r.path].insert(r.key);
   }
   // Every call and every effect was dispatched, and applied once: each
@@ -384,22 +404,34 @@ TEST(tool_kill_test, sigkill_between_execution_and_commit_applies_each_once) {
   EXPECT_EQ(applied_twice, 0u) << "calls or effects applied more than once";
   for (auto& [path, keys] : keys_of_path)
     ADD_FAILURE() << "a request no envelope makes: " << path;
-  // A key executed again only in a later run, and at most twice in all,
-  // but once more for each execution in a run killed early.
+  // A key executed (answered 200; an injected 503 is retried) again only
+  // in a later run, and at most twice in all, but once more for each
+  // execution in a run killed early.
   size_t svc_twice = 0, hook_twice = 0, thrice = 0;
   for (auto& [key, xs] : by_key) {
+    std::vector<const execution*> ok;
     size_t bound = 2;
-    for (auto& x : xs)
+    for (auto& x : xs) {
+      EXPECT_EQ(x.path, xs[0].path) << key << " for two requests";
+      if (x.status != 200)
+        continue;
+      ok.push_back(&x);
       bound += early_runs.count(x.run);
-    EXPECT_LE(xs.size(), bound) << key << " executed " << xs.size()
-                                << " times";
-    thrice += xs.size() > 2;
-    for (size_t i = 1; i < xs.size(); ++i) {
-      EXPECT_EQ(xs[i].path, xs[0].path) << key << " for two requests";
-      EXPECT_GT(xs[i].run, xs[i - 1].run)
-        << key << " executed twice in run " << xs[i].run;
     }
-    if (xs.size() == 2)
+    if (ok.empty()) {
+      std::string runs;
+      for (auto& x : xs)
+        runs += " " + std::to_string(x.status) + "@" + std::to_string(x.run);
+      ADD_FAILURE() << key << " (" << xs[0].path
+                    << ") never succeeded; status@run:" << runs;
+    }
+    EXPECT_LE(ok.size(), bound) << key << " executed " << ok.size()
+                                << " times";
+    thrice += ok.size() > 2;
+    for (size_t i = 1; i < ok.size(); ++i)
+      EXPECT_GT(ok[i]->run, ok[i - 1]->run)
+        << key << " executed twice in run " << ok[i]->run;
+    if (ok.size() == 2)
       ++(xs[0].path.rfind("/svc/", 0) == 0 ? svc_twice : hook_twice);
   }
   // What a kill cut off before its answer ran again in a later run. (An
@@ -412,7 +444,7 @@ TEST(tool_kill_test, sigkill_between_execution_and_commit_applies_each_once) {
       if (k == killed_at.end())
         continue;
       if (x.at + latency_of(x.path) <= k->second) {
-        answered_again += xs.back().run > x.run;
+        answered_again += x.status == 200 && xs.back().run > x.run;
         continue;
       }
       ++cut_off;
@@ -427,6 +459,9 @@ TEST(tool_kill_test, sigkill_between_execution_and_commit_applies_each_once) {
               "kill before their answer, %zu after it\n",
               killed_at.size(), finished_early, svc.count(), by_key.size(),
               svc_twice, hook_twice, thrice, cut_off, answered_again);
+  if (::testing::Test::HasFailure())
+    std::printf("tool_kill_test: the children's stderr:\n%s\n",
+                tail_of_file(err_file, 8000).c_str());
   // Otherwise the test tested little: the aimed kills land in a hold.
   if (kills >= 2)
     EXPECT_GE(cut_off, 1u) << "no kill landed while the service held an "
