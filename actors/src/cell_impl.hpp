@@ -167,9 +167,13 @@ private:
   void invoke_callback(F f) {
     try {
       f();
-    } catch (const tool_failure&) {
+    } catch (const tool_failure& f) {
       // A tool's failure passed on from a callback: nothing restarts (a
       // deferred reply the callback held is answered when it is dropped).
+      // A held envelope's callback refuses that envelope, as its handler
+      // would have by throwing it.
+      if (held_ && cb_origin_ != nullptr && cb_origin_->chain == held_->chain)
+        refuse_held(f.error());
     } catch (...) {
       auto err = make_error(errc::handler_failed,
                             cfg_.path + " (request callback): "
@@ -289,6 +293,9 @@ private:
   void on_tool_replay();
   /// The held envelope's calls are done: its consume and answer go out.
   void release_held();
+  /// A callback of the held envelope's calls refused it (threw
+  /// tool_failure): once its calls are done it is settled as refused.
+  void refuse_held(const caf::error& err);
   /// The instance that ran the held envelope ends: the envelope, not
   /// consumed, waits for the next instance at the head of the buffer (or,
   /// `failed`, is settled as a failed delivery with `err`).

@@ -284,6 +284,21 @@ void cell::release_held() {
                                                        gen_);
 }
 
+void cell::refuse_held(const caf::error& err) {
+  if (held_->res == outcome::refused)
+    return; // the first refusal stands
+  held_->res = outcome::refused;
+  // As run() words a handler's refusal: codes that say "not delivered"
+  // are the runtime's.
+  held_->err = undelivered(err) || verdict(err)
+                 ? make_error(errc::refused, describe(err))
+                 : err ? err
+                       : make_error(errc::refused,
+                                    cfg_.path + " refused "
+                                      + held_->p.env.type.str()
+                                      + " in a callback, without a reason");
+}
+
 void cell::unhold(bool failed, caf::error err) {
   if (!held_)
     return;

@@ -410,16 +410,13 @@ TEST_F(recorded_calls_test, tool_failure_in_a_handler_is_a_dead_letter) {
   EXPECT_EQ(refused_async_ping(dir.path(), {{"in_handler", ""}}), 1u);
 }
 
-// Open (disabled): README ("Tool calls") says a handler may throw a tool's
-// error as tool_failure and "either way it is a refusal", and a journal
-// agent's refusal of an async envelope is a dead letter (the test above).
-// Thrown from the error callback of a call that holds the envelope, it is
-// swallowed (cell_impl.hpp, invoke_callback: `catch (const tool_failure&)`
-// does nothing), and the envelope is then consumed as handled: no dead
-// letter, no trace that its work failed. Found by tool_kill_test with
-// injected failures (a call refused by the retry budget).
-TEST_F(recorded_calls_test,
-       DISABLED_tool_failure_in_a_callback_is_a_dead_letter) {
+// README ("Tool calls"): a handler may throw a tool's error as tool_failure
+// and "either way it is a refusal"; a journal agent's refusal of an async
+// envelope is a dead letter (the test above). Thrown from the error
+// callback of a call that holds the envelope, it refuses that envelope
+// too. (Found by tool_kill_test with injected failures: it used to be
+// swallowed, and the envelope consumed as handled, without a trace.)
+TEST_F(recorded_calls_test, tool_failure_in_a_callback_is_a_dead_letter) {
   temp_dir dir;
   EXPECT_EQ(refused_async_ping(dir.path(), {}), 1u)
     << "the envelope was consumed as handled, without a trace";
