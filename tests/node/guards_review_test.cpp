@@ -1,0 +1,495 @@
+// Review of issue 17's guards (fallbacks, dry runs, approvals of calls,
+// effects and envelopes) on a real node with a data dir, people deciding
+// with the real `vigil approvals` binary: each test states an invariant
+// that an attack on the new code broke, or one that held.
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "support/approval_cli.hpp"
+#include "support/eventually.hpp"
+#include "support/temp_dir.hpp"
+#include "support/tool_fixture.hpp"
+#include "vigil/node/node.hpp"
+
+using namespace vigil;
+using namespace vigil::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// What each tool does (by name) and what it saw.
+struct world {
+  enum class mode { ok, transient, hang };
+  std::mutex mtx;
+  std::map<std::string, mode> modes;
+  std::map<std::string, int> runs;
+  std::map<std::string, std::vector<std::string>> keys;
+  std::vector<std::string> notes;
+  std::atomic<bool> release{false};
+
+  static world& get() {
+    static world w;
+    return w;
+  }
+  void reset() {
+    std::lock_guard<std::mutex> guard{mtx};
+    modes.clear();
+    runs.clear();
+    keys.clear();
+    notes.clear();
+    release = false;
+  }
+  void set(const std::string& tool, mode m) {
+    std::lock_guard<std::mutex> guard{mtx};
+    modes[tool] = m;
+  }
+  int count(const std::string& tool) {
+    std::lock_guard<std::mutex> guard{mtx};
+    return runs[tool];
+  }
+  std::vector<std::string> keys_of(const std::string& tool) {
+    std::lock_guard<std::mutex> guard{mtx};
+    return keys[tool];
+  }
+  void note(std::string s) {
+    std::lock_guard<std::mutex> guard{mtx};
+    notes.push_back(std::move(s));
+  }
+  std::vector<std::string> noted() {
+    std::lock_guard<std::mutex> guard{mtx};
+    return notes;
+  }
+  tool_result<Pong> call(const std::string& tool, const Ping& req,
+                         tool_call& c) {
+    mode m;
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      ++runs[tool];
+      keys[tool].push_back(c.idempotency_key());
+      m = modes[tool];
+    }
+    if (m == mode::transient)
+      return tool_error::transient("503 from " + tool);
+    if (m == mode::hang) {
+      // Blocks (as a real blocking call) until released, or 20 s.
+      auto until = std::chrono::steady_clock::now() + 20s;
+      while (!release && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(1ms);
+    }
+    Pong p;
+    p.set_n(req.n());
+    p.set_from(tool);
+    return p;
+  }
+};
+
+std::string code_of(const caf::error& e) {
+  return e.category() == caf::atom("vigil")
+           ? to_string(static_cast<errc>(e.code()))
+           : describe(e);
+}
+
+/// On Ping n: calls param `tool` (default "main") and answers Pong{n, from:
+/// who answered} or the error. Params: `effect` (sends the Ping as an
+/// effect, answers at once), `timeout_ms` (the call's own timeout),
+/// `throw_on_error` (the error callback throws), `again` (the error
+/// callback calls "main" once more, and answers when it returns). On Order:
+/// answers Receipt{order: id} (a type no approval covers).
+class prober : public agent<> {
+public:
+  explicit prober(const params& ps) {
+    if (auto i = ps.find("tool"); i != ps.end())
+      tool_ = i->second;
+    if (auto i = ps.find("timeout_ms"); i != ps.end())
+      opts_.timeout = std::chrono::milliseconds{std::stoll(i->second)};
+    effect_ = ps.count("effect") > 0;
+    throw_ = ps.count("throw_on_error") > 0;
+    again_ = ps.count("again") > 0;
+  }
+
+  static void define(handlers<prober>& h) {
+    h.on<Ping>(&prober::ping);
+    h.on<Order>([](prober&, context&, const Order& o) -> Receipt {
+      world::get().note("order:" + o.id());
+      Receipt r;
+      r.set_order(o.id());
+      return r;
+    });
+  }
+
+  void ping(context& ctx, const Ping& m) {
+    if (effect_) {
+      if (auto err = ctx.effect(tool_, m))
+        throw tool_failure{err};
+      return ctx.defer().deliver(Pong{});
+    }
+    auto rp = ctx.defer();
+    ctx.call_tool<Pong>(
+      tool_, m, opts_,
+      [rp](Pong p, const tool_answer& a) mutable {
+        p.set_from(std::string{a.tool});
+        rp.deliver(p);
+      },
+      [this, &ctx, rp](const caf::error& e) mutable {
+        world::get().note("error:" + code_of(e));
+        if (throw_)
+          throw std::runtime_error("callback refuses " + code_of(e));
+        if (!again_)
+          return rp.fail(e);
+        ctx.call_tool<Pong>(
+          "main", vigil::test::ping(1),
+          [rp](Pong p) mutable { rp.deliver(p); },
+          [rp](const caf::error& e2) mutable { rp.fail(e2); });
+      });
+  }
+
+private:
+  std::string tool_ = "main";
+  tool_options opts_;
+  bool effect_ = false;
+  bool throw_ = false;
+  bool again_ = false;
+};
+
+registry review_types() {
+  registry r;
+  r.add<prober>("prober");
+  for (auto name : {"main", "backup", "check", "pay", "peek"})
+    r.add_tool<Ping, Pong>(name, [name = std::string{name}](const Ping& req,
+                                                           tool_call& c) {
+      return world::get().call(name, req, c);
+    });
+  return r;
+}
+
+tool_decl quick(std::string name, side_effect fx = side_effect::read_only) {
+  auto d = decl_of(std::move(name), fx);
+  d.policy.retry.max_attempts = fx == side_effect::irreversible ? 1 : 2;
+  d.policy.retry.initial = 1ms;
+  d.policy.retry.max = 2ms;
+  d.policy.breaker.enabled = false;
+  return d;
+}
+
+node_config base_config(const std::string& dir) {
+  node_config cfg;
+  cfg.data_dir = dir;
+  cfg.sync = sync_mode::nosync;
+  cfg.approvals_poll = 20ms;
+  // A stop does not wait for a hung execution.
+  cfg.tool_executors = [](const tool_decl& t) {
+    return std::make_shared<detail::thread_pool>(
+      t.policy.bulkhead.max_concurrent, t.name, 0ms);
+  };
+  return cfg;
+}
+
+child_spec prober_child(std::string id, params ps,
+                        durability_mode mode = durability_mode::none) {
+  child_spec c;
+  c.id = std::move(id);
+  c.agent = "prober";
+  c.params = std::move(ps);
+  c.durability.mode = mode;
+  return c;
+}
+
+supervisor_spec tree_of(std::vector<child_spec> children) {
+  supervisor_spec spec;
+  spec.flags.intensity = 100;
+  spec.children = std::move(children);
+  return spec;
+}
+
+std::vector<std::string> pending_ids(const std::string& dir) {
+  std::vector<std::string> out;
+  for (auto& x : pending_approvals(dir))
+    out.push_back(x.value("id", ""));
+  return out;
+}
+
+Order order(std::string id) {
+  Order o;
+  o.set_id(std::move(id));
+  return o;
+}
+
+class guards_review_test : public ::testing::Test {
+protected:
+  void SetUp() override {
+    world::get().reset();
+  }
+  void TearDown() override {
+    world::get().release = true;
+  }
+  temp_dir tmp_;
+  std::string dir_ = tmp_.path() + "/data";
+};
+
+} // namespace
+
+// -- effects ------------------------------------------------------------------
+
+// Defect: an effect whose tool ran (and failed) and whose fallback then met
+// an open breaker is taken for "refused before any attempt" (circuit_open)
+// and dispatched again without counting, for ever: the write runs again
+// every 250 ms and the effect never becomes a dead letter.
+TEST_F(guards_review_test, an_effect_that_ran_then_met_an_open_breaker_counts) {
+  auto& w = world::get();
+  auto cfg = base_config(dir_);
+  auto main = quick("main", side_effect::idempotent_write);
+  main.policy.retry.max_attempts = 1;
+  main.fallback.tools = {"backup"};
+  auto backup = quick("backup", side_effect::idempotent_write);
+  backup.policy.retry.max_attempts = 1;
+  backup.policy.breaker.enabled = true;
+  backup.policy.breaker.consecutive_failures = 1;
+  backup.policy.breaker.open_for = 600s;
+  cfg.tools = {main, backup};
+  node n{review_types(), cfg};
+  ASSERT_FALSE(n.start(
+    "root", tree_of({prober_child("trip", {{"tool", "backup"}}),
+                     prober_child("fx", {{"tool", "main"}, {"effect", ""}},
+                                  durability_mode::journal)})));
+  // The backup's breaker opens.
+  w.set("backup", world::mode::transient);
+  ASSERT_FALSE(n.call<Pong>("root/trip", ping(1), 5s));
+  ASSERT_EQ(w.count("backup"), 1);
+  // The effect: main runs and fails, its fallback's breaker is open.
+  w.set("main", world::mode::transient);
+  ASSERT_TRUE(n.call<Pong>("root/fx", ping(2), 5s));
+  ASSERT_TRUE(eventually(
+    [&] { return n.rt()->dead_letter_count() >= 1 || w.count("main") > 5; },
+    20s));
+  EXPECT_LE(w.count("main"), 5)
+    << "the write ran again and again: dispatches after an execution were "
+       "not counted";
+  EXPECT_EQ(n.rt()->dead_letter_count(), 1u);
+}
+
+// -- fallbacks ------------------------------------------------------------------
+
+// Defect: a fallback whose tool needs a person's approval (or a dry run)
+// runs without it: fall_back starts it below its guards.
+TEST_F(guards_review_test, a_fallback_never_runs_without_its_own_approval) {
+  auto& w = world::get();
+  auto cfg = base_config(dir_);
+  auto main = quick("main", side_effect::idempotent_write);
+  main.fallback.tools = {"pay"};
+  auto pay = quick("pay", side_effect::irreversible);
+  pay.approval.required = true;
+  cfg.tools = {main, pay};
+  node n{review_types(), cfg};
+  auto err = n.start("root", tree_of({prober_child("c", {{"tool", "main"}})}));
+  if (err) { // refused: as good as never running it
+    EXPECT_NE(describe(err).find("fallback.tools"), std::string::npos)
+      << describe(err);
+    return;
+  }
+  w.set("main", world::mode::transient);
+  auto r = n.call<Pong>("root/c", ping(3), 5s);
+  EXPECT_EQ(w.count("pay"), 0)
+    << "an irreversible fallback that needs approval ran unapproved";
+  EXPECT_FALSE(r && r->value.from() == "pay");
+}
+
+// Defect: a fallback refused at its start (its bulkhead full) after the
+// call failed asynchronously answers outside the instance's callback
+// context: a throw in the callback escapes the cell (the actor dies)
+// instead of failing the envelope.
+TEST_F(guards_review_test, a_refused_fallbacks_answer_runs_as_a_callback) {
+  auto& w = world::get();
+  auto cfg = base_config(dir_);
+  auto main = quick("main");
+  main.policy.retry.max_attempts = 1;
+  main.fallback.tools = {"backup"};
+  auto backup = quick("backup");
+  backup.policy.bulkhead.max_concurrent = 1;
+  backup.policy.bulkhead.queue = 0;
+  cfg.tools = {main, backup};
+  node n{review_types(), cfg};
+  ASSERT_FALSE(n.start(
+    "root", tree_of({prober_child("busy", {{"tool", "backup"}}),
+                     prober_child("c", {{"tool", "main"},
+                                        {"throw_on_error", ""}})})));
+  auto cell_before = n.rt()->lookup("root/c");
+  ASSERT_TRUE(cell_before);
+  // The backup's one place is taken.
+  w.set("backup", world::mode::hang);
+  ASSERT_FALSE(n.send("root/busy", ping(1)));
+  ASSERT_TRUE(eventually([&] { return w.count("backup") == 1; }, 10s));
+  w.set("main", world::mode::transient);
+  auto r = n.call<Pong>("root/c", ping(2), 5s);
+  ASSERT_FALSE(r);
+  EXPECT_TRUE(eventually(
+    [&] { return w.noted() == std::vector<std::string>{"error:bulkhead_full"}; },
+    5s));
+  // The throw failed the envelope (a restart of the instance), not the
+  // cell: the same cell runs the next call.
+  w.set("main", world::mode::ok);
+  auto ok = n.call<Pong>("root/c", ping(4), 5s);
+  EXPECT_TRUE(ok) << describe(ok.error());
+  EXPECT_EQ(n.rt()->lookup("root/c"), cell_before)
+    << "the cell died of a callback's throw";
+}
+
+// Defect (same place): the late refusal's callback runs with no origin, so
+// a call made in it has no idempotency key (and, for a journal agent, is
+// not counted in the held envelope's chain).
+TEST_F(guards_review_test, a_call_made_in_a_refused_fallbacks_callback_is_keyed) {
+  auto& w = world::get();
+  auto cfg = base_config(dir_);
+  auto main = quick("main", side_effect::idempotent_write);
+  main.policy.retry.max_attempts = 1;
+  main.fallback.tools = {"backup"};
+  auto backup = quick("backup", side_effect::idempotent_write);
+  backup.policy.bulkhead.max_concurrent = 1;
+  backup.policy.bulkhead.queue = 0;
+  cfg.tools = {main, backup};
+  node n{review_types(), cfg};
+  ASSERT_FALSE(n.start(
+    "root", tree_of({prober_child("busy", {{"tool", "backup"}}),
+                     prober_child("c", {{"tool", "main"}, {"again", ""}})})));
+  w.set("backup", world::mode::hang);
+  ASSERT_FALSE(n.send("root/busy", ping(1)));
+  ASSERT_TRUE(eventually([&] { return w.count("backup") == 1; }, 10s));
+  w.set("main", world::mode::transient);
+  (void) n.call<Pong>("root/c", ping(2), 5s);
+  ASSERT_TRUE(eventually([&] { return w.count("main") == 2; }, 5s));
+  auto keys = w.keys_of("main");
+  ASSERT_EQ(keys.size(), 2u);
+  EXPECT_FALSE(keys[1].empty())
+    << "a call made in a call's callback (on behalf of the envelope) had no "
+       "idempotency key";
+  EXPECT_EQ(keys[1].rfind(keys[0] + ".", 0), 0u) << keys[0] << " " << keys[1];
+}
+
+// -- dry runs -------------------------------------------------------------------
+
+// Defect: the dry run is made with the dry-run tool's own timeout, not the
+// call's: a call with a 300 ms timeout whose dry run hangs answers after the
+// dry-run tool's attempt timeout (10 s), far past its own deadline.
+TEST_F(guards_review_test, a_dry_run_stays_within_the_calls_timeout) {
+  auto& w = world::get();
+  auto cfg = base_config(dir_);
+  auto pay = quick("pay", side_effect::irreversible);
+  pay.dry_run = {"check", true};
+  cfg.tools = {pay, quick("check")};
+  node n{review_types(), cfg};
+  ASSERT_FALSE(n.start("root", tree_of({prober_child(
+                                 "c", {{"tool", "pay"}, {"timeout_ms", "300"}})})));
+  w.set("check", world::mode::hang);
+  auto reply = std::async(std::launch::async,
+                          [&] { return n.call<Pong>("root/c", ping(1), 30s); });
+  ASSERT_EQ(reply.wait_for(5s), std::future_status::ready)
+    << "the call's 300 ms timeout did not bound its dry run";
+  auto r = reply.get();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), "deadline_exceeded") << describe(r.error());
+  EXPECT_EQ(w.count("pay"), 0);
+}
+
+// -- approvals of calls -----------------------------------------------------------
+
+// Defect: a read_only tool that needs approval, called from a handler of a
+// non-journal agent (on behalf of an envelope, so with a key by the README),
+// fails at once with approval_unavailable: no key is made for read_only
+// calls that are not recorded.
+TEST_F(guards_review_test, a_read_only_call_from_a_handler_can_wait_for_approval) {
+  auto& w = world::get();
+  auto cfg = base_config(dir_);
+  auto peek = quick("peek");
+  peek.approval.required = true;
+  cfg.tools = {peek};
+  node n{review_types(), cfg};
+  ASSERT_FALSE(
+    n.start("root", tree_of({prober_child("c", {{"tool", "peek"}})})));
+  auto reply = std::async(std::launch::async,
+                          [&] { return n.call<Pong>("root/c", ping(5), 30s); });
+  std::vector<std::string> ids;
+  bool asked = eventually(
+    [&] {
+      return (ids = pending_ids(dir_)).size() == 1
+             || reply.wait_for(0s) == std::future_status::ready;
+    },
+    10s);
+  ASSERT_TRUE(asked);
+  if (ids.size() != 1u) {
+    auto r = reply.get();
+    FAIL() << "no approval was asked; the call answered "
+           << (r ? std::string{"a reply"} : describe(r.error()));
+  }
+  auto ok = vigil_cmd(dir_, {"approvals", "approve", ids[0], "--by", "hal"});
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  auto r = reply.get();
+  ASSERT_TRUE(r) << describe(r.error());
+  EXPECT_EQ(w.count("peek"), 1);
+}
+
+// -- approvals of envelopes -------------------------------------------------------
+
+namespace {
+
+/// A child whose Pings wait for approval (Orders do not).
+child_spec gated(durability_mode mode = durability_mode::none,
+                 std::chrono::milliseconds timeout = 120s) {
+  auto c = prober_child("g", {{"tool", "main"}}, mode);
+  c.approval.required = true;
+  c.approval.timeout = timeout;
+  c.approval.types = {"vigil.test.Ping"};
+  return c;
+}
+
+} // namespace
+
+// Defect: an envelope whose deadline passes while it waits for approval
+// keeps the child's later envelopes waiting for the whole approval timeout
+// (120 s here), though it can no longer run (run refuses it as expired).
+TEST_F(guards_review_test, an_expired_envelope_stops_holding_the_line) {
+  auto cfg = base_config(dir_);
+  cfg.tools = {quick("main")};
+  node n{review_types(), cfg};
+  ASSERT_FALSE(n.start("root", tree_of({gated()})));
+  auto first = std::async(std::launch::async,
+                          [&] { return n.call<Pong>("root/g", ping(1), 300ms); });
+  ASSERT_TRUE(eventually([&] { return pending_ids(dir_).size() == 1; }, 10s));
+  auto r1 = first.get();
+  ASSERT_FALSE(r1);
+  // Behind it, an Order (no approval needed) runs once the Ping is past
+  // its deadline.
+  auto r2 = n.call<Receipt>("root/g", order("o1"), 10s);
+  EXPECT_TRUE(r2) << describe(r2.error())
+                  << ": a dead envelope holds the line for its approval";
+  // And nobody is asked to approve what can no longer run.
+  EXPECT_TRUE(eventually([&] { return pending_ids(dir_).empty(); }, 10s));
+}
+
+// Defect: terminate_child drops the waiting envelope (a non-journal child)
+// but the cell still waits for its approval: after restart_child the
+// child's envelopes wait behind one that is gone, until someone decides on
+// it or it expires.
+TEST_F(guards_review_test, a_restarted_child_does_not_wait_for_a_dropped_envelope) {
+  auto cfg = base_config(dir_);
+  cfg.tools = {quick("main")};
+  node n{review_types(), cfg};
+  ASSERT_FALSE(n.start("root", tree_of({gated()})));
+  ASSERT_FALSE(n.send("root/g", ping(1)));
+  ASSERT_TRUE(eventually([&] { return pending_ids(dir_).size() == 1; }, 10s));
+  ASSERT_FALSE(n.terminate_child("root", "g"));
+  ASSERT_TRUE(n.restart_child("root", "g"));
+  auto r = n.call<Receipt>("root/g", order("o2"), 10s);
+  EXPECT_TRUE(r) << describe(r.error())
+                 << ": the restarted child waits for a dropped envelope's "
+                    "approval";
+}
