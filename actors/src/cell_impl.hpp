@@ -593,8 +593,9 @@ private:
   void dispatch_effect(uint64_t oseq,
                        std::shared_ptr<const records::Effect> fx);
   /// An effect's dispatch ended: delivered, sent again, or a dead letter.
+  /// `attempted`: an attempt of it ran (a refusal then counts).
   void effect_done(uint64_t oseq, std::shared_ptr<const records::Effect> fx,
-                   const caf::error& err);
+                   const caf::error& err, bool attempted = false);
 
   /// The codes with which the runtime gives its own verdict on an envelope
   /// (expired, duplicate, handler_failed, ...): a handler's refusal with
