@@ -68,7 +68,8 @@ bool cell::fall_back(tool_call_state& st, caf::error& err,
                      std::unique_ptr<google::protobuf::Message>& reply,
                      bool sync) {
   // Nobody would hear it: the instance that called is gone.
-  if (!falls_back(err) || tools_ended_ || (!st.owned && st.gen != gen_))
+  if (!falls_back(err) || tools_ended_
+      || (!st.owned && (st.gen != gen_ || !instance_)))
     return false;
   auto* primary = st.primary != nullptr ? st.primary : st.tool;
   auto& fb = primary->decl().fallback;
@@ -85,9 +86,18 @@ bool cell::fall_back(tool_call_state& st, caf::error& err,
     fallback_step step{primary, static_cast<uint32_t>(i + 1), executed,
                        !sync};
     auto chain = st.origin.chain;
-    start_call(*next, copy_of(*st.request), opts, std::move(st.ok),
-               std::move(st.err), st.origin, std::move(st.key), st.record,
-               std::move(st.fingerprint), st.owned, &step);
+    auto start = [&] {
+      start_call(*next, copy_of(*st.request), opts, std::move(st.ok),
+                 std::move(st.err), st.origin, std::move(st.key), st.record,
+                 std::move(st.fingerprint), st.owned, &step);
+    };
+    if (sync || st.owned)
+      start();
+    else
+      // After call_tool returned: a refusal at the fallback's start
+      // answers here, as a callback of the instance's (its calls are the
+      // call's children, a throw fails the envelope, not the cell).
+      invoke_as(st.origin, start);
     chain_done(chain); // (the fallback's call counts now)
     return true;
   }
