@@ -89,8 +89,10 @@ void cell::keyed_call(
     // recorded call is answered from its record, whatever the tool's state.
     record = tool->decl().record && dur_ && dur_->journal()
              && rt_->storage() != nullptr;
-    if (record || tool->decl().effect != side_effect::read_only) {
-      // (A call's state only where the idempotency layer needs one.)
+    if (record || tool->decl().effect != side_effect::read_only
+        || tool->decl().approval.required) {
+      // (A call's state only where the idempotency layer needs one: an
+      // approval is kept under the call's key, also a read's.)
       tool_call_state keyed;
       keyed.record = record;
       keyed.ok = std::move(on_result);
