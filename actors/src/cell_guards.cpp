@@ -123,6 +123,10 @@ bool cell::guarded(const tool_runtime& tool) noexcept {
 
 void cell::guard_call(std::shared_ptr<call_guard> g) {
   auto& d = g->tool->decl();
+  auto now = clock().now();
+  if (g->deadline == time_point::max())
+    g->deadline = now + call_timeout(*g->tool, g->opts);
+  auto left = g->deadline - now;
   if (d.dry_run.required && !g->dry_done) {
     auto* dry = rt_->find_tool(d.dry_run.tool);
     if (dry == nullptr)
@@ -145,16 +149,19 @@ void cell::guard_call(std::shared_ptr<call_guard> g) {
                                         + g->tool->decl().dry_run.tool
                                         + "\") failed: " + describe(e)));
     };
+    // Within the call's timeout: the dry run is part of the call.
+    tool_options dry_opts;
+    dry_opts.timeout = left;
     if (g->origin.keyed && !g->owned) {
       // Keyed, in its own place: a journal agent records it, so that a
       // replay repeats neither the dry run nor the call.
       call_origin o = g->origin;
       push_index(o.index, dry_run_index);
       o.children = 0;
-      keyed_call(*dry, copy_of(*g->req), tool_options{}, std::move(ok),
-                 std::move(err), o, clock().now());
+      keyed_call(*dry, copy_of(*g->req), dry_opts, std::move(ok),
+                 std::move(err), o, now);
     } else {
-      start_call(*dry, copy_of(*g->req), tool_options{}, std::move(ok),
+      start_call(*dry, copy_of(*g->req), dry_opts, std::move(ok),
                  std::move(err), g->origin, nullptr, false, {}, g->owned);
     }
     return;
@@ -195,8 +202,17 @@ void cell::guard_call(std::shared_ptr<call_guard> g) {
                  approval_due_atom::value, g->approval);
     return;
   }
-  // Its turn: the stack. Its callbacks, also those run before start_call
-  // returns, run as the call's.
+  // Its turn: the stack, with what is left of its time (after a person
+  // approved it, its whole timeout). Its callbacks, also those run before
+  // start_call returns, run as the call's.
+  if (!g->approved) {
+    if (left <= duration::zero())
+      return guard_fail(*g, make_error(errc::deadline_exceeded,
+                                       "tool \"" + d.name + "\" not called: "
+                                         + "its dry run took the call's "
+                                         + "time"));
+    g->opts.timeout = left;
+  }
   auto chain = g->origin.chain;
   origin_scope scope{cb_origin_, g->origin.keyed ? &g->origin : cb_origin_};
   start_call(*g->tool, std::move(g->req), g->opts, std::move(g->ok),

@@ -223,6 +223,11 @@ private:
     const detail::call_origin& o, std::shared_ptr<detail::call_key> key,
     bool record, std::string fingerprint, bool owned,
     const detail::fallback_step* fb = nullptr);
+  /// This agent's override of `tool`'s policy, or null.
+  const tool_override* override_of(const detail::tool_runtime& tool) const;
+  /// A call's total timeout (`opts`', else the override's or the tool's).
+  duration call_timeout(const detail::tool_runtime& tool,
+                        const tool_options& opts) const;
   void start_attempt(uint64_t id, detail::tool_call_state& st, bool sync,
                      time_point now);
   /// Takes the attempts in the inbox (see tool_done_atom).
