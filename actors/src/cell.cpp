@@ -518,8 +518,8 @@ void cell::drain() {
   static constexpr size_t drain_chunk = 64;
   size_t n = 0;
   while (!buffer_.empty() && instance_ && (!dur_ || dur_->ready()) && !held_
-         && awaiting_.empty()
-         && (mode_ == mode::running || mode_ == mode::half_open)) {
+         && (mode_ == mode::running || mode_ == mode::half_open)
+         && !still_awaiting()) {
     if (n++ == drain_chunk) {
       event_based_actor::send<caf::message_priority::high>(
         this, drain_atom::value, gen_);

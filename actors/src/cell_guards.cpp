@@ -295,9 +295,9 @@ void cell::on_approval(const approval_outcome& x) {
 
 void cell::on_approval_due(const std::string& key) {
   if (!awaiting_.empty() && key == awaiting_) {
-    auto& desk = rt_->approvals();
-    desk.cancel(key, address());
-    (void) desk.expire(key, "no decision within the approval timeout");
+    // Its approval timeout or its deadline passed: drain asks again and
+    // decides (approve_envelope).
+    rt_->approvals().cancel(key, address());
     awaiting_.clear();
     event_based_actor::send<caf::message_priority::high>(
       this, drain_atom::value, gen_);
@@ -347,21 +347,53 @@ void cell::drop_guards(bool all) {
   }
 }
 
+std::string cell::approval_key_of(const envelope& e) const {
+  return tool_result_key(cfg_.path, e.origin, e.id, approval_envelope_index);
+}
+
+bool cell::still_awaiting() {
+  if (awaiting_.empty())
+    return false;
+  if (!buffer_.empty() && approval_key_of(buffer_.front().env) == awaiting_)
+    return true;
+  // The envelope it waited for left the buffer (the child stopped, or it
+  // expired): nobody is asked to approve what will not run.
+  auto& desk = rt_->approvals();
+  desk.cancel(awaiting_, address());
+  (void) desk.expire(awaiting_, "the envelope no longer waits (its child "
+                                "stopped, or it was refused)");
+  awaiting_.clear();
+  return false;
+}
+
 cell::gate cell::approve_envelope(pending& p) {
   auto& e = p.env;
   auto& a = *cfg_.approval;
-  auto key = tool_result_key(cfg_.path, e.origin, e.id, approval_envelope_index);
+  auto key = approval_key_of(e);
   auto msg = parse_as(e.type.str(), e.payload);
   if (!msg)
     return gate::go; // its handler refuses it (bad_payload)
   auto& desk = rt_->approvals();
   auto now = static_cast<uint64_t>(unix_ms());
+  // Past its deadline it cannot run (run refuses it, expired): it waits
+  // for nobody, and an approval it asked for is closed.
+  auto till_deadline = std::chrono::nanoseconds{
+    e.deadline != 0 ? e.deadline - to_ns(this->now()) : INT64_MAX};
+  if (till_deadline.count() <= 0) {
+    if (auto st = desk.state(key); st && st->pending())
+      (void) desk.expire(key, "the envelope's deadline passed first");
+    return gate::go;
+  }
   auto timeout
     = std::chrono::duration_cast<std::chrono::milliseconds>(a.timeout).count();
   auto st = desk.request(key, make_approval_record(
                                 cfg_.path, e.type.str(), *msg,
                                 now + static_cast<uint64_t>(timeout),
                                 approval_kind::envelope));
+  // Its approval timeout passed (a decision may have won the race).
+  if (st && st->pending() && st->expires_unix_ms != 0
+      && st->expires_unix_ms <= now)
+    st = desk.expire(key, "no decision within the approval timeout");
   caf::error err;
   if (!st) {
     err = st.error();
@@ -372,9 +404,14 @@ cell::gate cell::approve_envelope(pending& p) {
       err = w;
     } else {
       awaiting_ = key;
-      auto left = st->expires_unix_ms > now ? st->expires_unix_ms - now : 0;
-      delayed_send(this, std::chrono::milliseconds{left},
-                   approval_due_atom::value, key);
+      // Until its approval timeout, or its deadline if that comes first.
+      // (A record that never expires is asked again after 30 days.)
+      auto ms = st->expires_unix_ms > now ? st->expires_unix_ms - now : 0;
+      if (st->expires_unix_ms == 0 || ms > uint64_t{720} * 3600 * 1000)
+        ms = uint64_t{720} * 3600 * 1000;
+      auto left = std::min<std::chrono::nanoseconds>(
+        std::chrono::milliseconds{ms}, till_deadline);
+      delayed_send(this, left, approval_due_atom::value, key);
       return gate::wait;
     }
   } else if (st->state == approval_state::rejected) {

@@ -682,6 +682,11 @@ private:
   /// `wait` while pending (awaiting_ holds its key, drain waits);
   /// `refused`: rejected or expired, settled as a rejected envelope.
   gate approve_envelope(pending& p);
+  /// The key of `e`'s approval (cfg_.approval).
+  std::string approval_key_of(const envelope& e) const;
+  /// True while the envelope at the head of the buffer waits for its
+  /// approval (awaiting_); a wait for one that left the buffer ends.
+  bool still_awaiting();
   /// After `run`: holds the envelope if its calls are open (true).
   bool hold_if_open(pending& p, outcome res, envelope& out, caf::error& err,
                     bool deferred);
