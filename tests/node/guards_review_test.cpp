@@ -30,7 +30,7 @@ namespace {
 
 /// What each tool does (by name) and what it saw.
 struct world {
-  enum class mode { ok, transient, hang };
+  enum class mode { ok, transient, hang, late_transient };
   std::mutex mtx;
   std::map<std::string, mode> modes;
   std::map<std::string, int> runs;
@@ -81,6 +81,11 @@ struct world {
     }
     if (m == mode::transient)
       return tool_error::transient("503 from " + tool);
+    if (m == mode::late_transient) {
+      // Past the caller's 200 ms, ignoring cancellation, then a 503.
+      std::this_thread::sleep_for(250ms);
+      return tool_error::transient("late 503 from " + tool);
+    }
     if (m == mode::hang) {
       // Blocks (as a real blocking call) until released, or 20 s.
       auto until = std::chrono::steady_clock::now() + 20s;
@@ -120,6 +125,17 @@ public:
 
   static void define(handlers<prober>& h) {
     h.on<Ping>(&prober::ping);
+    h.on<Crash>([](prober&, context&, const Crash& c) -> Pong {
+      throw std::runtime_error(c.why());
+    });
+    h.on<Slow>([](prober&, context&, const Slow& s) -> Pong {
+      // Keeps the cell busy (a long handler).
+      auto until = std::chrono::steady_clock::now()
+                   + std::chrono::milliseconds{s.ms()};
+      while (std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(1ms);
+      return Pong{};
+    });
     h.on<Order>([](prober&, context&, const Order& o) -> Receipt {
       world::get().note("order:" + o.id());
       Receipt r;
@@ -492,4 +508,172 @@ TEST_F(guards_review_test, a_restarted_child_does_not_wait_for_a_dropped_envelop
   EXPECT_TRUE(r) << describe(r.error())
                  << ": the restarted child waits for a dropped envelope's "
                     "approval";
+}
+
+// -- more attacks -------------------------------------------------------------------
+
+// Defect: a call whose tool failed after the call's deadline passed (its
+// answer was in the cell's inbox when the deadline's timer came) still
+// falls back: the fallback gets at least 1 ns and runs, past the caller's
+// deadline.
+TEST_F(guards_review_test, no_fallback_runs_past_the_calls_deadline) {
+  auto& w = world::get();
+  auto cfg = base_config(dir_);
+  auto main = quick("main");
+  main.policy.retry.max_attempts = 1;
+  main.fallback.tools = {"backup"};
+  cfg.tools = {main, quick("backup")};
+  node n{review_types(), cfg};
+  ASSERT_FALSE(n.start("root", tree_of({prober_child(
+                                 "c", {{"tool", "main"}, {"timeout_ms", "200"}})})));
+  w.set("main", world::mode::late_transient);
+  auto reply = std::async(std::launch::async,
+                          [&] { return n.call<Pong>("root/c", ping(1), 10s); });
+  ASSERT_TRUE(eventually([&] { return w.count("main") == 1; }, 5s));
+  // The cell is busy past the deadline (200 ms) and past main's answer
+  // (250 ms): it sees both when it is free.
+  Slow slow;
+  slow.set_ms(600);
+  ASSERT_TRUE(n.call<Pong>("root/c", slow, 10s));
+  auto r = reply.get();
+  EXPECT_FALSE(r);
+  EXPECT_EQ(w.count("backup"), 0) << "the fallback ran after the deadline";
+}
+
+namespace {
+
+/// A node whose "pay" needs approval, with a sibling "k" that fails on
+/// Crash (one_for_all: the caller "c" restarts with it).
+supervisor_spec pay_tree(durability_mode mode) {
+  auto spec = tree_of({prober_child("c", {{"tool", "pay"}}, mode),
+                       prober_child("k", {})});
+  spec.flags.strategy = strategy::one_for_all;
+  return spec;
+}
+
+Crash crash(std::string why) {
+  Crash c;
+  c.set_why(std::move(why));
+  return c;
+}
+
+} // namespace
+
+// Held: a journal agent's instance restarts while its call waits for
+// approval; the replayed call finds the same approval (no second one, no
+// in_use) and runs once when it is approved.
+TEST_F(guards_review_test, a_restarted_journal_call_finds_its_approval) {
+  auto& w = world::get();
+  auto cfg = base_config(dir_);
+  auto pay = quick("pay", side_effect::irreversible);
+  pay.approval.required = true;
+  cfg.tools = {pay};
+  node n{review_types(), cfg};
+  ASSERT_FALSE(n.start("root", pay_tree(durability_mode::journal)));
+  ASSERT_FALSE(n.send("root/c", ping(7)));
+  std::vector<std::string> ids;
+  ASSERT_TRUE(eventually([&] { return (ids = pending_ids(dir_)).size() == 1; },
+                         10s));
+  ASSERT_FALSE(n.send("root/k", crash("sibling fails")));
+  ASSERT_TRUE(eventually(
+    [&] {
+      return n.rt()->find_tool("pay")->stats().approvals_asked.load() == 2;
+    },
+    10s)); // the replayed call asked again
+  EXPECT_EQ(pending_ids(dir_), ids);
+  ASSERT_EQ(vigil_cmd(dir_, {"approvals", "approve", ids[0]}).exit_code, 0);
+  ASSERT_TRUE(eventually([&] { return w.count("pay") == 1; }, 10s));
+  size_t left = 1;
+  ASSERT_TRUE(eventually([&] {
+    return !n.rt()->storage()->count(db::journal, left) && left == 0;
+  }, 10s));
+  EXPECT_EQ(w.count("pay"), 1);
+}
+
+// Defect: a non-journal agent's instance restarts while its call waits for
+// approval: the call is dropped for good (its envelope is not replayed),
+// but its approval stays pending; a person who approves it is told it is
+// approved, and nothing runs.
+TEST_F(guards_review_test, a_dropped_calls_approval_is_not_left_pending) {
+  auto& w = world::get();
+  auto cfg = base_config(dir_);
+  auto pay = quick("pay", side_effect::irreversible);
+  pay.approval.required = true;
+  cfg.tools = {pay};
+  node n{review_types(), cfg};
+  ASSERT_FALSE(n.start("root", pay_tree(durability_mode::none)));
+  auto reply = std::async(std::launch::async,
+                          [&] { return n.call<Pong>("root/c", ping(8), 30s); });
+  ASSERT_TRUE(eventually([&] { return pending_ids(dir_).size() == 1; }, 10s));
+  ASSERT_FALSE(n.send("root/k", crash("sibling fails")));
+  auto r = reply.get(); // its caller hears (the deferred reply is dropped)
+  EXPECT_FALSE(r);
+  EXPECT_TRUE(eventually([&] { return pending_ids(dir_).empty(); }, 10s))
+    << "an approval nobody waits for is still offered to people";
+  EXPECT_EQ(w.count("pay"), 0);
+}
+
+// Held: a journal child's envelope that a person rejected is consumed once
+// (a dead letter) and not delivered again after the node restarts.
+TEST_F(guards_review_test, a_rejected_journal_envelope_is_consumed_once) {
+  auto cfg = base_config(dir_);
+  cfg.tools = {quick("main")};
+  {
+    node n{review_types(), cfg};
+    ASSERT_FALSE(n.start("root", tree_of({gated(durability_mode::journal)})));
+    ASSERT_FALSE(n.send("root/g", ping(3)));
+    std::vector<std::string> ids;
+    ASSERT_TRUE(
+      eventually([&] { return (ids = pending_ids(dir_)).size() == 1; }, 10s));
+    ASSERT_EQ(
+      vigil_cmd(dir_, {"approvals", "reject", ids[0], "--reason", "no"})
+        .exit_code,
+      0);
+    size_t left = 1;
+    ASSERT_TRUE(eventually([&] {
+      return !n.rt()->storage()->count(db::journal, left) && left == 0;
+    }, 10s));
+    EXPECT_EQ(n.rt()->dead_letter_count(), 1u);
+    n.stop();
+  }
+  node n{review_types(), cfg};
+  ASSERT_FALSE(n.start("root", tree_of({gated(durability_mode::journal)})));
+  auto r = n.call<Receipt>("root/g", order("after"), 10s);
+  ASSERT_TRUE(r) << describe(r.error());
+  EXPECT_TRUE(pending_ids(dir_).empty());
+  EXPECT_EQ(world::get().count("main"), 0);
+}
+
+// Held: an effect whose approval is rejected is a dead letter naming the
+// rejection, dispatched once (not again), and the tool never runs.
+TEST_F(guards_review_test, a_rejected_effect_is_a_dead_letter_with_the_reason) {
+  auto& w = world::get();
+  auto cfg = base_config(dir_);
+  auto pay = quick("pay", side_effect::idempotent_write);
+  pay.approval.required = true;
+  cfg.tools = {pay};
+  node n{review_types(), cfg};
+  ASSERT_FALSE(n.start("root", tree_of({prober_child(
+                                 "c", {{"tool", "pay"}, {"effect", ""}},
+                                 durability_mode::journal)})));
+  ASSERT_TRUE(n.call<Pong>("root/c", ping(9), 10s));
+  std::vector<std::string> ids;
+  ASSERT_TRUE(eventually([&] { return (ids = pending_ids(dir_)).size() == 1; },
+                         10s));
+  ASSERT_EQ(vigil_cmd(dir_, {"approvals", "reject", ids[0], "--by", "eve",
+                             "--reason", "wrong payee"})
+              .exit_code,
+            0);
+  ASSERT_TRUE(eventually([&] { return n.rt()->dead_letter_count() == 1; }, 10s));
+  auto letters = n.rt()->dead_letters();
+  ASSERT_EQ(letters.size(), 1u);
+  EXPECT_NE(letters[0].reason.find("wrong payee"), std::string::npos)
+    << letters[0].reason;
+  EXPECT_NE(letters[0].reason.find("1 dispatch"), std::string::npos)
+    << letters[0].reason;
+  size_t outbox = 1;
+  ASSERT_TRUE(eventually([&] {
+    return !n.rt()->storage()->count(db::outbox, outbox) && outbox == 0;
+  }, 10s));
+  EXPECT_EQ(w.count("pay"), 0);
 }
