@@ -189,7 +189,8 @@ void cell::effect_done(uint64_t oseq, std::shared_ptr<const records::Effect> fx,
   // retry or a fallback refused by its breaker) is a failed dispatch.
   if (refused_at_once(err) && !attempted)
     return outbox_not_delivered(oseq);
-  if (!final_failure(err) && ++i->second.failures < effect_dispatches)
+  // (A final failure counts too: its dead letter says how many.)
+  if (++i->second.failures < effect_dispatches && !final_failure(err))
     return outbox_not_delivered(oseq);
   // A dead letter with its key and last error, out of the outbox in the
   // same commit.
