@@ -74,15 +74,19 @@ bool cell::fall_back(tool_call_state& st, caf::error& err,
   auto* primary = st.primary != nullptr ? st.primary : st.tool;
   auto& fb = primary->decl().fallback;
   bool executed = st.executed || st.attempts > 0;
-  for (auto i = st.next_fallback; i < fb.tools.size(); ++i) {
+  // No tool runs past the call's deadline (its answer may come in after
+  // it, with the cell busy): only the default, which runs nothing.
+  auto now = clock().now();
+  auto first = st.deadline > now ? st.next_fallback
+                                 : static_cast<uint32_t>(fb.tools.size());
+  for (auto i = first; i < fb.tools.size(); ++i) {
     auto* next = rt_->find_tool(fb.tools[i]);
     if (next == nullptr)
       continue; // (the node checked them at its start)
     tool_stats::bump(primary->stats().fallbacks);
     // Within what is left of the call's deadline.
     tool_options opts;
-    opts.timeout = std::max<duration>(st.deadline - clock().now(),
-                                      std::chrono::nanoseconds{1});
+    opts.timeout = st.deadline - now;
     fallback_step step{primary, static_cast<uint32_t>(i + 1), executed,
                        !sync};
     auto chain = st.origin.chain;
