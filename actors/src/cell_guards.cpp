@@ -346,7 +346,22 @@ void cell::drop_guards(bool all) {
       continue;
     }
     desk.cancel(i->first, address());
-    g.key.reset(); // its replay asks again, with the same key
+    // Its replay asks again, with the same key: a journal agent's envelope
+    // when the node starts again, or one waiting in the buffer (the held
+    // envelope, a redelivery). Otherwise no one will run the call: its
+    // approval closes, so that no person approves what will not run.
+    bool again = (all && dur_ && dur_->journal())
+                 || std::any_of(buffer_.begin(), buffer_.end(),
+                                [&](const pending& p) {
+                                  return g.origin.keyed
+                                         && p.env.origin == g.origin.key_origin
+                                         && p.env.id == g.origin.key_id;
+                                });
+    if (!again)
+      (void) desk.expire(i->first, "the call no longer waits: its agent "
+                                   "restarted or stopped, and will not "
+                                   "make it again");
+    g.key.reset();
     i = tools_->approving.erase(i);
   }
 }
