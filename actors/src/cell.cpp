@@ -56,6 +56,8 @@ caf::expected<uint64_t> cell::start(bool is_restart,
                                     const caf::error& reason) {
   if (leaving_)
     return make_error(errc::not_running, cfg_.path + " is ending");
+  if (auto err = approvals_ready())
+    return err;
   if (auto err = start_instance(is_restart, reason))
     return err;
   // Answer first, then drain in chunks, so the supervisor never waits on

@@ -366,6 +366,16 @@ void cell::drop_guards(bool all) {
   }
 }
 
+caf::error cell::approvals_ready() const {
+  // (Else every envelope it covers would be refused: approval_unavailable.)
+  if (cfg_.approval && !rt_->approvals().attached())
+    return make_error(errc::start_failed,
+                      cfg_.path + ": approval.required: an envelope's "
+                                  "approval is kept on disk; give the node "
+                                  "a data dir (node_config::data_dir)");
+  return caf::error{};
+}
+
 std::string cell::approval_key_of(const envelope& e) const {
   return tool_result_key(cfg_.path, e.origin, e.id, approval_envelope_index);
 }

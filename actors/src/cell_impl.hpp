@@ -682,6 +682,8 @@ private:
   /// `wait` while pending (awaiting_ holds its key, drain waits);
   /// `refused`: rejected or expired, settled as a rejected envelope.
   gate approve_envelope(pending& p);
+  /// Why the instance cannot start: its envelopes' approvals need a data dir.
+  caf::error approvals_ready() const;
   /// The key of `e`'s approval (cfg_.approval).
   std::string approval_key_of(const envelope& e) const;
   /// True while the envelope at the head of the buffer waits for its
