@@ -158,3 +158,44 @@ TEST_F(guards_review_test, an_effect_waits_for_its_approval_across_a_restart) {
   }, 10s));
   EXPECT_EQ(w.count("pay"), 1);
 }
+
+// Defect (not fixed): an effect whose approval expired (nobody decided in
+// time) is a dead letter, and `vigil dead-letters replay` puts it back into
+// the outbox under the same key; but the approval under that key is
+// decided (expired) for good, so the replayed effect fails at once with
+// approval_expired and is a dead letter again: no person can ever be asked
+// again, and the replay the README offers cannot send it. (The approval
+// is keyed by the effect's idempotency key, which a replay keeps on
+// purpose; a fix needs the replay to re-open the approval, or approvals
+// keyed per dispatch round.)
+TEST_F(guards_review_test, DISABLED_a_replayed_expired_effect_asks_again) {
+  auto& w = world::get();
+  auto cfg = base_config(dir_);
+  auto pay = quick("pay", side_effect::idempotent_write);
+  pay.approval.required = true;
+  pay.approval.timeout = 200ms;
+  cfg.tools = {pay};
+  auto tree = tree_of({prober_child("c", {{"tool", "pay"}, {"effect", ""}},
+                                    durability_mode::journal)});
+  {
+    node n{review_types(), cfg};
+    ASSERT_FALSE(n.start("root", tree));
+    ASSERT_TRUE(n.call<Pong>("root/c", ping(13), 10s));
+    ASSERT_TRUE(
+      eventually([&] { return n.rt()->dead_letter_count() == 1; }, 10s));
+    n.stop();
+  }
+  auto replay = vigil_cmd(dir_, {"dead-letters", "replay", "--all"});
+  ASSERT_EQ(replay.exit_code, 0) << replay.out << replay.err;
+  ASSERT_EQ(vigil_cmd(dir_, {"dead-letters", "list"}).out.find("approval_"),
+            std::string::npos); // (back in the outbox)
+  node n{review_types(), cfg};
+  ASSERT_FALSE(n.start("root", tree));
+  EXPECT_TRUE(eventually([&] { return pending_ids(dir_).size() == 1; }, 10s))
+    << "the replayed effect was not offered for approval again: "
+    << [&] {
+         auto l = n.rt()->dead_letters();
+         return l.empty() ? std::string{"no dead letter"} : l.back().reason;
+       }();
+  EXPECT_EQ(w.count("pay"), 0);
+}
