@@ -56,6 +56,8 @@ caf::expected<uint64_t> cell::start(bool is_restart,
                                     const caf::error& reason) {
   if (leaving_)
     return make_error(errc::not_running, cfg_.path + " is ending");
+  if (auto err = approvals_ready())
+    return err;
   if (auto err = start_instance(is_restart, reason))
     return err;
   // Answer first, then drain in chunks, so the supervisor never waits on
@@ -518,8 +520,8 @@ void cell::drain() {
   static constexpr size_t drain_chunk = 64;
   size_t n = 0;
   while (!buffer_.empty() && instance_ && (!dur_ || dur_->ready()) && !held_
-         && awaiting_.empty()
-         && (mode_ == mode::running || mode_ == mode::half_open)) {
+         && (mode_ == mode::running || mode_ == mode::half_open)
+         && !still_awaiting()) {
     if (n++ == drain_chunk) {
       event_based_actor::send<caf::message_priority::high>(
         this, drain_atom::value, gen_);

@@ -89,8 +89,10 @@ void cell::keyed_call(
     // recorded call is answered from its record, whatever the tool's state.
     record = tool->decl().record && dur_ && dur_->journal()
              && rt_->storage() != nullptr;
-    if (record || tool->decl().effect != side_effect::read_only) {
-      // (A call's state only where the idempotency layer needs one.)
+    if (record || tool->decl().effect != side_effect::read_only
+        || tool->decl().approval.required) {
+      // (A call's state only where the idempotency layer needs one: an
+      // approval is kept under the call's key, also a read's.)
       tool_call_state keyed;
       keyed.record = record;
       keyed.ok = std::move(on_result);
@@ -150,6 +152,23 @@ void cell::keyed_call(
              std::move(fingerprint), false);
 }
 
+const tool_override* cell::override_of(const tool_runtime& tool) const {
+  if (!cfg_.tool_overrides)
+    return nullptr;
+  auto i = cfg_.tool_overrides->find(tool.decl().name);
+  return i != cfg_.tool_overrides->end() ? &i->second : nullptr;
+}
+
+duration cell::call_timeout(const tool_runtime& tool,
+                            const tool_options& opts) const {
+  auto* ov = override_of(tool);
+  auto total = opts.timeout.count() > 0 ? opts.timeout
+               : ov && ov->timeout  ? *ov->timeout
+                                    : tool.decl().policy.timeout;
+  // At most a week, as a policy's: `now + total` cannot overflow.
+  return std::min<duration>(total, std::chrono::hours{24 * 7});
+}
+
 void cell::start_call(
   tool_runtime& tool_ref, std::unique_ptr<google::protobuf::Message> req,
   const tool_options& opts,
@@ -160,19 +179,9 @@ void cell::start_call(
   auto* tool = &tool_ref;
   auto& stats = tool->stats();
   auto& pol = tool->decl().policy;
-  const tool_override* ov = nullptr;
-  if (cfg_.tool_overrides) {
-    auto i = cfg_.tool_overrides->find(tool->decl().name);
-    if (i != cfg_.tool_overrides->end())
-      ov = &i->second;
-  }
+  const tool_override* ov = override_of(*tool);
   auto now = clock().now();
-  auto total = opts.timeout.count() > 0 ? opts.timeout
-               : ov && ov->timeout  ? *ov->timeout
-                                    : pol.timeout;
-  // At most a week, as a policy's: `now + total` cannot overflow.
-  total = std::min<duration>(total, std::chrono::hours{24 * 7});
-  auto deadline = now + total;
+  auto deadline = now + call_timeout(*tool, opts);
   if (o.deadline != 0) {
     auto cap = time_point{duration{o.deadline}};
     if (cap < deadline)

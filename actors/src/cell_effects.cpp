@@ -140,8 +140,12 @@ void cell::dispatch_effect(uint64_t oseq,
   auto ok = [this, oseq, fx](std::unique_ptr<google::protobuf::Message>) {
     effect_done(oseq, fx, caf::error{});
   };
-  auto err = [this, oseq, fx](const caf::error& e) {
-    effect_done(oseq, fx, e);
+  // Whether an attempt ran (the key lives while the call, or its
+  // fallback, answers; held weakly, so that its claim ends with the call).
+  auto err = [this, oseq, fx,
+              wk = std::weak_ptr<call_key>{key}](const caf::error& e) {
+    auto k = wk.lock();
+    effect_done(oseq, fx, e, k && k->attempted);
   };
   if (guarded(*tool)) {
     // Its dry run, or a person's approval, first.
@@ -161,7 +165,7 @@ void cell::dispatch_effect(uint64_t oseq,
 }
 
 void cell::effect_done(uint64_t oseq, std::shared_ptr<const records::Effect> fx,
-                       const caf::error& err) {
+                       const caf::error& err, bool attempted) {
   if (oseq == 0) {
     // Dispatched once, not durably.
     if (err)
@@ -181,10 +185,12 @@ void cell::effect_done(uint64_t oseq, std::shared_ptr<const records::Effect> fx,
     return;
   }
   // A refusal before any attempt (breaker open, limits, the key in use)
-  // reached nobody: sent again, not counted.
-  if (refused_at_once(err))
+  // reached nobody: sent again, not counted. One after an attempt ran (a
+  // retry or a fallback refused by its breaker) is a failed dispatch.
+  if (refused_at_once(err) && !attempted)
     return outbox_not_delivered(oseq);
-  if (!final_failure(err) && ++i->second.failures < effect_dispatches)
+  // (A final failure counts too: its dead letter says how many.)
+  if (++i->second.failures < effect_dispatches && !final_failure(err))
     return outbox_not_delivered(oseq);
   // A dead letter with its key and last error, out of the outbox in the
   // same commit.

@@ -68,26 +68,40 @@ bool cell::fall_back(tool_call_state& st, caf::error& err,
                      std::unique_ptr<google::protobuf::Message>& reply,
                      bool sync) {
   // Nobody would hear it: the instance that called is gone.
-  if (!falls_back(err) || tools_ended_ || (!st.owned && st.gen != gen_))
+  if (!falls_back(err) || tools_ended_
+      || (!st.owned && (st.gen != gen_ || !instance_)))
     return false;
   auto* primary = st.primary != nullptr ? st.primary : st.tool;
   auto& fb = primary->decl().fallback;
   bool executed = st.executed || st.attempts > 0;
-  for (auto i = st.next_fallback; i < fb.tools.size(); ++i) {
+  // No tool runs past the call's deadline (its answer may come in after
+  // it, with the cell busy): only the default, which runs nothing.
+  auto now = clock().now();
+  auto first = st.deadline > now ? st.next_fallback
+                                 : static_cast<uint32_t>(fb.tools.size());
+  for (auto i = first; i < fb.tools.size(); ++i) {
     auto* next = rt_->find_tool(fb.tools[i]);
     if (next == nullptr)
       continue; // (the node checked them at its start)
     tool_stats::bump(primary->stats().fallbacks);
     // Within what is left of the call's deadline.
     tool_options opts;
-    opts.timeout = std::max<duration>(st.deadline - clock().now(),
-                                      std::chrono::nanoseconds{1});
+    opts.timeout = st.deadline - now;
     fallback_step step{primary, static_cast<uint32_t>(i + 1), executed,
                        !sync};
     auto chain = st.origin.chain;
-    start_call(*next, copy_of(*st.request), opts, std::move(st.ok),
-               std::move(st.err), st.origin, std::move(st.key), st.record,
-               std::move(st.fingerprint), st.owned, &step);
+    auto start = [&] {
+      start_call(*next, copy_of(*st.request), opts, std::move(st.ok),
+                 std::move(st.err), st.origin, std::move(st.key), st.record,
+                 std::move(st.fingerprint), st.owned, &step);
+    };
+    if (sync || st.owned)
+      start();
+    else
+      // After call_tool returned: a refusal at the fallback's start
+      // answers here, as a callback of the instance's (its calls are the
+      // call's children, a throw fails the envelope, not the cell).
+      invoke_as(st.origin, start);
     chain_done(chain); // (the fallback's call counts now)
     return true;
   }
@@ -113,6 +127,10 @@ bool cell::guarded(const tool_runtime& tool) noexcept {
 
 void cell::guard_call(std::shared_ptr<call_guard> g) {
   auto& d = g->tool->decl();
+  auto now = clock().now();
+  if (g->deadline == time_point::max())
+    g->deadline = now + call_timeout(*g->tool, g->opts);
+  auto left = g->deadline - now;
   if (d.dry_run.required && !g->dry_done) {
     auto* dry = rt_->find_tool(d.dry_run.tool);
     if (dry == nullptr)
@@ -135,16 +153,19 @@ void cell::guard_call(std::shared_ptr<call_guard> g) {
                                         + g->tool->decl().dry_run.tool
                                         + "\") failed: " + describe(e)));
     };
+    // Within the call's timeout: the dry run is part of the call.
+    tool_options dry_opts;
+    dry_opts.timeout = left;
     if (g->origin.keyed && !g->owned) {
       // Keyed, in its own place: a journal agent records it, so that a
       // replay repeats neither the dry run nor the call.
       call_origin o = g->origin;
       push_index(o.index, dry_run_index);
       o.children = 0;
-      keyed_call(*dry, copy_of(*g->req), tool_options{}, std::move(ok),
-                 std::move(err), o, clock().now());
+      keyed_call(*dry, copy_of(*g->req), dry_opts, std::move(ok),
+                 std::move(err), o, now);
     } else {
-      start_call(*dry, copy_of(*g->req), tool_options{}, std::move(ok),
+      start_call(*dry, copy_of(*g->req), dry_opts, std::move(ok),
                  std::move(err), g->origin, nullptr, false, {}, g->owned);
     }
     return;
@@ -185,8 +206,17 @@ void cell::guard_call(std::shared_ptr<call_guard> g) {
                  approval_due_atom::value, g->approval);
     return;
   }
-  // Its turn: the stack. Its callbacks, also those run before start_call
-  // returns, run as the call's.
+  // Its turn: the stack, with what is left of its time (after a person
+  // approved it, its whole timeout). Its callbacks, also those run before
+  // start_call returns, run as the call's.
+  if (!g->approved) {
+    if (left <= duration::zero())
+      return guard_fail(*g, make_error(errc::deadline_exceeded,
+                                       "tool \"" + d.name + "\" not called: "
+                                         + "its dry run took the call's "
+                                         + "time"));
+    g->opts.timeout = left;
+  }
   auto chain = g->origin.chain;
   origin_scope scope{cb_origin_, g->origin.keyed ? &g->origin : cb_origin_};
   start_call(*g->tool, std::move(g->req), g->opts, std::move(g->ok),
@@ -269,9 +299,9 @@ void cell::on_approval(const approval_outcome& x) {
 
 void cell::on_approval_due(const std::string& key) {
   if (!awaiting_.empty() && key == awaiting_) {
-    auto& desk = rt_->approvals();
-    desk.cancel(key, address());
-    (void) desk.expire(key, "no decision within the approval timeout");
+    // Its approval timeout or its deadline passed: drain asks again and
+    // decides (approve_envelope).
+    rt_->approvals().cancel(key, address());
     awaiting_.clear();
     event_based_actor::send<caf::message_priority::high>(
       this, drain_atom::value, gen_);
@@ -316,26 +346,83 @@ void cell::drop_guards(bool all) {
       continue;
     }
     desk.cancel(i->first, address());
-    g.key.reset(); // its replay asks again, with the same key
+    // Its replay asks again, with the same key: a journal agent's envelope
+    // when the node starts again, or one waiting in the buffer (the held
+    // envelope, a redelivery). Otherwise no one will run the call: its
+    // approval closes, so that no person approves what will not run.
+    bool again = (all && dur_ && dur_->journal())
+                 || std::any_of(buffer_.begin(), buffer_.end(),
+                                [&](const pending& p) {
+                                  return g.origin.keyed
+                                         && p.env.origin == g.origin.key_origin
+                                         && p.env.id == g.origin.key_id;
+                                });
+    if (!again)
+      (void) desk.expire(i->first, "the call no longer waits: its agent "
+                                   "restarted or stopped, and will not "
+                                   "make it again");
+    g.key.reset();
     i = tools_->approving.erase(i);
   }
+}
+
+caf::error cell::approvals_ready() const {
+  // (Else every envelope it covers would be refused: approval_unavailable.)
+  if (cfg_.approval && !rt_->approvals().attached())
+    return make_error(errc::start_failed,
+                      cfg_.path + ": approval.required: an envelope's "
+                                  "approval is kept on disk; give the node "
+                                  "a data dir (node_config::data_dir)");
+  return caf::error{};
+}
+
+std::string cell::approval_key_of(const envelope& e) const {
+  return tool_result_key(cfg_.path, e.origin, e.id, approval_envelope_index);
+}
+
+bool cell::still_awaiting() {
+  if (awaiting_.empty())
+    return false;
+  if (!buffer_.empty() && approval_key_of(buffer_.front().env) == awaiting_)
+    return true;
+  // The envelope it waited for left the buffer (the child stopped, or it
+  // expired): nobody is asked to approve what will not run.
+  auto& desk = rt_->approvals();
+  desk.cancel(awaiting_, address());
+  (void) desk.expire(awaiting_, "the envelope no longer waits (its child "
+                                "stopped, or it was refused)");
+  awaiting_.clear();
+  return false;
 }
 
 cell::gate cell::approve_envelope(pending& p) {
   auto& e = p.env;
   auto& a = *cfg_.approval;
-  auto key = tool_result_key(cfg_.path, e.origin, e.id, approval_envelope_index);
+  auto key = approval_key_of(e);
   auto msg = parse_as(e.type.str(), e.payload);
   if (!msg)
     return gate::go; // its handler refuses it (bad_payload)
   auto& desk = rt_->approvals();
   auto now = static_cast<uint64_t>(unix_ms());
+  // Past its deadline it cannot run (run refuses it, expired): it waits
+  // for nobody, and an approval it asked for is closed.
+  auto till_deadline = std::chrono::nanoseconds{
+    e.deadline != 0 ? e.deadline - to_ns(this->now()) : INT64_MAX};
+  if (till_deadline.count() <= 0) {
+    if (auto st = desk.state(key); st && st->pending())
+      (void) desk.expire(key, "the envelope's deadline passed first");
+    return gate::go;
+  }
   auto timeout
     = std::chrono::duration_cast<std::chrono::milliseconds>(a.timeout).count();
   auto st = desk.request(key, make_approval_record(
                                 cfg_.path, e.type.str(), *msg,
                                 now + static_cast<uint64_t>(timeout),
                                 approval_kind::envelope));
+  // Its approval timeout passed (a decision may have won the race).
+  if (st && st->pending() && st->expires_unix_ms != 0
+      && st->expires_unix_ms <= now)
+    st = desk.expire(key, "no decision within the approval timeout");
   caf::error err;
   if (!st) {
     err = st.error();
@@ -346,9 +433,14 @@ cell::gate cell::approve_envelope(pending& p) {
       err = w;
     } else {
       awaiting_ = key;
-      auto left = st->expires_unix_ms > now ? st->expires_unix_ms - now : 0;
-      delayed_send(this, std::chrono::milliseconds{left},
-                   approval_due_atom::value, key);
+      // Until its approval timeout, or its deadline if that comes first.
+      // (A record that never expires is asked again after 30 days.)
+      auto ms = st->expires_unix_ms > now ? st->expires_unix_ms - now : 0;
+      if (st->expires_unix_ms == 0 || ms > uint64_t{720} * 3600 * 1000)
+        ms = uint64_t{720} * 3600 * 1000;
+      auto left = std::min<std::chrono::nanoseconds>(
+        std::chrono::milliseconds{ms}, till_deadline);
+      delayed_send(this, left, approval_due_atom::value, key);
       return gate::wait;
     }
   } else if (st->state == approval_state::rejected) {

@@ -227,6 +227,11 @@ private:
     const detail::call_origin& o, std::shared_ptr<detail::call_key> key,
     bool record, std::string fingerprint, bool owned,
     const detail::fallback_step* fb = nullptr);
+  /// This agent's override of `tool`'s policy, or null.
+  const tool_override* override_of(const detail::tool_runtime& tool) const;
+  /// A call's total timeout (`opts`', else the override's or the tool's).
+  duration call_timeout(const detail::tool_runtime& tool,
+                        const tool_options& opts) const;
   void start_attempt(uint64_t id, detail::tool_call_state& st, bool sync,
                      time_point now);
   /// Takes the attempts in the inbox (see tool_done_atom).
@@ -600,8 +605,9 @@ private:
   void dispatch_effect(uint64_t oseq,
                        std::shared_ptr<const records::Effect> fx);
   /// An effect's dispatch ended: delivered, sent again, or a dead letter.
+  /// `attempted`: an attempt of it ran (a refusal then counts).
   void effect_done(uint64_t oseq, std::shared_ptr<const records::Effect> fx,
-                   const caf::error& err);
+                   const caf::error& err, bool attempted = false);
 
   /// The codes with which the runtime gives its own verdict on an envelope
   /// (expired, duplicate, handler_failed, ...): a handler's refusal with
@@ -683,6 +689,13 @@ private:
   /// `wait` while pending (awaiting_ holds its key, drain waits);
   /// `refused`: rejected or expired, settled as a rejected envelope.
   gate approve_envelope(pending& p);
+  /// Why the instance cannot start: its envelopes' approvals need a data dir.
+  caf::error approvals_ready() const;
+  /// The key of `e`'s approval (cfg_.approval).
+  std::string approval_key_of(const envelope& e) const;
+  /// True while the envelope at the head of the buffer waits for its
+  /// approval (awaiting_); a wait for one that left the buffer ends.
+  bool still_awaiting();
   /// After `run`: holds the envelope if its calls are open (true).
   bool hold_if_open(pending& p, outcome res, envelope& out, caf::error& err,
                     bool deferred);

@@ -121,6 +121,8 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
     finish_call(id, make_error(code, std::move(what)), nullptr, sync);
     return;
   }
+  if (st.key)
+    st.key->attempted = true;
   auto att = std::make_shared<tool_attempt>();
   att->number = ++st.attempts;
   att->permit = permit;

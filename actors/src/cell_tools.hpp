@@ -276,6 +276,10 @@ struct call_guard {
   std::string fingerprint;
   bool owned = false;
   uint64_t gen = 0;
+  /// The call's deadline, set as it first comes here: its dry run has what
+  /// is left of it, and so has the call after the dry run (an approval's
+  /// wait, a person's time, starts its timeout over).
+  resilience::time_point deadline = resilience::time_point::max();
   bool dry_done = false;
   bool approved = false;
   /// The approval's key (waiting: in cell_tools::approving).

@@ -171,8 +171,18 @@ struct node::impl {
                         + (same_reply ? " and reply " + self->reply_type
                                       : std::string{}));
       };
-      for (auto& f : d.fallback.tools)
+      for (auto& f : d.fallback.tools) {
         linked(f, "fallback.tools", true);
+        // A fallback runs under the call's guards (its dry run and
+        // approval), below them: its own would be skipped.
+        for (auto& x : decls)
+          if (x.name == f && (x.dry_run.required || x.approval.required))
+            add(d.name, "fallback.tools: \"" + x.name
+                          + "\" has a dry run or an approval of its own, "
+                            "which it would skip as a fallback (a fallback "
+                            "runs under the calling tool's); declare them "
+                            "on \"" + d.name + "\"");
+      }
       if (!d.dry_run.tool.empty()) {
         linked(d.dry_run.tool, "dry_run.tool", false);
         for (auto& x : decls)

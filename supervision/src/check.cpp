@@ -240,6 +240,24 @@ std::vector<spec_problem> check_child_spec(const child_spec& c,
   if (c.approval.required && c.kind == child_kind::supervisor)
     add("approval", spec_errc::invalid_approval,
         "only agents handle envelopes; set it on the supervisor's children");
+  // A type the agent does not handle (a typo) would never wait: the
+  // envelopes meant to would run unapproved.
+  if (c.approval.required && c.kind == child_kind::worker && types != nullptr)
+    if (auto* t = types->find(c.agent); t != nullptr && t->handlers)
+      for (auto& name : c.approval.types)
+        if (t->handlers->by_type.count(symbol{name}) == 0) {
+          std::vector<std::string> handled;
+          for (auto& kv : t->handlers->by_type)
+            handled.emplace_back(kv.first.str());
+          std::sort(handled.begin(), handled.end());
+          std::string known;
+          for (auto& h : handled)
+            known += (known.empty() ? "" : ", ") + h;
+          add("approval.types", spec_errc::invalid_approval,
+              "'" + name + "' is not a type agent type '" + c.agent
+                + "' handles (it handles: "
+                + (known.empty() ? "none" : known) + ")");
+        }
   for (auto& [tool, ov] : c.tools)
     for (auto& p : check_tool_override(ov))
       add("tools." + tool + "." + p.field, spec_errc::invalid_tool_override,

@@ -27,7 +27,7 @@ namespace {
 
 std::atomic<int> handled{0};
 
-/// Counts the Pings it handles, answers Pong{n}.
+/// Counts the Pings it handles, answers Pong{n} (and Orders, uncounted).
 class gatekeeper : public agent<> {
 public:
   explicit gatekeeper(const params&) {
@@ -38,6 +38,12 @@ public:
       Pong p;
       p.set_n(m.n());
       return p;
+    });
+    // (A type it handles, for approval.types: the node refuses others.)
+    h.on<Order>([](gatekeeper&, context&, const Order& o) -> Receipt {
+      Receipt r;
+      r.set_order(o.id());
+      return r;
     });
   }
 };

@@ -178,6 +178,10 @@ struct call_key {
   std::string key;
   std::string text;
   std::shared_ptr<tool_shared> sh;
+  /// An attempt under this key started (set by the cell that owns the
+  /// call, on its thread): an effect's dispatch that ends in a refusal
+  /// after one ran is a failed dispatch, not one that reached nobody.
+  bool attempted = false;
   call_key() = default;
   call_key(const call_key&) = delete;
   call_key& operator=(const call_key&) = delete;
