@@ -2,14 +2,16 @@
 // envelopes (support/held_script.hpp), each with a tree of tool calls
 // (depth <= 3, fan-out <= 3) whose answers (ok, transient then ok,
 // permanent; some slow) and callbacks (add to the state, send to a sink,
-// throw, stop) are fixed by the seed. At scripted calls (still running,
-// racing their answer, or just after their callback ran) the test stops
-// the node and starts a new one on the same data dir, or restarts the
-// agent alone (terminate_child, restart_child). The model predicts the
-// outcome from the script alone, and the test checks it:
+// ctx.effect, throw, stop) are fixed by the seed. At scripted calls (still
+// running, racing their answer, or just after their callback ran) the
+// test stops the node and starts a new one on the same data dir, or
+// restarts the agent alone (terminate_child, restart_child). The model
+// predicts the outcome from the script alone (support/held_world.hpp
+// holds what the run saw), and the test checks it:
 // - the agent's state holds each effect of each envelope exactly once
 //   (handled: all; stopped: the handler's and the stop's ancestors'; a
-//   throw: none), and the sink got each send exactly once;
+//   throw: none), the sink got each send exactly once, and each effect
+//   was dispatched, under its own key, and no other;
 // - every throwing envelope is one dead letter, and no other is, after
 //   at least max_deliveries failed deliveries;
 // - envelopes run in order, the next one only once the held one is done,
@@ -37,9 +39,9 @@
 
 #include "support/eventually.hpp"
 #include "support/held_script.hpp"
+#include "support/held_world.hpp"
 #include "support/temp_dir.hpp"
 #include "support/tool_fixture.hpp"
-#include "vigil/actors/detail/tool_record.hpp"
 #include "vigil/node/node.hpp"
 #include "vigil/persistence/store.hpp"
 
@@ -49,131 +51,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// What the tool, the agents and the writer's hook saw, for one seed.
-struct world {
-  struct execution {
-    int64_t n;
-    std::string key;
-    int run;
-    bool transient;
-    bool after_record; ///< its record was committed (or being) already
-  };
-
-  std::mutex mtx;
-  const held::script* s = nullptr;
-  int run = 0;  ///< the node's number
-  int life = 0; ///< the agent's: a new one at each node and each restart
-  std::vector<execution> execs;
-  std::map<int64_t, int> count; ///< executions by request
-  std::map<int64_t, int> callbacks; ///< callbacks run, by request
-  std::set<std::string> recorded; ///< text keys the writer committed
-  std::vector<held::event> events;
-  std::vector<std::string> problems;
-  /// The stop point armed: its call, and whether its execution is held
-  /// (or the stop waits for its callback).
-  int64_t trigger = 0;
-  held::stop_kind kind = held::stop_kind::held;
-  std::atomic<bool> triggered{false};
-  /// Held executions: the last one's number, and up to which they are
-  /// released.
-  int holds = 0;
-  std::atomic<int> released{0};
-  std::atomic<int> in_flight{0};
-
-  static world& get() {
-    static world w;
-    return w;
-  }
-  void reset(const held::script* script) {
-    std::lock_guard<std::mutex> guard{mtx};
-    s = script;
-    run = 0;
-    life = 0;
-    execs.clear();
-    count.clear();
-    callbacks.clear();
-    recorded.clear();
-    events.clear();
-    problems.clear();
-    trigger = 0;
-    triggered = false;
-    holds = 0;
-    released = 0;
-  }
-  void problem(std::string what) {
-    std::lock_guard<std::mutex> guard{mtx};
-    if (problems.size() < 20)
-      problems.push_back(std::move(what));
-  }
-  void log(int64_t k, int call) {
-    std::lock_guard<std::mutex> guard{mtx};
-    events.push_back(held::event{life, k, call});
-    if (call < 0)
-      return;
-    auto n = s->env(k).calls[call].n;
-    ++callbacks[n];
-    if (n == trigger && kind == held::stop_kind::after_callback) {
-      trigger = 0;
-      triggered = true;
-    }
-  }
-  /// Arms a stop at `p`; false if it is passed already (the node stops at
-  /// once).
-  bool arm(const held::stop_point& p) {
-    std::lock_guard<std::mutex> guard{mtx};
-    triggered = false;
-    bool after = p.kind == held::stop_kind::after_callback;
-    if ((after ? callbacks : count)[p.n] > 0)
-      return false;
-    trigger = p.n;
-    kind = p.kind;
-    return true;
-  }
-  /// Releases the executions held so far.
-  void disarm() {
-    std::lock_guard<std::mutex> guard{mtx};
-    trigger = 0;
-    released = holds;
-  }
-
-  /// What one execution does.
-  struct plan {
-    const held::call_node* c = nullptr;
-    bool transient = false;
-    int hold = 0; ///< held until `released` reaches it
-  };
-  plan begin(int64_t n, const std::string& key) {
-    std::lock_guard<std::mutex> guard{mtx};
-    plan p;
-    p.c = s->find(n);
-    int before = count[n]++;
-    p.transient = p.c != nullptr && before < p.c->transients;
-    bool after = recorded.count(key) != 0;
-    execs.push_back(execution{n, key, run, p.transient, after});
-    if (n == trigger && kind != held::stop_kind::after_callback) {
-      if (kind == held::stop_kind::held)
-        p.hold = ++holds;
-      trigger = 0;
-      triggered = true;
-    }
-    return p;
-  }
-  /// The writer is about to commit these tool records.
-  void committing(write_item* const* items, size_t k) {
-    std::lock_guard<std::mutex> guard{mtx};
-    for (size_t i = 0; i < k; ++i)
-      for (auto& m : items[i]->muts)
-        if (m.where == db::tool_results && m.what == mutation::op::put)
-          recorded.insert(text_key(m.key));
-  }
-  static std::string text_key(const std::string& bin) {
-    std::string_view path, index;
-    uint64_t origin = 0, id = 0;
-    if (!split_tool_result_key(bin, path, origin, id, index))
-      return "(malformed)";
-    return detail::tool_key_text(path, origin, id, index);
-  }
-};
+using held::world;
 
 /// The service: answers each request as the script says.
 tool_result<Pong> serve(const Ping& req, tool_call& call) {
@@ -211,6 +89,14 @@ tool_result<Pong> serve(const Ping& req, tool_call& call) {
   return r;
 }
 
+/// The target of ctx.effect: records each dispatch's key.
+tool_result<Pong> hook(const Ping& req, tool_call& call) {
+  auto& w = world::get();
+  std::lock_guard<std::mutex> guard{w.mtx};
+  w.dispatched[req.n()].push_back(call.idempotency_key());
+  return Pong{};
+}
+
 /// The journal agent under test: runs each envelope's script.
 class scripted : public agent<Tally> {
 public:
@@ -224,7 +110,7 @@ public:
     auto& w = world::get();
     auto& e = w.s->env(m.n());
     w.log(e.k, -1);
-    effects(ctx, e.add, e.send, e.tag());
+    effects(ctx, e.add, e.send, e.effect, e.tag());
     for (int i : e.roots)
       call(ctx, e, i);
     if (e.special == -1 && e.end == held::fate::dead)
@@ -257,7 +143,7 @@ private:
       w.problem("call " + std::to_string(c.n) + " answered "
                 + (err ? describe(err) : "ok " + std::to_string(got))
                 + ", the script says " + (want_ok ? "ok" : "tool_rejected"));
-    effects(ctx, c.add, c.send, c.n);
+    effects(ctx, c.add, c.send, c.effect, c.n);
     for (int j : c.children)
       call(ctx, e, j);
     if (c.end == held::ending::throws)
@@ -267,7 +153,7 @@ private:
       ctx.stop();
   }
 
-  void effects(context& ctx, bool add, bool send, int64_t tag) {
+  void effects(context& ctx, bool add, bool send, bool effect, int64_t tag) {
     if (add) {
       state().add_seen(tag);
       state().set_sum(state().sum() + tag);
@@ -278,6 +164,12 @@ private:
       a.set_n(tag);
       ctx.send("root/s", a);
     }
+    Ping p;
+    p.set_n(tag);
+    if (effect)
+      if (auto err = ctx.effect("hook", p))
+        world::get().problem("effect " + std::to_string(tag) + ": "
+                             + describe(err));
   }
 };
 
@@ -299,6 +191,7 @@ registry held_types() {
   r.add<scripted>("scripted");
   r.add<sink>("sink");
   r.add_tool<Ping, Pong>("w", serve);
+  r.add_tool<Ping, Pong>("hook", hook);
   return r;
 }
 
@@ -315,6 +208,9 @@ node_config held_config(const std::string& dir, const held::script& s) {
   d.policy.budget.min_per_second = 10000;
   d.policy.budget.max_savings = 10000;
   d.policy.bulkhead.queue = 1024;
+  cfg.tools.push_back(d);
+  d.name = "hook";
+  d.effect = side_effect::idempotent_write;
   cfg.tools.push_back(d);
   // A stop does not wait for a running execution (it ends on its own).
   cfg.tool_executors = [](const tool_decl& t) {
@@ -397,7 +293,8 @@ std::string list(const std::vector<int64_t>& xs) {
 struct totals {
   size_t seeds = 0, envelopes = 0, calls = 0, executions = 0, replayed = 0,
          stops = 0, restarts = 0, held_stops = 0, callback_stops = 0,
-         dead = 0, repeats = 0, extra_deliveries = 0;
+         dead = 0, repeats = 0, extra_deliveries = 0, effects = 0,
+         dispatches = 0;
   int most_per_key = 0;
 };
 
@@ -440,6 +337,26 @@ void check_executions(const held::script& s, world& w, size_t stops,
       if (e.never(i))
         EXPECT_FALSE(ran) << "call " << n << " below a throw or stop ran";
     }
+}
+
+/// Each effect of the model dispatched at least once, under one key (a
+/// call's, of its own place), again only after a stop; no other effect.
+void check_effects(const held::outcome& want, world& w, size_t stops) {
+  std::set<std::string> call_keys;
+  for (auto& x : w.execs)
+    call_keys.insert(x.key);
+  for (auto& [tag, keys] : w.dispatched) {
+    SCOPED_TRACE("effect " + std::to_string(tag) + " (key " + keys[0] + ")");
+    EXPECT_EQ(want.effects.count(tag), 1u) << "dispatched, not in the model";
+    EXPECT_LE(keys.size(), 1 + stops) << "dispatched too often";
+    EXPECT_EQ(keys[0].rfind("root/h:", 0), 0u) << "not the agent's key";
+    EXPECT_EQ(call_keys.count(keys[0]), 0u) << "a call's key";
+    for (auto& k : keys)
+      EXPECT_EQ(k, keys[0]) << "another key when dispatched again";
+  }
+  for (auto tag : want.effects)
+    EXPECT_EQ(w.dispatched.count(tag), 1u)
+      << "effect " << tag << " never dispatched";
 }
 
 /// One seed: nodes on one data dir, each stopped (or its agent restarted)
@@ -591,6 +508,10 @@ void seed_run::check() {
       std::max(0, order.failed[k] - static_cast<int>(s_.max_deliveries)));
   }
   check_executions(s_, w_, node_stops_, t_);
+  check_effects(want, w_, node_stops_ + restarts_);
+  t_.effects += want.effects.size();
+  for (auto& kv : w_.dispatched)
+    t_.dispatches += kv.second.size();
   ++t_.seeds;
   t_.envelopes += s_.envs.size();
   t_.stops += node_stops_;
@@ -644,6 +565,7 @@ TEST(held_envelope_fuzz, the_model_predicts_every_seed) {
             << " answered from records, " << t.stops << " node stops and "
             << t.restarts << " agent restarts (" << t.held_stops
             << " with the call running, " << t.callback_stops
-            << " after a callback), " << t.dead << " dead letters ("
+            << " after a callback), " << t.effects << " effects ("
+            << t.dispatches << " dispatches), " << t.dead << " dead letters ("
             << t.extra_deliveries << " deliveries past max_deliveries)\n";
 }

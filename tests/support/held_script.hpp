@@ -13,6 +13,9 @@
 //   the handler's effects alone (its calls' callbacks never run);
 // - one whose callback (or handler, after its calls) throws fails every
 //   delivery: no effect, one dead letter once its deliveries are spent;
+// - an effect is a change to the state, a send to the sink or a
+//   ctx.effect call, tagged with its call's request value (the handler's:
+//   1000 x the envelope's number);
 // - within one life of the agent, envelopes run in order and a callback
 //   only ever runs for the envelope being handled (check_order).
 // Pure functions of the seed: no clock, no threads.
@@ -46,6 +49,7 @@ struct call_node {
   int delay_ms = 0;   ///< the tool takes this long
   bool add = false;   ///< adds n to the agent's state
   bool send = false;  ///< sends Add{n} to the sink
+  bool effect = false; ///< ctx.effect("hook", Ping{n})
   ending end = ending::none;
   std::vector<int> children;
 };
@@ -57,6 +61,7 @@ struct envelope_script {
   int64_t k = 0; ///< Ping{k}, message id 1000 + k
   bool add = false;
   bool send = false;
+  bool effect = false;
   std::vector<int> roots;
   std::vector<call_node> calls;
   fate end = fate::handled;
@@ -163,6 +168,7 @@ inline script make_script(uint32_t seed) {
     e.k = k;
     e.add = chance(50);
     e.send = chance(30);
+    e.effect = chance(20);
     // A tree of depth <= 3 and fan-out <= 3 (each call made once).
     auto grow = [&](auto& self, int parent, int depth) -> int {
       int i = static_cast<int>(e.calls.size());
@@ -174,6 +180,7 @@ inline script make_script(uint32_t seed) {
       c.delay_ms = chance(35) ? 1 + static_cast<int>(rng() % 8) : 0;
       c.add = chance(70);
       c.send = chance(40);
+      c.effect = chance(20);
       int kids = depth < 3 ? pick({45, 30, 15, 10}) : 0;
       for (int j = 0; j < kids && e.calls.size() < 30; ++j) {
         int child = self(self, i, depth + 1);
@@ -196,7 +203,7 @@ inline script make_script(uint32_t seed) {
       auto keep = e.path_to(e.special);
       for (int i = 0; i < static_cast<int>(e.calls.size()); ++i)
         if (keep.count(i) == 0)
-          e.calls[i].add = e.calls[i].send = false;
+          e.calls[i].add = e.calls[i].send = e.calls[i].effect = false;
     }
     s.envs.push_back(std::move(e));
   }
@@ -219,10 +226,12 @@ inline script make_script(uint32_t seed) {
 }
 
 /// What must be found once every envelope ran: the effects in the agent's
-/// state and at the sink (each tag once, sorted), and the dead letters.
+/// state and at the sink (each tag once, sorted), the ctx.effect calls
+/// dispatched (at least once each), and the dead letters.
 struct outcome {
   std::vector<int64_t> state;
   std::vector<int64_t> sent;
+  std::set<int64_t> effects;
   std::set<int64_t> dead;
 };
 
@@ -237,6 +246,8 @@ inline outcome expect(const script& s) {
       out.state.push_back(e.tag());
     if (e.send)
       out.sent.push_back(e.tag());
+    if (e.effect)
+      out.effects.insert(e.tag());
     auto path = e.end == fate::stopped ? e.path_to(e.special) : std::set<int>{};
     for (int i = 0; i < static_cast<int>(e.calls.size()); ++i) {
       if (e.end == fate::stopped && path.count(i) == 0)
@@ -245,6 +256,8 @@ inline outcome expect(const script& s) {
         out.state.push_back(e.calls[i].n);
       if (e.calls[i].send)
         out.sent.push_back(e.calls[i].n);
+      if (e.calls[i].effect)
+        out.effects.insert(e.calls[i].n);
     }
   }
   std::sort(out.state.begin(), out.state.end());
@@ -375,7 +388,8 @@ inline std::string describe(const script& s) {
     out += "  envelope " + std::to_string(e.k) + " " + fates[int(e.end)]
            + (e.end != fate::handled && e.special < 0 ? " (by the handler)"
                                                       : "")
-           + (e.add ? " +add" : "") + (e.send ? " +send" : "") + ":";
+           + (e.add ? " +add" : "") + (e.send ? " +send" : "")
+           + (e.effect ? " +effect" : "") + ":";
     for (auto& c : e.calls) {
       out += " " + std::to_string(c.n) + "<"
              + (c.parent < 0 ? std::string{"h"}
@@ -384,6 +398,7 @@ inline std::string describe(const script& s) {
              + (c.transients ? std::to_string(c.transients) : "")
              + (c.delay_ms ? ",d" + std::to_string(c.delay_ms) : "")
              + (c.add ? ",add" : "") + (c.send ? ",send" : "")
+             + (c.effect ? ",effect" : "")
              + (c.end == ending::throws  ? ",THROW"
                 : c.end == ending::stops ? ",STOP"
                                          : "");
