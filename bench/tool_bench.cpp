@@ -22,6 +22,7 @@
 #include <caf/all.hpp>
 
 #include "bench.pb.h"
+#include "inline_executor.hpp"
 #include "measure.hpp"
 #include "vigil/actors/detail/tool_runtime.hpp"
 #include "vigil/actors/tool.hpp"
@@ -59,6 +60,7 @@ void operator delete(void* p, size_t) noexcept {
 
 namespace {
 
+using vigil::bench::inline_executor;
 using vigil::bench::print;
 using vigil::bench::process_cpu_ns;
 using vigil::bench::raw_config;
@@ -136,15 +138,6 @@ struct down_service {
 };
 
 down_service g_down;
-
-/// Runs each execution at once, on the thread that submits it (the calling
-/// cell's): the stack without the pool hop.
-class inline_executor final : public vigil::tool_executor {
-public:
-  void submit(std::function<void()> task) override {
-    task();
-  }
-};
 
 /// On Start{n}: makes n calls of tool `tool`, `window` in flight, and
 /// answers Done{elapsed ns} after the last result callback. With param
