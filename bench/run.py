@@ -31,6 +31,7 @@ DURABLE_BASES = ["lmdb-raw", "lmdb-raw-ops", "fsync-each"]
 DURABLE_BIN = os.path.join("build", "bench", "durable_bench")
 TOOL_BIN = os.path.join("build", "bench", "tool_bench")
 HTTP_BIN = os.path.join("build", "bench", "http_bench")
+RECORD_BIN = os.path.join("build", "bench", "record_bench")
 # The http tool through the stack / raw cpp-httplib calls (issue 17).
 HTTP_TARGET = 0.9
 # Tool calls (context::call_tool): the targets of issue 16.
@@ -80,11 +81,23 @@ CASES = [
     # local server answering a small JSON body at once.
     ("http_tool", {"inflight": 1}, 5_000, 20_000, ["raw"]),
     ("http_tool", {"inflight": 8}, 10_000, 50_000, ["raw"]),
+    # A journal agent's recorded calls of a trivial tool against the same
+    # calls unrecorded (record: false), B calls in flight per envelope: with
+    # sync full (an fsync per commit), and without the fsyncs.
+    ("tool_record", {"batch": 1}, 1_000, 5_000, ["unrecorded"]),
+    ("tool_record", {"batch": 100}, 20_000, 200_000, ["unrecorded"]),
+    ("tool_record", {"batch": 1, "sync": "nosync"}, 5_000, 20_000,
+     ["unrecorded"]),
+    ("tool_record", {"batch": 100, "sync": "nosync"}, 20_000, 200_000,
+     ["unrecorded"]),
 ]
 
 
 def run_cpp(case, impl, n, params):
-    if case.startswith("tool_") or case.startswith("http_"):
+    if case == "tool_record":
+        cmd = [RECORD_BIN, case, impl, str(n),
+               *(f"{k}={v}" for k, v in params.items())]
+    elif case.startswith("tool_") or case.startswith("http_"):
         cmd = [TOOL_BIN if case.startswith("tool_") else HTTP_BIN, case, impl,
                str(n), *(f"{k}={v}" for k, v in params.items())]
     elif case in ("durable", "recovery"):
@@ -266,7 +279,8 @@ def main():
         label = r["name"] + "".join(
             f" {short}={r['params'][key]}" for key, short in (
                 ("producers", "p"), ("batch", "b"), ("window", "w"),
-                ("inflight", "k"), ("work_us", "us"), ("layers", "l"))
+                ("inflight", "k"), ("work_us", "us"), ("layers", "l"),
+                ("sync", "sync"))
             if key in r["params"])
         if r.get("missing"):
             print(f"{label:<34} {r['baseline_kind']:<12} {r['ours']:>14.1f} "
