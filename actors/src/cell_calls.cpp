@@ -66,7 +66,7 @@ void cell::call_tool_raw(
     o.key_id = parent->key_id;
     o.chain = parent->chain;
     o.index = parent->index;
-    push_index(o.index, parent->children++);
+    o.index.push(parent->children++);
   }
   keyed_call(*tool, std::move(req), opts, std::move(on_result),
              std::move(on_error), o, clock().now());

@@ -63,22 +63,22 @@ caf::error cell::effect_raw(std::string_view name,
   // envelope, a fresh id of the node.
   uint64_t origin = rt_->node_id();
   uint64_t id = 0;
-  std::string index;
+  call_index index;
   if (auto* parent = tool_parent(); parent != nullptr) {
     origin = parent->key_origin;
     id = parent->key_id;
     index = parent->index;
-    push_index(index, parent->children++);
+    index.push(parent->children++);
   } else {
     id = rt_->next_id();
-    push_index(index, 0);
+    index.push(0);
   }
   auto fx = std::make_shared<records::Effect>();
   fx->set_tool(tool->decl().name);
   fx->set_request_type(impl.request_type);
   req->SerializeToString(fx->mutable_request());
-  fx->set_key(call_result_key(cfg_.path, origin, id, index));
-  fx->set_key_text(tool_key_text(cfg_.path, origin, id, index));
+  fx->set_key(call_result_key(cfg_.path, origin, id, index.view()));
+  fx->set_key_text(tool_key_text(cfg_.path, origin, id, index.view()));
   // Into the outbox when the handler's commit (or the held envelope's)
   // is still to come.
   bool durable = dur_ && dur_->journal()

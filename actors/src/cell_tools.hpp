@@ -21,6 +21,7 @@
 #include <google/protobuf/message.h>
 
 #include "vigil/actors/detail/actor_clock.hpp"
+#include "vigil/actors/detail/tool_record.hpp"
 #include "vigil/actors/detail/tool_runtime.hpp"
 #include "vigil/actors/tool.hpp"
 #include "vigil/resilience/backoff.hpp"
@@ -176,7 +177,7 @@ struct call_origin {
   /// path in it (empty: the handler; else the call whose callback runs),
   /// and the calls made from it so far (the next one's number).
   std::shared_ptr<call_chain> chain;
-  std::string index;
+  call_index index;
   mutable uint32_t children = 0;
   /// Keyed (made on behalf of an envelope): the envelope's id, from which
   /// the keys derive. Only a journal agent's origins have a `chain`.

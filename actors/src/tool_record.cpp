@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 
@@ -78,37 +79,77 @@ std::string call_result_key(std::string_view path, uint64_t origin,
   return tool_result_key(path, origin, id, hashed);
 }
 
-void push_index(std::string& index_path, uint32_t i) {
-  if (index_path.size() < 12) {
-    char be[4];
-    for (int k = 3; k >= 0; --k, i >>= 8)
-      be[k] = static_cast<char>(i & 0xff);
-    index_path.append(be, 4);
-    return;
-  }
-  // Deeper than 3 levels (a loop written in callbacks): 0xffffffff and a
-  // 64-bit hash of the path, so that it stays 12 bytes (no allocation, and
-  // O(1) per call however deep the loop goes).
+namespace {
+
+// Big-endian loads and stores of index paths (every call pushes one).
+template <class T>
+T big_endian(T v) noexcept {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  if constexpr (sizeof(T) == 8)
+    return __builtin_bswap64(v);
+  else
+    return __builtin_bswap32(v);
+#else
+  return v;
+#endif
+}
+
+template <class T>
+void store_be(char* out, T v) noexcept {
+  v = big_endian(v);
+  std::memcpy(out, &v, sizeof(T));
+}
+
+template <class T>
+T load_be(const char* in) noexcept {
+  T v;
+  std::memcpy(&v, in, sizeof(T));
+  return big_endian(v);
+}
+
+/// A path deeper than 3 levels (a loop written in callbacks) becomes
+/// 0xffffffff and a 64-bit hash of it, so that it stays 12 bytes (no
+/// allocation, and O(1) per call however deep the loop goes): the hash of
+/// `path` (12 bytes at least) with the call's number `i` pushed.
+uint64_t deep_hash(std::string_view path, uint32_t i) noexcept {
   uint64_t h = 0;
-  if (static_cast<unsigned char>(index_path[0]) == 0xff
-      && static_cast<unsigned char>(index_path[1]) == 0xff
-      && static_cast<unsigned char>(index_path[2]) == 0xff
-      && static_cast<unsigned char>(index_path[3]) == 0xff) {
-    for (size_t k = 4; k < 12; ++k)
-      h = (h << 8) | static_cast<unsigned char>(index_path[k]);
+  if (load_be<uint32_t>(path.data()) == 0xffffffff) {
+    h = load_be<uint64_t>(path.data() + 4);
   } else {
     h = 0xcbf29ce484222325ull; // FNV-1a of the 3 levels
-    for (char c : index_path)
+    for (char c : path)
       h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
   }
   // splitmix64 of the parent's hash and the call's number.
   uint64_t z = h + 0x9e3779b97f4a7c15ull * (uint64_t{i} + 1);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  z ^= z >> 31;
-  index_path.assign(4, '\xff');
-  for (int k = 7; k >= 0; --k)
-    index_path += static_cast<char>((z >> (8 * k)) & 0xff);
+  return z ^ (z >> 31);
+}
+
+} // namespace
+
+void push_index(std::string& index_path, uint32_t i) {
+  char be[12];
+  if (index_path.size() < 12) {
+    store_be(be, i);
+    index_path.append(be, 4);
+    return;
+  }
+  store_be(be, uint32_t{0xffffffff});
+  store_be(be + 4, deep_hash(index_path, i));
+  index_path.assign(be, 12);
+}
+
+void call_index::push(uint32_t i) noexcept {
+  if (size_ < capacity) {
+    store_be(bytes_ + size_, i);
+    size_ += 4;
+    return;
+  }
+  auto z = deep_hash(view(), i);
+  store_be(bytes_, uint32_t{0xffffffff});
+  store_be(bytes_ + 4, z);
 }
 
 std::string tool_key_text(std::string_view path, uint64_t origin, uint64_t id,

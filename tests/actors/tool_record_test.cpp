@@ -1,6 +1,7 @@
 // The fingerprint of a tool call's request (tool_record.hpp): the same
 // call gives the same bytes whatever the order of its map entries; another
-// tool, type or value gives others.
+// tool, type or value gives others. A call's index path, inline or in a
+// string, has the same bytes (keys recorded before stay valid).
 
 #include <gtest/gtest.h>
 
@@ -11,6 +12,8 @@
 
 namespace {
 
+using vigil::detail::call_index;
+using vigil::detail::push_index;
 using vigil::detail::tool_fingerprint;
 
 std::string hex(const std::string& s) {
@@ -52,6 +55,28 @@ TEST(tool_record_test, map_order_does_not_change_it_and_any_difference_does) {
   c1.set_id("c");
   c2.set_id("bc");
   EXPECT_NE(tool_fingerprint("ab", c1), tool_fingerprint("a", c2));
+}
+
+TEST(tool_record_test, an_index_path_is_the_same_inline_and_in_a_string) {
+  // Three levels of 4 bytes, then 0xffffffff and a hash (pinned: these
+  // bytes are part of recorded keys).
+  const char* expected[] = {
+    "00000001", "0000000100000002", "000000010000000200000003",
+    "fffffffff8a21781ac8b891b", "ffffffff7309d7c1e945e1a9"};
+  std::string s;
+  call_index ix;
+  for (uint32_t i = 1; i <= 5; ++i) {
+    push_index(s, i);
+    ix.push(i);
+    EXPECT_EQ(hex(s), expected[i - 1]);
+    EXPECT_EQ(std::string{ix.view()}, s);
+  }
+  for (uint32_t i = 0; i < 200; ++i) {
+    push_index(s, i * 7919);
+    ix.push(i * 7919);
+    ASSERT_EQ(std::string{ix.view()}, s) << i;
+  }
+  EXPECT_EQ(s.size(), call_index::capacity);
 }
 
 } // namespace

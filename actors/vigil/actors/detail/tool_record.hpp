@@ -1,6 +1,7 @@
 // What a tool call's record needs: the fingerprint of its request.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -35,5 +36,23 @@ std::string call_result_key(std::string_view path, uint64_t origin,
 /// so that a loop written in callbacks costs O(1) per call; a handler's
 /// call number 0xffffffff is never reached).
 void push_index(std::string& index_path, uint32_t i);
+
+/// An index path held inline: what push_index makes, without a string.
+/// Every call made on behalf of an envelope takes one (whether or not it
+/// needs a key), and copies it with its origin, so this one never
+/// allocates and copies as 16 bytes.
+class call_index {
+public:
+  static constexpr size_t capacity = 12;
+  std::string_view view() const noexcept {
+    return {bytes_, size_};
+  }
+  /// As push_index.
+  void push(uint32_t i) noexcept;
+
+private:
+  char bytes_[capacity] = {};
+  uint8_t size_ = 0;
+};
 
 } // namespace vigil::detail
