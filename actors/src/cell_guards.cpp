@@ -160,7 +160,7 @@ void cell::guard_call(std::shared_ptr<call_guard> g) {
       // Keyed, in its own place: a journal agent records it, so that a
       // replay repeats neither the dry run nor the call.
       call_origin o = g->origin;
-      push_index(o.index, dry_run_index);
+      o.index.push(dry_run_index);
       o.children = 0;
       keyed_call(*dry, copy_of(*g->req), dry_opts, std::move(ok),
                  std::move(err), o, now);
