@@ -11,6 +11,7 @@
 #include <queue>
 #include <vector>
 #include <memory>
+#include <new>
 #include <string>
 #include <thread>
 #include <utility>
@@ -337,12 +338,17 @@ public:
     if (!free_.empty()) {
       idx = free_.back();
       free_.pop_back();
+      // Made anew in place (`take` moved it out), rather than assigned
+      // from a temporary: a call's state is large, and every call makes
+      // one. (Made with no allocation, it cannot throw.)
+      auto& st = slots_[idx].st;
+      st.~tool_call_state();
+      new (&st) tool_call_state{};
     } else {
       idx = static_cast<uint32_t>(slots_.size());
       slots_.emplace_back();
     }
     auto& s = slots_[idx];
-    s.st = tool_call_state{};
     s.used = true;
     ++size_;
     return {uint64_t{s.gen} << 32 | idx, &s.st};
