@@ -77,8 +77,9 @@ caf::error cell::effect_raw(std::string_view name,
   fx->set_tool(tool->decl().name);
   fx->set_request_type(impl.request_type);
   req->SerializeToString(fx->mutable_request());
-  fx->set_key(call_result_key(cfg_.path, origin, id, index.view()));
-  fx->set_key_text(tool_key_text(cfg_.path, origin, id, index.view()));
+  auto bytes = index.encode();
+  fx->set_key(call_result_key(cfg_.path, origin, id, bytes.view()));
+  fx->set_key_text(tool_key_text(cfg_.path, origin, id, bytes.view()));
   // Into the outbox when the handler's commit (or the held envelope's)
   // is still to come.
   bool durable = dur_ && dur_->journal()

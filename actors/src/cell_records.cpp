@@ -72,10 +72,9 @@ bool cell::answer_from_record(tool_runtime& tool, tool_call_state& st,
   auto& name = tool.decl().name;
   auto& o = st.origin;
   auto ck = std::make_shared<call_key>();
-  ck->key = call_result_key(cfg_.path, o.key_origin, o.key_id,
-                            o.index.view());
-  ck->text = tool_key_text(cfg_.path, o.key_origin, o.key_id,
-                           o.index.view());
+  auto index = o.index.encode();
+  ck->key = call_result_key(cfg_.path, o.key_origin, o.key_id, index.view());
+  ck->text = tool_key_text(cfg_.path, o.key_origin, o.key_id, index.view());
   if (!tool.shared()->claim_key(ck->key)) {
     if (busy != nullptr) {
       *busy = true;

@@ -81,7 +81,7 @@ std::string call_result_key(std::string_view path, uint64_t origin,
 
 namespace {
 
-// Big-endian loads and stores of index paths (every call pushes one).
+// Big-endian loads and stores of index paths.
 template <class T>
 T big_endian(T v) noexcept {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -109,18 +109,20 @@ T load_be(const char* in) noexcept {
 
 /// A path deeper than 3 levels (a loop written in callbacks) becomes
 /// 0xffffffff and a 64-bit hash of it, so that it stays 12 bytes (no
-/// allocation, and O(1) per call however deep the loop goes): the hash of
-/// `path` (12 bytes at least) with the call's number `i` pushed.
-uint64_t deep_hash(std::string_view path, uint32_t i) noexcept {
-  uint64_t h = 0;
-  if (load_be<uint32_t>(path.data()) == 0xffffffff) {
-    h = load_be<uint64_t>(path.data() + 4);
-  } else {
-    h = 0xcbf29ce484222325ull; // FNV-1a of the 3 levels
-    for (char c : path)
-      h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-  }
-  // splitmix64 of the parent's hash and the call's number.
+/// allocation, and O(1) per call however deep the loop goes). The hash of
+/// a path of 12 bytes or more (hashed already, or the FNV-1a of 3 levels).
+uint64_t path_hash(std::string_view path) noexcept {
+  if (load_be<uint32_t>(path.data()) == 0xffffffff)
+    return load_be<uint64_t>(path.data() + 4);
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (char c : path)
+    h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  return h;
+}
+
+/// The hash of the path whose hash is `h` with the call's number `i`
+/// pushed: splitmix64 of the two.
+uint64_t pushed_hash(uint64_t h, uint32_t i) noexcept {
   uint64_t z = h + 0x9e3779b97f4a7c15ull * (uint64_t{i} + 1);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -137,19 +139,34 @@ void push_index(std::string& index_path, uint32_t i) {
     return;
   }
   store_be(be, uint32_t{0xffffffff});
-  store_be(be + 4, deep_hash(index_path, i));
+  store_be(be + 4, pushed_hash(path_hash(index_path), i));
   index_path.assign(be, 12);
 }
 
+call_index::bytes call_index::encode() const noexcept {
+  bytes out{};
+  if (depth_ > 3) {
+    store_be(out.data, uint32_t{0xffffffff});
+    store_be(out.data + 4, hash_);
+    out.size = 12;
+    return out;
+  }
+  for (uint8_t k = 0; k < depth_; ++k)
+    store_be(out.data + 4 * k, levels_[k]);
+  out.size = static_cast<uint8_t>(4 * depth_);
+  return out;
+}
+
 void call_index::push(uint32_t i) noexcept {
-  if (size_ < capacity) {
-    store_be(bytes_ + size_, i);
-    size_ += 4;
+  if (depth_ < 3) {
+    levels_[depth_++] = i;
     return;
   }
-  auto z = deep_hash(view(), i);
-  store_be(bytes_, uint32_t{0xffffffff});
-  store_be(bytes_ + 4, z);
+  if (depth_ == 3) {
+    hash_ = path_hash(encode().view());
+    depth_ = 4;
+  }
+  hash_ = pushed_hash(hash_, i);
 }
 
 std::string tool_key_text(std::string_view path, uint64_t origin, uint64_t id,

@@ -69,14 +69,23 @@ TEST(tool_record_test, an_index_path_is_the_same_inline_and_in_a_string) {
     push_index(s, i);
     ix.push(i);
     EXPECT_EQ(hex(s), expected[i - 1]);
-    EXPECT_EQ(std::string{ix.view()}, s);
+    EXPECT_EQ(std::string{ix.encode().view()}, s);
   }
   for (uint32_t i = 0; i < 200; ++i) {
     push_index(s, i * 7919);
     ix.push(i * 7919);
-    ASSERT_EQ(std::string{ix.view()}, s) << i;
+    ASSERT_EQ(std::string{ix.encode().view()}, s) << i;
   }
   EXPECT_EQ(s.size(), call_index::capacity);
+  // A first level of 0xffffffff (never a handler's call number) reads as
+  // a hashed path once 3 levels are there, in both.
+  std::string t;
+  call_index iy;
+  for (uint32_t i : {0xffffffffu, 1u, 2u, 3u, 4u}) {
+    push_index(t, i);
+    iy.push(i);
+    EXPECT_EQ(std::string{iy.encode().view()}, t) << i;
+  }
 }
 
 } // namespace

@@ -37,22 +37,31 @@ std::string call_result_key(std::string_view path, uint64_t origin,
 /// call number 0xffffffff is never reached).
 void push_index(std::string& index_path, uint32_t i);
 
-/// An index path held inline: what push_index makes, without a string.
-/// Every call made on behalf of an envelope takes one (whether or not it
-/// needs a key), and copies it with its origin, so this one never
-/// allocates and copies as 16 bytes.
+/// An index path held as numbers: what push_index makes, without a
+/// string. Every call made on behalf of an envelope takes one (whether or
+/// not it needs a key), and copies it with its origin, so this one never
+/// allocates, copies as three words, and makes its bytes only for a key.
 class call_index {
 public:
   static constexpr size_t capacity = 12;
-  std::string_view view() const noexcept {
-    return {bytes_, size_};
-  }
+  /// The path's bytes, as push_index makes them.
+  struct bytes {
+    char data[capacity];
+    uint8_t size;
+    std::string_view view() const noexcept {
+      return {data, size};
+    }
+  };
+  bytes encode() const noexcept;
   /// As push_index.
   void push(uint32_t i) noexcept;
 
 private:
-  char bytes_[capacity] = {};
-  uint8_t size_ = 0;
+  /// Past 3 levels: the path's hash.
+  uint64_t hash_ = 0;
+  uint32_t levels_[3] = {};
+  /// Levels pushed, up to 3; 4: past 3 (hashed).
+  uint8_t depth_ = 0;
 };
 
 } // namespace vigil::detail
