@@ -199,3 +199,27 @@ TEST_F(guards_review_test, DISABLED_a_replayed_expired_effect_asks_again) {
        }();
   EXPECT_EQ(w.count("pay"), 0);
 }
+
+// -- the caller's deadline ----------------------------------------------------------
+
+// Defect: a call that waits for approval outlives its envelope's deadline:
+// the approval stays pending (60 s here) after the caller gave up, and a
+// person who approves it then approves a call that can no longer run
+// (start_call refuses it, deadline_exceeded).
+TEST_F(guards_review_test, a_calls_approval_ends_at_the_callers_deadline) {
+  auto& w = world::get();
+  auto cfg = base_config(dir_);
+  auto pay = quick("pay", side_effect::irreversible);
+  pay.approval.required = true;
+  cfg.tools = {pay};
+  node n{review_types(), cfg};
+  ASSERT_FALSE(
+    n.start("root", tree_of({prober_child("c", {{"tool", "pay"}})})));
+  auto r = n.call<Pong>("root/c", ping(14), 500ms);
+  ASSERT_FALSE(r);
+  EXPECT_TRUE(eventually([&] { return pending_ids(dir_).empty(); }, 10s))
+    << "the approval of a call whose caller gave up is still offered";
+  auto all = vigil_cmd(dir_, {"approvals", "list", "--json", "--all"});
+  EXPECT_NE(all.out.find("deadline"), std::string::npos) << all.out;
+  EXPECT_EQ(w.count("pay"), 0);
+}
