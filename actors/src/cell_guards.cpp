@@ -44,6 +44,13 @@ parse_as(const std::string& type, const std::string& bytes) {
   return out;
 }
 
+/// A call whose caller's deadline passed while it waited for approval.
+caf::error late_for_approval(const std::string& tool) {
+  return make_error(errc::deadline_exceeded,
+                    "tool \"" + tool + "\" not called: its caller's deadline "
+                      + "passed while it waited for approval");
+}
+
 std::unique_ptr<google::protobuf::Message>
 copy_of(const google::protobuf::Message& m) {
   std::unique_ptr<google::protobuf::Message> out{m.New()};
@@ -179,6 +186,16 @@ void cell::guard_call(std::shared_ptr<call_guard> g) {
                          + "has none: call it from a handler (or a callback "
                          + "of a handler's call), or send it as an effect"));
     auto& desk = rt_->approvals();
+    // Past its caller's deadline it cannot run: no person is asked (and
+    // one asked before a restart is asked no more).
+    auto till_deadline = std::chrono::nanoseconds{
+      g->origin.deadline != 0 ? g->origin.deadline - to_ns(clock().now())
+                              : INT64_MAX};
+    if (till_deadline.count() <= 0) {
+      if (auto was = desk.state(g->key->key); was && was->pending())
+        (void) desk.expire(g->key->key, "the call's deadline passed first");
+      return guard_fail(*g, late_for_approval(d.name));
+    }
     auto now = static_cast<uint64_t>(unix_ms());
     auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
                      d.approval.timeout)
@@ -200,9 +217,12 @@ void cell::guard_call(std::shared_ptr<call_guard> g) {
       tools_->approving.erase(g->approval);
       return guard_fail(*g, e);
     }
-    // The rest of its timeout (asked before a restart: of the first ask's).
+    // The rest of its timeout (asked before a restart: of the first ask's),
+    // or of its caller's deadline if that comes first.
     auto left = st->expires_unix_ms > now ? st->expires_unix_ms - now : 0;
-    delayed_send(this, std::chrono::milliseconds{left},
+    delayed_send(this,
+                 std::min<std::chrono::nanoseconds>(
+                   std::chrono::milliseconds{left}, till_deadline),
                  approval_due_atom::value, g->approval);
     return;
   }
@@ -317,12 +337,15 @@ void cell::on_approval_due(const std::string& key) {
   auto& desk = rt_->approvals();
   desk.cancel(key, address());
   // A decision may have won the race: expire says which.
-  auto st = desk.expire(key, "no decision within the approval timeout");
-  if (!st) {
+  bool late = g->origin.deadline != 0
+              && to_ns(clock().now()) >= g->origin.deadline;
+  auto st = desk.expire(key, late ? "the call's deadline passed first"
+                                  : "no decision within the approval timeout");
+  if (!st || (late && st->state == approval_state::expired)) {
     auto chain = g->origin.chain;
     if (g->owned || (g->gen == gen_ && instance_)) {
       auto o = g->origin;
-      auto err = st.error();
+      auto err = st ? late_for_approval(g->tool->decl().name) : st.error();
       if (g->owned)
         guard_fail(*g, err);
       else

@@ -199,3 +199,71 @@ TEST_F(guards_review_test, DISABLED_a_replayed_expired_effect_asks_again) {
        }();
   EXPECT_EQ(w.count("pay"), 0);
 }
+
+// -- the caller's deadline ----------------------------------------------------------
+
+// Defect: a call that waits for approval outlives its envelope's deadline:
+// the approval stays pending (60 s here) after the caller gave up, and a
+// person who approves it then approves a call that can no longer run
+// (start_call refuses it, deadline_exceeded).
+TEST_F(guards_review_test, a_calls_approval_ends_at_the_callers_deadline) {
+  auto& w = world::get();
+  auto cfg = base_config(dir_);
+  auto pay = quick("pay", side_effect::irreversible);
+  pay.approval.required = true;
+  cfg.tools = {pay};
+  node n{review_types(), cfg};
+  ASSERT_FALSE(
+    n.start("root", tree_of({prober_child("c", {{"tool", "pay"}})})));
+  auto r = n.call<Pong>("root/c", ping(14), 500ms);
+  ASSERT_FALSE(r);
+  EXPECT_TRUE(eventually([&] { return pending_ids(dir_).empty(); }, 10s))
+    << "the approval of a call whose caller gave up is still offered";
+  auto all = vigil_cmd(dir_, {"approvals", "list", "--json", "--all"});
+  EXPECT_NE(all.out.find("deadline"), std::string::npos) << all.out;
+  EXPECT_EQ(w.count("pay"), 0);
+}
+
+// Held: the called tool's breaker and its fallback's are both open (the
+// chain is refused within call_tool): the default answers, nothing runs,
+// and a journal agent records who answered; its held envelope is released
+// once (the agent goes on with the next envelope).
+TEST_F(guards_review_test, open_breakers_down_the_chain_reach_the_default) {
+  auto& w = world::get();
+  auto cfg = base_config(dir_);
+  for (auto name : {"main", "backup"}) {
+    auto d = quick(name, side_effect::idempotent_write);
+    d.policy.retry.max_attempts = 1;
+    d.policy.breaker.enabled = true;
+    d.policy.breaker.consecutive_failures = 1;
+    d.policy.breaker.open_for = 600s;
+    cfg.tools.push_back(d);
+  }
+  cfg.tools[0].fallback.tools = {"backup"};
+  cfg.tools[0].fallback.default_type = "vigil.test.Pong";
+  Pong def;
+  def.set_n(-1);
+  def.SerializeToString(&cfg.tools[0].fallback.default_payload);
+  node n{review_types(), cfg};
+  ASSERT_FALSE(n.start(
+    "root", tree_of({prober_child("trip", {{"tool", "backup"}}),
+                     prober_child("c", {{"tool", "main"}},
+                                  durability_mode::journal)})));
+  w.set("main", world::mode::transient);
+  w.set("backup", world::mode::transient);
+  ASSERT_FALSE(n.call<Pong>("root/trip", ping(1), 5s)); // backup opens
+  auto r1 = n.call<Pong>("root/c", ping(2), 5s); // main opens, backup open
+  ASSERT_TRUE(r1) << describe(r1.error());
+  EXPECT_EQ(r1->value.from(), "main+default");
+  int main_runs = w.count("main"), backup_runs = w.count("backup");
+  auto r2 = n.call<Pong>("root/c", ping(3), 5s); // refused within call_tool
+  ASSERT_TRUE(r2) << describe(r2.error());
+  EXPECT_EQ(r2->value.from(), "main+default");
+  EXPECT_EQ(r2->value.n(), -1);
+  EXPECT_EQ(w.count("main"), main_runs);
+  EXPECT_EQ(w.count("backup"), backup_runs);
+  size_t left = 1;
+  ASSERT_TRUE(eventually([&] {
+    return !n.rt()->storage()->count(db::journal, left) && left == 0;
+  }, 10s));
+}

@@ -155,7 +155,8 @@ public:
     ctx.call_tool<Pong>(
       tool_, m, opts_,
       [rp](Pong p, const tool_answer& a) mutable {
-        p.set_from(std::string{a.tool});
+        p.set_from(std::string{a.tool} + (a.by_default ? "+default" : "")
+                   + (a.replayed ? "+replayed" : ""));
         rp.deliver(p);
       },
       [this, &ctx, rp](const caf::error& e) mutable {
