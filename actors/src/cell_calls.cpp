@@ -83,7 +83,6 @@ void cell::keyed_call(
   origin_scope scope{cb_origin_, o.keyed ? &o : cb_origin_};
   std::shared_ptr<call_key> key;
   bool record = false;
-  std::string fingerprint;
   if (o.keyed) {
     // Idempotency first (the stack's outermost layer): a repeat of a
     // recorded call is answered from its record, whatever the tool's state.
@@ -128,7 +127,6 @@ void cell::keyed_call(
       on_result = std::move(keyed.ok);
       on_error = std::move(keyed.err);
       key = std::move(keyed.key);
-      fingerprint = std::move(keyed.fingerprint);
     }
   }
   if (guarded(*tool)) {
@@ -141,15 +139,13 @@ void cell::keyed_call(
     g->origin = o;
     g->key = std::move(key);
     g->record = record;
-    g->fingerprint = std::move(fingerprint);
     g->gen = gen_;
     if (chain)
       ++chain->open; // until it starts, or ends before
     return guard_call(std::move(g));
   }
   start_call(*tool, std::move(req), opts, std::move(on_result),
-             std::move(on_error), o, std::move(key), record,
-             std::move(fingerprint), false);
+             std::move(on_error), o, std::move(key), record, false);
 }
 
 const tool_override* cell::override_of(const tool_runtime& tool) const {
@@ -174,8 +170,8 @@ void cell::start_call(
   const tool_options& opts,
   std::function<void(std::unique_ptr<google::protobuf::Message>)> on_result,
   std::function<void(const caf::error&)> on_error, const call_origin& o,
-  std::shared_ptr<call_key> key, bool record, std::string fingerprint,
-  bool owned, const fallback_step* fb) {
+  std::shared_ptr<call_key> key, bool record, bool owned,
+  const fallback_step* fb) {
   auto* tool = &tool_ref;
   auto& stats = tool->stats();
   auto& pol = tool->decl().policy;
@@ -231,7 +227,6 @@ void cell::start_call(
   st.origin = o; // (a copy: `o` is the callbacks' origin until we return)
   st.key = std::move(key);
   st.record = record && st.key != nullptr;
-  st.fingerprint = std::move(fingerprint);
   st.owned = owned;
   if (fb != nullptr) {
     st.primary = fb->primary;

@@ -162,7 +162,7 @@ void cell::dispatch_effect(uint64_t oseq,
     return guard_call(std::move(g));
   }
   start_call(*tool, std::move(req), tool_options{}, std::move(ok),
-             std::move(err), o, std::move(key), false, {}, true);
+             std::move(err), o, std::move(key), false, true);
 }
 
 void cell::effect_done(uint64_t oseq, std::shared_ptr<const records::Effect> fx,

@@ -100,7 +100,7 @@ bool cell::fall_back(tool_call_state& st, caf::error& err,
     auto start = [&] {
       start_call(*next, copy_of(*st.request), opts, std::move(st.ok),
                  std::move(st.err), st.origin, std::move(st.key), st.record,
-                 std::move(st.fingerprint), st.owned, &step);
+                 st.owned, &step);
     };
     if (sync || st.owned)
       start();
@@ -173,7 +173,7 @@ void cell::guard_call(std::shared_ptr<call_guard> g) {
                  std::move(err), o, now);
     } else {
       start_call(*dry, copy_of(*g->req), dry_opts, std::move(ok),
-                 std::move(err), g->origin, nullptr, false, {}, g->owned);
+                 std::move(err), g->origin, nullptr, false, g->owned);
     }
     return;
   }
@@ -241,7 +241,7 @@ void cell::guard_call(std::shared_ptr<call_guard> g) {
   origin_scope scope{cb_origin_, g->origin.keyed ? &g->origin : cb_origin_};
   start_call(*g->tool, std::move(g->req), g->opts, std::move(g->ok),
              std::move(g->err), g->origin, std::move(g->key), g->record,
-             std::move(g->fingerprint), g->owned);
+             g->owned);
   chain_done(chain);
 }
 

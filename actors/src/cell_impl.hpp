@@ -225,8 +225,7 @@ private:
     std::function<void(std::unique_ptr<google::protobuf::Message>)> on_result,
     std::function<void(const caf::error&)> on_error,
     const detail::call_origin& o, std::shared_ptr<detail::call_key> key,
-    bool record, std::string fingerprint, bool owned,
-    const detail::fallback_step* fb = nullptr);
+    bool record, bool owned, const detail::fallback_step* fb = nullptr);
   /// This agent's override of `tool`'s policy, or null.
   const tool_override* override_of(const detail::tool_runtime& tool) const;
   /// A call's total timeout (`opts`', else the override's or the tool's).

@@ -91,7 +91,7 @@ bool cell::answer_from_record(tool_runtime& tool, tool_call_state& st,
   st.key = ck;
   if (!st.record)
     return false;
-  st.fingerprint = tool_fingerprint(name, req);
+  ck->fingerprint = tool_fingerprint(name, req);
   std::string raw;
   bool found = false;
   if (auto s = rt_->storage()->get(db::tool_results, ck->key, raw, found)) {
@@ -109,7 +109,7 @@ bool cell::answer_from_record(tool_runtime& tool, tool_call_state& st,
                          "tool \"" + name + "\": the record of key " + ck->text
                            + " is unreadable (" + describe(f, raw, r)
                            + "); the call is not made again");
-  } else if (r.fingerprint() != st.fingerprint) {
+  } else if (r.fingerprint() != ck->fingerprint) {
     tool_stats::bump(stats.mismatches);
     st.err(make_error(errc::idempotency_mismatch,
                       "tool \"" + name + "\": idempotency key " + ck->text
@@ -165,7 +165,7 @@ bool cell::record_answer(tool_call_state& st, caf::error& err,
   if (called != st.tool)
     r.set_answered_by(st.tool->decl().name);
   r.set_by_default(st.by_default);
-  r.set_fingerprint(st.fingerprint);
+  r.set_fingerprint(st.key->fingerprint);
   r.set_recorded_ms(static_cast<uint64_t>(unix_ms()));
   if (err) {
     r.set_error_code(err.category() == caf::atom("vigil")

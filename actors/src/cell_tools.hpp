@@ -235,11 +235,10 @@ struct tool_call_state {
   std::unique_ptr<resilience::backoff> backoff;
   /// Cost charged to this agent's budget for the tool (or null).
   resilience::token_bucket* agent_cost = nullptr;
-  /// Its idempotency key (null: none), and for a recorded call (a journal
-  /// agent's) the fingerprint of its request.
+  /// Its idempotency key (null: none; a recorded call's, a journal
+  /// agent's, holds the fingerprint of its request).
   std::shared_ptr<call_key> key;
   bool record = false;
-  std::string fingerprint;
   /// The cell's own call (an effect dispatched from its outbox): answered
   /// whatever became of the instance.
   bool owned = false;
@@ -275,7 +274,6 @@ struct call_guard {
   call_origin origin;
   std::shared_ptr<call_key> key;
   bool record = false;
-  std::string fingerprint;
   bool owned = false;
   uint64_t gen = 0;
   /// The call's deadline, set as it first comes here: its dry run has what

@@ -177,6 +177,8 @@ struct tool_shared {
 struct call_key {
   std::string key;
   std::string text;
+  /// A recorded call's (a journal agent's): the fingerprint of its request.
+  std::string fingerprint;
   std::shared_ptr<tool_shared> sh;
   /// An attempt under this key started (set by the cell that owns the
   /// call, on its thread): an effect's dispatch that ends in a refusal
