@@ -69,14 +69,14 @@ void cell::call_tool_raw(
     o.index.push(parent->children++);
   }
   keyed_call(*tool, std::move(req), opts, std::move(on_result),
-             std::move(on_error), o, clock().now());
+             std::move(on_error), o, time_point::max());
 }
 
 void cell::keyed_call(
   tool_runtime& tool_ref, std::unique_ptr<google::protobuf::Message> req,
   const tool_options& opts,
-  std::function<void(std::unique_ptr<google::protobuf::Message>)> on_result,
-  std::function<void(const caf::error&)> on_error, const call_origin& o,
+  std::function<void(std::unique_ptr<google::protobuf::Message>)>&& on_result,
+  std::function<void(const caf::error&)>&& on_error, const call_origin& o,
   time_point since) {
   auto* tool = &tool_ref;
   auto& chain = o.chain;
@@ -102,8 +102,10 @@ void cell::keyed_call(
       // The key still running (the last instance's execution of this
       // very call, on a replay): the call waits for it, then finds its
       // record or runs; until the tool's timeout, then in_use.
-      bool wait = keyed.record
-                  && clock().now() - since < tool->decl().policy.timeout;
+      auto now = clock().now();
+      if (since == time_point::max())
+        since = now;
+      bool wait = keyed.record && now - since < tool->decl().policy.timeout;
       bool busy = false;
       if (answer_from_record(*tool, keyed, *req, wait ? &busy : nullptr))
         return;
@@ -165,11 +167,13 @@ duration cell::call_timeout(const tool_runtime& tool,
   return std::min<duration>(total, std::chrono::hours{24 * 7});
 }
 
+// (keyed_call and start_call take the callbacks by reference: every call
+// passes through both, and they are moved once, into the call's state.)
 void cell::start_call(
   tool_runtime& tool_ref, std::unique_ptr<google::protobuf::Message> req,
   const tool_options& opts,
-  std::function<void(std::unique_ptr<google::protobuf::Message>)> on_result,
-  std::function<void(const caf::error&)> on_error, const call_origin& o,
+  std::function<void(std::unique_ptr<google::protobuf::Message>)>&& on_result,
+  std::function<void(const caf::error&)>&& on_error, const call_origin& o,
   std::shared_ptr<call_key> key, bool record, bool owned,
   const fallback_step* fb) {
   auto* tool = &tool_ref;

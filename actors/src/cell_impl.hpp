@@ -222,8 +222,8 @@ private:
   void start_call(
     detail::tool_runtime& tool, std::unique_ptr<google::protobuf::Message> req,
     const tool_options& opts,
-    std::function<void(std::unique_ptr<google::protobuf::Message>)> on_result,
-    std::function<void(const caf::error&)> on_error,
+    std::function<void(std::unique_ptr<google::protobuf::Message>)>&& on_result,
+    std::function<void(const caf::error&)>&& on_error,
     const detail::call_origin& o, std::shared_ptr<detail::call_key> key,
     bool record, bool owned, const detail::fallback_step* fb = nullptr);
   /// This agent's override of `tool`'s policy, or null.
@@ -272,12 +272,12 @@ private:
                           const google::protobuf::Message& req,
                           bool* busy = nullptr);
   /// call_tool below its checks: the idempotency layer, then start_call.
-  /// `since`: when the call was made (a call waiting for its key).
+  /// `since`: when the call was made (a call waiting for its key; max: now).
   void keyed_call(
     detail::tool_runtime& tool, std::unique_ptr<google::protobuf::Message> req,
     const tool_options& opts,
-    std::function<void(std::unique_ptr<google::protobuf::Message>)> on_result,
-    std::function<void(const caf::error&)> on_error,
+    std::function<void(std::unique_ptr<google::protobuf::Message>)>&& on_result,
+    std::function<void(const caf::error&)>&& on_error,
     const detail::call_origin& o, time_point since);
   /// The calls waiting for their keys try again (tool_park_atom).
   void on_parked();
