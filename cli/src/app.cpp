@@ -434,14 +434,17 @@ int cmd_dead_letters(const std::string& action, const std::string& dir,
     return exit_ok;
   }
   std::vector<std::string> problems;
+  std::vector<std::string> notes;
   size_t replayed = 0;
-  if (auto s = st->replay_dead_letters(ids, all, problems, replayed)) {
+  if (auto s = st->replay_dead_letters(ids, all, problems, replayed, &notes)) {
     std::cerr << "vigil: " << s.message() << "\n";
     return exit_error;
   }
   std::cout << "replayed " << replayed
             << " dead letters into their agents' journals; they run when "
                "the node next starts\n";
+  for (auto& n : notes)
+    std::cout << n << "\n";
   for (auto& p : problems)
     std::cerr << "vigil: " << p << "\n";
   return problems.empty() ? exit_ok : exit_error;

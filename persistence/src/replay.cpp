@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "store_impl.hpp"
+#include "vigil/persistence/approvals.hpp"
 
 namespace vigil {
 
@@ -34,12 +35,51 @@ op_result past_last(MDB_txn* t, MDB_dbi dbi, const char* which,
   return {};
 }
 
+/// An effect replayed whose approval a person rejected, or which expired
+/// (it is a dead letter for that): the approval is dropped, so that the
+/// effect's next dispatch asks a person again, as a first one does (the
+/// key is unchanged, and a decided approval under it would answer the
+/// same again forever). One approved, or still pending, is kept. What was
+/// dropped is said in `note` (empty: nothing to drop).
+op_result decided_approval(MDB_txn* t, MDB_dbi approvals,
+                           const records::DeadLetter& dl,
+                           const std::string& id_text,
+                           std::string& note) {
+  auto& key = dl.effect().key();
+  if (key.empty())
+    return {};
+  auto k = lmdb::val(key);
+  MDB_val v;
+  auto rc = mdb_get(t, approvals, &k, &v);
+  if (rc == MDB_NOTFOUND)
+    return {};
+  if (rc != MDB_SUCCESS)
+    return {rc, "approvals", "mdb_get"};
+  records::ApprovalRecord rec;
+  if (decode_record(detail::view(v), rec) != record_fault::none)
+    return {}; // listed by `vigil approvals list` with its fault; kept
+  bool known = true;
+  auto state = state_of(rec, &known);
+  if (!known
+      || (state != approval_state::rejected
+          && state != approval_state::expired))
+    return {};
+  auto was = std::string{to_string(state)}
+             + (rec.decided_by().empty() ? "" : " by " + rec.decided_by())
+             + (rec.reason().empty() ? "" : ": " + rec.reason());
+  note = id_text + ": approval " + approval_id(key) + " of " + dl.path()
+         + "'s effect on " + rec.tool() + " was " + was
+         + "; its next dispatch asks again";
+  return {};
+}
+
 } // namespace
 
 status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
                                   bool all,
                                   std::vector<std::string>& problems,
-                                  size_t& replayed) {
+                                  size_t& replayed,
+                                  std::vector<std::string>* notes) {
   auto& d = *impl_;
   replayed = 0;
   problems.clear();
@@ -69,9 +109,11 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
       marked.insert(x.path());
   size_t n = 0;
   std::vector<std::string> skipped;
+  std::vector<std::string> reopened; // (notes)
   auto st = d.write([&](MDB_txn* t) -> op_result {
     n = 0;
     skipped.clear();
+    reopened.clear();
     for (auto* dl : chosen) {
       auto id_text = "dead letter " + std::to_string(dl->seq());
       if (!dl->raw().empty() || dl->env().type().empty()) {
@@ -117,6 +159,18 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
                                   encode_record(snap)});
             r.rc != MDB_SUCCESS)
           return r;
+        std::string note;
+        if (auto r = decided_approval(t, d.dbi(db::approvals), *dl, id_text,
+                                      note);
+            r.rc != MDB_SUCCESS)
+          return r;
+        if (!note.empty()) {
+          if (auto r = d.mutate(t, {mutation::op::del, db::approvals,
+                                    dl->effect().key(), {}});
+              r.rc != MDB_SUCCESS)
+            return r;
+          reopened.push_back(std::move(note));
+        }
         char buf[8];
         detail::put_be64(buf, dl->seq());
         if (auto r = d.mutate(t, {mutation::op::del, db::dead_letters,
@@ -280,6 +334,8 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
     return st;
   replayed = n;
   problems.insert(problems.end(), skipped.begin(), skipped.end());
+  if (notes != nullptr)
+    notes->insert(notes->end(), reopened.begin(), reopened.end());
   return {};
 }
 

@@ -159,16 +159,15 @@ TEST_F(guards_review_test, an_effect_waits_for_its_approval_across_a_restart) {
   EXPECT_EQ(w.count("pay"), 1);
 }
 
-// Defect (not fixed): an effect whose approval expired (nobody decided in
+// Defect (fixed): an effect whose approval expired (nobody decided in
 // time) is a dead letter, and `vigil dead-letters replay` puts it back into
-// the outbox under the same key; but the approval under that key is
-// decided (expired) for good, so the replayed effect fails at once with
-// approval_expired and is a dead letter again: no person can ever be asked
-// again, and the replay the README offers cannot send it. (The approval
-// is keyed by the effect's idempotency key, which a replay keeps on
-// purpose; a fix needs the replay to re-open the approval, or approvals
-// keyed per dispatch round.)
-TEST_F(guards_review_test, DISABLED_a_replayed_expired_effect_asks_again) {
+// the outbox under the same key; the approval under that key was decided
+// (expired) for good, so the replayed effect failed at once with
+// approval_expired and was a dead letter again: no person could ever be
+// asked again. The replay now drops a rejected or expired approval of the
+// effect it puts back (and says so): the next dispatch asks a person, who
+// approves it, and it runs once.
+TEST_F(guards_review_test, a_replayed_expired_effect_asks_again) {
   auto& w = world::get();
   auto cfg = base_config(dir_);
   auto pay = quick("pay", side_effect::idempotent_write);
@@ -187,6 +186,10 @@ TEST_F(guards_review_test, DISABLED_a_replayed_expired_effect_asks_again) {
   }
   auto replay = vigil_cmd(dir_, {"dead-letters", "replay", "--all"});
   ASSERT_EQ(replay.exit_code, 0) << replay.out << replay.err;
+  EXPECT_NE(replay.out.find("was expired"), std::string::npos) << replay.out;
+  EXPECT_NE(replay.out.find("its next dispatch asks again"),
+            std::string::npos)
+    << replay.out;
   ASSERT_EQ(vigil_cmd(dir_, {"dead-letters", "list"}).out.find("approval_"),
             std::string::npos); // (back in the outbox)
   node n{review_types(), cfg};
@@ -198,6 +201,17 @@ TEST_F(guards_review_test, DISABLED_a_replayed_expired_effect_asks_again) {
          return l.empty() ? std::string{"no dead letter"} : l.back().reason;
        }();
   EXPECT_EQ(w.count("pay"), 0);
+  // Approved this time, it runs once, and leaves no dead letter.
+  auto ids = pending_ids(dir_);
+  ASSERT_EQ(ids.size(), 1u);
+  ASSERT_EQ(vigil_cmd(dir_, {"approvals", "approve", ids[0]}).exit_code, 0);
+  ASSERT_TRUE(eventually([&] { return w.count("pay") == 1; }, 10s));
+  size_t outbox = 1;
+  ASSERT_TRUE(eventually([&] {
+    return !n.rt()->storage()->count(db::outbox, outbox) && outbox == 0;
+  }, 10s));
+  EXPECT_EQ(w.count("pay"), 1);
+  EXPECT_EQ(n.rt()->dead_letter_count(), 0u);
 }
 
 // -- the caller's deadline ----------------------------------------------------------

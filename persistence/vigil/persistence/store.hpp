@@ -266,12 +266,15 @@ public:
   /// entries after its last one, attempt 1), so that it applies them when
   /// it next runs; all in one transaction. An effect's dead letter goes
   /// back into its agent's outbox (after its last entry), its key
-  /// unchanged, so that it is dispatched again. A quarantined record, or one
-  /// whose path is not a journal agent here, stays and is named in
-  /// `problems`, as is an unknown seq.
+  /// unchanged, so that it is dispatched again; if a person rejected it,
+  /// or its approval expired, that approval is dropped, so that its next
+  /// dispatch asks again (named in `notes`, with the decision dropped). A
+  /// quarantined record, or one whose path is not a journal agent here,
+  /// stays and is named in `problems`, as is an unknown seq.
   status replay_dead_letters(const std::vector<uint64_t>& seqs, bool all,
                              std::vector<std::string>& problems,
-                             size_t& replayed);
+                             size_t& replayed,
+                             std::vector<std::string>* notes = nullptr);
 
   /// The snapshot of `path`; `found` is false if there is none.
   status snapshot(std::string_view path, records::Snapshot& out,
