@@ -307,4 +307,29 @@ void cell::own_dead_letter(envelope e, std::string reason, bool persist) {
                        dur_ && dur_->journal());
 }
 
+std::string cell::degraded_reason() const {
+  return describe(make_error(errc::degraded,
+                             cfg_.path
+                               + " is degraded: its stand-in answers requests "
+                                 "only; replay this letter once it runs again"));
+}
+
+caf::error cell::expired_error(const envelope& e) const {
+  return make_error(errc::expired, "deadline passed before " + cfg_.path
+                                     + " handled " + e.type
+                                     + "; it did not run");
+}
+
+std::string cell::mode_name() const {
+  switch (mode_) {
+    case mode::idle_buffer: return "restarting";
+    case mode::idle_reject: return "stopped";
+    case mode::running: return "running";
+    case mode::degraded: return "degraded";
+    case mode::half_open: return "half_open";
+    case mode::abandoned: return "replaced";
+  }
+  return "?";
+}
+
 } // namespace vigil::detail

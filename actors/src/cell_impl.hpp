@@ -233,6 +233,8 @@ private:
                         const tool_options& opts) const;
   void start_attempt(uint64_t id, detail::tool_call_state& st, bool sync,
                      time_point now);
+  /// The cell's tool calls, made on the first (cell_tools.cpp).
+  detail::cell_tools& open_tools();
   /// Takes the attempts in the inbox (see tool_done_atom).
   void on_tools_done();
   void on_tool_done(detail::tool_attempt& a);
@@ -340,19 +342,10 @@ private:
   void stand_in(response_promise& rp);
 
   /// Why an async envelope to a degraded child is a dead letter.
-  std::string degraded_reason() const {
-    return describe(make_error(
-      errc::degraded, cfg_.path
-                        + " is degraded: its stand-in answers requests "
-                          "only; replay this letter once it runs again"));
-  }
+  std::string degraded_reason() const;
 
   /// Why `e` is refused before it ran: its deadline passed.
-  caf::error expired_error(const envelope& e) const {
-    return make_error(errc::expired, "deadline passed before " + cfg_.path
-                                       + " handled " + e.type
-                                       + "; it did not run");
-  }
+  caf::error expired_error(const envelope& e) const;
 
   /// `(expire_atom, origin, id)`: the envelope (origin, id) is waiting in
   /// the buffer past its deadline (the instance is between starts, or the
@@ -371,17 +364,7 @@ private:
     bool saved = false;
   };
 
-  std::string mode_name() const {
-    switch (mode_) {
-      case mode::idle_buffer: return "restarting";
-      case mode::idle_reject: return "stopped";
-      case mode::running: return "running";
-      case mode::degraded: return "degraded";
-      case mode::half_open: return "half_open";
-      case mode::abandoned: return "replaced";
-    }
-    return "?";
-  }
+  std::string mode_name() const;
 
   bool is_request() {
     auto* mbe = current_mailbox_element();
