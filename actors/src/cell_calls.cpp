@@ -97,8 +97,7 @@ void cell::keyed_call(
       keyed.ok = std::move(on_result);
       keyed.err = std::move(on_error);
       keyed.origin = o;
-      if (!tools_)
-        tools_ = std::make_unique<cell_tools>(clock(), cfg_.path, address());
+      open_tools();
       // The key still running (the last instance's execution of this
       // very call, on a replay): the call waits for it, then finds its
       // record or runs; until the tool's timeout, then in_use.
@@ -217,8 +216,7 @@ void cell::start_call(
     return;
   }
   tool_stats::bump(stats.calls);
-  if (!tools_)
-    tools_ = std::make_unique<cell_tools>(clock(), cfg_.path, address());
+  open_tools();
   auto& ts = *tools_;
   auto [id, stp] = ts.calls.add();
   auto& st = *stp;

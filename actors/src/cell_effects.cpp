@@ -131,8 +131,7 @@ void cell::dispatch_effect(uint64_t oseq,
   }
   key->sh = tool->shared();
   tool_stats::bump(tool->stats().effects);
-  if (!tools_)
-    tools_ = std::make_unique<cell_tools>(clock(), cfg_.path, address());
+  open_tools();
   // Outside any request: a retry account of its own.
   call_origin o;
   o.account = rt_->next_id() * 0x9e3779b97f4a7c15ull | 1;

@@ -208,8 +208,7 @@ void cell::guard_call(std::shared_ptr<call_guard> g) {
       return guard_fail(*g, st.error());
     if (!st->pending())
       return approval_decided(g, st->state, st->decided_by, st->reason);
-    if (!tools_)
-      tools_ = std::make_unique<cell_tools>(clock(), cfg_.path, address());
+    open_tools();
     g->approval = g->key->key;
     tools_->approving[g->approval] = g;
     tool_stats::bump(g->tool->stats().approvals_asked);

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 
+#include <caf/scheduler/test_coordinator.hpp>
+
 #include "cell_impl.hpp"
 #include "vigil/actors/detail/tool_record.hpp"
 
@@ -182,8 +184,7 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
     a->keep = std::move(att); // (a is the cell's once pushed)
     switch (inbox.push(a)) {
       case tool_inbox::pushed::first:
-        if (auto cell = caf::actor_cast<caf::actor>(inbox.cell))
-          caf::anon_send(cell, tool_done_atom::value);
+        ring(inbox.cell, caf::make_message(tool_done_atom::value), inbox.here);
         inbox.leave();
         break;
       case tool_inbox::pushed::queued:
@@ -205,6 +206,17 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
   // (An executor that ran the task at once left it in the inbox: the call
   // is still there.)
   schedule(id, st);
+}
+
+cell_tools& cell::open_tools() {
+  if (!tools_) {
+    // CAF's test scheduler runs every actor itself: no pool thread may.
+    bool here = dynamic_cast<caf::scheduler::test_coordinator*>(
+                  &home_system().scheduler())
+                == nullptr;
+    tools_ = std::make_unique<cell_tools>(clock(), cfg_.path, address(), here);
+  }
+  return *tools_;
 }
 
 void cell::on_tools_done() {

@@ -56,8 +56,8 @@ using approval_due_atom = caf::atom_constant<caf::atom("vapprdue")>;
 /// cell went pushes into memory still there; what is left in it when the
 /// last one goes is released.
 struct tool_inbox {
-  tool_inbox(caf::actor_addr cell, std::string caller)
-    : cell(std::move(cell)), caller(std::move(caller)) {
+  tool_inbox(caf::actor_addr cell, std::string caller, bool here)
+    : cell(std::move(cell)), caller(std::move(caller)), here(here) {
     // nop
   }
   ~tool_inbox() {
@@ -125,6 +125,8 @@ struct tool_inbox {
   const caf::actor_addr cell;
   /// The cell's path (tool_call::caller).
   const std::string caller;
+  /// Whether the thread that rings the cell may run it (see ring).
+  const bool here;
   std::atomic<tool_attempt*> head{nullptr};
   /// Executions between enter and leave (on head's cache line, which a
   /// push takes anyway).
@@ -405,8 +407,9 @@ private:
 /// Everything a cell keeps of its tool calls.
 struct cell_tools {
   cell_tools(caf::actor_clock& clk, const std::string& path,
-             caf::actor_addr self)
-    : clock(clk), inbox(std::make_shared<tool_inbox>(std::move(self), path)) {
+             caf::actor_addr self, bool here)
+    : clock(clk),
+      inbox(std::make_shared<tool_inbox>(std::move(self), path, here)) {
     // nop
   }
   /// The attempts left in the inbox hold it: closed (normally already by

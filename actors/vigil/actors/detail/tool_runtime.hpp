@@ -13,6 +13,9 @@
 #include <unordered_set>
 #include <vector>
 
+#include <caf/actor_addr.hpp>
+#include <caf/message.hpp>
+
 #include "vigil/actors/error.hpp"
 #include "vigil/actors/tool.hpp"
 #include "vigil/resilience/circuit_breaker.hpp"
@@ -98,6 +101,16 @@ struct tool_stats {
 };
 
 namespace detail {
+
+/// Sends `msg` to `cell` (a tool's result waits for it). With `here`, on a
+/// thread of a thread_pool, inside a task, with no other task waiting for
+/// the pool: an idle cell is not handed to the scheduler but runs on this
+/// thread once the task returns, for at most 4 messages (its callbacks, and
+/// the calls they make, start on a thread already awake: no wake-up, no
+/// thread crossed; a cell with more to do goes back to the scheduler).
+/// `here` is false on CAF's deterministic test scheduler, which must run
+/// every actor itself.
+void ring(const caf::actor_addr& cell, caf::message msg, bool here);
 
 /// A fixed pool of threads fed from one queue. Its destructor waits up to
 /// `grace` for the tasks running; a task still running then (a hung tool

@@ -1,0 +1,268 @@
+// The tools' thread pool (detail::thread_pool), and how an execution on one
+// of its threads rings the cell that called (detail::ring).
+
+#include <algorithm>
+
+#include <pthread.h>
+
+#include <caf/actor_cast.hpp>
+#include <caf/actor_control_block.hpp>
+#include <caf/execution_unit.hpp>
+#include <caf/resumable.hpp>
+#include <caf/scheduler/abstract_coordinator.hpp>
+#include <caf/send.hpp>
+
+#include "vigil/actors/detail/tool_runtime.hpp"
+
+namespace vigil::detail {
+
+namespace {
+
+/// A pool thread as a CAF execution unit. While a task runs (`open`), the
+/// first cell that it rings through `ring` is kept here rather than handed
+/// to the scheduler (unless tasks wait for this thread), and runs on this
+/// thread once the task returns; any other actor made runnable here (also
+/// by that cell while it runs) goes to the scheduler.
+class pool_unit final : public caf::execution_unit {
+public:
+  void exec_later(caf::resumable* r) override {
+    if (open && next == nullptr) {
+      next = r; // with the reference that CAF took for it
+      return;
+    }
+    system().scheduler().enqueue(r);
+  }
+
+  void use(caf::actor_system& sys) noexcept {
+    system_ = &sys;
+  }
+
+  /// Runs the cell kept, for a few messages: an idle cell (the usual case:
+  /// it waited for this result) runs its callbacks here, and the calls they
+  /// make start on this thread, awake already; a cell with more to do
+  /// goes back to the scheduler.
+  void run_kept() {
+    auto* r = std::exchange(next, nullptr);
+    switch (r->resume(this, kept_throughput)) {
+      case caf::resumable::resume_later:
+        system().scheduler().enqueue(r); // the reference goes with it
+        break;
+      case caf::resumable::done:
+      case caf::resumable::awaiting_message:
+        caf::intrusive_ptr_release(r);
+        break;
+      case caf::resumable::shutdown_execution_unit:
+        break; // not an actor's answer
+    }
+  }
+
+  static constexpr size_t kept_throughput = 4;
+  /// The pool's count of tasks waiting: while any wait, this thread takes
+  /// the next one instead of running a cell.
+  const std::atomic<size_t>* queued = nullptr;
+  bool open = false;
+  caf::resumable* next = nullptr;
+};
+
+/// This thread's unit, on a thread of a thread_pool.
+thread_local pool_unit* this_unit = nullptr;
+
+} // namespace
+
+void ring(const caf::actor_addr& cell, caf::message msg, bool here) {
+  auto p = caf::actor_cast<caf::strong_actor_ptr>(cell);
+  if (!p)
+    return;
+  auto* u = here ? this_unit : nullptr;
+  if (u == nullptr || !u->open || u->next != nullptr
+      || u->queued->load(std::memory_order_relaxed) != 0) {
+    p->enqueue(nullptr, caf::make_message_id(), std::move(msg), nullptr);
+    return;
+  }
+  u->use(*p->home_system);
+  p->enqueue(nullptr, caf::make_message_id(), std::move(msg), u);
+}
+
+// -- thread_pool --------------------------------------------------------------
+
+struct thread_pool::shared {
+  std::mutex mtx;
+  std::condition_variable cv;
+  std::condition_variable idle;
+  std::deque<std::function<void()>> queue;
+  size_t threads = 0;
+  size_t running = 0;
+  /// Threads blocked in cv.wait (a woken one counts until it runs again).
+  size_t sleeping = 0;
+  /// An idle thread spins (below); the others sleep. Written under the
+  /// lock, read without it by `starved`.
+  std::atomic<bool> spinning{false};
+  bool stop = false;
+  /// The queue's length, read without the lock by the spinning thread.
+  std::atomic<size_t> queued{0};
+  std::atomic<bool> stopping{false};
+
+  /// Waits up to 50 µs for a task (or the stop) without sleeping.
+  void spin() {
+    auto until = std::chrono::steady_clock::now() + std::chrono::microseconds{50};
+    for (unsigned i = 1;; ++i) {
+      if (queued.load(std::memory_order_relaxed) != 0
+          || stopping.load(std::memory_order_relaxed))
+        return;
+      if (i % 64 == 0 && std::chrono::steady_clock::now() >= until)
+        return;
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+  }
+};
+
+thread_pool::thread_pool(size_t threads, std::string name,
+                         std::chrono::milliseconds grace)
+  : sh_(std::make_shared<shared>()), grace_(grace) {
+  threads = std::max<size_t>(threads, 1);
+  sh_->threads = threads;
+  threads_.reserve(threads);
+  for (size_t i = 0; i < threads; ++i) {
+    threads_.emplace_back([sh = sh_] {
+      pool_unit unit;
+      unit.queued = &sh->queued;
+      this_unit = &unit;
+      std::unique_lock<std::mutex> guard{sh->mtx};
+      for (;;) {
+        bool spun = false;
+        while (!sh->stop && sh->queue.empty()) {
+          if (!spun && !sh->spinning.load(std::memory_order_relaxed)) {
+            // One idle thread at a time waits a little for the next task
+            // before it sleeps: a short call submitted meanwhile needs no
+            // wake-up (a system call and a context switch, which cost
+            // more than the call).
+            spun = true;
+            sh->spinning.store(true, std::memory_order_relaxed);
+            guard.unlock();
+            sh->spin();
+            guard.lock();
+            sh->spinning.store(false, std::memory_order_relaxed);
+            continue;
+          }
+          ++sh->sleeping;
+          sh->cv.wait(guard);
+          --sh->sleeping;
+          spun = false;
+        }
+        if (sh->queue.empty())
+          break; // stopping, nothing left
+        auto task = std::move(sh->queue.front());
+        sh->queue.pop_front();
+        sh->queued.store(sh->queue.size(), std::memory_order_relaxed);
+        ++sh->running;
+        // More waiting than the threads awake can start: this thread (not
+        // the submitter, see submit) wakes as many as they need.
+        auto spare = sh->threads - sh->sleeping - sh->running;
+        size_t wake = sh->queue.size() > spare
+                        ? std::min(sh->sleeping, sh->queue.size() - spare)
+                        : 0;
+        guard.unlock();
+        for (size_t w = 0; w < wake; ++w)
+          sh->cv.notify_one();
+        unit.open = true;
+        task();
+        unit.open = false;
+        task = nullptr; // what it held goes before the count drops
+        // The cell that the task rang, if it was idle: it runs here, and
+        // counts as this task (the pool's destructor waits for it).
+        if (unit.next != nullptr)
+          unit.run_kept();
+        guard.lock();
+        --sh->running;
+        sh->idle.notify_all();
+      }
+    });
+    // Named after the tool (15 characters at most), so that a stack dump
+    // or `top -H` tells whose thread hangs.
+    auto short_name = ("t:" + name).substr(0, 15);
+    pthread_setname_np(threads_.back().native_handle(), short_name.c_str());
+  }
+}
+
+thread_pool::~thread_pool() {
+  auto self = std::this_thread::get_id();
+  bool inside = std::any_of(threads_.begin(), threads_.end(),
+                            [&](const std::thread& t) {
+                              return t.get_id() == self;
+                            });
+  std::unique_lock<std::mutex> guard{sh_->mtx};
+  sh_->stop = true;
+  sh_->stopping.store(true, std::memory_order_relaxed);
+  // Tasks not started are dropped: their callers were answered, or will be
+  // at their deadline, and each task's owner releases what it held.
+  auto dropped = std::move(sh_->queue);
+  sh_->cv.notify_all();
+  // Destroyed by one of its own tasks (which held the last reference),
+  // it cannot wait for itself: its threads end on their own.
+  bool settled = !inside
+                 && sh_->idle.wait_for(guard, grace_,
+                                       [&] { return sh_->running == 0; });
+  guard.unlock();
+  dropped.clear();
+  for (auto& t : threads_) {
+    if (settled)
+      t.join();
+    else
+      t.detach(); // a hung tool: its thread ends when the call returns
+  }
+}
+
+void thread_pool::submit(std::function<void()> task) {
+  bool wake;
+  {
+    std::lock_guard<std::mutex> guard{sh_->mtx};
+    if (sh_->stop)
+      return;
+    sh_->queue.push_back(std::move(task));
+    sh_->queued.store(sh_->queue.size(), std::memory_order_relaxed);
+    // Wakes a thread only if the threads awake and not running a task
+    // (each looks at the queue before it sleeps) are fewer than the tasks
+    // waiting: a wake-up is a system call and a context switch, which for
+    // a short call cost more than the call. With a thread spinning, the
+    // submitter wakes nobody: the spinner takes the task and wakes the
+    // next thread if more wait (the submitter is usually an agent's
+    // thread, which a wake-up would stall or even preempt).
+    auto spare = sh_->threads - sh_->sleeping - sh_->running;
+    wake = sh_->sleeping > 0
+           && !sh_->spinning.load(std::memory_order_relaxed)
+           && sh_->queue.size() > spare;
+  }
+  if (wake)
+    sh_->cv.notify_one();
+}
+
+void thread_pool::submit_all(std::vector<std::function<void()>>& tasks) {
+  size_t wake = 0;
+  {
+    std::lock_guard<std::mutex> guard{sh_->mtx};
+    if (!sh_->stop) {
+      for (auto& t : tasks)
+        sh_->queue.push_back(std::move(t));
+      sh_->queued.store(sh_->queue.size(), std::memory_order_relaxed);
+      // As submit: as many wake-ups as the threads awake cannot cover.
+      auto spare = sh_->threads - sh_->sleeping - sh_->running;
+      if (!sh_->spinning.load(std::memory_order_relaxed)
+          && sh_->queue.size() > spare)
+        wake = std::min(sh_->sleeping, sh_->queue.size() - spare);
+    }
+  }
+  tasks.clear();
+  for (size_t i = 0; i < wake; ++i)
+    sh_->cv.notify_one();
+}
+
+bool thread_pool::starved() const noexcept {
+  // A thread spins and nothing waits: the next task starts at once, and
+  // its submitter wakes nobody.
+  return sh_->spinning.load(std::memory_order_relaxed)
+         && sh_->queued.load(std::memory_order_relaxed) == 0;
+}
+
+} // namespace vigil::detail
