@@ -1,4 +1,4 @@
-// http_bench http_tool vigil|raw [N] [inflight=K]: the `http` tool through
+// http_bench http_tool vigil|raw|tool [N] [inflight=K]: the `http` tool through
 // the full stack against raw cpp-httplib calls, both to a local
 // cpp-httplib server in the same process answering a small JSON body at
 // once (see bench/README.md). Prints one JSON line, as the other benches.
@@ -9,6 +9,8 @@
 //          result callback.
 //   raw:   K threads, each with its own keep-alive httplib::Client,
 //          making N/K GETs of the same URLs one after the other.
+//   tool:  K threads calling the `http` tool's callable directly (no
+//          runtime): the tool's own share of the difference.
 
 #include <atomic>
 #include <chrono>
@@ -236,8 +238,50 @@ result raw_calls(int64_t n, int64_t inflight, int port) {
   });
 }
 
+/// The `http` tool's callable, called directly from K threads as `raw`
+/// calls httplib: what the tool itself adds (rendering, headers, the JSON
+/// mapped onto the reply), without the runtime around it.
+result tool_alone(int64_t n, int64_t inflight, int port) {
+  vigil::http_spec s;
+  s.url = "http://127.0.0.1:" + std::to_string(port) + "/ping/{n}";
+  s.request_type = Ball::descriptor()->full_name();
+  s.reply_type = Ball::descriptor()->full_name();
+  std::vector<vigil::tool_problem> problems;
+  auto impl = vigil::make_http_tool("http", s, problems);
+  if (!impl)
+    die("the http tool: " + problems.front().field + ": "
+        + problems.front().what);
+  std::atomic<bool> failed{false};
+  return measure("tool", n, inflight, [&](int64_t k) {
+    auto t0 = steady_clock::now();
+    std::vector<std::thread> ts;
+    for (int64_t t = 0; t < inflight; ++t) {
+      ts.emplace_back([&, t] {
+        std::atomic<bool> cancelled{false};
+        std::string caller = "bench/c";
+        Ball b;
+        for (int64_t i = t; i < k; i += inflight) {
+          b.set_n(i);
+          vigil::tool_call call{cancelled,
+                                vigil::resilience::clock_type::now()
+                                  + seconds{10},
+                                1, caller};
+          auto out = impl->call(b, call);
+          if (out.error || !out.reply)
+            failed = true;
+        }
+      });
+    }
+    for (auto& th : ts)
+      th.join();
+    if (failed)
+      die("tool: a call failed");
+    return duration<double>(steady_clock::now() - t0).count();
+  });
+}
+
 int usage() {
-  std::cerr << "usage: http_bench http_tool vigil|raw [N] [inflight=1]\n";
+  std::cerr << "usage: http_bench http_tool vigil|raw|tool [N] [inflight=1]\n";
   return 2;
 }
 
@@ -262,6 +306,8 @@ int main(int argc, char** argv) {
     print(through_the_stack(n, inflight, svc.port()));
   else if (impl == "raw")
     print(raw_calls(n, inflight, svc.port()));
+  else if (impl == "tool")
+    print(tool_alone(n, inflight, svc.port()));
   else
     return usage();
   return 0;
