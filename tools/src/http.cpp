@@ -19,6 +19,7 @@
 #include <openssl/x509.h>
 
 #include "http_tool.hpp"
+#include "vigil/tools/detail/json_reply.hpp"
 
 namespace vigil {
 
@@ -188,6 +189,7 @@ make_http_tool(const std::string& name, const http_spec& spec,
   st->request = req;
   st->reply_prototype
     = pb::MessageFactory::generated_factory()->GetPrototype(rep);
+  st->quick_reply = detail::quick_json_type(rep);
   // Secrets in the URL are fixed text from now on; fields are resolved.
   for (auto& p : st->url.target) {
     if (p.kind == template_piece::secret) {
@@ -235,6 +237,7 @@ make_http_tool(const std::string& name, const http_spec& spec,
   t->call = [st](const pb::Message& req, tool_call& call) {
     return st->call(req, call);
   };
+  t->waits_on_io = true;
   return t;
 }
 

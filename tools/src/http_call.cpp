@@ -9,6 +9,7 @@
 #include <openssl/x509.h>
 
 #include "http_tool.hpp"
+#include "vigil/tools/detail/json_reply.hpp"
 
 namespace vigil::detail {
 
@@ -279,14 +280,19 @@ tool_outcome http_tool::call(const pb::Message& req, tool_call& call) const {
   }
   const std::string* json = &clean;
   std::string sub;
-  if (!response_path.empty() || !cost_path.empty()) {
-    auto doc = nlohmann::json::parse(clean, nullptr, false);
-    if (doc.is_discarded())
+  bool paths = !response_path.empty() || !cost_path.empty();
+  if (paths || quick_reply) {
+    bool repeated_keys = false;
+    auto doc = quick_reply ? parse_json(clean, repeated_keys)
+                           : nlohmann::json::parse(clean, nullptr, false);
+    if (doc.is_discarded() && paths)
       return fail(tool_error::invalid_output(where + ": the "
                                              + status_text(res)
                                              + " body is not JSON"
                                              + body_part()));
-    if (!cost_path.empty()) {
+    // (Not JSON, without paths: protobuf words the error below.)
+    const nlohmann::json* at = doc.is_discarded() ? nullptr : &doc;
+    if (at != nullptr && !cost_path.empty()) {
       auto* n = find_path(doc, cost_path);
       if (n == nullptr || !n->is_number())
         return fail(tool_error::invalid_output(
@@ -294,13 +300,22 @@ tool_outcome http_tool::call(const pb::Message& req, tool_call& call) const {
           + joined(cost_path) + " (response.cost)" + body_part()));
       out.cost = n->get<double>();
     }
-    if (!response_path.empty()) {
-      auto* n = find_path(doc, response_path);
-      if (n == nullptr || !n->is_object())
+    if (at != nullptr && !response_path.empty()) {
+      at = find_path(doc, response_path);
+      if (at == nullptr || !at->is_object())
         return fail(tool_error::invalid_output(
           where + ": the " + status_text(res) + " body has no object at "
           + joined(response_path) + " (response.path)" + body_part()));
-      sub = n->dump();
+    }
+    if (at != nullptr && quick_reply && !repeated_keys) {
+      if (quick_json_onto(*at, *reply)) {
+        out.reply = std::move(reply);
+        return out;
+      }
+      reply->Clear(); // protobuf's rules decide
+    }
+    if (at != nullptr && !response_path.empty()) {
+      sub = at->dump();
       json = &sub;
     }
   }

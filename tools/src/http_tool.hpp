@@ -28,6 +28,8 @@ struct http_tool {
   http_body body = http_body::none; ///< never automatic
   const google::protobuf::Descriptor* request = nullptr;
   const google::protobuf::Message* reply_prototype = nullptr;
+  /// The reply's type takes the quick JSON path (json_reply.hpp).
+  bool quick_reply = false;
   std::vector<std::string> response_path;
   std::vector<std::string> cost_path;
   std::string ca_file;
