@@ -206,6 +206,28 @@ result through_the_stack(int64_t n, int64_t inflight, int port) {
   });
 }
 
+/// Makes calls 0..k-1 on `inflight` threads (thread t makes t, t + K, ...
+/// with the callable `make(t)` returns, which answers whether the call
+/// went well); dies if one did not. Returns the seconds taken.
+template <class Make>
+double on_threads(const char* what, int64_t inflight, int64_t k, Make make) {
+  std::atomic<bool> failed{false};
+  auto t0 = steady_clock::now();
+  std::vector<std::thread> ts;
+  for (int64_t t = 0; t < inflight; ++t)
+    ts.emplace_back([&, t] {
+      auto call = make(t);
+      for (int64_t i = t; i < k; i += inflight)
+        if (!call(i))
+          failed = true;
+    });
+  for (auto& th : ts)
+    th.join();
+  if (failed)
+    die(std::string{what} + ": a call failed");
+  return duration<double>(steady_clock::now() - t0).count();
+}
+
 result raw_calls(int64_t n, int64_t inflight, int port) {
   // One client per thread, kept across both passes (as the tool's pool
   // threads keep theirs).
@@ -216,25 +238,14 @@ result raw_calls(int64_t n, int64_t inflight, int port) {
     cli->set_tcp_nodelay(true);
     clients.push_back(std::move(cli));
   }
-  std::atomic<bool> failed{false};
   return measure("raw", n, inflight, [&](int64_t k) {
-    auto t0 = steady_clock::now();
-    std::vector<std::thread> ts;
-    for (int64_t t = 0; t < inflight; ++t) {
-      ts.emplace_back([&, t] {
-        httplib::Headers hs{{"Accept", "application/json"}};
-        for (int64_t i = t; i < k; i += inflight) {
-          auto res = clients[t]->Get("/ping/" + std::to_string(i), hs);
-          if (!res || res->status != 200 || res->body.empty())
-            failed = true;
-        }
-      });
-    }
-    for (auto& th : ts)
-      th.join();
-    if (failed)
-      die("raw: a call failed");
-    return duration<double>(steady_clock::now() - t0).count();
+    return on_threads("raw", inflight, k, [&](int64_t t) {
+      return [&, t, hs = httplib::Headers{{"Accept", "application/json"}}](
+               int64_t i) {
+        auto res = clients[t]->Get("/ping/" + std::to_string(i), hs);
+        return res && res->status == 200 && !res->body.empty();
+      };
+    });
   });
 }
 
@@ -251,32 +262,19 @@ result tool_alone(int64_t n, int64_t inflight, int port) {
   if (!impl)
     die("the http tool: " + problems.front().field + ": "
         + problems.front().what);
-  std::atomic<bool> failed{false};
   return measure("tool", n, inflight, [&](int64_t k) {
-    auto t0 = steady_clock::now();
-    std::vector<std::thread> ts;
-    for (int64_t t = 0; t < inflight; ++t) {
-      ts.emplace_back([&, t] {
-        std::atomic<bool> cancelled{false};
-        std::string caller = "bench/c";
-        Ball b;
-        for (int64_t i = t; i < k; i += inflight) {
-          b.set_n(i);
-          vigil::tool_call call{cancelled,
-                                vigil::resilience::clock_type::now()
-                                  + seconds{10},
-                                1, caller};
-          auto out = impl->call(b, call);
-          if (out.error || !out.reply)
-            failed = true;
-        }
-      });
-    }
-    for (auto& th : ts)
-      th.join();
-    if (failed)
-      die("tool: a call failed");
-    return duration<double>(steady_clock::now() - t0).count();
+    return on_threads("tool", inflight, k, [&](int64_t) {
+      return [&, cancelled = std::make_shared<std::atomic<bool>>(false),
+              caller = std::string{"bench/c"}, b = Ball{}](int64_t i) mutable {
+        b.set_n(i);
+        vigil::tool_call call{*cancelled,
+                              vigil::resilience::clock_type::now()
+                                + seconds{10},
+                              1, caller};
+        auto out = impl->call(b, call);
+        return !out.error && out.reply != nullptr;
+      };
+    });
   });
 }
 

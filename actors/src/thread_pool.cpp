@@ -26,7 +26,9 @@ namespace {
 class pool_unit final : public caf::execution_unit {
 public:
   void exec_later(caf::resumable* r) override {
-    if (open && next == nullptr) {
+    bool idle = false;
+    if (open && next == nullptr && keeping != nullptr
+        && keeping->compare_exchange_strong(idle, true)) {
       next = r; // with the reference that CAF took for it
       return;
     }
@@ -43,7 +45,9 @@ public:
   /// goes back to the scheduler.
   void run_kept() {
     auto* r = std::exchange(next, nullptr);
-    switch (r->resume(this, kept_throughput)) {
+    auto res = r->resume(this, kept_throughput);
+    keeping->store(false);
+    switch (res) {
       case caf::resumable::resume_later:
         system().scheduler().enqueue(r); // the reference goes with it
         break;
@@ -60,6 +64,11 @@ public:
   /// The pool's count of tasks waiting: while any wait, this thread takes
   /// the next one instead of running a cell.
   const std::atomic<size_t>* queued = nullptr;
+  /// Set while one of the pool's threads keeps a cell: one at a time, so
+  /// that the pool's one thread more than its tool's max_concurrent (see
+  /// thread_pool) leaves every execution a thread. Null: the pool keeps
+  /// none.
+  std::atomic<bool>* keeping = nullptr;
   bool open = false;
   caf::resumable* next = nullptr;
 };
@@ -74,7 +83,7 @@ void ring(const caf::actor_addr& cell, caf::message msg, bool here) {
   if (!p)
     return;
   auto* u = here ? this_unit : nullptr;
-  if (u == nullptr || !u->open || u->next != nullptr
+  if (u == nullptr || u->keeping == nullptr || !u->open || u->next != nullptr
       || u->queued->load(std::memory_order_relaxed) != 0) {
     p->enqueue(nullptr, caf::make_message_id(), std::move(msg), nullptr);
     return;
@@ -97,18 +106,32 @@ struct thread_pool::shared {
   /// An idle thread spins (below); the others sleep. Written under the
   /// lock, read without it by `starved`.
   std::atomic<bool> spinning{false};
+  /// How an idle thread waits (see the constructor).
+  idle_mode waiting = idle_mode::spin;
+  /// Whether a thread keeps a cell now (see pool_unit::keeping).
+  std::atomic<bool> keeping{false};
+  bool keeps_cells = false;
   bool stop = false;
   /// The queue's length, read without the lock by the spinning thread.
   std::atomic<size_t> queued{0};
   std::atomic<bool> stopping{false};
 
-  /// Waits up to 50 µs for a task (or the stop) without sleeping.
+  /// Waits up to 50 µs for a task (or the stop) without sleeping
+  /// (idle_mode::spin or yield).
   void spin() {
     auto until = std::chrono::steady_clock::now() + std::chrono::microseconds{50};
     for (unsigned i = 1;; ++i) {
       if (queued.load(std::memory_order_relaxed) != 0
           || stopping.load(std::memory_order_relaxed))
         return;
+      if (waiting == idle_mode::yield) {
+        // Gives the core to whatever else is runnable (the I/O that the
+        // calls wait for), and takes it back when nothing is.
+        if (std::chrono::steady_clock::now() >= until)
+          return;
+        std::this_thread::yield();
+        continue;
+      }
       if (i % 64 == 0 && std::chrono::steady_clock::now() >= until)
         return;
 #if defined(__x86_64__) || defined(__i386__)
@@ -119,21 +142,28 @@ struct thread_pool::shared {
 };
 
 thread_pool::thread_pool(size_t threads, std::string name,
-                         std::chrono::milliseconds grace)
+                         std::chrono::milliseconds grace, idle_mode idle,
+                         bool keeps_cells)
   : sh_(std::make_shared<shared>()), grace_(grace) {
-  threads = std::max<size_t>(threads, 1);
+  sh_->waiting = idle;
+  sh_->keeps_cells = keeps_cells;
+  // A thread that keeps a cell runs agent code, for as long as that takes:
+  // one thread more, so that the executions always have `threads`.
+  threads = std::max<size_t>(threads, 1) + (keeps_cells ? 1 : 0);
   sh_->threads = threads;
   threads_.reserve(threads);
   for (size_t i = 0; i < threads; ++i) {
     threads_.emplace_back([sh = sh_] {
       pool_unit unit;
       unit.queued = &sh->queued;
+      unit.keeping = sh->keeps_cells ? &sh->keeping : nullptr;
       this_unit = &unit;
       std::unique_lock<std::mutex> guard{sh->mtx};
       for (;;) {
         bool spun = false;
         while (!sh->stop && sh->queue.empty()) {
-          if (!spun && !sh->spinning.load(std::memory_order_relaxed)) {
+          if (sh->waiting != idle_mode::sleep && !spun
+              && !sh->spinning.load(std::memory_order_relaxed)) {
             // One idle thread at a time waits a little for the next task
             // before it sleeps: a short call submitted meanwhile needs no
             // wake-up (a system call and a context switch, which cost

@@ -209,7 +209,12 @@ tool_runtime::tool_runtime(tool_decl decl, tool_type impl,
   auto& bh = decl_.policy.bulkhead;
   sh_->capacity = std::max<uint32_t>(bh.max_concurrent, 1) + bh.queue;
   if (!ex_)
-    ex_ = std::make_shared<thread_pool>(bh.max_concurrent, decl_.name);
+    ex_ = std::make_shared<thread_pool>(bh.max_concurrent, decl_.name,
+                                        std::chrono::seconds{5},
+                                        impl_.waits_on_io
+                                          ? thread_pool::idle_mode::yield
+                                          : thread_pool::idle_mode::spin,
+                                        true);
   if (decl_.policy.rate.per_second > 0.0)
     rate_ = std::make_unique<resilience::rate_limiter>(
       decl_.policy.rate.per_second, std::max(decl_.policy.rate.burst, 1.0),

@@ -81,3 +81,40 @@ TEST(thread_pool_review_test, a_pool_destroyed_while_a_thread_spins_ends) {
     EXPECT_LT(std::chrono::steady_clock::now() - t0, 1500ms) << i;
   }
 }
+
+// -- spinning or not ----------------------------------------------------------
+
+namespace {
+
+/// Runs `rounds` tasks one after the other (each submitted once the last
+/// ran, so that the pool goes idle in between) and reports whether a
+/// thread was ever seen spinning idle (`starved`).
+bool seen_spinning(detail::thread_pool& pool, int rounds) {
+  bool seen = false;
+  for (int i = 0; i < rounds && !seen; ++i) {
+    std::atomic<bool> ran{false};
+    pool.submit([&] { ran = true; });
+    // Watched closely (a thread that spins does so for up to 50 µs after
+    // its task), within a bound.
+    auto limit = std::chrono::steady_clock::now() + 5s;
+    while (!ran && std::chrono::steady_clock::now() < limit)
+      seen = seen || pool.starved();
+    EXPECT_TRUE(ran.load());
+    auto until = std::chrono::steady_clock::now() + 200us;
+    while (!seen && std::chrono::steady_clock::now() < until)
+      seen = pool.starved();
+  }
+  return seen;
+}
+
+} // namespace
+
+TEST(thread_pool_review_test, idle_threads_wait_as_their_pool_says) {
+  using mode = detail::thread_pool::idle_mode;
+  detail::thread_pool sleeper{2, "sleep", 2000ms, mode::sleep};
+  EXPECT_FALSE(seen_spinning(sleeper, 200));
+  detail::thread_pool spinner{2, "spin", 2000ms, mode::spin};
+  EXPECT_TRUE(seen_spinning(spinner, 200));
+  detail::thread_pool yielder{2, "yield", 2000ms, mode::yield};
+  EXPECT_TRUE(seen_spinning(yielder, 200));
+}

@@ -381,3 +381,28 @@ TEST_F(tool_ring_test, randomized_chains_floods_crashes_and_stops) {
   for (int i = 0; i < seeds && !HasFailure(); ++i)
     run_seed(0x5eed0000u + static_cast<uint64_t>(i));
 }
+
+TEST_F(tool_ring_test, a_tool_marked_as_waiting_on_io_rings_all_the_same) {
+  auto types = ring_types();
+  EXPECT_FALSE(types.tool_waits_on_io("nope"));
+  ASSERT_TRUE(types.tool_waits_on_io("svc"));
+  ASSERT_NE(types.find_tool("svc"), nullptr);
+  EXPECT_TRUE(types.find_tool("svc")->waits_on_io);
+  auto& s = ring_stats::get();
+  s.delay_us = 2000;
+  node_config cfg;
+  cfg.threads = 2;
+  cfg.tools.push_back(pool_of("io", 2));
+  supervisor_spec tree;
+  tree.children.push_back(chain_child("r", "io", true));
+  node n{std::move(types), cfg};
+  ASSERT_FALSE(n.start("root", std::move(tree)));
+  Ping p;
+  p.set_n(20);
+  auto r = n.call<Pong>("root/r", p, 10s);
+  ASSERT_TRUE(r) << describe(r.error());
+  EXPECT_EQ(r->value.n(), 20);
+  EXPECT_GE(r->value.seen(), 10) << r->value.seen() << " of 20 on the pool";
+  EXPECT_EQ(s.overlaps.load(), 0);
+  EXPECT_FALSE(n.stop());
+}

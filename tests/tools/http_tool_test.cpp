@@ -199,6 +199,8 @@ TEST(http_tool_test, the_idempotency_key_of_the_call_is_sent_on_each_attempt) {
   std::vector<tool_problem> problems;
   auto tool = make_http_tool("svc", ping_spec(svc.url(), "POST"), problems);
   ASSERT_TRUE(tool) << problems.front().what;
+  // Its calls wait on the network: its pool's idle threads do not spin.
+  EXPECT_TRUE(tool->waits_on_io);
   std::string key = "root/c:17:0";
   // On a thread of its own, as a tool's pool runs it: its connection
   // closes when the thread ends.

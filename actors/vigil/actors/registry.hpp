@@ -152,6 +152,17 @@ public:
   }
 
   /// The tool implementation registered as `name`, or nullptr.
+  /// Marks the tool implementation `name` (registered before) as one
+  /// whose calls wait on I/O (tool_type::waits_on_io); false if there is
+  /// none of that name.
+  bool tool_waits_on_io(const std::string& name, bool yes = true) {
+    auto i = tools_.find(name);
+    if (i == tools_.end())
+      return false;
+    i->second.waits_on_io = yes;
+    return true;
+  }
+
   const tool_type* find_tool(const std::string& name) const noexcept {
     auto i = tools_.find(name);
     return i != tools_.end() ? &i->second : nullptr;

@@ -447,6 +447,12 @@ struct tool_type {
   symbol request_symbol;
   symbol reply_symbol;
   detail::tool_fn call;
+  /// Its calls wait on I/O (a network round trip) rather than compute:
+  /// an idle thread of its pool that waits for the next call yields its
+  /// core meanwhile instead of spinning on it, for the I/O the calls wait
+  /// for needs it (the `http` tool's; registry::tool_waits_on_io for
+  /// one's own).
+  bool waits_on_io = false;
 };
 
 } // namespace vigil

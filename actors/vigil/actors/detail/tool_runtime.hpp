@@ -103,23 +103,35 @@ struct tool_stats {
 namespace detail {
 
 /// Sends `msg` to `cell` (a tool's result waits for it). With `here`, on a
-/// thread of a thread_pool, inside a task, with no other task waiting for
-/// the pool: an idle cell is not handed to the scheduler but runs on this
-/// thread once the task returns, for at most 4 messages (its callbacks, and
-/// the calls they make, start on a thread already awake: no wake-up, no
-/// thread crossed; a cell with more to do goes back to the scheduler).
-/// `here` is false on CAF's deterministic test scheduler, which must run
-/// every actor itself.
+/// thread of a thread_pool that keeps cells, inside a task, with no other
+/// task waiting for the pool and no other thread of it keeping one: an
+/// idle cell is not handed to the scheduler but runs on this thread once
+/// the task returns, for at most 4 messages (its callbacks, and the calls
+/// they make, start on a thread already awake; a cell with more to do goes
+/// back to the scheduler). `here` is false on CAF's deterministic test
+/// scheduler, which must run every actor itself.
 void ring(const caf::actor_addr& cell, caf::message msg, bool here);
 
 /// A fixed pool of threads fed from one queue. Its destructor waits up to
 /// `grace` for the tasks running; a task still running then (a hung tool
 /// that ignores its cancellation) is left to finish on its own thread,
-/// which keeps what it uses alive.
+/// which keeps what it uses alive. One idle thread at a time waits up to
+/// 50 µs for the next task before it sleeps (a wake-up costs a system call
+/// and a context switch, more than a short call), as `idle` says: `spin`
+/// on the core (for short, CPU-bound calls), `yield` it to whatever else
+/// is runnable meanwhile (for calls that wait on I/O, which needs the
+/// core), or not at all (`sleep`). With
+/// `keeps_cells`, a cell rung from one of its tasks may run on that thread
+/// (see ring), one such at a time, and the pool has one thread more than
+/// `threads`, so that `threads` remain for the tasks whatever the agent's
+/// code does meanwhile.
 class thread_pool final : public tool_executor {
 public:
+  enum class idle_mode : uint8_t { spin, yield, sleep };
+
   thread_pool(size_t threads, std::string name,
-              std::chrono::milliseconds grace = std::chrono::seconds{5});
+              std::chrono::milliseconds grace = std::chrono::seconds{5},
+              idle_mode idle = idle_mode::spin, bool keeps_cells = false);
   ~thread_pool() override;
   void submit(std::function<void()> task) override;
   void submit_all(std::vector<std::function<void()>>& tasks) override;
