@@ -100,7 +100,11 @@ struct thread_pool::shared {
   std::condition_variable idle;
   std::deque<std::function<void()>> queue;
   size_t threads = 0;
+  /// Tasks running, at most `limit` (the tool's max_concurrent).
   size_t running = 0;
+  size_t limit = 0;
+  /// Threads running a kept cell (0 or 1), outside `running`.
+  size_t kept = 0;
   /// Threads blocked in cv.wait (a woken one counts until it runs again).
   size_t sleeping = 0;
   /// An idle thread spins (below); the others sleep. Written under the
@@ -115,6 +119,21 @@ struct thread_pool::shared {
   /// The queue's length, read without the lock by the spinning thread.
   std::atomic<size_t> queued{0};
   std::atomic<bool> stopping{false};
+
+  /// Whether a thread may take the next task now: one waits, and fewer
+  /// than `limit` run.
+  bool takeable() const noexcept {
+    return !queue.empty() && running < limit;
+  }
+
+  /// How many sleeping threads to wake for the tasks waiting: those that
+  /// may start now (below `limit`) beyond the threads awake and free.
+  /// Under the lock.
+  size_t to_wake() const noexcept {
+    auto free = threads - sleeping - running - kept;
+    auto startable = std::min(queue.size(), limit - running);
+    return startable > free ? std::min(sleeping, startable - free) : 0;
+  }
 
   /// Waits up to 50 µs for a task (or the stop) without sleeping
   /// (idle_mode::spin or yield).
@@ -149,7 +168,8 @@ thread_pool::thread_pool(size_t threads, std::string name,
   sh_->keeps_cells = keeps_cells;
   // A thread that keeps a cell runs agent code, for as long as that takes:
   // one thread more, so that the executions always have `threads`.
-  threads = std::max<size_t>(threads, 1) + (keeps_cells ? 1 : 0);
+  sh_->limit = std::max<size_t>(threads, 1);
+  threads = sh_->limit + (keeps_cells ? 1 : 0);
   sh_->threads = threads;
   threads_.reserve(threads);
   for (size_t i = 0; i < threads; ++i) {
@@ -161,8 +181,9 @@ thread_pool::thread_pool(size_t threads, std::string name,
       std::unique_lock<std::mutex> guard{sh->mtx};
       for (;;) {
         bool spun = false;
-        while (!sh->stop && sh->queue.empty()) {
+        while (!sh->stop && !sh->takeable()) {
           if (sh->waiting != idle_mode::sleep && !spun
+              && sh->running < sh->limit
               && !sh->spinning.load(std::memory_order_relaxed)) {
             // One idle thread at a time waits a little for the next task
             // before it sleeps: a short call submitted meanwhile needs no
@@ -181,18 +202,15 @@ thread_pool::thread_pool(size_t threads, std::string name,
           --sh->sleeping;
           spun = false;
         }
-        if (sh->queue.empty())
-          break; // stopping, nothing left
+        if (!sh->takeable())
+          break; // stopping, nothing left to start
         auto task = std::move(sh->queue.front());
         sh->queue.pop_front();
         sh->queued.store(sh->queue.size(), std::memory_order_relaxed);
         ++sh->running;
         // More waiting than the threads awake can start: this thread (not
         // the submitter, see submit) wakes as many as they need.
-        auto spare = sh->threads - sh->sleeping - sh->running;
-        size_t wake = sh->queue.size() > spare
-                        ? std::min(sh->sleeping, sh->queue.size() - spare)
-                        : 0;
+        auto wake = sh->to_wake();
         guard.unlock();
         for (size_t w = 0; w < wake; ++w)
           sh->cv.notify_one();
@@ -200,12 +218,22 @@ thread_pool::thread_pool(size_t threads, std::string name,
         task();
         unit.open = false;
         task = nullptr; // what it held goes before the count drops
-        // The cell that the task rang, if it was idle: it runs here, and
-        // counts as this task (the pool's destructor waits for it).
-        if (unit.next != nullptr)
-          unit.run_kept();
         guard.lock();
         --sh->running;
+        if (unit.next != nullptr) {
+          // The cell that the task rang, if it was idle, runs here, as
+          // long as its code takes: this thread is not counted free, and
+          // another takes the next task (the pool's destructor waits for
+          // the cell as for a task).
+          ++sh->kept;
+          auto wake = sh->to_wake();
+          guard.unlock();
+          if (wake > 0)
+            sh->cv.notify_one();
+          unit.run_kept();
+          guard.lock();
+          --sh->kept;
+        }
         sh->idle.notify_all();
       }
     });
@@ -233,7 +261,10 @@ thread_pool::~thread_pool() {
   // it cannot wait for itself: its threads end on their own.
   bool settled = !inside
                  && sh_->idle.wait_for(guard, grace_,
-                                       [&] { return sh_->running == 0; });
+                                       [&] {
+                                         return sh_->running == 0
+                                                && sh_->kept == 0;
+                                       });
   guard.unlock();
   dropped.clear();
   for (auto& t : threads_) {
@@ -259,10 +290,8 @@ void thread_pool::submit(std::function<void()> task) {
     // submitter wakes nobody: the spinner takes the task and wakes the
     // next thread if more wait (the submitter is usually an agent's
     // thread, which a wake-up would stall or even preempt).
-    auto spare = sh_->threads - sh_->sleeping - sh_->running;
-    wake = sh_->sleeping > 0
-           && !sh_->spinning.load(std::memory_order_relaxed)
-           && sh_->queue.size() > spare;
+    wake = !sh_->spinning.load(std::memory_order_relaxed)
+           && sh_->to_wake() > 0;
   }
   if (wake)
     sh_->cv.notify_one();
@@ -277,10 +306,8 @@ void thread_pool::submit_all(std::vector<std::function<void()>>& tasks) {
         sh_->queue.push_back(std::move(t));
       sh_->queued.store(sh_->queue.size(), std::memory_order_relaxed);
       // As submit: as many wake-ups as the threads awake cannot cover.
-      auto spare = sh_->threads - sh_->sleeping - sh_->running;
-      if (!sh_->spinning.load(std::memory_order_relaxed)
-          && sh_->queue.size() > spare)
-        wake = std::min(sh_->sleeping, sh_->queue.size() - spare);
+      if (!sh_->spinning.load(std::memory_order_relaxed))
+        wake = sh_->to_wake();
     }
   }
   tasks.clear();
