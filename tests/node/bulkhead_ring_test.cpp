@@ -138,8 +138,11 @@ public:
         ++s.callbacks;
         if (on_tool_thread())
           ++s.on_pool;
-        if (crash)
+        if (crash) {
+          Pong out; // answered first: the caller waits for nothing
+          rp.deliver(out);
           throw std::runtime_error("crash in a callback");
+        }
         ++s.blocked;
         {
           std::unique_lock<std::mutex> g{s.mtx};
@@ -295,6 +298,15 @@ void calls_pass_blocked_callbacks(uint32_t mc, int slow_agents) {
   node n{bulk_types(), cfg};
   ASSERT_FALSE(n.start("root", std::move(tree)));
   std::vector<std::thread> slow;
+  struct joiner {
+    std::vector<std::thread>& ts;
+    ~joiner() {
+      release_slow();
+      for (auto& t : ts)
+        if (t.joinable())
+          t.join();
+    }
+  } join_all{slow};
   for (int i = 0; i < slow_agents; ++i)
     slow.emplace_back([&n, i] {
       Add a;

@@ -143,6 +143,14 @@ TEST(http_quick_test, a_reply_nested_deeper_than_protobuf_reads) {
   expect_as_protobuf(deep_unknown(150), deep_unknown(150));
 }
 
+TEST(http_quick_test, a_body_with_a_byte_order_mark) {
+  expect_as_protobuf("\xEF\xBB\xBF{\"i32\":1}", "\xEF\xBB\xBF{\"i32\":1}");
+}
+
+TEST(http_quick_test, a_body_with_an_empty_key) {
+  expect_as_protobuf(R"({"i32":1,"":2})", R"({"i32":1,"":2})");
+}
+
 // -- sound ------------------------------------------------------------------------
 
 TEST(http_quick_test, plain_replies_and_response_path) {

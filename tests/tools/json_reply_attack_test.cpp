@@ -216,6 +216,15 @@ TEST(json_reply_attack_test, a_byte_order_mark_before_the_document) {
   expect_agree(m, "\xEF\xBB\xBF{\"i32\":1}");
 }
 
+// An empty key: protobuf refuses it ("Proto fields must have a name."),
+// unknown field or not; the quick path skips it as unknown.
+TEST(json_reply_attack_test, an_empty_key) {
+  vigil::test::JsonAll m;
+  expect_agree(m, R"({"":1})");
+  expect_agree(m, R"({"i32":1,"child":{"":"x"}})");
+  expect_agree(m, R"({"i32":1,"unknown":{"":"x"}})");
+}
+
 // -- paths checked and found sound --------------------------------------------
 
 TEST(json_reply_attack_test, numbers) {
@@ -297,7 +306,7 @@ TEST(json_reply_attack_test, keys_and_presence) {
          R"({"snakecasename":"a"})", R"({"SnakeCaseName":"a"})",
          R"({"\u0069\u0033\u0032":7})", R"({"i32":7,"\u0069\u0033\u0032":8})",
          R"({"i32":7,"i32":7})", R"({"unknown":1,"unknown":2})",
-         R"({"snake_case_name":"a","snakeCaseName":"a"})", R"({"":1})",
+         R"({"snake_case_name":"a","snakeCaseName":"a"})",
          R"({"i32\u0000":1})", R"({"child":{}})", R"({"child":null})",
          R"({"child":[]})", R"({"child":1})", R"({"oi":0})", R"({"oi":null})",
          R"({"oi":5})", R"({"i32":0,"s":"","b":false,"db":0,"fl":0})",
@@ -309,6 +318,20 @@ TEST(json_reply_attack_test, keys_and_presence) {
     expect_agree(m, t);
   for (int depth : {1, 30, 63, 64, 65, 66, 99, 100, 101, 150})
     expect_agree(m, nested_children(depth));
+}
+
+TEST(json_reply_attack_test, special_keys_and_unknown_values) {
+  vigil::test::JsonAll m;
+  for (std::string t : {
+         R"({"@type":"x"})", R"({"@type":"type.googleapis.com/vigil.test.JsonAll","i32":1})",
+         R"({"child":{"@type":1}})", R"({"[vigil.test.x]":1})", R"({"a.b":1})",
+         R"({"\u0000":1})", R"({" ":1})", R"({"i32 ":1})", R"({"unknown":null})",
+         R"({"unknown":"\u0000"})", R"({"unknown":[]})", R"({"unknown":{}})",
+         R"({"unknown":[null,true,{"x":[]}]})", R"({"unknown":18446744073709551616})",
+         R"({"unknown":-9223372036854775809})", R"({"unknown":1e-400})",
+         R"({"unknown":"\ud83d\ude00"})", R"({"i32":1,"unknown":{"a":{"b":{"c":1}}}})",
+         R"({"value":1})", R"({"nullValue":null})", R"({"fields":{}})"})
+    expect_agree(m, t);
 }
 
 TEST(json_reply_attack_test, types_left_to_protobuf) {
