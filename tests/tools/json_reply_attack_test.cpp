@@ -334,6 +334,25 @@ TEST(json_reply_attack_test, special_keys_and_unknown_values) {
     expect_agree(m, t);
 }
 
+// More than 64 fields: keys named twice past the first 64 (big_seen).
+TEST(json_reply_attack_test, many_fields_named_twice) {
+  std::string text = R"pb(name: "attack_wide.proto" package: "attackw" syntax: "proto3"
+    message_type { name: "Wide")pb";
+  for (int i = 1; i <= 80; ++i)
+    text += " field { name: \"f_" + std::to_string(i) + "\" number: "
+            + std::to_string(i) + " label: LABEL_OPTIONAL type: TYPE_INT64 json_name: \"f"
+            + std::to_string(i) + "\" }";
+  text += " }";
+  dyn d;
+  auto* wide = d.build(text, "attackw.Wide");
+  ASSERT_NE(wide, nullptr);
+  ASSERT_TRUE(quick_json_type(wide));
+  for (std::string t : {R"({"f_70":1,"f70":2})", R"({"f70":1,"f_70":2})",
+                        R"({"f_1":1,"f1":2,"f_80":3})", R"({"f_65":"5","f_66":6,"f80":-1})",
+                        R"({"f_65":1,"f_66":2,"f_65":3})"})
+    expect_agree(d.proto(wide), t);
+}
+
 TEST(json_reply_attack_test, types_left_to_protobuf) {
   dyn d;
   auto* grp = d.build(R"pb(
