@@ -35,9 +35,9 @@ bool by_protobuf(const std::string& text, vigil::test::JsonAll& out) {
 }
 
 bool by_quick(const std::string& text, vigil::test::JsonAll& out) {
-  bool repeated_keys = false;
-  auto doc = vigil::detail::parse_json(text, repeated_keys);
-  return !doc.is_discarded() && !repeated_keys && quick_json_onto(doc, out);
+  bool quick = false;
+  auto doc = vigil::detail::parse_json(text, quick);
+  return !doc.is_discarded() && quick && quick_json_onto(doc, out);
 }
 
 /// Random JSON text for a JsonAll: its fields by either name, unknown

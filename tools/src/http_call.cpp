@@ -282,8 +282,8 @@ tool_outcome http_tool::call(const pb::Message& req, tool_call& call) const {
   std::string sub;
   bool paths = !response_path.empty() || !cost_path.empty();
   if (paths || quick_reply) {
-    bool repeated_keys = false;
-    auto doc = quick_reply ? parse_json(clean, repeated_keys)
+    bool quick = false;
+    auto doc = quick_reply ? parse_json(clean, quick)
                            : nlohmann::json::parse(clean, nullptr, false);
     if (doc.is_discarded() && paths)
       return fail(tool_error::invalid_output(where + ": the "
@@ -307,7 +307,7 @@ tool_outcome http_tool::call(const pb::Message& req, tool_call& call) const {
           where + ": the " + status_text(res) + " body has no object at "
           + joined(response_path) + " (response.path)" + body_part()));
     }
-    if (at != nullptr && quick_reply && !repeated_keys) {
+    if (at != nullptr && quick_reply && quick) {
       if (quick_json_onto(*at, *reply)) {
         out.reply = std::move(reply);
         return out;

@@ -18,6 +18,9 @@ namespace pb = google::protobuf;
 using FD = pb::FieldDescriptor;
 using json = nlohmann::json;
 
+/// Deeper than this, protobuf's depth rules decide.
+constexpr int max_quick_depth = 64;
+
 bool quick_type(const pb::Descriptor* d,
                 std::unordered_set<const pb::Descriptor*>& seen) {
   if (!seen.insert(d).second)
@@ -28,8 +31,8 @@ bool quick_type(const pb::Descriptor* d,
     return false;
   for (int i = 0; i < d->field_count(); ++i) {
     auto* f = d->field(i);
-    if (f->is_map())
-      return false;
+    if (f->is_map() || f->is_required())
+      return false; // (protobuf checks that a required one is there)
     switch (f->type()) {
       case FD::TYPE_ENUM:
       case FD::TYPE_BYTES:
@@ -142,7 +145,14 @@ bool scalar(const json& v, pb::Message& m, const FD* f, bool add) {
     case FD::CPPTYPE_FLOAT:
       if (!double_of(v, x) || std::fabs(x) > FLT_MAX)
         return false; // protobuf refuses it
-      store(m, f, add, static_cast<float>(x));
+      // An integer becomes a float in one rounding, as protobuf does it
+      // (through a double it could round twice).
+      if (v.is_number_unsigned())
+        store(m, f, add, static_cast<float>(v.get<uint64_t>()));
+      else if (v.is_number_integer())
+        store(m, f, add, static_cast<float>(v.get<int64_t>()));
+      else
+        store(m, f, add, static_cast<float>(x));
       return true;
     case FD::CPPTYPE_BOOL:
       if (!v.is_boolean())
@@ -160,20 +170,23 @@ bool scalar(const json& v, pb::Message& m, const FD* f, bool add) {
 }
 
 /// The field whose JSON name (json_name) or proto name is `key`, as
-/// protobuf's parser finds it. A scan: replies have few fields.
+/// protobuf's parser finds it. Scans: replies have few fields.
 const FD* field_named(const pb::Descriptor* d, const std::string& key) {
-  for (int i = 0; i < d->field_count(); ++i) {
-    auto* f = d->field(i);
-    if (f->json_name() == key || f->name() == key)
-      return f;
-  }
+  // By JSON name first: a key that is one field's JSON name and another's
+  // proto name is the first one's, as protobuf reads it.
+  for (int i = 0; i < d->field_count(); ++i)
+    if (d->field(i)->json_name() == key)
+      return d->field(i);
+  for (int i = 0; i < d->field_count(); ++i)
+    if (d->field(i)->name() == key)
+      return d->field(i);
   return nullptr;
 }
 
 bool onto(const json& doc, pb::Message& m, int depth) {
   // Protobuf's parser refuses nesting deeper than 100; so does this one
   // (by leaving it to protobuf).
-  if (!doc.is_object() || depth > 64)
+  if (!doc.is_object() || depth > max_quick_depth)
     return false;
   auto* d = m.GetDescriptor();
   auto* r = m.GetReflection();
@@ -219,24 +232,32 @@ bool onto(const json& doc, pb::Message& m, int depth) {
 
 } // namespace
 
-json parse_json(const std::string& text, bool& repeated_keys) {
-  repeated_keys = false;
+json parse_json(const std::string& text, bool& quick) {
+  // A byte order mark, which nlohmann skips and protobuf refuses.
+  quick = text.compare(0, 3, "\xEF\xBB\xBF") != 0;
   // Keys seen in each object open, innermost last: an object that holds
   // fewer than were seen in it named one twice.
   std::vector<size_t> keys;
-  json::parser_callback_t cb = [&](int, json::parse_event_t ev, json& v) {
+  json::parser_callback_t cb = [&](int depth, json::parse_event_t ev,
+                                   json& v) {
     switch (ev) {
       case json::parse_event_t::object_start:
+        // Protobuf counts the depth of the whole document, unknown keys'
+        // values too, and refuses one deeper than 100.
+        if (depth > max_quick_depth)
+          quick = false;
         keys.push_back(0);
         break;
       case json::parse_event_t::key:
         if (!keys.empty())
           ++keys.back();
+        if (v.is_string() && v.get_ref<const std::string&>().empty())
+          quick = false; // protobuf refuses an empty key (mostly)
         break;
       case json::parse_event_t::object_end:
         if (!keys.empty()) {
           if (v.size() != keys.back())
-            repeated_keys = true;
+            quick = false;
           keys.pop_back();
         }
         break;

@@ -21,10 +21,12 @@ namespace vigil::detail {
 bool quick_json_type(const google::protobuf::Descriptor* d);
 
 /// Parses `text` as nlohmann::json does (discarded if it is not JSON),
-/// and says whether an object in it names a key twice: the parsed
-/// document keeps the last, where protobuf reads both, so the quick path
-/// must not take such a document.
-nlohmann::json parse_json(const std::string& text, bool& repeated_keys);
+/// and says in `quick` whether the quick path may take the document: not
+/// if an object in it names a key twice (the parsed document keeps the
+/// last, where protobuf reads both), names an empty key, nests deeper than
+/// 64 objects (protobuf counts unknown keys' values too), or the text
+/// starts with a byte order mark (nlohmann skips it, protobuf refuses it).
+nlohmann::json parse_json(const std::string& text, bool& quick);
 
 /// Maps `doc` onto `out` (empty, of a quick_json_type) as protobuf's
 /// JsonStringToMessage with ignore_unknown_fields does, and returns true;
