@@ -214,7 +214,7 @@ tool_runtime::tool_runtime(tool_decl decl, tool_type impl,
                                         impl_.waits_on_io
                                           ? thread_pool::idle_mode::yield
                                           : thread_pool::idle_mode::spin,
-                                        true);
+                                        impl_.waits_on_io);
   if (decl_.policy.rate.per_second > 0.0)
     rate_ = std::make_unique<resilience::rate_limiter>(
       decl_.policy.rate.per_second, std::max(decl_.policy.rate.burst, 1.0),

@@ -186,6 +186,9 @@ registry bulk_types() {
     return p;
   };
   r.add_tool<Ping, Pong>("rec", fn);
+  // Its calls wait (as on I/O): a result may run its agent on the pool
+  // thread (ring).
+  r.tool_waits_on_io("rec");
   return r;
 }
 

@@ -369,6 +369,9 @@ registry review_types() {
     return p;
   };
   r.add_tool<Ping, Pong>("svc", fn);
+  // Its calls wait (as on I/O): a result may run its agent on the pool
+  // thread (ring).
+  r.tool_waits_on_io("svc");
   return r;
 }
 

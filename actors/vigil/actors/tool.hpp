@@ -450,8 +450,10 @@ struct tool_type {
   /// Its calls wait on I/O (a network round trip) rather than compute:
   /// an idle thread of its pool that waits for the next call yields its
   /// core meanwhile instead of spinning on it, for the I/O the calls wait
-  /// for needs it (the `http` tool's; registry::tool_waits_on_io for
-  /// one's own).
+  /// for needs it; and a result may run its idle agent on the thread that
+  /// made the call (detail::ring), whose pool has a thread more for that.
+  /// A CPU-bound tool's threads are better spent on its calls. The `http`
+  /// tool's; registry::tool_waits_on_io for one's own.
   bool waits_on_io = false;
 };
 
