@@ -1,17 +1,19 @@
-// http_bench http_tool vigil|raw|tool [N] [inflight=K]: the `http` tool through
-// the full stack against raw cpp-httplib calls, both to a local
-// cpp-httplib server in the same process answering a small JSON body at
-// once (see bench/README.md). Prints one JSON line, as the other benches.
+// http_bench http_tool vigil|raw|tool [N] [inflight=K] [agents=A]: the
+// `http` tool through the full stack against raw cpp-httplib calls, both
+// to a local cpp-httplib server in the same process answering a small JSON
+// body at once (see bench/README.md). Prints one JSON line, as the other benches.
 //
 //   vigil: one agent keeps K call_tool calls in flight on the tool's pool
 //          of K threads (bulkhead.max_concurrent), each thread on its own
 //          keep-alive connection; timed from its handler to the last
-//          result callback.
+//          result callback. With agents=A, A agents keep K/A each, all
+//          started at once, timed until the slowest is done.
 //   raw:   K threads, each with its own keep-alive httplib::Client,
 //          making N/K GETs of the same URLs one after the other.
 //   tool:  K threads calling the `http` tool's callable directly (no
 //          runtime): the tool's own share of the difference.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <iostream>
@@ -168,7 +170,8 @@ result measure(const char* impl, int64_t n, int64_t inflight, F f) {
            {"pool_cpu_ns_per_call", (split1.first - split0.first) / n}}};
 }
 
-result through_the_stack(int64_t n, int64_t inflight, int port) {
+result through_the_stack(int64_t n, int64_t inflight, int64_t agents,
+                         int port) {
   vigil::http_spec s;
   s.url = "http://127.0.0.1:" + std::to_string(port) + "/ping/{n}";
   s.request_type = Ball::descriptor()->full_name();
@@ -191,18 +194,30 @@ result through_the_stack(int64_t n, int64_t inflight, int port) {
   nc.tools.push_back(d);
   vigil::node node{std::move(types), nc};
   vigil::supervisor_spec tree;
-  auto c = vigil::worker("c", "caller");
-  c.params = {{"window", std::to_string(inflight)}};
-  tree.children.push_back(c);
+  for (int64_t a = 0; a < agents; ++a) {
+    auto c = vigil::worker("c" + std::to_string(a), "caller");
+    c.params = {{"window", std::to_string(inflight / agents)}};
+    tree.children.push_back(c);
+  }
   if (auto err = node.start("bench", std::move(tree)))
     die("node start: " + vigil::describe(err));
   return measure("vigil", n, inflight, [&](int64_t k) {
-    Start st;
-    st.set_n(k);
-    auto r = node.call<Done>("bench/c", st, minutes{10});
-    if (!r)
-      die("bench/c: " + vigil::describe(r.error()));
-    return r->value.n() / 1e9;
+    // Each agent makes its share, all at once; the slowest one's time.
+    std::vector<double> secs(static_cast<size_t>(agents));
+    std::vector<std::thread> ts;
+    for (int64_t a = 0; a < agents; ++a)
+      ts.emplace_back([&, a] {
+        Start st;
+        st.set_n(k / agents);
+        auto path = "bench/c" + std::to_string(a);
+        auto r = node.call<Done>(path, st, minutes{10});
+        if (!r)
+          die(path + ": " + vigil::describe(r.error()));
+        secs[static_cast<size_t>(a)] = r->value.n() / 1e9;
+      });
+    for (auto& t : ts)
+      t.join();
+    return *std::max_element(secs.begin(), secs.end());
   });
 }
 
@@ -279,7 +294,8 @@ result tool_alone(int64_t n, int64_t inflight, int port) {
 }
 
 int usage() {
-  std::cerr << "usage: http_bench http_tool vigil|raw|tool [N] [inflight=1]\n";
+  std::cerr << "usage: http_bench http_tool vigil|raw|tool [N] [inflight=1] "
+               "[agents=1]\n";
   return 2;
 }
 
@@ -291,17 +307,22 @@ int main(int argc, char** argv) {
   std::string impl = argv[2];
   int64_t n = argc > 3 ? std::stoll(argv[3]) : 20000;
   int64_t inflight = 1;
+  int64_t agents = 1;
   for (int i = 4; i < argc; ++i) {
     std::string a = argv[i];
-    if (a.rfind("inflight=", 0) != 0)
+    if (a.rfind("inflight=", 0) == 0)
+      inflight = std::stoll(a.substr(9));
+    else if (a.rfind("agents=", 0) == 0)
+      agents = std::stoll(a.substr(7));
+    else
       return usage();
-    inflight = std::stoll(a.substr(9));
   }
-  if (inflight < 1 || inflight > 64 || n < inflight)
+  if (inflight < 1 || inflight > 64 || n < inflight || agents < 1
+      || inflight % agents != 0)
     return usage();
   service svc;
   if (impl == "vigil")
-    print(through_the_stack(n, inflight, svc.port()));
+    print(through_the_stack(n, inflight, agents, svc.port()));
   else if (impl == "raw")
     print(raw_calls(n, inflight, svc.port()));
   else if (impl == "tool")
