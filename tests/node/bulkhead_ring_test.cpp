@@ -27,6 +27,7 @@
 #include <gtest/gtest.h>
 
 #include "proto/test.pb.h"
+#include "support/ring_support.hpp"
 #include "support/eventually.hpp"
 #include "vigil/node/node.hpp"
 
@@ -65,12 +66,6 @@ struct bstats {
     return s;
   }
 };
-
-bool on_tool_thread() {
-  char name[16] = {};
-  pthread_getname_np(pthread_self(), name, sizeof name);
-  return std::string{name}.rfind("t:", 0) == 0;
-}
 
 /// On Ping{n}: n calls of the tool at once (params: tool); answers
 /// Pong{n: successes, seen: failures} when all are answered. On Add{k}: one
@@ -192,16 +187,12 @@ registry bulk_types() {
   return r;
 }
 
-tool_decl pool_of(std::string name, uint32_t threads, uint32_t queue) {
-  tool_decl d;
-  d.name = std::move(name);
-  d.type = "rec";
+tool_decl rec_pool(std::string name, uint32_t threads, uint32_t queue) {
+  auto d = pool_of(std::move(name), threads, "rec", queue);
   d.policy.timeout = 30s;
   d.policy.attempt_timeout = 30s;
   d.policy.retry.max_attempts = 1;
   d.policy.breaker.enabled = false;
-  d.policy.bulkhead.max_concurrent = threads;
-  d.policy.bulkhead.queue = queue;
   return d;
 }
 
@@ -251,7 +242,7 @@ void bulkhead_holds(uint32_t mc) {
   }
   node_config cfg;
   cfg.threads = 2;
-  cfg.tools.push_back(pool_of("rec", mc, 16));
+  cfg.tools.push_back(rec_pool("rec", mc, 16));
   supervisor_spec tree;
   tree.children.push_back(fan_child("f", "rec"));
   node n{bulk_types(), cfg};
@@ -293,7 +284,7 @@ void calls_pass_blocked_callbacks(uint32_t mc, int slow_agents) {
   auto& s = bstats::get();
   node_config cfg;
   cfg.threads = static_cast<size_t>(slow_agents) + 2;
-  cfg.tools.push_back(pool_of("rec", mc, 16));
+  cfg.tools.push_back(rec_pool("rec", mc, 16));
   supervisor_spec tree;
   for (int i = 0; i < slow_agents; ++i)
     tree.children.push_back(fan_child("s" + std::to_string(i), "rec"));
@@ -375,7 +366,7 @@ int kept_of(node& n, const std::string& path, int calls) {
 TEST_F(bulkhead_ring_test, a_pool_keeps_cells_after_crashes_in_kept_callbacks) {
   node_config cfg;
   cfg.threads = 2;
-  cfg.tools.push_back(pool_of("rec", 1, 16));
+  cfg.tools.push_back(rec_pool("rec", 1, 16));
   supervisor_spec tree;
   tree.flags.intensity = 1000;
   tree.children.push_back(fan_child("c", "rec"));
@@ -420,7 +411,7 @@ void run_seed(uint64_t seed) {
   uint32_t queue = static_cast<uint32_t>(pick(0, 8));
   node_config cfg;
   cfg.threads = static_cast<size_t>(pick(1, 3));
-  cfg.tools.push_back(pool_of("rec", mc, queue));
+  cfg.tools.push_back(rec_pool("rec", mc, queue));
   supervisor_spec tree;
   tree.flags.intensity = 1000;
   int agents = pick(1, 4);

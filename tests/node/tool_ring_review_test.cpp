@@ -25,6 +25,7 @@
 #include <gtest/gtest.h>
 
 #include "proto/test.pb.h"
+#include "support/ring_support.hpp"
 #include "support/eventually.hpp"
 #include "vigil/node/node.hpp"
 
@@ -33,12 +34,6 @@ using namespace vigil::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-bool on_tool_thread() {
-  char name[16] = {};
-  pthread_getname_np(pthread_self(), name, sizeof name);
-  return std::string{name}.rfind("t:", 0) == 0;
-}
 
 /// Threads of this process named after a tool ("t:..."), now.
 int tool_threads_alive() {
@@ -373,17 +368,6 @@ registry review_types() {
   // thread (ring).
   r.tool_waits_on_io("svc");
   return r;
-}
-
-tool_decl pool_of(std::string name, uint32_t threads) {
-  tool_decl d;
-  d.name = std::move(name);
-  d.type = "svc";
-  d.policy.timeout = 10s;
-  d.policy.attempt_timeout = 10s;
-  d.policy.bulkhead.max_concurrent = threads;
-  d.policy.bulkhead.queue = 64;
-  return d;
 }
 
 child_spec child(std::string id, std::string agent,

@@ -22,6 +22,7 @@
 #include <gtest/gtest.h>
 
 #include "proto/test.pb.h"
+#include "support/ring_support.hpp"
 #include "vigil/node/node.hpp"
 
 using namespace vigil;
@@ -66,12 +67,6 @@ struct entered {
   }
   bool watched;
 };
-
-bool on_tool_thread() {
-  char name[16] = {};
-  pthread_getname_np(pthread_self(), name, sizeof name);
-  return std::string{name}.rfind("t:", 0) == 0;
-}
 
 /// On Ping{n}: n tool calls one after the other, each made in the last
 /// one's callback (params: tool); answers Pong{n: callbacks run,
@@ -180,17 +175,6 @@ registry ring_types() {
   // thread (ring).
   r.tool_waits_on_io("svc");
   return r;
-}
-
-tool_decl pool_of(std::string name, uint32_t threads) {
-  tool_decl d;
-  d.name = std::move(name);
-  d.type = "svc";
-  d.policy.timeout = 10s;
-  d.policy.attempt_timeout = 10s;
-  d.policy.bulkhead.max_concurrent = threads;
-  d.policy.bulkhead.queue = 64;
-  return d;
 }
 
 child_spec chain_child(std::string id, std::string tool, bool watched) {
