@@ -71,10 +71,20 @@ public:
   std::atomic<bool>* keeping = nullptr;
   bool open = false;
   caf::resumable* next = nullptr;
+  /// The pool this thread serves, and whether it runs a kept cell now (see
+  /// kept_here).
+  const void* pool = nullptr;
+  bool in_kept = false;
 };
 
 /// This thread's unit, on a thread of a thread_pool.
 thread_local pool_unit* this_unit = nullptr;
+
+/// Whether the caller is a thread of `pool` running a kept cell (see
+/// thread_pool::shared::to_wake).
+bool kept_here(const void* pool) noexcept {
+  return this_unit != nullptr && this_unit->in_kept && this_unit->pool == pool;
+}
 
 } // namespace
 
@@ -120,6 +130,26 @@ struct thread_pool::shared {
   std::atomic<size_t> queued{0};
   std::atomic<bool> stopping{false};
 
+  /// Wake-ups made (for tests: see thread_pool::wake_ups).
+  std::atomic<uint64_t> wakes{0};
+
+  void wake_one() {
+    wakes.fetch_add(1, std::memory_order_relaxed);
+    cv.notify_one();
+  }
+
+  /// The threads busy (running a task or a kept cell) from which the
+  /// pool counts as saturating the machine (its cores, by default).
+  size_t busy_at = 1;
+
+  /// Whether the calls under way likely use every core, with the I/O they
+  /// wait for: as many threads busy as cores (8 http calls in flight to a
+  /// local server on 2 cores). Then no idle thread spins, and a thread
+  /// keeping a cell takes the task that cell submits (to_wake).
+  bool saturated() const noexcept {
+    return running + kept >= busy_at;
+  }
+
   /// Whether a thread may take the next task now: one waits, and fewer
   /// than `limit` run.
   bool takeable() const noexcept {
@@ -128,9 +158,16 @@ struct thread_pool::shared {
 
   /// How many sleeping threads to wake for the tasks waiting: those that
   /// may start now (below `limit`) beyond the threads awake and free.
-  /// Under the lock.
-  size_t to_wake() const noexcept {
-    auto free = threads - sleeping - running - kept;
+  /// `from_kept`: the caller is a thread of this pool keeping a cell. When
+  /// saturated, that thread counts as free: it takes the next task itself
+  /// once the cell's run returns (at most kept_throughput messages), so a
+  /// result, its callback and the call that callback makes stay on one
+  /// awake thread, without the wake-up (a system call and a context switch
+  /// on cores the I/O needs). Unsaturated, a wake-up starts the call at
+  /// once instead. Under the lock.
+  size_t to_wake(bool from_kept = false) const noexcept {
+    auto free = threads - sleeping - running - kept
+                + (from_kept && saturated() ? 1 : 0);
     auto startable = std::min(queue.size(), limit - running);
     return startable > free ? std::min(sleeping, startable - free) : 0;
   }
@@ -162,9 +199,11 @@ struct thread_pool::shared {
 
 thread_pool::thread_pool(size_t threads, std::string name,
                          std::chrono::milliseconds grace, idle_mode idle,
-                         bool keeps_cells)
+                         bool keeps_cells, size_t busy_at)
   : sh_(std::make_shared<shared>()), grace_(grace) {
   sh_->waiting = idle;
+  sh_->busy_at = busy_at > 0 ? busy_at
+                             : std::max(1u, std::thread::hardware_concurrency());
   sh_->keeps_cells = keeps_cells;
   // A thread that keeps a cell runs agent code, for as long as that takes:
   // one thread more, so that the executions always have `threads`.
@@ -177,18 +216,20 @@ thread_pool::thread_pool(size_t threads, std::string name,
       pool_unit unit;
       unit.queued = &sh->queued;
       unit.keeping = sh->keeps_cells ? &sh->keeping : nullptr;
+      unit.pool = sh.get();
       this_unit = &unit;
       std::unique_lock<std::mutex> guard{sh->mtx};
       for (;;) {
         bool spun = false;
         while (!sh->stop && !sh->takeable()) {
           if (sh->waiting != idle_mode::sleep && !spun
-              && sh->running < sh->limit
+              && sh->running < sh->limit && !sh->saturated()
               && !sh->spinning.load(std::memory_order_relaxed)) {
             // One idle thread at a time waits a little for the next task
             // before it sleeps: a short call submitted meanwhile needs no
             // wake-up (a system call and a context switch, which cost
-            // more than the call).
+            // more than the call). Not when saturated: the spinner would
+            // only take a core from the I/O that the calls wait for.
             spun = true;
             sh->spinning.store(true, std::memory_order_relaxed);
             guard.unlock();
@@ -213,7 +254,7 @@ thread_pool::thread_pool(size_t threads, std::string name,
         auto wake = sh->to_wake();
         guard.unlock();
         for (size_t w = 0; w < wake; ++w)
-          sh->cv.notify_one();
+          sh->wake_one();
         unit.open = true;
         task();
         unit.open = false;
@@ -229,8 +270,10 @@ thread_pool::thread_pool(size_t threads, std::string name,
           auto wake = sh->to_wake();
           guard.unlock();
           if (wake > 0)
-            sh->cv.notify_one();
+            sh->wake_one();
+          unit.in_kept = true;
           unit.run_kept();
+          unit.in_kept = false;
           guard.lock();
           --sh->kept;
         }
@@ -277,6 +320,7 @@ thread_pool::~thread_pool() {
 
 void thread_pool::submit(std::function<void()> task) {
   bool wake;
+  bool self = kept_here(sh_.get());
   {
     std::lock_guard<std::mutex> guard{sh_->mtx};
     if (sh_->stop)
@@ -291,14 +335,15 @@ void thread_pool::submit(std::function<void()> task) {
     // next thread if more wait (the submitter is usually an agent's
     // thread, which a wake-up would stall or even preempt).
     wake = !sh_->spinning.load(std::memory_order_relaxed)
-           && sh_->to_wake() > 0;
+           && sh_->to_wake(self) > 0;
   }
   if (wake)
-    sh_->cv.notify_one();
+    sh_->wake_one();
 }
 
 void thread_pool::submit_all(std::vector<std::function<void()>>& tasks) {
   size_t wake = 0;
+  bool self = kept_here(sh_.get());
   {
     std::lock_guard<std::mutex> guard{sh_->mtx};
     if (!sh_->stop) {
@@ -307,12 +352,16 @@ void thread_pool::submit_all(std::vector<std::function<void()>>& tasks) {
       sh_->queued.store(sh_->queue.size(), std::memory_order_relaxed);
       // As submit: as many wake-ups as the threads awake cannot cover.
       if (!sh_->spinning.load(std::memory_order_relaxed))
-        wake = sh_->to_wake();
+        wake = sh_->to_wake(self);
     }
   }
   tasks.clear();
   for (size_t i = 0; i < wake; ++i)
-    sh_->cv.notify_one();
+    sh_->wake_one();
+}
+
+uint64_t thread_pool::wake_ups() const noexcept {
+  return sh_->wakes.load(std::memory_order_relaxed);
 }
 
 bool thread_pool::starved() const noexcept {

@@ -42,18 +42,28 @@ struct ring_stats {
   std::atomic<int> out_of_order{0};
   std::atomic<int> delay_us{0};  // each execution's latency
   std::atomic<int> executions{0};
+  // The pool thread of the callback that made the call now submitted (0:
+  // it ran elsewhere); executions on that thread, and on another.
+  std::atomic<uint64_t> caller_thread{0};
+  std::atomic<int> stayed{0};
+  std::atomic<int> moved{0};
 
   void reset() {
     inside = overlaps = callbacks = on_pool = adds = out_of_order = 0;
     last_add = 0;
     delay_us = 0;
-    executions = 0;
+    executions = stayed = moved = 0;
+    caller_thread = 0;
   }
   static ring_stats& get() {
     static ring_stats s;
     return s;
   }
 };
+
+uint64_t this_thread_id() {
+  return static_cast<uint64_t>(pthread_self());
+}
 
 /// Marks a handler or callback of the one agent watched ("r").
 struct entered {
@@ -115,6 +125,7 @@ private:
         auto& s = ring_stats::get();
         ++s.callbacks;
         ++done_;
+        s.caller_thread = on_tool_thread() ? this_thread_id() : 0;
         if (on_tool_thread()) {
           ++s.on_pool;
           ++pooled_;
@@ -164,6 +175,8 @@ registry ring_types() {
   auto fn = [](const Ping& req, tool_call&) -> tool_result<Pong> {
     auto& s = ring_stats::get();
     ++s.executions;
+    if (auto c = s.caller_thread.exchange(0); c != 0)
+      ++(c == this_thread_id() ? s.stayed : s.moved);
     if (auto us = s.delay_us.load(); us > 0) // the dependency's latency
       std::this_thread::sleep_for(std::chrono::microseconds{us});
     Pong p;
@@ -217,6 +230,81 @@ TEST_F(tool_ring_test, an_idle_agent_runs_its_callbacks_on_the_tools_thread) {
   EXPECT_GE(r->value.seen(), 8) << r->value.seen() << " of 10 on the pool";
   EXPECT_EQ(s.overlaps.load(), 0);
   EXPECT_FALSE(n.stop());
+}
+
+namespace {
+
+struct chained {
+  int stayed = 0; // calls made on a pool thread that ran there
+  int moved = 0;  // ... that ran on another thread
+  uint64_t wake_ups = 0;
+};
+
+/// Chains 20 calls through a tool of one thread (1 ms each, so that the
+/// agent waits for each result) on a pool that counts as saturated from
+/// `busy_at` threads busy.
+chained chain_on_pool(size_t busy_at) {
+  auto& s = ring_stats::get();
+  s.reset();
+  s.delay_us = 1000;
+  node_config cfg;
+  cfg.threads = 2;
+  cfg.tools.push_back(pool_of("slow", 1));
+  std::shared_ptr<detail::thread_pool> pool;
+  cfg.tool_executors = [busy_at, &pool](const tool_decl& t) {
+    pool = std::make_shared<detail::thread_pool>(
+      t.policy.bulkhead.max_concurrent, t.name, 5s,
+      detail::thread_pool::idle_mode::yield, true, busy_at);
+    return pool;
+  };
+  supervisor_spec tree;
+  tree.children.push_back(chain_child("r", "slow", true));
+  node n{ring_types(), cfg};
+  EXPECT_FALSE(n.start("root", std::move(tree)));
+  chained out;
+  if (!pool) {
+    ADD_FAILURE() << "the node made no pool for the tool";
+    return out;
+  }
+  Ping p;
+  p.set_n(20);
+  auto w0 = pool->wake_ups();
+  auto r = n.call<Pong>("root/r", p, 10s);
+  out.wake_ups = pool->wake_ups() - w0;
+  EXPECT_TRUE(r) << describe(r.error());
+  if (r)
+    EXPECT_EQ(r->value.n(), 20);
+  EXPECT_EQ(s.overlaps.load(), 0);
+  EXPECT_FALSE(n.stop());
+  out.stayed = s.stayed.load();
+  out.moved = s.moved.load();
+  return out;
+}
+
+} // namespace
+
+TEST_F(tool_ring_test, saturated_a_call_made_on_the_pool_thread_waits_for_it) {
+  // The pool counts as saturated with 1 thread busy (as 8 calls in flight
+  // on 2 cores do): a callback run on the pool thread of the last call
+  // makes the next one, and that call waits for this thread, free once
+  // the cell's run returns, rather than wake the pool's other thread (a
+  // system call and a context switch, on cores the I/O needs).
+  auto c = chain_on_pool(1);
+  EXPECT_GE(c.stayed, 15) << c.moved << " moved";
+  EXPECT_EQ(c.moved, 0) << c.stayed << " stayed";
+  // The first call, made by the agent on its scheduler thread, may wake
+  // one; none of the 19 made on the pool does.
+  EXPECT_LE(c.wake_ups, 1u);
+}
+
+TEST_F(tool_ring_test, unsaturated_a_call_made_on_the_pool_thread_wakes_another) {
+  // Below saturation (3 threads busy would be, on this pool of 2), each of
+  // those calls wakes the other thread, so that it starts at once even if
+  // the cell's run goes on (the woken thread may still find it taken).
+  auto c = chain_on_pool(3);
+  EXPECT_GE(c.stayed + c.moved, 15);
+  EXPECT_GE(c.wake_ups, 15u) << c.stayed << " stayed, " << c.moved
+                             << " moved";
 }
 
 TEST_F(tool_ring_test, a_flooded_agent_rung_from_the_pool_keeps_its_order) {

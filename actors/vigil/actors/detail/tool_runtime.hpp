@@ -120,22 +120,30 @@ void ring(const caf::actor_addr& cell, caf::message msg, bool here);
 /// and a context switch, more than a short call), as `idle` says: `spin`
 /// on the core (for short, CPU-bound calls), `yield` it to whatever else
 /// is runnable meanwhile (for calls that wait on I/O, which needs the
-/// core), or not at all (`sleep`). With
+/// core), or not at all (`sleep`); but none spins once `busy_at` threads
+/// are busy (running a task or a cell; 0: as many as the machine's cores),
+/// where a spinner only takes a core from the work or the I/O under way.
+/// With
 /// `keeps_cells`, a cell rung from one of its tasks may run on that thread
 /// (see ring), one such at a time, and the pool has one thread more than
 /// `threads`, so that `threads` remain for the tasks whatever the agent's
-/// code does meanwhile.
+/// code does meanwhile; from `busy_at` on, a task that such a cell submits
+/// waits for its thread (free once the cell's run returns) instead of
+/// waking another.
 class thread_pool final : public tool_executor {
 public:
   enum class idle_mode : uint8_t { spin, yield, sleep };
 
   thread_pool(size_t threads, std::string name,
               std::chrono::milliseconds grace = std::chrono::seconds{5},
-              idle_mode idle = idle_mode::spin, bool keeps_cells = false);
+              idle_mode idle = idle_mode::spin, bool keeps_cells = false,
+              size_t busy_at = 0);
   ~thread_pool() override;
   void submit(std::function<void()> task) override;
   void submit_all(std::vector<std::function<void()>>& tasks) override;
   bool starved() const noexcept override;
+  /// How many times a thread was woken for a task so far.
+  uint64_t wake_ups() const noexcept;
 
 private:
   struct shared;
