@@ -42,10 +42,18 @@ public:
   /// Runs the cell kept, for a few messages: an idle cell (the usual case:
   /// it waited for this result) runs its callbacks here, and the calls they
   /// make start on this thread, awake already; a cell with more to do
-  /// goes back to the scheduler.
+  /// goes back to the scheduler. One message at a time: once a message
+  /// has left a task for this thread (`owed`, see kept_here), the run ends
+  /// there and the rest goes to the scheduler, so that the task waits for
+  /// the message that made it and for no later agent code.
   void run_kept() {
     auto* r = std::exchange(next, nullptr);
-    auto res = r->resume(this, kept_throughput);
+    auto res = caf::resumable::resume_later;
+    for (size_t i = 0; i < kept_throughput && !owed
+                       && res == caf::resumable::resume_later;
+         ++i)
+      res = r->resume(this, 1);
+    owed = false;
     keeping->store(false);
     switch (res) {
       case caf::resumable::resume_later:
@@ -75,6 +83,8 @@ public:
   /// kept_here).
   const void* pool = nullptr;
   bool in_kept = false;
+  /// A task was submitted counting on this thread (see run_kept).
+  bool owed = false;
 };
 
 /// This thread's unit, on a thread of a thread_pool.
@@ -159,12 +169,13 @@ struct thread_pool::shared {
   /// How many sleeping threads to wake for the tasks waiting: those that
   /// may start now (below `limit`) beyond the threads awake and free.
   /// `from_kept`: the caller is a thread of this pool keeping a cell. When
-  /// saturated, that thread counts as free: it takes the next task itself
-  /// once the cell's run returns (at most kept_throughput messages), so a
-  /// result, its callback and the call that callback makes stay on one
-  /// awake thread, without the wake-up (a system call and a context switch
-  /// on cores the I/O needs). Unsaturated, a wake-up starts the call at
-  /// once instead. Under the lock.
+  /// saturated, that thread counts as free: it ends the cell's run after
+  /// the message being handled (see pool_unit::run_kept) and takes the
+  /// next task itself, so a result, its callback and the call that
+  /// callback makes stay on one awake thread, without the wake-up (a
+  /// system call and a context switch on cores the I/O needs).
+  /// Unsaturated, a wake-up starts the call at once instead. Under the
+  /// lock.
   size_t to_wake(bool from_kept = false) const noexcept {
     auto free = threads - sleeping - running - kept
                 + (from_kept && saturated() ? 1 : 0);
@@ -336,6 +347,8 @@ void thread_pool::submit(std::function<void()> task) {
     // thread, which a wake-up would stall or even preempt).
     wake = !sh_->spinning.load(std::memory_order_relaxed)
            && sh_->to_wake(self) > 0;
+    if (self && sh_->saturated())
+      this_unit->owed = true;
   }
   if (wake)
     sh_->wake_one();
@@ -353,6 +366,8 @@ void thread_pool::submit_all(std::vector<std::function<void()>>& tasks) {
       // As submit: as many wake-ups as the threads awake cannot cover.
       if (!sh_->spinning.load(std::memory_order_relaxed))
         wake = sh_->to_wake(self);
+      if (self && sh_->saturated())
+        this_unit->owed = true;
     }
   }
   tasks.clear();

@@ -9,6 +9,7 @@
 
 #include "approvals.hpp"
 
+#include <algorithm>
 #include <pwd.h>
 #include <unistd.h>
 
@@ -136,9 +137,10 @@ json entry_json(const approval_entry& e, int64_t now) {
   return j;
 }
 
+/// `s` padded to `n` columns, and at least one space after it, so that a
+/// long value (a 168h expiry) never runs into the next column.
 std::string pad(std::string s, size_t n) {
-  if (s.size() < n)
-    s.resize(n, ' ');
+  s.resize(std::max(n, s.size() + 1), ' ');
   return s;
 }
 

@@ -131,12 +131,14 @@ private:
       o.set_status(Outcome::FAILED);
       return j->reply.deliver(o);
     }
+    // What the person approves: the supplier's EDI total (not the amount
+    // read, which may be the problem), and what OCR and matching found.
     Review r;
     r.set_id(j->inv.id());
     r.set_reason(why);
-    r.set_vendor(j->text.vendor());
-    r.set_amount_cents(j->text.amount_cents());
-    r.set_po(j->match.po());
+    r.set_vendor(j->text.vendor().empty() ? "(unread)" : j->text.vendor());
+    r.set_amount_cents(j->inv.lines_cents());
+    r.set_po(j->match.po().empty() ? "(unmatched)" : j->match.po());
     // Answered once the review agent has it (in its journal, with the
     // entry waiting for a person in its outbox).
     ctx.request<Review>(

@@ -23,6 +23,11 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <fcntl.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 
 #include "agents.hpp"
@@ -53,6 +58,7 @@ struct options {
   std::string policy_dir = INVOICES_POLICY_DIR;
   double wait_s = 30;
   size_t expect = 1; ///< resume: entries to wait for
+  bool replace = false; ///< run: replace the data dirs of an earlier run
   std::string report; ///< a JSON file of the figures, if set
 };
 
@@ -126,6 +132,38 @@ std::unique_ptr<vigil::node> start_node(const std::string& file,
   return n;
 }
 
+/// Loads FILE for `svc`'s addresses without starting anything: its errors
+/// come before any run does. Exits on errors.
+void check_policy(const std::string& file, const invoices::services& svc) {
+  auto types = make_types();
+  vigil::cli::loaded_policy lp;
+  auto errors = vigil::cli::load_policy_text(
+    examples::policy_text(file, svc.addresses()), file, types, lp);
+  for (auto& e : errors)
+    std::cerr << e.to_string() << "\n";
+  if (!errors.empty())
+    std::exit(2);
+}
+
+/// Whether a node holds the data dir `dir` (its vigil.lock is locked);
+/// `who` gets the pid written there.
+bool held(const std::string& dir, std::string& who) {
+  auto path = dir + "/vigil.lock";
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return false;
+  bool locked = ::flock(fd, LOCK_EX | LOCK_NB) != 0;
+  if (locked) {
+    char buf[32] = {};
+    auto n = ::pread(fd, buf, sizeof buf - 1, 0);
+    who.assign(buf, n > 0 ? size_t(n) : 0);
+    while (!who.empty() && (who.back() == '\n' || who.back() == ' '))
+      who.pop_back();
+  }
+  ::close(fd);
+  return locked;
+}
+
 std::string stage_of(const std::string& reason) {
   auto c = reason.find(':');
   return c == std::string::npos ? reason : reason.substr(0, c);
@@ -137,9 +175,9 @@ run_stats run_mode(const std::string& mode, const options& o,
   auto file = o.policy_dir + (mode == "on" ? "/invoices.yaml"
                                            : "/invoices_off.yaml");
   auto dir = o.data_dir + "/" + mode;
-  fs::remove_all(dir);
+  fs::remove_all(dir); // checked by run(): no node holds it
   fs::create_directories(dir);
-  svc.clear_entries();
+  svc.open_ledger(dir + "/ledger.txt");
   std::string root;
   auto n = start_node(file, svc, dir, root);
   run_stats st;
@@ -272,7 +310,7 @@ void print_table(const std::vector<run_stats>& runs, const options& o) {
   row("p99 processing time", [&](auto& r) {
     return fmt("%.0f ms", r.p99_ms());
   });
-  row("invoices processed per minute", [&](auto& r) {
+  row("completed per minute of its run", [&](auto& r) {
     return fmt("%.0f", r.per_minute());
   });
   row("wall time", [&](auto& r) { return fmt("%.1f s", r.elapsed_s); });
@@ -298,8 +336,8 @@ void print_table(const std::vector<run_stats>& runs, const options& o) {
     auto& off = runs[0];
     auto& on = runs[1];
     std::printf("\nsuccess %.1f%% -> %.1f%%, %.1f%% to manual review, mean "
-                "time %+.0f%%, %+.0f%% invoices processed (the case study: "
-                "78%% -> 96%%, 4%%, +15%%, +23%%)\n",
+                "time %+.0f%%, %+.0f%% invoices completed (the case study: "
+                "78%% -> 96%%, 4%%, +15%%, +23%% more processed)\n",
                 off.share(off.done), on.share(on.done), on.share(on.review),
                 100.0 * (on.mean_ms() / off.mean_ms() - 1.0),
                 100.0 * (double(on.done) / double(off.done) - 1.0));
@@ -340,9 +378,35 @@ int run(const options& o) {
               << "\n";
     return 2;
   }
+  for (auto* mode : {"off", "on"}) {
+    auto dir = o.data_dir + "/" + mode;
+    std::string who;
+    if (held(dir, who)) {
+      std::cerr << "invoice_demo: a node (pid " << who << ") holds " << dir
+                << ": stop it, or use another --data-dir\n";
+      return 1;
+    }
+    if (fs::exists(dir) && !o.replace) {
+      std::cerr << "invoice_demo: " << dir
+                << " holds an earlier run (and maybe invoices waiting for a "
+                   "person: vigil approvals list --data-dir "
+                << o.data_dir << "/on); pass --replace to start afresh, or "
+                << "use another --data-dir\n";
+      return 1;
+    }
+  }
+  if (!o.report.empty()) { // an unwritable path fails now, not after
+    std::ofstream probe{o.report};
+    if (!probe)
+      throw std::runtime_error("cannot write the report to " + o.report);
+  }
   invoices::fault_model f;
   auto batch = invoices::make_batch(o.invoices, o.seed, f);
   invoices::services svc{batch, o.seed, f};
+  if (o.mode != "on")
+    check_policy(o.policy_dir + "/invoices_off.yaml", svc);
+  if (o.mode != "off")
+    check_policy(o.policy_dir + "/invoices.yaml", svc);
   std::fprintf(stderr, "invoices: %zu invoices (seed %llu); services on %s\n",
                batch.size(), static_cast<unsigned long long>(o.seed),
                svc.addresses().at("ocr").c_str());
@@ -370,12 +434,19 @@ int run(const options& o) {
 /// whose review a person approved (their effects, kept in the outbox, are
 /// dispatched once the node takes the decisions in).
 int resume(const options& o) {
+  auto dir = o.data_dir + "/on";
+  if (!fs::exists(dir + "/data.mdb")) {
+    std::cerr << "invoice_demo: " << dir << " holds no run: run "
+              << "`invoice_demo run --data-dir " << o.data_dir
+              << "` first\n";
+    return 1;
+  }
   invoices::fault_model f;
   auto batch = invoices::make_batch(o.invoices, o.seed, f);
   invoices::services svc{batch, o.seed, f};
+  svc.open_ledger(dir + "/ledger.txt");
   std::string root;
-  auto n = start_node(o.policy_dir + "/invoices.yaml", svc,
-                      o.data_dir + "/on", root);
+  auto n = start_node(o.policy_dir + "/invoices.yaml", svc, dir, root);
   auto until = steady_clock::now()
                + std::chrono::duration_cast<steady_clock::duration>(
                  std::chrono::duration<double>(o.wait_s));
@@ -385,11 +456,15 @@ int resume(const options& o) {
   auto posted = svc.posted_ids();
   for (auto& id : posted)
     std::printf("posted after review: %s\n", id.c_str());
+  if (svc.replayed_keys() > 0)
+    std::printf("answered by its key (posted before): %lld\n",
+                static_cast<long long>(svc.replayed_keys()));
   if (posted.size() < o.expect) {
     std::cerr << "invoice_demo: " << posted.size() << " of " << o.expect
               << " approved invoices posted within " << o.wait_s
-              << " s (approve them first: vigil approvals list --data-dir "
-              << o.data_dir << "/on)\n";
+              << " s: approve them first (vigil approvals list --data-dir "
+              << dir << "); those posted by an earlier resume are in "
+              << dir << "/ledger.txt\n";
     return 1;
   }
   return 0;
@@ -398,6 +473,8 @@ int resume(const options& o) {
 } // namespace
 
 int main(int argc, char** argv) {
+  // vigil's log lines go to stderr: stdout is the table, for scripts.
+  spdlog::set_default_logger(spdlog::stderr_logger_mt("vigil"));
   CLI::App app{"invoices: invoice processing with vigil's policies off and "
                "on, against local services"};
   options o;
@@ -406,7 +483,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(size_t{1}, size_t{1000000}));
     c->add_option("--seed", o.seed, "the batch's and the faults' seed");
     c->add_option("--data-dir", o.data_dir,
-                  "LMDB data dirs go to DIR/off and DIR/on");
+                  "the runs' LMDB data dirs are DIR/off and DIR/on");
     c->add_option("--policy-dir", o.policy_dir,
                   "where invoices.yaml and invoices_off.yaml are");
   };
@@ -419,6 +496,9 @@ int main(int argc, char** argv) {
     ->check(CLI::Range(size_t{1}, size_t{1024}));
   r->add_option("--mode", o.mode, "both, on or off");
   r->add_option("--report", o.report, "write the figures as JSON to FILE");
+  r->add_flag("--replace", o.replace,
+              "replace the data dirs of an earlier run (and its invoices "
+              "waiting for a person)");
   auto* s = app.add_subcommand("resume", "post the approved invoices");
   common(s);
   s->add_option("--wait", o.wait_s, "seconds to wait for them");

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <random>
+#include <sstream>
 #include <stdexcept>
 
 #include <httplib.h>
@@ -64,46 +65,30 @@ std::vector<invoice_truth> make_batch(size_t n, uint64_t seed,
   return out;
 }
 
-struct services::server {
-  std::string name;
-  httplib::Server svr;
-  std::thread thread;
-  int port = 0;
-  service_counts counts;
-};
-
 services::services(const std::vector<invoice_truth>& batch, uint64_t seed,
                    fault_model f)
   : batch_(batch), seed_(seed), f_(f) {
   for (size_t i = 0; i < batch_.size(); ++i)
     by_id_[batch_[i].id] = i;
-  for (auto* name : {"ocr", "ocr_careful", "validate", "match", "ledger"}) {
-    auto s = std::make_unique<server>();
-    s->name = name;
-    servers_.push_back(std::move(s));
-  }
-  serve_ocr(*servers_[0], false);
-  serve_ocr(*servers_[1], true);
-  serve_validate(*servers_[2]);
-  serve_match(*servers_[3]);
-  serve_ledger(*servers_[4]);
-  for (auto& s : servers_)
-    s->port = examples::start_server(s->svr, s->thread, s->name);
+  for (auto* name : {"ocr", "ocr_careful", "validate", "match", "ledger"})
+    counts_[name];
+  serve_ocr("ocr", false);
+  serve_ocr("ocr_careful", true);
+  serve_validate();
+  serve_match();
+  serve_ledger();
+  servers_.start();
   start_run();
 }
 
 services::~services() {
-  for (auto& s : servers_)
-    s->svr.stop();
-  for (auto& s : servers_)
-    s->thread.join();
+  servers_.stop();
+  if (ledger_ != nullptr)
+    std::fclose(ledger_);
 }
 
 std::map<std::string, std::string> services::addresses() const {
-  std::map<std::string, std::string> out;
-  for (auto& s : servers_)
-    out[s->name] = "127.0.0.1:" + std::to_string(s->port);
-  return out;
+  return servers_.addresses();
 }
 
 void services::start_run() {
@@ -111,10 +96,10 @@ void services::start_run() {
 }
 
 const service_counts& services::counts(const std::string& name) const {
-  for (auto& s : servers_)
-    if (s->name == name)
-      return s->counts;
-  throw std::out_of_range("no service " + name);
+  auto i = counts_.find(name);
+  if (i == counts_.end())
+    throw std::out_of_range("no service " + name);
+  return i->second;
 }
 
 double services::draw(const std::string& name, const std::string& id,
@@ -156,41 +141,42 @@ void corrupt_reply(httplib::Response& res) {
 
 } // namespace
 
-void services::serve_ocr(server& s, bool careful) {
-  s.svr.Get(R"(/ocr/([A-Z0-9-]+))", [this, &s, careful](
+void services::serve_ocr(const std::string& name, bool careful) {
+  auto& c = counts_.at(name);
+  servers_.add(name, 128).Get(R"(/ocr/([A-Z0-9-]+))", [this, &c, name, careful](
                                         const httplib::Request& req,
                                         httplib::Response& res) {
-    ++s.counts.requests;
+    ++c.requests;
     auto id = req.matches[1].str();
-    auto k = nth(s.name, id);
+    auto k = nth(name, id);
     auto* t = find(id);
     if (t == nullptr)
       return error_reply(res, 404, "no scan " + id);
     if (!careful) {
       auto since = now_ms() - run_start_ms_.load();
       if (since >= f_.outage_ms[0] && since < f_.outage_ms[1]) {
-        ++s.counts.errors;
+        ++c.errors;
         return error_reply(res, 503, "OCR engine unavailable");
       }
     }
-    if (draw(s.name, id, k, 2) < f_.ocr_errors) {
-      ++s.counts.errors;
+    if (draw(name, id, k, 2) < f_.ocr_errors) {
+      ++c.errors;
       return error_reply(res, 503, "OCR worker busy");
     }
     if (t->poor) {
       if (!careful) { // the quick engine grinds on it, past any timeout
-        ++s.counts.timeouts;
-        wait(s.name, id, k, f_.poor_ms);
+        ++c.timeouts;
+        wait(name, id, k, f_.poor_ms);
         return error_reply(res, 504, "scan too poor to read in time");
       }
-      wait(s.name, id, k, f_.careful_poor_ms);
+      wait(name, id, k, f_.careful_poor_ms);
       if (t->unreadable)
         return error_reply(res, 422, "unreadable scan");
     } else {
-      wait(s.name, id, k, careful ? f_.careful_ms : f_.ocr_ms);
+      wait(name, id, k, careful ? f_.careful_ms : f_.ocr_ms);
     }
-    if (draw(s.name, id, k, 3) < f_.corrupt) {
-      ++s.counts.corrupt;
+    if (draw(name, id, k, 3) < f_.corrupt) {
+      ++c.corrupt;
       return corrupt_reply(res);
     }
     json_reply(res, {{"id", id},
@@ -200,20 +186,21 @@ void services::serve_ocr(server& s, bool careful) {
   });
 }
 
-void services::serve_validate(server& s) {
-  s.svr.Post(R"(/validate/([A-Z0-9-]+))", [this, &s](
+void services::serve_validate() {
+  auto& c = counts_.at("validate");
+  servers_.add("validate").Post(R"(/validate/([A-Z0-9-]+))", [this, &c](
                                              const httplib::Request& req,
                                              httplib::Response& res) {
-    ++s.counts.requests;
+    ++c.requests;
     auto id = req.matches[1].str();
-    auto k = nth(s.name, id);
-    wait(s.name, id, k, f_.validate_ms);
-    if (draw(s.name, id, k, 2) < f_.validate_errors) {
-      ++s.counts.errors;
+    auto k = nth(std::string{"validate"}, id);
+    wait(std::string{"validate"}, id, k, f_.validate_ms);
+    if (draw(std::string{"validate"}, id, k, 2) < f_.validate_errors) {
+      ++c.errors;
       return error_reply(res, 503, "validation backend overloaded");
     }
-    if (draw(s.name, id, k, 3) < f_.corrupt) {
-      ++s.counts.corrupt;
+    if (draw(std::string{"validate"}, id, k, 3) < f_.corrupt) {
+      ++c.corrupt;
       return corrupt_reply(res);
     }
     auto body = nlohmann::json::parse(req.body, nullptr, false);
@@ -238,21 +225,27 @@ void services::serve_validate(server& s) {
   });
 }
 
-void services::serve_match(server& s) {
-  auto handler = [this, &s](bool suggest) {
-    return [this, &s, suggest](const httplib::Request& req,
+void services::serve_match() {
+  auto& c = counts_.at("match");
+  auto handler = [this, &c](bool suggest) {
+    return [this, &c, suggest](const httplib::Request& req,
                                httplib::Response& res) {
-      ++s.counts.requests;
+      ++c.requests;
       auto id = req.get_param_value("invoice");
       auto ref = req.matches[1].str();
-      auto k = nth(s.name, id + (suggest ? "/s" : ""));
-      wait(s.name, id, k, f_.match_ms);
-      if (draw(s.name, id, k, suggest ? 4 : 2) < f_.match_errors) {
-        ++s.counts.errors;
+      auto k = nth(std::string{"match"}, id + (suggest ? "/s" : ""));
+      auto since = now_ms() - run_start_ms_.load();
+      if (since >= f_.match_outage_ms[0] && since < f_.match_outage_ms[1]) {
+        ++c.errors;
+        return error_reply(res, 503, "ERP down for maintenance");
+      }
+      wait(std::string{"match"}, id, k, f_.match_ms);
+      if (draw(std::string{"match"}, id, k, suggest ? 4 : 2) < f_.match_errors) {
+        ++c.errors;
         return error_reply(res, 503, "ERP connection pool exhausted");
       }
-      if (draw(s.name, id, k, suggest ? 5 : 3) < f_.corrupt) {
-        ++s.counts.corrupt;
+      if (draw(std::string{"match"}, id, k, suggest ? 5 : 3) < f_.corrupt) {
+        ++c.corrupt;
         return corrupt_reply(res);
       }
       auto* t = find(id);
@@ -268,22 +261,24 @@ void services::serve_match(server& s) {
                        {"exact", t->exact}});
     };
   };
-  s.svr.Get(R"(/po/exact/([^/]+))", handler(false));
-  s.svr.Get(R"(/po/suggest/([^/]+))", handler(true));
+  auto& svr = servers_.add("match", 64); // two tools' connections
+  svr.Get(R"(/po/exact/([^/]+))", handler(false));
+  svr.Get(R"(/po/suggest/([^/]+))", handler(true));
 }
 
-void services::serve_ledger(server& s) {
-  s.svr.Post(R"(/entries/([A-Z0-9-]+))", [this, &s](
+void services::serve_ledger() {
+  auto& c = counts_.at("ledger");
+  servers_.add("ledger", 64).Post(R"(/entries/([A-Z0-9-]+))", [this, &c](
                                             const httplib::Request& req,
                                             httplib::Response& res) {
-    ++s.counts.requests;
+    ++c.requests;
     auto id = req.matches[1].str();
     auto key = req.get_header_value("Idempotency-Key");
-    auto k = nth(s.name, id);
-    wait(s.name, id, k, f_.ledger_ms);
-    auto fault = draw(s.name, id, k, 2);
+    auto k = nth(std::string{"ledger"}, id);
+    wait(std::string{"ledger"}, id, k, f_.ledger_ms);
+    auto fault = draw(std::string{"ledger"}, id, k, 2);
     if (fault < f_.ledger_errors / 2) { // before posting
-      ++s.counts.errors;
+      ++c.errors;
       return error_reply(res, 503, "ledger locked by a batch job");
     }
     std::string entry;
@@ -300,21 +295,53 @@ void services::serve_ledger(server& s) {
         keys_by_id_[id].push_back(key);
         if (!key.empty())
           entry_by_key_[key] = entry;
+        posted_.push_back(id);
+        if (ledger_ != nullptr) {
+          std::fprintf(ledger_, "%s\t%s\t%s\n", key.c_str(), id.c_str(),
+                       entry.c_str());
+          std::fflush(ledger_);
+        }
       }
     }
     if (replay)
       ++replayed_;
     if (fault < f_.ledger_errors) { // posted, but the answer is lost
-      ++s.counts.errors;
+      ++c.errors;
       return error_reply(res, 503, "ledger gateway reset");
     }
     json_reply(res, {{"entry_id", entry}, {"replayed", replay}});
   });
 }
 
+void services::open_ledger(const std::string& file) {
+  std::lock_guard<std::mutex> g{mtx_};
+  entry_by_key_.clear();
+  keys_by_id_.clear();
+  posted_.clear();
+  seen_.clear();
+  replayed_ = 0;
+  if (ledger_ != nullptr)
+    std::fclose(ledger_);
+  ledger_ = std::fopen(file.c_str(), "a+");
+  if (ledger_ == nullptr)
+    throw std::runtime_error("cannot open the ledger file " + file);
+  std::rewind(ledger_);
+  char line[512];
+  while (std::fgets(line, sizeof line, ledger_) != nullptr) {
+    std::istringstream in{line};
+    std::string key, id, entry;
+    if (!std::getline(in, key, '\t') || !std::getline(in, id, '\t')
+        || !std::getline(in, entry, '\n'))
+      continue; // a line cut short by a kill: its entry was not answered
+    keys_by_id_[id].push_back(key);
+    if (!key.empty())
+      entry_by_key_[key] = entry;
+  }
+}
+
 size_t services::entries() const {
   std::lock_guard<std::mutex> g{mtx_};
-  return keys_by_id_.size();
+  return posted_.size();
 }
 
 size_t services::double_postings() const {
@@ -329,25 +356,9 @@ int64_t services::replayed_keys() const {
   return replayed_.load();
 }
 
-bool services::posted(const std::string& id) const {
-  std::lock_guard<std::mutex> g{mtx_};
-  return keys_by_id_.count(id) > 0;
-}
-
 std::vector<std::string> services::posted_ids() const {
   std::lock_guard<std::mutex> g{mtx_};
-  std::vector<std::string> out;
-  for (auto& [id, keys] : keys_by_id_)
-    out.push_back(id);
-  return out;
-}
-
-void services::clear_entries() {
-  std::lock_guard<std::mutex> g{mtx_};
-  entry_by_key_.clear();
-  keys_by_id_.clear();
-  seen_.clear();
-  replayed_ = 0;
+  return posted_;
 }
 
 } // namespace invoices

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdio>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -15,9 +16,7 @@
 #include <thread>
 #include <vector>
 
-namespace httplib {
-class Server;
-}
+#include "support/example_support.hpp"
 
 namespace invoices {
 
@@ -41,9 +40,10 @@ struct fault_model {
   int validate_ms[2] = {5, 20};
   int match_ms[2] = {10, 30};
   int ledger_ms[2] = {10, 40};
-  /// The quick OCR is down (503 at once) during this window of each run,
-  /// in ms from the run's start.
+  /// Outages (503 at once) during these windows of each run, in ms from
+  /// the run's start: the quick OCR, then the matching service.
   int outage_ms[2] = {3000, 4000};
+  int match_outage_ms[2] = {6000, 6500};
 };
 
 /// One invoice's truth, drawn from the seed.
@@ -88,24 +88,28 @@ public:
   /// Starts a run's clock (the outage window counts from here).
   void start_run();
 
-  /// Entries posted, by invoice id; the keys seen more than once (answered
-  /// from the service's store, not posted again); an invoice posted under
-  /// two keys would be a double posting.
+  /// Starts the ledger afresh from `file` (its entries, one line each:
+  /// key, invoice id, entry id), to which every new entry is appended: the
+  /// ledger keeps its entries and keys across processes, as a real one
+  /// does, so that an effect sent again with its key after a restart is
+  /// answered from the store. Throws if the file cannot be opened.
+  void open_ledger(const std::string& file);
+
+  /// Entries posted by this process; invoices with entries under two keys
+  /// (double postings, in the file too); repeats answered by their key.
   size_t entries() const;
   size_t double_postings() const;
   int64_t replayed_keys() const;
-  bool posted(const std::string& id) const;
+  /// The invoices this process posted an entry for, in order.
   std::vector<std::string> posted_ids() const;
-  void clear_entries();
 
   const service_counts& counts(const std::string& name) const;
 
 private:
-  struct server;
-  void serve_ocr(server& s, bool careful);
-  void serve_validate(server& s);
-  void serve_match(server& s);
-  void serve_ledger(server& s);
+  void serve_ocr(const std::string& name, bool careful);
+  void serve_validate();
+  void serve_match();
+  void serve_ledger();
   /// The fault draw for the k-th request about `id` at `name`, in [0, 1).
   double draw(const std::string& name, const std::string& id, int64_t k,
               int salt) const;
@@ -118,13 +122,17 @@ private:
   std::map<std::string, size_t> by_id_;
   uint64_t seed_;
   fault_model f_;
-  std::vector<std::unique_ptr<server>> servers_;
+  std::map<std::string, service_counts> counts_;
   std::atomic<int64_t> run_start_ms_{0};
   mutable std::mutex mtx_;
   std::map<std::string, int64_t> seen_; ///< requests per service and id
   std::map<std::string, std::string> entry_by_key_;
   std::map<std::string, std::vector<std::string>> keys_by_id_;
+  std::vector<std::string> posted_;
+  std::FILE* ledger_ = nullptr;
   std::atomic<int64_t> replayed_{0};
+  /// Last: stopped first, while what its handlers use still exists.
+  examples::local_services servers_;
 };
 
 } // namespace invoices

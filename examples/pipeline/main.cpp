@@ -20,6 +20,8 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
@@ -57,6 +59,15 @@ std::string missing(const char* stage, const caf::error& e) {
   return std::string{stage} + ": " + why;
 }
 
+/// The answer for a document that got no report: which stage, and why.
+pipeline::Report failed(const std::string& id, const char* stage,
+                        const caf::error& e) {
+  pipeline::Report r;
+  r.set_id(id);
+  r.set_failed(missing(stage, e));
+  return r;
+}
+
 /// Hands `w` to the agent `stage` next to this one and answers its Report
 /// through `reply`.
 void pass_on(context& ctx, const char* stage, const pipeline::Work& w,
@@ -66,7 +77,9 @@ void pass_on(context& ctx, const char* stage, const pipeline::Work& w,
     [reply](vigil::reply<pipeline::Report> r) mutable {
       reply.deliver(r.value);
     },
-    [reply](const caf::error& e) mutable { reply.fail(e); });
+    [reply, id = w.id(), stage](const caf::error& e) mutable {
+      reply.deliver(failed(id, stage, e));
+    });
 }
 
 /// Extraction (required: without it there is nothing to report).
@@ -84,7 +97,9 @@ public:
           *w.mutable_extracted() = std::move(x);
           pass_on(ctx, "validate", w, reply);
         },
-        [reply](const caf::error& e) mutable { reply.fail(e); });
+        [reply, id = d.id()](const caf::error& e) mutable {
+          reply.deliver(failed(id, "extract", e));
+        });
     });
   }
 };
@@ -146,7 +161,9 @@ public:
           *r.mutable_missing() = w.missing();
           reply.deliver(r);
         },
-        [reply](const caf::error& e) mutable { reply.fail(e); });
+        [reply, id = w.id()](const caf::error& e) mutable {
+          reply.deliver(failed(id, "report", e));
+        });
     });
   }
 };
@@ -168,6 +185,7 @@ struct run_stats {
   std::vector<double> ms;
   double elapsed_s = 0;
   int64_t requests = 0;
+  int64_t stored = 0; // reports the report service stored
   std::map<std::string, size_t> missing; // by stage
   std::map<std::string, std::string> example;
 
@@ -267,6 +285,7 @@ run_stats run_plain(const options& o, pipeline::services& svc) {
   st.ms.assign(o.documents, 0);
   auto addr = svc.addresses();
   auto r0 = svc.requests();
+  auto s0 = svc.reports();
   std::mutex mtx;
   auto client = [&](const std::string& name) -> httplib::Client& {
     return plain_client(addr.at(name));
@@ -295,6 +314,7 @@ run_stats run_plain(const options& o, pipeline::services& svc) {
     st.count(rep, ok, why);
   });
   st.requests = svc.requests() - r0;
+  st.stored = svc.reports() - s0;
   return st;
 }
 
@@ -318,6 +338,9 @@ run_stats run_vigil(const options& o, pipeline::services& svc) {
       std::cerr << e.to_string() << "\n";
     std::exit(2);
   }
+  // As many calls in flight per tool as the plain pipeline has threads.
+  for (auto& t : lp.node.tools)
+    t.policy.bulkhead.max_concurrent = static_cast<uint32_t>(o.workers);
   vigil::node n{std::move(types), lp.node};
   if (auto err = n.start(lp.name, std::move(lp.tree))) {
     std::cerr << "pipeline: the node did not start: " << describe(err)
@@ -326,17 +349,21 @@ run_stats run_vigil(const options& o, pipeline::services& svc) {
   }
   auto first = lp.name + "/extract";
   auto r0 = svc.requests();
+  auto s0 = svc.reports();
   std::mutex mtx;
   st.elapsed_s = arrivals(o, 256, "vigil", st, [&](size_t i) {
     pipeline::Document d;
     d.set_id(doc_id(i));
     auto r = n.call<pipeline::Report>(first, d, 60s);
     std::lock_guard<std::mutex> g{mtx};
-    st.count(r ? r->value : pipeline::Report{}, bool(r),
-             r ? "" : "extract: " + describe(r.error()));
+    if (!r)
+      st.count({}, false, "extract: " + describe(r.error()));
+    else
+      st.count(r->value, r->value.failed().empty(), r->value.failed());
   });
   (void)n.stop();
   st.requests = svc.requests() - r0;
+  st.stored = svc.reports() - s0;
   return st;
 }
 
@@ -373,6 +400,7 @@ void print(const std::vector<run_stats>& runs, const options& o) {
   row("service requests", [&](auto& r) {
     return std::to_string(r.requests);
   });
+  row("reports stored", [&](auto& r) { return std::to_string(r.stored); });
   std::printf("\nwhat the reports lack, and why (documents):\n");
   for (auto& r : runs)
     for (auto& [what, k] : r.missing)
@@ -394,6 +422,7 @@ void write_report(const std::vector<run_stats>& runs, const options& o) {
                          {"p99_ms", r.p(0.99)},
                          {"elapsed_s", r.elapsed_s},
                          {"requests", r.requests},
+                         {"stored", r.stored},
                          {"missing", r.missing}};
   std::ofstream out{o.report};
   out << j.dump(2) << "\n";
@@ -404,6 +433,8 @@ void write_report(const std::vector<run_stats>& runs, const options& o) {
 } // namespace
 
 int main(int argc, char** argv) {
+  // vigil's log lines go to stderr: stdout is the table, for scripts.
+  spdlog::set_default_logger(spdlog::stderr_logger_mt("vigil"));
   CLI::App app{"pipeline_demo: a document pipeline with a slow validation "
                "service, as plain synchronous calls and as vigil agents"};
   options o;
@@ -413,15 +444,22 @@ int main(int argc, char** argv) {
   app.add_option("--rate", o.rate, "documents arriving per second")
     ->check(CLI::Range(1.0, 10000.0));
   app.add_option("--workers", o.workers,
-                 "threads of the plain pipeline (and calls in flight per "
-                 "tool in pipeline.yaml: keep them equal)")
+                 "threads of the plain pipeline, and calls in flight per "
+                 "tool of the vigil one")
     ->check(CLI::Range(size_t{1}, size_t{256}));
   app.add_option("--policy-dir", o.policy_dir, "where pipeline.yaml is");
   app.add_option("--report", o.report, "write the figures as JSON to FILE");
   CLI11_PARSE(app, argc, argv);
   try {
+    if (!o.report.empty()) { // an unwritable path fails now, not after
+      std::ofstream probe{o.report};
+      if (!probe)
+        throw std::runtime_error("cannot write the report to " + o.report);
+    }
     pipeline::fault_model f;
-    pipeline::services svc{o.seed, f};
+    // Each service sees the plain pipeline's threads, then the tool's
+    // calls in flight (its pool's threads, one more than max_concurrent).
+    pipeline::services svc{o.seed, f, o.workers + 1};
     std::vector<run_stats> runs;
     runs.push_back(run_plain(o, svc));
     runs.push_back(run_vigil(o, svc));

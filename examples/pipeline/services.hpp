@@ -10,9 +10,12 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "support/example_support.hpp"
 
 namespace pipeline {
 
@@ -33,7 +36,9 @@ struct fault_model {
 /// the reports stored.
 class services {
 public:
-  services(uint64_t seed, fault_model f);
+  /// `clients`: the connections each service may see at once (the plain
+  /// pipeline's threads and the tools' calls in flight).
+  services(uint64_t seed, fault_model f, size_t clients);
   ~services();
   services(const services&) = delete;
   services& operator=(const services&) = delete;
@@ -41,23 +46,27 @@ public:
   /// "127.0.0.1:PORT" of each: extract, validate, enrich, report.
   std::map<std::string, std::string> addresses() const;
   int64_t requests() const;
+  /// Reports stored: one per idempotency key (a plain request, with none,
+  /// is one each).
   int64_t reports() const;
 
 private:
-  struct server;
   double draw(const std::string& name, const std::string& id, int64_t k,
               int salt) const;
   int64_t nth(const std::string& name, const std::string& id);
   void wait(const std::string& name, const std::string& id, int64_t k,
             const int range[2]) const;
-  void serve(server& s);
+  void serve(const std::string& name, size_t clients);
 
   uint64_t seed_;
   fault_model f_;
-  std::vector<std::unique_ptr<server>> servers_;
+  std::map<std::string, std::atomic<int64_t>> requests_;
   std::mutex mtx_;
   std::map<std::string, int64_t> seen_;
+  std::set<std::string> stored_keys_;
   std::atomic<int64_t> reports_{0};
+  /// Last: stopped first, while what its handlers use still exists.
+  examples::local_services servers_;
 };
 
 } // namespace pipeline

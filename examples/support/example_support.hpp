@@ -8,10 +8,12 @@
 #include <cstdint>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <httplib.h>
 
@@ -43,27 +45,80 @@ inline double draw(uint64_t seed, const std::string& service,
   return double(h >> 11) * 0x1.0p-53;
 }
 
-/// Binds `svr` to a free port of 127.0.0.1, serves it on `thread`, and
-/// waits until it listens; returns the port. Throws, naming `name`.
-inline int start_server(httplib::Server& svr, std::thread& thread,
-                        const std::string& name) {
-  // A call that waits (a slow scan, a slow validation) holds a thread:
-  // plenty of them.
-  svr.new_task_queue = [] { return new httplib::ThreadPool(256); };
-  svr.set_keep_alive_max_count(1u << 30);
-  svr.set_tcp_nodelay(true);
-  int port = svr.bind_to_any_port("127.0.0.1");
-  if (port <= 0)
-    throw std::runtime_error("the " + name
-                             + " service cannot bind a port of 127.0.0.1");
-  thread = std::thread{[&svr] { svr.listen_after_bind(); }};
-  auto until = std::chrono::steady_clock::now() + std::chrono::seconds{10};
-  while (!svr.is_running() && std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(std::chrono::milliseconds{1});
-  if (!svr.is_running())
-    throw std::runtime_error("the " + name + " service did not start");
-  return port;
-}
+/// Named cpp-httplib servers, each on a free port of 127.0.0.1: add them,
+/// register their routes, start them; the destructor stops and joins those
+/// started (also when start threw halfway).
+class local_services {
+public:
+  local_services() = default;
+  local_services(const local_services&) = delete;
+  local_services& operator=(const local_services&) = delete;
+
+  ~local_services() {
+    stop();
+  }
+
+  /// Stops and joins the servers started (a handler running finishes).
+  void stop() {
+    for (auto& s : all_)
+      if (s->thread.joinable())
+        s->svr.stop();
+    for (auto& s : all_)
+      if (s->thread.joinable())
+        s->thread.join();
+  }
+
+  /// A new server named `name` with `threads` threads, to register routes
+  /// on before start(). A kept-alive connection holds one of them as long
+  /// as it is open (and a request that waits, a slow scan, holds one):
+  /// give it more than the connections its clients keep.
+  httplib::Server& add(const std::string& name, size_t threads = 32) {
+    all_.push_back(std::make_unique<one>());
+    all_.back()->name = name;
+    all_.back()->svr.new_task_queue = [threads] {
+      return new httplib::ThreadPool(threads);
+    };
+    return all_.back()->svr;
+  }
+
+  /// Binds each server to a free port of 127.0.0.1, serves it on a thread
+  /// of its own, and waits until it listens. Throws, naming the server.
+  void start() {
+    for (auto& s : all_) {
+      s->svr.set_keep_alive_max_count(1u << 30);
+      s->svr.set_tcp_nodelay(true);
+      s->port = s->svr.bind_to_any_port("127.0.0.1");
+      if (s->port <= 0)
+        throw std::runtime_error("the " + s->name
+                                 + " service cannot bind a port of "
+                                   "127.0.0.1");
+      auto* svr = &s->svr;
+      s->thread = std::thread{[svr] { svr->listen_after_bind(); }};
+      auto until = std::chrono::steady_clock::now() + std::chrono::seconds{10};
+      while (!svr->is_running() && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(std::chrono::milliseconds{1});
+      if (!svr->is_running())
+        throw std::runtime_error("the " + s->name + " service did not start");
+    }
+  }
+
+  /// "127.0.0.1:PORT" of each, by name.
+  std::map<std::string, std::string> addresses() const {
+    std::map<std::string, std::string> out;
+    for (auto& s : all_)
+      out[s->name] = "127.0.0.1:" + std::to_string(s->port);
+    return out;
+  }
+
+private:
+  struct one {
+    std::string name;
+    httplib::Server svr;
+    std::thread thread;
+    int port = 0;
+  };
+  std::vector<std::unique_ptr<one>> all_;
+};
 
 /// The policy file at `path` with each ${name} of `addresses` replaced by
 /// its address. Throws if it cannot be read.

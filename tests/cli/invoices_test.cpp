@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -123,4 +124,62 @@ TEST(invoices_test, policies_on_beat_off_and_an_approved_review_is_posted) {
   auto left = json::parse(after.out, nullptr, false);
   ASSERT_TRUE(left.is_array()) << after.out;
   EXPECT_EQ(left.size() + 1, pending.size()) << after.out;
+
+  // A second resume posts nothing again: an effect sent again (its answer
+  // lost before the first resume stopped) is answered by its key from the
+  // ledger, which keeps its entries as a real one does.
+  auto again = run_process({INVOICES_BIN, "resume", "--data-dir", dir,
+                            "--wait", "3", "--expect", "1"},
+                           60s);
+  EXPECT_EQ(again.exit_code, 1) << again.out << again.err;
+  EXPECT_EQ(again.out.find("posted after review: "), std::string::npos)
+    << again.out;
+  EXPECT_NE(again.err.find("ledger.txt"), std::string::npos) << again.err;
+
+  // A second run does not wipe the invoices waiting for a person.
+  auto rerun = run_process({INVOICES_BIN, "run", "--invoices", "10",
+                            "--data-dir", dir},
+                           60s);
+  EXPECT_EQ(rerun.exit_code, 1) << rerun.out << rerun.err;
+  EXPECT_NE(rerun.err.find("--replace"), std::string::npos) << rerun.err;
+  auto still = run_process({VIGIL_BIN, "approvals", "list", "--data-dir",
+                            dir + "/on", "--json"},
+                           30s);
+  ASSERT_EQ(still.exit_code, 0) << still.err;
+  EXPECT_EQ(json::parse(still.out, nullptr, false).size(), left.size());
+}
+
+TEST(invoices_test, resume_needs_a_run_and_bad_policies_fail_before_any_run) {
+  temp_dir tmp;
+  auto none = run_process({INVOICES_BIN, "resume", "--data-dir",
+                           tmp.path() + "/typo", "--wait", "1"},
+                          30s);
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_NE(none.err.find("holds no run"), std::string::npos) << none.err;
+  // A policy dir whose invoices.yaml is broken: refused, naming file and
+  // line, before the off run starts.
+  auto pol = tmp.path() + "/policies";
+  std::filesystem::create_directories(pol);
+  std::filesystem::copy_file(std::string{INVOICES_POLICY_DIR}
+                               + "/invoices_off.yaml",
+                             pol + "/invoices_off.yaml");
+  {
+    std::ifstream in{std::string{INVOICES_POLICY_DIR} + "/invoices.yaml"};
+    std::stringstream ss;
+    ss << in.rdbuf();
+    auto text = ss.str();
+    auto at = text.find("attempt_timeout: 1s");
+    ASSERT_NE(at, std::string::npos);
+    text.replace(at, 19, "attempt_timeout: 1qs");
+    std::ofstream out{pol + "/invoices.yaml"};
+    out << text;
+  }
+  auto bad = run_process({INVOICES_BIN, "run", "--invoices", "50",
+                          "--data-dir", tmp.path() + "/d", "--policy-dir",
+                          pol},
+                         60s);
+  EXPECT_EQ(bad.exit_code, 2) << bad.out << bad.err;
+  EXPECT_NE(bad.err.find(pol + "/invoices.yaml:"), std::string::npos)
+    << bad.err;
+  EXPECT_EQ(bad.err.find("policies off"), std::string::npos) << bad.err;
 }

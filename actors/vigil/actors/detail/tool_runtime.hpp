@@ -128,8 +128,9 @@ void ring(const caf::actor_addr& cell, caf::message msg, bool here);
 /// (see ring), one such at a time, and the pool has one thread more than
 /// `threads`, so that `threads` remain for the tasks whatever the agent's
 /// code does meanwhile; from `busy_at` on, a task that such a cell submits
-/// waits for its thread (free once the cell's run returns) instead of
-/// waking another.
+/// waits for its thread instead of waking another: that thread hands the
+/// cell back to the scheduler once the message that submitted it is
+/// handled, and takes the task.
 class thread_pool final : public tool_executor {
 public:
   enum class idle_mode : uint8_t { spin, yield, sleep };
