@@ -113,14 +113,7 @@ std::unique_ptr<vigil::node> start_node(const std::string& file,
                                         const std::string& dir,
                                         std::string& root) {
   auto types = make_types();
-  vigil::cli::loaded_policy lp;
-  auto errors = vigil::cli::load_policy_text(
-    examples::policy_text(file, svc.addresses()), file, types, lp);
-  if (!errors.empty()) {
-    for (auto& e : errors)
-      std::cerr << e.to_string() << "\n";
-    std::exit(2);
-  }
+  auto lp = examples::load_policy(file, svc.addresses(), types);
   lp.node.data_dir = dir;
   root = lp.name;
   auto n = std::make_unique<vigil::node>(std::move(types), lp.node);
@@ -135,14 +128,7 @@ std::unique_ptr<vigil::node> start_node(const std::string& file,
 /// Loads FILE for `svc`'s addresses without starting anything: its errors
 /// come before any run does. Exits on errors.
 void check_policy(const std::string& file, const invoices::services& svc) {
-  auto types = make_types();
-  vigil::cli::loaded_policy lp;
-  auto errors = vigil::cli::load_policy_text(
-    examples::policy_text(file, svc.addresses()), file, types, lp);
-  for (auto& e : errors)
-    std::cerr << e.to_string() << "\n";
-  if (!errors.empty())
-    std::exit(2);
+  (void)examples::load_policy(file, svc.addresses(), make_types());
 }
 
 /// Whether a node holds the data dir `dir` (its vigil.lock is locked);

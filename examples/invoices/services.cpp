@@ -119,8 +119,7 @@ const invoice_truth* services::find(const std::string& id) const {
 
 void services::wait(const std::string& name, const std::string& id, int64_t k,
                     const int range[2]) const {
-  auto ms = range[0] + int(draw(name, id, k, 1) * (range[1] - range[0] + 1));
-  std::this_thread::sleep_for(milliseconds{ms});
+  examples::wait_drawn(seed_, name, id, k, range);
 }
 
 namespace {

@@ -330,14 +330,7 @@ run_stats run_vigil(const options& o, pipeline::services& svc) {
   types.add<stage<pipeline::Enrichment>>("enricher");
   types.add<reporter>("reporter");
   auto file = o.policy_dir + "/pipeline.yaml";
-  auto text = examples::policy_text(file, svc.addresses());
-  vigil::cli::loaded_policy lp;
-  auto errors = vigil::cli::load_policy_text(text, file, types, lp);
-  if (!errors.empty()) {
-    for (auto& e : errors)
-      std::cerr << e.to_string() << "\n";
-    std::exit(2);
-  }
+  auto lp = examples::load_policy(file, svc.addresses(), types);
   // As many calls in flight per tool as the plain pipeline has threads.
   for (auto& t : lp.node.tools)
     t.policy.bulkhead.max_concurrent = static_cast<uint32_t>(o.workers);

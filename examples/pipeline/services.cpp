@@ -61,8 +61,7 @@ int64_t services::nth(const std::string& name, const std::string& id) {
 
 void services::wait(const std::string& name, const std::string& id, int64_t k,
                     const int range[2]) const {
-  auto ms = range[0] + int(draw(name, id, k, 1) * (range[1] - range[0] + 1));
-  std::this_thread::sleep_for(milliseconds{ms});
+  examples::wait_drawn(seed_, name, id, k, range);
 }
 
 void services::serve(const std::string& name, size_t clients) {

@@ -6,7 +6,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -16,6 +18,8 @@
 #include <vector>
 
 #include <httplib.h>
+
+#include "vigil/cli/policy.hpp"
 
 namespace examples {
 
@@ -43,6 +47,15 @@ inline double draw(uint64_t seed, const std::string& service,
   auto h = mix(seed ^ mix(hash_of(service) ^ mix(hash_of(id) + uint64_t(k))
                           + uint64_t(salt)));
   return double(h >> 11) * 0x1.0p-53;
+}
+
+/// Sleeps a time drawn (as `draw`, with salt 1) uniformly from `range`
+/// milliseconds: a service's latency for that request.
+inline void wait_drawn(uint64_t seed, const std::string& service,
+                       const std::string& id, int64_t k, const int range[2]) {
+  auto d = draw(seed, service, id, k, 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds{
+    range[0] + int(d * (range[1] - range[0] + 1))});
 }
 
 /// Named cpp-httplib servers, each on a free port of 127.0.0.1: add them,
@@ -139,6 +152,23 @@ inline std::string policy_text(const std::string& path,
       text.replace(p, token.size(), at);
   }
   return text;
+}
+
+/// The policy file at `path` for services at `addresses` (see
+/// policy_text), loaded against `types`; prints every problem (file, line,
+/// column) and exits with 2 if there is any.
+inline vigil::cli::loaded_policy
+load_policy(const std::string& path,
+            const std::map<std::string, std::string>& addresses,
+            const vigil::registry& types) {
+  vigil::cli::loaded_policy lp;
+  auto errors = vigil::cli::load_policy_text(policy_text(path, addresses),
+                                             path, types, lp);
+  for (auto& e : errors)
+    std::cerr << e.to_string() << "\n";
+  if (!errors.empty())
+    std::exit(2);
+  return lp;
 }
 
 } // namespace examples

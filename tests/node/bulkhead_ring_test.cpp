@@ -28,6 +28,7 @@
 
 #include "proto/test.pb.h"
 #include "support/ring_support.hpp"
+#include "support/seeds.hpp"
 #include "support/eventually.hpp"
 #include "vigil/node/node.hpp"
 
@@ -466,19 +467,9 @@ void run_seed(uint64_t seed) {
   EXPECT_FALSE(n.stop());
 }
 
-int env_int(const char* name, int fallback) {
-  auto* v = std::getenv(name);
-  return v ? std::atoi(v) : fallback;
-}
-
 } // namespace
 
 TEST_F(bulkhead_ring_test, randomized_fans_against_a_model) {
-  if (auto* one = std::getenv("VIGIL_BULK_SEED")) {
-    run_seed(std::strtoull(one, nullptr, 10));
-    return;
-  }
-  int seeds = env_int("VIGIL_BULK_SEEDS", 6);
-  for (int i = 0; i < seeds; ++i)
-    run_seed(0xb01c0000u + static_cast<uint64_t>(i));
+  for_seeds("VIGIL_BULK_SEED", "VIGIL_BULK_SEEDS", 6, 0xb01c0000u,
+            [](uint64_t seed) { run_seed(seed); });
 }

@@ -26,6 +26,7 @@
 #include "proto/test.pb.h"
 #include "support/eventually.hpp"
 #include "support/ring_support.hpp"
+#include "support/seeds.hpp"
 #include "vigil/actors/detail/tool_runtime.hpp"
 #include "vigil/node/node.hpp"
 
@@ -558,19 +559,9 @@ void run_seed(uint64_t seed) {
   EXPECT_EQ(o.c_result, 1) << show(o);
 }
 
-int env_int(const char* name, int fallback) {
-  auto* v = std::getenv(name);
-  return v ? std::atoi(v) : fallback;
-}
-
 } // namespace
 
 TEST_F(saturated_kept_review_test, randomized_calls_from_kept_callbacks) {
-  if (auto* one = std::getenv("VIGIL_SAT_SEED")) {
-    run_seed(std::strtoull(one, nullptr, 10));
-    return;
-  }
-  int seeds = env_int("VIGIL_SAT_SEEDS", 6);
-  for (int i = 0; i < seeds; ++i)
-    run_seed(0x5a700000u + static_cast<uint64_t>(i));
+  for_seeds("VIGIL_SAT_SEED", "VIGIL_SAT_SEEDS", 6, 0x5a700000u,
+            [](uint64_t seed) { run_seed(seed); });
 }

@@ -26,6 +26,7 @@
 
 #include "proto/test.pb.h"
 #include "support/ring_support.hpp"
+#include "support/seeds.hpp"
 #include "support/eventually.hpp"
 #include "vigil/node/node.hpp"
 
@@ -666,19 +667,9 @@ void run_seed(uint64_t seed) {
   EXPECT_FALSE(n.stop());
 }
 
-int env_int(const char* name, int fallback) {
-  auto* v = std::getenv(name);
-  return v ? std::atoi(v) : fallback;
-}
-
 } // namespace
 
 TEST_F(tool_ring_review_test, randomized_streams_per_sender_into_a_ringing_agent) {
-  if (auto* one = std::getenv("VIGIL_RING_REVIEW_SEED")) {
-    run_seed(std::strtoull(one, nullptr, 10));
-    return;
-  }
-  int seeds = env_int("VIGIL_RING_REVIEW_SEEDS", 8);
-  for (int i = 0; i < seeds && !HasFailure(); ++i)
-    run_seed(0x7e51e000u + static_cast<uint64_t>(i));
+  for_seeds("VIGIL_RING_REVIEW_SEED", "VIGIL_RING_REVIEW_SEEDS", 8, 0x7e51e000u,
+            [](uint64_t seed) { run_seed(seed); });
 }

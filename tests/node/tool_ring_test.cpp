@@ -23,6 +23,7 @@
 
 #include "proto/test.pb.h"
 #include "support/ring_support.hpp"
+#include "support/seeds.hpp"
 #include "vigil/node/node.hpp"
 
 using namespace vigil;
@@ -440,21 +441,11 @@ void run_seed(uint64_t seed) {
   EXPECT_LE(s.callbacks.load(), s.executions.load());
 }
 
-int env_int(const char* name, int fallback) {
-  auto* v = std::getenv(name);
-  return v ? std::atoi(v) : fallback;
-}
-
 } // namespace
 
 TEST_F(tool_ring_test, randomized_chains_floods_crashes_and_stops) {
-  if (auto* one = std::getenv("VIGIL_RING_SEED")) {
-    run_seed(std::strtoull(one, nullptr, 10));
-    return;
-  }
-  int seeds = env_int("VIGIL_RING_SEEDS", 12);
-  for (int i = 0; i < seeds && !HasFailure(); ++i)
-    run_seed(0x5eed0000u + static_cast<uint64_t>(i));
+  for_seeds("VIGIL_RING_SEED", "VIGIL_RING_SEEDS", 12, 0x5eed0000u,
+            [](uint64_t seed) { run_seed(seed); });
 }
 
 TEST_F(tool_ring_test, only_a_tool_that_waits_on_io_runs_its_agent_on_its_pool) {
