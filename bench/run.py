@@ -32,6 +32,7 @@ DURABLE_BIN = os.path.join("build", "bench", "durable_bench")
 TOOL_BIN = os.path.join("build", "bench", "tool_bench")
 HTTP_BIN = os.path.join("build", "bench", "http_bench")
 RECORD_BIN = os.path.join("build", "bench", "record_bench")
+SHARED_BIN = os.path.join("build", "bench", "shared_bench")
 # The http tool through the stack / raw cpp-httplib calls (issue 17).
 HTTP_TARGET = 0.9
 # Tool calls (context::call_tool): the targets of issue 16.
@@ -92,12 +93,27 @@ CASES = [
      ["unrecorded"]),
     ("tool_record", {"batch": 100, "sync": "nosync"}, 20_000, 200_000,
      ["unrecorded"]),
+    # Shared state at the store level, sync=full: compare-and-swap writes
+    # (KV_PUT), B per transaction, against raw LMDB puts of the same record
+    # bytes; and a leased queue's claims plus completions (one transaction
+    # of B claims, one of their B completions), against raw LMDB puts of
+    # the claimed and the done task records. Sizes keep a run under about
+    # 10 s with an fsync of up to ~8 ms per commit.
+    ("shared_cas", {"batch": 1}, 300, 1_000, ["lmdb-raw"]),
+    ("shared_cas", {"batch": 100}, 20_000, 100_000, ["lmdb-raw"]),
+    ("shared_cas", {"batch": 1000}, 100_000, 300_000, ["lmdb-raw"]),
+    ("shared_queue", {"batch": 1}, 200, 500, ["lmdb-raw"]),
+    ("shared_queue", {"batch": 100}, 20_000, 50_000, ["lmdb-raw"]),
 ]
 
 
 def run_cpp(case, impl, n, params):
     if case == "tool_record":
         cmd = [RECORD_BIN, case, impl, str(n),
+               *(f"{k}={v}" for k, v in params.items())]
+    elif case.startswith("shared_"):
+        # shared_bench cas|queue IMPL N batch=B
+        cmd = [SHARED_BIN, case[len("shared_"):], impl, str(n),
                *(f"{k}={v}" for k, v in params.items())]
     elif case.startswith("tool_") or case.startswith("http_"):
         cmd = [TOOL_BIN if case.startswith("tool_") else HTTP_BIN, case, impl,

@@ -305,7 +305,7 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
     err = f.error();
   } catch (...) {
     if (dur_)
-      dur_->sends.clear();
+      dur_->drop_handler_writes();
     current_ = nullptr;
     err = make_error(errc::handler_failed,
                      cfg_.path + ": " + what(std::current_exception()));
@@ -314,7 +314,7 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
   current_ = nullptr;
   if (status == detail::handler_status::bad_payload) {
     if (dur_)
-      dur_->sends.clear();
+      dur_->drop_handler_writes();
     err = make_error(errc::bad_payload,
                      cfg_.path + ": payload does not parse as " + e.type);
     return outcome::rejected;
@@ -333,7 +333,7 @@ cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
     // (A refusal stands even when late: it is an answer, not a failure;
     // so does a reply to a start deadline, which was met.)
     if (dur_)
-      dur_->sends.clear();
+      dur_->drop_handler_writes();
     err = make_error(errc::deadline_exceeded,
                      cfg_.path + " handled " + e.type
                        + " past its deadline");

@@ -14,6 +14,12 @@ caf::result<caf::message> cell::control(caf::message& msg) {
             msg.get_as<caf::error>(2));
     return caf::message{};
   }
+  if (msg.match_elements<shared_done_atom, uint64_t,
+                         std::vector<std::string>>()) {
+    on_shared_done(msg.get_as<uint64_t>(1),
+                   msg.get_mutable_as<std::vector<std::string>>(2));
+    return caf::message{};
+  }
   if (msg.match_elements<snap_atom>()) {
     dur_->timer = false;
     if (dur_->unsaved > 0 && instance_)

@@ -326,10 +326,11 @@ void cell::capture_state() {
   }
 }
 
-uint64_t cell::write(write_item item, bool ack) {
+uint64_t cell::write(write_item item, bool ack, bool shared) {
   auto& d = *dur_;
   uint64_t tok = ack ? d.next_token++ : 0;
-  event_based_actor::send(d.writer, write_atom::value, tok,
+  event_based_actor::send(d.writer, write_atom::value,
+                          shared ? tok | shared_bit : tok,
                           owned_write{d.owner, std::move(item)});
   return tok;
 }
@@ -448,9 +449,15 @@ void cell::answer(response_promise& rp, envelope out, caf::error err,
 
 void cell::on_acks(const std::vector<uint64_t>& tokens,
                    const caf::error& err) {
-  for (auto tok : tokens)
-    on_committed(tok & ~duplicate_bit, (tok & duplicate_bit) != 0, err);
-  if (tokens.empty() && err) // a write that asked for no token failed
+  for (auto tok : tokens) {
+    if ((tok & own_shared_bit) != 0) {
+      on_own_shared_acked(tok & ~(duplicate_bit | shared_bit), err);
+      continue;
+    }
+    on_committed(tok & ~(duplicate_bit | shared_bit),
+                 (tok & duplicate_bit) != 0, err);
+  }
+  if (tokens.empty() && err && dur_) // a write that asked for no token failed
     on_write_error(err);
   maybe_quit();
 }
@@ -487,6 +494,12 @@ void cell::on_committed(uint64_t tok, bool duplicate, const caf::error& err) {
     return; // written before a reconcile, which settled it
   auto j = d.after_commit.find(tok);
   if (err) {
+    if (j != d.after_commit.end()) {
+      // Not committed: the operations did not run, and the envelope's next
+      // run makes them again; these callbacks never run.
+      j->second.shared.clear();
+      j->second.shared_results.clear();
+    }
     if (j != d.after_commit.end()
         && (is(err, errc::fenced) || leaving_ || mode_ == mode::abandoned)) {
       // The envelope stays in the journal and the path's next instance
@@ -526,6 +539,11 @@ void cell::on_committed(uint64_t tok, bool duplicate, const caf::error& err) {
   }
   for (auto& r : w.dropped)
     r.rp.deliver(std::move(r.err));
+  for (size_t i = 0; i < w.shared.size(); ++i)
+    deliver_shared(w.shared[i],
+                   i < w.shared_results.size() ? &w.shared_results[i]
+                                               : nullptr,
+                   caf::error{});
   dispatch_outbox();
 }
 
@@ -593,6 +611,11 @@ void cell::after_handled(const envelope& env, const std::string* refused,
     x.seq = d.next_outbox++;
   auto a = consume_args(d.current_seq);
   a.outbox = &sends;
+  auto shared = std::move(d.shared);
+  auto shared_ops = std::move(d.shared_ops);
+  d.shared.clear();
+  d.shared_ops.clear();
+  a.shared = &shared_ops;
   if (refused != nullptr && d.current_seq != 0) {
     a.dead_reason = *refused;
     a.dead_env = e;
@@ -605,8 +628,10 @@ void cell::after_handled(const envelope& env, const std::string* refused,
     else
       a.reply = &out;
   }
-  auto tok = write(detail::consume_item(a), true);
+  auto tok = write(detail::consume_item(a), true, !shared_ops.empty());
   d.last_consume = tok;
+  if (!shared.empty())
+    d.after_commit[tok].shared = std::move(shared);
   if (!a.dead_reason.empty())
     d.after_commit[tok].dead.emplace_back(*e, *refused);
   if (!sends.empty()) {

@@ -124,6 +124,10 @@ protected:
 
   void send_envelope(const handle& to, envelope env) override;
 
+  void shared_raw(records::SharedOp op,
+                  std::function<void(records::SharedResult&&)> on_result,
+                  std::function<void(const caf::error&)> on_error) override;
+
   void call_tool_raw(
     std::string_view tool, std::unique_ptr<google::protobuf::Message> req,
     symbol reply_type, const tool_options& opts,
@@ -465,6 +469,30 @@ private:
 
   /// Marks accept tokens; other writes count up from 1.
   static constexpr uint64_t accept_bit = uint64_t{1} << 62;
+  /// Marks the tokens of shared-state operations that commit on their own
+  /// (and reads), which wait in `shared_waits_` (cell_shared.cpp).
+  static constexpr uint64_t own_shared_bit = uint64_t{1} << 60;
+
+  /// A shared-state operation waiting for its result: committed with a
+  /// journal agent's consume (durable::shared, then commit_wait::shared),
+  /// or on its own (shared_waits_). Its callbacks run only in instance
+  /// `gen`.
+  struct shared_call {
+    std::function<void(records::SharedResult&&)> ok;
+    std::function<void(const caf::error&)> err;
+    uint64_t gen = 0;
+  };
+
+  /// The writer's results of the shared operations of write `tok`, sent
+  /// just before the acknowledgement of that write's commit.
+  void on_shared_done(uint64_t tok, std::vector<std::string>& results);
+
+  /// A write of an operation that commits on its own was acknowledged.
+  void on_own_shared_acked(uint64_t tok, const caf::error& err);
+
+  /// Runs `c`'s callback with `result` (or `err`), if its instance runs.
+  void deliver_shared(shared_call& c, std::string* result,
+                      const caf::error& err);
 
   void init_durable(const durability_spec& spec);
 
@@ -503,7 +531,9 @@ private:
 
   /// Hands `item` to the writer; with `ack`, returns the token of the
   /// commit acknowledgement (a failed commit then fails the instance).
-  uint64_t write(write_item item, bool ack);
+  /// Sends `item` to the writer; `shared`: it holds shared operations, whose
+  /// results the writer sends back (on_shared_done).
+  uint64_t write(write_item item, bool ack, bool shared = false);
 
   /// A dead letter of this cell's own path (marked as a journal agent's
   /// when it is one). `persist` as in runtime::add_dead_letter.
@@ -619,6 +649,9 @@ private:
   caf::actor parent_;
   uint64_t key_;
   uint64_t gen_ = 0;
+  /// Shared operations that commit on their own, and reads, by token.
+  std::unordered_map<uint64_t, shared_call> shared_waits_;
+  uint64_t next_shared_ = 1;
   mode mode_ = mode::idle_buffer;
   bool deferred_ = false;
   bool stop_requested_ = false;

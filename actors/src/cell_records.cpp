@@ -306,7 +306,7 @@ void cell::unhold(bool failed, caf::error err) {
   auto h = std::move(held_);
   h->chain->held = false;
   if (dur_)
-    dur_->sends.clear(); // the handler's; its next run sends them again
+    dur_->drop_handler_writes(); // the handler's; its next run sends them again
   if (failed)
     after_failure(std::move(h->p.env), std::move(h->p.rp), std::move(err),
                   h->p.seq, h->p.saved);

@@ -34,6 +34,9 @@ struct cell::commit_wait {
   /// Dead letters that this commit writes, to list in memory once it is
   /// committed (a refused one is no dead letter: the next owner has it).
   std::vector<std::pair<envelope, std::string>> dead;
+  /// Shared operations of this commit, and their results (on_shared_done).
+  std::vector<shared_call> shared;
+  std::vector<std::string> shared_results;
 };
 
 /// A start the supervisor asked for before this cell owned its path.
@@ -104,6 +107,16 @@ struct cell::durable {
   std::vector<start_request> starts;
   /// Outbox sends of the handler running now.
   std::vector<detail::outbox_send> sends;
+  /// Shared operations of the handler running now (serialized), and their
+  /// callbacks: committed with its consume.
+  std::vector<std::string> shared_ops;
+  std::vector<shared_call> shared;
+  /// A handler failed or was unheld: what it would have committed goes.
+  void drop_handler_writes() {
+    sends.clear();
+    shared_ops.clear();
+    shared.clear();
+  }
   /// Outbox entries not yet delivered, by outbox seq; `due` lists the
   /// committed ones waiting for a delivery slot.
   std::map<uint64_t, detail::outbox_send> outbox;

@@ -147,6 +147,9 @@ write_item consume_item(const consume_args& a) {
       item.muts.push_back(put_record(db::outbox, path_key(*a.path, o.seq), oe));
     }
   }
+  if (a.shared != nullptr)
+    for (auto& op : *a.shared)
+      item.muts.push_back({mutation::op::shared, db::shared, {}, op});
   if (a.keep_for != nullptr && (a.reply != nullptr || a.reply_err != nullptr)) {
     records::IdempotencyRecord ir;
     ir.set_format(store::format);

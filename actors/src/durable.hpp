@@ -39,6 +39,8 @@ struct consume_args {
   uint64_t processed = 0;
   uint32_t durability = 0;
   const std::vector<outbox_send>* outbox = nullptr;
+  /// Serialized records::SharedOp to run in the same transaction.
+  const std::vector<std::string>* shared = nullptr;
   /// Non-empty: the envelope failed for good and becomes a dead letter.
   std::string dead_reason;
   /// The dead letter is of a refusal (see DeadLetter.refused).

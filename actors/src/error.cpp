@@ -58,6 +58,8 @@ const char* to_string(errc x) noexcept {
     case errc::fenced: return "fenced";
     case errc::refused: return "refused";
     case errc::degraded: return "degraded";
+    case errc::lease_expired: return "lease_expired";
+    case errc::conflict: return "conflict";
   }
   return "unknown";
 }

@@ -360,6 +360,8 @@ private:
       if (batch_.size() > largest.load(std::memory_order_relaxed))
         largest.store(batch_.size(), std::memory_order_relaxed);
     }
+    if (!st)
+      send_shared_results();
     // One acknowledgement per sender, not per item. A failure reaches
     // every owner in the batch, also one that asked for no token.
     for (size_t i = 0; i < batch_.size(); ++i) {
@@ -404,6 +406,23 @@ private:
         flush_pending_ = true;
         caf::anon_send(caf::actor_cast<caf::actor>(this), flush_atom::value);
       }
+    }
+  }
+
+  /// The results of the committed batch's shared operations, to their
+  /// senders (see shared_bit).
+  void send_shared_results() {
+    for (size_t i = 0; i < batch_.size(); ++i) {
+      auto& e = batch_[i];
+      if ((e.token & shared_bit) == 0 || !e.sender)
+        continue;
+      std::vector<std::string> rs;
+      if (results_[i] == write_result::applied)
+        for (auto& m : e.item.muts)
+          if (m.what == mutation::op::shared)
+            rs.push_back(std::move(m.key));
+      caf::anon_send(caf::actor_cast<caf::actor>(e.sender),
+                     shared_done_atom::value, e.token, std::move(rs));
     }
   }
 

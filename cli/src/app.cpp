@@ -403,6 +403,8 @@ int cmd_inspect(const std::string& dir, const std::string& what,
     return inspect_sagas(*st, path, as_json);
   if (what == "tools")
     return inspect_tools(*st, as_json);
+  if (what == "shared")
+    return inspect_shared(*st, path, as_json);
   return inspect_dead_letters(*st, as_json, seqs);
 }
 
@@ -492,22 +494,26 @@ int main(int argc, char** argv, registry types) {
   bool as_json = false;
   auto* inspect = app.add_subcommand(
     "inspect", "Show the durable agents, one agent's pending mailbox, the "
-               "durable saga runs, the dead letters or the tools' circuit "
-               "breakers of a data dir (also while a node runs)");
+               "durable saga runs, the dead letters, the tools' circuit "
+               "breakers or the shared stores and queues of a data dir (also "
+               "while a node runs)");
   inspect->add_option("--data-dir", dir, "LMDB data dir")->required();
   inspect->add_option("WHAT", what,
-                      "agents | mailbox | sagas | dead-letters | tools")
+                      "agents | mailbox | sagas | dead-letters | tools | shared")
     ->check(CLI::IsMember(
-      {"agents", "mailbox", "sagas", "dead-letters", "tools"}));
+      {"agents", "mailbox", "sagas", "dead-letters", "tools", "shared"}));
   inspect->add_option("PATH", path,
-                      "The agent's path (mailbox), or the saga's (sagas)");
+                      "The agent's path (mailbox), the saga's (sagas), or a "
+                      "store or queue name (shared: its keys' histories)");
   inspect->add_flag("--json", as_json, "Print JSON");
   inspect->footer("Examples:\n  vigil inspect --data-dir ./vigil-data\n"
                   "  vigil inspect --data-dir ./vigil-data mailbox "
                   "chaos/counter --json\n"
                   "  vigil inspect --data-dir ./vigil-data sagas\n"
                   "  vigil inspect --data-dir ./vigil-data dead-letters\n"
-                  "  vigil inspect --data-dir ./vigil-data tools");
+                  "  vigil inspect --data-dir ./vigil-data tools\n"
+                  "  vigil inspect --data-dir ./vigil-data shared\n"
+                  "  vigil inspect --data-dir ./vigil-data shared config");
 
   std::string action, dl_dir;
   std::vector<uint64_t> ids;

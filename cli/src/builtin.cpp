@@ -384,6 +384,7 @@ void add_builtin_agents(registry& types) {
     .add<step>("step")
     .add<outcomes>("outcomes");
   add_builtin_tools(types);
+  add_builtin_shared(types);
 }
 
 } // namespace vigil::cli

@@ -35,5 +35,8 @@ int inspect_dead_letters(store& st, bool as_json,
                          const std::vector<uint64_t>& seqs);
 int inspect_sagas(store& st, const std::string& path, bool as_json);
 int inspect_tools(store& st, bool as_json);
+/// Shared state: stores and queues; with `name`, that store's key
+/// histories (src/inspect_shared.cpp).
+int inspect_shared(store& st, const std::string& name, bool as_json);
 
 } // namespace vigil::cli

@@ -275,6 +275,8 @@ struct node::impl {
     so.sync = cfg_copy.sync;
     so.map_size = cfg_copy.map_size;
     so.max_map_size = cfg_copy.max_map_size;
+    so.kv_history = cfg_copy.kv_history;
+    so.wall_ms = cfg_copy.wall_ms;
     std::unique_ptr<store> st;
     if (auto s = store::open(so, st))
       return make_error(errc::storage_failed, s.message());

@@ -8,6 +8,7 @@
 
 #include "store_impl.hpp"
 #include "vigil/persistence/approvals.hpp"
+#include "vigil/persistence/shared.hpp"
 
 namespace vigil {
 
@@ -75,6 +76,46 @@ op_result decided_approval(MDB_txn* t, MDB_dbi approvals,
 
 } // namespace
 
+/// A task that ran out of attempts: ready again in its queue, its attempts
+/// reset, if its record still says it is dead; the letter is removed.
+op_result store::impl::replay_task(MDB_txn* t, const records::DeadLetter& dl,
+                                   const std::string& id_text,
+                                   std::vector<std::string>& skipped) {
+  auto& d = *this;
+  auto& q = dl.queue();
+  auto tk = shared_key::task(q, dl.task().id());
+  auto k = lmdb::val(tk);
+  MDB_val v;
+  records::TaskRecord task;
+  auto rc = mdb_get(t, d.dbi(db::shared), &k, &v);
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+    return {rc, "shared", "mdb_get", &tk};
+  if (rc == MDB_NOTFOUND
+      || decode_record(detail::view(v), task) != record_fault::none
+      || task.state() != "dead") {
+    skipped.push_back(id_text + ": task " + std::to_string(dl.task().id())
+                      + " of queue \"" + q
+                      + "\" is not dead in this data dir (gone, unreadable, or "
+                        "replayed before); purge the letter");
+    return {};
+  }
+  task.set_state("ready");
+  task.set_attempts(0);
+  task.set_done_ms(0);
+  if (auto r = d.mutate(t, {mutation::op::put, db::shared, tk,
+                            encode_record(task)});
+      r.rc != MDB_SUCCESS)
+    return r;
+  if (auto r = d.mutate(t, {mutation::op::put, db::shared,
+                            shared_key::ready(q, task.id()), {}});
+      r.rc != MDB_SUCCESS)
+    return r;
+  char buf[8];
+  detail::put_be64(buf, dl.seq());
+  return d.mutate(t, {mutation::op::del, db::dead_letters,
+                      std::string{buf, 8}, {}});
+}
+
 status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
                                   bool all,
                                   std::vector<std::string>& problems,
@@ -116,6 +157,13 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
     reopened.clear();
     for (auto* dl : chosen) {
       auto id_text = "dead letter " + std::to_string(dl->seq());
+      if (dl->has_task()) {
+        if (auto r = d.replay_task(t, *dl, id_text, skipped);
+            r.rc != MDB_SUCCESS)
+          return r;
+        n += skipped.empty() || skipped.back().rfind(id_text, 0) != 0;
+        continue;
+      }
       if (!dl->raw().empty() || dl->env().type().empty()) {
         skipped.push_back(id_text + ": a quarantined record, not an envelope; "
                           "inspect it, then purge it");

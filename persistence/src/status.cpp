@@ -50,6 +50,7 @@ const char* to_string(db x) noexcept {
     case db::sagas: return "sagas";
     case db::tool_results: return "tool_results";
     case db::approvals: return "approvals";
+    case db::shared: return "shared";
   }
   return "unknown";
 }

@@ -350,7 +350,9 @@ status store::apply(write_item* const* items, size_t n,
           return {rc, "idempotency", "mdb_put", &item.guard};
       }
       for (auto& m : item.muts)
-        if (auto r = d.mutate(t, m); r.rc != MDB_SUCCESS)
+        if (auto r = m.what == mutation::op::shared ? d.run_shared(t, m)
+                                                    : d.mutate(t, m);
+            r.rc != MDB_SUCCESS)
           return r;
       results[i] = write_result::applied;
     }

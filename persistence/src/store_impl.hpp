@@ -286,6 +286,21 @@ struct store::impl {
   /// the records rewritten. (src/upgrade.cpp)
   op_result upgrade_from_format1(MDB_txn* t, size_t& n);
 
+  /// Runs the shared-state operation of `m` (mutation::op::shared) and
+  /// writes its result into `m.key` (inside `write`; src/shared.cpp).
+  op_result run_shared(MDB_txn* t, mutation& m);
+  class shared_txn;
+
+  /// Replays the dead letter of a queue's task (src/replay.cpp): ready
+  /// again, attempts reset; or named in `skipped`.
+  op_result replay_task(MDB_txn* t, const records::DeadLetter& dl,
+                        const std::string& id_text,
+                        std::vector<std::string>& skipped);
+
+  /// The wall clock of shared state, in Unix ms (opts.wall_ms or the
+  /// system clock).
+  uint64_t wall_now() const;
+
   /// Applies one mutation (inside `write`).
   op_result mutate(MDB_txn* t, const mutation& m) {
     auto where = to_string(m.where);
@@ -310,6 +325,8 @@ struct store::impl {
       }
       case mutation::op::append_dead_letter:
         return append_dead_letter(t, m.value);
+      case mutation::op::shared:
+        break; // run by apply (run_shared), which can write its result
     }
     return {EINVAL, where, "mutation(unknown op)"};
   }

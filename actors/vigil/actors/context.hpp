@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -21,7 +22,9 @@
 #include "vigil/actors/detail/type_symbol.hpp"
 #include "vigil/actors/envelope.hpp"
 #include "vigil/actors/error.hpp"
+#include "vigil/actors/shared.hpp"
 #include "vigil/actors/tool.hpp"
+#include "vigil/shared.pb.h"
 
 namespace vigil {
 
@@ -352,6 +355,80 @@ public:
     return effect_raw(tool, std::move(copy));
   }
 
+  // -- shared state --------------------------------------------------------
+  //
+  // kv_get, kv_put, kv_delete; enqueue_task, claim_task, extend_lease,
+  // complete_task, fail_task.
+  // The node's versioned key-value stores and leased task queues, addressed
+  // by name (see README, "Shared state"). Every call is asynchronous: its
+  // callback runs in this agent's instance once the operation is
+  // committed, and only in the instance that called (after a restart it is
+  // dropped, as a `request`'s is). For a `journal` agent, the operations a
+  // handler makes (or a callback of a call its held envelope waits for)
+  // commit in the same LMDB transaction as the handler's state, its sends
+  // and the consumption of its envelope: all of them or none. Their
+  // callbacks run after that commit, so the handler cannot branch on their
+  // outcome; a callback's own state changes commit with the next envelope.
+  // Elsewhere each operation commits on its own.
+  //
+  // Errors, on `on_error` (at once, before the call returns, for the first
+  // two): storage_failed (the node has no data dir, or the commit failed),
+  // bad_payload (a malformed name, key or lease; the context names the
+  // field), lease_expired (extend, complete and fail under a lease that is
+  // no longer live), not_found (no such task), not_running (the instance
+  // ended first, for callbacks that cannot be dropped silently).
+
+  /// Reads `key` of store `store` as last committed (not found: version 0).
+  void kv_get(std::string_view store, std::string_view key,
+              std::function<void(kv_entry)> on_entry,
+              std::function<void(const caf::error&)> on_error);
+
+  /// Compare-and-swap: writes `value` if the key's version is still
+  /// `expected_version` (0: the key does not exist, create-if-absent).
+  /// `on_result` gets the new version, or a conflict with the current one.
+  void kv_put(std::string_view store, std::string_view key, std::string value,
+              uint64_t expected_version,
+              std::function<void(kv_result)> on_result,
+              std::function<void(const caf::error&)> on_error);
+
+  /// Deletes `key` if its version is still `expected_version` (not 0),
+  /// leaving a tombstone so that versions never repeat.
+  void kv_delete(std::string_view store, std::string_view key,
+                 uint64_t expected_version,
+                 std::function<void(kv_result)> on_result,
+                 std::function<void(const caf::error&)> on_error);
+
+  /// Adds a task to `queue`; `on_id` gets its id (the first task's, for a
+  /// repeated dedupe key).
+  void enqueue_task(std::string_view queue, std::string payload,
+               const enqueue_options& opts, std::function<void(uint64_t)> on_id,
+               std::function<void(const caf::error&)> on_error);
+
+  /// Claims the oldest claimable task of `queue` under a lease of
+  /// `lease_for`: tasks never claimed, failed, or whose lease expired
+  /// (each expiry spends an attempt; a task out of attempts becomes a dead
+  /// letter). `on_task` gets nullopt when there is none.
+  void claim_task(std::string_view queue, duration lease_for,
+             std::function<void(std::optional<claimed_task>)> on_task,
+             std::function<void(const caf::error&)> on_error);
+
+  /// Extends a live lease to `lease_for` from now.
+  void extend_lease(const lease& l, duration lease_for,
+              std::function<void(lease)> on_extended,
+              std::function<void(const caf::error&)> on_error);
+
+  /// Completes the task of a live lease; it is never claimed again. A
+  /// lease that expired is refused with lease_expired even if nobody
+  /// claimed the task since.
+  void complete_task(const lease& l, std::function<void()> on_done,
+                std::function<void(const caf::error&)> on_error);
+
+  /// Gives the task of a live lease back with `reason`: claimable again,
+  /// or a dead letter once its attempts are spent (`on_done(true)`).
+  void fail_task(const lease& l, std::string reason,
+            std::function<void(bool dead)> on_done,
+            std::function<void(const caf::error&)> on_error);
+
   /// Draws one retry from the attempt budget of the request being handled
   /// (in a handler, or in a `request` or `call_tool` callback: the request
   /// whose handler made that call). Every layer of one request tree draws
@@ -372,6 +449,13 @@ public:
   virtual void stop(caf::error reason = caf::error{}) = 0;
 
 protected:
+  /// Runs one shared-state operation (see "shared state" above);
+  /// `on_result` gets its result once committed.
+  virtual void
+  shared_raw(records::SharedOp op,
+             std::function<void(records::SharedResult&&)> on_result,
+             std::function<void(const caf::error&)> on_error)
+    = 0;
   virtual void
   call_tool_raw(std::string_view tool,
                 std::unique_ptr<google::protobuf::Message> req,

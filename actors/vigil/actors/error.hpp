@@ -120,6 +120,12 @@ enum class errc : uint8_t {
   approval_rejected,
   /// No one decided on the call's approval within its approval timeout.
   approval_expired,
+  /// A queue's lease is no longer live (it expired, or the task was
+  /// claimed again since): its holder's extend, complete or fail is
+  /// refused, so that no task is worked under two live leases.
+  lease_expired,
+  /// A compare-and-swap found another version than the one expected.
+  conflict,
 };
 
 /// Returns the OTP-style name of `x`, e.g. "reached_max_restart_intensity".

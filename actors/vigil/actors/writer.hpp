@@ -139,6 +139,14 @@ using release_atom = caf::atom_constant<caf::atom("vrelease")>;
 // such a path reads LMDB).
 using orphans_atom = caf::atom_constant<caf::atom("vorphans")>;
 constexpr uint64_t duplicate_bit = uint64_t{1} << 63;
+/// Set by a sender on the token of an item that holds shared-state
+/// operations (mutation::op::shared): after a successful commit, and
+/// before the acknowledgement, the writer sends it
+/// (shared_done, token, results: std::vector<std::string>), one serialized
+/// records::SharedResult per operation in the item's order (none if the
+/// item was a duplicate). The acknowledgement carries the token as sent.
+constexpr uint64_t shared_bit = uint64_t{1} << 61;
+using shared_done_atom = caf::atom_constant<caf::atom("vshdone")>;
 
 /// (stats) -> (items, commits, failures, largest batch, idempotency records
 /// compacted, failed compaction steps, finished compaction passes, paths

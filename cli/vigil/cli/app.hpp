@@ -14,6 +14,10 @@ void add_builtin_agents(registry& types);
 /// tool once per Number it gets.
 void add_builtin_tools(registry& types);
 
+/// Registers the built-in agents over shared state: enqueuer, task_worker
+/// and cas_counter (cli/src/builtin_shared.cpp).
+void add_builtin_shared(registry& types);
+
 /// The `vigil` command line: run, check, inspect, dead-letters. `types` are
 /// the user's agent types; the built-in ones are added. A user's own runner
 /// is three lines:

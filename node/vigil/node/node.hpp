@@ -30,6 +30,11 @@ struct node_config {
   sync_mode sync = sync_mode::full;
   size_t map_size = size_t{64} << 20;
   size_t max_map_size = size_t{16} << 30;
+  /// Shared state (context::kv_put, claim_task, ...): versions of each key
+  /// kept in its history, and the wall clock of leases and write times in
+  /// Unix ms (empty: the system clock; tests inject one).
+  uint32_t kv_history = 32;
+  std::function<uint64_t()> wall_ms;
   /// Group commit of the node's writer.
   writer_options writer;
   /// How often the node takes in the decisions that `vigil approvals

@@ -37,6 +37,11 @@ struct store_options {
   size_t map_size = size_t{64} << 20;         ///< Initial LMDB map size.
   size_t max_map_size = size_t{16} << 30;     ///< MDB_MAP_FULL grows the map
                                               ///< (doubling) up to this.
+  /// Versions of each shared key kept in its history (at least 1).
+  uint32_t kv_history = 32;
+  /// The wall clock of shared state (lease expiry, write times), in Unix
+  /// milliseconds; empty: the system clock. Tests inject one.
+  std::function<uint64_t()> wall_ms;
 };
 
 /// The named databases of a node's environment.
@@ -58,12 +63,16 @@ enum class db : uint8_t {
   /// person's decision (vigil/persistence/approvals.hpp). Added after
   /// `tool_results`.
   approvals,
+  /// Shared state: versioned key-value stores and leased task queues
+  /// (vigil/persistence/shared.hpp). Added after `approvals`.
+  shared,
 };
-constexpr size_t db_count = 9;
+constexpr size_t db_count = 10;
 /// Databases a data dir written by an older vigil may lack; read-only
 /// opens treat them as empty.
 constexpr bool added_later(db x) noexcept {
-  return x == db::sagas || x == db::tool_results || x == db::approvals;
+  return x == db::sagas || x == db::tool_results || x == db::approvals
+         || x == db::shared;
 }
 const char* to_string(db x) noexcept;
 
@@ -75,6 +84,12 @@ struct mutation {
     /// Appends `value` (a DeadLetter) to dead_letters under the next
     /// dead-letter seq; `key` is ignored.
     append_dead_letter,
+    /// Runs the records::SharedOp serialized in `value` against
+    /// `db::shared` (vigil/persistence/shared.hpp) and sets `key` to the
+    /// serialized records::SharedResult. An operation that does not apply
+    /// (a conflict, an expired lease) is a result, not a failure of the
+    /// batch; `key` is rewritten each time the batch runs.
+    shared,
   };
   op what = op::put;
   db where = db::meta;

@@ -1,0 +1,623 @@
+// Shared state inside a write transaction: compare-and-swap on versioned
+// keys, and a leased task queue (see vigil/persistence/shared.hpp).
+
+#include "vigil/persistence/shared.hpp"
+
+#include <chrono>
+
+#include "store_impl.hpp"
+#include "vigil/persistence/record.hpp"
+
+namespace vigil {
+
+namespace {
+
+using records::KvRecord;
+using records::SharedOp;
+using records::SharedResult;
+using records::TaskRecord;
+
+std::string with_name(char tag, std::string_view name) {
+  std::string k;
+  k.reserve(2 + name.size() + 16);
+  k.push_back(tag);
+  k.append(name);
+  k.push_back('\0');
+  return k;
+}
+
+void append_be64(std::string& k, uint64_t n) {
+  char buf[8];
+  detail::put_be64(buf, n);
+  k.append(buf, 8);
+}
+
+bool bad_text(std::string_view s) {
+  return s.find('\0') != std::string_view::npos;
+}
+
+} // namespace
+
+namespace shared_key {
+
+std::string kv(std::string_view name, std::string_view key) {
+  auto k = with_name('k', name);
+  k.append(key);
+  return k;
+}
+
+std::string history(std::string_view name, std::string_view key,
+                    uint64_t version) {
+  auto k = with_name('h', name);
+  k.append(key);
+  k.push_back('\0');
+  append_be64(k, version);
+  return k;
+}
+
+std::string task(std::string_view name, uint64_t id) {
+  auto k = with_name('t', name);
+  append_be64(k, id);
+  return k;
+}
+
+std::string ready(std::string_view name, uint64_t id) {
+  auto k = with_name('r', name);
+  append_be64(k, id);
+  return k;
+}
+
+std::string lease(std::string_view name, uint64_t expires_ms, uint64_t id) {
+  auto k = with_name('l', name);
+  append_be64(k, expires_ms);
+  append_be64(k, id);
+  return k;
+}
+
+std::string dedupe(std::string_view name, std::string_view key) {
+  auto k = with_name('d', name);
+  k.append(key);
+  return k;
+}
+
+std::string next_id(std::string_view name) {
+  std::string k{"n"};
+  k.append(name);
+  return k;
+}
+
+bool split_kv(std::string_view k, std::string_view& name,
+              std::string_view& key) noexcept {
+  if (k.size() < 3 || k[0] != 'k')
+    return false;
+  auto z = k.find('\0', 1);
+  if (z == std::string_view::npos || z == 1)
+    return false;
+  name = k.substr(1, z - 1);
+  key = k.substr(z + 1);
+  return !key.empty();
+}
+
+bool split_history(std::string_view k, std::string_view& name,
+                   std::string_view& key, uint64_t& version) noexcept {
+  if (k.size() < 12 || k[0] != 'h' || k[k.size() - 9] != '\0')
+    return false;
+  auto z = k.find('\0', 1);
+  if (z == std::string_view::npos || z == 1 || z >= k.size() - 9)
+    return false;
+  name = k.substr(1, z - 1);
+  key = k.substr(z + 1, k.size() - 9 - z - 1);
+  version = detail::get_be64(k.data() + k.size() - 8);
+  return !key.empty();
+}
+
+bool split_task(std::string_view k, std::string_view& name,
+                uint64_t& id) noexcept {
+  if (k.size() < 11 || k[0] != 't' || k[k.size() - 9] != '\0')
+    return false;
+  name = k.substr(1, k.size() - 10);
+  id = detail::get_be64(k.data() + k.size() - 8);
+  return !name.empty() && !bad_text(name);
+}
+
+} // namespace shared_key
+
+const char* to_string(SharedOp::Kind k) noexcept {
+  switch (k) {
+    case SharedOp::KV_GET: return "kv_get";
+    case SharedOp::KV_PUT: return "kv_put";
+    case SharedOp::KV_DELETE: return "kv_delete";
+    case SharedOp::ENQUEUE: return "enqueue";
+    case SharedOp::CLAIM: return "claim";
+    case SharedOp::EXTEND: return "extend";
+    case SharedOp::COMPLETE: return "complete";
+    case SharedOp::FAIL: return "fail";
+    default: return "unknown";
+  }
+}
+
+const char* to_string(SharedResult::Status s) noexcept {
+  switch (s) {
+    case SharedResult::OK: return "ok";
+    case SharedResult::CONFLICT: return "conflict";
+    case SharedResult::EMPTY: return "empty";
+    case SharedResult::LEASE_EXPIRED: return "lease_expired";
+    case SharedResult::INVALID: return "invalid";
+    case SharedResult::CORRUPT: return "corrupt";
+    case SharedResult::NOT_FOUND: return "not_found";
+    default: return "unknown";
+  }
+}
+
+std::string check_shared_op(const SharedOp& op) {
+  auto& n = op.name();
+  if (n.empty())
+    return "name: empty (a store or queue needs a name)";
+  if (n.size() > max_shared_name)
+    return "name: " + std::to_string(n.size()) + " bytes, at most "
+           + std::to_string(max_shared_name);
+  if (bad_text(n))
+    return "name: holds a NUL byte";
+  switch (op.kind()) {
+    case SharedOp::KV_GET:
+    case SharedOp::KV_PUT:
+    case SharedOp::KV_DELETE:
+      if (op.key().empty())
+        return "key: empty";
+      if (op.key().size() > max_kv_key)
+        return "key: " + std::to_string(op.key().size()) + " bytes, at most "
+               + std::to_string(max_kv_key);
+      if (bad_text(op.key()))
+        return "key: holds a NUL byte";
+      if (op.kind() == SharedOp::KV_DELETE && op.expected_version() == 0)
+        return "expected_version: 0 (a delete names the version it removes)";
+      return {};
+    case SharedOp::ENQUEUE:
+      if (op.dedupe_key().size() > max_kv_key)
+        return "dedupe_key: longer than " + std::to_string(max_kv_key)
+               + " bytes";
+      if (bad_text(op.dedupe_key()))
+        return "dedupe_key: holds a NUL byte";
+      return {};
+    case SharedOp::CLAIM:
+    case SharedOp::EXTEND:
+      if (op.lease_ms() == 0)
+        return "lease_ms: 0 (a lease needs a duration)";
+      if (op.lease_ms() > uint64_t{365} * 24 * 3600 * 1000)
+        return "lease_ms: longer than a year";
+      if (op.kind() == SharedOp::CLAIM)
+        return {};
+      [[fallthrough]];
+    case SharedOp::COMPLETE:
+    case SharedOp::FAIL:
+      if (op.task_id() == 0 || op.lease() == 0)
+        return "lease: no task id or lease number (use the lease from claim)";
+      return {};
+    default:
+      return "kind: unknown operation " + std::to_string(op.kind());
+  }
+}
+
+uint64_t store::impl::wall_now() const {
+  if (opts.wall_ms)
+    return opts.wall_ms();
+  using namespace std::chrono;
+  return static_cast<uint64_t>(
+    duration_cast<milliseconds>(system_clock::now().time_since_epoch())
+      .count());
+}
+
+/// One operation inside a write transaction of `d`.
+class store::impl::shared_txn {
+public:
+  shared_txn(impl& d, MDB_txn* t, const SharedOp& op,
+             SharedResult& res)
+    : d_(d), t_(t), op_(op), res_(res), now_(d.wall_now()),
+      dbi_(d.dbi(db::shared)) {
+    // nop
+  }
+
+  op_result run() {
+    if (auto why = check_shared_op(op_); !why.empty())
+      return invalid(std::move(why));
+    switch (op_.kind()) {
+      case SharedOp::KV_GET: return kv_get();
+      case SharedOp::KV_PUT: return kv_write(false);
+      case SharedOp::KV_DELETE: return kv_write(true);
+      case SharedOp::ENQUEUE: return enqueue();
+      case SharedOp::CLAIM: return claim();
+      default: return settle();
+    }
+  }
+
+private:
+  op_result invalid(std::string why) {
+    res_.set_status(SharedResult::INVALID);
+    res_.set_detail(std::string{to_string(op_.kind())} + " on \""
+                    + op_.name() + "\": " + why);
+    return {};
+  }
+
+  op_result corrupt(const std::string& key, std::string why) {
+    res_.set_status(SharedResult::CORRUPT);
+    res_.set_detail("shared record \"" + detail::printable(key)
+                    + "\" cannot be read: " + why);
+    return {};
+  }
+
+  /// Reads `key` into `m`: found (true), absent (false), or a fault that
+  /// `corrupt` reported (`bad`).
+  op_result read(const std::string& key, google::protobuf::MessageLite& m,
+                 bool& found, bool& bad) {
+    found = bad = false;
+    auto k = lmdb::val(key);
+    MDB_val v;
+    auto rc = mdb_get(t_, dbi_, &k, &v);
+    if (rc == MDB_NOTFOUND)
+      return {};
+    if (rc != MDB_SUCCESS)
+      return {rc, "shared", "mdb_get", &key};
+    if (auto f = decode_record(detail::view(v), m); f != record_fault::none) {
+      bad = true;
+      return corrupt(key, describe(f, detail::view(v), m));
+    }
+    found = true;
+    return {};
+  }
+
+  op_result put(const std::string& key, std::string_view value) {
+    auto k = lmdb::val(key);
+    MDB_val v{value.size(), const_cast<char*>(value.data())};
+    if (auto rc = mdb_put(t_, dbi_, &k, &v, 0); rc != MDB_SUCCESS)
+      return {rc, "shared", "mdb_put", &key};
+    return {};
+  }
+
+  op_result put(const std::string& key,
+                const google::protobuf::MessageLite& m) {
+    return put(key, encode_record(m));
+  }
+
+  op_result del(const std::string& key) {
+    auto k = lmdb::val(key);
+    auto rc = mdb_del(t_, dbi_, &k, nullptr);
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+      return {rc, "shared", "mdb_del", &key};
+    return {};
+  }
+
+  /// The first key at or after `from` ("" if none).
+  op_result first_at(const std::string& from, std::string& key) {
+    key.clear();
+    lmdb::cursor c;
+    if (auto rc = c.open(t_, dbi_); rc != MDB_SUCCESS)
+      return {rc, "shared", "mdb_cursor_open"};
+    MDB_val k = lmdb::val(from), v;
+    auto rc = c.get(k, v, MDB_SET_RANGE);
+    if (rc == MDB_SUCCESS)
+      key = std::string{detail::view(k)};
+    else if (rc != MDB_NOTFOUND)
+      return {rc, "shared", "mdb_cursor_get"};
+    return {};
+  }
+
+  op_result kv_get() {
+    bool found, bad;
+    auto r = read(shared_key::kv(op_.name(), op_.key()),
+                  *res_.mutable_entry(), found, bad);
+    if (r.rc == MDB_SUCCESS && !bad)
+      res_.set_status(SharedResult::OK);
+    return r;
+  }
+
+  op_result kv_write(bool erase) {
+    auto key = shared_key::kv(op_.name(), op_.key());
+    KvRecord cur;
+    bool found, bad;
+    if (auto r = read(key, cur, found, bad); r.rc != MDB_SUCCESS || bad)
+      return r;
+    bool live = found && !cur.deleted();
+    auto expected = op_.expected_version();
+    bool match = expected == 0 ? !live : live && cur.version() == expected;
+    if (!match) {
+      res_.set_status(SharedResult::CONFLICT);
+      *res_.mutable_entry() = std::move(cur);
+      return {};
+    }
+    KvRecord next;
+    next.set_format(1);
+    next.set_version(cur.version() + 1);
+    next.set_deleted(erase);
+    if (!erase)
+      next.set_value(op_.value());
+    next.set_writer(op_.writer());
+    next.set_writer_origin(op_.writer_origin());
+    next.set_writer_id(op_.writer_id());
+    next.set_written_ms(now_);
+    auto bytes = encode_record(next);
+    if (auto r = put(key, bytes); r.rc != MDB_SUCCESS)
+      return r;
+    if (auto r = put(shared_key::history(op_.name(), op_.key(),
+                                         next.version()),
+                     bytes);
+        r.rc != MDB_SUCCESS)
+      return r;
+    auto keep = std::max<uint32_t>(1, d_.opts.kv_history);
+    if (next.version() > keep)
+      if (auto r = del(shared_key::history(op_.name(), op_.key(),
+                                           next.version() - keep));
+          r.rc != MDB_SUCCESS)
+        return r;
+    res_.set_status(SharedResult::OK);
+    *res_.mutable_entry() = std::move(next);
+    return {};
+  }
+
+  op_result enqueue() {
+    auto dk = shared_key::dedupe(op_.name(), op_.dedupe_key());
+    if (!op_.dedupe_key().empty()) {
+      auto k = lmdb::val(dk);
+      MDB_val v;
+      auto rc = mdb_get(t_, dbi_, &k, &v);
+      if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+        return {rc, "shared", "mdb_get", &dk};
+      if (rc == MDB_SUCCESS && v.mv_size == 8) {
+        bool found, bad;
+        auto tk = shared_key::task(op_.name(), detail::get_be64(v.mv_data));
+        if (auto r = read(tk, *res_.mutable_task(), found, bad);
+            r.rc != MDB_SUCCESS || bad)
+          return r;
+        if (found) {
+          res_.set_status(SharedResult::OK);
+          res_.set_detail("duplicate");
+          return {};
+        }
+      }
+    }
+    auto nk = shared_key::next_id(op_.name());
+    uint64_t id = 1;
+    {
+      auto k = lmdb::val(nk);
+      MDB_val v;
+      auto rc = mdb_get(t_, dbi_, &k, &v);
+      if (rc == MDB_SUCCESS && v.mv_size == 8)
+        id = detail::get_be64(v.mv_data);
+      else if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+        return {rc, "shared", "mdb_get", &nk};
+    }
+    char buf[8];
+    detail::put_be64(buf, id + 1);
+    if (auto r = put(nk, std::string_view{buf, 8}); r.rc != MDB_SUCCESS)
+      return r;
+    TaskRecord task;
+    task.set_format(1);
+    task.set_id(id);
+    task.set_payload(op_.value());
+    task.set_state("ready");
+    task.set_max_attempts(op_.max_attempts() != 0 ? op_.max_attempts()
+                                                  : default_max_attempts);
+    task.set_enqueued_ms(now_);
+    task.set_enqueued_by(op_.writer());
+    task.set_dedupe_key(op_.dedupe_key());
+    if (auto r = put(shared_key::task(op_.name(), id), task);
+        r.rc != MDB_SUCCESS)
+      return r;
+    if (auto r = put(shared_key::ready(op_.name(), id), std::string_view{});
+        r.rc != MDB_SUCCESS)
+      return r;
+    if (!op_.dedupe_key().empty()) {
+      detail::put_be64(buf, id);
+      if (auto r = put(dk, std::string_view{buf, 8}); r.rc != MDB_SUCCESS)
+        return r;
+    }
+    res_.set_status(SharedResult::OK);
+    *res_.mutable_task() = std::move(task);
+    return {};
+  }
+
+  /// The task's lease is over (`why`): ready again, or a dead letter once
+  /// its attempts are spent. Its lease index entry is already gone.
+  op_result release(TaskRecord& task, const std::string& why) {
+    task.set_last_error(why);
+    task.set_holder(std::string{});
+    task.set_lease_expires_ms(0);
+    if (task.attempts() >= task.max_attempts()) {
+      task.set_state("dead");
+      task.set_done_ms(now_);
+      records::DeadLetter dl;
+      dl.set_format(store::format);
+      dl.set_path("queue:" + op_.name());
+      dl.set_reason("task " + std::to_string(task.id()) + " of queue \""
+                    + op_.name() + "\" failed " + std::to_string(task.attempts())
+                    + " of " + std::to_string(task.max_attempts())
+                    + " attempts; last: " + why);
+      dl.set_unix_ms(static_cast<int64_t>(now_));
+      dl.set_queue(op_.name());
+      *dl.mutable_task() = task;
+      if (auto r = d_.append_dead_letter(t_, encode_record(dl));
+          r.rc != MDB_SUCCESS)
+        return r;
+      res_.set_dead(true);
+    } else {
+      task.set_state("ready");
+      if (auto r = put(shared_key::ready(op_.name(), task.id()),
+                       std::string_view{});
+          r.rc != MDB_SUCCESS)
+        return r;
+    }
+    return put(shared_key::task(op_.name(), task.id()), task);
+  }
+
+  /// Ends the leases of queue `name` that expired by now (at most 256 per
+  /// claim; the rest on the next).
+  op_result expire() {
+    auto prefix = std::string{"l"} + op_.name() + '\0';
+    auto upto = shared_key::lease(op_.name(), now_, UINT64_MAX);
+    for (int n = 0; n < 256; ++n) {
+      std::string key;
+      if (auto r = first_at(prefix, key); r.rc != MDB_SUCCESS)
+        return r;
+      if (key.compare(0, prefix.size(), prefix) != 0 || key > upto)
+        return {};
+      if (key.size() != prefix.size() + 16) {
+        // Not one of ours: moved out of the way, never interpreted.
+        if (auto r = del(key); r.rc != MDB_SUCCESS)
+          return r;
+        continue;
+      }
+      auto id = detail::get_be64(key.data() + prefix.size() + 8);
+      auto expires = detail::get_be64(key.data() + prefix.size());
+      if (auto r = del(key); r.rc != MDB_SUCCESS)
+        return r;
+      TaskRecord task;
+      bool found, bad;
+      auto tk = shared_key::task(op_.name(), id);
+      if (auto r = read(tk, task, found, bad); r.rc != MDB_SUCCESS)
+        return r;
+      if (bad) {
+        // A lease of an unreadable task: the task stays where it is, for
+        // `vigil inspect` to show; the claim goes on.
+        res_.Clear();
+        continue;
+      }
+      if (!found || task.state() != "leased"
+          || task.lease_expires_ms() != expires)
+        continue; // a stale index entry
+      if (auto r = release(task, "lease " + std::to_string(task.lease())
+                                   + " held by " + task.holder()
+                                   + " expired");
+          r.rc != MDB_SUCCESS)
+        return r;
+    }
+    return {};
+  }
+
+  op_result claim() {
+    if (auto r = expire(); r.rc != MDB_SUCCESS)
+      return r;
+    auto prefix = std::string{"r"} + op_.name() + '\0';
+    for (;;) {
+      std::string key;
+      if (auto r = first_at(prefix, key); r.rc != MDB_SUCCESS)
+        return r;
+      if (key.compare(0, prefix.size(), prefix) != 0) {
+        res_.set_status(SharedResult::EMPTY);
+        return {};
+      }
+      if (auto r = del(key); r.rc != MDB_SUCCESS)
+        return r;
+      if (key.size() != prefix.size() + 8)
+        continue; // not one of ours
+      auto id = detail::get_be64(key.data() + prefix.size());
+      auto tk = shared_key::task(op_.name(), id);
+      TaskRecord task;
+      bool found, bad;
+      if (auto r = read(tk, task, found, bad); r.rc != MDB_SUCCESS)
+        return r;
+      if (bad) {
+        res_.Clear(); // skipped, kept for inspection
+        continue;
+      }
+      if (!found || task.state() != "ready")
+        continue; // a stale index entry
+      task.set_state("leased");
+      task.set_attempts(task.attempts() + 1);
+      task.set_lease(task.lease() + 1);
+      task.set_lease_expires_ms(now_ + op_.lease_ms());
+      task.set_holder(op_.writer());
+      task.set_claimed_ms(now_);
+      if (auto r = put(tk, task); r.rc != MDB_SUCCESS)
+        return r;
+      if (auto r = put(shared_key::lease(op_.name(), task.lease_expires_ms(),
+                                         id),
+                       std::string_view{});
+          r.rc != MDB_SUCCESS)
+        return r;
+      res_.set_status(SharedResult::OK);
+      *res_.mutable_task() = std::move(task);
+      return {};
+    }
+  }
+
+  /// EXTEND, COMPLETE, FAIL: only under the task's live lease.
+  op_result settle() {
+    auto tk = shared_key::task(op_.name(), op_.task_id());
+    TaskRecord task;
+    bool found, bad;
+    if (auto r = read(tk, task, found, bad); r.rc != MDB_SUCCESS || bad)
+      return r;
+    if (!found) {
+      res_.set_status(SharedResult::NOT_FOUND);
+      res_.set_detail("queue \"" + op_.name() + "\" has no task "
+                      + std::to_string(op_.task_id()));
+      return {};
+    }
+    if (task.state() != "leased" || task.lease() != op_.lease()
+        || task.lease_expires_ms() <= now_) {
+      res_.set_status(SharedResult::LEASE_EXPIRED);
+      res_.set_detail("lease " + std::to_string(op_.lease()) + " of task "
+                      + std::to_string(task.id()) + " in queue \""
+                      + op_.name() + "\" is not live (the task is "
+                      + task.state() + ", lease "
+                      + std::to_string(task.lease()) + ")");
+      *res_.mutable_task() = std::move(task);
+      return {};
+    }
+    if (auto r = del(shared_key::lease(op_.name(), task.lease_expires_ms(),
+                                       task.id()));
+        r.rc != MDB_SUCCESS)
+      return r;
+    switch (op_.kind()) {
+      case SharedOp::EXTEND:
+        task.set_lease_expires_ms(now_ + op_.lease_ms());
+        if (auto r = put(shared_key::lease(op_.name(),
+                                           task.lease_expires_ms(), task.id()),
+                         std::string_view{});
+            r.rc != MDB_SUCCESS)
+          return r;
+        if (auto r = put(tk, task); r.rc != MDB_SUCCESS)
+          return r;
+        break;
+      case SharedOp::COMPLETE:
+        task.set_state("done");
+        task.set_done_ms(now_);
+        if (auto r = put(tk, task); r.rc != MDB_SUCCESS)
+          return r;
+        break;
+      default: // FAIL
+        if (auto r = release(task, op_.reason().empty() ? "failed"
+                                                        : op_.reason());
+            r.rc != MDB_SUCCESS)
+          return r;
+        break;
+    }
+    res_.set_status(SharedResult::OK);
+    *res_.mutable_task() = std::move(task);
+    return {};
+  }
+
+  impl& d_;
+  MDB_txn* t_;
+  const SharedOp& op_;
+  SharedResult& res_;
+  uint64_t now_;
+  MDB_dbi dbi_;
+};
+
+op_result store::impl::run_shared(MDB_txn* t, mutation& m) {
+  SharedOp op;
+  SharedResult res;
+  if (!op.ParseFromString(m.value)) {
+    res.set_status(SharedResult::INVALID);
+    res.set_detail("the operation's bytes do not parse as vigil.records."
+                   "SharedOp");
+  } else if (auto r = shared_txn{*this, t, op, res}.run();
+             r.rc != MDB_SUCCESS) {
+    return r;
+  }
+  m.key.clear();
+  res.SerializeToString(&m.key);
+  return {};
+}
+
+} // namespace vigil
