@@ -325,8 +325,10 @@ void cell::shared_raw(records::SharedOp op,
   item.muts.push_back({mutation::op::shared, db::shared, {}, std::move(bytes)});
   auto tok = own_shared_bit | next_shared_++;
   shared_waits_.emplace(tok, std::move(call));
-  // A durable cell's own write is fenced by its epoch, once it has one.
-  auto owner = dur_ && dur_->ready() ? dur_->owner : owner_ref{};
+  // A durable cell's own write is fenced by its epoch once it has one;
+  // during a re-fence after a failed commit its old epoch is refused as
+  // poisoned, as every other write of it is.
+  auto owner = dur_ ? dur_->owner : owner_ref{};
   event_based_actor::send(rt_->writer(), write_atom::value, tok | shared_bit,
                           owned_write{owner, std::move(item)});
 }

@@ -1,9 +1,11 @@
 // vigil's built-in agents over shared state, so that a policy file can use
 // the leased task queue and the compare-and-swap store without C++:
 // enqueuer (Numbers in, tasks out), task_worker (claims, works, completes)
-// and cas_counter (increments a shared key by compare-and-swap).
+// and cas_counter (adds to a shared key by compare-and-swap, exactly once).
 
+#include <algorithm>
 #include <chrono>
+#include <map>
 #include <stdexcept>
 #include <string>
 
@@ -16,6 +18,7 @@ namespace vigil::cli {
 namespace {
 
 using builtin::CasCount;
+using builtin::CasFlush;
 using builtin::EnqueuerCount;
 using builtin::Get;
 using builtin::Number;
@@ -208,10 +211,74 @@ private:
 
 // -- cas_counter --------------------------------------------------------------
 
+/// A shared counter's value: "TOTAL" or "TOTAL|PATH=SEQ,PATH=SEQ,...", the
+/// total and, per cas_counter that wrote it, the number of its last
+/// increment in the total.
+struct counter_value {
+  int64_t total = 0;
+  std::map<std::string, int64_t> marks;
+
+  static counter_value parse(const std::string& v, const std::string& where) {
+    counter_value out;
+    auto bar = v.find('|');
+    auto bad = [&] {
+      return std::runtime_error("cas_counter: " + where + " holds \"" + v
+                                + "\", not TOTAL[|PATH=SEQ,...]");
+    };
+    try {
+      size_t used = 0;
+      auto head = v.substr(0, bar);
+      out.total = std::stoll(head, &used);
+      if (used != head.size())
+        throw bad();
+      if (bar == std::string::npos)
+        return out;
+      std::string rest = v.substr(bar + 1);
+      size_t i = 0;
+      while (i < rest.size()) {
+        auto comma = rest.find(',', i);
+        auto item = rest.substr(i, comma == std::string::npos ? std::string::npos
+                                                              : comma - i);
+        auto eq = item.rfind('=');
+        if (eq == std::string::npos || eq == 0)
+          throw bad();
+        out.marks[item.substr(0, eq)] = std::stoll(item.substr(eq + 1));
+        if (comma == std::string::npos)
+          break;
+        i = comma + 1;
+      }
+    } catch (const std::runtime_error&) {
+      throw;
+    } catch (const std::exception&) {
+      throw bad();
+    }
+    return out;
+  }
+
+  std::string render() const {
+    auto out = std::to_string(total);
+    char sep = '|';
+    for (auto& [path, seq] : marks) {
+      out += sep + path + "=" + std::to_string(seq);
+      sep = ',';
+    }
+    return out;
+  }
+};
+
 /// On each Number n, adds n to the shared key `key` (default "count") of
-/// store `store` (default "counters"): reads it, then compare-and-swaps,
-/// retrying from the value a conflict returns, up to 100 times. Many
-/// cas_counters on one key lose no increment.
+/// store `store` (default "counters") by compare-and-swap, exactly once,
+/// with any number of cas_counters on one key.
+///
+/// The increment is numbered and kept in the state as unapplied; the put
+/// (the last value seen plus every unapplied increment, and this counter's
+/// mark: the number of its newest increment) commits with that state and
+/// with the consumption of the Number. A conflict returns the value there
+/// now: the increments its mark covers are dropped (they are in, e.g.
+/// applied just before a crash), the rest are put again from a CasFlush.
+/// After a restart, unapplied increments are flushed again. So none is
+/// lost and none is counted twice, across conflicts, crashes and kill -9
+/// (as a journal agent).
 class cas_counter : public agent<CasCount> {
 public:
   explicit cas_counter(const params& ps) {
@@ -225,43 +292,70 @@ public:
 
   static void define(handlers<cas_counter>& h) {
     h.on<Number>([](cas_counter& self, context& ctx, const Number& n) {
-      auto add = n.n();
-      ctx.kv_get(
-        self.store_, self.key_,
-        [&self, &ctx, add](kv_entry e) { self.put(ctx, e, add, 100); },
-        [](const caf::error& e) {
-          throw std::runtime_error("cas_counter: " + describe(e));
-        });
+      auto& st = self.state();
+      st.set_seq(st.seq() + 1);
+      auto* inc = st.add_unapplied();
+      inc->set_seq(st.seq());
+      inc->set_n(n.n());
+      self.attempt(ctx);
     });
+    h.on<CasFlush>(
+      [](cas_counter& self, context& ctx, const CasFlush&) { self.attempt(ctx); });
     h.on<Get>([](cas_counter& self, context&, const Get&) { return self.state(); });
   }
 
+  void on_start(context& ctx) override {
+    if (state().unapplied_size() > 0)
+      ctx.send(ctx.path(), CasFlush{});
+  }
+
 private:
-  void put(context& ctx, const kv_entry& e, int64_t add, int left) {
-    int64_t v = 0;
-    if (e.found)
-      try {
-        v = std::stoll(e.value);
-      } catch (const std::exception&) {
-        throw std::runtime_error("cas_counter: " + store_ + "/" + key_
-                                 + " holds \"" + e.value
-                                 + "\", not an integer");
-      }
+  std::string where() const {
+    return store_ + "/" + key_;
+  }
+
+  /// Puts the last value seen plus every unapplied increment.
+  void attempt(context& ctx) {
+    auto& st = state();
+    if (st.unapplied_size() == 0)
+      return;
+    auto v = st.base_version() == 0
+               ? counter_value{}
+               : counter_value::parse(st.base_value(), where());
+    for (auto& inc : st.unapplied())
+      v.total += inc.n();
+    v.marks[ctx.path()] = st.seq();
     ctx.kv_put(
-      store_, key_, std::to_string(v + add), e.found ? e.version : 0,
-      [this, &ctx, add, left](kv_result r) {
-        if (r.applied) {
-          state().set_applied(state().applied() + 1);
-        } else if (left > 1) {
-          state().set_conflicts(state().conflicts() + 1);
-          put(ctx, r.entry, add, left - 1);
-        } else {
-          state().set_gave_up(state().gave_up() + 1);
-        }
-      },
+      store_, key_, v.render(), st.base_version(),
+      [this, &ctx](kv_result r) { settled(ctx, r); },
       [](const caf::error& e) {
         throw std::runtime_error("cas_counter: " + describe(e));
       });
+  }
+
+  /// What the key holds now (the put's new version, or a conflict's):
+  /// drop the increments its mark covers, retry the rest.
+  void settled(context& ctx, const kv_result& r) {
+    auto& st = state();
+    if (r.applied)
+      st.set_applied(st.applied() + 1);
+    else
+      st.set_conflicts(st.conflicts() + 1);
+    // An absent or deleted key is created again (expected version 0).
+    st.set_base_version(r.entry.found ? r.entry.version : 0);
+    st.set_base_value(r.entry.found ? r.entry.value : std::string{});
+    int64_t mark = 0;
+    if (r.entry.found) {
+      auto v = counter_value::parse(r.entry.value, where());
+      if (auto i = v.marks.find(ctx.path()); i != v.marks.end())
+        mark = i->second;
+    }
+    auto* un = st.mutable_unapplied();
+    un->erase(std::remove_if(un->begin(), un->end(),
+                             [mark](auto& inc) { return inc.seq() <= mark; }),
+              un->end());
+    if (!r.applied && st.unapplied_size() > 0)
+      ctx.send(ctx.path(), CasFlush{});
   }
 
   std::string store_;

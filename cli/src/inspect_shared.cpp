@@ -22,19 +22,57 @@ int64_t now_ms() {
     .count();
 }
 
-/// A value as text if it is printable UTF-8-ish ASCII, else its size.
+/// True if `v` is valid UTF-8 without control characters.
+bool printable_utf8(const std::string& v) {
+  size_t i = 0;
+  while (i < v.size()) {
+    auto c = static_cast<unsigned char>(v[i]);
+    size_t n = 0;
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f)
+        return false;
+    } else if ((c >> 5) == 0x6) {
+      n = 1;
+    } else if ((c >> 4) == 0xe) {
+      n = 2;
+    } else if ((c >> 3) == 0x1e) {
+      n = 3;
+    } else {
+      return false;
+    }
+    if (i + n >= v.size() && n > 0)
+      return false;
+    for (size_t k = 1; k <= n; ++k)
+      if ((static_cast<unsigned char>(v[i + k]) & 0xc0) != 0x80)
+        return false;
+    i += n + 1;
+  }
+  return true;
+}
+
+/// JSON as text that never throws on bad UTF-8 (it is replaced).
+std::string dumped(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+/// A value as text if it is printable UTF-8, else its size and bytes
+/// escaped (\xNN), so that no value can break the output.
 json value_json(const std::string& v) {
-  for (unsigned char c : v)
-    if (c < 0x20 || c == 0x7f)
-      return json{{"bytes", v.size()}};
-  return v;
+  if (printable_utf8(v))
+    return v;
+  return json{{"bytes", v.size()}, {"escaped", printable_key(v)}};
+}
+
+/// A name or key as text: as it is if printable UTF-8, else escaped.
+std::string text_of(const std::string& v) {
+  return printable_utf8(v) ? v : printable_key(v);
 }
 
 json version_json(const records::KvRecord& r) {
   return json{{"version", r.version()},
               {"deleted", r.deleted()},
               {"value", r.deleted() ? json(nullptr) : value_json(r.value())},
-              {"writer", r.writer()},
+              {"writer", text_of(r.writer())},
               {"writer_message", r.writer_id()},
               {"written", utc(static_cast<int64_t>(r.written_ms()))}};
 }
@@ -52,14 +90,14 @@ void print_text(const json& out, std::ostream& os) {
        << "  by " << k["writer"].get<std::string>() << " at "
        << k["written"].get<std::string>();
     if (!k["deleted"].get<bool>())
-      os << "  value=" << k["value"].dump();
+      os << "  value=" << dumped(k["value"]);
     os << "\n";
     if (k.contains("history"))
       for (auto& h : k["history"])
         os << "    v" << h["version"] << "  by "
            << h["writer"].get<std::string>() << " (message "
            << h["writer_message"] << ") at " << h["written"].get<std::string>()
-           << (h["deleted"].get<bool>() ? "  deleted" : "  value=" + h["value"].dump())
+           << (h["deleted"].get<bool>() ? "  deleted" : "  value=" + dumped(h["value"]))
            << "\n";
   }
   os << stores.size() << " keys\n";
@@ -96,7 +134,7 @@ int inspect_shared(store& st, const std::string& name, bool as_json) {
   for (auto& k : keys) {
     if (!name.empty() && k.name != name)
       continue;
-    json j{{"store", k.name}, {"key", k.key}};
+    json j{{"store", text_of(k.name)}, {"key", text_of(k.key)}};
     if (!k.readable) {
       j["problem"] = k.problem;
       bad = true;
@@ -124,14 +162,14 @@ int inspect_shared(store& st, const std::string& name, bool as_json) {
       leases.push_back(
         {{"task", t.id()},
          {"lease", t.lease()},
-         {"holder", t.holder()},
+         {"holder", text_of(t.holder())},
          {"attempt", t.attempts()},
          {"max_attempts", t.max_attempts()},
          {"expires", utc(static_cast<int64_t>(t.lease_expires_ms()))},
          {"expires_in_ms",
           static_cast<int64_t>(t.lease_expires_ms()) - now}});
     bad |= q.unreadable > 0;
-    out["queues"].push_back({{"queue", q.name},
+    out["queues"].push_back({{"queue", text_of(q.name)},
                              {"ready", q.ready},
                              {"leased", q.leased},
                              {"done", q.done},
@@ -140,7 +178,8 @@ int inspect_shared(store& st, const std::string& name, bool as_json) {
                              {"leases", std::move(leases)}});
   }
   if (as_json)
-    std::cout << out.dump(2) << std::endl;
+    std::cout << out.dump(2, ' ', false, json::error_handler_t::replace)
+              << std::endl;
   else
     print_text(out, std::cout);
   return bad ? exit_error : exit_ok;

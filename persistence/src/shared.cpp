@@ -301,6 +301,24 @@ private:
     return {};
   }
 
+  /// Deletes the history of the op's key up to version `upto`: usually
+  /// one entry; more after `kv_history` was lowered.
+  op_result prune_history(uint64_t upto) {
+    auto from = shared_key::history(op_.name(), op_.key(), 0);
+    auto last = shared_key::history(op_.name(), op_.key(), upto);
+    for (;;) {
+      std::string key;
+      if (auto r = first_at(from, key); r.rc != MDB_SUCCESS)
+        return r;
+      if (key.empty() || key.size() != from.size()
+          || key.compare(0, from.size() - 8, from, 0, from.size() - 8) != 0
+          || key > last)
+        return {};
+      if (auto r = del(key); r.rc != MDB_SUCCESS)
+        return r;
+    }
+  }
+
   op_result kv_get() {
     bool found, bad;
     auto r = read(shared_key::kv(op_.name(), op_.key()),
@@ -344,9 +362,7 @@ private:
       return r;
     auto keep = std::max<uint32_t>(1, d_.opts.kv_history);
     if (next.version() > keep)
-      if (auto r = del(shared_key::history(op_.name(), op_.key(),
-                                           next.version() - keep));
-          r.rc != MDB_SUCCESS)
+      if (auto r = prune_history(next.version() - keep); r.rc != MDB_SUCCESS)
         return r;
     res_.set_status(SharedResult::OK);
     *res_.mutable_entry() = std::move(next);
@@ -361,17 +377,21 @@ private:
       auto rc = mdb_get(t_, dbi_, &k, &v);
       if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
         return {rc, "shared", "mdb_get", &dk};
-      if (rc == MDB_SUCCESS && v.mv_size == 8) {
+      if (rc == MDB_SUCCESS) {
+        if (v.mv_size != 8)
+          return corrupt(dk, "a dedupe record of " + std::to_string(v.mv_size)
+                               + " bytes, not 8 (a task id)");
         bool found, bad;
         auto tk = shared_key::task(op_.name(), detail::get_be64(v.mv_data));
         if (auto r = read(tk, *res_.mutable_task(), found, bad);
             r.rc != MDB_SUCCESS || bad)
           return r;
-        if (found) {
-          res_.set_status(SharedResult::OK);
-          res_.set_detail("duplicate");
-          return {};
-        }
+        if (!found)
+          return corrupt(dk, "its task " + detail::printable(tk)
+                               + " is missing");
+        res_.set_status(SharedResult::OK);
+        res_.set_detail("duplicate");
+        return {};
       }
     }
     auto nk = shared_key::next_id(op_.name());
@@ -382,8 +402,24 @@ private:
       auto rc = mdb_get(t_, dbi_, &k, &v);
       if (rc == MDB_SUCCESS && v.mv_size == 8)
         id = detail::get_be64(v.mv_data);
-      else if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+      else if (rc == MDB_SUCCESS)
+        return corrupt(nk, "the queue's next task id is "
+                             + std::to_string(v.mv_size)
+                             + " bytes, not 8; no task id can be trusted");
+      else if (rc != MDB_NOTFOUND)
         return {rc, "shared", "mdb_get", &nk};
+    }
+    // Never over an existing task, whatever the counter says.
+    {
+      auto tk = shared_key::task(op_.name(), id);
+      auto k = lmdb::val(tk);
+      MDB_val v;
+      auto rc = mdb_get(t_, dbi_, &k, &v);
+      if (rc == MDB_SUCCESS)
+        return corrupt(nk, "the queue's next task id " + std::to_string(id)
+                             + " is taken by an existing task");
+      if (rc != MDB_NOTFOUND)
+        return {rc, "shared", "mdb_get", &tk};
     }
     char buf[8];
     detail::put_be64(buf, id + 1);
@@ -448,9 +484,10 @@ private:
     return put(shared_key::task(op_.name(), task.id()), task);
   }
 
-  /// Ends the leases of queue `name` that expired by now (at most 256 per
-  /// claim; the rest on the next).
-  op_result expire() {
+  /// Ends the leases of queue `name` that expired by now, at most 256;
+  /// `more` says whether there may be more.
+  op_result expire(bool& more) {
+    more = false;
     auto prefix = std::string{"l"} + op_.name() + '\0';
     auto upto = shared_key::lease(op_.name(), now_, UINT64_MAX);
     for (int n = 0; n < 256; ++n) {
@@ -459,6 +496,7 @@ private:
         return r;
       if (key.compare(0, prefix.size(), prefix) != 0 || key > upto)
         return {};
+      more = n == 255;
       if (key.size() != prefix.size() + 16) {
         // Not one of ours: moved out of the way, never interpreted.
         if (auto r = del(key); r.rc != MDB_SUCCESS)
@@ -493,7 +531,10 @@ private:
   }
 
   op_result claim() {
-    if (auto r = expire(); r.rc != MDB_SUCCESS)
+    // Expired leases in steps of 256, as long as no task is ready and more
+    // may have expired: a claim never answers empty while one is claimable.
+    bool more = true;
+    if (auto r = expire(more); r.rc != MDB_SUCCESS)
       return r;
     auto prefix = std::string{"r"} + op_.name() + '\0';
     for (;;) {
@@ -501,6 +542,11 @@ private:
       if (auto r = first_at(prefix, key); r.rc != MDB_SUCCESS)
         return r;
       if (key.compare(0, prefix.size(), prefix) != 0) {
+        if (more) {
+          if (auto r = expire(more); r.rc != MDB_SUCCESS)
+            return r;
+          continue;
+        }
         res_.set_status(SharedResult::EMPTY);
         return {};
       }
