@@ -51,18 +51,9 @@ void print(const std::string& name, const std::string& impl, double value,
   vigil::bench::die("durable_bench", what);
 }
 
-/// A fresh data dir under ./build/bench-data, removed on destruction.
-struct data_dir {
-  std::string path;
-  data_dir() {
-    path = "build/bench-data/" + std::to_string(getpid());
-    std::filesystem::remove_all(path);
-    std::filesystem::create_directories(path);
-  }
-  ~data_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
+/// This bench's data dir (bench/measure.hpp).
+struct data_dir : vigil::bench::data_dir {
+  data_dir() : vigil::bench::data_dir("") {}
 };
 
 /// The record a journal agent writes per accepted envelope, so the raw

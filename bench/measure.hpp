@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -44,6 +45,23 @@ inline void print(const result& r) {
   os << ",\"threads\":" << threads << "}}";
   std::cout << os.str() << std::endl;
 }
+
+/// A fresh data dir build/bench-data/PREFIX<pid> (a real disk, not tmpfs),
+/// removed with everything in it on destruction.
+struct data_dir {
+  std::string path;
+  explicit data_dir(const std::string& prefix) {
+    path = "build/bench-data/" + prefix + std::to_string(getpid());
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~data_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  data_dir(const data_dir&) = delete;
+  data_dir& operator=(const data_dir&) = delete;
+};
 
 /// Prints "PROG: WHAT" on stderr and exits with 1.
 [[noreturn]] inline void die(const char* prog, const std::string& what) {

@@ -57,18 +57,9 @@ namespace {
   vigil::bench::die("shared_bench", what);
 }
 
-/// A fresh data dir under ./build/bench-data, removed on destruction.
-struct data_dir {
-  std::string path;
-  data_dir() {
-    path = "build/bench-data/shared-" + std::to_string(getpid());
-    std::filesystem::remove_all(path);
-    std::filesystem::create_directories(path);
-  }
-  ~data_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
+/// This bench's data dir (bench/measure.hpp).
+struct data_dir : vigil::bench::data_dir {
+  data_dir() : vigil::bench::data_dir("shared-") {}
 };
 
 const std::string name = "bench";

@@ -25,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "support/kill_child.hpp"
 #include "support/temp_dir.hpp"
 
 namespace {
@@ -34,62 +35,11 @@ long env_or(const char* name, long fallback) {
   return s != nullptr ? std::strtol(s, nullptr, 10) : fallback;
 }
 
-struct child {
-  pid_t pid = -1;
-  int out = -1; // read end of its stdout
-};
-
-child spawn(const std::string& dir, long n) {
-  int fds[2];
-  if (pipe(fds) != 0)
-    return {};
-  auto pid = fork();
-  if (pid == 0) {
-    dup2(fds[1], STDOUT_FILENO);
-    close(fds[0]);
-    close(fds[1]);
-    auto ns = std::to_string(n);
-    const char* bin = std::getenv("VIGIL_CRASH_CHILD");
-    if (bin == nullptr)
-      bin = VIGIL_CRASH_CHILD;
-    execl(bin, bin, dir.c_str(), ns.c_str(), "full",
-          static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(fds[1]);
-  return {pid, fds[0]};
-}
-
-std::string read_all(int fd) {
-  std::string out;
-  char buf[256];
-  ssize_t k;
-  while ((k = read(fd, buf, sizeof(buf))) > 0)
-    out.append(buf, static_cast<size_t>(k));
-  close(fd);
-  return out;
-}
-
-/// Reads the child's "progress=<n>" lines until one reaches `target`.
-/// Returns false at EOF (the child exited). `last` gets the latest value.
-bool wait_for_progress(int fd, long long target, long long& last,
-                       std::string& rest) {
-  char buf[256];
-  for (;;) {
-    size_t nl;
-    while ((nl = rest.find('\n')) != std::string::npos) {
-      long long v;
-      if (std::sscanf(rest.c_str(), "progress=%lld", &v) == 1)
-        last = v;
-      rest.erase(0, nl + 1);
-      if (last >= target)
-        return true;
-    }
-    auto k = read(fd, buf, sizeof(buf));
-    if (k <= 0)
-      return false;
-    rest.append(buf, static_cast<size_t>(k));
-  }
+vigil::test::child spawn(const std::string& dir, long n) {
+  const char* bin = std::getenv("VIGIL_CRASH_CHILD");
+  if (bin == nullptr)
+    bin = VIGIL_CRASH_CHILD;
+  return vigil::test::spawn_child({bin, dir, std::to_string(n), "full"});
 }
 
 } // namespace
@@ -119,11 +69,12 @@ TEST(crash_test, sigkill_at_random_points_loses_nothing_and_repeats_nothing) {
       // for a condition.
       std::this_thread::sleep_for(std::chrono::milliseconds{early_ms(rng)});
     else
-      running = wait_for_progress(c.out, reached + advance(rng), last, rest);
+      running = vigil::test::wait_for_progress(c.out, reached + advance(rng),
+                                               last, rest);
     kill(c.pid, SIGKILL);
     int status = 0;
     ASSERT_EQ(waitpid(c.pid, &status, 0), c.pid);
-    auto out = rest + read_all(c.out);
+    auto out = rest + vigil::test::read_all(c.out);
     if (WIFEXITED(status)) {
       // It finished before the kill landed: later runs must agree.
       ASSERT_EQ(WEXITSTATUS(status), 0) << out;
@@ -139,7 +90,7 @@ TEST(crash_test, sigkill_at_random_points_loses_nothing_and_repeats_nothing) {
   }
   auto c = spawn(dir.path(), n);
   ASSERT_GT(c.pid, 0);
-  auto out = read_all(c.out); // returns when the child exits
+  auto out = vigil::test::read_all(c.out); // returns when the child exits
   int status = 0;
   ASSERT_EQ(waitpid(c.pid, &status, 0), c.pid);
   ASSERT_TRUE(WIFEXITED(status));

@@ -3,8 +3,9 @@
 // compare-and-swap keys (tests/support/shared_agents.hpp). Their committed
 // outcomes are appended to EVENTS, one line each (O_APPEND: a line written
 // before a SIGKILL stays). Prints "progress=<done>" every 20 ms or so, and
-// "done=<n>" when every task is done or dead and every late completion of
-// this run was answered, then exits 0; 2 on error.
+// "done=<n>" when every task is done or dead, every late completion of
+// this run was answered, and three cas_counters (fed 1..300 each by journal
+// sources) reached their total, then exits 0; 2 on error.
 //
 //   shared_kill_child DATA_DIR EVENTS TASKS SEED
 
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "support/shared_agents.hpp"
+#include "vigil/cli/app.hpp"
 #include "vigil/node/node.hpp"
 #include "vigil/persistence/shared.hpp"
 
@@ -57,7 +59,9 @@ int main(int argc, char** argv) {
   node_config nc;
   nc.data_dir = argv[1];
   nc.sync = sync_mode::nosync; // survives kill -9 (the page cache stays)
-  node nd{test::shared_registry(), nc};
+  auto types = test::shared_registry();
+  cli::add_builtin_agents(types); // source and cas_counter
+  node nd{std::move(types), nc};
   supervisor_spec spec;
   spec.flags.intensity = 100000;
   spec.flags.period = 1s;
@@ -68,6 +72,20 @@ int main(int argc, char** argv) {
                 .with_durability(durability_mode::journal);
     cs.max_deliveries = 3; // a crashed Work is delivered again
     spec.children.push_back(std::move(cs));
+  }
+  // Three journal sources send 1..300 each to three cas_counters on one
+  // key: the total must be 3 × 45150 exactly.
+  for (int i = 1; i <= 3; ++i) {
+    auto c = "c" + std::to_string(i);
+    spec.children.push_back(worker(c, "cas_counter")
+                              .with_durability(durability_mode::journal)
+                              .with_param("store", "counters")
+                              .with_param("key", "total"));
+    spec.children.push_back(worker("s" + std::to_string(i), "source")
+                              .with_durability(durability_mode::journal)
+                              .with_param("to", "race/" + c)
+                              .with_param("count", "300")
+                              .with_param("rate", "2000"));
   }
   if (auto err = nd.start("race", spec)) {
     std::fprintf(stderr, "shared_kill_child: %s\n", describe(err).c_str());
@@ -92,7 +110,15 @@ int main(int argc, char** argv) {
       return 2;
     }
     size_t finished = qs.empty() ? 0 : qs[0].done + qs[0].dead;
-    if (finished >= static_cast<size_t>(tasks) && lates >= stalls) {
+    records::KvRecord total;
+    bool found = false;
+    if (auto s = kv_read(st, "counters", "total", total, found)) {
+      std::fprintf(stderr, "shared_kill_child: %s\n", s.message().c_str());
+      return 2;
+    }
+    bool counted = found && std::atoll(total.value().c_str()) >= 3 * 45150;
+    if (finished >= static_cast<size_t>(tasks) && lates >= stalls
+        && counted) {
       std::printf("done=%zu\n", finished);
       std::fflush(stdout);
       return 0;

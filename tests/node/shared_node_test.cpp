@@ -8,7 +8,7 @@
 
 #include <atomic>
 
-#include "proto/shared_test.pb.h"
+#include "support/shared_probe.hpp"
 #include "support/temp_dir.hpp"
 #include "vigil/actors/agent.hpp"
 #include "vigil/node/node.hpp"
@@ -16,115 +16,12 @@
 
 using namespace vigil;
 using namespace std::chrono_literals;
+using test::probe_registry;
 using test::ProbeOp;
 using test::ProbeResult;
 using test::ProbeState;
 
 namespace {
-
-std::atomic<uint64_t> wall{1'000'000};
-
-ProbeResult failed(const caf::error& e) {
-  ProbeResult r;
-  r.set_error(e.category() == caf::atom("vigil")
-                ? to_string(static_cast<errc>(e.code()))
-                : "other");
-  return r;
-}
-
-/// Runs the ProbeOp it gets and answers with its outcome.
-class probe : public agent<ProbeState> {
-public:
-  static void define(handlers<probe>& h) {
-    h.on<ProbeOp>(&probe::run);
-  }
-
-  void run(context& ctx, const ProbeOp& op) {
-    state().set_handled(state().handled() + 1);
-    auto rp = ctx.defer();
-    auto err = [rp](const caf::error& e) mutable { rp.deliver(failed(e)); };
-    auto counted = [this] { state().set_callbacks(state().callbacks() + 1); };
-    auto on_kv = [rp, counted](kv_result k) mutable {
-      counted();
-      ProbeResult r;
-      r.set_applied(k.applied);
-      r.set_version(k.entry.version);
-      r.set_value(k.entry.value);
-      r.set_found(k.entry.found);
-      r.set_writer(k.entry.writer);
-      rp.deliver(r);
-    };
-    lease l{"jobs", op.task(), op.lease(), 0};
-    auto& o = op.op();
-    if (o == "get") {
-      ctx.kv_get("s", op.key(),
-                 [rp, counted](kv_entry e) mutable {
-                   counted();
-                   ProbeResult r;
-                   r.set_version(e.version);
-                   r.set_value(e.value);
-                   r.set_found(e.found);
-                   r.set_writer(e.writer);
-                   rp.deliver(r);
-                 },
-                 err);
-    } else if (o == "put") {
-      ctx.kv_put("s", op.key(), op.value(), op.expected(), on_kv, err);
-    } else if (o == "delete") {
-      ctx.kv_delete("s", op.key(), op.expected(), on_kv, err);
-    } else if (o == "enqueue") {
-      ctx.enqueue_task("jobs", op.value(), {},
-                       [rp](uint64_t id) mutable {
-                         ProbeResult r;
-                         r.set_task(id);
-                         rp.deliver(r);
-                       },
-                       err);
-    } else if (o == "claim") {
-      ctx.claim_task("jobs", std::chrono::milliseconds{op.lease_ms()},
-                     [rp](std::optional<claimed_task> t) mutable {
-                       ProbeResult r;
-                       r.set_empty(!t);
-                       if (t) {
-                         r.set_task(t->lease.task);
-                         r.set_lease(t->lease.number);
-                         r.set_attempts(t->attempts);
-                         r.set_expires_ms(t->lease.expires_ms);
-                         r.set_value(t->payload);
-                       }
-                       rp.deliver(r);
-                     },
-                     err);
-    } else if (o == "extend") {
-      ctx.extend_lease(l, std::chrono::milliseconds{op.lease_ms()},
-                       [rp](lease n) mutable {
-                         ProbeResult r;
-                         r.set_expires_ms(n.expires_ms);
-                         rp.deliver(r);
-                       },
-                       err);
-    } else if (o == "complete") {
-      ctx.complete_task(l, [rp]() mutable { rp.deliver(ProbeResult{}); },
-                        err);
-    } else if (o == "fail") {
-      ctx.fail_task(l, "probe failed it",
-                    [rp](bool dead) mutable {
-                      ProbeResult r;
-                      r.set_dead(dead);
-                      rp.deliver(r);
-                    },
-                    err);
-    }
-    if (op.throw_first() && ctx.current()->attempt == 1)
-      throw std::runtime_error("probe: thrown after the call");
-  }
-};
-
-registry probe_registry() {
-  registry r;
-  r.add<probe>("probe");
-  return r;
-}
 
 class shared_node_test : public ::testing::Test {
 protected:
@@ -133,7 +30,7 @@ protected:
     if (with_dir)
       nc.data_dir = dir_.path();
     nc.sync = sync_mode::nosync;
-    nc.wall_ms = [] { return wall.load(); };
+    nc.wall_ms = [] { return test::probe_wall.load(); };
     nd_ = std::make_unique<node>(probe_registry(), nc);
     supervisor_spec spec;
     spec.flags.intensity = 100;
@@ -321,13 +218,13 @@ TEST_F(shared_node_test, leases_expire_and_extend_on_the_injected_clock) {
   EXPECT_EQ(first.attempts(), 1u);
   EXPECT_EQ(first.value(), "payload");
   EXPECT_TRUE(call("b", c).empty()); // held
-  wall += 900;
+  test::probe_wall += 900;
   auto ext = call("a", lease_op("extend", first, 1000));
   EXPECT_TRUE(ext.error().empty()) << ext.error();
-  EXPECT_EQ(ext.expires_ms(), wall.load() + 1000);
-  wall += 900; // past the first expiry, inside the extension
+  EXPECT_EQ(ext.expires_ms(), test::probe_wall.load() + 1000);
+  test::probe_wall += 900; // past the first expiry, inside the extension
   EXPECT_TRUE(call("b", c).empty());
-  wall += 100; // the extension is over
+  test::probe_wall += 100; // the extension is over
   auto second = call("b", c);
   ASSERT_FALSE(second.empty());
   EXPECT_EQ(second.task(), first.task());

@@ -18,6 +18,7 @@
 #include "support/eventually.hpp"
 #include "support/seeds.hpp"
 #include "support/shared_agents.hpp"
+#include "support/shared_events.hpp"
 #include "support/temp_dir.hpp"
 #include "vigil/node/node.hpp"
 #include "vigil/persistence/shared.hpp"
@@ -116,34 +117,10 @@ void race(uint64_t seed, int workers, int tasks) {
     // Completed under a lease that was live then.
     EXPECT_LT(t.done_ms(), t.lease_expires_ms()) << "task " << t.id();
   }
-  auto lines = log.copy();
-  std::map<uint64_t, int> completes;
-  std::map<std::string, std::set<uint64_t>> cas_versions;
-  size_t late_rejected = 0;
-  for (auto& l : lines) {
-    std::istringstream in{l};
-    std::string what;
-    in >> what;
-    if (what == "complete") {
-      uint64_t id;
-      in >> id;
-      ++completes[id];
-    } else if (what == "cas") {
-      std::string key;
-      uint64_t v;
-      in >> key >> v;
-      EXPECT_TRUE(cas_versions[key].insert(v).second)
-        << "two writes succeeded at version " << v << " of " << key;
-    } else if (what == "late_rejected") {
-      ++late_rejected;
-    } else if (what == "late_accepted" || what == "cas_gave_up"
-               || what.find("error") != std::string::npos
-               || what == "enqueue_failed") {
-      ADD_FAILURE() << l;
-    }
-  }
-  for (auto& [id, n] : completes)
-    EXPECT_EQ(n, 1) << "task " << id << " completed " << n << " times";
+  auto ev = test::check_events(log.copy());
+  auto& completes = ev.completes;
+  auto& cas_versions = ev.cas;
+  auto late_rejected = ev.late_rejected;
   // Callbacks of a crashed instance are dropped, so a few completions may
   // be unseen; most are seen.
   EXPECT_GE(completes.size(), static_cast<size_t>(tasks) * 8 / 10);

@@ -2,8 +2,9 @@
 // planted in `db::shared`, many expired leases at once, boundaries of names
 // and leases, a lowered kv_history, replays of task dead letters.
 //
-// A failing test here demonstrates a defect; the comment above it says which
-// guarantee (README, "Shared state") it breaks.
+// The tests marked "found by the review" failed on the first version and
+// pass since its fixes; the comment says which guarantee (README, "Shared
+// state") each one guards.
 
 #include <gtest/gtest.h>
 
@@ -11,7 +12,7 @@
 #include <memory>
 #include <set>
 
-#include "support/temp_dir.hpp"
+#include "support/shared_store.hpp"
 #include "vigil/persistence/record.hpp"
 #include "vigil/persistence/shared.hpp"
 #include "vigil/persistence/store.hpp"
@@ -22,55 +23,10 @@ using records::SharedResult;
 
 namespace {
 
-class shared_review : public ::testing::Test {
+class shared_review : public test::shared_store_test {
 protected:
   void SetUp() override {
-    open();
-  }
-
-  void open(uint32_t history = 32) {
-    st_.reset();
-    store_options o;
-    o.dir = dir_.path();
-    o.sync = sync_mode::nosync;
-    o.kv_history = history;
-    o.wall_ms = [this] { return now_; };
-    ASSERT_FALSE(store::open(o, st_)) << dir_.path();
-  }
-
-  std::vector<SharedResult> run_all(const std::vector<SharedOp>& ops) {
-    write_item item;
-    for (auto& op : ops) {
-      mutation m;
-      m.what = mutation::op::shared;
-      m.where = db::shared;
-      op.SerializeToString(&m.value);
-      item.muts.push_back(std::move(m));
-    }
-    write_item* p = &item;
-    write_result r;
-    auto s = st_->apply(&p, 1, &r);
-    EXPECT_FALSE(s) << s.message();
-    std::vector<SharedResult> out;
-    for (auto& m : item.muts) {
-      SharedResult res;
-      EXPECT_TRUE(res.ParseFromString(m.key));
-      out.push_back(std::move(res));
-    }
-    return out;
-  }
-
-  SharedResult run(const SharedOp& op) {
-    return run_all({op}).at(0);
-  }
-
-  /// Writes raw bytes at `key` of db::shared (a damaged record).
-  void plant(const std::string& key, const std::string& value) {
-    write_item item;
-    item.muts.push_back({mutation::op::put, db::shared, key, value});
-    write_item* p = &item;
-    write_result wr;
-    ASSERT_FALSE(st_->apply(&p, 1, &wr));
+    open(32);
   }
 
   static SharedOp put(std::string key, std::string value, uint64_t expected,
@@ -127,16 +83,13 @@ protected:
       out[t.id()] = t;
     return out;
   }
-
-  test::temp_dir dir_;
-  std::unique_ptr<store> st_;
-  uint64_t now_ = 1'000'000;
 };
 
-// DEFECT (guarantee 4, and "no task lost"): a damaged next-id record (`n`
-// key) is not reported: enqueue() falls back to id 1 (shared.cpp, enqueue:
-// `if (rc == MDB_SUCCESS && v.mv_size == 8) ... ` else id stays 1) and
-// overwrites task 1's record and its dedupe mapping, so task 1 is lost.
+// Found by the review in the first version, fixed since (guarantee 4, and "no
+// task lost"): a damaged next-id record (`n` key) is not reported: enqueue()
+// falls back to id 1 (shared.cpp, enqueue: `if (rc == MDB_SUCCESS && v.mv_size
+// == 8) ... ` else id stays 1) and overwrites task 1's record and its dedupe
+// mapping, so task 1 is lost.
 TEST_F(shared_review, damaged_next_id_never_overwrites_an_existing_task) {
   ASSERT_EQ(run(enqueue("first")).status(), SharedResult::OK);
   ASSERT_EQ(run(enqueue("second")).status(), SharedResult::OK);
@@ -161,10 +114,11 @@ TEST_F(shared_review, damaged_next_id_never_overwrites_an_existing_task) {
   EXPECT_EQ(done.status(), SharedResult::OK) << done.detail();
 }
 
-// DEFECT (guarantee 4; dedupe): a damaged dedupe record (value not 8 bytes)
-// is silently ignored (shared.cpp, enqueue: `if (rc == MDB_SUCCESS &&
-// v.mv_size == 8)`), so a repeated dedupe key adds a second task instead of
-// returning the first or reporting the damage.
+// Found by the review in the first version, fixed since (guarantee 4; dedupe):
+// a damaged dedupe record (value not 8 bytes) is silently ignored (shared.cpp,
+// enqueue: `if (rc == MDB_SUCCESS && v.mv_size == 8)`), so a repeated dedupe
+// key adds a second task instead of returning the first or reporting the
+// damage.
 TEST_F(shared_review, damaged_dedupe_record_is_reported_not_ignored) {
   auto a = run(enqueue("p", 0, "order-1"));
   ASSERT_EQ(a.status(), SharedResult::OK);
@@ -178,11 +132,11 @@ TEST_F(shared_review, damaged_dedupe_record_is_reported_not_ignored) {
   EXPECT_EQ(tasks().size(), 1u);
 }
 
-// DEFECT (guarantee 2, "the next claim takes the task again"): expire()
-// stops after 256 lease index entries per claim (shared.cpp, expire: `for
-// (int n = 0; n < 256; ++n)`). When those 256 all turn into dead letters, a
-// claim answers EMPTY although another task's lease has expired and the task
-// is claimable.
+// Found by the review in the first version, fixed since (guarantee 2, "the
+// next claim takes the task again"): expire() stops after 256 lease index
+// entries per claim (shared.cpp, expire: `for (int n = 0; n < 256; ++n)`).
+// When those 256 all turn into dead letters, a claim answers EMPTY although
+// another task's lease has expired and the task is claimable.
 TEST_F(shared_review, a_claim_takes_an_expired_task_even_behind_256_others) {
   for (int i = 0; i < 256; ++i)
     ASSERT_EQ(run(enqueue("one-shot", 1)).status(), SharedResult::OK);
@@ -209,9 +163,10 @@ TEST_F(shared_review, a_claim_takes_an_expired_task_even_behind_256_others) {
   EXPECT_EQ(dls.size(), 256u);
 }
 
-// DEFECT (guarantee 1: "the last kv_history versions"): a data dir reopened
-// with a smaller kv_history keeps the older history entries for ever;
-// kv_write deletes only version (new - keep) (shared.cpp, kv_write).
+// Found by the review in the first version, fixed since (guarantee 1: "the
+// last kv_history versions"): a data dir reopened with a smaller kv_history
+// keeps the older history entries for ever; kv_write deletes only version (new
+// - keep) (shared.cpp, kv_write).
 TEST_F(shared_review, history_honours_a_lowered_kv_history) {
   uint64_t v = 0;
   for (int i = 0; i < 10; ++i) {

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "support/seeds.hpp"
+#include "support/shared_store.hpp"
 #include "support/temp_dir.hpp"
 #include "vigil/persistence/record.hpp"
 #include "vigil/persistence/shared.hpp"
@@ -20,49 +21,8 @@ using records::SharedResult;
 
 namespace {
 
-class shared_test : public ::testing::Test {
+class shared_test : public test::shared_store_test {
 protected:
-  void SetUp() override {
-    open();
-  }
-
-  void open(uint32_t history = 4, const std::string* dir = nullptr) {
-    st_.reset();
-    store_options o;
-    o.dir = dir != nullptr ? *dir : dir_.path();
-    o.sync = sync_mode::nosync;
-    o.kv_history = history;
-    o.wall_ms = [this] { return now_; };
-    ASSERT_FALSE(store::open(o, st_)) << dir_.path();
-  }
-
-  /// Runs `ops` in one apply (one transaction); their results in order.
-  std::vector<SharedResult> run_all(const std::vector<SharedOp>& ops) {
-    write_item item;
-    for (auto& op : ops) {
-      mutation m;
-      m.what = mutation::op::shared;
-      m.where = db::shared;
-      op.SerializeToString(&m.value);
-      item.muts.push_back(std::move(m));
-    }
-    write_item* p = &item;
-    write_result r;
-    auto s = st_->apply(&p, 1, &r);
-    EXPECT_FALSE(s) << s.message();
-    std::vector<SharedResult> out;
-    for (auto& m : item.muts) {
-      SharedResult res;
-      EXPECT_TRUE(res.ParseFromString(m.key));
-      out.push_back(std::move(res));
-    }
-    return out;
-  }
-
-  SharedResult run(const SharedOp& op) {
-    return run_all({op}).at(0);
-  }
-
   static SharedOp put(std::string key, std::string value, uint64_t expected,
                       std::string writer = "a/w") {
     SharedOp op;
@@ -124,9 +84,6 @@ protected:
     return op;
   }
 
-  test::temp_dir dir_;
-  std::unique_ptr<store> st_;
-  uint64_t now_ = 1'000'000;
 };
 
 TEST_F(shared_test, put_is_compare_and_swap_and_conflict_names_the_current) {
