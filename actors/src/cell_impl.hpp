@@ -14,6 +14,7 @@
 
 #include <caf/all.hpp>
 
+#include "cell_util.hpp"
 #include "durable.hpp"
 #include "vigil/actors/approvals.hpp"
 #include "vigil/actors/cell.hpp"
@@ -25,22 +26,6 @@
 namespace vigil::detail {
 
 using caf::response_promise;
-
-inline int64_t to_ns(time_point t) {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-           t.time_since_epoch())
-    .count();
-}
-
-inline std::string what(std::exception_ptr ep) {
-  try {
-    std::rethrow_exception(ep);
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (...) {
-    return "unknown exception";
-  }
-}
 
 /// Hosts the instances of one child across restarts. The cell is the child's
 /// stable handle: senders keep addressing it while the supervisor replaces
@@ -469,28 +454,19 @@ private:
 
   /// Marks accept tokens; other writes count up from 1.
   static constexpr uint64_t accept_bit = uint64_t{1} << 62;
-  /// Marks the tokens of shared-state operations that commit on their own
-  /// (and reads), which wait in `shared_waits_` (cell_shared.cpp).
+  /// Shared state (cell_shared.cpp): tokens of operations that commit on
+  /// their own, and reads; an operation waiting for its result, whose
+  /// callbacks run only in instance `gen`; its writer's results
+  /// (before the acknowledgement), an own write's acknowledgement, and a
+  /// result's delivery.
   static constexpr uint64_t own_shared_bit = uint64_t{1} << 60;
-
-  /// A shared-state operation waiting for its result: committed with a
-  /// journal agent's consume (durable::shared, then commit_wait::shared),
-  /// or on its own (shared_waits_). Its callbacks run only in instance
-  /// `gen`.
   struct shared_call {
     std::function<void(records::SharedResult&&)> ok;
     std::function<void(const caf::error&)> err;
     uint64_t gen = 0;
   };
-
-  /// The writer's results of the shared operations of write `tok`, sent
-  /// just before the acknowledgement of that write's commit.
   void on_shared_done(uint64_t tok, std::vector<std::string>& results);
-
-  /// A write of an operation that commits on its own was acknowledged.
   void on_own_shared_acked(uint64_t tok, const caf::error& err);
-
-  /// Runs `c`'s callback with `result` (or `err`), if its instance runs.
   void deliver_shared(shared_call& c, std::string* result,
                       const caf::error& err);
 
