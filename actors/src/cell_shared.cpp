@@ -17,8 +17,12 @@ int64_t to_ms(duration d) {
   return ms < 1 ? 1 : ms;
 }
 
-kv_entry entry_of(const records::KvRecord& r) {
+kv_entry entry_of(const SharedResult& res) {
+  auto& r = res.entry();
   kv_entry e;
+  e.my_version = res.mine_version();
+  e.my_message_origin = res.mine_origin();
+  e.my_message_id = res.mine_id();
   e.value = r.value();
   e.version = r.version();
   e.found = r.version() != 0 && !r.deleted();
@@ -94,7 +98,7 @@ void context::kv_get(std::string_view store, std::string_view key,
   shared_raw(std::move(op),
              [f = or_nothing(std::move(on_entry)), err, copy](SharedResult&& r) {
                if (r.status() == SharedResult::OK)
-                 f(entry_of(r.entry()));
+                 f(entry_of(r));
                else
                  err(error_of(copy, r));
              },
@@ -114,7 +118,7 @@ on_kv_result(std::function<void(kv_result)> f, on_error_fn err, SharedOp op) {
     }
     kv_result out;
     out.applied = r.status() == SharedResult::OK;
-    out.entry = entry_of(r.entry());
+    out.entry = entry_of(r);
     f(std::move(out));
   };
 }
@@ -298,7 +302,8 @@ void cell::shared_raw(records::SharedOp op,
     records::SharedResult res;
     bool found = false;
     if (auto s = kv_read(*st, op.name(), op.key(), *res.mutable_entry(),
-                         found)) {
+                         found);
+        s || (s = kv_read_mine(*st, op.name(), op.key(), cfg_.path, res))) {
       res.set_status(records::SharedResult::CORRUPT);
       res.set_detail(s.message());
     }

@@ -3,9 +3,7 @@
 // enqueuer (Numbers in, tasks out), task_worker (claims, works, completes)
 // and cas_counter (adds to a shared key by compare-and-swap, exactly once).
 
-#include <algorithm>
 #include <chrono>
-#include <map>
 #include <stdexcept>
 #include <string>
 
@@ -211,74 +209,23 @@ private:
 
 // -- cas_counter --------------------------------------------------------------
 
-/// A shared counter's value: "TOTAL" or "TOTAL|PATH=SEQ,PATH=SEQ,...", the
-/// total and, per cas_counter that wrote it, the number of its last
-/// increment in the total.
-struct counter_value {
-  int64_t total = 0;
-  std::map<std::string, int64_t> marks;
-
-  static counter_value parse(const std::string& v, const std::string& where) {
-    counter_value out;
-    auto bar = v.find('|');
-    auto bad = [&] {
-      return std::runtime_error("cas_counter: " + where + " holds \"" + v
-                                + "\", not TOTAL[|PATH=SEQ,...]");
-    };
-    try {
-      size_t used = 0;
-      auto head = v.substr(0, bar);
-      out.total = std::stoll(head, &used);
-      if (used != head.size())
-        throw bad();
-      if (bar == std::string::npos)
-        return out;
-      std::string rest = v.substr(bar + 1);
-      size_t i = 0;
-      while (i < rest.size()) {
-        auto comma = rest.find(',', i);
-        auto item = rest.substr(i, comma == std::string::npos ? std::string::npos
-                                                              : comma - i);
-        auto eq = item.rfind('=');
-        if (eq == std::string::npos || eq == 0)
-          throw bad();
-        out.marks[item.substr(0, eq)] = std::stoll(item.substr(eq + 1));
-        if (comma == std::string::npos)
-          break;
-        i = comma + 1;
-      }
-    } catch (const std::runtime_error&) {
-      throw;
-    } catch (const std::exception&) {
-      throw bad();
-    }
-    return out;
-  }
-
-  std::string render() const {
-    auto out = std::to_string(total);
-    char sep = '|';
-    for (auto& [path, seq] : marks) {
-      out += sep + path + "=" + std::to_string(seq);
-      sep = ',';
-    }
-    return out;
-  }
-};
-
 /// On each Number n, adds n to the shared key `key` (default "count") of
-/// store `store` (default "counters") by compare-and-swap, exactly once,
-/// with any number of cas_counters on one key.
+/// store `store` (default "counters"), whose value is a decimal integer, by
+/// compare-and-swap, exactly once, with any number of writers on the key.
 ///
-/// The increment is numbered and kept in the state as unapplied; the put
-/// (the last value seen plus every unapplied increment, and this counter's
-/// mark: the number of its newest increment) commits with that state and
-/// with the consumption of the Number. A conflict returns the value there
-/// now: the increments its mark covers are dropped (they are in, e.g.
-/// applied just before a crash), the rest are put again from a CasFlush.
-/// After a restart, unapplied increments are flushed again. So none is
-/// lost and none is counted twice, across conflicts, crashes and kill -9
-/// (as a journal agent).
+/// Increments wait in the state (`pending`) until a put carries them. At
+/// most one put is in flight; it adds every pending increment to the value
+/// last seen and commits with the consumption of the message whose handler
+/// made it (as a journal agent), with the state that says it is in flight
+/// and what it adds. Its callback learns the outcome: applied (the amount
+/// leaves `pending`) or a conflict (the value there now is the new base),
+/// and a CasFlush puts what is left. If the agent restarts before that
+/// callback's state is committed, the put's outcome is read back from the
+/// key: `my_message_id` says whether this agent's last write of the key was
+/// that put. So no increment is lost and none is counted twice, across
+/// conflicts, deletes and resets of the key by others, crashes and kill -9.
+/// A value that is not an integer stops the counting (its increments wait,
+/// and Get's `error` says why); it is tried again every second.
 class cas_counter : public agent<CasCount> {
 public:
   explicit cas_counter(const params& ps) {
@@ -292,74 +239,126 @@ public:
 
   static void define(handlers<cas_counter>& h) {
     h.on<Number>([](cas_counter& self, context& ctx, const Number& n) {
-      auto& st = self.state();
-      st.set_seq(st.seq() + 1);
-      auto* inc = st.add_unapplied();
-      inc->set_seq(st.seq());
-      inc->set_n(n.n());
-      self.attempt(ctx);
+      self.state().set_pending(self.state().pending() + n.n());
+      self.step(ctx);
     });
     h.on<CasFlush>(
-      [](cas_counter& self, context& ctx, const CasFlush&) { self.attempt(ctx); });
+      [](cas_counter& self, context& ctx, const CasFlush&) { self.step(ctx); });
     h.on<Get>([](cas_counter& self, context&, const Get&) { return self.state(); });
   }
 
   void on_start(context& ctx) override {
-    if (state().unapplied_size() > 0)
+    if (state().inflight() || state().pending() != 0)
       ctx.send(ctx.path(), CasFlush{});
   }
 
 private:
+  /// In a handler: puts the pending increments, unless a put is in flight.
+  /// One in flight whose callback is gone (a restart) is looked up first.
+  void step(context& ctx) {
+    auto& st = state();
+    if (st.inflight()) {
+      if (!resolving_ && !callback_due_)
+        resolve(ctx);
+      return;
+    }
+    if (st.pending() == 0)
+      return;
+    auto* cur = ctx.current();
+    st.set_inflight(true);
+    st.set_inflight_origin(cur->origin);
+    st.set_inflight_id(cur->id);
+    st.set_inflight_amount(st.pending());
+    callback_due_ = true;
+    ctx.kv_put(
+      store_, key_, std::to_string(st.base_total() + st.pending()),
+      st.base_version(),
+      [this, &ctx, id = cur->id, origin = cur->origin](kv_result r) {
+        callback_due_ = false;
+        if (state().inflight() && state().inflight_id() == id
+            && state().inflight_origin() == origin)
+          settled(ctx, r.applied, r.entry);
+      },
+      [this, &ctx](const caf::error& e) {
+        // Not committed (with its envelope, which runs again) or refused.
+        callback_due_ = false;
+        state().set_error(describe(e));
+        ctx.send_after(std::chrono::seconds{1}, ctx.path(), CasFlush{});
+      });
+  }
+
+  /// After a restart: did the put in flight apply? This agent's last write
+  /// of the key says.
+  void resolve(context& ctx) {
+    resolving_ = true;
+    ctx.kv_get(
+      store_, key_,
+      [this, &ctx](kv_entry e) {
+        resolving_ = false;
+        auto& st = state();
+        bool applied = e.my_message_id == st.inflight_id()
+                       && e.my_message_origin == st.inflight_origin()
+                       && e.my_version != 0;
+        settled(ctx, applied, e);
+      },
+      [this, &ctx](const caf::error& e) {
+        resolving_ = false;
+        state().set_error(describe(e));
+        ctx.send_after(std::chrono::seconds{1}, ctx.path(), CasFlush{});
+      });
+  }
+
+  /// The put in flight applied (its amount leaves `pending`) or not; `e`
+  /// is the key now. What is pending is put again from a CasFlush.
+  void settled(context& ctx, bool applied, const kv_entry& e) {
+    auto& st = state();
+    if (applied) {
+      st.set_applied(st.applied() + 1);
+      st.set_pending(st.pending() - st.inflight_amount());
+    } else {
+      st.set_conflicts(st.conflicts() + 1);
+    }
+    st.set_inflight(false);
+    st.set_inflight_amount(0);
+    auto retry = std::chrono::milliseconds{0};
+    if (!e.found) {
+      st.set_base_version(0); // absent or deleted: from 0 again
+      st.set_base_total(0);
+      st.clear_error();
+    } else {
+      try {
+        size_t used = 0;
+        auto total = std::stoll(e.value, &used);
+        if (used != e.value.size())
+          throw std::invalid_argument("trailing bytes");
+        st.set_base_version(e.version);
+        st.set_base_total(total);
+        st.clear_error();
+      } catch (const std::exception&) {
+        // The base stays: a put over a value it cannot read would lose it.
+        st.set_error(where() + " holds \"" + e.value.substr(0, 64)
+                     + "\", not an integer; " + std::to_string(st.pending())
+                     + " waits until it is one");
+        retry = std::chrono::seconds{1};
+      }
+    }
+    if (st.pending() != 0) {
+      if (retry.count() > 0)
+        ctx.send_after(retry, ctx.path(), CasFlush{});
+      else
+        ctx.send(ctx.path(), CasFlush{});
+    }
+  }
+
   std::string where() const {
     return store_ + "/" + key_;
   }
 
-  /// Puts the last value seen plus every unapplied increment.
-  void attempt(context& ctx) {
-    auto& st = state();
-    if (st.unapplied_size() == 0)
-      return;
-    auto v = st.base_version() == 0
-               ? counter_value{}
-               : counter_value::parse(st.base_value(), where());
-    for (auto& inc : st.unapplied())
-      v.total += inc.n();
-    v.marks[ctx.path()] = st.seq();
-    ctx.kv_put(
-      store_, key_, v.render(), st.base_version(),
-      [this, &ctx](kv_result r) { settled(ctx, r); },
-      [](const caf::error& e) {
-        throw std::runtime_error("cas_counter: " + describe(e));
-      });
-  }
-
-  /// What the key holds now (the put's new version, or a conflict's):
-  /// drop the increments its mark covers, retry the rest.
-  void settled(context& ctx, const kv_result& r) {
-    auto& st = state();
-    if (r.applied)
-      st.set_applied(st.applied() + 1);
-    else
-      st.set_conflicts(st.conflicts() + 1);
-    // An absent or deleted key is created again (expected version 0).
-    st.set_base_version(r.entry.found ? r.entry.version : 0);
-    st.set_base_value(r.entry.found ? r.entry.value : std::string{});
-    int64_t mark = 0;
-    if (r.entry.found) {
-      auto v = counter_value::parse(r.entry.value, where());
-      if (auto i = v.marks.find(ctx.path()); i != v.marks.end())
-        mark = i->second;
-    }
-    auto* un = st.mutable_unapplied();
-    un->erase(std::remove_if(un->begin(), un->end(),
-                             [mark](auto& inc) { return inc.seq() <= mark; }),
-              un->end());
-    if (!r.applied && st.unapplied_size() > 0)
-      ctx.send(ctx.path(), CasFlush{});
-  }
-
   std::string store_;
   std::string key_;
+  /// This instance's put or lookup is under way (its callback will come).
+  bool callback_due_ = false;
+  bool resolving_ = false;
 };
 
 } // namespace

@@ -32,6 +32,10 @@ void append_be64(std::string& k, uint64_t n) {
   k.append(buf, 8);
 }
 
+/// LMDB keys stop at 511 bytes: a writer whose last-write key would be
+/// longer has none kept (its path is very long).
+constexpr size_t max_mine_key = 500;
+
 bool bad_text(std::string_view s) {
   return s.find('\0') != std::string_view::npos;
 }
@@ -77,6 +81,15 @@ std::string lease(std::string_view name, uint64_t expires_ms, uint64_t id) {
 std::string dedupe(std::string_view name, std::string_view key) {
   auto k = with_name('d', name);
   k.append(key);
+  return k;
+}
+
+std::string mine(std::string_view name, std::string_view key,
+                 std::string_view writer) {
+  auto k = with_name('w', name);
+  k.append(key);
+  k.push_back('\0');
+  k.append(writer);
   return k;
 }
 
@@ -325,7 +338,31 @@ private:
                   *res_.mutable_entry(), found, bad);
     if (r.rc == MDB_SUCCESS && !bad)
       res_.set_status(SharedResult::OK);
+    if (r.rc == MDB_SUCCESS && !bad)
+      return read_mine();
     return r;
+  }
+
+  /// The op's writer's last write of the key, into the result.
+  op_result read_mine() {
+    auto mk = shared_key::mine(op_.name(), op_.key(), op_.writer());
+    if (op_.writer().empty() || mk.size() > max_mine_key)
+      return {};
+    auto k = lmdb::val(mk);
+    MDB_val v;
+    auto rc = mdb_get(t_, dbi_, &k, &v);
+    if (rc == MDB_NOTFOUND)
+      return {};
+    if (rc != MDB_SUCCESS)
+      return {rc, "shared", "mdb_get", &mk};
+    if (v.mv_size != 24)
+      return corrupt(mk, "a last-write record of " + std::to_string(v.mv_size)
+                           + " bytes, not 24");
+    auto* p = static_cast<const char*>(v.mv_data);
+    res_.set_mine_version(detail::get_be64(p));
+    res_.set_mine_origin(detail::get_be64(p + 8));
+    res_.set_mine_id(detail::get_be64(p + 16));
+    return {};
   }
 
   op_result kv_write(bool erase) {
@@ -336,11 +373,16 @@ private:
       return r;
     bool live = found && !cur.deleted();
     auto expected = op_.expected_version();
-    bool match = expected == 0 ? !live : live && cur.version() == expected;
+    // 0: absent (never written, or deleted), whatever the version. A put
+    // may also name a tombstone's version: it then re-creates the key only
+    // if nobody wrote it since that delete. A delete needs a live key.
+    bool match = expected == 0
+                   ? !live
+                   : found && cur.version() == expected && (live || !erase);
     if (!match) {
       res_.set_status(SharedResult::CONFLICT);
       *res_.mutable_entry() = std::move(cur);
-      return {};
+      return read_mine();
     }
     KvRecord next;
     next.set_format(1);
@@ -364,6 +406,19 @@ private:
     if (next.version() > keep)
       if (auto r = prune_history(next.version() - keep); r.rc != MDB_SUCCESS)
         return r;
+    if (auto mk = shared_key::mine(op_.name(), op_.key(), op_.writer());
+        !op_.writer().empty() && mk.size() <= max_mine_key) {
+      char buf[24];
+      detail::put_be64(buf, next.version());
+      detail::put_be64(buf + 8, op_.writer_origin());
+      detail::put_be64(buf + 16, op_.writer_id());
+      if (auto r = put(mk, std::string_view{buf, 24});
+          r.rc != MDB_SUCCESS)
+        return r;
+      res_.set_mine_version(next.version());
+      res_.set_mine_origin(op_.writer_origin());
+      res_.set_mine_id(op_.writer_id());
+    }
     res_.set_status(SharedResult::OK);
     *res_.mutable_entry() = std::move(next);
     return {};

@@ -24,6 +24,27 @@ status kv_read(store& st, std::string_view name, std::string_view key,
   return {};
 }
 
+status kv_read_mine(store& st, std::string_view name, std::string_view key,
+                    std::string_view writer, records::SharedResult& out) {
+  std::string raw;
+  bool found = false;
+  auto k = shared_key::mine(name, key, writer);
+  if (k.size() > 500) // not kept for so long a path (src/shared.cpp)
+    return {};
+  if (auto s = st.get(db::shared, k, raw, found); s || !found)
+    return s;
+  if (raw.size() != 24)
+    return {store_errc::corrupt, "data dir " + st.options().dir
+                                   + ": shared record \""
+                                   + detail::printable(k) + "\": "
+                                   + std::to_string(raw.size())
+                                   + " bytes, not 24"};
+  out.set_mine_version(detail::get_be64(raw.data()));
+  out.set_mine_origin(detail::get_be64(raw.data() + 8));
+  out.set_mine_id(detail::get_be64(raw.data() + 16));
+  return {};
+}
+
 status kv_history(store& st, std::string_view name, std::string_view key,
                   std::vector<records::KvRecord>& out) {
   out.clear();

@@ -342,7 +342,8 @@ TEST_F(shared_review, expiry_boundary_dead_letter_and_replay) {
 }
 
 // Delete then re-create continues the versions; the history shows the
-// tombstone between; a put naming the tombstone's version conflicts.
+// tombstone between; a put naming the version before the delete conflicts,
+// one naming the tombstone's re-creates the key.
 TEST_F(shared_review, delete_recreate_history_and_no_aba) {
   auto a = run(put("k", "1", 0));
   SharedOp d;
@@ -351,8 +352,8 @@ TEST_F(shared_review, delete_recreate_history_and_no_aba) {
   d.set_key("k");
   d.set_expected_version(1);
   ASSERT_EQ(run(d).status(), SharedResult::OK);
-  EXPECT_EQ(run(put("k", "x", 2)).status(), SharedResult::CONFLICT);
-  auto b = run(put("k", "2", 0));
+  EXPECT_EQ(run(put("k", "x", 1)).status(), SharedResult::CONFLICT);
+  auto b = run(put("k", "2", 2)); // from exactly that tombstone
   ASSERT_EQ(b.status(), SharedResult::OK);
   EXPECT_EQ(b.entry().version(), 3u);
   d.set_expected_version(3);

@@ -125,9 +125,24 @@ TEST_F(shared_test, delete_if_version_leaves_a_tombstone_versions_go_on) {
   // A writer still holding version 1 cannot write over the delete (ABA).
   EXPECT_EQ(run(put("k", "late", 1)).status(), SharedResult::CONFLICT);
   EXPECT_EQ(run(del("k", 2)).status(), SharedResult::CONFLICT);
-  r = run(put("k", "again", 0)); // created again, after the tombstone
+  // Re-created from exactly that tombstone (a writer who saw it deleted);
+  // once re-created, neither the tombstone's version nor 0 matches.
+  r = run(put("k", "again", 2));
   ASSERT_EQ(r.status(), SharedResult::OK);
   EXPECT_EQ(r.entry().version(), 3u);
+  EXPECT_EQ(run(put("k", "x", 2)).status(), SharedResult::CONFLICT);
+  EXPECT_EQ(run(put("k", "x", 0)).status(), SharedResult::CONFLICT);
+  // The writer's own last write, whoever wrote since.
+  auto other = put("k", "theirs", 3, "b/w");
+  ASSERT_EQ(run(other).status(), SharedResult::OK);
+  r = run(get("k"));
+  EXPECT_EQ(r.mine_version(), 0u); // get() names no writer
+  auto mine = get("k");
+  mine.set_writer("a/w");
+  r = run(mine);
+  EXPECT_EQ(r.entry().writer(), "b/w");
+  EXPECT_EQ(r.mine_version(), 3u);
+  EXPECT_EQ(r.mine_id(), 7u);
 }
 
 TEST_F(shared_test, history_keeps_the_last_versions_with_their_writers) {

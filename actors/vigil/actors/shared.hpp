@@ -24,6 +24,13 @@ struct kv_entry {
   std::string writer;
   uint64_t writer_id = 0;
   uint64_t written_ms = 0;
+  /// The calling agent's own last write of the key, whoever wrote since:
+  /// its version and the message it was handling then (origin and id); 0
+  /// if it never wrote the key. An agent that crashed after its put
+  /// committed can tell from it whether that put applied.
+  uint64_t my_version = 0;
+  uint64_t my_message_origin = 0;
+  uint64_t my_message_id = 0;
 };
 
 /// The outcome of a compare-and-swap (kv_put, kv_delete).

@@ -41,6 +41,8 @@ const char* to_string(records::SharedResult::Status s) noexcept;
 /// - `t` name \0 id (be64)               -> TaskRecord
 /// - `r` name \0 id (be64)               -> "" (ready tasks, by id)
 /// - `l` name \0 expires ms (be64) id    -> "" (live leases, by expiry)
+/// - `w` name \0 key \0 writer          -> the writer's last write of the
+///                                          key: version, origin, id (be64)
 /// - `d` name \0 dedupe key             -> task id (be64)
 /// - `n` name                            -> next task id (be64)
 namespace shared_key {
@@ -51,6 +53,8 @@ std::string task(std::string_view name, uint64_t id);
 std::string ready(std::string_view name, uint64_t id);
 std::string lease(std::string_view name, uint64_t expires_ms, uint64_t id);
 std::string dedupe(std::string_view name, std::string_view key);
+std::string mine(std::string_view name, std::string_view key,
+                 std::string_view writer);
 std::string next_id(std::string_view name);
 /// Splits a `k` key (or, with `version`, an `h` key); false if malformed.
 bool split_kv(std::string_view k, std::string_view& name,
@@ -82,6 +86,11 @@ struct queue_listing {
 /// key never existed; a tombstone is found, with `deleted` set).
 status kv_read(store& st, std::string_view name, std::string_view key,
                records::KvRecord& out, bool& found);
+
+/// The last write of `key` in store `name` by `writer` (a path) into
+/// `out`'s mine_version, mine_origin and mine_id (0 if none).
+status kv_read_mine(store& st, std::string_view name, std::string_view key,
+                    std::string_view writer, records::SharedResult& out);
 
 /// The versions of `key` in store `name` still in its history, oldest
 /// first.
