@@ -8,6 +8,7 @@
 
 #include <atomic>
 
+#include "support/shared_node.hpp"
 #include "support/shared_probe.hpp"
 #include "support/temp_dir.hpp"
 #include "vigil/actors/agent.hpp"
@@ -23,29 +24,16 @@ using test::ProbeState;
 
 namespace {
 
-class shared_node_test : public ::testing::Test {
+class shared_node_test : public test::shared_node_fixture {
 protected:
   void start(durability_mode mode, bool with_dir = true) {
-    node_config nc;
-    if (with_dir)
-      nc.data_dir = dir_.path();
-    nc.sync = sync_mode::nosync;
-    nc.wall_ms = [] { return test::probe_wall.load(); };
-    nd_ = std::make_unique<node>(probe_registry(), nc);
-    supervisor_spec spec;
-    spec.flags.intensity = 100;
+    std::vector<child_spec> children;
     for (auto id : {"a", "b"}) {
       auto cs = worker(id, "probe").with_durability(mode);
       cs.max_deliveries = 3; // a throw is delivered again
-      spec.children.push_back(std::move(cs));
+      children.push_back(std::move(cs));
     }
-    ASSERT_FALSE(nd_->start("t", spec));
-  }
-
-  ProbeResult call(const std::string& who, ProbeOp op) {
-    auto r = nd_->call<ProbeResult>("t/" + who, op, 10s);
-    EXPECT_TRUE(r) << describe(r.error());
-    return r ? r->value : ProbeResult{};
+    start_tree(probe_registry(), config(with_dir), std::move(children));
   }
 
   static ProbeOp op(std::string kind, std::string key = "k",
@@ -80,13 +68,6 @@ protected:
     return s;
   }
 
-  void TearDown() override {
-    if (nd_)
-      EXPECT_FALSE(nd_->stop());
-  }
-
-  test::temp_dir dir_;
-  std::unique_ptr<node> nd_;
 };
 
 TEST_F(shared_node_test, journal_put_commits_with_the_handlers_consume) {

@@ -11,6 +11,7 @@
 
 #include "proto/test.pb.h"
 #include "support/eventually.hpp"
+#include "support/shared_node.hpp"
 #include "support/shared_probe.hpp"
 #include "support/temp_dir.hpp"
 #include "vigil/actors/agent.hpp"
@@ -149,7 +150,7 @@ bool has_shared_consume(write_item* const* items, size_t n) {
   return false;
 }
 
-class shared_review2 : public ::testing::Test {
+class shared_review2 : public test::shared_node_fixture {
 protected:
   void SetUp() override {
     reset_globals();
@@ -157,20 +158,12 @@ protected:
 
   void start(std::vector<child_spec> children, int intensity = 100,
              bool real_wall = false) {
-    node_config nc;
-    nc.data_dir = dir_.path();
-    nc.sync = sync_mode::nosync;
-    if (!real_wall)
-      nc.wall_ms = [] { return test::probe_wall.load(); };
+    auto nc = config(true, !real_wall);
     tool_decl d;
     d.name = "dep";
     nc.tools.push_back(d);
-    nd_ = std::make_unique<node>(review2_registry(), nc);
-    supervisor_spec spec;
-    spec.flags.intensity = intensity;
-    spec.flags.period = std::chrono::seconds{60};
-    spec.children = std::move(children);
-    ASSERT_FALSE(nd_->start("t", spec));
+    start_tree(review2_registry(), std::move(nc), std::move(children),
+               intensity);
   }
 
   static child_spec journal(std::string id, std::string type) {
@@ -178,33 +171,6 @@ protected:
                 .with_durability(durability_mode::journal);
     cs.max_deliveries = 3;
     return cs;
-  }
-
-  ProbeResult call(const std::string& who, ProbeOp o) {
-    auto r = nd_->call<ProbeResult>("t/" + who, o, 10s);
-    if (!r) {
-      ProbeResult p;
-      p.set_error("call: " + describe(r.error()));
-      return p;
-    }
-    return r->value;
-  }
-
-  records::KvRecord kv(const std::string& store, const std::string& key,
-                       bool* found_out = nullptr) {
-    records::KvRecord rec;
-    bool found = false;
-    EXPECT_FALSE(kv_read(*nd_->rt()->storage(), store, key, rec, found));
-    if (found_out != nullptr)
-      *found_out = found && !rec.deleted();
-    return rec;
-  }
-
-  void TearDown() override {
-    if (nd_) {
-      nd_->rt()->storage()->set_apply_hook({});
-      EXPECT_FALSE(nd_->stop());
-    }
   }
 
   /// True once counter `id` has nothing pending and no put in flight.
@@ -238,8 +204,6 @@ protected:
     return out;
   }
 
-  test::temp_dir dir_;
-  std::unique_ptr<node> nd_;
 };
 
 // -- 1. held envelopes --------------------------------------------------------

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <thread>
 
+#include "support/shared_node.hpp"
 #include "support/shared_probe.hpp"
 #include "support/eventually.hpp"
 #include "support/process.hpp"
@@ -81,18 +82,10 @@ bool has_consume(write_item* const* items, size_t n) {
   return false;
 }
 
-class shared_review_node : public ::testing::Test {
+class shared_review_node : public test::shared_node_fixture {
 protected:
   void start(std::vector<child_spec> children) {
-    node_config nc;
-    nc.data_dir = dir_.path();
-    nc.sync = sync_mode::nosync;
-    nc.wall_ms = [] { return test::probe_wall.load(); };
-    nd_ = std::make_unique<node>(review_registry(), nc);
-    supervisor_spec spec;
-    spec.flags.intensity = 100;
-    spec.children = std::move(children);
-    ASSERT_FALSE(nd_->start("t", spec));
+    start_tree(review_registry(), config(), std::move(children));
   }
 
   static child_spec probe(std::string id, durability_mode mode) {
@@ -101,35 +94,6 @@ protected:
     return cs;
   }
 
-  ProbeResult call(const std::string& who, ProbeOp o) {
-    auto r = nd_->call<ProbeResult>("t/" + who, o, 10s);
-    if (!r) {
-      ProbeResult p;
-      p.set_error("call: " + describe(r.error()));
-      return p;
-    }
-    return r->value;
-  }
-
-  records::KvRecord kv(const std::string& store, const std::string& key,
-                       bool* found_out = nullptr) {
-    records::KvRecord rec;
-    bool found = false;
-    EXPECT_FALSE(kv_read(*nd_->rt()->storage(), store, key, rec, found));
-    if (found_out != nullptr)
-      *found_out = found;
-    return rec;
-  }
-
-  void TearDown() override {
-    if (nd_) {
-      nd_->rt()->storage()->set_apply_hook({});
-      EXPECT_FALSE(nd_->stop());
-    }
-  }
-
-  test::temp_dir dir_;
-  std::unique_ptr<node> nd_;
 };
 
 // Holds: an operation of an agent without a journal (`none`, `snapshot`)
