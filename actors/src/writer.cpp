@@ -61,7 +61,8 @@ public:
 
   caf::behavior make_behavior() override {
     if (opts_.idempotency_retention.count() > 0
-        || opts_.tool_result_retention.count() > 0)
+        || opts_.tool_result_retention.count() > 0
+        || opts_.task_retention.count() > 0)
       delayed_send(this, opts_.compact_every, compact_atom::value);
     return {
       [this](write_atom, uint64_t token, owned_write& w) {
@@ -142,13 +143,14 @@ public:
 private:
   /// One compaction step; the next one queues behind the writes that
   /// arrived meanwhile, and a finished pass waits `compact_every`. A pass
-  /// goes through the idempotency records, then the tool results (each
-  /// skipped if its retention is 0).
+  /// goes through the idempotency records, then the tool results, then the
+  /// completed tasks of the shared queues (each skipped if its retention
+  /// is 0).
   void compact() {
     flush(); // items that came before this step keep their order
-    bool tools = compact_tools_;
-    auto retention = tools ? opts_.tool_result_retention
-                           : opts_.idempotency_retention;
+    auto retention = compact_phase_ == 0   ? opts_.idempotency_retention
+                     : compact_phase_ == 1 ? opts_.tool_result_retention
+                                           : opts_.task_retention;
     std::string next;
     size_t deleted = 0;
     if (retention.count() > 0) {
@@ -158,16 +160,19 @@ private:
                       .count();
       auto cutoff = static_cast<uint64_t>(
         std::max<int64_t>(0, now_ms - retention.count()));
-      auto st = tools ? st_->compact_tool_results(cutoff, compact_from_,
-                                                  opts_.compact_step, next,
-                                                  deleted)
-                      : st_->compact_idempotency(cutoff, compact_from_,
-                                                 opts_.compact_step, next,
-                                                 deleted);
+      auto st = compact_phase_ == 0
+                  ? st_->compact_idempotency(cutoff, compact_from_,
+                                             opts_.compact_step, next, deleted)
+                : compact_phase_ == 1
+                  ? st_->compact_tool_results(cutoff, compact_from_,
+                                              opts_.compact_step, next,
+                                              deleted)
+                  : st_->compact_tasks(cutoff, compact_from_,
+                                       opts_.compact_step, next, deleted);
       if (st) {
         counters::bump(stats_->writer_compact_failures); // retried next pass
         compact_from_.clear();
-        compact_tools_ = false;
+        compact_phase_ = 0;
         delayed_send(this, opts_.compact_every, compact_atom::value);
         return;
       }
@@ -176,11 +181,11 @@ private:
     compact_from_ = std::move(next);
     if (!compact_from_.empty()) {
       send(this, compact_atom::value);
-    } else if (!tools) {
-      compact_tools_ = true;
+    } else if (compact_phase_ < 2) {
+      ++compact_phase_;
       send(this, compact_atom::value);
     } else {
-      compact_tools_ = false;
+      compact_phase_ = 0;
       counters::bump(stats_->writer_compact_passes);
       delayed_send(this, opts_.compact_every, compact_atom::value);
     }
@@ -455,10 +460,11 @@ private:
   /// Paths released while the batch held their writes (see release).
   std::vector<std::string> releasing_;
   std::vector<grant_wait> grants_;
-  /// Where the running compaction pass continues ("" = a new pass, or
-  /// the start of its tool results), and whether it is at them.
+  /// Where the running compaction pass continues ("" = the start of its
+  /// phase), and its phase: 0 idempotency records, 1 tool results, 2
+  /// completed tasks.
   std::string compact_from_;
-  bool compact_tools_ = false;
+  int compact_phase_ = 0;
 };
 
 } // namespace

@@ -8,6 +8,7 @@
 
 #include <atomic>
 
+#include "support/eventually.hpp"
 #include "support/shared_node.hpp"
 #include "support/shared_probe.hpp"
 #include "support/temp_dir.hpp"
@@ -217,6 +218,32 @@ TEST_F(shared_node_test, leases_expire_and_extend_on_the_injected_clock) {
   auto none = lease_op("complete", second);
   none.set_task(999);
   EXPECT_EQ(call("b", none).error(), "not_found");
+}
+
+TEST_F(shared_node_test, the_writer_compacts_completed_tasks) {
+  auto nc = config();
+  nc.writer.task_retention = std::chrono::milliseconds{1};
+  nc.writer.compact_every = std::chrono::milliseconds{20};
+  auto cs = worker("a", "probe").with_durability(durability_mode::journal);
+  start_tree(probe_registry(), std::move(nc), {cs});
+  ASSERT_TRUE(call("a", op("enqueue", "", "p1")).error().empty());
+  ASSERT_TRUE(call("a", op("enqueue", "", "p2")).error().empty());
+  auto c = op("claim");
+  c.set_lease_ms(60000);
+  auto first = call("a", c);
+  ASSERT_FALSE(first.empty());
+  ASSERT_TRUE(call("a", lease_op("complete", first)).error().empty());
+  // The completed task leaves (its done time is far past, on the injected
+  // clock); the ready one stays.
+  std::vector<records::TaskRecord> ts;
+  ASSERT_TRUE(test::eventually(
+    [&] {
+      return !queue_tasks(*nd_->rt()->storage(), "jobs", ts)
+             && ts.size() == 1;
+    },
+    10s));
+  EXPECT_EQ(ts[0].state(), "ready");
+  EXPECT_EQ(ts[0].payload(), "p2");
 }
 
 TEST_F(shared_node_test, inspect_lists_leases_with_their_holders) {

@@ -316,6 +316,48 @@ TEST_F(shared_test, enqueue_with_a_dedupe_key_adds_the_task_once) {
   EXPECT_EQ(ts.size(), 1u);
 }
 
+TEST_F(shared_test, completed_tasks_leave_after_their_retention) {
+  ASSERT_EQ(run(enqueue("a", 0, "key-a")).status(), SharedResult::OK);
+  ASSERT_EQ(run(enqueue("b")).status(), SharedResult::OK);
+  ASSERT_EQ(run(enqueue("c", 1)).status(), SharedResult::OK);
+  ASSERT_EQ(run(enqueue("d")).status(), SharedResult::OK);
+  auto a = run(claim(1000)).task();
+  auto b = run(claim(1000)).task();
+  auto c = run(claim(1000)).task();
+  ASSERT_EQ(run(settle(SharedOp::COMPLETE, a)).status(), SharedResult::OK);
+  now_ += 10;
+  ASSERT_EQ(run(settle(SharedOp::COMPLETE, b)).status(), SharedResult::OK);
+  ASSERT_TRUE(run(settle(SharedOp::FAIL, c)).dead()); // c: dead, kept
+  // Cutoff between a's and b's completion, one record per step.
+  std::string from, next;
+  size_t deleted = 0, total = 0;
+  int steps = 0;
+  do {
+    ASSERT_FALSE(st_->compact_tasks(now_ - 5, from, 1, next, deleted));
+    total += deleted;
+    from = next;
+    ASSERT_LT(++steps, 20);
+  } while (!from.empty());
+  EXPECT_EQ(total, 1u);
+  std::vector<records::TaskRecord> ts;
+  ASSERT_FALSE(queue_tasks(*st_, "jobs", ts));
+  ASSERT_EQ(ts.size(), 3u); // b (done since the cutoff), c (dead), d (ready)
+  EXPECT_EQ(ts[0].payload(), "b");
+  EXPECT_EQ(ts[1].state(), "dead");
+  EXPECT_EQ(ts[2].state(), "ready");
+  // a's dedupe key went with it: the same key adds a task again.
+  auto again = run(enqueue("a2", 0, "key-a"));
+  ASSERT_EQ(again.status(), SharedResult::OK);
+  EXPECT_NE(again.detail(), "duplicate");
+  EXPECT_EQ(again.task().id(), 5u);
+  // The rest goes once everything is past the cutoff; dead and ready stay.
+  ASSERT_FALSE(st_->compact_tasks(now_ + 1, "", 100, next, deleted));
+  EXPECT_EQ(deleted, 1u);
+  EXPECT_TRUE(next.empty());
+  ASSERT_FALSE(queue_tasks(*st_, "jobs", ts));
+  EXPECT_EQ(ts.size(), 3u); // c, d, a2
+}
+
 TEST_F(shared_test, operations_of_one_apply_see_each_other_and_survive_reopen) {
   auto rs = run_all({put("k", "1", 0), put("k", "2", 1), put("k", "x", 1),
                      enqueue("p"), claim(5000)});

@@ -35,8 +35,12 @@ struct writer_options {
   /// executes again. Records still running are kept. Zero keeps them for
   /// ever.
   std::chrono::milliseconds tool_result_retention{std::chrono::hours{24}};
+  /// How long a completed task of a shared queue is kept (for inspection,
+  /// and its dedupe key: an enqueue with the key after that adds a task
+  /// again). Zero keeps them for ever.
+  std::chrono::milliseconds task_retention{std::chrono::hours{24 * 7}};
   /// How often a compaction pass starts (idempotency records, then tool
-  /// results).
+  /// results, then completed tasks).
   std::chrono::milliseconds compact_every{std::chrono::minutes{1}};
   /// Records a compaction step looks at in one write transaction; a pass
   /// takes as many steps as it needs, with other writes between them.

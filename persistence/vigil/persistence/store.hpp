@@ -345,6 +345,14 @@ public:
                               size_t max_scan, std::string& next,
                               size_t& deleted);
 
+  /// One step of task compaction, as compact_idempotency: deletes the
+  /// tasks of the shared queues completed before `cutoff_ms` (Unix ms),
+  /// with their dedupe records (an enqueue with the same key then adds a
+  /// task again). Ready, leased and dead tasks, and records that do not
+  /// parse, are kept. (src/shared_compact.cpp)
+  status compact_tasks(uint64_t cutoff_ms, const std::string& from,
+                       size_t max_scan, std::string& next, size_t& deleted);
+
 private:
   store();
   struct impl;
