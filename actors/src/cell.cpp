@@ -71,19 +71,6 @@ caf::expected<uint64_t> cell::start(bool is_restart,
   return gen_;
 }
 
-deferred_reply cell::defer() {
-  if (current_rp_ == nullptr)
-    return {};
-  deferred_ = true;
-  if (!current_rp_->pending())
-    *current_rp_ = make_response_promise();
-  auto rp = *current_rp_;
-  return deferred_reply{[rp](envelope e) mutable { rp.deliver(std::move(e)); },
-                        [rp](caf::error err) mutable {
-                          rp.deliver(std::move(err));
-                        }};
-}
-
 envelope cell::make_envelope(const google::protobuf::Message& msg,
                              const call_options& opts) {
   envelope e;
@@ -554,7 +541,8 @@ void cell::drain() {
       dur_->current_seq = 0;
     current_rp_ = nullptr;
     bool deferred = std::exchange(deferred_, false);
-    if (hold_if_open(p, res, out, err, deferred))
+    auto slot = std::exchange(defer_slot_, nullptr);
+    if (hold_if_open(p, res, out, err, deferred, slot))
       return; // its calls are open: nothing else runs until they are done
     switch (res) {
       case outcome::replied:

@@ -68,6 +68,20 @@ void cell::call_tool_raw(
     o.index = parent->index;
     o.index.push(parent->children++);
   }
+  if (!opts.idempotency_key.empty()) {
+    auto& k = opts.idempotency_key;
+    bool printable = k.size() <= 255;
+    for (char c : k)
+      printable = printable && c >= ' ' && c < 127;
+    if (!printable) {
+      on_error(make_error(errc::bad_payload,
+                          cfg_.path + " called tool \"" + std::string{name}
+                            + "\" with an idempotency key that is not 1 to "
+                              "255 bytes of printable ASCII"));
+      return;
+    }
+    o.own_key = k;
+  }
   keyed_call(*tool, std::move(req), opts, std::move(on_result),
              std::move(on_error), o, time_point::max());
 }
@@ -83,7 +97,7 @@ void cell::keyed_call(
   origin_scope scope{cb_origin_, o.keyed ? &o : cb_origin_};
   std::shared_ptr<call_key> key;
   bool record = false;
-  if (o.keyed) {
+  if (o.keyed || !o.own_key.empty()) {
     // Idempotency first (the stack's outermost layer): a repeat of a
     // recorded call is answered from its record, whatever the tool's state.
     record = tool->decl().record && dur_ && dur_->journal()
@@ -99,12 +113,15 @@ void cell::keyed_call(
       keyed.origin = o;
       open_tools();
       // The key still running (the last instance's execution of this
-      // very call, on a replay): the call waits for it, then finds its
-      // record or runs; until the tool's timeout, then in_use.
+      // very call, on a replay; or, for a key the caller named, anyone's
+      // call with it, such as its own attempt that timed out): the call
+      // waits for it, then finds its record or runs; until the tool's
+      // timeout, then in_use.
       auto now = clock().now();
       if (since == time_point::max())
         since = now;
-      bool wait = keyed.record && now - since < tool->decl().policy.timeout;
+      bool wait = (keyed.record || !o.own_key.empty())
+                  && now - since < tool->decl().policy.timeout;
       bool busy = false;
       if (answer_from_record(*tool, keyed, *req, wait ? &busy : nullptr))
         return;
@@ -128,6 +145,10 @@ void cell::keyed_call(
       on_result = std::move(keyed.ok);
       on_error = std::move(keyed.err);
       key = std::move(keyed.key);
+    } else if (!o.own_key.empty()) {
+      // A read with the caller's key: sent, neither claimed nor recorded.
+      key = std::make_shared<call_key>();
+      key->text = o.own_key;
     }
   }
   if (guarded(*tool)) {

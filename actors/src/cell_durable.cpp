@@ -207,6 +207,7 @@ void cell::reconcile(const recovered_agent& rec) {
       unburied[{r.origin, r.id}] = std::move(r.rp);
   }
   d.after_commit.clear();
+  d.kept_in_flight.clear();
   std::map<uint64_t, pending> in_flight;
   for (auto& p : d.accepting) {
     auto seq = p.seq;
@@ -492,6 +493,8 @@ void cell::on_committed(uint64_t tok, bool duplicate, const caf::error& err) {
     return;
   if (tok < d.first_token)
     return; // written before a reconcile, which settled it
+  if (!d.kept_in_flight.empty())
+    d.settled_in_flight(tok);
   auto j = d.after_commit.find(tok);
   if (err) {
     if (j != d.after_commit.end()) {
@@ -586,6 +589,7 @@ void cell::writer_lost() {
     for (auto& r : kvp.second.replies)
       r.rp.deliver(err);
   d.after_commit.clear();
+  d.kept_in_flight.clear();
   maybe_quit();
 }
 
@@ -630,6 +634,8 @@ void cell::after_handled(const envelope& env, const std::string* refused,
   }
   auto tok = write(detail::consume_item(a), true, !shared_ops.empty());
   d.last_consume = tok;
+  if (a.keep_for != nullptr)
+    d.keep_in_flight(*a.keep_for, tok, d.current_seq, a.reply, a.reply_err);
   if (!shared.empty())
     d.after_commit[tok].shared = std::move(shared);
   if (!a.dead_reason.empty())
@@ -655,6 +661,8 @@ void cell::consume_failed(uint64_t seq, const envelope& e,
     a.reply_err = err;
   }
   dur_->last_consume = write(detail::consume_item(a), true);
+  if (a.keep_for != nullptr)
+    dur_->keep_in_flight(e, dur_->last_consume, seq, nullptr, a.reply_err);
   if (!reason.empty())
     dur_->after_commit[dur_->last_consume].dead.emplace_back(e, reason);
 }

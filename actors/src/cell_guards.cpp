@@ -167,6 +167,7 @@ void cell::guard_call(std::shared_ptr<call_guard> g) {
       // Keyed, in its own place: a journal agent records it, so that a
       // replay repeats neither the dry run nor the call.
       call_origin o = g->origin;
+      o.own_key.clear(); // the dry run's key derives from the call's place
       o.index.push(dry_run_index);
       o.children = 0;
       keyed_call(*dry, copy_of(*g->req), dry_opts, std::move(ok),

@@ -33,6 +33,7 @@ using caf::response_promise;
 /// in `buffer_`, in order, up to `cfg_.buffer_cap`.
 class cell : public caf::event_based_actor, public context {
 public:
+  struct deferred_slot; // (cell_state.hpp)
   cell(caf::actor_config& ac, std::shared_ptr<runtime> rt, cell_config cfg,
        caf::actor parent, uint64_t key)
     : caf::event_based_actor(ac),
@@ -630,6 +631,7 @@ private:
   uint64_t next_shared_ = 1;
   mode mode_ = mode::idle_buffer;
   bool deferred_ = false;
+  std::shared_ptr<deferred_slot> defer_slot_;
   bool stop_requested_ = false;
   /// Ending (see leave, abandon); `marker_` once every envelope that was
   /// queued when it began has been handled.
@@ -673,6 +675,7 @@ private:
     caf::error err;
     bool deferred = false;
     std::shared_ptr<detail::call_chain> chain;
+    std::shared_ptr<deferred_slot> slot;
   };
   std::unique_ptr<held_envelope> held_;
   enum class gate { go, wait, refused };
@@ -687,9 +690,9 @@ private:
   /// True while the envelope at the head of the buffer waits for its
   /// approval (awaiting_); a wait for one that left the buffer ends.
   bool still_awaiting();
-  /// After `run`: holds the envelope if its calls are open (true).
+  /// After `run`: holds the envelope (and its slot) if its calls are open.
   bool hold_if_open(pending& p, outcome res, envelope& out, caf::error& err,
-                    bool deferred);
+                    bool deferred, std::shared_ptr<deferred_slot>& slot);
 };
 
 } // namespace vigil::detail

@@ -100,8 +100,11 @@ bool cell::answer_again(pending& p) {
   // Held open for its calls (cell_records.cpp): answered at its consume.
   if (held_ && held_->p.env.id == p.env.id
       && held_->p.env.origin == p.env.origin
-      && !(held_->p.rp.pending() && !held_->p.rp.async())) {
+      && !(held_->p.rp.pending() && !held_->p.rp.async())
+      && !(held_->slot && held_->slot->delivered)) {
     held_->p.rp = std::move(p.rp);
+    if (held_->slot) // a deferred answer after the consume goes to it too
+      held_->slot->rp = held_->p.rp;
     return true;
   }
   for (auto& q : buffer_)
@@ -111,6 +114,16 @@ bool cell::answer_again(pending& p) {
       q.rp = std::move(p.rp);
       return true;
     }
+  // Consumed, its commit on its way (the resend's accept reached the
+  // writer first): answered with the kept answer once it is committed.
+  auto& d = *dur_;
+  if (auto i = d.kept_in_flight.find({p.env.origin, p.env.id});
+      i != d.kept_in_flight.end()) {
+    auto& k = i->second;
+    d.after_commit[k.tok].replies.push_back(
+      held_reply{std::move(p.rp), k.out, k.err, k.seq});
+    return true;
+  }
   // Consumed: its answer was stored in that commit, committed before the
   // writer found this resend a duplicate.
   auto& st = rt_->storage();

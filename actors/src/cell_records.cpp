@@ -72,9 +72,20 @@ bool cell::answer_from_record(tool_runtime& tool, tool_call_state& st,
   auto& name = tool.decl().name;
   auto& o = st.origin;
   auto ck = std::make_shared<call_key>();
-  auto index = o.index.encode();
-  ck->key = call_result_key(cfg_.path, o.key_origin, o.key_id, index.view());
-  ck->text = tool_key_text(cfg_.path, o.key_origin, o.key_id, index.view());
+  if (!o.own_key.empty()) {
+    // The caller's key, the tool's namespace: not a path's (no path
+    // begins with \x01), so that no derived key can collide with it.
+    ck->key.reserve(name.size() + o.own_key.size() + 2);
+    ck->key += '\x01';
+    ck->key += name;
+    ck->key += '\0';
+    ck->key += o.own_key;
+    ck->text = o.own_key;
+  } else {
+    auto index = o.index.encode();
+    ck->key = call_result_key(cfg_.path, o.key_origin, o.key_id, index.view());
+    ck->text = tool_key_text(cfg_.path, o.key_origin, o.key_id, index.view());
+  }
   if (!tool.shared()->claim_key(ck->key)) {
     if (busy != nullptr) {
       *busy = true;
@@ -245,16 +256,94 @@ void cell::chain_done(const std::shared_ptr<call_chain>& chain) {
     release_held();
 }
 
+namespace {
+
+/// defer() for an envelope whose reply is kept (see cell::deferred_slot).
+deferred_reply kept_defer(std::shared_ptr<cell::deferred_slot>& slot_ref,
+                          response_promise rp) {
+  if (!slot_ref) {
+    slot_ref = std::make_shared<cell::deferred_slot>();
+    slot_ref->rp = std::move(rp);
+  }
+  auto slot = slot_ref;
+  return deferred_reply{[slot](envelope e) {
+                          if (!slot->open) {
+                            if (slot->rp.pending()) {
+                              slot->delivered = true;
+                              slot->rp.deliver(std::move(e));
+                            }
+                          } else if (!slot->set) {
+                            slot->set = true;
+                            slot->out = std::move(e);
+                          }
+                        },
+                        [slot](caf::error err) {
+                          if (!slot->open || is(err, errc::reply_dropped)) {
+                            if (slot->rp.pending()) {
+                              slot->delivered = true;
+                              slot->rp.deliver(std::move(err));
+                            }
+                          } else if (!slot->set) {
+                            slot->set = true;
+                            slot->err = std::move(err);
+                          }
+                        }};
+}
+
+/// After `run`, for an envelope not held: a kept-reply slot's answer
+/// given in the handler goes out now (not kept), later ones directly.
+void close_slot(std::shared_ptr<cell::deferred_slot> slot) {
+  if (!slot)
+    return;
+  slot->open = false;
+  if (!slot->set || !slot->rp.pending())
+    return;
+  if (slot->err)
+    slot->rp.deliver(std::move(slot->err));
+  else
+    slot->rp.deliver(std::move(slot->out));
+}
+
+} // namespace
+deferred_reply cell::defer() {
+  // An envelope whose reply is kept (a durable saga's call) keeps the
+  // deferred answer also when nobody waits for it now (replayed from the
+  // journal after a restart): the requester's resend gets it. Otherwise
+  // the handler's return value would be kept instead.
+  bool keep = dur_ && dur_->journal() && dur_->current_seq != 0
+              && current_ != nullptr && current_->keep_reply();
+  if (current_rp_ == nullptr && !keep)
+    return {};
+  deferred_ = true;
+  response_promise rp;
+  if (current_rp_ != nullptr) {
+    if (!current_rp_->pending())
+      *current_rp_ = make_response_promise();
+    rp = *current_rp_;
+  }
+  if (keep)
+    return kept_defer(defer_slot_, std::move(rp));
+  return deferred_reply{[rp](envelope e) mutable { rp.deliver(std::move(e)); },
+                        [rp](caf::error err) mutable {
+                          rp.deliver(std::move(err));
+                        }};
+}
+
+
 bool cell::hold_if_open(pending& p, outcome res, envelope& out,
-                        caf::error& err, bool deferred) {
-  if (!cur_origin_ready_ || !cur_origin_.chain || !cur_origin_.chain->held)
+                        caf::error& err, bool deferred,
+                        std::shared_ptr<deferred_slot>& slot) {
+  if (!cur_origin_ready_ || !cur_origin_.chain || !cur_origin_.chain->held) {
+    close_slot(std::move(slot));
     return false;
+  }
   held_ = std::make_unique<held_envelope>();
   held_->p = std::move(p);
   held_->res = res;
   held_->out = std::move(out);
   held_->err = std::move(err);
   held_->deferred = deferred;
+  held_->slot = std::move(slot);
   held_->chain = cur_origin_.chain;
   cur_origin_ready_ = false;
   return true;
@@ -267,6 +356,22 @@ void cell::release_held() {
   auto& d = *dur_;
   d.current_seq = p.seq;
   d.last_consume = 0;
+  if (h->slot) {
+    // A kept-reply envelope's deferred answer, given in a callback: kept
+    // in the consume's commit and answered after it (a refusal that came
+    // first stands, and voids it).
+    auto& s = *h->slot;
+    s.open = false;
+    if (s.set && h->deferred && h->res == outcome::replied) {
+      h->deferred = false;
+      if (s.err) {
+        h->res = outcome::refused;
+        h->err = std::move(s.err);
+      } else {
+        h->out = std::move(s.out);
+      }
+    }
+  }
   // What the handler and the callbacks did, committed with the consume.
   auto was_deferred = std::exchange(deferred_, h->deferred);
   if (h->res == outcome::refused) {
@@ -305,6 +410,10 @@ void cell::unhold(bool failed, caf::error err) {
     return;
   auto h = std::move(held_);
   h->chain->held = false;
+  // One answer per envelope: its requester is the slot's (answered
+  // reply_dropped when the instance's callbacks go, or already answered).
+  if (h->slot && (h->slot->delivered || h->slot->rp.pending()))
+    h->p.rp = response_promise{};
   if (dur_)
     dur_->drop_handler_writes(); // the handler's; its next run sends them again
   if (failed)

@@ -8,6 +8,22 @@
 namespace vigil::detail {
 
 /// A reply held until the commit that makes its answer true.
+/// A journal agent's deferred reply to an envelope that asks for its
+/// reply to be kept (envelope::keep_reply_flag, a durable saga's call):
+/// given while the envelope is held (its tool calls open), the answer is
+/// kept in the consume's commit and sent after it, as a returned one is;
+/// given after the envelope was consumed, it goes out directly (and is not
+/// kept). `reply_dropped` (the instance ended) always goes out at once,
+/// and then `delivered` says that the envelope's requester was answered.
+struct cell::deferred_slot {
+  bool open = true;
+  bool set = false;
+  bool delivered = false;
+  envelope out;
+  caf::error err;
+  response_promise rp;
+};
+
 struct cell::held_reply {
   response_promise rp;
   envelope out;
@@ -125,6 +141,30 @@ struct cell::durable {
   /// Commits outstanding that something waits for (outbox entries to
   /// deliver, replies to give), by token.
   std::unordered_map<uint64_t, commit_wait> after_commit;
+  /// Kept answers on their way to disk, by the envelope's (origin, id):
+  /// the consume that keeps one is written, not yet committed. A resend
+  /// whose duplicate verdict comes first gets it once that commit is
+  /// confirmed (answer_again). Dropped when the commit's verdict comes.
+  struct kept_flight {
+    uint64_t tok = 0;
+    uint64_t seq = 0;
+    envelope out;
+    caf::error err;
+  };
+  std::map<std::pair<uint64_t, uint64_t>, kept_flight> kept_in_flight;
+  void keep_in_flight(const envelope& e, uint64_t tok, uint64_t seq,
+                      const envelope* out, const caf::error* err) {
+    auto& k = kept_in_flight[{e.origin, e.id}];
+    k.tok = tok;
+    k.seq = seq;
+    k.out = out != nullptr ? *out : envelope{};
+    k.err = err != nullptr ? *err : caf::error{};
+  }
+  /// The commit of `tok` has its verdict (commits come in token order).
+  void settled_in_flight(uint64_t tok) {
+    for (auto i = kept_in_flight.begin(); i != kept_in_flight.end();)
+      i = i->second.tok <= tok ? kept_in_flight.erase(i) : std::next(i);
+  }
   /// The token of the commit that the envelope being handled made (0:
   /// none); its reply waits for it.
   uint64_t last_consume = 0;

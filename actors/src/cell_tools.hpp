@@ -187,6 +187,9 @@ struct call_origin {
   bool keyed = false;
   uint64_t key_origin = 0;
   uint64_t key_id = 0;
+  /// The caller's own key (tool_options::idempotency_key), for this call
+  /// alone: calls made in its callbacks derive theirs as before.
+  std::string own_key;
 };
 
 /// Sets `slot` (the cell's callback origin) for a scope.

@@ -388,6 +388,15 @@ struct tool_options {
   resilience::duration timeout{0};
   /// Attempts in all; zero takes the policy's.
   uint32_t max_attempts = 0;
+  /// The call's idempotency key, named by the caller from what the call is
+  /// about (a task's id, an order number) instead of derived from the
+  /// envelope: every call to this tool with the key, from any agent or
+  /// instance of this node, is one call (claimed while it runs: `in_use`;
+  /// a journal agent's result is recorded under it, and a later call with
+  /// the key and the same request gets that record). Printable ASCII, 1 to
+  /// 255 bytes (anything else fails with `bad_payload` before any
+  /// attempt). Empty: the derived key (README, "Idempotency keys").
+  std::string idempotency_key;
 };
 
 /// Thrown by a handler, it fails the envelope with `err` like a returned
