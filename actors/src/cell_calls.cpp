@@ -115,13 +115,13 @@ void cell::keyed_call(
       // The key still running (the last instance's execution of this
       // very call, on a replay; or, for a key the caller named, anyone's
       // call with it, such as its own attempt that timed out): the call
-      // waits for it, then finds its record or runs; until the tool's
+      // waits for it, then finds its record or runs; until the call's
       // timeout, then in_use.
       auto now = clock().now();
       if (since == time_point::max())
         since = now;
       bool wait = (keyed.record || !o.own_key.empty())
-                  && now - since < tool->decl().policy.timeout;
+                  && now - since < call_timeout(*tool, opts);
       bool busy = false;
       if (answer_from_record(*tool, keyed, *req, wait ? &busy : nullptr))
         return;

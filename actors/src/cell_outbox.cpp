@@ -116,12 +116,17 @@ bool cell::answer_again(pending& p) {
     }
   // Consumed, its commit on its way (the resend's accept reached the
   // writer first): answered with the kept answer once it is committed.
+  // One requester per journal entry, as for a held or buffered one (if
+  // the commit fails, the entry runs again and answers that one).
   auto& d = *dur_;
   if (auto i = d.kept_in_flight.find({p.env.origin, p.env.id});
       i != d.kept_in_flight.end()) {
     auto& k = i->second;
-    d.after_commit[k.tok].replies.push_back(
-      held_reply{std::move(p.rp), k.out, k.err, k.seq});
+    auto& replies = d.after_commit[k.tok].replies;
+    for (auto& r : replies)
+      if (r.seq == k.seq)
+        return false;
+    replies.push_back(held_reply{std::move(p.rp), k.out, k.err, k.seq});
     return true;
   }
   // Consumed: its answer was stored in that commit, committed before the
