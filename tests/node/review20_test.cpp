@@ -21,8 +21,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <condition_variable>
-#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -34,6 +32,7 @@
 #include "support/eventually.hpp"
 #include "support/kept_call.hpp"
 #include "support/gate.hpp"
+#include "support/gated_runs.hpp"
 #include "support/temp_dir.hpp"
 #include "support/tool_fixture.hpp"
 #include "proto/test.pb.h"
@@ -47,44 +46,7 @@ using namespace vigil::test;
 
 namespace {
 
-/// The tool's executions: the i-th (from 1) waits until gate i is open
-/// (bounded), so that a test holds each one as long as it needs.
-struct executions {
-  std::mutex mtx;
-  std::condition_variable cv;
-  std::map<int, bool> open;
-  int started = 0;
-  int returned = 0;
-  std::atomic<int> delivered{0}; // answers given in the agent's callbacks
-  std::atomic<bool> throw_once{false}; // the next result callback throws
-  static executions& get() {
-    static executions x;
-    return x;
-  }
-  void reset() {
-    std::lock_guard<std::mutex> g{mtx};
-    open.clear();
-    started = 0;
-    returned = 0;
-    delivered = 0;
-    throw_once = false;
-  }
-  void release(int i) {
-    std::lock_guard<std::mutex> g{mtx};
-    open[i] = true;
-    cv.notify_all();
-  }
-  int begun() {
-    std::lock_guard<std::mutex> g{mtx};
-    return started;
-  }
-  void run() {
-    std::unique_lock<std::mutex> g{mtx};
-    int i = ++started;
-    cv.wait_for(g, 20s, [&] { return open[i]; });
-    ++returned;
-  }
-};
+using executions = gated_runs;
 
 /// On Ping n: defers, calls tool "g" with Ping n under the caller-named
 /// key "k-<n>" (as examples/accounts' step does), and answers Pong n*10
@@ -217,17 +179,9 @@ protected:
     return call_raw(*n, "root/a", kept_envelope(v, id), 20s);
   }
 
-  /// Returns once the cell has handled everything queued before now
-  /// (its mode query is answered in its mailbox's order).
+  /// Returns once root/a has handled everything queued before now.
   void probe_cell() {
-    auto dest = n->rt()->lookup("root/a");
-    ASSERT_TRUE(dest);
-    caf::scoped_actor self{n->system()};
-    bool answered = false;
-    self->request(dest, caf::duration{10s}, state_atom::value)
-      .receive([&](std::string&) { answered = true; },
-               [&](caf::error&) { answered = true; });
-    ASSERT_TRUE(answered);
+    ASSERT_TRUE(drain_cell(*n, "root/a"));
   }
 
   /// Holds the commits of the accept of an envelope whose idempotency

@@ -19,8 +19,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <condition_variable>
-#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -29,6 +27,7 @@
 
 #include "support/eventually.hpp"
 #include "support/gate.hpp"
+#include "support/gated_runs.hpp"
 #include "support/kept_call.hpp"
 #include "support/temp_dir.hpp"
 #include "support/tool_fixture.hpp"
@@ -42,38 +41,7 @@ using namespace vigil::test;
 
 namespace {
 
-/// The gated tool's executions: the i-th (from 1) waits for gate i.
-struct runs {
-  std::mutex mtx;
-  std::condition_variable cv;
-  std::map<int, bool> open;
-  int started = 0;
-  std::atomic<int> delivered{0};
-  static runs& get() {
-    static runs x;
-    return x;
-  }
-  void reset() {
-    std::lock_guard<std::mutex> g{mtx};
-    open.clear();
-    started = 0;
-    delivered = 0;
-  }
-  void release(int i) {
-    std::lock_guard<std::mutex> g{mtx};
-    open[i] = true;
-    cv.notify_all();
-  }
-  int begun() {
-    std::lock_guard<std::mutex> g{mtx};
-    return started;
-  }
-  void run() {
-    std::unique_lock<std::mutex> g{mtx};
-    int i = ++started;
-    cv.wait_for(g, 20s, [&] { return open[i]; });
-  }
-};
+using runs = gated_runs;
 
 /// On Ping n: defers, calls the tool named by param `tool` (default "g")
 /// with Ping n under the caller-named key "k-<n>", answers Pong n*10 from
@@ -241,30 +209,7 @@ protected:
   }
 
   void probe(const std::string& path) {
-    auto dest = n->rt()->lookup(path);
-    ASSERT_TRUE(dest);
-    caf::scoped_actor self{n->system()};
-    bool answered = false;
-    self->request(dest, caf::duration{10s}, state_atom::value)
-      .receive([&](std::string&) { answered = true; },
-               [&](caf::error&) { answered = true; });
-    ASSERT_TRUE(answered);
-  }
-
-  /// The answer to a request sent earlier (its handle), or the error.
-  template <class Handle>
-  static caf::expected<Pong> receive_pong(Handle& h) {
-    caf::expected<Pong> out{make_error(errc::not_found)};
-    h.receive(
-      [&](envelope& rep) {
-        Pong r;
-        if (!r.ParseFromString(rep.payload))
-          out = make_error(errc::bad_payload, "not a Pong");
-        else
-          out = r;
-      },
-      [&](caf::error& err) { out = std::move(err); });
-    return out;
+    ASSERT_TRUE(drain_cell(*n, path));
   }
 
   caf::expected<Pong> kept(int64_t v, uint64_t id, std::chrono::seconds t) {
