@@ -122,6 +122,7 @@ void durable_vigil(int64_t n, size_t batch) {
   // The whole burst waits in memory (for its commit, then its handler);
   // the default cap of 10000 would shed the rest as buffer_overflow.
   sink.buffer_cap = static_cast<size_t>(n);
+  sink.queue_cap = static_cast<size_t>(n);
   spec.children.push_back(sink);
   if (auto err = nd.start("bench", spec))
     die(vigil::describe(err));

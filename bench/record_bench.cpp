@@ -184,6 +184,7 @@ vigil::bench::result tool_record(bool record, int64_t n, int64_t batch,
   c.params = {{"tool", "t"}, {"batch", std::to_string(batch)}};
   // The whole burst waits in memory (the default cap would shed it).
   c.buffer_cap = static_cast<size_t>((warm + n) / batch + 1);
+  c.queue_cap = c.buffer_cap;
   tree.children.push_back(c);
   if (auto err = nd.start("bench", tree))
     die("node start: " + vigil::describe(err));

@@ -21,6 +21,8 @@
 
 #include <caf/all.hpp>
 
+#include <sys/resource.h>
+
 #include "bench.pb.h"
 #include "measure.hpp"
 #include "vigil/actors/cell.hpp"
@@ -160,6 +162,47 @@ public:
   }
 };
 
+/// Spins `overload_work` per Ball (a consumer much slower than a
+/// producer).
+constexpr auto overload_work = std::chrono::microseconds{10};
+
+void spin(std::chrono::microseconds d) {
+  auto until = steady_clock::now() + d;
+  while (steady_clock::now() < until) {
+    // busy: the consumer's work
+  }
+}
+
+class slow_consumer : public vigil::agent<> {
+public:
+  static void define(vigil::handlers<slow_consumer>& h) {
+    h.on<Ball>(&slow_consumer::ball);
+  }
+  void ball(vigil::context&, const Ball&) {
+    spin(overload_work);
+  }
+};
+
+/// Sends Start.n Balls to Start.peer as fast as it can, without looking
+/// at its receiver, and answers Done once they are sent.
+class flood_producer : public vigil::agent<> {
+public:
+  static void define(vigil::handlers<flood_producer>& h) {
+    h.on<Start>(&flood_producer::start);
+  }
+  Done start(vigil::context& ctx, const Start& m) {
+    auto peer = ctx.resolve(m.peer());
+    Ball b;
+    for (int64_t i = 0; i < m.n(); ++i) {
+      b.set_n(i);
+      ctx.send(peer, b);
+    }
+    Done d;
+    d.set_n(m.n());
+    return d;
+  }
+};
+
 /// Does nothing: the cost of a supervised agent itself.
 class idle : public vigil::agent<> {
 public:
@@ -186,6 +229,7 @@ vigil::registry bench_types() {
   vigil::registry r;
   r.add<pinger>("pinger").add<ponger>("ponger").add<counter>("counter");
   r.add<producer>("producer").add<idle>("idle").add<crashy>("crashy");
+  r.add<slow_consumer>("slow_consumer").add<flood_producer>("flood");
   return r;
 }
 
@@ -272,7 +316,12 @@ result ping_pong_raw(int64_t n) {
 result counting_vigil(int64_t n, int producers) {
   vigil::node node{bench_types(), node_cfg()};
   vigil::supervisor_spec tree;
-  tree.children.push_back(vigil::worker("counter", "counter"));
+  // The producers send all n at once, as the raw CAF and Erlang versions
+  // do: the counter's queue holds them all (the default queue_cap would
+  // shed the rest).
+  auto counter = vigil::worker("counter", "counter");
+  counter.queue_cap = static_cast<size_t>(n) + 16;
+  tree.children.push_back(counter);
   for (int i = 0; i < producers; ++i)
     tree.children.push_back(
       vigil::worker("producer" + std::to_string(i), "producer"));
@@ -347,6 +396,86 @@ result counting_raw(int64_t n, int producers) {
   self->send_exit(counter, caf::exit_reason::user_shutdown);
   return {"counting", "caf-raw", n / secs, "msgs/s",
           {{"n", double(n)}, {"producers", double(producers)}}};
+}
+
+// -- overload ---------------------------------------------------------------------
+//
+// A producer sends n messages as fast as it can to a consumer that takes
+// 10 us each (a tenth or less of the producer's rate); the figure is the
+// process's peak RSS once the producer is done. Raw CAF queues them all;
+// vigil's consumer holds at most its queue_cap (the default, 10,000) and
+// sheds the rest as dead letters (kept rate-limited). Each run is its own
+// process (bench/run), so the peak is this case's alone. The process ends
+// without draining the consumer's queue.
+
+double peak_rss_mib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;
+}
+
+[[noreturn]] void print_and_exit(const result& r) {
+  print(r);
+  std::fflush(stdout);
+  std::cout.flush();
+  std::_Exit(0);
+}
+
+[[noreturn]] void overload_vigil(int64_t n) {
+  vigil::node node{bench_types(), node_cfg()};
+  vigil::supervisor_spec tree;
+  tree.children.push_back(vigil::worker("consumer", "slow_consumer"));
+  tree.children.push_back(vigil::worker("producer", "flood"));
+  if (auto err = node.start("bench", tree))
+    std::exit(1);
+  Start s;
+  s.set_n(n);
+  s.set_peer("bench/consumer");
+  auto t0 = steady_clock::now();
+  auto r = node.call<Done>("bench/producer", s, std::chrono::minutes{10});
+  auto secs = seconds_since(t0);
+  parse_or_die(r, "overload");
+  auto* g = node.rt()->lookup_bound("bench/consumer").gauge;
+  print_and_exit({"overload", "vigil", peak_rss_mib(), "MiB",
+                  {{"n", double(n)},
+                   {"send_s", secs},
+                   {"queued", double(g->queued.load())},
+                   {"taken", double(g->taken.load())},
+                   {"shed", double(g->shed.load())},
+                   {"dead_letters_kept", double(node.rt()->dead_letters().size())},
+                   {"work_us", double(overload_work.count())}}});
+}
+
+caf::behavior raw_slow_consumer(caf::event_based_actor*) {
+  return {
+    [=](ball_atom, int64_t) { spin(overload_work); },
+  };
+}
+
+caf::behavior raw_flood(caf::event_based_actor* self) {
+  return {
+    [=](go_atom, int64_t n, caf::actor consumer) {
+      for (int64_t i = 0; i < n; ++i)
+        self->send(consumer, ball_atom::value, i);
+      return n;
+    },
+  };
+}
+
+[[noreturn]] void overload_raw(int64_t n) {
+  raw_config cfg;
+  auto* sys = new caf::actor_system{cfg}; // never drained: see above
+  auto consumer = sys->spawn(raw_slow_consumer);
+  auto producer = sys->spawn(raw_flood);
+  caf::scoped_actor self{*sys};
+  auto t0 = steady_clock::now();
+  self->request(producer, caf::infinite, go_atom::value, n, consumer)
+    .receive([](int64_t) {}, [](caf::error&) { std::exit(1); });
+  auto secs = seconds_since(t0);
+  print_and_exit({"overload", "caf-raw", peak_rss_mib(), "MiB",
+                  {{"n", double(n)},
+                   {"send_s", secs},
+                   {"work_us", double(overload_work.count())}}});
 }
 
 // -- spawn ----------------------------------------------------------------------
@@ -582,7 +711,7 @@ result restart_raw(int64_t n) {
 
 int usage() {
   std::cerr << "usage: vigil_bench CASE IMPL [N] [PRODUCERS]\n"
-               "  CASE: ping_pong | counting | spawn | restart\n"
+               "  CASE: ping_pong | counting | overload | spawn | restart\n"
                "  IMPL: vigil | caf-raw\n"
                "example: vigil_bench counting vigil 1000000 2\n";
   return 2;
@@ -606,6 +735,8 @@ int main(int argc, char** argv) {
   else if (name == "counting")
     print(ours ? counting_vigil(n ? n : 10000000, producers)
                : counting_raw(n ? n : 10000000, producers));
+  else if (name == "overload")
+    ours ? overload_vigil(n ? n : 2000000) : overload_raw(n ? n : 2000000);
   else if (name == "spawn")
     print(ours ? spawn_vigil(n ? n : 1000000) : spawn_raw(n ? n : 1000000));
   else if (name == "restart")

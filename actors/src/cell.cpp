@@ -40,6 +40,10 @@ caf::behavior cell::make_behavior() {
     request_fence(0);
   return {
     [this](envelope& e) -> caf::result<envelope> {
+      if ((e.flags & envelope::queued_flag) != 0) {
+        e.flags &= ~envelope::queued_flag;
+        queue_.leave();
+      }
       if (mode_ == mode::abandoned) {
         forward(pending{std::move(e), make_response_promise(), 0});
         return caf::delegated<envelope>{};
@@ -98,7 +102,7 @@ envelope cell::make_envelope(const google::protobuf::Message& msg,
   return e;
 }
 
-void cell::send_envelope(const handle& to, envelope env) {
+bool cell::send_envelope(const handle& to, envelope env, bool shed) {
   if (dur_ && dur_->journal()
       && (current_ != nullptr
           || (cb_origin_ != nullptr && cb_origin_->chain
@@ -108,24 +112,45 @@ void cell::send_envelope(const handle& to, envelope env) {
     // (the outbox) and delivered after that commit, at least once; the
     // receiver drops a redelivered message id. A committed effect has no
     // deadline: it is delivered however late.
+    if (!shed) {
+      // try_send: the outbox holds back for a full receiver, but must not
+      // grow without bound meanwhile. Taken while its undelivered entries
+      // (of all receivers) are fewer than the receiver's queue_cap.
+      auto* g = target(to).gauge;
+      size_t cap = g != nullptr ? g->cap : cell_config{}.queue_cap;
+      if (dur_->outbox.size() + dur_->sends.size() >= cap)
+        return false;
+    }
     env.deadline = 0;
     auto& x = dur_->sends.emplace_back();
     x.to = to.path();
     x.env = std::move(env);
-    return;
+    return true;
   }
   auto dest = target(to);
-  if (!dest) {
+  if (!dest.actor) {
     rt_->add_dead_letter(to.path(), std::move(env),
                          "not_found: no agent at this path");
-    return;
+    return true;
   }
-  caf::anon_send(dest, std::move(env));
+  if (dest.gauge != nullptr) {
+    if (!shed) {
+      if (!dest.gauge->try_enter())
+        return false;
+    } else if (!dest.gauge->enter()) {
+      rt_->add_dead_letter(to.path(), std::move(env),
+                           "overloaded: its queue is full (queue_cap)");
+      return true;
+    }
+    env.flags |= envelope::queued_flag;
+  }
+  caf::anon_send(dest.actor, std::move(env));
+  return true;
 }
 
 void cell::send_envelope_after(const handle& to, envelope env, duration delay) {
   // A timer is never outboxed, also for a journal agent (see send_after).
-  auto dest = target(to);
+  auto dest = target(to).actor;
   if (!dest) {
     rt_->add_dead_letter(to.path(), std::move(env),
                          "not_found: no agent at this path");
@@ -137,7 +162,7 @@ void cell::send_envelope_after(const handle& to, envelope env, duration delay) {
 void cell::request_envelope(const handle& to, envelope env, duration timeout,
                             std::function<void(const envelope&)> on_reply,
                             std::function<void(const caf::error&)> on_error) {
-  auto dest = target(to);
+  auto [dest, gauge] = target(to);
   if (!dest) {
     on_error(make_error(errc::not_found, to.path()));
     return;
@@ -160,6 +185,13 @@ void cell::request_envelope(const handle& to, envelope env, duration timeout,
     }
     if (timeout.count() <= 0 || left < timeout)
       timeout = left;
+  }
+  if (gauge != nullptr) {
+    if (!gauge->enter()) {
+      on_error(make_error(errc::overloaded, to.path()));
+      return;
+    }
+    env.flags |= envelope::queued_flag;
   }
   auto t = timeout.count() > 0 ? caf::duration{timeout} : caf::infinite;
   // The callbacks belong to the instance that made the request: after a
@@ -653,13 +685,13 @@ void cell::enter_degraded() {
       i = buffer_.erase(i);
     }
   }
-  delayed_send(this, deg_->probe_delay(), probe_atom::value, ++deg_->probe_seq);
+  delayed_send<caf::message_priority::high>(this, deg_->probe_delay(), probe_atom::value, ++deg_->probe_seq);
 }
 
 void cell::probe() {
   if (dur_ && !dur_->ready()) {
     // Reloading after a failed commit: probe once that is done.
-    delayed_send(this, deg_->probe_delay(), probe_atom::value,
+    delayed_send<caf::message_priority::high>(this, deg_->probe_delay(), probe_atom::value,
                  ++deg_->probe_seq);
     return;
   }
@@ -681,6 +713,11 @@ caf::actor spawn_cell(caf::actor_system& sys, std::shared_ptr<runtime> rt,
                       cell_config cfg, caf::actor parent, uint64_t key) {
   return sys.spawn<detail::cell>(std::move(rt), std::move(cfg),
                                  std::move(parent), key);
+}
+
+detail::queue_gauge* queue_of(const caf::actor& cell) {
+  auto* p = caf::actor_cast<caf::abstract_actor*>(cell);
+  return p == nullptr ? nullptr : &static_cast<detail::cell*>(p)->queue();
 }
 
 } // namespace vigil

@@ -138,7 +138,7 @@ void cell::keyed_call(
         if (chain)
           ++chain->open;
         if (tools_->parked.size() == 1)
-          delayed_send(this, std::chrono::milliseconds{5},
+          delayed_send<caf::message_priority::high>(this, std::chrono::milliseconds{5},
                        tool_park_atom::value);
         return;
       }

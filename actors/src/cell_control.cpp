@@ -26,6 +26,11 @@ caf::result<caf::message> cell::control(caf::message& msg) {
       save_snapshot();
     return caf::message{};
   }
+  if (msg.match_elements<outbox_atom>()) { // room may have come
+    dur_->room_wait = false;
+    dispatch_outbox();
+    return caf::message{};
+  }
   if (msg.match_elements<outbox_atom, uint64_t>()) {
     auto i = dur_->outbox.find(msg.get_as<uint64_t>(1));
     if (i != dur_->outbox.end()) {

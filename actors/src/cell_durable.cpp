@@ -604,7 +604,7 @@ void cell::after_handled(const envelope& env, const std::string* refused,
       save_snapshot();
     else if (d.spec.every.count() > 0 && !d.timer) {
       d.timer = true;
-      delayed_send(this, d.spec.every, snap_atom::value);
+      delayed_send<caf::message_priority::high>(this, d.spec.every, snap_atom::value);
     }
     return;
   }

@@ -220,7 +220,7 @@ void cell::guard_call(std::shared_ptr<call_guard> g) {
     // The rest of its timeout (asked before a restart: of the first ask's),
     // or of its caller's deadline if that comes first.
     auto left = st->expires_unix_ms > now ? st->expires_unix_ms - now : 0;
-    delayed_send(this,
+    delayed_send<caf::message_priority::high>(this,
                  std::min<std::chrono::nanoseconds>(
                    std::chrono::milliseconds{left}, till_deadline),
                  approval_due_atom::value, g->approval);
@@ -463,7 +463,7 @@ cell::gate cell::approve_envelope(pending& p) {
         ms = uint64_t{720} * 3600 * 1000;
       auto left = std::min<std::chrono::nanoseconds>(
         std::chrono::milliseconds{ms}, till_deadline);
-      delayed_send(this, left, approval_due_atom::value, key);
+      delayed_send<caf::message_priority::high>(this, left, approval_due_atom::value, key);
       return gate::wait;
     }
   } else if (st->state == approval_state::rejected) {

@@ -42,7 +42,8 @@ public:
            cfg.buffer_cap, cfg.max_deliveries,
            std::move(cfg.tool_overrides), std::move(cfg.approval)},
       parent_(std::move(parent)),
-      key_(key) {
+      key_(key),
+      queue_(cfg.queue_cap, cfg.overflow) {
     if (cfg.durability.mode != durability_mode::none)
       init_durable(cfg.durability);
   }
@@ -54,6 +55,11 @@ public:
   caf::behavior make_behavior() override;
 
   void on_exit() override;
+
+  /// Envelopes queued for this cell (see detail::queue_gauge).
+  queue_gauge& queue() noexcept {
+    return queue_;
+  }
 
   // -- context ----------------------------------------------------------------
 
@@ -95,20 +101,22 @@ protected:
     return handle{std::string{path}, rt_->binding_of(path)};
   }
 
-  /// The live cell behind `to`: its cached cell, or the one bound at its
-  /// path now if that cell was replaced, unbound or has ended.
-  caf::actor target(const handle& to) const {
+  /// The live cell behind `to` and its queue count: its cached cell, or
+  /// the one bound at its path now if that cell was replaced, unbound or
+  /// has ended.
+  bound target(const handle& to) const {
     if (to.current()) {
       if (auto cell = to.cell();
           cell
           && !caf::actor_cast<caf::abstract_actor*>(cell)->getf(
             caf::abstract_actor::is_terminated_flag))
-        return cell;
+        return bound{std::move(cell), to.queue()};
     }
-    return rt_->lookup(to.path());
+    return rt_->lookup_bound(to.path());
   }
 
-  void send_envelope(const handle& to, envelope env) override;
+  bool send_envelope(const handle& to, envelope env,
+                     bool shed = true) override;
 
   void shared_raw(records::SharedOp op,
                   std::function<void(records::SharedResult&&)> on_result,
@@ -452,6 +460,9 @@ private:
 
   /// Outbox deliveries in flight per agent.
   static constexpr size_t outbox_window = 256;
+  /// How long the outbox waits before it looks again for room at a full
+  /// receiver.
+  static constexpr auto room_pause = std::chrono::milliseconds{2};
 
   /// Marks accept tokens; other writes count up from 1.
   static constexpr uint64_t accept_bit = uint64_t{1} << 62;
@@ -625,6 +636,7 @@ private:
   settings cfg_;
   caf::actor parent_;
   uint64_t key_;
+  queue_gauge queue_;
   uint64_t gen_ = 0;
   /// Shared operations that commit on their own, and reads, by token.
   std::unordered_map<uint64_t, shared_call> shared_waits_;

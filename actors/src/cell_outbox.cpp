@@ -38,14 +38,28 @@ void cell::dispatch_outbox() {
       dispatch_effect(oseq, i->second.effect);
       continue;
     }
-    auto dest = rt_->lookup(i->second.to);
-    if (!dest) {
+    auto dest = rt_->lookup_bound(i->second.to);
+    if (!dest.actor) {
       retry_outbox(oseq);
       continue;
     }
+    auto env = i->second.env;
+    if (dest.gauge != nullptr) {
+      // Flow control: never more than the receiver's queue_cap. The entry
+      // waits (with those behind it, in order) until there is room.
+      if (!dest.gauge->try_enter()) {
+        d.due.push_front(oseq);
+        if (!d.room_wait) {
+          d.room_wait = true;
+          delayed_send<caf::message_priority::high>(this, room_pause, outbox_atom::value);
+        }
+        return;
+      }
+      env.flags |= envelope::queued_flag;
+    }
     ++d.in_flight;
-    event_based_actor::request(dest, std::chrono::seconds{30},
-                               i->second.env)
+    event_based_actor::request(dest.actor, std::chrono::seconds{30},
+                               std::move(env))
       .then(
             [this, oseq](envelope& rep) {
               // A stand-in answered for a degraded receiver: the envelope
@@ -66,7 +80,7 @@ void cell::dispatch_outbox() {
 
 void cell::retry_outbox(uint64_t oseq) {
   auto& d = *dur_;
-  delayed_send(this, d.outbox_retry.next(d.outbox_track), outbox_atom::value,
+  delayed_send<caf::message_priority::high>(this, d.outbox_retry.next(d.outbox_track), outbox_atom::value,
                oseq);
 }
 

@@ -138,6 +138,8 @@ struct cell::durable {
   std::map<uint64_t, detail::outbox_send> outbox;
   std::deque<uint64_t> due;
   size_t in_flight = 0;
+  /// A look for room at a full receiver is due (see room_pause).
+  bool room_wait = false;
   /// Commits outstanding that something waits for (outbox entries to
   /// deliver, replies to give), by token.
   std::unordered_map<uint64_t, commit_wait> after_commit;

@@ -410,7 +410,7 @@ void cell::arm_tool_timer(time_point due) {
     return; // the timer armed comes first
   ts.armed_for = due;
   auto delay = due - clock().now();
-  delayed_send(this, std::max(delay, duration::zero()),
+  delayed_send<caf::message_priority::high>(this, std::max(delay, duration::zero()),
                tool_timer_atom::value, ++ts.armed_seq);
 }
 

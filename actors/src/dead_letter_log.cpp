@@ -7,28 +7,30 @@
 
 namespace vigil {
 
-void dead_letter_log::add(std::string path, envelope env, std::string reason,
-                          bool persist, bool journal) {
-  if (writer_ && persist)
-    caf::anon_send(
-      writer_, write_atom::value, uint64_t{0},
-      owned_write{{}, detail::dead_letter_item(path, env, reason, journal)});
-  counters::bump(stats_.dead_letters);
-  // The code a reason starts with: its leading run of [a-z0-9_].
-  std::string_view code{reason};
+namespace {
+
+/// The code a reason starts with: its leading run of [a-z0-9_].
+std::string_view code_of(std::string_view reason) {
   size_t n = 0;
-  while (n < code.size()
-         && ((code[n] >= 'a' && code[n] <= 'z')
-             || (code[n] >= '0' && code[n] <= '9') || code[n] == '_'))
+  while (n < reason.size()
+         && ((reason[n] >= 'a' && reason[n] <= 'z')
+             || (reason[n] >= '0' && reason[n] <= '9') || reason[n] == '_'))
     ++n;
-  code = n > 0 ? code.substr(0, n) : std::string_view{"other"};
-  std::lock_guard<std::mutex> guard{mtx_};
-  if (auto i = reasons_.find(code); i != reasons_.end())
-    ++i->second;
-  else if (reasons_.size() < max_reasons)
-    reasons_.emplace(std::string{code}, 1);
-  else
-    ++reasons_["other"];
+  return n > 0 ? reason.substr(0, n) : std::string_view{"other"};
+}
+
+} // namespace
+
+void dead_letter_log::persist(const dead_letter& dl, bool journal) {
+  if (writer_)
+    caf::anon_send(writer_, write_atom::value, uint64_t{0},
+                   owned_write{{},
+                               detail::dead_letter_item(dl.path, dl.env,
+                                                        dl.reason, journal,
+                                                        dl.repeats)});
+}
+
+void dead_letter_log::keep(dead_letter dl) {
   if (cap_ == 0 || letters_.size() >= cap_) {
     ++dropped_;
     counters::bump(stats_.dead_letters_dropped);
@@ -36,12 +38,122 @@ void dead_letter_log::add(std::string path, envelope env, std::string reason,
       return;
     letters_.pop_front();
   }
-  dead_letter dl;
   dl.seq = ++seq_;
+  letters_.push_back(std::move(dl));
+}
+
+void dead_letter_log::close(burst& b,
+                            std::vector<std::pair<dead_letter, bool>>& out) {
+  if (b.counted > 0) {
+    b.last.repeats = b.counted - 1;
+    out.emplace_back(std::move(b.last), b.journal);
+    b.last = dead_letter{};
+  }
+  b.kept = 0;
+  b.counted = 0;
+}
+
+void dead_letter_log::add(std::string path, envelope env, std::string reason,
+                          bool persist_it, bool journal) {
+  counters::bump(stats_.dead_letters);
+  dead_letter dl;
   dl.path = std::move(path);
   dl.env = std::move(env);
   dl.reason = std::move(reason);
-  letters_.push_back(std::move(dl));
+  auto code = code_of(dl.reason); // (a view of dl.reason: moves come last)
+  std::vector<std::pair<dead_letter, bool>> out; // to keep and write
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (auto i = reasons_.find(code); i != reasons_.end())
+      ++i->second;
+    else if (reasons_.size() < max_reasons)
+      reasons_.emplace(std::string{code}, 1);
+    else
+      ++reasons_["other"];
+    // Only shed envelopes are rate-limited: they were refused, never
+    // accepted, and a flood of them must not become a flood of writes.
+    // Every other letter may be replayed, so each keeps its envelope.
+    if (!persist_it) {
+      keep(std::move(dl));
+      return;
+    }
+    auto now = clock::now();
+    if (code == "overloaded") {
+      std::string key;
+      key.reserve(dl.env.sender.size() + dl.path.size() + 2);
+      key.append(dl.env.sender).push_back('\0');
+      key.append(dl.path);
+      auto i = bursts_.find(key);
+      if (i == bursts_.end()) {
+        i = bursts_.emplace(std::move(key), burst{}).first;
+        i->second.start = now;
+      } else if (now - i->second.start >= std::chrono::seconds{1}) {
+        close(i->second, out);
+        i->second.start = now;
+      }
+      auto& b = i->second;
+      if (b.kept < samples_per_second) {
+        ++b.kept;
+        out.emplace_back(std::move(dl), journal);
+      } else {
+        ++b.counted;
+        b.last = std::move(dl);
+        b.journal = journal;
+      }
+    } else {
+      out.emplace_back(std::move(dl), journal);
+    }
+    if (now >= next_sweep_ && !bursts_.empty())
+      sweep_locked(now, out);
+    for (auto& [letter, _] : out)
+      keep(letter);
+  }
+  for (auto& [letter, j] : out)
+    persist(letter, j);
+}
+
+void dead_letter_log::sweep_locked(
+  clock::time_point now, std::vector<std::pair<dead_letter, bool>>& out) {
+  // Bursts whose second has passed: their counts are kept now, and the
+  // idle ones leave.
+  next_sweep_ = now + std::chrono::seconds{1};
+  for (auto j = bursts_.begin(); j != bursts_.end();) {
+    if (now - j->second.start < std::chrono::seconds{1}) {
+      ++j;
+      continue;
+    }
+    bool idle = j->second.counted == 0;
+    close(j->second, out);
+    j = idle ? bursts_.erase(j) : std::next(j);
+  }
+}
+
+void dead_letter_log::sweep() {
+  std::vector<std::pair<dead_letter, bool>> out;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (bursts_.empty())
+      return;
+    sweep_locked(clock::now(), out);
+    for (auto& [letter, _] : out)
+      keep(letter);
+  }
+  for (auto& [letter, j] : out)
+    persist(letter, j);
+}
+
+void dead_letter_log::flush() {
+  std::vector<std::pair<dead_letter, bool>> out;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    for (auto& [_, b] : bursts_)
+      close(b, out);
+    bursts_.clear();
+    for (auto& [letter, _] : out)
+      keep(letter);
+  }
+  for (auto& [letter, j] : out)
+    persist(letter, j);
 }
 
 std::vector<dead_letter> dead_letter_log::snapshot() const {

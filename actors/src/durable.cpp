@@ -36,7 +36,7 @@ mutation put_record(db where, std::string key,
 
 mutation dead_letter_record(const std::string& path, const envelope& e,
                      const std::string& reason, uint64_t consumed_seq,
-                     bool journal, bool refused) {
+                     bool journal, bool refused, uint64_t repeats) {
   records::DeadLetter dl;
   dl.set_format(store::format);
   dl.set_path(path);
@@ -45,6 +45,7 @@ mutation dead_letter_record(const std::string& path, const envelope& e,
   dl.set_consumed_seq(consumed_seq);
   dl.set_journal(journal);
   dl.set_refused(refused);
+  dl.set_repeats(repeats);
   dl.set_unix_ms(unix_ms());
   mutation x;
   x.what = mutation::op::append_dead_letter;
@@ -69,7 +70,7 @@ records::Envelope to_record(const envelope& e) {
   r.set_span_id(e.span_id);
   r.set_trace_flags(e.trace_flags);
   r.set_sender(e.sender);
-  r.set_flags(e.flags);
+  r.set_flags(e.flags & ~envelope::queued_flag);
   return r;
 }
 
@@ -89,7 +90,7 @@ envelope from_record(const records::Envelope& r) {
   e.span_id = r.span_id();
   e.trace_flags = static_cast<uint8_t>(r.trace_flags());
   e.sender = r.sender();
-  e.flags = r.flags();
+  e.flags = r.flags() & ~envelope::queued_flag; // never a queue place
   return e;
 }
 
@@ -214,9 +215,11 @@ write_item outbox_done_item(const std::string& path, uint64_t seq) {
 }
 
 write_item dead_letter_item(const std::string& path, const envelope& e,
-                            const std::string& reason, bool journal) {
+                            const std::string& reason, bool journal,
+                            uint64_t repeats) {
   write_item item;
-  item.muts.push_back(dead_letter_record(path, e, reason, 0, journal));
+  item.muts.push_back(
+    dead_letter_record(path, e, reason, 0, journal, false, repeats));
   return item;
 }
 

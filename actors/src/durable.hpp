@@ -75,7 +75,9 @@ write_item redeliver_item(const std::string& path, uint64_t seq,
 
 
 /// A dead letter on its own; `journal`: written by a journal agent's cell.
+/// `repeats`: how many more letters like it this one stands for.
 write_item dead_letter_item(const std::string& path, const envelope& e,
-                            const std::string& reason, bool journal = false);
+                            const std::string& reason, bool journal = false,
+                            uint64_t repeats = 0);
 
 } // namespace vigil::detail

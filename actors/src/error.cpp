@@ -60,6 +60,7 @@ const char* to_string(errc x) noexcept {
     case errc::degraded: return "degraded";
     case errc::lease_expired: return "lease_expired";
     case errc::conflict: return "conflict";
+    case errc::overloaded: return "overloaded";
   }
   return "unknown";
 }
@@ -82,7 +83,7 @@ bool undelivered(const caf::error& x) noexcept {
   return x == caf::sec::request_timeout || x == caf::sec::request_receiver_down
          || is(x, errc::not_found) || is(x, errc::not_running)
          || is(x, errc::buffer_overflow) || is(x, errc::storage_failed)
-         || is(x, errc::shutting_down);
+         || is(x, errc::shutting_down) || is(x, errc::overloaded);
 }
 
 std::string describe(const caf::error& x) {

@@ -13,9 +13,10 @@ void local_directory::retire(const std::string& path) {
   }
 }
 
-void local_directory::bind(const std::string& path, caf::actor cell) {
+void local_directory::bind(const std::string& path, caf::actor cell,
+                           detail::queue_gauge* gauge) {
   std::unique_lock<std::shared_mutex> guard{mtx_};
-  cells_[path] = std::move(cell);
+  cells_[path] = detail::bound{std::move(cell), gauge};
   // Handles to the cell bound before fall back to the path.
   retire(path);
 }
@@ -24,7 +25,7 @@ void local_directory::unbind(const std::string& path,
                              const caf::actor& cell) {
   std::unique_lock<std::shared_mutex> guard{mtx_};
   auto i = cells_.find(path);
-  if (i != cells_.end() && i->second == cell) {
+  if (i != cells_.end() && i->second.actor == cell) {
     cells_.erase(i);
     retire(path);
   }
@@ -33,7 +34,13 @@ void local_directory::unbind(const std::string& path,
 caf::actor local_directory::lookup(std::string_view path) const {
   std::shared_lock<std::shared_mutex> guard{mtx_};
   auto i = cells_.find(path);
-  return i != cells_.end() ? i->second : caf::actor{};
+  return i != cells_.end() ? i->second.actor : caf::actor{};
+}
+
+detail::bound local_directory::lookup_bound(std::string_view path) const {
+  std::shared_lock<std::shared_mutex> guard{mtx_};
+  auto i = cells_.find(path);
+  return i != cells_.end() ? i->second : detail::bound{};
 }
 
 std::shared_ptr<const detail::binding>
@@ -55,7 +62,8 @@ local_directory::binding_of(std::string_view path) const {
   if (h == bindings_.end())
     h = bindings_
           .emplace(std::string{path},
-                   std::make_shared<detail::binding>(i->second))
+                   std::make_shared<detail::binding>(i->second.actor,
+                                                     i->second.gauge))
           .first;
   return h->second;
 }

@@ -452,20 +452,56 @@ int cmd_dead_letters(const std::string& action, const std::string& dir,
   return problems.empty() ? exit_ok : exit_error;
 }
 
-} // namespace
+/// What main returns for --help (printed): exit 0, nothing to run.
+constexpr int exit_help = -1;
 
-int main(int argc, char** argv, registry types) {
-  // The runtime's log lines go to stderr: stdout is the report's (and
-  // `--report json` must parse as JSON).
-  if (!spdlog::get("vigil"))
-    spdlog::set_default_logger(spdlog::stderr_logger_mt("vigil"));
-  add_builtin_agents(types);
+/// The command line, parsed; `dispatch` runs the subcommand it names.
+struct command_line {
   CLI::App app{"vigil: run and inspect supervision trees of agents"};
+  CLI::App* run = nullptr;
+  CLI::App* check = nullptr;
+  CLI::App* inspect = nullptr;
+  run_args ra;
+  std::string check_file;
+  std::string dir, what = "agents", path;
+  bool as_json = false;
+  std::string action, dl_dir;
+  std::vector<uint64_t> ids;
+  bool all = false;
+  std::function<int()> approvals;
+
+  command_line();
+
+  /// exit_ok to go on, or the exit code of a parse error or --help (its
+  /// message printed).
+  int parse(int argc, char** argv) {
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+      auto rc = app.exit(e);
+      return rc == 0 ? exit_help : exit_usage;
+    }
+    return exit_ok;
+  }
+
+  int dispatch(registry& types) {
+    if (*run)
+      return cmd_run(ra, types);
+    if (*check)
+      return cmd_check(check_file, types);
+    if (*inspect)
+      return cmd_inspect(dir, what, path, as_json);
+    if (app.got_subcommand("approvals"))
+      return approvals();
+    return cmd_dead_letters(action, dl_dir, ids, all);
+  }
+};
+
+command_line::command_line() {
   app.require_subcommand(1);
   app.footer("Run `vigil SUBCOMMAND --help` for examples.");
 
-  run_args ra;
-  auto* run = app.add_subcommand(
+  run = app.add_subcommand(
     "run", "Start the tree in FILE, show progress, stop cleanly on "
            "SIGINT/SIGTERM or after --for, and print a report");
   run->add_option("FILE", ra.file, "Policy file (YAML)")->required();
@@ -482,17 +518,14 @@ int main(int argc, char** argv, registry types) {
               "Exit codes: 0 completed, 1 error, 2 invalid policy, 3 the "
               "root escalated, 64 bad arguments.");
 
-  std::string check_file;
-  auto* check = app.add_subcommand(
+  check = app.add_subcommand(
     "check", "Validate FILE and report every error as FILE:LINE:COL");
   check->add_option("FILE", check_file, "Policy file (YAML)")->required();
   check->footer("Example:\n  vigil check examples/policies/chaos.yaml\n"
                 "Exit codes: 0 valid, 2 errors (all of them are listed), "
                 "64 bad arguments.");
 
-  std::string dir, what = "agents", path;
-  bool as_json = false;
-  auto* inspect = app.add_subcommand(
+  inspect = app.add_subcommand(
     "inspect", "Show the durable agents, one agent's pending mailbox, the "
                "durable saga runs, the dead letters, the tools' circuit "
                "breakers or the shared stores and queues of a data dir (also "
@@ -515,9 +548,6 @@ int main(int argc, char** argv, registry types) {
                   "  vigil inspect --data-dir ./vigil-data shared\n"
                   "  vigil inspect --data-dir ./vigil-data shared config");
 
-  std::string action, dl_dir;
-  std::vector<uint64_t> ids;
-  bool all = false;
   auto* dl = app.add_subcommand(
     "dead-letters", "List, replay (back into their journal agents) or purge "
                     "the dead letters of a data dir; the node must be "
@@ -532,22 +562,29 @@ int main(int argc, char** argv, registry types) {
              "  vigil dead-letters replay --data-dir ./vigil-data 3 4\n"
              "  vigil dead-letters purge --data-dir ./vigil-data --all");
 
-  auto approvals = add_approvals_command(app);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    auto rc = app.exit(e);
-    return rc == 0 ? exit_ok : exit_usage;
-  }
-  if (*run)
-    return cmd_run(ra, types);
-  if (*check)
-    return cmd_check(check_file, types);
-  if (*inspect)
-    return cmd_inspect(dir, what, path, as_json);
-  if (app.got_subcommand("approvals"))
-    return approvals();
-  return cmd_dead_letters(action, dl_dir, ids, all);
+  approvals = add_approvals_command(app);
+}
+
+} // namespace
+
+int main(int argc, char** argv, registry types) {
+  // The runtime's log lines go to stderr: stdout is the report's (and
+  // `--report json` must parse as JSON).
+  if (!spdlog::get("vigil"))
+    spdlog::set_default_logger(spdlog::stderr_logger_mt("vigil"));
+  add_builtin_agents(types);
+  command_line cl;
+  auto rc = cl.parse(argc, argv);
+  if (rc == exit_help)
+    return exit_ok;
+  if (rc != exit_ok)
+    return rc;
+  return cl.dispatch(types);
+}
+
+int parse_only(int argc, char** argv) {
+  command_line cl;
+  return cl.parse(argc, argv);
 }
 
 } // namespace vigil::cli

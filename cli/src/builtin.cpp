@@ -47,6 +47,10 @@ void add(Count& c, int64_t n) {
 /// dead letters if no agent is bound at `to` yet, while a journal source's
 /// outbox retries until the receiver is there.
 ///
+/// It never runs ahead of its receiver: when the receiver's queue is full
+/// (its queue_cap), it waits a moment and goes on from the number it could
+/// not send (flow control, so nothing is shed).
+///
 /// As a `journal` agent its sends go through the outbox: each Tick commits
 /// the new position together with the numbers it sent, so after a crash no
 /// number is skipped, and a redelivered one keeps its message id, which a
@@ -99,7 +103,12 @@ public:
     Number n;
     for (int64_t k = 0; k < batch_ && st.next() <= count_; ++k) {
       n.set_n(st.next());
-      ctx.send(to_handle_, n);
+      if (!ctx.try_send(to_handle_, n)) {
+        // The receiver's queue is full: wait for room, then go on from
+        // this number (flow control; nothing is shed).
+        ctx.send_after(full_pause, ctx.path(), tick_of(st.chain()));
+        return;
+      }
       st.set_next(st.next() + 1);
     }
     if (st.next() > count_) {
@@ -139,6 +148,9 @@ private:
                  .count();
     return std::max<int64_t>(last + 1, now);
   }
+
+  /// How long the source waits when its receiver's queue is full.
+  static constexpr auto full_pause = std::chrono::milliseconds{2};
 
   std::string to_;
   handle to_handle_;

@@ -182,6 +182,8 @@ int inspect_dead_letters(store& st, bool as_json,
   for (auto& d : dls) {
     json x{{"seq", d.seq()}, {"path", d.path()}, {"reason", d.reason()},
            {"unix_ms", d.unix_ms()}};
+    if (d.repeats() > 0)
+      x["repeats"] = d.repeats(); // more like it, counted (rate limit)
     if (!d.raw().empty() || !d.db().empty()) {
       x["quarantined"] = {{"db", d.db()}, {"key_bytes", d.key().size()},
                           {"raw_bytes", d.raw().size()}};

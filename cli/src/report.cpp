@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "vigil/actors/cell.hpp"
+
 namespace vigil::cli {
 
 namespace {
@@ -23,6 +25,15 @@ bool fill(node& nd, tree_node& t) {
     x.kind = c.kind == child_kind::supervisor ? "supervisor" : "worker";
     x.state = state_of(c.status);
     x.restarts = c.restarts;
+    if (c.kind == child_kind::worker && c.handle) {
+      if (auto* g = queue_of(c.handle)) {
+        x.has_queue = true;
+        x.queued = g->queued.load(std::memory_order_relaxed);
+        x.queue_cap = g->cap;
+        x.taken = g->taken.load(std::memory_order_relaxed);
+        x.shed = g->shed.load(std::memory_order_relaxed);
+      }
+    }
     if (c.kind == child_kind::supervisor && c.status == "running")
       fill(nd, x);
     t.children.push_back(std::move(x));
@@ -58,6 +69,11 @@ nlohmann::json to_json(const tree_node& t) {
                    {"kind", t.kind},
                    {"state", t.state},
                    {"restarts", t.restarts}};
+  if (t.has_queue)
+    j["queue"] = {{"queued", t.queued},
+                  {"cap", t.queue_cap},
+                  {"taken", t.taken},
+                  {"shed", t.shed}};
   if (t.kind == "supervisor") {
     auto kids = nlohmann::json::array();
     for (auto& c : t.children)
@@ -72,6 +88,8 @@ void print_tree(const tree_node& t, std::ostream& out, int depth) {
       << t.kind << "  " << t.state;
   if (t.restarts > 0)
     out << "  restarts=" << t.restarts;
+  if (t.shed > 0)
+    out << "  shed=" << t.shed << " (queue_cap " << t.queue_cap << ")";
   out << "\n";
   for (auto& c : t.children)
     print_tree(c, out, depth + 1);
@@ -222,10 +240,21 @@ void print_dead_letters(const nlohmann::json& letters, bool as_json,
     out << letters.dump(2) << std::endl;
     return;
   }
-  for (auto& x : letters)
+  uint64_t repeats = 0;
+  for (auto& x : letters) {
     out << x["seq"] << "  " << x["path"].get<std::string>() << "  "
-        << x["reason"].get<std::string>() << "\n";
-  out << letters.size() << " dead letters\n";
+        << x["reason"].get<std::string>();
+    if (x.contains("repeats")) {
+      auto k = x["repeats"].get<uint64_t>();
+      repeats += k;
+      out << "  (and " << k << " more like it, counted)";
+    }
+    out << "\n";
+  }
+  out << letters.size() << " dead letters";
+  if (repeats > 0)
+    out << ", standing for " << letters.size() + repeats;
+  out << "\n";
 }
 
 void print_saga_runs(const nlohmann::json& runs, bool as_json,

@@ -24,6 +24,13 @@ struct tree_node {
   std::string kind;  ///< "supervisor" or "worker"
   std::string state; ///< running | degraded | stopped | failed
   uint64_t restarts = 0;
+  /// Workers: its queue (see detail::queue_gauge): envelopes waiting now,
+  /// the cap, envelopes taken up and shed so far.
+  bool has_queue = false;
+  uint64_t queued = 0;
+  uint64_t queue_cap = 0;
+  uint64_t taken = 0;
+  uint64_t shed = 0;
   std::vector<tree_node> children;
 };
 

@@ -3,6 +3,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <set>
+#include <thread>
 
 #include <caf/all.hpp>
 #include <google/protobuf/descriptor.h>
@@ -27,6 +28,7 @@ public:
   explicit config(const node_config& nc) {
     set("scheduler.max-threads", nc.threads);
     set("scheduler.policy", caf::atom_from_string(nc.scheduler_policy));
+    set("scheduler.max-throughput", nc.max_throughput);
     set("logger.console", caf::atom("none"));
     vigil::add_message_types(*this);
     add_error_category(caf::atom("vigil"),
@@ -40,6 +42,8 @@ public:
                        });
   }
 };
+
+using sweep_atom = caf::atom_constant<caf::atom("vsweep")>;
 
 /// How long which_children and count_children wait for a busy supervisor.
 const caf::duration query_timeout{std::chrono::seconds{5}};
@@ -68,6 +72,8 @@ struct node::impl {
   caf::actor root;
   std::string root_name;
   caf::actor writer;
+  /// Keeps the counted shed letters of each second (dead_letter_log::sweep).
+  caf::actor sweeper;
   std::vector<std::string> orphans;
   std::vector<quarantined> bad;
   std::shared_ptr<const resilience::clock> clock_view;
@@ -335,9 +341,35 @@ struct node::impl {
     return out;
   }
 
+  /// Sweeps the dead letters every second (not on the testing scheduler,
+  /// whose tests move time themselves).
+  void start_sweeper() {
+    if (sweeper || cfg_copy.scheduler_policy == "testing")
+      return;
+    sweeper = sys.spawn([r = rt](caf::event_based_actor* self) {
+      self->delayed_send(self, std::chrono::seconds{1}, sweep_atom::value);
+      return caf::behavior{
+        [=](sweep_atom) {
+          r->dead_log().sweep();
+          self->delayed_send(self, std::chrono::seconds{1},
+                             sweep_atom::value);
+        },
+      };
+    });
+  }
+
+  void stop_sweeper() {
+    if (sweeper)
+      caf::anon_send_exit(sweeper, caf::exit_reason::user_shutdown);
+    sweeper = nullptr;
+  }
+
   void stop_writer() {
     if (!writer)
       return;
+    // Letters counted under the rate limit are written before the writer
+    // flushes (sent from this thread first, so they are ahead of it).
+    rt->dead_log().flush();
     caf::scoped_actor self{sys, true};
     self->request(writer, caf::infinite, flush_atom::value)
       .receive([] {}, [](caf::error&) {});
@@ -403,6 +435,7 @@ node::node(registry types, node_config cfg)
 
 node::~node() {
   stop();
+  impl_->stop_sweeper();
   impl_->rt->approvals().detach();
   impl_->stop_writer();
 }
@@ -417,6 +450,7 @@ caf::error node::start(std::string name, supervisor_spec spec) {
   if (impl_->rt->tools().empty())
     if (auto err = impl_->setup_tools())
       return err;
+  impl_->start_sweeper();
   auto root = spawn_supervisor(impl_->sys, impl_->rt, std::move(spec), name);
   auto* st = impl_.get();
   root->attach_functor([st](const caf::error& reason) {
@@ -440,20 +474,71 @@ caf::error node::start(std::string name, supervisor_spec spec) {
   return out;
 }
 
+namespace {
+
+/// Takes a place for `e` in the queue of the cell at `path` (`b`, as
+/// looked up; if it keeps a count): at once, or under overflow `wait` by
+/// waiting for room until `until` (this is a caller's thread, which can
+/// wait), looking the path up again each time, so that a replaced cell's
+/// successor takes it. On success `b` is the cell to send to. Errors:
+/// `overloaded` naming `path` if no room came, `not_running` if the cell
+/// ended or its path went away meanwhile (the node stops).
+caf::error take_place(const runtime& rt, detail::bound& b, envelope& e,
+                      std::string_view path,
+                      std::chrono::steady_clock::time_point until) {
+  auto pause = std::chrono::microseconds{50};
+  for (;;) {
+    if (b.gauge == nullptr)
+      return caf::none;
+    if (b.gauge->try_enter()) {
+      e.flags |= envelope::queued_flag;
+      return caf::none;
+    }
+    if (b.gauge->policy != overflow_policy::wait
+        || std::chrono::steady_clock::now() + pause > until) {
+      b.gauge->shed.fetch_add(1, std::memory_order_relaxed);
+      return make_error(errc::overloaded,
+                        std::string{path} + " has "
+                          + std::to_string(b.gauge->cap)
+                          + " envelopes queued (its queue_cap)");
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min<std::chrono::microseconds>(pause * 2,
+                                                std::chrono::milliseconds{5});
+    b = rt.lookup_bound(path);
+    if (!b.actor)
+      return make_error(errc::not_running,
+                        std::string{path}
+                          + " stopped while the send waited for room");
+    if (caf::actor_cast<caf::abstract_actor*>(b.actor)->getf(
+          caf::abstract_actor::is_terminated_flag))
+      return make_error(errc::not_running, std::string{path});
+  }
+}
+
+} // namespace
+
 caf::expected<envelope>
 node::call_envelope(std::string_view path,
                     const google::protobuf::Message& req, duration timeout) {
-  auto dest = impl_->rt->lookup(path);
-  if (!dest)
+  auto dest = impl_->rt->lookup_bound(path);
+  if (!dest.actor)
     return make_error(errc::not_found, "no agent at " + std::string{path});
   envelope e;
   e.type = type_symbol(req);
   req.SerializeToString(&e.payload);
   impl_->rt->stamp(e, 0, 0, nullptr);
   e.deadline = to_ns(impl_->sys.clock().now() + timeout);
+  auto t0 = std::chrono::steady_clock::now();
+  if (auto err = take_place(*impl_->rt, dest, e, path, t0 + timeout))
+    return err;
+  timeout -= std::chrono::duration_cast<duration>(
+    std::chrono::steady_clock::now() - t0);
+  if (timeout.count() <= 0)
+    timeout = duration{1};
   caf::scoped_actor self{impl_->sys};
   caf::expected<envelope> out{make_error(errc::not_found)};
-  self->request(dest, caf::duration{timeout}, std::move(e))
+  self->request(dest.actor, caf::duration{timeout}, std::move(e))
     .receive([&](envelope& rep) { out = std::move(rep); },
              [&](caf::error& err) {
                if (err == caf::sec::request_timeout)
@@ -470,8 +555,8 @@ node::call_envelope(std::string_view path,
 caf::error node::send(std::string_view path,
                       const google::protobuf::Message& msg,
                       const call_options& opts) {
-  auto dest = impl_->rt->lookup(path);
-  if (!dest)
+  auto dest = impl_->rt->lookup_bound(path);
+  if (!dest.actor)
     return make_error(errc::not_found, "no agent at " + std::string{path});
   envelope e;
   e.type = type_symbol(msg);
@@ -481,7 +566,11 @@ caf::error node::send(std::string_view path,
   e.idempotency_key = opts.idempotency_key;
   if (opts.timeout.count() > 0)
     e.deadline = to_ns(impl_->sys.clock().now() + opts.timeout);
-  caf::anon_send(dest, std::move(e));
+  auto wait = opts.timeout.count() > 0 ? opts.timeout : send_wait;
+  if (auto err = take_place(*impl_->rt, dest, e, path,
+                            std::chrono::steady_clock::now() + wait))
+    return err;
+  caf::anon_send(dest.actor, std::move(e));
   return caf::none;
 }
 

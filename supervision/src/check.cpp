@@ -62,6 +62,7 @@ const char* to_string(spec_errc x) noexcept {
     case spec_errc::invalid_max_deliveries: return "invalid_max_deliveries";
     case spec_errc::invalid_tool_override: return "invalid_tool_override";
     case spec_errc::invalid_approval: return "invalid_approval";
+    case spec_errc::invalid_queue_cap: return "invalid_queue_cap";
     case spec_errc::invalid_durability: return "invalid_durability";
     case spec_errc::invalid_strategy: return "invalid_strategy";
     case spec_errc::invalid_intensity: return "invalid_intensity";
@@ -229,6 +230,11 @@ std::vector<spec_problem> check_child_spec(const child_spec& c,
   }
   if (c.buffer_cap == 0)
     add("buffer_cap", spec_errc::invalid_buffer_cap, "allowed: >= 1");
+  if (c.queue_cap == 0)
+    add("queue_cap", spec_errc::invalid_queue_cap, "allowed: >= 1");
+  if (c.overflow != overflow_policy::shed
+      && c.overflow != overflow_policy::wait)
+    add("overflow", spec_errc::invalid_queue_cap, "allowed: shed, wait");
   if (c.max_deliveries == 0)
     add("max_deliveries", spec_errc::invalid_max_deliveries,
         "allowed: >= 1");

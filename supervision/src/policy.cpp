@@ -355,6 +355,8 @@ private:
       for (auto [field, name] :
            {std::pair{C::kParamsFieldNumber, "params"},
             std::pair{C::kBufferCapFieldNumber, "buffer_cap"},
+            std::pair{C::kQueueCapFieldNumber, "queue_cap"},
+            std::pair{C::kOverflowFieldNumber, "overflow"},
             std::pair{C::kMaxDeliveriesFieldNumber, "max_deliveries"}})
         if (written(c, field)) {
           fail({&c, field}, std::string{name}
@@ -368,6 +370,10 @@ private:
       cs.buffer_cap = c.buffer_cap();
     if (c.has_max_deliveries())
       cs.max_deliveries = c.max_deliveries();
+    if (c.has_queue_cap())
+      cs.queue_cap = c.queue_cap();
+    cs.overflow = c.overflow() == pol::OVERFLOW_WAIT ? overflow_policy::wait
+                                                     : overflow_policy::shed;
     return cs;
   }
 

@@ -18,6 +18,9 @@ caf::error supervisor_actor::spawn_worker_cell(child& c) {
   cc.params = {c.spec, &c.spec->params}; // shares, no copy
   cc.buffer_cap = static_cast<uint32_t>(
     std::min<size_t>(c.spec->buffer_cap, UINT32_MAX));
+  cc.queue_cap = static_cast<uint32_t>(
+    std::min<size_t>(c.spec->queue_cap, UINT32_MAX));
+  cc.overflow = c.spec->overflow;
   cc.max_deliveries = c.spec->max_deliveries;
   cc.durability = c.spec->durability;
   if (!c.spec->tools.empty())
@@ -28,7 +31,7 @@ caf::error supervisor_actor::spawn_worker_cell(child& c) {
     return make_error(errc::unknown_agent_type, c.spec->agent);
   c.handle = spawn_cell(home_system(), rt_, std::move(cc),
                         caf::actor_cast<caf::actor>(this), c.key);
-  rt_->bind(path, c.handle);
+  rt_->bind(path, c.handle, queue_of(c.handle));
   return caf::none;
 }
 
@@ -241,10 +244,10 @@ void supervisor_actor::stop_workers_at_once(const std::vector<uint64_t>& keys,
     return done();
   acks_done_ = std::move(done);
   if (sd.how == shutdown_spec::kind::timeout)
-    delayed_send(this, caf::timespan{sd.timeout}, stop_timeout_atom::value,
+    delayed_send<caf::message_priority::high>(this, caf::timespan{sd.timeout}, stop_timeout_atom::value,
                  ack_batch_);
   else if (sd.how == shutdown_spec::kind::brutal_kill)
-    delayed_send(this, caf::timespan{brutal_kill_grace},
+    delayed_send<caf::message_priority::high>(this, caf::timespan{brutal_kill_grace},
                  stop_timeout_atom::value, ack_batch_);
 }
 
@@ -346,7 +349,7 @@ void supervisor_actor::schedule_restart(child& c, caf::error reason) {
   uint64_t token = ++c.token;
   if (delay.count() == 0)
     return restart(c.key, std::move(reason));
-  delayed_send(this, delay, try_again_atom::value, c.key, token,
+  delayed_send<caf::message_priority::high>(this, delay, try_again_atom::value, c.key, token,
                std::move(reason));
 }
 
@@ -424,7 +427,7 @@ void supervisor_actor::schedule_retry(child& c, caf::error reason) {
   if (delay.count() == 0)
     send(this, try_again_atom::value, c.key, token, std::move(reason));
   else
-    delayed_send(this, delay, try_again_atom::value, c.key, token,
+    delayed_send<caf::message_priority::high>(this, delay, try_again_atom::value, c.key, token,
                  std::move(reason));
 }
 

@@ -254,7 +254,7 @@ void supervisor_actor::durable_run_down(std::pair<uint64_t, uint64_t> input,
   h.to_resume.insert(input);
   if (h.refencing)
     return; // resumed once fenced
-  delayed_send(this, spec_.saga.retry_delay, saga_retry_atom::value);
+  delayed_send<caf::message_priority::high>(this, spec_.saga.retry_delay, saga_retry_atom::value);
 }
 
 void supervisor_actor::saga_commit_failed(caf::actor run, uint64_t owner) {
@@ -318,7 +318,7 @@ void supervisor_actor::dispatch_saga_outbox() {
       ++h.outbox_failures;
       auto wait = spec_.saga.retry_delay
                   * (1 << std::min<uint32_t>(h.outbox_failures, 8));
-      delayed_send(this, std::min<milliseconds>(wait, std::chrono::seconds{30}),
+      delayed_send<caf::message_priority::high>(this, std::min<milliseconds>(wait, std::chrono::seconds{30}),
                    saga_outbox_atom::value, seq);
     };
     auto dest = rt_->lookup(i->second.first);
@@ -383,7 +383,7 @@ void supervisor_actor::saga_compact() {
       write_saga(std::move(item));
     h.compact_from = more && !rows.empty() ? rows.back().first : "";
   }
-  delayed_send(this, more ? caf::timespan{0}
+  delayed_send<caf::message_priority::high>(this, more ? caf::timespan{0}
                           : compact_every(spec_.saga.retention),
                saga_compact_atom::value);
 }

@@ -69,6 +69,8 @@ wire::ChildSpec to_wire(const child_spec& x) {
   d.set_probe_min_ms(ms(x.degrade.probe_min));
   d.set_probe_max_ms(ms(x.degrade.probe_max));
   out.set_buffer_cap(x.buffer_cap);
+  out.set_queue_cap(x.queue_cap);
+  out.set_overflow(as<policy::Overflow>(x.overflow));
   out.set_max_deliveries(x.max_deliveries);
   auto& u = *out.mutable_durability();
   u.set_mode(as<policy::Mode>(x.durability.mode));
@@ -175,6 +177,10 @@ caf::error from_wire(const wire::ChildSpec& x, child_spec& out) {
     cs.degrade.probe_max = milliseconds{d.probe_max_ms()};
   }
   cs.buffer_cap = x.buffer_cap();
+  cs.queue_cap = x.queue_cap();
+  if (auto err = read_enum(x.overflow(), policy::Overflow_IsValid,
+                           field(cs.id, "overflow"), cs.overflow))
+    return err;
   cs.max_deliveries = x.max_deliveries();
   if (x.has_durability()) {
     auto& u = x.durability();

@@ -98,7 +98,8 @@ TEST(dead_letter_log_test, concurrent_adds_lose_no_count) {
   for (int t = 0; t < threads; ++t)
     ts.emplace_back([&, t] {
       for (int i = 0; i < per_thread; ++i)
-        log.add("t" + std::to_string(t), env_with_id(i), "r");
+        // (Written by the caller: not rate-limited, see below.)
+        log.add("t" + std::to_string(t), env_with_id(i), "r", false);
     });
   for (auto& t : ts)
     t.join();
@@ -111,6 +112,77 @@ TEST(dead_letter_log_test, concurrent_adds_lose_no_count) {
   EXPECT_EQ(all.back().seq, total) << "every letter got the next seq";
   for (size_t i = 1; i < all.size(); ++i)
     EXPECT_EQ(all[i].seq, all[i - 1].seq + 1);
+}
+
+envelope from(std::string sender, uint64_t id) {
+  envelope e;
+  e.sender = std::move(sender);
+  e.id = id;
+  return e;
+}
+
+/// Letters `all` stands for: each one and its repeats.
+uint64_t stood_for(const std::vector<dead_letter>& all) {
+  uint64_t n = 0;
+  for (auto& dl : all)
+    n += 1 + dl.repeats;
+  return n;
+}
+
+TEST(dead_letter_log_test, a_flood_of_one_kind_is_kept_as_samples_and_a_count) {
+  counters c;
+  dead_letter_log log{c};
+  constexpr uint64_t flood = 1000;
+  for (uint64_t i = 1; i <= flood; ++i)
+    log.add("root/r", from("root/f", i), "overloaded: full");
+  // Every one is counted; a few are kept one by one.
+  EXPECT_EQ(c.dead_letters.load(), flood);
+  EXPECT_EQ(log.by_reason()["overloaded"], flood);
+  EXPECT_LT(log.size(), 50u);
+  log.flush();
+  auto all = log.snapshot();
+  EXPECT_EQ(stood_for(all), flood);
+  ASSERT_FALSE(all.empty());
+  // The letter standing for the rest is the last of them.
+  EXPECT_GT(all.back().repeats, 0u);
+  EXPECT_EQ(all.back().env.id, flood);
+  log.flush(); // nothing left to close
+  EXPECT_EQ(stood_for(log.snapshot()), flood);
+}
+
+TEST(dead_letter_log_test, senders_paths_and_reasons_are_limited_apart) {
+  counters c;
+  dead_letter_log log{c};
+  constexpr uint32_t k = dead_letter_log::samples_per_second;
+  for (uint64_t i = 0; i < k; ++i) {
+    log.add("root/r", from("root/a", i), "overloaded: x");
+    log.add("root/r", from("root/b", i), "overloaded: x");
+    log.add("root/q", from("root/a", i), "overloaded: x");
+    log.add("root/r", from("root/a", i), "not_found: x");
+  }
+  // Each kind is still within its samples: all kept one by one.
+  EXPECT_EQ(log.size(), 4u * k);
+  log.flush();
+  EXPECT_EQ(log.size(), 4u * k);
+}
+
+TEST(dead_letter_log_test, a_burst_is_closed_by_a_letter_after_its_second) {
+  counters c;
+  dead_letter_log log{c};
+  constexpr uint32_t k = dead_letter_log::samples_per_second;
+  for (uint64_t i = 1; i <= k + 5; ++i)
+    log.add("root/r", from("root/f", i), "overloaded: full");
+  EXPECT_EQ(log.size(), k);
+  // The rate limit's window is one second of the steady clock: this test
+  // is about time passing.
+  std::this_thread::sleep_for(1100ms);
+  log.add("root/r", from("root/f", 99), "overloaded: full");
+  auto all = log.snapshot();
+  ASSERT_EQ(all.size(), k + 2u);
+  EXPECT_EQ(all[k].repeats, 4u);
+  EXPECT_EQ(all[k].env.id, k + 5u);
+  EXPECT_EQ(all[k + 1].env.id, 99u);
+  EXPECT_EQ(all[k + 1].repeats, 0u);
 }
 
 /// A log attached to a real writer on a real LMDB data dir.
@@ -188,6 +260,23 @@ TEST_F(dead_letter_log_writer_test, lmdb_keeps_letters_past_the_cap) {
   ASSERT_EQ(log.size(), 1u);
   EXPECT_EQ(log.snapshot()[0].reason, "r3");
   EXPECT_EQ(c.dead_letters_dropped.load(), 2u);
+}
+
+TEST_F(dead_letter_log_writer_test, a_flood_is_written_as_samples_and_a_count) {
+  dead_letter_log log{c};
+  log.attach(w);
+  constexpr uint64_t flood = 5000;
+  for (uint64_t i = 1; i <= flood; ++i)
+    log.add("root/r", from("root/f", i), "overloaded: full");
+  log.flush();
+  auto kept = log.snapshot();
+  ASSERT_TRUE(
+    eventually([&] { return stored().size() == kept.size(); }, 5s));
+  uint64_t on_disk = 0;
+  for (auto& dl : stored())
+    on_disk += 1 + dl.repeats();
+  EXPECT_EQ(on_disk, flood);
+  EXPECT_LT(kept.size(), 100u) << "one write per letter";
 }
 
 } // namespace

@@ -157,9 +157,10 @@ TEST_F(local_directory_test, concurrent_rebinds_and_resolves) {
 /// A directory that counts its calls and delegates to a local one.
 class counting_directory : public directory {
 public:
-  void bind(const std::string& p, caf::actor c) override {
+  void bind(const std::string& p, caf::actor c,
+            detail::queue_gauge* g = nullptr) override {
     ++binds;
-    inner.bind(p, std::move(c));
+    inner.bind(p, std::move(c), g);
   }
   void unbind(const std::string& p, const caf::actor& c) override {
     ++unbinds;
@@ -168,6 +169,10 @@ public:
   caf::actor lookup(std::string_view p) const override {
     ++lookups;
     return inner.lookup(p);
+  }
+  detail::bound lookup_bound(std::string_view p) const override {
+    ++lookups;
+    return inner.lookup_bound(p);
   }
   std::shared_ptr<const detail::binding>
   binding_of(std::string_view p) const override {

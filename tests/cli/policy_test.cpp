@@ -74,7 +74,7 @@ const std::string registered = "counter, flaky, ocr, sink, source, step";
 const std::string child_keys =
   "name, agent, supervisor, restart, shutdown, significant, on_failure, "
   "degrade, durability, params, buffer_cap, max_deliveries, tools, "
-  "approval";
+  "approval, queue_cap, overflow";
 
 const error_case error_cases[] = {
   {"unknown_key_top",

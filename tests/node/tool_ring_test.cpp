@@ -198,6 +198,7 @@ child_spec chain_child(std::string id, std::string tool, bool watched) {
   c.params = {{"tool", std::move(tool)}};
   if (watched)
     c.params["watched"] = "1";
+  c.queue_cap = 100000; // the pusher's floods arrive whole (none is shed)
   return c;
 }
 

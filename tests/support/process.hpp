@@ -12,6 +12,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@ struct process_result {
   std::string out;
   std::string err;
   bool timed_out = false;
+  long max_rss_kib = 0; ///< its peak resident set (getrusage's ru_maxrss)
 };
 
 /// Runs `argv`; after `stop_after` (if set) sends `sig` once `err` contains
@@ -90,7 +92,9 @@ inline process_result run_process(const std::vector<std::string>& argv,
     if (f.fd >= 0)
       close(f.fd);
   int status = 0;
-  waitpid(pid, &status, 0);
+  rusage ru{};
+  wait4(pid, &status, 0, &ru);
+  r.max_rss_kib = ru.ru_maxrss;
   if (WIFEXITED(status))
     r.exit_code = WEXITSTATUS(status);
   else if (WIFSIGNALED(status))

@@ -13,6 +13,7 @@
 #include <caf/fwd.hpp>
 
 #include "vigil/actors/agent.hpp"
+#include "vigil/actors/detail/queue_gauge.hpp"
 #include "vigil/actors/durability.hpp"
 #include "vigil/actors/envelope.hpp"
 #include "vigil/actors/tool.hpp"
@@ -32,6 +33,10 @@ struct cell_config {
   /// beyond this a request fails with `buffer_overflow` and a send becomes
   /// a dead letter.
   uint32_t buffer_cap = 10000;
+  /// Envelopes queued for the cell (sent, not yet taken from its
+  /// mailbox); a sender beyond it is refused or waits, per `overflow`.
+  uint32_t queue_cap = 10000;
+  overflow_policy overflow = overflow_policy::shed;
   /// Deliveries of one envelope: with 1 a failing envelope is not retried;
   /// with N > 1 it is redelivered to the restarted instance until it has
   /// failed N times, then it is a dead letter (poison_message).
@@ -182,5 +187,9 @@ using expire_atom = caf::atom_constant<caf::atom("vexpire")>;
 /// without an instance: it buffers envelopes until it receives `start_cmd`.
 caf::actor spawn_cell(caf::actor_system& sys, std::shared_ptr<runtime> rt,
                       cell_config cfg, caf::actor parent, uint64_t key);
+
+/// The queue count of a cell that `spawn_cell` returned (bind it with the
+/// cell, see directory::bind). Valid while a handle to the cell is held.
+detail::queue_gauge* queue_of(const caf::actor& cell);
 
 } // namespace vigil

@@ -95,6 +95,11 @@ public:
     return b_ ? b_->actor : caf::actor{};
   }
 
+  /// The cell's queue count when the handle was made (null: none kept).
+  detail::queue_gauge* queue() const noexcept {
+    return b_ ? b_->gauge : nullptr;
+  }
+
   /// True while the cell is still the one bound at the path.
   bool current() const noexcept {
     return b_ && b_->live.load(std::memory_order_acquire);
@@ -214,6 +219,17 @@ public:
   void send(const handle& to, const google::protobuf::Message& msg,
             const call_options& opts = {}) {
     send_envelope(to, make_envelope(msg, opts));
+  }
+
+  /// Sends `msg` through `to` unless the receiver's queue is full (its
+  /// queue_cap): then sends nothing and returns false, and no dead letter
+  /// is made, so that a producer can wait and try again (the built-in
+  /// `source` does). A journal agent's sends from a handler go through
+  /// its outbox, which waits for room itself: they are taken while its
+  /// undelivered entries are fewer than the receiver's queue_cap.
+  bool try_send(const handle& to, const google::protobuf::Message& msg,
+                const call_options& opts = {}) {
+    return send_envelope(to, make_envelope(msg, opts), false);
   }
 
   /// Sends `msg` to the agent at `to` after `delay` (a timer). The path is
@@ -471,7 +487,10 @@ protected:
     = 0;
   virtual envelope make_envelope(const google::protobuf::Message& msg,
                                  const call_options& opts) = 0;
-  virtual void send_envelope(const handle& to, envelope env) = 0;
+  /// Sends `env`; `shed`: a full receiver makes it a dead letter
+  /// (`overloaded`), else it is not sent. False if it was not sent.
+  virtual bool send_envelope(const handle& to, envelope env, bool shed = true)
+    = 0;
   /// Delivers `env` to `to` after `delay`, bypassing any outbox.
   virtual void send_envelope_after(const handle& to, envelope env,
                                    duration delay)

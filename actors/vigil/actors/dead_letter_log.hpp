@@ -1,11 +1,13 @@
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <caf/actor.hpp>
@@ -21,6 +23,9 @@ struct dead_letter {
   std::string path;   ///< The agent it was addressed to.
   envelope env;       ///< The envelope as it was last delivered.
   std::string reason; ///< Why it is here, e.g. "poison_message: ...".
+  /// More letters like it (same sender, path and reason code, within one
+  /// second) that it stands for: counted, not kept one by one.
+  uint64_t repeats = 0;
 };
 
 /// A node's dead letters: the newest `cap` of them in memory, and (with a
@@ -36,6 +41,16 @@ struct dead_letter {
 /// write of the letter to the writer (fire and forget; the writer retries
 /// a failed commit of it a few times). LMDB keeps letters past the cap;
 /// `vigil inspect` and `vigil dead-letters` read them there.
+///
+/// Rate limit, of shed envelopes only (reason code `overloaded`: refused,
+/// never accepted): of those with one sender and path, the first
+/// `samples_per_second` of each second are kept one by one; the rest of
+/// that second are counted and kept as one letter (the last of them, with
+/// `repeats` set), once the second has passed: at the next letter, the
+/// next `sweep` (the node calls it every second) or `flush` (the node's
+/// stop). A flood of shed envelopes thus costs a few writes a second, not
+/// one each. Every other letter may be replayed and is kept one by one.
+/// Every letter counts in `counters::dead_letters` and `by_reason`.
 ///
 /// Thread-safe: any actor may add and read at any time. `attach` is not:
 /// call it before any actor of the node runs. `stats` must outlive the log.
@@ -64,6 +79,14 @@ public:
   void add(std::string path, envelope env, std::string reason,
            bool persist = true, bool journal = false);
 
+  /// Keeps the counted letters of every burst (see the rate limit) now.
+  void flush();
+
+  /// Keeps the counted letters of the bursts whose second has passed.
+  void sweep();
+
+  static constexpr uint32_t samples_per_second = 10;
+
   /// A copy of the letters in memory, oldest first.
   std::vector<dead_letter> snapshot() const;
 
@@ -87,6 +110,31 @@ public:
   }
 
 private:
+  using clock = std::chrono::steady_clock;
+
+  /// Letters of one sender, path and reason code in the current second.
+  struct burst {
+    clock::time_point start;
+    uint32_t kept = 0;
+    uint64_t counted = 0; // beyond `kept`; `last` is the newest of them
+    dead_letter last;
+    bool journal = false;
+  };
+
+  /// Keeps `dl` in memory; requires mtx_.
+  void keep(dead_letter dl);
+
+  /// Moves the counted letters of `b` into a letter to keep and write;
+  /// requires mtx_.
+  void close(burst& b, std::vector<std::pair<dead_letter, bool>>& out);
+
+  /// See sweep; requires mtx_.
+  void sweep_locked(clock::time_point now,
+                    std::vector<std::pair<dead_letter, bool>>& out);
+
+  /// Sends `dl` to the writer.
+  void persist(const dead_letter& dl, bool journal);
+
   counters& stats_;
   const size_t cap_;
   caf::actor writer_;
@@ -96,6 +144,9 @@ private:
   std::deque<dead_letter> letters_;
   /// See by_reason; `std::less<>` finds a code without building a string.
   std::map<std::string, uint64_t, std::less<>> reasons_;
+  /// Shed letters by sender '\0' path; idle ones leave at the next sweep.
+  std::map<std::string, burst, std::less<>> bursts_;
+  clock::time_point next_sweep_;
 };
 
 } // namespace vigil

@@ -31,8 +31,11 @@ public:
 
   /// Binds `path` to `cell`. A binding of another cell at `path` is
   /// replaced: its `detail::binding` goes dead, so handles that cached it
-  /// fall back to the path.
-  virtual void bind(const std::string& path, caf::actor cell) = 0;
+  /// fall back to the path. `gauge` is the cell's queue count (senders
+  /// take a place in it before they enqueue); null for an actor that keeps
+  /// none (a supervisor).
+  virtual void bind(const std::string& path, caf::actor cell,
+                    detail::queue_gauge* gauge = nullptr) = 0;
 
   /// Removes `path` if it is still bound to `cell` (a later binding of
   /// another cell stays), and kills that binding.
@@ -40,6 +43,10 @@ public:
 
   /// The cell at `path`, or an invalid handle. Allocates nothing.
   virtual caf::actor lookup(std::string_view path) const = 0;
+
+  /// The cell at `path` and its queue count, or an invalid handle.
+  /// Allocates nothing.
+  virtual detail::bound lookup_bound(std::string_view path) const = 0;
 
   /// The binding at `path` for a handle to cache, or nullptr if nothing is
   /// bound there. Calls for one binding return the same object until it is

@@ -40,6 +40,10 @@ struct envelope {
   /// waits in the journal, the answer when it is handled) instead of
   /// `duplicate`. A durable saga's calls to its steps are sent so.
   static constexpr uint32_t keep_reply_flag = 4u;
+  /// Holds a place in the receiving cell's queue count (see
+  /// detail::queue_gauge): set by the sender that took it, cleared by the
+  /// cell that gives it back. Never persisted or sent to another node.
+  static constexpr uint32_t queued_flag = 8u;
 
   /// W3C trace flag: sampled.
   static constexpr uint8_t sampled_flag = 1u;
@@ -130,12 +134,18 @@ inspect(Inspector& f, symbol& x) {
 }
 
 /// CAF serialization for `envelope`.
+/// A loaded envelope never holds a place in a queue (queued_flag is this
+/// node's own bookkeeping, not to be trusted from bytes).
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, envelope& x) {
   return f(caf::meta::type_name("vigil.envelope"), x.type, x.payload, x.id,
            x.origin, x.idempotency_key, x.deadline, x.attempt,
            x.attempt_budget, x.budget_id, x.trace_id, x.trace_id_high, x.span_id,
-           x.trace_flags, x.sender, x.flags);
+           x.trace_flags, x.sender, x.flags,
+           caf::meta::load_callback([&]() -> caf::error {
+             x.flags &= ~envelope::queued_flag;
+             return caf::none;
+           }));
 }
 
 } // namespace vigil

@@ -126,6 +126,9 @@ enum class errc : uint8_t {
   lease_expired,
   /// A compare-and-swap found another version than the one expected.
   conflict,
+  /// The receiving agent's queue is full (its queue_cap): the newest
+  /// envelope is refused (shed); a requester may try again later.
+  overloaded,
 };
 
 /// Returns the OTP-style name of `x`, e.g. "reached_max_restart_intensity".

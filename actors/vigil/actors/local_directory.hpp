@@ -22,11 +22,14 @@ namespace vigil {
 /// and none of them pays for one.
 class local_directory final : public directory {
 public:
-  void bind(const std::string& path, caf::actor cell) override;
+  void bind(const std::string& path, caf::actor cell,
+            detail::queue_gauge* gauge = nullptr) override;
 
   void unbind(const std::string& path, const caf::actor& cell) override;
 
   caf::actor lookup(std::string_view path) const override;
+
+  detail::bound lookup_bound(std::string_view path) const override;
 
   std::shared_ptr<const detail::binding>
   binding_of(std::string_view path) const override;
@@ -39,7 +42,7 @@ private:
   void retire(const std::string& path);
 
   mutable std::shared_mutex mtx_;
-  std::map<std::string, caf::actor, std::less<>> cells_;
+  std::map<std::string, detail::bound, std::less<>> cells_;
   // The bindings that handles hold; guarded by mtx_. Mutable: made lazily
   // by the const binding_of.
   mutable std::map<std::string, std::shared_ptr<detail::binding>,

@@ -218,8 +218,9 @@ public:
   }
 
   /// See directory::bind.
-  void bind(const std::string& path, caf::actor cell) {
-    dir_->bind(path, std::move(cell));
+  void bind(const std::string& path, caf::actor cell,
+            detail::queue_gauge* gauge = nullptr) {
+    dir_->bind(path, std::move(cell), gauge);
   }
 
   /// See directory::unbind.
@@ -230,6 +231,11 @@ public:
   /// See directory::lookup.
   caf::actor lookup(std::string_view path) const {
     return dir_->lookup(path);
+  }
+
+  /// See directory::lookup_bound.
+  detail::bound lookup_bound(std::string_view path) const {
+    return dir_->lookup_bound(path);
   }
 
   /// See directory::binding_of.

@@ -29,4 +29,9 @@ void add_builtin_shared(registry& types);
 ///     }
 int main(int argc, char** argv, registry types = {});
 
+/// Parses a `vigil` command line as `main` does, without running it:
+/// 0 if it parsed, -1 for --help, 64 for bad arguments (the message
+/// printed). For tests and the command line's fuzz target.
+int parse_only(int argc, char** argv);
+
 } // namespace vigil::cli

@@ -24,6 +24,11 @@ struct node_config {
   /// "sharing" stays linear when many actors become runnable at once; CAF's
   /// default "stealing" does not. "testing" is for deterministic tests.
   std::string scheduler_policy = "sharing";
+  /// Messages an actor handles before it gives its thread to the next
+  /// runnable one (CAF's scheduler.max-throughput, unlimited by default):
+  /// a flooded agent then cannot keep a thread from supervisors, timers
+  /// and progress queries.
+  size_t max_throughput = 300;
   /// The LMDB data dir; empty runs without one (then no child may be
   /// durable). Created if missing; one live node per dir.
   std::string data_dir;
@@ -56,6 +61,10 @@ struct node_config {
 /// running node stops its tree in reverse start order first.
 class node {
 public:
+  /// How long `send` without a timeout waits for room in a full queue
+  /// under overflow `wait`.
+  static constexpr duration send_wait = std::chrono::seconds{10};
+
   explicit node(registry types, node_config cfg = {});
   ~node();
 
@@ -71,7 +80,9 @@ public:
 
   /// Sends `req` to the agent at `path` and waits up to `timeout` for the
   /// reply. Errors: not_found, deadline_exceeded, buffer_overflow,
-  /// not_running, poison_message, unknown_message_type, bad_payload.
+  /// not_running, poison_message, unknown_message_type, bad_payload,
+  /// overloaded (its queue is full: at once under overflow `shed`; under
+  /// `wait` once no room came within `timeout`).
   template <class Reply>
   caf::expected<reply<Reply>> call(std::string_view path,
                                    const google::protobuf::Message& req,
@@ -87,8 +98,11 @@ public:
     return r;
   }
 
-  /// Sends `msg` to the agent at `path` without waiting. Returns not_found
-  /// if no agent is bound there.
+  /// Sends `msg` to the agent at `path` without waiting for its handling.
+  /// Returns not_found if no agent is bound there, and `overloaded` if its
+  /// queue is full (queue_cap): at once under overflow `shed`; under
+  /// `wait` once no room came within `opts.timeout` (`send_wait` if none).
+  /// A refused message is the caller's: no dead letter is made of it.
   [[nodiscard]] caf::error send(std::string_view path,
                                 const google::protobuf::Message& msg,
                                 const call_options& opts = {});

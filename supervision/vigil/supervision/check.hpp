@@ -35,6 +35,7 @@ enum class spec_errc : uint8_t {
   too_deep,               ///< supervisors nested deeper than max_tree_depth
   invalid_tool_override,  ///< a child's tool override out of range
   invalid_approval,       ///< an envelope approval's timeout out of range
+  invalid_queue_cap,      ///< queue_cap of zero, or overflow out of range
 };
 
 /// The deepest nesting of supervisors a tree may have: a spec must survive

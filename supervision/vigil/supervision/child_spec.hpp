@@ -112,6 +112,10 @@ struct child_spec {
   on_failure failure = on_failure::restart;
   degrade_spec degrade;
   size_t buffer_cap = 10000;
+  /// Envelopes queued for the child (sent, not yet taken up), and what a
+  /// sender beyond it gets (see overflow_policy).
+  size_t queue_cap = 10000;
+  overflow_policy overflow = overflow_policy::shed;
   uint32_t max_deliveries = 1;
   /// none (default), snapshot or journal; durable children need a node
   /// with a data dir.

@@ -24,11 +24,11 @@ mutation put_record(db where, std::string key,
                     const google::protobuf::Message& m);
 
 /// An append of envelope `e`'s dead letter at `path` (see DeadLetter for
-/// `consumed_seq`, `journal` and `refused`).
+/// `consumed_seq`, `journal`, `refused` and `repeats`).
 mutation dead_letter_record(const std::string& path, const envelope& e,
                             const std::string& reason,
                             uint64_t consumed_seq, bool journal,
-                            bool refused = false);
+                            bool refused = false, uint64_t repeats = 0);
 
 /// Removes delivered outbox entry `seq` of `path`.
 write_item outbox_done_item(const std::string& path, uint64_t seq);
