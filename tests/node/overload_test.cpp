@@ -22,6 +22,7 @@
 
 #include "support/eventually.hpp"
 #include "support/gate.hpp"
+#include "support/overload_agents.hpp"
 #include "support/temp_dir.hpp"
 #include "proto/test.pb.h"
 #include "vigil/actors/cell.hpp"
@@ -85,27 +86,6 @@ public:
   }
 };
 
-/// On Start{n, to}: sends n Pings to `to` in one handler (a producer that
-/// does not look at its receiver), and answers Pong{n}.
-class flooder : public agent<> {
-public:
-  explicit flooder(const params&) {
-  }
-  static void define(handlers<flooder>& h) {
-    h.on<Start>([](flooder&, context& ctx, const Start& s) {
-      auto to = ctx.resolve(s.to());
-      Ping p;
-      for (int64_t i = 0; i < s.n(); ++i) {
-        p.set_n(i);
-        ctx.send(to, p);
-      }
-      Pong out;
-      out.set_n(s.n());
-      return out;
-    });
-  }
-};
-
 /// On Start{n, to}: makes n requests to `to` in one handler, counting how
 /// each ends.
 class asker : public agent<> {
@@ -144,12 +124,7 @@ registry types() {
 
 child_spec child(std::string id, std::string agent, size_t cap = 10000,
                  overflow_policy o = overflow_policy::shed) {
-  child_spec c;
-  c.id = std::move(id);
-  c.agent = std::move(agent);
-  c.queue_cap = cap;
-  c.overflow = o;
-  return c;
+  return queue_child(std::move(id), std::move(agent), cap, o);
 }
 
 class overload_test : public ::testing::Test {
