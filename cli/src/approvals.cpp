@@ -175,7 +175,7 @@ int cmd_list(const approvals_args& a) {
     out.push_back(entry_json(e, now));
   }
   if (a.as_json) {
-    std::cout << out.dump(2) << std::endl;
+    std::cout << dump_json(out) << std::endl;
     return damaged == 0 ? exit_ok : exit_error;
   }
   size_t wp = 4, wt = 4;
@@ -226,7 +226,7 @@ int cmd_show(const approvals_args& a) {
     return rc;
   auto j = entry_json(e, now_ms());
   if (a.as_json) {
-    std::cout << j.dump(2) << std::endl;
+    std::cout << dump_json(j) << std::endl;
     return e.fault.empty() ? exit_ok : exit_error;
   }
   std::cout << "approval  " << e.id << "\n"
@@ -254,7 +254,7 @@ int cmd_show(const approvals_args& a) {
     std::cout << "reason    " << r.reason() << "\n";
   std::cout << "request   " << r.request_type() << "\n"
             << (j["request"].is_string() ? j["request"].get<std::string>()
-                                         : j["request"].dump(2))
+                                         : dump_json(j["request"]))
             << "\n";
   return exit_ok;
 }

@@ -168,7 +168,7 @@ void print_run_report(const run_outcome& r, bool as_json, std::ostream& out) {
     j["restarts"] = r.restarts;
     j["restarts_all"] = r.restarts_all;
     j["seconds"] = r.seconds;
-    out << j.dump(2) << std::endl;
+    out << dump_json(j) << std::endl;
     return;
   }
   out << "== " << r.name << " after " << r.seconds << " s\n";
@@ -209,7 +209,7 @@ void print_run_report(const run_outcome& r, bool as_json, std::ostream& out) {
 void print_agents(const nlohmann::json& agents, bool as_json,
                   std::ostream& out) {
   if (as_json) {
-    out << agents.dump(2) << std::endl;
+    out << dump_json(agents) << std::endl;
     return;
   }
   for (auto& a : agents)
@@ -217,27 +217,27 @@ void print_agents(const nlohmann::json& agents, bool as_json,
         << a["agent"].get<std::string>() << "  "
         << a["durability"].get<std::string>() << "  seq=" << a["seq"]
         << "  pending=" << a["pending"] << "  outbox=" << a["outbox"]
-        << "  state=" << a["state"].dump() << "\n";
+        << "  state=" << dump_json(a["state"], -1) << "\n";
   out << agents.size() << " durable agents\n";
 }
 
 void print_mailbox(const nlohmann::json& pending, const std::string& path,
                    bool as_json, std::ostream& out) {
   if (as_json) {
-    out << pending.dump(2) << std::endl;
+    out << dump_json(pending) << std::endl;
     return;
   }
   for (auto& e : pending)
     out << "seq=" << e["seq"] << "  id=" << e["id"] << "  "
         << e["type"].get<std::string>() << "  attempt=" << e["attempt"]
-        << "  " << e["payload"].dump() << "\n";
+        << "  " << dump_json(e["payload"], -1) << "\n";
   out << pending.size() << " pending envelopes for " << path << "\n";
 }
 
 void print_dead_letters(const nlohmann::json& letters, bool as_json,
                         std::ostream& out) {
   if (as_json) {
-    out << letters.dump(2) << std::endl;
+    out << dump_json(letters) << std::endl;
     return;
   }
   uint64_t repeats = 0;
@@ -260,7 +260,7 @@ void print_dead_letters(const nlohmann::json& letters, bool as_json,
 void print_saga_runs(const nlohmann::json& runs, bool as_json,
                      std::ostream& out) {
   if (as_json) {
-    out << runs.dump(2) << std::endl;
+    out << dump_json(runs) << std::endl;
     return;
   }
   size_t open = 0;

@@ -34,6 +34,12 @@ struct tree_node {
   std::vector<tree_node> children;
 };
 
+/// `j` as text; bytes that are not UTF-8 (names and keys read from a data
+/// dir, which may be damaged) become U+FFFD instead of an exception.
+inline std::string dump_json(const nlohmann::json& j, int indent = 2) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 /// Reads the tree under supervisor `root` with which_children, recursively.
 /// False if the root does not answer (it exited).
 bool snapshot_tree(node& nd, const std::string& root, tree_node& out);

@@ -127,7 +127,7 @@ void print_tools(const std::vector<tool_figures>& tools, std::ostream& out) {
 void print_breakers(const nlohmann::json& breakers, bool as_json,
                     std::ostream& out) {
   if (as_json) {
-    out << breakers.dump(2) << std::endl;
+    out << dump_json(breakers) << std::endl;
     return;
   }
   size_t open = 0;
