@@ -29,6 +29,8 @@ if [[ ! -x "$bin" ]]; then
   echo "fuzz: $bin not found; build it first: cmake --workflow --preset sanitize" >&2
   exit 1
 fi
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:suppressions=$PWD/cmake/ubsan.supp}"
 work="$(mktemp -d /tmp/vigil-fuzz-$target-XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "fuzz/regressions/$target"

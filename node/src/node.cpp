@@ -1,5 +1,6 @@
 #include "vigil/node/node.hpp"
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <set>
@@ -72,6 +73,8 @@ struct node::impl {
   caf::actor root;
   std::string root_name;
   caf::actor writer;
+  /// Set when the node begins to stop: a send waiting for room gives up.
+  std::atomic<bool> stopping{false};
   /// Keeps the counted shed letters of each second (dead_letter_log::sweep).
   caf::actor sweeper;
   std::vector<std::string> orphans;
@@ -444,6 +447,7 @@ caf::error node::start(std::string name, supervisor_spec spec) {
   if (impl_->root)
     return make_error(errc::running, impl_->root_name);
   impl_->root_name = name;
+  impl_->stopping = false;
   if (!impl_->cfg_copy.data_dir.empty() && !impl_->writer)
     if (auto err = impl_->open_store())
       return err;
@@ -480,22 +484,46 @@ namespace {
 /// looked up; if it keeps a count): at once, or under overflow `wait` by
 /// waiting for room until `until` (this is a caller's thread, which can
 /// wait), looking the path up again each time, so that a replaced cell's
-/// successor takes it. On success `b` is the cell to send to. Errors:
-/// `overloaded` naming `path` if no room came, `not_running` if the cell
-/// ended or its path went away meanwhile (the node stops).
-caf::error take_place(const runtime& rt, detail::bound& b, envelope& e,
-                      std::string_view path,
+/// successor takes it (also after a moment with no cell at the path). On
+/// success `b` is the cell to send to. Errors: `overloaded` naming `path`
+/// if no room came; `not_running` if the node stops meanwhile, or no cell
+/// ran at the path when the wait ended.
+caf::error take_place(const runtime& rt, const std::atomic<bool>& stopping,
+                      detail::bound& b, envelope& e, std::string_view path,
                       std::chrono::steady_clock::time_point until) {
   auto pause = std::chrono::microseconds{50};
-  for (;;) {
-    if (b.gauge == nullptr)
-      return caf::none;
-    if (b.gauge->try_enter()) {
-      e.flags |= envelope::queued_flag;
-      return caf::none;
+  for (bool first = true;; first = false) {
+    // After a wait, the path may have no live cell for a moment (it is
+    // being replaced) or for good (the node stops).
+    bool gone = !first
+                && (!b.actor
+                    || caf::actor_cast<caf::abstract_actor*>(b.actor)->getf(
+                      caf::abstract_actor::is_terminated_flag));
+    if (gone) {
+      if (stopping.load())
+        return make_error(errc::not_running,
+                          std::string{path}
+                            + " stopped while the send waited for room");
+    } else {
+      if (b.gauge == nullptr)
+        return caf::none;
+      if (b.gauge->try_enter()) {
+        e.flags |= envelope::queued_flag;
+        return caf::none;
+      }
+      if (b.gauge->policy != overflow_policy::wait) {
+        b.gauge->shed.fetch_add(1, std::memory_order_relaxed);
+        return make_error(errc::overloaded,
+                          std::string{path} + " has "
+                            + std::to_string(b.gauge->cap)
+                            + " envelopes queued (its queue_cap)");
+      }
     }
-    if (b.gauge->policy != overflow_policy::wait
-        || std::chrono::steady_clock::now() + pause > until) {
+    if (std::chrono::steady_clock::now() + pause > until) {
+      if (gone)
+        return make_error(errc::not_running,
+                          std::string{path}
+                            + " had no running agent when the wait ended");
       b.gauge->shed.fetch_add(1, std::memory_order_relaxed);
       return make_error(errc::overloaded,
                         std::string{path} + " has "
@@ -506,13 +534,6 @@ caf::error take_place(const runtime& rt, detail::bound& b, envelope& e,
     pause = std::min<std::chrono::microseconds>(pause * 2,
                                                 std::chrono::milliseconds{5});
     b = rt.lookup_bound(path);
-    if (!b.actor)
-      return make_error(errc::not_running,
-                        std::string{path}
-                          + " stopped while the send waited for room");
-    if (caf::actor_cast<caf::abstract_actor*>(b.actor)->getf(
-          caf::abstract_actor::is_terminated_flag))
-      return make_error(errc::not_running, std::string{path});
   }
 }
 
@@ -530,7 +551,8 @@ node::call_envelope(std::string_view path,
   impl_->rt->stamp(e, 0, 0, nullptr);
   e.deadline = to_ns(impl_->sys.clock().now() + timeout);
   auto t0 = std::chrono::steady_clock::now();
-  if (auto err = take_place(*impl_->rt, dest, e, path, t0 + timeout))
+  if (auto err = take_place(*impl_->rt, impl_->stopping, dest, e, path,
+                            t0 + timeout))
     return err;
   timeout -= std::chrono::duration_cast<duration>(
     std::chrono::steady_clock::now() - t0);
@@ -567,7 +589,7 @@ caf::error node::send(std::string_view path,
   if (opts.timeout.count() > 0)
     e.deadline = to_ns(impl_->sys.clock().now() + opts.timeout);
   auto wait = opts.timeout.count() > 0 ? opts.timeout : send_wait;
-  if (auto err = take_place(*impl_->rt, dest, e, path,
+  if (auto err = take_place(*impl_->rt, impl_->stopping, dest, e, path,
                             std::chrono::steady_clock::now() + wait))
     return err;
   caf::anon_send(dest.actor, std::move(e));
@@ -651,6 +673,7 @@ bool node::wait_for_exit(duration timeout, caf::error& reason) {
 caf::error node::stop() {
   if (!impl_->root)
     return caf::none;
+  impl_->stopping = true;
   auto root = std::move(impl_->root);
   {
     std::lock_guard<std::mutex> guard{impl_->mtx};
