@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support/approval_records.hpp"
+#include "support/cli_run.hpp"
 #include "support/process.hpp"
 #include "support/temp_dir.hpp"
 
@@ -22,17 +23,6 @@ using namespace vigil::test;
 using nlohmann::json;
 
 namespace {
-
-process_result vigil_cmd(std::vector<std::string> args) {
-  args.insert(args.begin(), VIGIL_BIN);
-  return run_process(args, 30s);
-}
-
-json parse(const std::string& out) {
-  auto j = json::parse(out, nullptr, false);
-  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << out;
-  return j;
-}
 
 bool has(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/cli_run.hpp"
 #include "support/process.hpp"
 #include "support/temp_dir.hpp"
 
@@ -17,35 +18,12 @@ using nlohmann::json;
 using vigil::test::process_result;
 using vigil::test::run_process;
 using vigil::test::temp_dir;
+using vigil::test::child;
+using vigil::test::parse;
+using vigil::test::vigil_cmd;
+using vigil::test::write;
 
 namespace {
-
-std::string write(const temp_dir& d, const std::string& name,
-                  const std::string& text) {
-  auto path = d.path() + "/" + name;
-  std::ofstream{path} << text;
-  return path;
-}
-
-process_result vigil_cmd(std::vector<std::string> args,
-                         std::chrono::milliseconds limit = 30s, int sig = 0,
-                         std::string wait_for = {}) {
-  args.insert(args.begin(), VIGIL_BIN);
-  return run_process(args, limit, sig, std::move(wait_for));
-}
-
-json parse(const std::string& out) {
-  auto j = json::parse(out, nullptr, false);
-  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << out;
-  return j;
-}
-
-const json* child(const json& tree, const std::string& name) {
-  for (auto& c : tree["children"])
-    if (c["name"] == name)
-      return &c;
-  return nullptr;
-}
 
 const char* pipeline = R"(node:
   name: job

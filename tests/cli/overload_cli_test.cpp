@@ -23,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/cli_run.hpp"
 #include "support/process.hpp"
 #include "support/temp_dir.hpp"
 
@@ -30,15 +31,10 @@ using namespace std::chrono_literals;
 using nlohmann::json;
 using vigil::test::run_process;
 using vigil::test::temp_dir;
+using vigil::test::child;
+using vigil::test::write;
 
 namespace {
-
-std::string write(const temp_dir& d, const std::string& name,
-                  const std::string& text) {
-  auto path = d.path() + "/" + name;
-  std::ofstream{path} << text;
-  return path;
-}
 
 const char* flood = R"(node:
   name: job
@@ -53,13 +49,6 @@ tree:
       agent: source
       params: {to: job/relay, count: 1000000000, rate: 0, batch: 1000}
 )";
-
-const json* child(const json& tree, const std::string& name) {
-  for (auto& c : tree["children"])
-    if (c["name"] == name)
-      return &c;
-  return nullptr;
-}
 
 } // namespace
 

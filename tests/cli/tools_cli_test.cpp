@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/cli_run.hpp"
 #include "support/process.hpp"
 #include "support/temp_dir.hpp"
 #include "vigil/persistence/store.hpp"
@@ -21,27 +22,11 @@ using nlohmann::json;
 using vigil::test::process_result;
 using vigil::test::run_process;
 using vigil::test::temp_dir;
+using vigil::test::parse;
+using vigil::test::vigil_cmd;
+using vigil::test::write;
 
 namespace {
-
-std::string write(const temp_dir& d, const std::string& name,
-                  const std::string& text) {
-  auto path = d.path() + "/" + name;
-  std::ofstream{path} << text;
-  return path;
-}
-
-process_result vigil_cmd(std::vector<std::string> args,
-                         std::chrono::milliseconds limit = 30s) {
-  args.insert(args.begin(), VIGIL_BIN);
-  return run_process(args, limit);
-}
-
-json parse(const std::string& out) {
-  auto j = json::parse(out, nullptr, false);
-  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << out;
-  return j;
-}
 
 int64_t unix_ms_now() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
