@@ -135,6 +135,15 @@ constexpr uint32_t max_conflicts = 500;
 
 std::atomic<uint64_t> worker_seeds{1};
 
+/// The document a doc_worker has claimed and is working on.
+struct doc_job {
+  Doc doc;
+  uint32_t conflicts = 0;
+  bool counted = false;
+  vigil::kv_entry seen; ///< the config as the last conflict returned it
+  vigil::resilience::backoff_track track;
+};
+
 /// One instance of the document agent: claims a task under a lease,
 /// inserts the document's record and sends its webhook through tools under
 /// keys named after the document ("record:DOC-0042", "hook:DOC-0042"), so
@@ -176,13 +185,9 @@ public:
   }
 
 private:
-  struct job {
-    Doc doc;
-    uint32_t conflicts = 0;
-    bool counted = false;
-    vigil::kv_entry seen; ///< the config as the last conflict returned it
-    vigil::resilience::backoff_track track;
-  };
+  // (at namespace scope: clang cannot default-construct a nested class
+  // with member initializers inside its enclosing class's body)
+  using job = doc_job;
 
   void poll(context& ctx, const Poll&) {
     ++claims_;

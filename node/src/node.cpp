@@ -3,6 +3,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -458,6 +459,7 @@ caf::error node::start(std::string name, supervisor_spec spec) {
   auto root = spawn_supervisor(impl_->sys, impl_->rt, std::move(spec), name);
   auto* st = impl_.get();
   root->attach_functor([st](const caf::error& reason) {
+    st->stopping = true; // sends waiting for room give up (take_place)
     std::lock_guard<std::mutex> guard{st->mtx};
     st->exited = true;
     st->exit_reason = reason;
@@ -486,15 +488,20 @@ namespace {
 /// wait), looking the path up again each time, so that a replaced cell's
 /// successor takes it (also after a moment with no cell at the path). On
 /// success `b` is the cell to send to. Errors: `overloaded` naming `path`
-/// if no room came; `not_running` if the node stops meanwhile, or no cell
-/// ran at the path when the wait ended.
+/// if no room came; `not_running` if the node stops or its root ends
+/// meanwhile, if no cell ran at the path for `replace_grace` (the child was
+/// terminated or deleted), or if none ran there when the wait ended.
 caf::error take_place(const runtime& rt, const std::atomic<bool>& stopping,
                       detail::bound& b, envelope& e, std::string_view path,
                       std::chrono::steady_clock::time_point until) {
+  // A supervisor replaces a cell at once (a restart of its own); a path
+  // empty for longer has lost its child.
+  constexpr auto replace_grace = std::chrono::seconds{1};
   auto pause = std::chrono::microseconds{50};
+  std::optional<std::chrono::steady_clock::time_point> gone_since;
   for (bool first = true;; first = false) {
     // After a wait, the path may have no live cell for a moment (it is
-    // being replaced) or for good (the node stops).
+    // being replaced) or for good (the node stops, the child is deleted).
     bool gone = !first
                 && (!b.actor
                     || caf::actor_cast<caf::abstract_actor*>(b.actor)->getf(
@@ -504,7 +511,16 @@ caf::error take_place(const runtime& rt, const std::atomic<bool>& stopping,
         return make_error(errc::not_running,
                           std::string{path}
                             + " stopped while the send waited for room");
+      auto now = std::chrono::steady_clock::now();
+      if (!gone_since)
+        gone_since = now;
+      else if (now - *gone_since >= replace_grace)
+        return make_error(errc::not_running,
+                          std::string{path}
+                            + " has had no running agent for 1 s while the "
+                              "send waited for room (terminated or deleted)");
     } else {
+      gone_since.reset();
       if (b.gauge == nullptr)
         return caf::none;
       if (b.gauge->try_enter()) {
@@ -675,15 +691,23 @@ caf::error node::stop() {
     return caf::none;
   impl_->stopping = true;
   auto root = std::move(impl_->root);
+  bool exited = false;
   {
     std::lock_guard<std::mutex> guard{impl_->mtx};
-    if (impl_->exited)
-      return impl_->exit_reason;
+    exited = impl_->exited;
   }
-  caf::scoped_actor self{impl_->sys};
-  self->request(root, caf::infinite, stop_cmd{})
-    .receive([] {}, [](caf::error&) {});
+  if (!exited) {
+    caf::scoped_actor self{impl_->sys};
+    self->request(root, caf::infinite, stop_cmd{})
+      .receive([] {}, [](caf::error&) {});
+  }
+  // The shed letters counted under the rate limit become letters now, not
+  // at the next sweep (and, with a data dir, go to the writer ahead of its
+  // last flush).
+  impl_->rt->dead_log().flush();
   std::lock_guard<std::mutex> guard{impl_->mtx};
+  if (exited)
+    return impl_->exit_reason;
   return impl_->exited && impl_->exit_reason != caf::exit_reason::user_shutdown
            ? impl_->exit_reason
            : caf::error{};
