@@ -192,6 +192,9 @@ TEST_F(guards_review_test, a_replayed_expired_effect_asks_again) {
     << replay.out;
   ASSERT_EQ(vigil_cmd(dir_, {"dead-letters", "list"}).out.find("approval_"),
             std::string::npos); // (back in the outbox)
+  // This time a person has time to decide (200 ms could pass between the
+  // check below and the approval under ASan).
+  cfg.tools[0].approval.timeout = 30s;
   node n{review_types(), cfg};
   ASSERT_FALSE(n.start("root", tree));
   EXPECT_TRUE(eventually([&] { return pending_ids(dir_).size() == 1; }, 10s))

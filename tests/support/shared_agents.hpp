@@ -143,6 +143,7 @@ private:
     lease l{w.queue, wk.task(), wk.lease(), wk.expires_ms()};
     if (r < w.crash_pm && ctx.current()->attempt == 1) {
       ++w.crashes;
+      w.log("crash_by " + std::string{ctx.path()} + " " + std::to_string(wk.task()) + " ");
       throw std::runtime_error("worker crash on task "
                                + std::to_string(wk.task()));
     }
@@ -151,6 +152,7 @@ private:
       state().set_stalled(state().stalled() + 1);
       w.log("stall " + std::to_string(wk.task()) + " "
             + std::to_string(wk.lease()));
+      w.log("stall_by " + std::string{ctx.path()} + " " + std::to_string(wk.task()) + " ");
       Late lt;
       lt.set_task(wk.task());
       lt.set_lease(wk.lease());
