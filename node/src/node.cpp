@@ -3,7 +3,6 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
-#include <optional>
 #include <set>
 #include <thread>
 
@@ -498,7 +497,9 @@ caf::error take_place(const runtime& rt, const std::atomic<bool>& stopping,
   // empty for longer has lost its child.
   constexpr auto replace_grace = std::chrono::seconds{1};
   auto pause = std::chrono::microseconds{50};
-  std::optional<std::chrono::steady_clock::time_point> gone_since;
+  // (a sentinel, not an optional: GCC 12 warns it may be read unset)
+  auto none = std::chrono::steady_clock::time_point::min();
+  auto gone_since = none;
   for (bool first = true;; first = false) {
     // After a wait, the path may have no live cell for a moment (it is
     // being replaced) or for good (the node stops, the child is deleted).
@@ -512,15 +513,15 @@ caf::error take_place(const runtime& rt, const std::atomic<bool>& stopping,
                           std::string{path}
                             + " stopped while the send waited for room");
       auto now = std::chrono::steady_clock::now();
-      if (!gone_since)
+      if (gone_since == none)
         gone_since = now;
-      else if (now - *gone_since >= replace_grace)
+      else if (now - gone_since >= replace_grace)
         return make_error(errc::not_running,
                           std::string{path}
                             + " has had no running agent for 1 s while the "
                               "send waited for room (terminated or deleted)");
     } else {
-      gone_since.reset();
+      gone_since = none;
       if (b.gauge == nullptr)
         return caf::none;
       if (b.gauge->try_enter()) {

@@ -160,7 +160,7 @@ status store::recover(std::map<std::string, recovered_agent>& out,
       auto k = lmdb::val(found[i].key);
       auto rc = mdb_del(t, d.dbi(found[i].where), &k, nullptr);
       if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-        return {rc, to_string(found[i].where), "mdb_del", &found[i].key};
+        return {rc, to_string(found[i].where), "mdb_del", found[i].key};
     }
     return {};
   });

@@ -89,7 +89,7 @@ op_result store::impl::replay_task(MDB_txn* t, const records::DeadLetter& dl,
   records::TaskRecord task;
   auto rc = mdb_get(t, d.dbi(db::shared), &k, &v);
   if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-    return {rc, "shared", "mdb_get", &tk};
+    return {rc, "shared", "mdb_get", tk};
   if (rc == MDB_NOTFOUND
       || decode_record(detail::view(v), task) != record_fault::none
       || task.state() != "dead") {
@@ -178,7 +178,7 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
         records::Snapshot snap;
         auto rc = mdb_get(t, d.dbi(db::snapshots), &k, &v);
         if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-          return {rc, "snapshots", "mdb_get", &skey};
+          return {rc, "snapshots", "mdb_get", skey};
         if (rc == MDB_NOTFOUND
             || decode_record(detail::view(v), snap) != record_fault::none
             || snap.durability() != 2) {
@@ -269,7 +269,7 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
       records::Snapshot snap;
       auto rc = mdb_get(t, d.dbi(db::snapshots), &k, &v);
       if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-        return {rc, "snapshots", "mdb_get", &skey};
+        return {rc, "snapshots", "mdb_get", skey};
       if (rc == MDB_NOTFOUND && marked.count(dl->path()) > 0) {
         // A journal agent that never wrote a record (it consumed nothing,
         // and its first record did not land): its own cell said what it
@@ -317,7 +317,7 @@ status store::replay_dead_letters(const std::vector<uint64_t>& seqs,
         MDB_val gv;
         rc = mdb_get(t, d.dbi(db::idempotency), &gk, &gv);
         if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-          return {rc, "idempotency", "mdb_get", &gkey};
+          return {rc, "idempotency", "mdb_get", gkey};
         if (rc == MDB_SUCCESS) {
           records::IdempotencyRecord guard;
           bool parsed = decode_record(detail::view(gv), guard)

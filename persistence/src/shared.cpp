@@ -81,7 +81,7 @@ private:
     if (rc == MDB_NOTFOUND)
       return {};
     if (rc != MDB_SUCCESS)
-      return {rc, "shared", "mdb_get", &key};
+      return {rc, "shared", "mdb_get", key};
     if (auto f = decode_record(detail::view(v), m); f != record_fault::none) {
       bad = true;
       return corrupt(key, describe(f, detail::view(v), m));
@@ -94,7 +94,7 @@ private:
     auto k = lmdb::val(key);
     MDB_val v{value.size(), const_cast<char*>(value.data())};
     if (auto rc = mdb_put(t_, dbi_, &k, &v, 0); rc != MDB_SUCCESS)
-      return {rc, "shared", "mdb_put", &key};
+      return {rc, "shared", "mdb_put", key};
     return {};
   }
 
@@ -107,7 +107,7 @@ private:
     auto k = lmdb::val(key);
     auto rc = mdb_del(t_, dbi_, &k, nullptr);
     if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-      return {rc, "shared", "mdb_del", &key};
+      return {rc, "shared", "mdb_del", key};
     return {};
   }
 
@@ -166,7 +166,7 @@ private:
     if (rc == MDB_NOTFOUND)
       return {};
     if (rc != MDB_SUCCESS)
-      return {rc, "shared", "mdb_get", &mk};
+      return {rc, "shared", "mdb_get", mk};
     if (v.mv_size != 24)
       return corrupt(mk, "a last-write record of " + std::to_string(v.mv_size)
                            + " bytes, not 24");
@@ -243,7 +243,7 @@ private:
       MDB_val v;
       auto rc = mdb_get(t_, dbi_, &k, &v);
       if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-        return {rc, "shared", "mdb_get", &dk};
+        return {rc, "shared", "mdb_get", dk};
       if (rc == MDB_SUCCESS) {
         if (v.mv_size != 8)
           return corrupt(dk, "a dedupe record of " + std::to_string(v.mv_size)
@@ -274,7 +274,7 @@ private:
                              + std::to_string(v.mv_size)
                              + " bytes, not 8; no task id can be trusted");
       else if (rc != MDB_NOTFOUND)
-        return {rc, "shared", "mdb_get", &nk};
+        return {rc, "shared", "mdb_get", nk};
     }
     // Never over an existing task, whatever the counter says.
     {
@@ -286,7 +286,7 @@ private:
         return corrupt(nk, "the queue's next task id " + std::to_string(id)
                              + " is taken by an existing task");
       if (rc != MDB_NOTFOUND)
-        return {rc, "shared", "mdb_get", &tk};
+        return {rc, "shared", "mdb_get", tk};
     }
     char buf[8];
     detail::put_be64(buf, id + 1);

@@ -59,7 +59,7 @@ status store::compact_tasks(uint64_t cutoff_ms, const std::string& from,
           dedupes.emplace_back(shared_key::dedupe(queue, task.dedupe_key()),
                                std::string{key.substr(key.size() - 8)});
         if (rc = mdb_cursor_del(c.get(), 0); rc != MDB_SUCCESS)
-          return {rc, name, "mdb_cursor_del", &last};
+          return {rc, name, "mdb_cursor_del", last};
         ++n;
       }
       rc = c.get(k, v, MDB_NEXT);
@@ -67,7 +67,7 @@ status store::compact_tasks(uint64_t cutoff_ms, const std::string& from,
     if (rc == MDB_NOTFOUND)
       last.clear();
     else if (rc != MDB_SUCCESS)
-      return {rc, name, "mdb_cursor_get", &last};
+      return {rc, name, "mdb_cursor_get", last};
     // A dedupe record goes with its task, if it still names that task.
     for (auto& [dk, id] : dedupes) {
       auto kk = lmdb::val(dk);
@@ -76,11 +76,11 @@ status store::compact_tasks(uint64_t cutoff_ms, const std::string& from,
       if (r == MDB_NOTFOUND)
         continue;
       if (r != MDB_SUCCESS)
-        return {r, name, "mdb_get", &dk};
+        return {r, name, "mdb_get", dk};
       if (detail::view(dv) != id)
         continue;
       if (r = mdb_del(t, dbi, &kk, nullptr); r != MDB_SUCCESS)
-        return {r, name, "mdb_del", &dk};
+        return {r, name, "mdb_del", dk};
     }
     return {};
   });

@@ -275,7 +275,7 @@ status store::open(const store_options& opts, std::unique_ptr<store>& out) {
       if (state == detail::meta_state::format1)
         from = 1;
     } else if (rc != MDB_NOTFOUND) {
-      return {rc, "meta", "mdb_get", &format_key};
+      return {rc, "meta", "mdb_get", format_key};
     }
     for (size_t i = 1; i < db_count; ++i) {
       auto name = to_string(static_cast<db>(i));
@@ -293,7 +293,7 @@ status store::open(const store_options& opts, std::unique_ptr<store>& out) {
     encode_record(meta, buf);
     auto nv = lmdb::val(buf);
     if (rc = mdb_put(t, *meta_dbi, &k, &nv, 0); rc != MDB_SUCCESS)
-      return {rc, "meta", "mdb_put", &format_key};
+      return {rc, "meta", "mdb_put", format_key};
     return {};
   });
   if (st)
@@ -344,10 +344,10 @@ status store::apply(write_item* const* items, size_t n,
           continue;
         }
         if (rc != MDB_NOTFOUND)
-          return {rc, "idempotency", "mdb_get", &item.guard};
+          return {rc, "idempotency", "mdb_get", item.guard};
         v = lmdb::val(item.guard_value);
         if (rc = mdb_put(t, idem, &k, &v, 0); rc != MDB_SUCCESS)
-          return {rc, "idempotency", "mdb_put", &item.guard};
+          return {rc, "idempotency", "mdb_put", item.guard};
       }
       for (auto& m : item.muts)
         if (auto r = m.what == mutation::op::shared ? d.run_shared(t, m)
@@ -605,10 +605,10 @@ status store::compact_idempotency(uint64_t cutoff_ms, const std::string& from,
       MDB_val jv;
       if (auto jrc = mdb_get(t, journal, &jk, &jv); jrc == MDB_NOTFOUND) {
         if (rc = mdb_cursor_del(c.get(), 0); rc != MDB_SUCCESS)
-          return {rc, name, "mdb_cursor_del", &last};
+          return {rc, name, "mdb_cursor_del", last};
         ++n;
       } else if (jrc != MDB_SUCCESS) {
-        return {jrc, "journal", "mdb_get", &jkey};
+        return {jrc, "journal", "mdb_get", jkey};
       }
       // After a delete, MDB_NEXT yields the record that followed it.
       rc = c.get(k, v, MDB_NEXT);
@@ -616,7 +616,7 @@ status store::compact_idempotency(uint64_t cutoff_ms, const std::string& from,
     if (rc == MDB_NOTFOUND)
       last.clear(); // the pass is done
     else if (rc != MDB_SUCCESS)
-      return {rc, name, "mdb_cursor_get", &last};
+      return {rc, name, "mdb_cursor_get", last};
     return {};
   });
   if (!st) {

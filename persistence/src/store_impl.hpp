@@ -10,6 +10,7 @@
 #include <climits>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -95,7 +96,8 @@ struct op_result {
   int rc = MDB_SUCCESS;
   const char* db = nullptr;
   const char* op = nullptr;
-  const std::string* key = nullptr;
+  /// The key, copied: a body's keys are its locals, gone once it returns.
+  std::optional<std::string> key;
 };
 
 /// The state behind a `store`: the lock file, the environment, the database
@@ -149,7 +151,7 @@ struct store::impl {
 
   /// The status for a failed write step; names the key if there is one.
   status fail(const op_result& r) const {
-    if (r.key == nullptr)
+    if (!r.key)
       return lmdb::check(r.rc, opts.dir, r.db, r.op);
     auto op = std::string{r.op} + " key \"" + detail::printable(*r.key) + '"';
     return lmdb::check(r.rc, opts.dir, r.db, op.c_str());
@@ -309,7 +311,7 @@ struct store::impl {
       case mutation::op::put: {
         auto v = lmdb::val(m.value);
         if (auto rc = mdb_put(t, dbi(m.where), &k, &v, 0); rc != MDB_SUCCESS)
-          return {rc, where, "mdb_put", &m.key};
+          return {rc, where, "mdb_put", m.key};
         // Keep the dead-letter seq ahead of an explicitly written one.
         if (m.where == db::dead_letters && m.key.size() == 8
             && txn_next_dead != 0)
@@ -320,7 +322,7 @@ struct store::impl {
       case mutation::op::del: {
         auto rc = mdb_del(t, dbi(m.where), &k, nullptr);
         if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-          return {rc, where, "mdb_del", &m.key};
+          return {rc, where, "mdb_del", m.key};
         return {};
       }
       case mutation::op::append_dead_letter:

@@ -98,7 +98,7 @@ status store::compact_tool_results(uint64_t cutoff_ms, const std::string& from,
                   && rec.recorded_ms() < cutoff_ms;
       if (drop) {
         if (rc = mdb_cursor_del(c.get(), 0); rc != MDB_SUCCESS)
-          return {rc, name, "mdb_cursor_del", &last};
+          return {rc, name, "mdb_cursor_del", last};
         ++n;
       }
       // After a delete, MDB_NEXT yields the record that followed it.
@@ -107,7 +107,7 @@ status store::compact_tool_results(uint64_t cutoff_ms, const std::string& from,
     if (rc == MDB_NOTFOUND)
       last.clear(); // the pass is done
     else if (rc != MDB_SUCCESS)
-      return {rc, name, "mdb_cursor_get", &last};
+      return {rc, name, "mdb_cursor_get", last};
     return {};
   });
   if (!st) {
