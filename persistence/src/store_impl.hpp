@@ -97,7 +97,7 @@ struct op_result {
   const char* db = nullptr;
   const char* op = nullptr;
   /// The key, copied: a body's keys are its locals, gone once it returns.
-  std::optional<std::string> key;
+  std::optional<std::string> key = std::nullopt;
 };
 
 /// The state behind a `store`: the lock file, the environment, the database
