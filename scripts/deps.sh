@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs vigil's build dependencies from Debian 12 packages, if missing
 # (clang-14 and its runtime libraries build the sanitizer preset and the
-# libFuzzer targets).
+# libFuzzer targets; lld links the test executables faster).
 # `--bench` adds what the benchmarks' baselines need (Erlang/OTP, python3).
 set -euo pipefail
 pkgs=(cmake ninja-build g++ ccache libcaf-dev libprotobuf-dev
       protobuf-compiler libgtest-dev liblmdb-dev libspdlog-dev
       libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libssl-dev
       pkgconf libcpp-httplib-dev zlib1g-dev libbrotli-dev
-      clang-14 libclang-rt-14-dev)
+      clang-14 libclang-rt-14-dev lld)
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(erlang-base python3)
 fi
