@@ -14,6 +14,10 @@
 //   recovery vigil N        node start on a data dir holding N journal
 //                           agents' snapshots: open, recover, and all N
 //                           agents resumed and serving
+//   recovery noverify N     the same start without the structural walk
+//                           (node_config::verify_data_dir = false)
+//   recovery walk N         the walk alone (vigil verify: a forked child
+//                           reads every page, checks every CRC-32C)
 //   recovery lmdb-raw N     a raw cursor scan of the same N records
 
 #include <chrono>
@@ -31,6 +35,7 @@
 #include "bench.pb.h"
 #include "measure.hpp"
 #include "vigil/node/node.hpp"
+#include "vigil/persistence/integrity.hpp"
 
 using namespace std::chrono;
 using vigil::bench::Ball;
@@ -303,7 +308,9 @@ void seed(const std::string& dir, int64_t n) {
   }
 }
 
-void recovery_vigil(int64_t n) {
+/// Node start; `verify`: with the structural walk of the data dir first
+/// (node_config::verify_data_dir, the default), else without it.
+void recovery_vigil(int64_t n, bool verify) {
   data_dir d;
   seed(d.path, n);
   vigil::supervisor_spec spec;
@@ -312,14 +319,32 @@ void recovery_vigil(int64_t n) {
     spec.children.push_back(
       vigil::worker("a" + std::to_string(i), "jcount")
         .with_durability(vigil::durability_mode::journal));
+  auto cfg = config(d, 1000);
+  cfg.verify_data_dir = verify;
   auto t0 = steady_clock::now();
-  vigil::node nd{types(), config(d, 1000)};
+  vigil::node nd{types(), cfg};
   if (auto err = nd.start("bench", spec))
     die(vigil::describe(err));
   double secs = duration<double>(steady_clock::now() - t0).count();
   if (!nd.orphans().empty())
     die("recovery left orphans: " + nd.orphans().front());
-  print("recovery", "vigil", secs * 1000.0, "ms", {{"n", n}});
+  print("recovery", verify ? "vigil" : "noverify", secs * 1000.0, "ms",
+        {{"n", n}});
+}
+
+/// The walk alone (vigil verify): a forked child reads every page and
+/// checks every record's CRC-32C.
+void recovery_walk(int64_t n) {
+  data_dir d;
+  seed(d.path, n);
+  auto t0 = steady_clock::now();
+  vigil::verify_report rep;
+  if (auto st = vigil::verify_data_dir(d.path, rep))
+    die(st.message());
+  double secs = duration<double>(steady_clock::now() - t0).count();
+  if (!rep.ok())
+    die("the walk found a problem: " + rep.problem);
+  print("recovery", "walk", secs * 1000.0, "ms", {{"n", n}});
 }
 
 void recovery_raw(int64_t n) {
@@ -359,7 +384,8 @@ void recovery_raw(int64_t n) {
 int usage() {
   std::cerr << "usage: durable_bench durable "
                "vigil|lmdb-raw|lmdb-raw-ops|fsync-each [n] "
-               "[batch]\n       durable_bench recovery vigil|lmdb-raw [n]\n";
+               "[batch]\n       durable_bench recovery "
+               "vigil|noverify|walk|lmdb-raw [n]\n";
   return 2;
 }
 
@@ -381,7 +407,11 @@ int main(int argc, char** argv) {
   else if (name == "durable" && impl == "fsync-each")
     durable_raw(n ? n : 2000, 1, "fsync-each");
   else if (name == "recovery" && impl == "vigil")
-    recovery_vigil(n ? n : 100000);
+    recovery_vigil(n ? n : 100000, true);
+  else if (name == "recovery" && impl == "noverify")
+    recovery_vigil(n ? n : 100000, false);
+  else if (name == "recovery" && impl == "walk")
+    recovery_walk(n ? n : 100000);
   else if (name == "recovery" && impl == "lmdb-raw")
     recovery_raw(n ? n : 100000);
   else

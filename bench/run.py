@@ -59,8 +59,10 @@ CASES = [
     ("durable", {"batch": 10}, 5_000, 20_000, DURABLE_BASES),
     ("durable", {"batch": 100}, 50_000, 200_000, DURABLE_BASES),
     ("durable", {"batch": 1000}, 100_000, 500_000, DURABLE_BASES),
-    # Node start on 100,000 journal agents' snapshots, against a raw scan.
-    ("recovery", {}, 100_000, 100_000, ["lmdb-raw"]),
+    # Node start on 100,000 journal agents' snapshots, against a raw scan,
+    # the same start without the structural walk (issue 22), and the walk
+    # alone.
+    ("recovery", {}, 100_000, 100_000, ["lmdb-raw", "noverify", "walk"]),
     # The tool stack's own cost per call on the calling thread (an inline
     # executor, no pool hop), against calling the same callable directly.
     ("tool_stack", {"window": 64}, 100_000, 500_000, ["direct"]),

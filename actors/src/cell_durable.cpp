@@ -307,14 +307,19 @@ void cell::restore_state() {
   auto* m = instance_->state_message();
   if (!dur_->has_state || m == nullptr)
     return;
+  // To start without such a snapshot, an operator moves it aside.
+  auto aside = "; to start without it, stop the node and run `vigil repair "
+               "--data-dir DIR --move-aside snapshots "
+               + cfg_.path + "` (it is kept as a dead letter)";
   if (m->GetDescriptor()->full_name() != dur_->state_type)
     throw std::runtime_error("saved state of " + cfg_.path + " is a "
                              + dur_->state_type + ", but agent type "
                              + cfg_.type->name + " keeps a "
-                             + m->GetDescriptor()->full_name());
+                             + m->GetDescriptor()->full_name() + aside);
   if (!m->ParseFromString(dur_->state))
     throw std::runtime_error("saved state of " + cfg_.path
-                             + " does not parse as " + dur_->state_type);
+                             + " does not parse as " + dur_->state_type
+                             + aside);
 }
 
 void cell::capture_state() {

@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/dynamic_message.h>
@@ -25,14 +27,18 @@
 #include <spdlog/spdlog.h>
 
 #include "approvals.hpp"
+#include "data_dir.hpp"
 #include "duration.hpp"
 #include "inspect.hpp"
 #include "report.hpp"
 #include "vigil/cli/policy.hpp"
+#include "vigil/persistence/integrity.hpp"
 #include "vigil/persistence/store.hpp"
 #include "vigil/supervision/check.hpp"
 
 namespace vigil::cli {
+
+bool skip_verify = false;
 
 namespace {
 
@@ -164,6 +170,7 @@ struct run_args {
   std::string for_time;
   std::string report = "text";
   std::string progress = "1s";
+  bool skip_verify = false;
 };
 
 /// Reads --for and --progress; an error message and exit_usage if bad.
@@ -280,6 +287,8 @@ int cmd_run(const run_args& a, const registry& types) {
     return rc;
   if (!a.data_dir.empty())
     lp.node.data_dir = a.data_dir;
+  if (a.skip_verify)
+    lp.node.verify_data_dir = false;
   if (auto durable = durable_paths(lp);
       lp.node.data_dir.empty() && !durable.empty()) {
     std::string names;
@@ -374,6 +383,7 @@ int open_or_fail(const std::string& dir, bool write,
                  std::unique_ptr<store>& st) {
   store_options so;
   so.dir = dir;
+  so.verify = !skip_verify;
   auto s = write ? store::open(so, st) : store::open_read_only(so, st);
   if (s) {
     std::cerr << "vigil: " << s.message() << "\n";
@@ -382,6 +392,10 @@ int open_or_fail(const std::string& dir, bool write,
                 << " first; inspect works while it runs\n";
     return exit_error;
   }
+  for (auto& note : st->open_notes())
+    if (note.find(": verified ") == std::string::npos
+        || note.find("fail their checksum") != std::string::npos)
+      std::cerr << "vigil: " << note << "\n";
   if (st->upgraded_from() != 0)
     std::cerr << "vigil: upgraded " << dir << " from format "
               << st->upgraded_from() << " to " << store::format << " ("
@@ -452,6 +466,24 @@ int cmd_dead_letters(const std::string& action, const std::string& dir,
   return problems.empty() ? exit_ok : exit_error;
 }
 
+/// With --skip-verify, a read may hit a damaged page of the data dir: say
+/// so and exit 70 (EX_SOFTWARE) instead of dying from the signal.
+void on_damage_fault(int sig) {
+  static const char msg[] =
+    "vigil: a read faulted (SIGSEGV/SIGBUS) with --skip-verify: the data "
+    "dir is probably damaged; run `vigil verify --data-dir DIR`, then "
+    "`vigil repair`\n";
+  auto n = ::write(2, msg, sizeof(msg) - 1);
+  (void) n;
+  (void) sig;
+  ::_exit(70);
+}
+
+void catch_damage_faults() {
+  for (int sig : {SIGSEGV, SIGBUS})
+    std::signal(sig, on_damage_fault);
+}
+
 /// What main returns for --help (printed): exit 0, nothing to run.
 constexpr int exit_help = -1;
 
@@ -469,6 +501,7 @@ struct command_line {
   std::vector<uint64_t> ids;
   bool all = false;
   std::function<int()> approvals;
+  std::function<int()> data_dir_cmds;
 
   command_line();
 
@@ -485,6 +518,8 @@ struct command_line {
   }
 
   int dispatch(registry& types) {
+    if (skip_verify || ra.skip_verify)
+      catch_damage_faults();
     if (*run)
       return cmd_run(ra, types);
     if (*check)
@@ -493,6 +528,9 @@ struct command_line {
       return cmd_inspect(dir, what, path, as_json);
     if (app.got_subcommand("approvals"))
       return approvals();
+    if (app.got_subcommand("verify") || app.got_subcommand("repair")
+        || app.got_subcommand("backup"))
+      return data_dir_cmds();
     return cmd_dead_letters(action, dl_dir, ids, all);
   }
 };
@@ -563,6 +601,14 @@ command_line::command_line() {
              "  vigil dead-letters purge --data-dir ./vigil-data --all");
 
   approvals = add_approvals_command(app);
+  data_dir_cmds = add_data_dir_commands(app);
+  for (auto* sub : {inspect, dl})
+    sub->add_flag("--skip-verify", skip_verify,
+                  "Skip the walk of every database before reading (the "
+                  "size check stays)");
+  run->add_flag("--skip-verify", ra.skip_verify,
+                "Skip the walk of every database at start (the size check "
+                "stays)");
 }
 
 } // namespace
@@ -572,6 +618,15 @@ int main(int argc, char** argv, registry types) {
   // `--report json` must parse as JSON).
   if (!spdlog::get("vigil"))
     spdlog::set_default_logger(spdlog::stderr_logger_mt("vigil"));
+  route_protobuf_log(+[](int level, const std::string& line) {
+    if (level >= google::protobuf::LOGLEVEL_ERROR)
+      spdlog::error("vigil: protobuf: {}", line);
+    else
+      spdlog::warn("vigil: protobuf: {}", line);
+  });
+  // Past the file size limit (ulimit -f) a write fails with EFBIG, reported
+  // with the data dir's name, instead of killing vigil.
+  std::signal(SIGXFSZ, SIG_IGN);
   add_builtin_agents(types);
   command_line cl;
   auto rc = cl.parse(argc, argv);

@@ -1,5 +1,7 @@
 #include "vigil/node/node.hpp"
 
+#include <signal.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -16,6 +18,7 @@
 #include "vigil/actors/detail/actor_clock.hpp"
 #include "vigil/actors/detail/envelope_record.hpp"
 #include "vigil/persistence/approvals.hpp"
+#include "vigil/persistence/integrity.hpp"
 #include "vigil/persistence/record.hpp"
 #include "vigil/store.pb.h"
 #include "vigil/supervision/message_types.hpp"
@@ -286,9 +289,17 @@ struct node::impl {
     so.max_map_size = cfg_copy.max_map_size;
     so.kv_history = cfg_copy.kv_history;
     so.wall_ms = cfg_copy.wall_ms;
+    so.verify = cfg_copy.verify_data_dir;
     std::unique_ptr<store> st;
     if (auto s = store::open(so, st))
       return make_error(errc::storage_failed, s.message());
+    for (auto& note : st->open_notes()) {
+      if (note.find(": verified ") != std::string::npos
+          && note.find("fail their checksum") == std::string::npos)
+        spdlog::info("vigil: {}", note);
+      else
+        spdlog::warn("vigil: {}", note);
+    }
     if (st->upgraded_from() != 0)
       spdlog::info("vigil: {}: upgraded the data dir from format {} to {} "
                    "({} records rewritten, in one transaction)",
@@ -431,9 +442,25 @@ struct node::impl {
   }
 };
 
+namespace {
+
+void protobuf_to_spdlog(int level, const std::string& line) {
+  if (level >= google::protobuf::LOGLEVEL_ERROR)
+    spdlog::error("vigil: protobuf: {}", line);
+  else
+    spdlog::warn("vigil: protobuf: {}", line);
+}
+
+} // namespace
+
 node::node(registry types, node_config cfg)
   : impl_(std::make_unique<impl>(std::move(types), cfg)) {
-  // nop
+  route_protobuf_log(protobuf_to_spdlog);
+  // A write past the file size limit (ulimit -f) then fails with EFBIG,
+  // which the store reports, instead of killing the process.
+  struct sigaction old;
+  if (::sigaction(SIGXFSZ, nullptr, &old) == 0 && old.sa_handler == SIG_DFL)
+    ::signal(SIGXFSZ, SIG_IGN);
 }
 
 node::~node() {

@@ -1,6 +1,9 @@
 #include "lmdb.hpp"
 
+#include <sys/resource.h>
+
 #include <cerrno>
+#include <string>
 
 namespace vigil::lmdb {
 
@@ -83,6 +86,11 @@ translation translate(int rc) noexcept {
     case ENOSPC:
     case EDQUOT:
       return {store_errc::io, "the disk is full; free space on it"};
+    case EFBIG:
+      return {store_errc::io,
+              "data.mdb reached the file size limit (ulimit -f, or the "
+              "filesystem's largest file): raise the limit or move the data "
+              "dir; what was committed before is kept"};
     case EIO:
       return {store_errc::io,
               "the disk reported an I/O error; check the disk (dmesg) and "
@@ -126,6 +134,14 @@ status check(int rc, const std::string& dir, const char* db, const char* op) {
   msg += mdb_strerror(rc);
   msg += ": ";
   msg += hint;
+  // A write cut short by RLIMIT_FSIZE reads as EIO (LMDB's short write) or
+  // EFBIG: say which limit applies.
+  rlimit lim;
+  if ((rc == EIO || rc == EFBIG) && ::getrlimit(RLIMIT_FSIZE, &lim) == 0
+      && lim.rlim_cur != RLIM_INFINITY)
+    msg += " (this process has a file size limit of "
+           + std::to_string(static_cast<unsigned long long>(lim.rlim_cur))
+           + " bytes, ulimit -f: raise it if data.mdb reached it)";
   return {code, std::move(msg), rc};
 }
 

@@ -20,6 +20,8 @@ status store::open_read_only(const store_options& opts,
   std::unique_ptr<store> self{new store};
   auto& d = *self->impl_;
   d.opts = opts;
+  if (auto st = detail::vet_data_dir(opts, d.notes, nullptr))
+    return st;
   auto env_call = [&](int rc, const char* op) {
     return lmdb::check(rc, dir, nullptr, op);
   };
@@ -29,7 +31,7 @@ status store::open_read_only(const store_options& opts,
   if (auto st = env_call(mdb_env_set_maxdbs(e, 16), "mdb_env_set_maxdbs"))
     return st;
   if (auto st = env_call(mdb_env_open(e, dir.c_str(), MDB_RDONLY | MDB_NOTLS,
-                                      0644),
+                                      0600),
                          "mdb_env_open(read-only)"))
     return st;
   d.refresh_map_size();

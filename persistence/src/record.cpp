@@ -45,8 +45,7 @@ std::string frame_record(std::string_view bytes) {
   return out;
 }
 
-record_fault decode_record(std::string_view bytes,
-                           google::protobuf::MessageLite& m) {
+record_fault check_frame(std::string_view bytes) noexcept {
   if (bytes.empty())
     return record_fault::truncated;
   auto first = static_cast<uint8_t>(bytes[0]);
@@ -57,13 +56,23 @@ record_fault decode_record(std::string_view bytes,
   auto body = bytes.substr(record_header);
   if (crc32c(body) != get_le32(bytes.data() + 1))
     return record_fault::checksum;
+  return record_fault::none;
+}
+
+record_fault decode_record(std::string_view bytes,
+                           google::protobuf::MessageLite& m) {
+  if (auto f = check_frame(bytes); f != record_fault::none)
+    return f;
+  auto body = bytes.substr(record_header);
   if (!m.ParseFromArray(body.data(), static_cast<int>(body.size())))
     return record_fault::unparsable;
   return record_fault::none;
 }
 
-std::string describe(record_fault f, std::string_view bytes,
-                     const google::protobuf::MessageLite& m) {
+namespace {
+
+std::string describe_as(record_fault f, std::string_view bytes,
+                        const std::string& type) {
   switch (f) {
     case record_fault::none:
       return "no fault";
@@ -88,10 +97,20 @@ std::string describe(record_fault f, std::string_view bytes,
              + hex32(get_le32(bytes.data() + 1)) + ", computed "
              + hex32(crc32c(bytes.substr(record_header))) + ")";
     case record_fault::unparsable:
-      return "checksum matches but the bytes do not parse as "
-             + m.GetTypeName();
+      return "checksum matches but the bytes do not parse as " + type;
   }
   return "?";
+}
+
+} // namespace
+
+std::string describe(record_fault f, std::string_view bytes) {
+  return describe_as(f, bytes, "the record");
+}
+
+std::string describe(record_fault f, std::string_view bytes,
+                     const google::protobuf::MessageLite& m) {
+  return describe_as(f, bytes, m.GetTypeName());
 }
 
 } // namespace vigil

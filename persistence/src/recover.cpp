@@ -96,6 +96,9 @@ status store::recover(std::map<std::string, recovered_agent>& out,
   auto& d = *impl_;
   out.clear();
   bad.clear();
+  // What the open's walk moved aside (damage in any database), once.
+  bad = std::move(d.moved_aside);
+  d.moved_aside.clear();
   std::vector<suspect> found;
   auto on_bad = [&](suspect&& x) { found.push_back(std::move(x)); };
   auto agent = [&](std::string_view path) -> recovered_agent& {
@@ -298,6 +301,68 @@ status store::snapshots(std::vector<records::Snapshot>& out,
         bad->push_back(
           quarantined{x.where, std::move(x.key), std::move(x.reason)});
     });
+}
+
+} // namespace vigil
+
+namespace vigil {
+
+std::string detail::path_of(db which, std::string_view key) {
+  std::string_view path;
+  uint64_t n = 0, origin = 0, id = 0;
+  if (which == db::snapshots)
+    return std::string{key};
+  if (split_path_key(key, path, n) || split_guard_key(key, path, origin, id))
+    return std::string{path};
+  return {};
+}
+
+status store::move_aside(db which, const std::string& key,
+                         const std::string& reason) {
+  auto& d = *impl_;
+  if (d.read_only)
+    return {store_errc::invalid,
+            "data dir " + d.opts.dir + " is open read-only: cannot move a "
+              + "record aside"};
+  if (which == db::meta)
+    return {store_errc::invalid,
+            "the meta record cannot be moved aside: without it the data dir "
+            "is not vigil's; use `vigil repair` or restore a backup"};
+  bool found = false;
+  auto st = d.write([&](MDB_txn* t) -> op_result {
+    found = false;
+    auto k = lmdb::val(key);
+    MDB_val v;
+    auto rc = mdb_get(t, d.dbi(which), &k, &v);
+    if (rc == MDB_NOTFOUND)
+      return {};
+    if (rc != MDB_SUCCESS)
+      return {rc, to_string(which), "mdb_get", key};
+    found = true;
+    records::DeadLetter dl;
+    dl.set_format(store::format);
+    dl.set_reason(reason);
+    dl.set_unix_ms(unix_ms());
+    dl.set_db(to_string(which));
+    dl.set_key(key);
+    dl.set_raw(std::string{detail::view(v)});
+    dl.set_path(detail::path_of(which, key));
+    auto letter = encode_record(dl);
+    if (auto r = d.append_dead_letter(t, letter); r.rc != MDB_SUCCESS)
+      return r;
+    if (rc = mdb_del(t, d.dbi(which), &k, nullptr); rc != MDB_SUCCESS)
+      return {rc, to_string(which), "mdb_del", key};
+    return {};
+  });
+  if (st)
+    return st;
+  if (!found)
+    return {store_errc::not_found,
+            "data dir " + d.opts.dir + " [" + to_string(which)
+              + "] has no key \"" + printable_key(key)
+              + "\": copy the key as vigil printed it (\\xNN for other "
+                "bytes)"};
+  return {};
 }
 
 } // namespace vigil

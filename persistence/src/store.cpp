@@ -10,6 +10,7 @@
 #include <system_error>
 
 #include "store_impl.hpp"
+#include "vigil/persistence/integrity.hpp"
 
 namespace vigil {
 
@@ -57,7 +58,9 @@ status make_dirs(const std::string& dir) {
     if (pos < dir.size() && dir[pos] != '/')
       continue;
     auto part = dir.substr(0, pos);
-    if (::mkdir(part.c_str(), 0755) == 0 || errno == EEXIST)
+    // The data dir itself is its owner's alone; parents as usual.
+    if (::mkdir(part.c_str(), pos == dir.size() ? 0700 : 0755) == 0
+        || errno == EEXIST)
       continue;
     auto e = errno;
     return {store_errc::io,
@@ -78,7 +81,7 @@ status make_dirs(const std::string& dir) {
 status lock_dir(const std::string& dir, unique_fd& out) {
   auto path = dir + "/" + lock_name;
   unique_fd fd;
-  fd.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  fd.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (fd.get() < 0) {
     auto e = errno;
     return {store_errc::io,
@@ -188,6 +191,67 @@ size_t store::map_size() const noexcept {
   return impl_->map_size;
 }
 
+const std::vector<std::string>& store::open_notes() const noexcept {
+  return impl_->notes;
+}
+
+namespace detail {
+
+status vet_data_dir(const store_options& opts, std::vector<std::string>& notes,
+                    std::vector<suspect_record>* suspects) {
+  auto& dir = opts.dir;
+  for (auto& w : permission_warnings(dir))
+    notes.push_back(std::move(w));
+  if (auto st = check_data_file(dir))
+    return st;
+  if (!opts.verify)
+    return {};
+  verify_report rep;
+  verify_options vo;
+  vo.timeout = opts.verify_timeout;
+  if (auto st = verify_data_dir(dir, rep, vo)) {
+    if (st.code() == store_errc::not_found)
+      return {}; // a new data dir
+    return st;
+  }
+  if (rep.problem.rfind("mdb_env_open: ", 0) == 0)
+    return {store_errc::io,
+            "cannot open data dir " + dir + " to check it: " + rep.problem
+              + ": run vigil as the data dir's owner, or fix its "
+              + "permissions"};
+  if (!rep.problem.empty())
+    return {store_errc::corrupt,
+            "data dir " + dir + " failed its structural check: " + rep.problem
+              + ". Nothing was changed. Run `vigil repair --data-dir " + dir
+              + " --out NEW_DIR` to salvage every record that still reads "
+              + "into a new data dir, or restore a backup (skipping the "
+              + "check, --skip-verify, risks a crash on the damaged pages)"};
+  uint64_t records = 0;
+  size_t named = 0;
+  for (auto& x : rep.dbs) {
+    records += x.records;
+    for (auto& [key, why] : x.bad) {
+      db which;
+      if (!db_from_string(x.name, which))
+        continue;
+      if (suspects != nullptr)
+        suspects->push_back(suspect_record{which, key, why});
+      else if (++named <= 10)
+        notes.push_back("data dir " + dir + " [" + x.name + "] key \""
+                        + printable(key) + "\": " + why);
+    }
+  }
+  notes.push_back("data dir " + dir + ": verified " + std::to_string(records)
+                  + " records in " + std::to_string(rep.took.count()) + " ms"
+                  + (rep.bad_records() > 0
+                       ? "; " + std::to_string(rep.bad_records())
+                           + " fail their checksum"
+                       : std::string{}));
+  return {};
+}
+
+} // namespace detail
+
 status store::open(const store_options& opts, std::unique_ptr<store>& out) {
   auto& dir = opts.dir;
   if (dir.empty())
@@ -206,6 +270,9 @@ status store::open(const store_options& opts, std::unique_ptr<store>& out) {
   d.opts = opts;
   if (auto st = lock_dir(dir, d.lock))
     return st;
+  std::vector<detail::suspect_record> suspects;
+  if (auto st = detail::vet_data_dir(opts, d.notes, &suspects))
+    return st;
   auto env_call = [&](int rc, const char* op) {
     return lmdb::check(rc, dir, nullptr, op);
   };
@@ -222,9 +289,12 @@ status store::open(const store_options& opts, std::unique_ptr<store>& out) {
     flags |= MDB_NOMETASYNC;
   else if (opts.sync == sync_mode::nosync)
     flags |= MDB_NOSYNC;
-  if (auto st = env_call(mdb_env_open(e, dir.c_str(), flags, 0644),
+  if (auto st = env_call(mdb_env_open(e, dir.c_str(), flags, 0600),
                          "mdb_env_open"))
     return st;
+  // Reader slots of processes that died (a walk that faulted) pin pages.
+  int stale = 0;
+  mdb_reader_check(e, &stale);
   // LMDB maps max(opts.map_size, used size); keep a map that an earlier run
   // grew beyond opts.map_size (size 0 adopts the size in the meta page).
   if (auto st = env_call(mdb_env_set_mapsize(e, 0), "mdb_env_set_mapsize"))
@@ -300,6 +370,14 @@ status store::open(const store_options& opts, std::unique_ptr<store>& out) {
     return st;
   if (bad)
     return bad;
+  for (auto& x : suspects) {
+    auto reason = std::string{"corrupt record in "} + to_string(x.which)
+                  + ": " + x.why;
+    if (auto st = self->move_aside(x.which, x.key, reason))
+      return st;
+    d.moved_aside.push_back(quarantined{x.which, x.key, std::move(reason),
+                                        detail::path_of(x.which, x.key)});
+  }
   d.node_id = meta.node_id();
   d.upgraded_from = from;
   d.upgraded_records = upgraded;

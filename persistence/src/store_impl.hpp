@@ -14,6 +14,7 @@
 #include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "lmdb.hpp"
 #include "vigil/persistence/store.hpp"
@@ -85,6 +86,22 @@ enum class meta_state : uint8_t {
   damaged,  ///< Neither: `why` says what is wrong.
 };
 
+/// The checks before an open: permissions (warnings into `notes`), the
+/// file's size against its meta page, and with `opts.verify` the walk. A
+/// structural problem fails; records that fail their checksum go into
+/// `suspects` (a write open moves them aside) or, if it is null, `notes`.
+struct suspect_record {
+  db which;
+  std::string key;
+  std::string why;
+};
+status vet_data_dir(const store_options& opts, std::vector<std::string>& notes,
+                    std::vector<suspect_record>* suspects);
+
+/// The agent path a key of `which` names, where its layout has one (a
+/// snapshot's key, path_key, guard_key); empty otherwise.
+std::string path_of(db which, std::string_view key);
+
 /// Reads the value of meta/"format" (any format this build knows).
 meta_state read_meta(std::string_view bytes, records::Meta& meta,
                      std::string& why);
@@ -111,6 +128,8 @@ struct store::impl {
 
   store_options opts;
   detail::unique_fd lock;  // released after the environment is closed
+  std::vector<std::string> notes;       // store::open_notes
+  std::vector<quarantined> moved_aside; // by the open's walk, for recover
   lmdb::env env;
   MDB_dbi dbis[db_count] = {};
   uint64_t boots = 0;

@@ -51,6 +51,13 @@ record_fault decode_record(std::string_view bytes,
 std::string describe(record_fault f, std::string_view bytes,
                      const google::protobuf::MessageLite& m);
 
+/// Checks the frame of `bytes` (format byte, length and CRC-32C) without
+/// parsing: `none`, `truncated`, `unframed`, `unknown_format` or `checksum`.
+record_fault check_frame(std::string_view bytes) noexcept;
+
+/// `describe` for a fault of `check_frame`.
+std::string describe(record_fault f, std::string_view bytes);
+
 /// Frames bytes that are already a serialized record (the format upgrade).
 std::string frame_record(std::string_view protobuf_bytes);
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -42,6 +43,13 @@ struct store_options {
   /// The wall clock of shared state (lease expiry, write times), in Unix
   /// milliseconds; empty: the system clock. Tests inject one.
   std::function<uint64_t()> wall_ms;
+  /// Walk every database before opening (vigil/persistence/integrity.hpp):
+  /// a damaged B-tree refuses the open instead of faulting later, and a
+  /// write open moves the records that fail their checksum aside. The
+  /// size check against data.mdb's meta page runs either way.
+  bool verify = true;
+  /// The walk's time limit; zero: 60 s plus 10 s per GiB.
+  std::chrono::milliseconds verify_timeout{0};
 };
 
 /// The named databases of a node's environment.
@@ -199,9 +207,12 @@ public:
   /// Opens (or creates) the environment in `opts.dir` and increments the
   /// boot counter. A data dir of format 1 is upgraded to this format in the
   /// same transaction (every value framed, idempotency keys re-keyed); if
-  /// that fails, nothing of it is committed. Fails with `locked` if another live process holds the
-  /// directory, `newer_format` if it was written by a newer vigil, `io` if
-  /// the directory cannot be created or written.
+  /// that fails, nothing of it is committed. Fails with `locked` if another
+  /// live process holds the directory, `newer_format` if it was written by
+  /// a newer vigil, `io` if the directory cannot be created or written,
+  /// `corrupt` if data.mdb is shorter than its meta page says, has no valid
+  /// meta page, or (with `opts.verify`) fails the structural walk. A new
+  /// dir is created 0700 and its files 0600.
   static status open(const store_options& opts, std::unique_ptr<store>& out);
 
   /// Opens an existing data dir for reading only, without its lock file, so
@@ -231,6 +242,18 @@ public:
 
   /// The current map size in bytes (grows on MDB_MAP_FULL).
   size_t map_size() const noexcept;
+
+  /// What the open has to tell an operator: permissions wider than 0700 /
+  /// 0600, the walk's time and what it moved aside. Each line names the
+  /// data dir.
+  const std::vector<std::string>& open_notes() const noexcept;
+
+  /// Deletes the record `key` of `which` and keeps it as a dead letter with
+  /// its database, key, raw bytes, agent path (where the key names one) and
+  /// `reason`. `not_found` if it is not
+  /// there; `invalid` on a read-only store or for the meta record.
+  status move_aside(db which, const std::string& key,
+                    const std::string& reason);
 
   /// Applies `items` in one write transaction and commits it with the
   /// configured sync mode. `results[i]` tells whether item i was applied or
