@@ -54,6 +54,8 @@ struct data_dir {
     path = "build/bench-data/" + prefix + std::to_string(getpid());
     std::filesystem::remove_all(path);
     std::filesystem::create_directories(path);
+    // Owner-only, as vigil makes its own (else every start warns).
+    std::filesystem::permissions(path, std::filesystem::perms::owner_all);
   }
   ~data_dir() {
     std::error_code ec;

@@ -144,7 +144,9 @@ status read_data_file(const std::string& dir, data_file_info& out,
     if (tries.empty() || (!out.meta[0].valid && p != tries.back()))
       tries.push_back(p);
   uint32_t psize1 = 0;
-  for (auto p : tries) {
+  data_file_info::meta_page first_try;
+  for (size_t i = 0; i < tries.size(); ++i) {
+    auto p = tries[i];
     out.meta[1] = parse_meta(buf.data(), read_at(p), 1, psize1);
     if (out.meta[1].valid && psize1 == p)
       break;
@@ -152,6 +154,10 @@ status read_data_file(const std::string& dir, data_file_info& out,
       out.meta[1] = {};
       out.meta[1].problem = "its page size does not match its place";
     }
+    if (i == 0)
+      first_try = out.meta[1];
+    else if (i + 1 == tries.size())
+      out.meta[1] = first_try; // none valid: what the first place held
   }
   int use = -1;
   for (int i = 0; i < 2; ++i)

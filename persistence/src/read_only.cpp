@@ -20,7 +20,7 @@ status store::open_read_only(const store_options& opts,
   std::unique_ptr<store> self{new store};
   auto& d = *self->impl_;
   d.opts = opts;
-  if (auto st = detail::vet_data_dir(opts, d.notes, nullptr))
+  if (auto st = detail::vet_data_dir(opts, d.notes))
     return st;
   auto env_call = [&](int rc, const char* op) {
     return lmdb::check(rc, dir, nullptr, op);

@@ -96,9 +96,6 @@ status store::recover(std::map<std::string, recovered_agent>& out,
   auto& d = *impl_;
   out.clear();
   bad.clear();
-  // What the open's walk moved aside (damage in any database), once.
-  bad = std::move(d.moved_aside);
-  d.moved_aside.clear();
   std::vector<suspect> found;
   auto on_bad = [&](suspect&& x) { found.push_back(std::move(x)); };
   auto agent = [&](std::string_view path) -> recovered_agent& {

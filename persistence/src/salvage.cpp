@@ -378,6 +378,18 @@ status repair_data_dir(const std::string& dir, const std::string& out_dir,
       return {write_failed.code(),
               "cannot write the new data dir: " + write_failed.message()};
   }
+  // What losing a record of the effect databases means.
+  for (auto& d : rep.dbs) {
+    bool effects = d.name == "idempotency" || d.name == "sagas"
+                   || d.name == "tool_results" || d.name == "approvals"
+                   || d.name == "shared";
+    if (effects && (d.bad_records > 0 || !d.gaps.empty()))
+      rep.notes.push_back(
+        d.name + ": records were lost or moved to the dead letters; they "
+        + "recorded effects (accepted message ids, saga runs, tool results, "
+        + "approvals, shared state), so a resend of what they covered may "
+        + "run again: check the dead letters before you start the node");
+  }
   // Records that fail their checksum: kept as dead letters, never read.
   if (!bad_ones.empty()) {
     write_item item;

@@ -197,8 +197,8 @@ const std::vector<std::string>& store::open_notes() const noexcept {
 
 namespace detail {
 
-status vet_data_dir(const store_options& opts, std::vector<std::string>& notes,
-                    std::vector<suspect_record>* suspects) {
+status vet_data_dir(const store_options& opts,
+                    std::vector<std::string>& notes) {
   auto& dir = opts.dir;
   for (auto& w : permission_warnings(dir))
     notes.push_back(std::move(w));
@@ -230,16 +230,16 @@ status vet_data_dir(const store_options& opts, std::vector<std::string>& notes,
   size_t named = 0;
   for (auto& x : rep.dbs) {
     records += x.records;
-    for (auto& [key, why] : x.bad) {
-      db which;
-      if (!db_from_string(x.name, which))
-        continue;
-      if (suspects != nullptr)
-        suspects->push_back(suspect_record{which, key, why});
-      else if (++named <= 10)
+    for (auto& [key, why] : x.bad)
+      if (++named <= 10)
         notes.push_back("data dir " + dir + " [" + x.name + "] key \""
-                        + printable(key) + "\": " + why);
-    }
+                        + printable(key) + "\" fails its checksum: " + why
+                        + (x.name == "snapshots" || x.name == "journal"
+                               || x.name == "outbox"
+                             ? "; recovery moves it to the dead letters"
+                             : "; its reader refuses it by name (`vigil "
+                               "repair --move-aside " + x.name
+                               + " KEY` moves it aside)"));
   }
   notes.push_back("data dir " + dir + ": verified " + std::to_string(records)
                   + " records in " + std::to_string(rep.took.count()) + " ms"
@@ -270,8 +270,7 @@ status store::open(const store_options& opts, std::unique_ptr<store>& out) {
   d.opts = opts;
   if (auto st = lock_dir(dir, d.lock))
     return st;
-  std::vector<detail::suspect_record> suspects;
-  if (auto st = detail::vet_data_dir(opts, d.notes, &suspects))
+  if (auto st = detail::vet_data_dir(opts, d.notes))
     return st;
   auto env_call = [&](int rc, const char* op) {
     return lmdb::check(rc, dir, nullptr, op);
@@ -370,14 +369,6 @@ status store::open(const store_options& opts, std::unique_ptr<store>& out) {
     return st;
   if (bad)
     return bad;
-  for (auto& x : suspects) {
-    auto reason = std::string{"corrupt record in "} + to_string(x.which)
-                  + ": " + x.why;
-    if (auto st = self->move_aside(x.which, x.key, reason))
-      return st;
-    d.moved_aside.push_back(quarantined{x.which, x.key, std::move(reason),
-                                        detail::path_of(x.which, x.key)});
-  }
   d.node_id = meta.node_id();
   d.upgraded_from = from;
   d.upgraded_records = upgraded;

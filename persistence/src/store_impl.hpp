@@ -88,15 +88,13 @@ enum class meta_state : uint8_t {
 
 /// The checks before an open: permissions (warnings into `notes`), the
 /// file's size against its meta page, and with `opts.verify` the walk. A
-/// structural problem fails; records that fail their checksum go into
-/// `suspects` (a write open moves them aside) or, if it is null, `notes`.
-struct suspect_record {
-  db which;
-  std::string key;
-  std::string why;
-};
-status vet_data_dir(const store_options& opts, std::vector<std::string>& notes,
-                    std::vector<suspect_record>* suspects);
+/// structural problem fails; records that fail their checksum are named in
+/// `notes` (the first 10) and left where they are: recovery moves those of
+/// snapshots, journal and outbox aside, and every other reader refuses them
+/// by name. Moving a guard, a saga run or a recorded result aside here
+/// would forget that its effect happened.
+status vet_data_dir(const store_options& opts,
+                    std::vector<std::string>& notes);
 
 /// The agent path a key of `which` names, where its layout has one (a
 /// snapshot's key, path_key, guard_key); empty otherwise.
@@ -128,8 +126,7 @@ struct store::impl {
 
   store_options opts;
   detail::unique_fd lock;  // released after the environment is closed
-  std::vector<std::string> notes;       // store::open_notes
-  std::vector<quarantined> moved_aside; // by the open's walk, for recover
+  std::vector<std::string> notes; // store::open_notes
   lmdb::env env;
   MDB_dbi dbis[db_count] = {};
   uint64_t boots = 0;

@@ -35,8 +35,8 @@ struct node_config {
   /// Walk every database of the data dir at start, in a child process
   /// (vigil/persistence/integrity.hpp): a damaged B-tree refuses the start
   /// with a pointer to `vigil repair`, and records that fail their checksum
-  /// are moved to the dead letters. It costs about one more pass over the
-  /// pages recovery reads anyway; false skips it (the size check stays).
+  /// are logged by name. It costs about one more pass over the pages
+  /// recovery reads anyway; false skips it (the size check stays).
   bool verify_data_dir = true;
   sync_mode sync = sync_mode::full;
   size_t map_size = size_t{64} << 20;

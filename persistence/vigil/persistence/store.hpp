@@ -44,9 +44,9 @@ struct store_options {
   /// milliseconds; empty: the system clock. Tests inject one.
   std::function<uint64_t()> wall_ms;
   /// Walk every database before opening (vigil/persistence/integrity.hpp):
-  /// a damaged B-tree refuses the open instead of faulting later, and a
-  /// write open moves the records that fail their checksum aside. The
-  /// size check against data.mdb's meta page runs either way.
+  /// a damaged B-tree refuses the open instead of faulting later, and the
+  /// records that fail their checksum are named in `open_notes`. The size
+  /// check against data.mdb's meta page runs either way.
   bool verify = true;
   /// The walk's time limit; zero: 60 s plus 10 s per GiB.
   std::chrono::milliseconds verify_timeout{0};
@@ -244,8 +244,8 @@ public:
   size_t map_size() const noexcept;
 
   /// What the open has to tell an operator: permissions wider than 0700 /
-  /// 0600, the walk's time and what it moved aside. Each line names the
-  /// data dir.
+  /// 0600, the walk's time, and records that fail their checksum. Each
+  /// line names the data dir.
   const std::vector<std::string>& open_notes() const noexcept;
 
   /// Deletes the record `key` of `which` and keeps it as a dead letter with
