@@ -7,6 +7,7 @@
 
 #include <algorithm>
 
+#include "store_impl.hpp"
 #include "vigil/persistence/record.hpp"
 
 namespace vigil {
@@ -15,15 +16,7 @@ namespace {
 
 constexpr char hex_digits[] = "0123456789abcdef";
 
-int hex_value(char c) noexcept {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
+using detail::hex_value;
 
 std::string when(uint64_t unix_ms) {
   return std::to_string(unix_ms) + " (Unix ms)";

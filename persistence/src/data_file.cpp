@@ -175,6 +175,17 @@ status read_data_file(const std::string& dir, data_file_info& out,
   return {};
 }
 
+status detail::existing_data_file(const std::string& dir,
+                                  data_file_info& info) {
+  if (auto st = read_data_file(dir, info))
+    return st;
+  if (!info.exists || info.file_size == 0)
+    return {store_errc::not_found,
+            "no vigil data dir at \"" + dir
+              + "\" (no data.mdb): pass the --data-dir a node ran with"};
+  return {};
+}
+
 status check_data_file(const std::string& dir, bool single_file) {
   data_file_info f;
   if (auto st = read_data_file(dir, f, single_file))
@@ -245,15 +256,7 @@ std::vector<std::string> permission_warnings(const std::string& dir) {
 
 bool parse_printable_key(std::string_view text, std::string& out) {
   out.clear();
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9')
-      return c - '0';
-    if (c >= 'a' && c <= 'f')
-      return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-      return c - 'A' + 10;
-    return -1;
-  };
+  auto hex = detail::hex_value;
   for (size_t i = 0; i < text.size(); ++i) {
     if (text[i] != '\\') {
       out += text[i];

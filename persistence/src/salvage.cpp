@@ -220,12 +220,8 @@ status repair_data_dir(const std::string& dir, const std::string& out_dir,
                        repair_report& rep) {
   rep = repair_report{};
   data_file_info info;
-  if (auto st = read_data_file(dir, info))
+  if (auto st = detail::existing_data_file(dir, info))
     return st;
-  if (!info.exists || info.file_size == 0)
-    return {store_errc::not_found,
-            "no vigil data dir at \"" + dir
-              + "\" (no data.mdb): pass the --data-dir a node ran with"};
   if (auto st = not_held(dir))
     return st;
   if (!absent_or_empty(out_dir))

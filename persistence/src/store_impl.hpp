@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "lmdb.hpp"
+#include "vigil/persistence/integrity.hpp"
 #include "vigil/persistence/store.hpp"
 
 namespace vigil::detail {
@@ -40,6 +41,17 @@ inline uint64_t get_be64(const void* in) noexcept {
 
 inline std::string_view view(const MDB_val& v) noexcept {
   return {static_cast<const char*>(v.mv_data), v.mv_size};
+}
+
+/// The value of hex digit `c`, or -1.
+inline int hex_value(char c) noexcept {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
 }
 
 /// Renders a binary key for a message: printable bytes as is, others \xNN.
@@ -85,6 +97,10 @@ enum class meta_state : uint8_t {
   format1,  ///< Bare Protobuf of format 1: `meta` is filled, upgrade it.
   damaged,  ///< Neither: `why` says what is wrong.
 };
+
+/// read_data_file for a tool that needs an existing, non-empty data.mdb:
+/// `not_found`, naming `dir`, otherwise.
+status existing_data_file(const std::string& dir, data_file_info& info);
 
 /// The checks before an open: permissions (warnings into `notes`), the
 /// file's size against its meta page, and with `opts.verify` the walk. A

@@ -286,12 +286,8 @@ status backup_data_dir(const std::string& dir, const std::string& out_file,
   out = backup_report{};
   auto started = std::chrono::steady_clock::now();
   data_file_info info;
-  if (auto st = read_data_file(dir, info))
+  if (auto st = detail::existing_data_file(dir, info))
     return st;
-  if (!info.exists || info.file_size == 0)
-    return {store_errc::not_found,
-            "no vigil data dir at \"" + dir
-              + "\" (no data.mdb): pass the --data-dir a node ran with"};
   if (auto st = check_data_file(dir))
     return {st.code(), "cannot back up: " + st.message()};
   struct stat sb;
