@@ -96,9 +96,11 @@ int cmd_verify(const data_dir_args& a) {
     return exit_ok;
   std::cerr << "vigil verify: " << a.dir << " is damaged: "
             << (r.problem.empty() ? std::to_string(r.bad_records())
-                                      + " records fail their checksum (a "
-                                        "node moves them to the dead "
-                                        "letters at its start)"
+                                      + " records fail their checksum "
+                                        "(recovery moves those of "
+                                        "snapshots, journals and outboxes "
+                                        "to the dead letters; the others "
+                                        "stay, refused by their readers)"
                                   : r.problem)
             << "\nvigil verify: run `vigil repair --data-dir " << a.dir
             << " --out NEW_DIR` to salvage every record that still reads "
@@ -132,6 +134,11 @@ int cmd_move_aside(const data_dir_args& a) {
 }
 
 int cmd_repair(const data_dir_args& a) {
+  if (!a.db_name.empty() && !a.out.empty()) {
+    std::cerr << "vigil repair: --move-aside and --out are two different "
+                 "repairs: pass one of them\n";
+    return exit_usage;
+  }
   if (!a.db_name.empty())
     return cmd_move_aside(a);
   if (a.out.empty()) {

@@ -145,7 +145,7 @@ status store::recover(std::map<std::string, recovered_agent>& out,
   for (auto& x : found) {
     records::DeadLetter dl;
     dl.set_format(store::format);
-    dl.set_path(x.path);
+    dl.set_path(detail::printable(x.path)); // a string field: UTF-8 only
     dl.set_reason(x.reason);
     dl.set_unix_ms(now);
     dl.set_db(to_string(x.where));
@@ -343,7 +343,8 @@ status store::move_aside(db which, const std::string& key,
     dl.set_db(to_string(which));
     dl.set_key(key);
     dl.set_raw(std::string{detail::view(v)});
-    dl.set_path(detail::path_of(which, key));
+    // A string field: a damaged key's bytes as vigil prints them.
+    dl.set_path(detail::printable(detail::path_of(which, key)));
     auto letter = encode_record(dl);
     if (auto r = d.append_dead_letter(t, letter); r.rc != MDB_SUCCESS)
       return r;

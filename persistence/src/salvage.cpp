@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <system_error>
 
 #include "child_walk.hpp"
@@ -228,9 +229,18 @@ status repair_data_dir(const std::string& dir, const std::string& out_dir,
     return {store_errc::invalid,
             "--out " + out_dir + " exists and is not empty: repair writes "
               + "into a new data dir; choose another --out"};
-  auto work = out_dir + ".salvage";
-  remove_tree(work);
-  if (::mkdir(work.c_str(), 0700) != 0) {
+  // The copy goes into a new dir of its own beside --out (mkdtemp: never
+  // one that exists, such as the source).
+  auto out_path = out_dir;
+  while (out_path.size() > 1 && out_path.back() == '/')
+    out_path.pop_back();
+  if (auto slash = out_path.find_last_of('/');
+      slash != std::string::npos && slash > 0) {
+    std::error_code ec;
+    std::filesystem::create_directories(out_path.substr(0, slash), ec);
+  }
+  auto work = out_path + ".salvage-XXXXXX";
+  if (::mkdtemp(work.data()) == nullptr) {
     auto e = errno;
     return {store_errc::io, "cannot create " + work + ": " + errno_text(e)
                               + ": choose a writable --out path"};
@@ -298,13 +308,20 @@ status repair_data_dir(const std::string& dir, const std::string& out_dir,
             last.assign(a);
             have_last = true;
             auto fault = check_frame(b);
+            bool bad_meta = false;
             // Format 1 (bare Protobuf, upgraded when a node opens it): its
-            // meta record, walked first, says so.
-            if (which == db::meta && a == "format"
-                && fault == record_fault::unframed)
-              format1 = true;
-            if (fault != record_fault::none
-                && !(format1 && fault == record_fault::unframed)) {
+            // meta record, walked first, says so. A meta record that is
+            // neither is damage (the new dir keeps its own).
+            if (which == db::meta && a == "format") {
+              records::Meta m;
+              std::string why;
+              auto state = detail::read_meta(b, m, why);
+              format1 = state == detail::meta_state::format1;
+              bad_meta = state == detail::meta_state::damaged;
+            }
+            if (bad_meta
+                || (fault != record_fault::none
+                    && !(format1 && fault == record_fault::unframed))) {
               ++d.bad_records;
               bad_ones.push_back(
                 salvaged_record{which, std::string{a}, std::string{b}});
@@ -424,6 +441,9 @@ status repair_data_dir(const std::string& dir, const std::string& out_dir,
 
 status move_record_aside(const std::string& dir, db which,
                          const std::string& key, const std::string& reason) {
+  data_file_info info; // never create a data dir at a mistyped path
+  if (auto st = detail::existing_data_file(dir, info))
+    return st;
   store_options so;
   so.dir = dir;
   std::unique_ptr<store> st;

@@ -214,6 +214,12 @@ status vet_data_dir(const store_options& opts,
       return {}; // a new data dir
     return st;
   }
+  if (rep.timed_out)
+    return {store_errc::io,
+            "data dir " + dir + ": the structural check " + rep.problem
+              + ": a large dir on a slow disk needs more time (raise "
+              + "store_options::verify_timeout) or `vigil verify --data-dir "
+              + dir + "` to see where it stalls; --skip-verify skips it"};
   if (rep.problem.rfind("mdb_env_open: ", 0) == 0)
     return {store_errc::io,
             "cannot open data dir " + dir + " to check it: " + rep.problem

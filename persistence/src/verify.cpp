@@ -62,6 +62,11 @@ void walk_db(frame_writer& w, MDB_txn* txn, const char* name,
                f != record_fault::none
                && !(mode.format1 && f == record_fault::unframed)) {
       w.put(frame::bad, key, describe(f, val));
+    } else if (std::string_view{name} == "meta" && key == "format") {
+      records::Meta m;
+      std::string why;
+      if (read_meta(val, m, why) == meta_state::damaged)
+        w.put(frame::bad, key, why);
     }
     if (n % 4096 == 0)
       w.put_u64(frame::at, n, key);
@@ -146,9 +151,10 @@ void walk_all(frame_writer& w, const std::string& path, bool single_file) {
   MDB_dbi meta;
   if (mdb_dbi_open(txn, "meta", 0, &meta) == 0) {
     MDB_val k{6, const_cast<char*>("format")}, v;
-    if (mdb_get(txn, meta, &k, &v) == 0 && v.mv_size > 0
-        && check_frame({static_cast<const char*>(v.mv_data), v.mv_size})
-             == record_fault::unframed)
+    records::Meta m;
+    std::string why;
+    if (mdb_get(txn, meta, &k, &v) == 0
+        && read_meta(view(v), m, why) == meta_state::format1)
       mode.format1 = true;
   }
   for (size_t i = 0; i < db_count; ++i)
@@ -259,6 +265,28 @@ status verify_data_dir(const std::string& dir, verify_report& out,
   auto res = run_child(
     [&](frame_writer& w) { walk_all(w, dir, opts.single_file); }, on_frame,
     timeout);
+  if ((res.signal != 0 || res.timed_out) && !opts.single_file) {
+    // A killed walk leaves its LMDB reader slot behind in a live env:
+    // clear it (mdb_reader_check), else the writer keeps its old pages.
+    run_child(
+      [&](frame_writer&) {
+        MDB_env* env = nullptr;
+        if (open_for_walk(dir, false, false, &env) == 0) {
+          int dead = 0;
+          mdb_reader_check(env, &dead);
+          mdb_env_close(env);
+        }
+      },
+      [](frame, std::string_view, std::string_view, uint64_t) {},
+      std::chrono::milliseconds{10'000});
+  }
+  if (res.timed_out) {
+    out.timed_out = true;
+    out.problem = "the walk did not finish in "
+                  + std::to_string(timeout.count()) + " ms";
+    finish();
+    return {};
+  }
   if (!done || !res.failure().empty()) {
     out.signal = res.signal;
     std::string where;
@@ -295,10 +323,10 @@ status backup_data_dir(const std::string& dir, const std::string& out_file,
     return {store_errc::invalid,
             out_file + " exists: choose a new --out file (a backup never "
                        "overwrites one)"};
-  auto tmp = out_file + ".tmp";
-  ::unlink(tmp.c_str());
+  // A name of its own: never an operator's file (mkstemp makes it 0600).
+  auto tmp = out_file + ".tmp-XXXXXX";
   unique_fd fd;
-  fd.reset(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  fd.reset(::mkostemp(tmp.data(), O_CLOEXEC));
   if (fd.get() < 0) {
     auto e = errno;
     return {store_errc::io, "cannot create " + tmp + ": " + errno_text(e)

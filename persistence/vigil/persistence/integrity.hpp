@@ -73,6 +73,9 @@ struct verify_report {
   /// Empty if the structure is sound.
   std::string problem;
   int signal = 0;           ///< The signal that killed the walk, if one did.
+  /// The walk ran out of time (`problem` says so): not proof of damage; a
+  /// large dir on a slow disk needs a longer `verify_options::timeout`.
+  bool timed_out = false;
   std::vector<db_walk> dbs; ///< The vigil databases the walk reached.
   uint64_t free_pages = 0;  ///< Pages on LMDB's free list.
   data_file_info file;
@@ -157,7 +160,7 @@ struct backup_report {
 /// `out_file` (mode 0600; it must not exist), from one read transaction, so
 /// a node may keep running and writing. The copy runs in a forked child
 /// (a damaged tree cannot take the caller down), is written to
-/// `out_file`.tmp, synced, verified, and renamed.
+/// a temporary file of its own beside it, synced, verified, and renamed.
 status backup_data_dir(const std::string& dir, const std::string& out_file,
                        backup_report& out);
 
