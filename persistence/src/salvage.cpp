@@ -319,7 +319,7 @@ status repair_data_dir(const std::string& dir, const std::string& out_dir,
               format1 = state == detail::meta_state::format1;
               bad_meta = state == detail::meta_state::damaged;
             }
-            if (bad_meta
+            if (bad_meta || (!format1 && !detail::key_fits(which, a))
                 || (fault != record_fault::none
                     && !(format1 && fault == record_fault::unframed))) {
               ++d.bad_records;
@@ -409,8 +409,12 @@ status repair_data_dir(const std::string& dir, const std::string& out_dir,
     for (auto& r : bad_ones) {
       records::DeadLetter dl;
       dl.set_format(store::format);
+      auto f = check_frame(r.value);
       dl.set_reason("quarantined by vigil repair: "
-                    + describe(check_frame(r.value), r.value));
+                    + (f != record_fault::none
+                         ? describe(f, r.value)
+                         : std::string{"its key does not fit the database, "
+                                       "or it is a damaged meta record"}));
       dl.set_unix_ms(unix_now_ms());
       dl.set_db(to_string(r.where));
       dl.set_key(r.key);

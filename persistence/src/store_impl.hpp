@@ -112,6 +112,11 @@ status existing_data_file(const std::string& dir, data_file_info& info);
 status vet_data_dir(const store_options& opts,
                     std::vector<std::string>& notes);
 
+/// Whether `key` has the layout of `which`'s keys (see `db`): a damaged
+/// branch page can make one database's walk read another's pages, whose
+/// records check. False for such a misplaced record.
+bool key_fits(db which, std::string_view key) noexcept;
+
 /// The agent path a key of `which` names, where its layout has one (a
 /// snapshot's key, path_key, guard_key); empty otherwise.
 std::string path_of(db which, std::string_view key);

@@ -62,6 +62,12 @@ void walk_db(frame_writer& w, MDB_txn* txn, const char* name,
                f != record_fault::none
                && !(mode.format1 && f == record_fault::unframed)) {
       w.put(frame::bad, key, describe(f, val));
+    } else if (db which; !mode.format1 && db_from_string(name, which)
+                         && !key_fits(which, key)) {
+      w.put(frame::bad, key,
+            std::string{"its key does not fit database "} + name
+              + " (a damaged page put another database's record here)");
+      // (Format 1 keyed idempotency records differently: not checked.)
     } else if (std::string_view{name} == "meta" && key == "format") {
       records::Meta m;
       std::string why;

@@ -10,10 +10,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "support/cli_run.hpp"
 #include "support/lmdb_dump.hpp"
+#include "vigil/persistence/integrity.hpp"
 
 using namespace vigil;
 using namespace vigil::test;
@@ -89,13 +91,15 @@ protected:
 
   /// What `repair` wrote into `out`: each record the original's, byte for
   /// byte (or a dead letter of the repair's own); the main job runs on it.
-  size_t check_salvage(const std::string& out) {
+  /// `strict`: what was salvaged is the state `before_` (else an earlier
+  /// commit's, after a newer meta page was lost: only verify and run).
+  size_t check_salvage(const std::string& out, bool strict = true) {
     auto v = vigil_cmd({"verify", "--data-dir", out});
     EXPECT_EQ(v.exit_code, 0) << describe(v);
     auto after = dump(out);
-    std::map<std::pair<std::string, std::string>, int> values;
+    std::set<std::string> values;
     for (auto& [k, val] : *before_)
-      ++values[{k.first, val}];
+      values.insert(val);
     size_t same = 0;
     for (auto& [k, val] : after) {
       auto it = before_->find(k);
@@ -103,8 +107,12 @@ protected:
         ++same;
         continue;
       }
-      // A damaged key: the checksum covers the value only.
-      if (values.count({k.first, val}) != 0)
+      if (!strict)
+        continue;
+      // A damaged key (the checksum covers the value only), or a record
+      // a damaged page showed in another database whose key layout is the
+      // same: an original value, under another key.
+      if (values.count(val) != 0)
         continue;
       // The new dir's own meta record, when the old one was not salvaged.
       if (k.first == "meta")
@@ -199,10 +207,15 @@ TEST_F(damage_cli, a_zeroed_meta_page_is_refused_and_repaired_whole) {
               std::string::npos)
       << describe(v);
     ASSERT_EQ(repair.exit_code, 0) << describe(repair);
-    // The other meta page is the previous commit: at most the main job's
-    // last commit is missing.
-    auto same = check_salvage(d + ".out");
-    EXPECT_GE(same + 200, before_->size());
+    // The other meta page holds the newer or the previous commit: with the
+    // older one zeroed, nothing is lost; with the newer one, the dir is the
+    // previous commit's (not observable here: it verifies and runs).
+    data_file_info info;
+    ASSERT_TRUE(read_data_file(base_, info).ok());
+    bool older = info.used_meta != page;
+    auto same = check_salvage(d + ".out", older);
+    if (older)
+      EXPECT_EQ(same, before_->size());
   }
 }
 
