@@ -305,24 +305,20 @@ status store::snapshots(std::vector<records::Snapshot>& out,
 namespace vigil {
 
 bool detail::key_fits(db which, std::string_view key) noexcept {
-  std::string_view path, index;
-  uint64_t n = 0, origin = 0, id = 0;
+  std::string_view path;
+  uint64_t n = 0;
   switch (which) {
     case db::snapshots:
       return !key.empty() && key.find('\0') == std::string_view::npos;
     case db::journal:
     case db::outbox:
       return split_path_key(key, path, n);
-    case db::idempotency:
-    case db::sagas:
-      return split_guard_key(key, path, origin, id);
-    case db::tool_results:
-    case db::approvals:
-      return split_tool_result_key(key, path, origin, id, index);
     case db::dead_letters:
       return key.size() == 8;
     default:
-      return true; // meta and shared: no single layout to check
+      // idempotency, sagas, tool results (own keys too), approvals, shared
+      // and meta hold more than one key layout: not checked.
+      return true;
   }
 }
 
