@@ -163,6 +163,7 @@ run_stats run_mode(const std::string& mode, const options& o,
   auto dir = o.data_dir + "/" + mode;
   fs::remove_all(dir); // checked by run(): no node holds it
   fs::create_directories(dir);
+  fs::permissions(dir, fs::perms::owner_all); // a data dir: its owner's
   svc.open_ledger(dir + "/ledger.txt");
   std::string root;
   auto n = start_node(file, svc, dir, root);
