@@ -267,10 +267,28 @@ TEST_F(damage_cli, an_unreadable_file_is_named_to_an_unprivileged_user) {
 TEST_F(damage_cli, a_full_disk_is_an_error_and_loses_nothing_committed) {
   // RLIMIT_FSIZE in the child: a write past it fails with EFBIG (vigil
   // ignores SIGXFSZ) instead of killing the process.
+  // Only journal agents and no chaos, so that the limit is what stops the
+  // tree (the main job's flaky pipeline may escalate first under load).
+  temp_dir files;
+  auto full_policy = write(files, "full.yaml", R"(node:
+  name: full
+tree:
+  strategy: one_for_one
+  intensity: 3
+  period: 5s
+  children:
+    - name: counter
+      agent: counter
+      durability: journal
+    - name: source
+      agent: source
+      durability: journal
+      params: {to: full/counter, count: 1000000, rate: 0, batch: 100}
+)");
   auto d = root_->path() + "/full";
   auto r = run_process({"/usr/bin/prlimit", "--fsize=300000", VIGIL_BIN, "run",
-                        policy, "--data-dir", d, "--for", "4s", "--progress",
-                        "0"},
+                        full_policy, "--data-dir", d, "--for", "10s",
+                        "--progress", "0"},
                        60s);
   EXPECT_EQ(r.signal, 0) << describe(r);
   EXPECT_NE(r.exit_code, 0) << describe(r);
@@ -278,8 +296,8 @@ TEST_F(damage_cli, a_full_disk_is_an_error_and_loses_nothing_committed) {
   EXPECT_NE(r.err.find(d), std::string::npos) << describe(r);
   auto v = vigil_cmd({"verify", "--data-dir", d});
   EXPECT_EQ(v.exit_code, 0) << describe(v);
-  // Without the limit the main job runs on from what was committed.
-  auto again = vigil_cmd({"run", policy, "--data-dir", d, "--for", "1s",
+  // Without the limit the tree runs on from what was committed.
+  auto again = vigil_cmd({"run", full_policy, "--data-dir", d, "--for", "1s",
                           "--progress", "0"},
                          60s);
   EXPECT_EQ(again.exit_code, 0) << describe(again);
