@@ -228,6 +228,66 @@ status check_data_file(const std::string& dir, bool single_file) {
   return {};
 }
 
+status detail::vet_data_dir(const store_options& opts,
+                    std::vector<std::string>& notes) {
+  auto& dir = opts.dir;
+  for (auto& w : permission_warnings(dir))
+    notes.push_back(std::move(w));
+  if (auto st = check_data_file(dir))
+    return st;
+  if (!opts.verify)
+    return {};
+  verify_report rep;
+  verify_options vo;
+  vo.timeout = opts.verify_timeout;
+  if (auto st = verify_data_dir(dir, rep, vo)) {
+    if (st.code() == store_errc::not_found)
+      return {}; // a new data dir
+    return st;
+  }
+  if (rep.timed_out)
+    return {store_errc::io,
+            "data dir " + dir + ": the structural check " + rep.problem
+              + ": a large dir on a slow disk needs more time (raise "
+              + "store_options::verify_timeout) or `vigil verify --data-dir "
+              + dir + "` to see where it stalls; --skip-verify skips it"};
+  if (rep.problem.rfind("mdb_env_open: ", 0) == 0)
+    return {store_errc::io,
+            "cannot open data dir " + dir + " to check it: " + rep.problem
+              + ": run vigil as the data dir's owner, or fix its "
+              + "permissions"};
+  if (!rep.problem.empty())
+    return {store_errc::corrupt,
+            "data dir " + dir + " failed its structural check: " + rep.problem
+              + ". Nothing was changed. Run `vigil repair --data-dir " + dir
+              + " --out NEW_DIR` to salvage every record that still reads "
+              + "into a new data dir, or restore a backup (skipping the "
+              + "check, --skip-verify, risks a crash on the damaged pages)"};
+  uint64_t records = 0;
+  size_t named = 0;
+  for (auto& x : rep.dbs) {
+    records += x.records;
+    for (auto& [key, why] : x.bad)
+      if (++named <= 10)
+        notes.push_back("data dir " + dir + " [" + x.name + "] key \""
+                        + printable(key) + "\" fails its checksum: " + why
+                        + (x.name == "snapshots" || x.name == "journal"
+                               || x.name == "outbox"
+                             ? "; recovery moves it to the dead letters"
+                             : "; its reader refuses it by name (`vigil "
+                               "repair --move-aside " + x.name
+                               + " KEY` moves it aside)"));
+  }
+  notes.push_back("data dir " + dir + ": verified " + std::to_string(records)
+                  + " records in " + std::to_string(rep.took.count()) + " ms"
+                  + (rep.bad_records() > 0
+                       ? "; " + std::to_string(rep.bad_records())
+                           + " fail their checksum"
+                       : std::string{}));
+  return {};
+}
+
+
 std::vector<std::string> permission_warnings(const std::string& dir) {
   std::vector<std::string> out;
   auto check = [&](const std::string& path, bool is_dir) {

@@ -25,23 +25,9 @@ using namespace vigil::test;
 
 namespace {
 
-/// `n` dead letters (keys be64 1..n) and `n` idempotency records, in
-/// batches of 100, each letter ~200 bytes: several pages per database.
+/// `n` dead letters and `n` idempotency records, 100 of each a commit.
 void fill(store& s, uint64_t n, uint64_t first = 1) {
-  for (uint64_t i = first; i < first + n; i += 100) {
-    std::vector<mutation> muts;
-    for (uint64_t j = i; j < std::min(first + n, i + 100); ++j) {
-      records::DeadLetter dl;
-      dl.set_format(store::format);
-      dl.set_seq(j);
-      dl.set_path("root/agent");
-      dl.set_reason("letter " + std::to_string(j) + std::string(160, 'x'));
-      muts.push_back(put(db::dead_letters, be64(j), bytes(dl)));
-      muts.push_back(put(db::idempotency, guard_key("root/agent", 7, j),
-                         idempotency_value(j)));
-    }
-    ASSERT_TRUE(apply(s, std::move(muts)).ok());
-  }
+  fill_letters(s, n, first, 100, true);
 }
 
 class integrity_test : public store_test {

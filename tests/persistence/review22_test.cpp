@@ -22,19 +22,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
+/// `n` dead letters, 500 a commit.
 void fill(store& s, uint64_t n, uint64_t first = 1) {
-  for (uint64_t i = first; i < first + n; i += 500) {
-    std::vector<mutation> muts;
-    for (uint64_t j = i; j < std::min(first + n, i + 500); ++j) {
-      records::DeadLetter dl;
-      dl.set_format(store::format);
-      dl.set_seq(j);
-      dl.set_path("root/agent");
-      dl.set_reason("letter " + std::to_string(j) + std::string(160, 'x'));
-      muts.push_back(put(db::dead_letters, be64(j), bytes(dl)));
-    }
-    ASSERT_TRUE(apply(s, std::move(muts)).ok());
-  }
+  fill_letters(s, n, first, 500, false);
 }
 
 size_t open_fds() {

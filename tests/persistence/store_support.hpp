@@ -7,6 +7,7 @@
 
 #include <lmdb.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -150,6 +151,31 @@ seqs(const std::vector<records::JournalEntry>& xs) {
   for (auto& x : xs)
     out.push_back(x.seq());
   return out;
+}
+
+/// Dead letters (keys big-endian `first`..`first + n - 1`, ~200 bytes
+/// each) and, with `guards`, an idempotency record per letter, `batch`
+/// letters a commit: several pages per database for the damage tests.
+inline void fill_letters(store& s, uint64_t n, uint64_t first, uint64_t batch,
+                         bool guards) {
+  for (uint64_t i = first; i < first + n; i += batch) {
+    std::vector<mutation> muts;
+    for (uint64_t j = i; j < std::min(first + n, i + batch); ++j) {
+      records::DeadLetter dl;
+      dl.set_format(store::format);
+      dl.set_seq(j);
+      dl.set_path("root/agent");
+      dl.set_reason("letter " + std::to_string(j) + std::string(160, 'x'));
+      std::string key(8, '\0');
+      for (int b = 7, k = 0; b >= 0; --b, ++k)
+        key[k] = static_cast<char>((j >> (8 * b)) & 0xff);
+      muts.push_back(put(db::dead_letters, std::move(key), bytes(dl)));
+      if (guards)
+        muts.push_back(put(db::idempotency, guard_key("root/agent", 7, j),
+                           idempotency_value(j)));
+    }
+    ASSERT_TRUE(apply(s, std::move(muts)).ok());
+  }
 }
 
 /// A fresh data dir per test, `<root>/nodes/n1` (not created: `open` makes
