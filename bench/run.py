@@ -197,6 +197,77 @@ def tool_results(case, params, n, impls):
     return out
 
 
+# The metrics' cost (issue 24): instructions (callgrind) of a whole run with
+# the node's metrics on against the same run with them off. Wall clock on 2
+# cores swings by more than the 3% this is held to; instruction counts do
+# not. (case, quick n, full n, producers)
+METRICS_CASES = [("ping_pong", 20_000, 100_000, None),
+                 ("counting", 200_000, 1_000_000, 1)]
+METRICS_TARGET_PCT = 3.0
+VALGRIND = shutil.which("valgrind")
+
+
+NODEBUG_BIN = os.path.join("build", "bench", "vigil_bench.nodebug")
+
+
+def instructions(case, impl, n, producers):
+    """Instructions a whole vigil_bench run executes, by callgrind. It runs
+    a copy without debug info: valgrind 3.19 cannot read split, compressed
+    DWARF 5 (the default build's), and counting needs none."""
+    if not os.path.exists(NODEBUG_BIN) or \
+            os.path.getmtime(NODEBUG_BIN) < os.path.getmtime(BIN):
+        subprocess.run(["objcopy", "--strip-debug", BIN, NODEBUG_BIN],
+                       check=True)
+    cmd = [VALGRIND, "--tool=callgrind", "--callgrind-out-file=/dev/null",
+           NODEBUG_BIN, case, impl, str(n)]
+    if producers:
+        cmd.append(str(producers))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr.strip()}")
+    for line in out.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.split("Collected :")[1].strip())
+    raise RuntimeError(f"{' '.join(cmd)}: no 'Collected' line from callgrind")
+
+
+def metrics_overhead():
+    out = []
+    for case, quick_n, full_n, producers in METRICS_CASES:
+        n = quick_n if QUICK else full_n
+        name = f"metrics_overhead.{case}"
+        if not VALGRIND:
+            out.append({"name": name, "ours": None, "baseline": None,
+                        "baseline_kind": "metrics-off",
+                        "unit": "instructions", "ratio": None,
+                        "missing": "valgrind not found; apt-get install "
+                                   "valgrind (bench/run does as root)",
+                        "params": {"n": n}})
+            continue
+        runs = {"vigil": [], "vigil-metrics": []}
+        for i in range(REPEATS):
+            for impl in runs:
+                print(f"bench: {name} n={n} {impl} (callgrind) run "
+                      f"{i + 1}/{REPEATS}", file=sys.stderr, flush=True)
+                runs[impl].append(instructions(case, impl, n, producers))
+        off = statistics.median(runs["vigil"])
+        on = statistics.median(runs["vigil-metrics"])
+        pct = (on / off - 1.0) * 100.0
+        out.append({
+            "name": name, "ours": on, "baseline": off,
+            "baseline_kind": "metrics-off", "unit": "instructions",
+            "ratio": off / on, "overhead_pct": round(pct, 2),
+            "target": METRICS_TARGET_PCT,
+            "meets_target": pct <= METRICS_TARGET_PCT,
+            "params": {"n": n, "repeats": REPEATS,
+                       "orientation": "baseline/ours",
+                       "runs_off": runs["vigil"],
+                       "runs_on": runs["vigil-metrics"],
+                       **({"producers": producers} if producers else {})},
+        })
+    return out
+
+
 def main():
     results = []
     if not ERL:
@@ -288,6 +359,8 @@ def main():
                 "missing": "erl not found; apt-get install erlang-base",
                 "params": dict(params, n=n, repeats=repeats),
             })
+    if not ONLY or "metrics_overhead" in ONLY:
+        results.extend(metrics_overhead())
     doc = {
         "machine": {"cores": os.cpu_count(), "caf_max_threads": 2,
                     "lmdb_sync": "full",
@@ -307,14 +380,18 @@ def main():
                 ("sync", "sync"))
             if key in r["params"])
         if r.get("missing"):
-            print(f"{label:<34} {r['baseline_kind']:<12} {r['ours']:>14.1f} "
+            ours = f"{r['ours']:>14.1f}" if r["ours"] is not None else \
+                f"{'-':>14}"
+            print(f"{label:<34} {r['baseline_kind']:<12} {ours} "
                   f"{'missing':>14} {r['unit']:<14} {'-':>6}", file=sys.stderr)
             continue
         ratio = f"{r['ratio']:>6.2f}" if r["ratio"] is not None else \
             f"{'-':>6}"
         target = ""
+        if "overhead_pct" in r:
+            target = f"  overhead {r['overhead_pct']:+.2f}%"
         if "meets_target" in r:
-            target = "  target met" if r["meets_target"] else \
+            target += "  target met" if r["meets_target"] else \
                 "  target MISSED"
         print(f"{label:<34} {r['baseline_kind']:<12} {r['ours']:>14.1f} "
               f"{r['baseline']:>14.1f} {r['unit']:<14} {ratio}{target}",

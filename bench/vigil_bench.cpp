@@ -53,9 +53,19 @@ double seconds_since(steady_clock::time_point t0) {
   return duration<double>(steady_clock::now() - t0).count();
 }
 
+/// IMPL vigil-metrics: the same node with its metrics endpoint on (every
+/// handler timed and counted), for the overhead of metrics.
+bool with_metrics = false;
+
+const char* ours_name() {
+  return with_metrics ? "vigil-metrics" : "vigil";
+}
+
 vigil::node_config node_cfg() {
   vigil::node_config nc;
   nc.threads = threads;
+  if (with_metrics)
+    nc.metrics = "127.0.0.1:0";
   return nc;
 }
 
@@ -257,7 +267,8 @@ result ping_pong_vigil(int64_t n) {
   auto r = node.call<Done>("bench/pinger", s, std::chrono::minutes{10});
   auto secs = seconds_since(t0);
   parse_or_die(r, "ping_pong");
-  return {"ping_pong", "vigil", n / secs, "round_trips/s", {{"n", double(n)}}};
+  return {"ping_pong", ours_name(), n / secs, "round_trips/s",
+          {{"n", double(n)}}};
 }
 
 struct raw_pinger_state {
@@ -339,7 +350,7 @@ result counting_vigil(int64_t n, int producers) {
   auto r = node.call<Done>("bench/counter", c, std::chrono::minutes{10});
   auto secs = seconds_since(t0);
   parse_or_die(r, "counting");
-  return {"counting", "vigil", n / secs, "msgs/s",
+  return {"counting", ours_name(), n / secs, "msgs/s",
           {{"n", double(n)}, {"producers", double(producers)}}};
 }
 
@@ -712,7 +723,8 @@ result restart_raw(int64_t n) {
 int usage() {
   std::cerr << "usage: vigil_bench CASE IMPL [N] [PRODUCERS]\n"
                "  CASE: ping_pong | counting | overload | spawn | restart\n"
-               "  IMPL: vigil | caf-raw\n"
+               "  IMPL: vigil | caf-raw | vigil-metrics (ping_pong, "
+               "counting: the node with its metrics on)\n"
                "example: vigil_bench counting vigil 1000000 2\n";
   return 2;
 }
@@ -724,7 +736,9 @@ int main(int argc, char** argv) {
     return usage();
   std::string name = argv[1];
   std::string impl = argv[2];
-  bool ours = impl == "vigil";
+  with_metrics = impl == "vigil-metrics"
+                 && (name == "ping_pong" || name == "counting");
+  bool ours = impl == "vigil" || with_metrics;
   if (!ours && impl != "caf-raw")
     return usage();
   int64_t n = argc > 3 ? std::stoll(argv[3]) : 0;

@@ -3,8 +3,9 @@
 // supervised tree.
 #include <iostream>
 
+#include <vigil/vigil.hpp>
+
 #include "ocr.pb.h"
-#include "vigil/node/node.hpp"
 
 using namespace std::chrono_literals;
 using examples::Scan, examples::Text, examples::Stats;

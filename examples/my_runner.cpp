@@ -2,8 +2,9 @@
 // command line (run, check, inspect, dead-letters), built-ins included.
 //
 //   my_runner run examples/policies/my_runner.yaml --for 5s
+#include <vigil/vigil.hpp>
+
 #include "ocr.pb.h"
-#include "vigil/cli/app.hpp"
 
 /// Reads scans and counts pages; an agent like any other.
 class reader : public vigil::agent<examples::Stats> {

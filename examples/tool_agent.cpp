@@ -6,8 +6,9 @@
 #include <atomic>
 #include <iostream>
 
+#include <vigil/vigil.hpp>
+
 #include "ocr.pb.h"
-#include "vigil/node/node.hpp"
 
 using namespace std::chrono_literals;
 using examples::Scan, examples::Text;

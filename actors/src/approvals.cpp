@@ -16,6 +16,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <spdlog/spdlog.h>
 
+#include "vigil/actors/detail/log.hpp"
 #include "vigil/actors/error.hpp"
 #include "vigil/actors/writer.hpp"
 #include "vigil/persistence/record.hpp"
@@ -187,9 +188,10 @@ struct approval_desk::impl {
       s.tries = 0;
       for (auto& f : s.files) {
         if (auto r = remove_decision_file(f))
-          spdlog::warn("vigil: approvals: {} (taken in; it is ignored when "
-                       "read again)",
-                       r.message());
+          detail::log().warn(
+            "vigil: approvals: {} (taken in; it is ignored when "
+            "read again)",
+            r.message());
         taking.erase(f);
       }
       s.files.clear();
@@ -207,10 +209,10 @@ struct approval_desk::impl {
       write(key, s);
       return;
     }
-    spdlog::error("vigil: approvals: approval {} of {} was not stored after "
-                  "{} attempts: {}",
-                  approval_id(key), s.rec.path(), static_cast<int>(s.tries),
-                  describe(err));
+    detail::log().error(
+      "vigil: approvals: approval {} of {} was not stored after "
+      "{} attempts: {}",
+      approval_id(key), s.rec.path(), static_cast<int>(s.tries), describe(err));
     for (auto& f : s.files)
       taking.erase(f);
     s.files.clear();
@@ -242,7 +244,7 @@ struct approval_desk::impl {
     }
     bool found = false;
     if (auto s = get_approval(*st, key, e, found)) {
-      spdlog::error("vigil: approvals: {}", s.message());
+      detail::log().error("vigil: approvals: {}", s.message());
       return lookup_result::busy; // tried again next time
     }
     return found ? lookup_result::found : lookup_result::missing;
@@ -254,7 +256,7 @@ struct approval_desk::impl {
       return;
     std::vector<std::string> files;
     if (auto s = list_decision_files(st->options().dir, files)) {
-      spdlog::error("vigil: approvals: {}", s.message());
+      detail::log().error("vigil: approvals: {}", s.message());
       return;
     }
     auto look = [this](const std::string& key, approval_entry& e) {
@@ -275,20 +277,21 @@ struct approval_desk::impl {
           s->files.push_back(f);
           taking.insert(f);
           write(key, *s);
-          spdlog::info("vigil: approvals: {}", step.text);
+          detail::log().info("vigil: approvals: {}", step.text);
           break;
         }
         case decision_step::kind::drop:
           if (auto r = remove_decision_file(f))
-            spdlog::warn("vigil: approvals: {}", r.message());
-          spdlog::info("vigil: approvals: {}", step.text);
+            detail::log().warn("vigil: approvals: {}", r.message());
+          detail::log().info("vigil: approvals: {}", step.text);
           break;
         case decision_step::kind::bad:
           if (auto r = quarantine_decision_file(f))
-            spdlog::error("vigil: approvals: {}; {}", step.text, r.message());
+            detail::log().error("vigil: approvals: {}; {}", step.text,
+                                r.message());
           else
-            spdlog::warn("vigil: approvals: {}; renamed to {}.bad", step.text,
-                         f);
+            detail::log().warn("vigil: approvals: {}; renamed to {}.bad",
+                               step.text, f);
           break;
         case decision_step::kind::wait:
           break;

@@ -3,6 +3,7 @@
 // cell_send.cpp, durability in cell_durable.cpp.
 
 #include "cell_impl.hpp"
+#include "vigil/actors/report.hpp"
 
 namespace vigil::detail {
 
@@ -164,6 +165,19 @@ caf::result<envelope> cell::not_now(envelope& e) {
 }
 
 cell::outcome cell::run(envelope& e, envelope& out, caf::error& err) {
+  if (!rt_->meters().on())
+    return run_handler(e, out, err);
+  auto t0 = std::chrono::steady_clock::now();
+  auto res = run_handler(e, out, err);
+  static_assert(static_cast<int>(outcome::failed)
+                == static_cast<int>(handling::failed));
+  meter_.observe(static_cast<handling>(res),
+                 std::chrono::steady_clock::now() - t0);
+  return res;
+}
+
+cell::outcome cell::run_handler(envelope& e, envelope& out,
+                                caf::error& err) {
   if (e.deadline != 0 && to_ns(now()) > e.deadline) {
     err = expired_error(e);
     return outcome::rejected;
@@ -263,6 +277,7 @@ void cell::after_failure(envelope e, response_promise rp, caf::error err,
     // listed, with its requester: answered with the error once its
     // deliveries are spent, else after its next delivery; never told the
     // stand-in and then applied. Any other requester hears the stand-in.
+    report_end("probe", "probe_failed", err, &e);
     bool requester = rp.pending() && !rp.async();
     bool kept = seq != 0 || saved;
     if (!kept)
@@ -273,12 +288,30 @@ void cell::after_failure(envelope e, response_promise rp, caf::error err,
     enter_degraded();
     return;
   }
+  // OTP's crash report: the process that failed, with the envelope's
+  // trace; its supervisor reports the restart.
+  report_end("crash", "child_terminated", err, &e);
   mode_ = mode::idle_buffer;
   settle(std::move(e), std::move(rp), err, seq, saved);
   event_based_actor::send(parent_, exit_report{key_, gen_, std::move(err)});
 }
 
+void cell::report_end(std::string_view kind, std::string_view context,
+                      const caf::error& why, const envelope* e) {
+  auto text = describe(why);
+  std::string_view path = cfg_.path;
+  auto slash = path.rfind('/');
+  emit(report{kind, slash == path.npos ? "" : path.substr(0, slash), context,
+              text, path, e != nullptr ? e->attempt : 0, e});
+}
+
 void cell::end_instance(caf::error reason, bool failed) {
+  if (failed || (reason && reason != caf::exit_reason::normal
+                 && reason != caf::exit_reason::user_shutdown
+                 && !is(reason, errc::shutting_down)))
+    report_end(mode_ == mode::half_open ? "probe" : "crash",
+               mode_ == mode::half_open ? "probe_failed" : "child_terminated",
+               reason, current_);
   unhold();
   instance_.reset();
   stop_requested_ = false;

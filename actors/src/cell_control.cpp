@@ -242,6 +242,10 @@ void cell::forward(pending p) {
 
 void cell::on_exit() {
   rt_->unbind(cfg_.path, caf::actor_cast<caf::actor>(this));
+  // Not running from here on, though a handle may keep the object alive:
+  // its counts join its type's totals now (~cell does, if this did not).
+  if (rt_->meters().on())
+    rt_->meters().retire(&meter_);
   end_tool_calls();
   unhold();
   // Whoever still waits is told, also after a kill.

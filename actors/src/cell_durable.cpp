@@ -289,6 +289,7 @@ void cell::reconcile(const recovered_agent& rec) {
     deg_->probe_failed();
     enter_degraded();
   } else if (instance_) {
+    report_end("crash", "child_terminated", d.failure, nullptr);
     instance_.reset();
     stop_requested_ = false;
     mode_ = mode::idle_buffer;

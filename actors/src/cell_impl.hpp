@@ -46,6 +46,13 @@ public:
       queue_(cfg.queue_cap, cfg.overflow) {
     if (cfg.durability.mode != durability_mode::none)
       init_durable(cfg.durability);
+    if (rt_->meters().on())
+      rt_->meters().enroll(&cfg_.type->name, &meter_, &queue_);
+  }
+
+  ~cell() override {
+    if (rt_->meters().on())
+      rt_->meters().retire(&meter_);
   }
 
   const char* name() const override {
@@ -381,7 +388,14 @@ private:
 
   /// Runs the handler for `e`. On `replied`, `out` holds the reply (empty type
   /// for void handlers); on `rejected` or `failed`, `err` holds the reason.
+  /// Reports the instance's end (vigil/actors/report.hpp): a crash, or a
+  /// failed probe, with the envelope involved if any.
+  void report_end(std::string_view kind, std::string_view context,
+                  const caf::error& why, const envelope* e);
+
+  /// With metrics on, also counts the outcome and times the handler.
   outcome run(envelope& e, envelope& out, caf::error& err);
+  outcome run_handler(envelope& e, envelope& out, caf::error& err);
 
   /// The instance failed while handling `e`: decide the envelope's fate, drop
   /// the instance and tell the supervisor. `seq` is its journal seq (0 if
@@ -637,6 +651,8 @@ private:
   caf::actor parent_;
   uint64_t key_;
   queue_gauge queue_;
+  /// This cell's counts (with metrics on; see detail::meter_board).
+  cell_meter meter_;
   uint64_t gen_ = 0;
   /// Shared operations that commit on their own, and reads, by token.
   std::unordered_map<uint64_t, shared_call> shared_waits_;

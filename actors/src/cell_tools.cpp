@@ -136,7 +136,8 @@ void cell::start_attempt(uint64_t id, tool_call_state& st, bool sync,
   att->key = st.key;
   auto att_deadline = std::min(st.deadline, now + st.attempt_timeout);
   att->deadline = att_deadline;
-  att->timed = tool->decl().policy.breaker.slow_call_rate > 0.0;
+  att->timed = tool->decl().policy.breaker.slow_call_rate > 0.0
+               || rt_->meters().on();
   st.current = att;
   auto task = [att = std::move(att)]() mutable {
     // What the attempt holds stays with it: its ticket (the call's
@@ -288,7 +289,16 @@ void cell::on_tool_done(tool_attempt& a) {
   st.attempt_due = time_point::max();
   auto& res = att->result;
   auto* tool = st.tool;
-  bool slow = att->elapsed >= tool->decl().policy.breaker.slow_call_duration;
+  // (Timed also for the metrics: slow only under a slow-call rule.)
+  auto& brk = tool->decl().policy.breaker;
+  bool slow = brk.slow_call_rate > 0.0
+              && att->elapsed >= brk.slow_call_duration;
+  if (att->timed)
+    tool->stats().attempt_ns.observe(
+      static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(att->elapsed)
+          .count()),
+      duration_bounds);
   // The agent's cost budget pays whether or not the caller still waits.
   if (st.agent_cost != nullptr && res.cost > 0.0
       && !st.agent_cost->try_take(res.cost))

@@ -3,6 +3,7 @@
 #include <caf/all.hpp>
 
 #include "durable.hpp"
+#include "vigil/actors/report.hpp"
 #include "vigil/actors/writer.hpp"
 
 namespace vigil {
@@ -31,15 +32,46 @@ void dead_letter_log::persist(const dead_letter& dl, bool journal) {
 }
 
 void dead_letter_log::keep(dead_letter dl) {
+  {
+    // Reported as it is kept: a shed burst is a few samples and one
+    // letter that counts the rest, not a line per envelope.
+    auto code = code_of(dl.reason);
+    bool shed = code == "overloaded";
+    std::string_view path = dl.path;
+    auto slash = path.rfind('/');
+    emit(report{shed ? "shed" : "dead_letter",
+                slash == path.npos ? "" : path.substr(0, slash),
+                shed ? "overloaded" : "dead_letter", dl.reason, path,
+                dl.repeats, &dl.env});
+  }
   if (cap_ == 0 || letters_.size() >= cap_) {
     ++dropped_;
     counters::bump(stats_.dead_letters_dropped);
     if (letters_.empty())
       return;
+    count_current(letters_.front().reason, -1);
     letters_.pop_front();
   }
   dl.seq = ++seq_;
+  count_current(dl.reason, 1);
   letters_.push_back(std::move(dl));
+}
+
+void dead_letter_log::count_current(std::string_view reason, int64_t n) {
+  auto code = code_of(reason);
+  auto i = current_.find(code);
+  if (i == current_.end()) {
+    if (current_.size() >= max_reasons)
+      i = current_.try_emplace("other", 0).first;
+    else
+      i = current_.emplace(std::string{code}, 0).first;
+  }
+  i->second += n;
+}
+
+std::map<std::string, int64_t> dead_letter_log::current_by_reason() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return {current_.begin(), current_.end()};
 }
 
 void dead_letter_log::close(burst& b,

@@ -312,7 +312,9 @@ void tool_runtime::on_returned(const tool_attempt& a) {
     return;
   }
   on_outcome(a.permit, res.error && res.error->cls != error_class::permanent,
-             false, a.elapsed >= decl_.policy.breaker.slow_call_duration,
+             false,
+             decl_.policy.breaker.slow_call_rate > 0.0
+               && a.elapsed >= decl_.policy.breaker.slow_call_duration,
              res.cost);
 }
 

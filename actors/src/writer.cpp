@@ -346,7 +346,12 @@ private:
     for (auto& e : batch_)
       ptrs_.push_back(&e.item);
     results_.assign(batch_.size(), write_result::applied);
+    auto t0 = std::chrono::steady_clock::now();
     auto st = st_->apply(ptrs_.data(), ptrs_.size(), results_.data());
+    stats_->writer_commit_ns.observe(
+      static_cast<uint64_t>(std::chrono::nanoseconds{
+        std::chrono::steady_clock::now() - t0}.count()),
+      detail::duration_bounds);
     caf::error err;
     if (st) {
       counters::bump(stats_->writer_failures);
@@ -360,6 +365,7 @@ private:
     } else {
       counters::bump(stats_->writer_commits);
       counters::bump(stats_->writer_items, batch_.size());
+      stats_->writer_batch.observe(batch_.size(), detail::batch_bounds);
       // Only this actor writes it: no compare-exchange needed.
       auto& largest = stats_->writer_largest_batch;
       if (batch_.size() > largest.load(std::memory_order_relaxed))

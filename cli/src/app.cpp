@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,18 +24,22 @@
 #include <google/protobuf/dynamic_message.h>
 #include <google/protobuf/util/json_util.h>
 #include <nlohmann/json.hpp>
-#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+
+#include "vigil/metrics/exporter.hpp"
 
 #include "approvals.hpp"
 #include "data_dir.hpp"
 #include "duration.hpp"
 #include "inspect.hpp"
 #include "report.hpp"
+#include "vigil/actors/detail/log.hpp"
+#include "vigil/actors/report.hpp"
 #include "vigil/cli/policy.hpp"
 #include "vigil/persistence/integrity.hpp"
 #include "vigil/persistence/store.hpp"
 #include "vigil/supervision/check.hpp"
+#include "vigil/version.hpp"
 
 namespace vigil::cli {
 
@@ -55,6 +60,41 @@ extern "C" void on_signal(int sig) {
   std::signal(sig, SIG_DFL);
 }
 
+/// One of `vigil run`'s own lines on stderr (starting, progress,
+/// stopping, ...): as text, or under --log-format json through vigil's
+/// logger at info, so that stderr is then JSON lines only.
+class say {
+public:
+  say() = default;
+  say(const say&) = delete;
+  say& operator=(const say&) = delete;
+  ~say() {
+    auto text = s_.str();
+    while (!text.empty() && text.back() == '\n')
+      text.pop_back();
+    if (text.empty())
+      return;
+    if (current_log_format() != log_format::json) {
+      std::cerr << text << "\n" << std::flush;
+      return;
+    }
+    std::istringstream in{text};
+    for (std::string line; std::getline(in, line);)
+      detail::log().info("{}", line);
+  }
+  template <class T>
+  say& operator<<(const T& x) {
+    s_ << x;
+    return *this;
+  }
+  std::ostream& stream() {
+    return s_;
+  }
+
+private:
+  std::ostringstream s_;
+};
+
 void print_errors(const std::vector<policy_error>& errs) {
   for (auto& e : errs)
     std::cerr << e.to_string() << "\n";
@@ -65,8 +105,8 @@ void print_errors(const std::vector<policy_error>& errs) {
 /// What is valid but weakens a guarantee (see saga_warnings), on stderr.
 void print_warnings(const std::string& file, const loaded_policy& lp) {
   for (auto& w : saga_warnings(lp.tree, lp.name))
-    std::cerr << file << ": warning: " << w.where << ": " << w.field << ": "
-              << w.detail << "\n";
+    say{} << file << ": warning: " << w.where << ": " << w.field << ": "
+          << w.detail;
 }
 
 // -- run ----------------------------------------------------------------------
@@ -140,8 +180,7 @@ private:
       if (cv_.wait_until(g, deadline_) == std::cv_status::timeout && armed_
           && steady_clock::now() >= deadline_) {
         std::cout.flush();
-        std::cerr << "vigil: " << why_ << "\n";
-        std::cerr.flush();
+        say{} << "vigil: " << why_;
         std::_Exit(code_);
       }
     }
@@ -171,6 +210,9 @@ struct run_args {
   std::string report = "text";
   std::string progress = "1s";
   bool skip_verify = false;
+  std::string metrics;
+  std::string log_format;
+  std::string log_level;
 };
 
 /// Reads --for and --progress; an error message and exit_usage if bad.
@@ -240,10 +282,12 @@ void watch(node& nd, const std::string& name, milliseconds run_for,
       uint64_t restarts = 0; // the tree's
       size_t degraded = 0;
       totals(out.tree, restarts, degraded);
+      say line;
       print_progress(std::chrono::duration<double>(now - t0).count(),
                      nd.rt()->handled(), restarts, degraded,
                      nd.rt()->stand_in_answers(),
-                     nd.rt()->dead_letter_count(), std::cerr, read_tools(nd));
+                     nd.rt()->dead_letter_count(), line.stream(),
+                     read_tools(nd));
     }
   }
   out.seconds = std::chrono::duration<double>(steady_clock::now() - t0)
@@ -254,8 +298,8 @@ void watch(node& nd, const std::string& name, milliseconds run_for,
 void stop_tree(node& nd, const loaded_policy& lp, exit_watchdog& watchdog,
                run_outcome& out) {
   snapshot_tree(nd, lp.name, out.tree);
-  std::cerr << "vigil: stopping (" << out.stopped_by
-            << ") in reverse start order\n";
+  say{} << "vigil: stopping (" << out.stopped_by
+        << ") in reverse start order";
   // Bounded by the tree's shutdown budget, plus a margin.
   if (auto budget = shutdown_budget(lp.tree))
     watchdog.arm(*budget + milliseconds{2000},
@@ -281,7 +325,6 @@ int cmd_run(const run_args& a, const registry& types) {
     print_errors(errs);
     return exit_invalid;
   }
-  print_warnings(a.file, lp);
   milliseconds run_for{0}, every{1000};
   if (auto rc = parse_run_times(a, run_for, every))
     return rc;
@@ -289,6 +332,27 @@ int cmd_run(const run_args& a, const registry& types) {
     lp.node.data_dir = a.data_dir;
   if (a.skip_verify)
     lp.node.verify_data_dir = false;
+  if (!a.metrics.empty()) {
+    std::string host, why;
+    uint16_t port = 0;
+    if (!metrics::parse_address(a.metrics, host, port, why)) {
+      std::cerr << "vigil run: --metrics: " << why << "\n";
+      return exit_usage;
+    }
+    lp.node.metrics = a.metrics;
+  }
+  if (!a.log_format.empty() || !a.log_level.empty()) {
+    auto ls = lp.node.log.value_or(log_settings{});
+    if (!a.log_format.empty())
+      ls.format = a.log_format == "json" ? log_format::json : log_format::text;
+    if (!a.log_level.empty())
+      ls.level = spdlog::level::from_str(a.log_level);
+    lp.node.log = ls;
+  }
+  // Before anything is said: the command's own lines follow the format.
+  if (lp.node.log)
+    apply_log_settings(*lp.node.log);
+  print_warnings(a.file, lp);
   if (auto durable = durable_paths(lp);
       lp.node.data_dir.empty() && !durable.empty()) {
     std::string names;
@@ -303,17 +367,20 @@ int cmd_run(const run_args& a, const registry& types) {
   std::signal(SIGTERM, on_signal);
   exit_watchdog watchdog; // outlives nd: it bounds nd's teardown too
   node nd{types, lp.node};
-  std::cerr << "vigil: starting " << lp.name << " from " << a.file
+  say{} << "vigil: starting " << lp.name << " from " << a.file
             << (lp.node.data_dir.empty() ? " (no data dir: memory only)"
                                          : " (data dir " + lp.node.data_dir
                                              + ")")
             << "\n";
   if (auto err = nd.start(lp.name, lp.tree)) {
-    std::cerr << "vigil: the tree did not start: " << describe(err) << "\n";
+    say{} << "vigil: the tree did not start: " << describe(err);
     return exit_error;
   }
+  if (auto addr = nd.metrics_address(); !addr.empty())
+    say{} << "vigil: metrics on http://" << addr
+              << "/metrics (health: /healthz, /readyz)\n";
   for (auto& o : nd.orphans())
-    std::cerr << "vigil: " << o
+    say{} << "vigil: " << o
               << " is in the data dir but not in the tree (kept)\n";
   run_outcome out;
   out.name = lp.name;
@@ -323,7 +390,7 @@ int cmd_run(const run_args& a, const registry& types) {
     // child that failed. Counts are those of the last progress snapshot.
     mark_stopped(out.tree);
     out.tree.state = "failed";
-    std::cerr << "vigil: " << lp.name << " escalated: " << out.cause << "\n";
+    say{} << "vigil: " << lp.name << " escalated: " << out.cause;
   } else {
     stop_tree(nd, lp, watchdog, out);
   }
@@ -397,9 +464,9 @@ int open_or_fail(const std::string& dir, bool write,
         || note.find("fail their checksum") != std::string::npos)
       std::cerr << "vigil: " << note << "\n";
   if (st->upgraded_from() != 0)
-    std::cerr << "vigil: upgraded " << dir << " from format "
-              << st->upgraded_from() << " to " << store::format << " ("
-              << st->upgraded_records() << " records rewritten)\n";
+    std::cerr << "vigil: " << upgrade_line(dir, {st->upgraded_from(),
+                                    st->upgraded_records()})
+              << "\n";
   return exit_ok;
 }
 
@@ -538,6 +605,12 @@ struct command_line {
 command_line::command_line() {
   app.require_subcommand(1);
   app.footer("Run `vigil SUBCOMMAND --help` for examples.");
+  app.set_version_flag("--version",
+                       std::string{"vigil "} + version_string
+                         + " (data dir format "
+                         + std::to_string(store::format) + ")",
+                       "Print vigil's release and the data dir format it "
+                       "writes, and exit");
 
   run = app.add_subcommand(
     "run", "Start the tree in FILE, show progress, stop cleanly on "
@@ -551,8 +624,22 @@ command_line::command_line() {
     ->check(CLI::IsMember({"text", "json"}));
   run->add_option("--progress", ra.progress,
                   "Progress line interval, e.g. 500ms (0 = off; default 1s)");
+  run->add_option("--metrics", ra.metrics,
+                  "Serve /metrics, /healthz and /readyz on HOST:PORT, e.g. "
+                  "127.0.0.1:9464 (port 0: a free one; overrides "
+                  "node.metrics)");
+  run->add_option("--log-format", ra.log_format,
+                  "vigil's log lines and supervisor reports as text or JSON "
+                  "lines (overrides node.log.format)")
+    ->check(CLI::IsMember({"text", "json"}));
+  run->add_option("--log-level", ra.log_level,
+                  "Least severe log line written (overrides node.log.level)")
+    ->check(CLI::IsMember(
+      {"trace", "debug", "info", "warn", "error", "critical", "off"}));
   run->footer("Example:\n  vigil run examples/policies/chaos.yaml "
               "--data-dir ./vigil-data --for 10s --report json\n"
+              "  vigil run examples/policies/chaos.yaml --metrics "
+              "127.0.0.1:9464 --log-format json\n"
               "Exit codes: 0 completed, 1 error, 2 invalid policy, 3 the "
               "root escalated, 64 bad arguments.");
 
@@ -616,13 +703,15 @@ command_line::command_line() {
 int main(int argc, char** argv, registry types) {
   // The runtime's log lines go to stderr: stdout is the report's (and
   // `--report json` must parse as JSON).
-  if (!spdlog::get("vigil"))
-    spdlog::set_default_logger(spdlog::stderr_logger_mt("vigil"));
+  // vigil's logger is the default one here, so that a runner's own lines
+  // go there too.
+  vigil::detail::log();
+  spdlog::set_default_logger(spdlog::get("vigil"));
   route_protobuf_log(+[](int level, const std::string& line) {
     if (level >= google::protobuf::LOGLEVEL_ERROR)
-      spdlog::error("vigil: protobuf: {}", line);
+      detail::log().error("vigil: protobuf: {}", line);
     else
-      spdlog::warn("vigil: protobuf: {}", line);
+      detail::log().warn("vigil: protobuf: {}", line);
   });
   // Past the file size limit (ulimit -f) a write fails with EFBIG, reported
   // with the data dir's name, instead of killing vigil.

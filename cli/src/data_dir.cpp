@@ -123,7 +123,11 @@ int cmd_move_aside(const data_dir_args& a) {
               << "\": a backslash must start \\xNN (two hex digits)\n";
     return exit_usage;
   }
-  if (auto st = move_record_aside(a.dir, which, key, a.reason)) {
+  upgrade_note upgraded;
+  auto st = move_record_aside(a.dir, which, key, a.reason, &upgraded);
+  if (upgraded.from != 0)
+    std::cerr << "vigil: " << upgrade_line(a.dir, upgraded) << "\n";
+  if (st) {
     std::cerr << "vigil repair: " << st.message() << "\n";
     return st.code() == store_errc::invalid ? exit_usage : exit_error;
   }

@@ -10,6 +10,10 @@
 
 #include <google/protobuf/duration.pb.h>
 
+#include <spdlog/common.h>
+
+#include "vigil/metrics/exporter.hpp"
+#include "vigil/supervision/message_types.hpp"
 #include "vigil/supervision/policy.hpp"
 #include "yaml_map.hpp"
 
@@ -100,6 +104,29 @@ void read_node(const pol::Node& n, const yaml_source& src, loaded_policy& out,
     out.node.writer.idempotency_retention = to_ms(n.idempotency_retention());
   if (n.has_tool_result_retention())
     out.node.writer.tool_result_retention = to_ms(n.tool_result_retention());
+  if (!n.metrics().empty()) {
+    std::string host, why;
+    uint16_t port = 0;
+    if (!metrics::parse_address(n.metrics(), host, port, why))
+      fail(src.pos(&n, pol::Node::kMetricsFieldNumber), "node.metrics: " + why);
+    out.node.metrics = n.metrics();
+  }
+  if (n.has_log()) {
+    log_settings ls;
+    ls.format = n.log().format() == pol::LOG_FORMAT_JSON ? log_format::json
+                                                         : log_format::text;
+    if (!n.log().level().empty()) {
+      auto lvl = spdlog::level::from_str(n.log().level());
+      // from_str gives `off` for any word it does not know.
+      if (lvl == spdlog::level::off && n.log().level() != "off")
+        fail(src.pos(&n.log(), pol::Log::kLevelFieldNumber),
+             "node.log.level: \"" + n.log().level()
+               + "\" is not a level; allowed: trace, debug, info, warn, "
+                 "error, critical, off");
+      ls.level = lvl;
+    }
+    out.node.log = ls;
+  }
 }
 
 } // namespace
@@ -108,6 +135,7 @@ std::vector<policy_error> load_policy_text(const std::string& text,
                                            const std::string& file,
                                            const registry& types,
                                            loaded_policy& out) {
+  link_own_schemas(); // a policy may name vigil.builtin.* types
   out = loaded_policy{};
   std::vector<yaml_error> found;
   YAML::Node doc;

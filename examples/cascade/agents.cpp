@@ -90,12 +90,11 @@ private:
     t.set_queue_calls(t.queue_calls() + f.claims() + 1);
     t.set_conflicts(t.conflicts() + f.conflicts());
     t.set_increments(t.increments() + (f.counted() ? 1 : 0));
-    if (f.completed()) {
-      t.set_completed(t.completed() + 1);
-      return;
-    }
+    t.set_completed(t.completed() + (f.completed() ? 1 : 0));
     t.set_given_back(t.given_back() + (f.given_back() ? 1 : 0));
     t.set_dead(t.dead() + (f.dead() ? 1 : 0));
+    if (f.error().empty())
+      return; // completed and counted
     // "insert_record: tool_unavailable: tool ..." counts as
     // "insert_record: tool_unavailable".
     auto what = f.error().substr(0, f.error().find(':', f.error().find(':') + 1));
@@ -129,9 +128,12 @@ vigil::resilience::backoff_policy again_backoff() {
   return p;
 }
 
-/// Conflicts after which a document gives its task back (bounded: the
-/// task is claimed again later).
-constexpr uint32_t max_conflicts = 500;
+/// How long a worker keeps trying to count a completed document (its
+/// task is done, and nobody else will count it): through conflicts and
+/// store errors alike. Past it the count is short by one, and the run
+/// says so (a `config:` error, and a count at the end below the
+/// documents done).
+constexpr auto count_for = std::chrono::seconds{60};
 
 std::atomic<uint64_t> worker_seeds{1};
 
@@ -140,6 +142,8 @@ struct doc_job {
   Doc doc;
   uint32_t conflicts = 0;
   bool counted = false;
+  std::chrono::steady_clock::time_point completed; ///< its task's
+  bool reread = false;  ///< the next try reads the config first
   vigil::kv_entry seen; ///< the config as the last conflict returned it
   vigil::resilience::backoff_track track;
 };
@@ -148,8 +152,8 @@ struct doc_job {
 /// inserts the document's record and sends its webhook through tools under
 /// keys named after the document ("record:DOC-0042", "hook:DOC-0042"), so
 /// that a retry, or another instance that works the task after a failure,
-/// is one call at the service; counts it in the shared config by
-/// compare-and-swap; completes the task; reports to the tally; claims the
+/// is one call at the service; completes the task; counts it in the
+/// shared config by compare-and-swap; reports to the tally; claims the
 /// next. A tool that fails after its retries gives the task back, and a
 /// task claimed again waits before its calls (see `work`).
 class doc_worker : public vigil::agent<> {
@@ -244,9 +248,28 @@ private:
     vigil::tool_options opts;
     opts.idempotency_key = "hook:" + job_->doc.id();
     ctx.call_tool<Ack>(
-      "send_webhook", ev, opts, [this, &ctx](Ack) { read_config(ctx); },
+      "send_webhook", ev, opts, [this, &ctx](Ack) { complete(ctx); },
       [this, &ctx](const caf::error& e) {
         give_back(ctx, "send_webhook: " + describe(e));
+      });
+  }
+
+  /// Completes the task, and counts the document only then: the count is
+  /// not idempotent, and only the holder of a live lease completes a task,
+  /// once. A worker whose lease expired on the way (a slow machine, a long
+  /// run of conflicts) has made its calls again under the same keys, and
+  /// counts nothing; the task's next worker does.
+  void complete(context& ctx) {
+    ctx.complete_task(
+      lease_of(job_->doc),
+      [this, &ctx] {
+        job_->completed = std::chrono::steady_clock::now();
+        read_config(ctx);
+      },
+      [this, &ctx](const caf::error& e) {
+        Finished f;
+        f.set_error("complete_task: " + describe(e));
+        finish(ctx, f);
       });
   }
 
@@ -254,7 +277,8 @@ private:
     ctx.kv_get(
       store_, key_, [this, &ctx](vigil::kv_entry cur) { put_config(ctx, cur); },
       [this, &ctx](const caf::error& e) {
-        give_back(ctx, "config: " + describe(e));
+        job_->reread = true;
+        count_later(ctx, describe(e));
       });
   }
 
@@ -277,42 +301,48 @@ private:
       [this, &ctx](vigil::kv_result r) {
         if (r.applied) {
           job_->counted = true;
-          return complete(ctx);
+          Finished f;
+          f.set_completed(true);
+          return finish(ctx, f);
         }
-        if (++job_->conflicts >= max_conflicts)
-          return give_back(ctx, "config: " + std::to_string(max_conflicts)
-                                  + " compare-and-swap conflicts");
+        ++job_->conflicts;
         job_->seen = std::move(r.entry);
-        ctx.send_after(conflict_.next(job_->track), ctx.path(),
-                       ConfigRetry{});
+        job_->reread = false;
+        count_later(ctx, "compare-and-swap conflicts");
       },
       [this, &ctx](const caf::error& e) {
-        give_back(ctx, "config: " + describe(e));
+        // Not applied (a store's error is its transaction's): read the
+        // config again, and try again.
+        job_->reread = true;
+        count_later(ctx, describe(e));
       });
   }
 
+  /// Tries the count again after a jittered backoff, while `count_for`
+  /// lasts; past it, the task is done and its count not written: a
+  /// `config:` error in the tally.
+  void count_later(context& ctx, const std::string& why) {
+    if (std::chrono::steady_clock::now() - job_->completed >= count_for) {
+      Finished f;
+      f.set_completed(true);
+      f.set_error("config: not counted after "
+                  + std::to_string(count_for.count()) + " s: " + why);
+      return finish(ctx, f);
+    }
+    ctx.send_after(conflict_.next(job_->track), ctx.path(), ConfigRetry{});
+  }
+
   void retry_config(context& ctx, const ConfigRetry&) {
-    if (job_)
+    if (!job_)
+      return;
+    if (job_->reread)
+      read_config(ctx);
+    else
       put_config(ctx, job_->seen);
   }
 
   vigil::lease lease_of(const Doc& d) const {
     return vigil::lease{queue_, d.task(), d.lease(), d.expires_ms()};
-  }
-
-  void complete(context& ctx) {
-    ctx.complete_task(
-      lease_of(job_->doc),
-      [this, &ctx] {
-        Finished f;
-        f.set_completed(true);
-        finish(ctx, f);
-      },
-      [this, &ctx](const caf::error& e) {
-        Finished f;
-        f.set_error("complete_task: " + describe(e));
-        finish(ctx, f);
-      });
   }
 
   /// Gives the task back: claimable again (its keys unchanged, so that its

@@ -58,6 +58,7 @@ struct options {
   std::string policy_dir = INVOICES_POLICY_DIR;
   double wait_s = 30;
   size_t expect = 1; ///< resume: entries to wait for
+  std::string metrics; ///< host:port of each node's /metrics, if set
   bool replace = false; ///< run: replace the data dirs of an earlier run
   std::string report; ///< a JSON file of the figures, if set
 };
@@ -111,10 +112,13 @@ vigil::registry make_types() {
 std::unique_ptr<vigil::node> start_node(const std::string& file,
                                         const invoices::services& svc,
                                         const std::string& dir,
-                                        std::string& root) {
+                                        std::string& root,
+                                        const std::string& metrics = {}) {
   auto types = make_types();
   auto lp = examples::load_policy(file, svc.addresses(), types);
   lp.node.data_dir = dir;
+  if (!metrics.empty())
+    lp.node.metrics = metrics;
   root = lp.name;
   auto n = std::make_unique<vigil::node>(std::move(types), lp.node);
   if (auto err = n->start(lp.name, std::move(lp.tree))) {
@@ -122,6 +126,8 @@ std::unique_ptr<vigil::node> start_node(const std::string& file,
               << " did not start: " << vigil::describe(err) << "\n";
     std::exit(1);
   }
+  if (auto addr = n->metrics_address(); !addr.empty())
+    std::cerr << "invoices: metrics on http://" << addr << "/metrics\n";
   return n;
 }
 
@@ -166,7 +172,7 @@ run_stats run_mode(const std::string& mode, const options& o,
   fs::permissions(dir, fs::perms::owner_all); // a data dir: its owner's
   svc.open_ledger(dir + "/ledger.txt");
   std::string root;
-  auto n = start_node(file, svc, dir, root);
+  auto n = start_node(file, svc, dir, root, o.metrics);
   run_stats st;
   st.mode = mode;
   st.n = batch.size();
@@ -433,7 +439,8 @@ int resume(const options& o) {
   invoices::services svc{batch, o.seed, f};
   svc.open_ledger(dir + "/ledger.txt");
   std::string root;
-  auto n = start_node(o.policy_dir + "/invoices.yaml", svc, dir, root);
+  auto n = start_node(o.policy_dir + "/invoices.yaml", svc, dir, root,
+                      o.metrics);
   auto until = steady_clock::now()
                + std::chrono::duration_cast<steady_clock::duration>(
                  std::chrono::duration<double>(o.wait_s));
@@ -473,6 +480,9 @@ int main(int argc, char** argv) {
                   "the runs' LMDB data dirs are DIR/off and DIR/on");
     c->add_option("--policy-dir", o.policy_dir,
                   "where invoices.yaml and invoices_off.yaml are");
+    c->add_option("--metrics", o.metrics,
+                  "serve the node's /metrics, /healthz and /readyz on "
+                  "HOST:PORT, e.g. 127.0.0.1:9464");
   };
   auto* r = app.add_subcommand("run", "run the batch, off then on");
   common(r);

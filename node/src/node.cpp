@@ -17,11 +17,13 @@
 #include "vigil/actors/cell.hpp"
 #include "vigil/actors/detail/actor_clock.hpp"
 #include "vigil/actors/detail/envelope_record.hpp"
+#include "vigil/actors/detail/log.hpp"
 #include "vigil/persistence/approvals.hpp"
 #include "vigil/persistence/integrity.hpp"
 #include "vigil/persistence/record.hpp"
 #include "vigil/store.pb.h"
 #include "vigil/supervision/message_types.hpp"
+#include "watch.hpp"
 
 namespace vigil {
 
@@ -83,6 +85,21 @@ struct node::impl {
   std::vector<std::string> orphans;
   std::vector<quarantined> bad;
   std::shared_ptr<const resilience::clock> clock_view;
+  /// The tree answered its start and has not been stopped (/readyz).
+  std::atomic<bool> started{false};
+  /// The metrics endpoint (cfg.metrics); before `sys` ends.
+  std::unique_ptr<detail::node_watch> watch;
+
+  /// Why the node is not ready, or empty (/readyz).
+  std::string not_ready() {
+    if (!started.load())
+      return "the tree is not started";
+    if (stopping.load())
+      return "the node is stopping";
+    if (auto n = rt->meters().escalating.load(); n > 0)
+      return std::to_string(n) + " supervisor(s) escalating";
+    return {};
+  }
 
   /// Declares the configured tools on the runtime, each with its executor,
   /// and its breaker as the data dir last kept it. Errors name the tool and
@@ -241,10 +258,10 @@ struct node::impl {
       return;
     records::BreakerState r;
     if (auto f = decode_record(raw, r); f != record_fault::none) {
-      spdlog::warn("vigil: {} [meta] \"{}\": {}; the breaker of tool {} "
-                   "starts closed",
-                   cfg_copy.data_dir, breaker_key(t.decl().name),
-                   describe(f, raw, r), t.decl().name);
+      detail::log().warn("vigil: {} [meta] \"{}\": {}; the breaker of tool {} "
+                         "starts closed",
+                         cfg_copy.data_dir, breaker_key(t.decl().name),
+                         describe(f, raw, r), t.decl().name);
       return;
     }
     resilience::breaker_snapshot snap;
@@ -264,21 +281,22 @@ struct node::impl {
       auto now = detail::unix_ms();
       int64_t left = until <= now ? 0 : until - now > cap ? cap : until - now;
       if (until > now && until - now > cap)
-        spdlog::warn("vigil: {} [meta] \"{}\": the breaker of tool {} was "
-                     "kept open until {} ms from now, beyond its policy's "
-                     "{} ms; it stays open {} ms",
-                     cfg_copy.data_dir, breaker_key(t.decl().name),
-                     t.decl().name, until - now, cap, cap);
+        detail::log().warn(
+          "vigil: {} [meta] \"{}\": the breaker of tool {} was "
+          "kept open until {} ms from now, beyond its policy's "
+          "{} ms; it stays open {} ms",
+          cfg_copy.data_dir, breaker_key(t.decl().name), t.decl().name,
+          until - now, cap, cap);
       snap.open_remaining = std::chrono::milliseconds{left};
     }
     t.restore(snap);
     if (snap.state != resilience::breaker_state::closed)
-      spdlog::info("vigil: tool {}: its breaker was open when the node "
-                   "stopped; it stays open {} ms more",
-                   t.decl().name,
-                   std::chrono::duration_cast<std::chrono::milliseconds>(
-                     snap.open_remaining)
-                     .count());
+      detail::log().info("vigil: tool {}: its breaker was open when the node "
+                         "stopped; it stays open {} ms more",
+                         t.decl().name,
+                         std::chrono::duration_cast<std::chrono::milliseconds>(
+                           snap.open_remaining)
+                           .count());
   }
 
   caf::error open_store() {
@@ -296,34 +314,33 @@ struct node::impl {
     for (auto& note : st->open_notes()) {
       if (note.find(": verified ") != std::string::npos
           && note.find("fail their checksum") == std::string::npos)
-        spdlog::info("vigil: {}", note);
+        detail::log().info("vigil: {}", note);
       else
-        spdlog::warn("vigil: {}", note);
+        detail::log().warn("vigil: {}", note);
     }
     if (st->upgraded_from() != 0)
-      spdlog::info("vigil: {}: upgraded the data dir from format {} to {} "
-                   "({} records rewritten, in one transaction)",
-                   so.dir, st->upgraded_from(), store::format,
-                   st->upgraded_records());
+      detail::log().info(
+        "vigil: {}",
+        upgrade_line(so.dir, {st->upgraded_from(), st->upgraded_records()}));
     std::map<std::string, recovered_agent> found;
     if (auto s = st->recover(found, bad))
       return make_error(errc::storage_failed, s.message());
     for (auto& q : bad) {
-      spdlog::warn("vigil: {}: quarantined a corrupt record of {} [{}] "
-                   "key \"{}\": {}; it is in the dead letters now",
-                   so.dir, q.path.empty() ? "an unknown agent" : q.path,
-                   to_string(q.where), printable_key(q.key), q.reason);
+      detail::log().warn("vigil: {}: quarantined a corrupt record of {} [{}] "
+                         "key \"{}\": {}; it is in the dead letters now",
+                         so.dir, q.path.empty() ? "an unknown agent" : q.path,
+                         to_string(q.where), printable_key(q.key), q.reason);
       dead_letter_of(q);
     }
     // Decisions dropped while no node ran, before any agent asks again.
     std::vector<std::string> taken;
     auto taken_st = take_decisions(*st, taken);
     for (auto& line : taken)
-      spdlog::info("vigil: approvals: {}", line);
+      detail::log().info("vigil: approvals: {}", line);
     if (taken_st)
-      spdlog::error("vigil: approvals: {}; the node takes the decision "
-                    "files in again every {} ms",
-                    taken_st.message(), cfg_copy.approvals_poll.count());
+      detail::log().error("vigil: approvals: {}; the node takes the decision "
+                          "files in again every {} ms",
+                          taken_st.message(), cfg_copy.approvals_poll.count());
     std::shared_ptr<store> shared{std::move(st)};
     writer = spawn_writer(sys, shared, cfg_copy.writer, std::move(found),
                           rt->shared_stats());
@@ -394,6 +411,9 @@ struct node::impl {
   std::condition_variable cv;
   bool exited = false;
   caf::error exit_reason;
+  /// Counts the roots started: the exit hook of an earlier one (a start
+  /// that failed, whose tree ends later) leaves the current one's state.
+  uint64_t root_gen = 0;
 
   caf::expected<caf::actor> sup(std::string_view path) {
     auto h = rt->lookup(path.empty() ? root_name : path);
@@ -446,15 +466,20 @@ namespace {
 
 void protobuf_to_spdlog(int level, const std::string& line) {
   if (level >= google::protobuf::LOGLEVEL_ERROR)
-    spdlog::error("vigil: protobuf: {}", line);
+    detail::log().error("vigil: protobuf: {}", line);
   else
-    spdlog::warn("vigil: protobuf: {}", line);
+    detail::log().warn("vigil: protobuf: {}", line);
 }
 
 } // namespace
 
 node::node(registry types, node_config cfg)
   : impl_(std::make_unique<impl>(std::move(types), cfg)) {
+  link_own_schemas();
+  if (impl_->cfg_copy.log)
+    apply_log_settings(*impl_->cfg_copy.log);
+  if (!impl_->cfg_copy.metrics.empty())
+    impl_->rt->meters().enable(); // before any cell is made
   route_protobuf_log(protobuf_to_spdlog);
   // A write past the file size limit (ulimit -f) then fails with EFBIG,
   // which the store reports, instead of killing the process.
@@ -465,6 +490,7 @@ node::node(registry types, node_config cfg)
 
 node::~node() {
   stop();
+  impl_->watch.reset();
   impl_->stop_sweeper();
   impl_->rt->approvals().detach();
   impl_->stop_writer();
@@ -482,11 +508,30 @@ caf::error node::start(std::string name, supervisor_spec spec) {
     if (auto err = impl_->setup_tools())
       return err;
   impl_->start_sweeper();
+  if (!impl_->cfg_copy.metrics.empty() && !impl_->watch) {
+    auto* st = impl_.get();
+    if (auto err = detail::node_watch::start(
+          impl_->sys, impl_->rt, impl_->cfg_copy.metrics,
+          [st] { return st->not_ready(); }, impl_->watch))
+      return err;
+    detail::log().debug("vigil: metrics on http://{}/metrics (also /healthz, "
+                       "/readyz)",
+                       impl_->watch->endpoint().address());
+  }
   auto root = spawn_supervisor(impl_->sys, impl_->rt, std::move(spec), name);
   auto* st = impl_.get();
-  root->attach_functor([st](const caf::error& reason) {
-    st->stopping = true; // sends waiting for room give up (take_place)
+  uint64_t gen = 0;
+  {
     std::lock_guard<std::mutex> guard{st->mtx};
+    gen = ++st->root_gen;
+    st->exited = false;
+    st->exit_reason = caf::error{};
+  }
+  root->attach_functor([st, gen](const caf::error& reason) {
+    std::lock_guard<std::mutex> guard{st->mtx};
+    if (st->root_gen != gen)
+      return; // an earlier root, whose start failed, ended late
+    st->stopping = true; // sends waiting for room give up (take_place)
     st->exited = true;
     st->exit_reason = reason;
     st->cv.notify_all();
@@ -495,13 +540,22 @@ caf::error node::start(std::string name, supervisor_spec spec) {
   caf::error out;
   self->request(root, caf::infinite, start_cmd{})
     .receive([](uint64_t) {}, [&](caf::error& err) { out = std::move(err); });
+  if (out) {
+    // Nothing runs: the endpoint does not keep the port of a node that
+    // did not start. (The failed root ends on its own; see root_gen.)
+    impl_->watch.reset();
+    std::lock_guard<std::mutex> guard{st->mtx};
+    ++st->root_gen;
+  }
   if (!out) {
     impl_->root = root;
+    impl_->started = true;
     impl_->orphans = impl_->unclaimed();
     for (auto& p : impl_->orphans)
-      spdlog::warn("vigil: {} holds durable agent {}, which is not in the "
-                   "tree; its records are kept (see vigil inspect)",
-                   impl_->cfg_copy.data_dir, p);
+      detail::log().warn(
+        "vigil: {} holds durable agent {}, which is not in the "
+        "tree; its records are kept (see vigil inspect)",
+        impl_->cfg_copy.data_dir, p);
   }
   return out;
 }
@@ -714,7 +768,12 @@ bool node::wait_for_exit(duration timeout, caf::error& reason) {
   return true;
 }
 
+std::string node::metrics_address() const {
+  return impl_->watch ? impl_->watch->endpoint().address() : std::string{};
+}
+
 caf::error node::stop() {
+  impl_->started = false;
   if (!impl_->root)
     return caf::none;
   impl_->stopping = true;

@@ -373,4 +373,11 @@ void route_protobuf_log(void (*sink)(int, const std::string&)) {
   (void) once;
 }
 
+std::string upgrade_line(const std::string& dir, const upgrade_note& u) {
+  return dir + ": upgraded the data dir from format " + std::to_string(u.from)
+         + " to " + std::to_string(store::format) + " ("
+         + std::to_string(u.records)
+         + " records rewritten, in one transaction)";
+}
+
 } // namespace vigil

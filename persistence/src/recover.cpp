@@ -296,7 +296,7 @@ status store::snapshots(std::vector<records::Snapshot>& out,
     [&](suspect&& x) {
       if (bad != nullptr)
         bad->push_back(
-          quarantined{x.where, std::move(x.key), std::move(x.reason)});
+          quarantined{x.where, std::move(x.key), std::move(x.reason), {}});
     });
 }
 

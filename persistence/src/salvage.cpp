@@ -319,7 +319,10 @@ status repair_data_dir(const std::string& dir, const std::string& out_dir,
               format1 = state == detail::meta_state::format1;
               bad_meta = state == detail::meta_state::damaged;
             }
-            if (bad_meta || (!format1 && !detail::key_fits(which, a))
+            // A key LMDB cannot store (empty, or past its 511 bytes) is
+            // damage whatever the format: the new dir could not take it.
+            if (bad_meta || a.empty() || a.size() > 511
+                || (!format1 && !detail::key_fits(which, a))
                 || (fault != record_fault::none
                     && !(format1 && fault == record_fault::unframed))) {
               ++d.bad_records;
@@ -444,7 +447,8 @@ status repair_data_dir(const std::string& dir, const std::string& out_dir,
 }
 
 status move_record_aside(const std::string& dir, db which,
-                         const std::string& key, const std::string& reason) {
+                         const std::string& key, const std::string& reason,
+                         upgrade_note* upgraded) {
   data_file_info info; // never create a data dir at a mistyped path
   if (auto st = detail::existing_data_file(dir, info))
     return st;
@@ -453,6 +457,8 @@ status move_record_aside(const std::string& dir, db which,
   std::unique_ptr<store> st;
   if (auto s = store::open(so, st))
     return s;
+  if (upgraded != nullptr)
+    *upgraded = {st->upgraded_from(), st->upgraded_records()};
   return st->move_aside(which, key, "moved aside: " + reason);
 }
 

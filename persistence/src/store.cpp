@@ -191,6 +191,20 @@ size_t store::map_size() const noexcept {
   return impl_->map_size;
 }
 
+store::usage_info store::usage() const {
+  usage_info out;
+  // Under the resize lock: mdb_env_set_mapsize may not run meanwhile.
+  std::shared_lock<std::shared_mutex> lk{impl_->resize_mtx};
+  MDB_envinfo info;
+  MDB_stat st;
+  if (mdb_env_info(impl_->env.get(), &info) == MDB_SUCCESS
+      && mdb_env_stat(impl_->env.get(), &st) == MDB_SUCCESS) {
+    out.map_size = info.me_mapsize;
+    out.used = (info.me_last_pgno + 1) * size_t{st.ms_psize};
+  }
+  return out;
+}
+
 const std::vector<std::string>& store::open_notes() const noexcept {
   return impl_->notes;
 }

@@ -3,6 +3,12 @@
 #include <caf/actor_system_config.hpp>
 
 #include "vigil/actors/envelope.hpp"
+#include "vigil/builtin.pb.h"
+#include "vigil/policy.pb.h"
+#include "vigil/saga.pb.h"
+#include "vigil/shared.pb.h"
+#include "vigil/store.pb.h"
+#include "vigil/supervision.pb.h"
 #include "vigil/supervision/supervisor.hpp"
 
 namespace vigil {
@@ -20,6 +26,17 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<exit_report>("vigil.exit_report");
   cfg.add_message_type<recover_report>("vigil.recover_report");
   cfg.add_message_type<stop_ack>("vigil.stop_ack");
+}
+
+void link_own_schemas() noexcept {
+  // One message of each schema: naming it links the schema's object, whose
+  // static initializer registers every type of that schema.
+  (void)builtin::Number::descriptor();
+  (void)policy::Policy::descriptor();
+  (void)SagaExecute::descriptor();
+  (void)records::KvRecord::descriptor();
+  (void)records::Envelope::descriptor();
+  (void)wire::Shutdown::descriptor();
 }
 
 } // namespace vigil

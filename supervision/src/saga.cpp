@@ -1,6 +1,7 @@
 #include "vigil/supervision/saga.hpp"
 
 #include "saga_run.hpp"
+#include "vigil/actors/report.hpp"
 #include "vigil/resilience/backoff.hpp"
 
 // One saga run: executes the steps in order, and when one fails compensates
@@ -301,6 +302,14 @@ void compensate(saga_actor* self, size_t i) {
                           "the saga's supervisor ended before this "
                           "compensation ran; replay this letter once "
                             + step.path() + " runs again")));
+  {
+    std::string_view path = step.path();
+    auto slash = path.rfind('/');
+    emit(report{"compensation",
+                slash == path.npos ? "" : path.substr(0, slash),
+                "compensating", st.outcome.failure(), path,
+                step.compensation_attempts() + 1, &st.input});
+  }
   auto dest = st.rt->lookup(step.path());
   if (!dest)
     return compensation_failed(

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "supervisor_actor.hpp"
+#include "vigil/actors/detail/log.hpp"
 
 namespace vigil {
 
@@ -128,8 +129,8 @@ caf::behavior supervisor_actor::make_behavior() {
       // failure is told all the same. What was not deleted is delivered
       // (or dropped) again at the next start.
       if (err)
-        spdlog::warn("vigil: {}: a saga record write failed: {}", path_,
-                     describe(err));
+        detail::log().warn("vigil: {}: a saga record write failed: {}", path_,
+                           describe(err));
     },
     [](nudge_atom) {
       // nop: consuming it flushes skipped messages (see nudge())
@@ -144,9 +145,9 @@ caf::behavior supervisor_actor::make_behavior() {
 
 caf::error supervisor_actor::refuse(const caf::message& msg) {
   auto what = caf::to_string(msg);
-  spdlog::warn("vigil: {} (a supervisor) refused a message outside its "
-               "protocol: {}",
-               path_.empty() ? "<root>" : path_, what);
+  detail::log().warn("vigil: {} (a supervisor) refused a message outside its "
+                     "protocol: {}",
+                     path_.empty() ? "<root>" : path_, what);
   return make_error(errc::unknown_message_type,
                     (path_.empty() ? std::string{"<root>"} : path_)
                       + " is a supervisor and takes no " + what
@@ -191,7 +192,7 @@ caf::result<uint64_t> supervisor_actor::handle_start() {
                   + ": "
                   + describe(err));
               if (c != nullptr)
-                c->st = status::stopped;
+                set_st(*c, status::stopped);
               rp.deliver(reason);
               shutdown(reason);
             });
@@ -217,8 +218,12 @@ void supervisor_actor::handle_recovered(uint64_t key, uint64_t gen) {
   if (auto* c = find_key(key);
       c && c->st == status::degraded && gen > c->gen && from_handle(*c)) {
     // A report from an older probe than the last instance is stale.
-    c->st = status::running;
+    set_st(*c, status::running);
     c->gen = gen;
+    auto who = child_path(c->id);
+    emit(report{"probe", path_, "probe_succeeded",
+                "the child answered its probe and runs again", who,
+                c->restarts});
   }
 }
 
@@ -359,7 +364,7 @@ caf::result<void> supervisor_actor::handle_terminate_child(std::string& id) {
   forget_left_down(key); // the caller owns it now
   stop_one(key, false, [this, key, rp]() mutable {
     if (auto* c = find_key(key)) {
-      c->st = status::stopped;
+      set_st(*c, status::stopped);
       if (simple() || c->spec->restart == restart_type::temporary) {
         retire(*c);
         remove_child(key);

@@ -17,6 +17,7 @@
 
 #include "vigil/actors/cell.hpp"
 #include "vigil/actors/detail/actor_clock.hpp"
+#include "vigil/actors/report.hpp"
 #include "vigil/actors/writer.hpp"
 #include "vigil/resilience/backoff.hpp"
 #include "vigil/supervision/check.hpp"
@@ -80,8 +81,10 @@ public:
       clock_view_(system().clock()),
       backoff_(backoff_policy_of(spec_.flags.backoff), clock_view_,
                spec_.flags.seed),
-      parent_(std::move(parent)) {
-    // nop
+      parent_(std::move(parent)),
+      meter_(rt_->meters().supervisor(path_)) {
+    if (spec_.flags.strategy == strategy::simple_one_for_one)
+      rt_->meters().dynamic(path_);
   }
 
   const char* name() const override {
@@ -100,7 +103,12 @@ public:
     // Children hold this supervisor's handle: drop theirs, so that a killed
     // supervisor and its cells do not keep each other alive.
     by_id_.clear(); // views the ids in children_
+    for (auto& kvp : children_)
+      set_st(kvp.second, status::stopped);
     children_.clear();
+    if (escalated_)
+      rt_->meters().escalating.fetch_sub(1, std::memory_order_relaxed);
+    escalated_ = false;
     parent_ = nullptr;
   }
 
@@ -200,7 +208,18 @@ private:
     if (i == children_.end())
       return;
     by_id_.erase(i->second.id);
+    set_st(i->second, status::stopped);
     children_.erase(i);
+  }
+
+  /// Sets a child's status, keeping the count of degraded children
+  /// (meter_) true.
+  void set_st(child& c, status s) {
+    if (c.st == status::degraded && s != status::degraded)
+      meter_.degraded.fetch_sub(1, std::memory_order_relaxed);
+    else if (c.st != status::degraded && s == status::degraded)
+      meter_.degraded.fetch_add(1, std::memory_order_relaxed);
+    c.st = s;
   }
 
   /// Gives up on a child that did not stop in time. A supervisor is killed.
@@ -385,6 +404,14 @@ private:
   }
 
   void escalate(caf::error reason) {
+    meter_.escalations.fetch_add(1, std::memory_order_relaxed);
+    if (!escalated_) {
+      escalated_ = true;
+      rt_->meters().escalating.fetch_add(1, std::memory_order_relaxed);
+    }
+    auto why = describe(reason);
+    emit(report{"escalation", path_, "shutdown", why, path_,
+                meter_.escalations.load(std::memory_order_relaxed)});
     shutdown(std::move(reason));
   }
 
@@ -552,6 +579,10 @@ private:
   std::unordered_set<uint64_t> ack_keys_;
   std::function<void()> acks_done_;
   caf::actor parent_;
+  /// This supervisor's counts, by its path (kept by the node's board).
+  sup_meter& meter_;
+  /// It escalated and has not exited yet (meter_board::escalating).
+  bool escalated_ = false;
 };
 
 } // namespace detail

@@ -69,7 +69,7 @@ void supervisor_actor::start_one(uint64_t key, bool is_restart,
         after_await([&] {
           if (auto* c = find_key(key)) {
             c->gen = gen;
-            c->st = status::running;
+            set_st(*c, status::running);
           }
           k(caf::none);
         });
@@ -77,7 +77,7 @@ void supervisor_actor::start_one(uint64_t key, bool is_restart,
       [this, key, k](caf::error& err) {
         after_await([&] {
           if (auto* c = find_key(key)) {
-            c->st = status::restarting;
+            set_st(*c, status::restarting);
             if (c->spec->kind == child_kind::supervisor)
               c->handle = nullptr;
           }
@@ -122,7 +122,7 @@ void supervisor_actor::stop_one(uint64_t key, bool keep_buffer,
   auto* c = find_key(key);
   if (c == nullptr || !c->handle) {
     if (c != nullptr)
-      c->st = status::stopped;
+      set_st(*c, status::stopped);
     return k();
   }
   auto sd = c->spec->effective_shutdown();
@@ -144,7 +144,7 @@ void supervisor_actor::stop_one(uint64_t key, bool keep_buffer,
       [this, key, k]() {
         after_await([&] {
           if (auto* c = find_key(key)) {
-            c->st = status::stopped;
+            set_st(*c, status::stopped);
             if (c->spec->kind == child_kind::supervisor) {
               demonitor(c->handle);
               c->handle = nullptr;
@@ -160,7 +160,7 @@ void supervisor_actor::stop_one(uint64_t key, bool keep_buffer,
           // disk; the old one forwards what queued at it.
           if (auto* c = find_key(key)) {
             give_up(*c);
-            c->st = status::stopped;
+            set_st(*c, status::stopped);
           }
           k();
         });
@@ -236,7 +236,7 @@ void supervisor_actor::stop_workers_at_once(const std::vector<uint64_t>& keys,
     auto& c = children_[key];
     if (!c.handle || c.st == status::stopped)
       continue;
-    c.st = status::running; // until its ack arrives
+    set_st(c, status::running); // until its ack arrives
     send<high>(c.handle, stop_cmd{graceful, false, give_up_at(sd), true});
     ack_keys_.insert(key);
   }
@@ -257,7 +257,7 @@ void supervisor_actor::on_ack(uint64_t key) {
   if (ack_keys_.erase(key) == 0)
     return;
   if (auto* c = find_key(key))
-    c->st = status::stopped;
+    set_st(*c, status::stopped);
   if (ack_keys_.empty()) {
     auto f = std::move(acks_done_);
     acks_done_ = nullptr;
@@ -271,7 +271,7 @@ void supervisor_actor::on_stop_timeout(uint64_t batch) {
   for (auto key : ack_keys_)
     if (auto* c = find_key(key); c != nullptr && c->handle) {
       give_up(*c);
-      c->st = status::stopped;
+      set_st(*c, status::stopped);
     }
   ack_keys_.clear();
   auto f = std::move(acks_done_);
@@ -323,13 +323,14 @@ void supervisor_actor::on_child_exit(uint64_t key, caf::error reason) {
     return;
   bool benign = is_normal(reason) || is_shutdown(reason);
   bool significant = c->spec->significant;
+
   if (c->spec->restart == restart_type::temporary) {
     retire(*c);
     remove_child(key);
     return check_auto_shutdown(significant);
   }
   if (c->spec->restart == restart_type::transient && benign) {
-    c->st = status::stopped;
+    set_st(*c, status::stopped);
     if (c->handle && c->spec->kind == child_kind::worker)
       send<high>(c->handle, stop_cmd{false, false});
     if (c->spec->kind == child_kind::supervisor)
@@ -340,7 +341,7 @@ void supervisor_actor::on_child_exit(uint64_t key, caf::error reason) {
     c->handle = nullptr;
   if (c->spec->failure == on_failure::escalate && !benign)
     return escalate(chain(*c, reason, errc::escalated));
-  c->st = status::restarting;
+  set_st(*c, status::restarting);
   schedule_restart(*c, std::move(reason));
 }
 
@@ -385,13 +386,18 @@ void supervisor_actor::restart(uint64_t key, caf::error reason) {
         remove_child(k);
         continue;
       }
-      s->st = status::restarting;
+      set_st(*s, status::restarting);
       keys.push_back(k);
     }
+    auto why = describe(reason);
     for (auto k : keys)
       if (auto* s = find_key(k)) {
         ++s->restarts;
         rt_->count_restart();
+        meter_.restarts.fetch_add(1, std::memory_order_relaxed);
+        auto who = child_path(s->id);
+        emit(report{"restart", path_, "child_terminated", why, who,
+                    s->restarts});
       }
     restart_members(std::move(keys), reason);
   });
@@ -408,7 +414,7 @@ caf::result<child_info> supervisor_actor::start_api(uint64_t key,
                 return;
               }
               if (c != nullptr) {
-                c->st = status::stopped;
+                set_st(*c, status::stopped);
                 if (forget_on_failure) {
                   retire(*c);
                   remove_child(key);
@@ -435,9 +441,16 @@ void supervisor_actor::degrade(child& c) {
   if (!c.handle) // its cell was killed: nobody to stand in
     return escalate(chain(c, make_error(errc::not_running, "no cell"),
                           errc::reached_max_restart_intensity));
-  c.st = status::degraded;
+  set_st(c, status::degraded);
   ++c.restarts;
   rt_->count_restart();
+  {
+    auto who = child_path(c.id);
+    emit(report{"degrade", path_, "degraded",
+                "reached_max_restart_intensity: a stand-in answers with its "
+                "declared fallback",
+                who, c.restarts});
+  }
   auto& d = c.spec->degrade;
   send<high>(c.handle, degrade_cmd{d.fallback, caf::timespan{d.probe_min},
                                     caf::timespan{d.probe_max}});
@@ -452,7 +465,7 @@ void supervisor_actor::degrade(child& c) {
   std::vector<uint64_t> rest;
   for (auto k : down)
     if (auto* s = find_key(k); s != nullptr && s->st == status::stopped) {
-      s->st = status::restarting;
+      set_st(*s, status::restarting);
       rest.push_back(k);
     }
   if (!rest.empty())
@@ -477,11 +490,11 @@ void supervisor_actor::restart_members(std::vector<uint64_t> keys,
               std::vector<uint64_t> down;
               for (++i; i < group.end(); ++i)
                 if (auto* s = find_key(*i)) {
-                  s->st = status::stopped;
+                  set_st(*s, status::stopped);
                   down.push_back(*i);
                 }
               left_down_[failed] = std::move(down);
-              f->st = status::restarting;
+              set_st(*f, status::restarting);
               schedule_retry(*f, std::move(err));
             });
 }

@@ -10,6 +10,7 @@
 #include "saga_run.hpp"
 #include "supervisor_actor.hpp"
 #include "vigil/actors/detail/envelope_record.hpp"
+#include "vigil/actors/detail/log.hpp"
 #include "vigil/persistence/record.hpp"
 
 namespace vigil::detail {
@@ -107,7 +108,7 @@ void supervisor_actor::sagas_steps_started() {
     dispatch_saga_outbox();
     saga_compact();
   } else {
-    spdlog::error("vigil: {}", h.error);
+    detail::log().error("vigil: {}", h.error);
   }
   auto waiting = std::move(h.waiting);
   h.waiting.clear();
@@ -131,8 +132,8 @@ void supervisor_actor::resume_runs(
     return;
   std::vector<std::pair<std::string, std::string>> rows;
   if (auto s = st->scan_prefix(db::sagas, runs_prefix(), rows)) {
-    spdlog::error("vigil: {} cannot read its saga runs: {}", path_,
-                  s.message());
+    detail::log().error("vigil: {} cannot read its saga runs: {}", path_,
+                        s.message());
     return;
   }
   size_t resumed = 0;
@@ -143,9 +144,9 @@ void supervisor_actor::resume_runs(
       continue;
     records::SagaRun rec;
     if (auto f = decode_record(raw, rec); f != record_fault::none) {
-      spdlog::error("vigil: {} [sagas] \"{}\": {}; the run is left as it "
-                    "is (vigil inspect shows it)",
-                    path_, printable_key(key), describe(f, raw, rec));
+      detail::log().error("vigil: {} [sagas] \"{}\": {}; the run is left as it "
+                          "is (vigil inspect shows it)",
+                          path_, printable_key(key), describe(f, raw, rec));
       continue;
     }
     if (rec.phase() == "finished")
@@ -156,7 +157,7 @@ void supervisor_actor::resume_runs(
     if (run_inputs_.count(input) > 0)
       continue;
     if (auto why = other_steps(rec, step_paths()); !why.empty()) {
-      spdlog::error("vigil: {} cannot resume a saga run: {}", path_, why);
+      detail::log().error("vigil: {} cannot resume a saga run: {}", path_, why);
       continue;
     }
     auto run = spawn_run();
@@ -166,8 +167,8 @@ void supervisor_actor::resume_runs(
     ++resumed;
   }
   if (resumed > 0 && only == nullptr)
-    spdlog::info("vigil: {} resumed {} saga run(s) from its data dir", path_,
-                 resumed);
+    detail::log().info("vigil: {} resumed {} saga run(s) from its data dir",
+                       path_, resumed);
 }
 
 caf::result<envelope> supervisor_actor::durable_input(envelope& e) {
@@ -241,16 +242,17 @@ void supervisor_actor::durable_run_down(std::pair<uint64_t, uint64_t> input,
   if (is(reason, errc::bad_payload)) {
     // Its record cannot be resumed by this tree; resuming again would
     // fail again. It stays on disk (vigil inspect sagas shows it).
-    spdlog::error("vigil: {}: a saga run cannot resume: {}", path_,
-                  describe(reason));
+    detail::log().error("vigil: {}: a saga run cannot resume: {}", path_,
+                        describe(reason));
     return;
   }
   auto& h = *sagas_;
   if (finished_.count(input) > 0)
     return;
-  spdlog::warn("vigil: {}: a saga run stopped before it finished ({}); it "
-               "resumes from its last record",
-               path_, describe(reason));
+  detail::log().warn(
+    "vigil: {}: a saga run stopped before it finished ({}); it "
+    "resumes from its last record",
+    path_, describe(reason));
   h.to_resume.insert(input);
   if (h.refencing)
     return; // resumed once fenced
@@ -347,8 +349,9 @@ void supervisor_actor::dispatch_saga_outbox() {
           if (undelivered(err))
             return not_delivered();
           // Refused by the receiver: delivered, and its answer stands.
-          spdlog::warn("vigil: {}: the outcome sent to {} was refused: {}",
-                       path_, spec_.saga.outcome_to, describe(err));
+          detail::log().warn(
+            "vigil: {}: the outcome sent to {} was refused: {}", path_,
+            spec_.saga.outcome_to, describe(err));
           if (sagas_->outbox.erase(seq) > 0)
             write_saga(outbox_done_item(path_, seq));
           dispatch_saga_outbox();

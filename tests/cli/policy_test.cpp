@@ -98,7 +98,7 @@ const error_case error_cases[] = {
    "tree: {}\n",
    {"policy.yaml:1:8: unknown key \"nam\" in node; allowed: name, data_dir, "
     "listen, sync, threads, idempotency_retention, tools, "
-    "tool_result_retention"}},
+    "tool_result_retention, metrics, log"}},
   {"wrong_int",
    "tree:\n"
    "  intensity: lots\n",

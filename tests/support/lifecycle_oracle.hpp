@@ -123,6 +123,7 @@ inline findings check_journal_guarantee(const std::string& dir,
   out.guards = accepted.size();
   store_options so;
   so.dir = dir;
+  so.verify = false; // (see det_node::start)
   std::unique_ptr<store> st;
   if (auto s = store::open(so, st)) {
     out.fail("check: cannot open the store: " + s.message());
@@ -242,6 +243,7 @@ inline void check_memory_child(const std::string& dir,
   std::multiset<int64_t> dead;
   store_options so;
   so.dir = dir;
+  so.verify = false; // (see det_node::start)
   std::unique_ptr<store> st;
   std::vector<records::DeadLetter> dls;
   if (auto s = store::open(so, st); s || st->dead_letters(dls)) {

@@ -27,6 +27,7 @@
 #include "support/temp_dir.hpp"
 #include "support/test_tls.hpp"
 #include "support/tool_fixture.hpp"
+#include "vigil/actors/detail/log.hpp"
 #include "vigil/node/node.hpp"
 #include "vigil/tools/http.hpp"
 
@@ -411,6 +412,11 @@ TEST(http_tool_test, secrets_arrive_in_their_headers_and_in_no_text) {
   auto capture = std::make_shared<spdlog::logger>("capture", sink);
   capture->set_level(spdlog::level::trace);
   spdlog::set_default_logger(capture);
+  // vigil's own logger (stderr unless a program registered one), too.
+  auto& vigil_log = vigil::detail::log();
+  auto old_level = vigil_log.level();
+  vigil_log.sinks().push_back(sink);
+  vigil_log.set_level(spdlog::level::trace);
 
   counting_http_server svc;
   // The service echoes the credentials it got, as a careless one does:
@@ -458,6 +464,8 @@ TEST(http_tool_test, secrets_arrive_in_their_headers_and_in_no_text) {
     EXPECT_NE(texts.back().size(), 0u);
   }
   spdlog::set_default_logger(old_logger);
+  vigil_log.sinks().pop_back();
+  vigil_log.set_level(old_level);
   texts.push_back(log.str());
   ::unsetenv("VIGIL_TEST_HTTP_TOKEN");
   // They arrived, as written...

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "vigil/actors/detail/meters.hpp"
+
 namespace vigil {
 
 /// Every node-wide counter of one node, in one place, so that a metrics
@@ -73,6 +75,12 @@ struct counters {
   std::atomic<uint64_t> saga_resumed{0};
   /// Resent saga inputs answered with the stored outcome of their run.
   std::atomic<uint64_t> saga_outcomes_resent{0};
+
+  /// The writer's commits (written by the writer actor only; not in
+  /// `for_each`): items per committed transaction, and the time each
+  /// commit took (ns), failed ones included.
+  detail::histogram<detail::batch_bounds.size()> writer_batch;
+  detail::histogram<detail::duration_bounds.size()> writer_commit_ns;
 
   /// Calls `f(name, help, kind, value)` once per field above, in the order
   /// declared. `name` is snake_case and stable (an exporter may prefix it,

@@ -104,6 +104,9 @@ public:
 
   static constexpr size_t max_reasons = 64;
 
+  /// The letters in memory now, by reason code (as `by_reason`).
+  std::map<std::string, int64_t> current_by_reason() const;
+
   /// The in-memory cap.
   size_t cap() const noexcept {
     return cap_;
@@ -121,8 +124,12 @@ private:
     bool journal = false;
   };
 
-  /// Keeps `dl` in memory; requires mtx_.
+  /// Keeps `dl` in memory and reports it (vigil/actors/report.hpp);
+  /// requires mtx_.
   void keep(dead_letter dl);
+
+  /// Adds `n` to the letters in memory of `reason`'s code; requires mtx_.
+  void count_current(std::string_view reason, int64_t n);
 
   /// Moves the counted letters of `b` into a letter to keep and write;
   /// requires mtx_.
@@ -144,6 +151,7 @@ private:
   std::deque<dead_letter> letters_;
   /// See by_reason; `std::less<>` finds a code without building a string.
   std::map<std::string, uint64_t, std::less<>> reasons_;
+  std::map<std::string, int64_t, std::less<>> current_;
   /// Shed letters by sender '\0' path; idle ones leave at the next sweep.
   std::map<std::string, burst, std::less<>> bursts_;
   clock::time_point next_sweep_;

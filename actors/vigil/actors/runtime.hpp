@@ -13,6 +13,7 @@
 #include "vigil/actors/agent.hpp"
 #include "vigil/actors/counters.hpp"
 #include "vigil/actors/dead_letter_log.hpp"
+#include "vigil/actors/detail/meters.hpp"
 #include "vigil/actors/detail/tool_runtime.hpp"
 #include "vigil/actors/directory.hpp"
 #include "vigil/actors/envelope.hpp"
@@ -152,6 +153,16 @@ public:
     return stats_->restarts.load(std::memory_order_relaxed);
   }
 
+  /// The node's meters (detail/meters.hpp): per agent type and per
+  /// supervisor, read by a metrics exporter.
+  detail::meter_board& meters() noexcept {
+    return meters_;
+  }
+
+  const detail::meter_board& meters() const noexcept {
+    return meters_;
+  }
+
   // -- tools and retry budgets ------------------------------------------------
 
   /// Attempts one request tree may make, the first included, when its
@@ -287,6 +298,7 @@ private:
   std::atomic<uint64_t> ids_{1};
   uint64_t node_id_;
   std::shared_ptr<counters> stats_;
+  detail::meter_board meters_;
   std::unique_ptr<directory> dir_;
   dead_letter_log dead_;
   std::shared_ptr<store> store_;

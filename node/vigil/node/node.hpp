@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -9,6 +10,7 @@
 #include <caf/expected.hpp>
 
 #include "vigil/actors/agent.hpp"
+#include "vigil/actors/report.hpp"
 #include "vigil/actors/runtime.hpp"
 #include "vigil/actors/writer.hpp"
 #include "vigil/persistence/store.hpp"
@@ -58,6 +60,14 @@ struct node_config {
   /// Makes each tool's executor; null gives each tool a pool of
   /// `bulkhead.max_concurrent` threads. Deterministic tests inject one.
   tool_executor_factory tool_executors;
+  /// host:port of the metrics endpoint (GET /metrics in Prometheus's text
+  /// format, /healthz, /readyz; vigil/metrics/exporter.hpp), e.g.
+  /// "127.0.0.1:9464"; port 0 takes a free one (`node::metrics_address`
+  /// says which). Empty: no endpoint, and the handlers are not timed.
+  std::string metrics;
+  /// vigil's logger: JSON lines or text, and its level (see
+  /// vigil/actors/report.hpp). Unset: the logger as the program left it.
+  std::optional<log_settings> log;
 };
 
 /// One vigil process: an actor system, the agent registry and one tree.
@@ -152,6 +162,10 @@ public:
   /// Stops the tree in reverse start order. Returns the root's exit reason
   /// if it had already exited (e.g. an escalation), or none.
   caf::error stop();
+
+  /// host:port the metrics endpoint listens on (after `start`), or empty
+  /// without one.
+  std::string metrics_address() const;
 
   /// The shared runtime (registry, directory, dead letters).
   const std::shared_ptr<runtime>& rt() const noexcept;

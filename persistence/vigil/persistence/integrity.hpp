@@ -136,12 +136,26 @@ struct repair_report {
 status repair_data_dir(const std::string& dir, const std::string& out_dir,
                        repair_report& out);
 
+/// What an open for writing upgraded: the format it found (0: current) and
+/// the records it rewrote, in one transaction.
+struct upgrade_note {
+  uint32_t from = 0;
+  size_t records = 0;
+};
+
+/// "DIR: upgraded the data dir from format F to T (N records rewritten, in
+/// one transaction)", as the node logs it and the command prints it.
+std::string upgrade_line(const std::string& dir, const upgrade_note& u);
+
 /// Moves one record of `dir` (stopped) aside: it is deleted from `which`
 /// and kept as a dead letter with its database, key, raw bytes and the
-/// reason "moved aside: `reason`", so that a node can start without it. `not_found` if there is
-/// no such record.
+/// reason "moved aside: `reason`", so that a node can start without it.
+/// `not_found` if there is no such record. Like every open for writing, it
+/// first upgrades a data dir of an earlier format; `upgraded`, if given,
+/// says whether it did.
 status move_record_aside(const std::string& dir, db which,
-                         const std::string& key, const std::string& reason);
+                         const std::string& key, const std::string& reason,
+                         upgrade_note* upgraded = nullptr);
 
 /// Parses a key as `printable_key` renders it (\xNN for other bytes);
 /// false if a \x escape is malformed.

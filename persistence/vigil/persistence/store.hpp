@@ -243,6 +243,14 @@ public:
   /// The current map size in bytes (grows on MDB_MAP_FULL).
   size_t map_size() const noexcept;
 
+  /// The map's size and the bytes of it in use (pages up to the last one
+  /// used, times the page size), now. Any thread.
+  struct usage_info {
+    size_t map_size = 0;
+    size_t used = 0;
+  };
+  usage_info usage() const;
+
   /// What the open has to tell an operator: permissions wider than 0700 /
   /// 0600, the walk's time, and records that fail their checksum. Each
   /// line names the data dir.

@@ -13,4 +13,12 @@ namespace vigil {
 /// is made; `vigil::node` does.
 void add_message_types(caf::actor_system_config& cfg);
 
+/// Links the generated code of each of vigil's own Protobuf schemas
+/// (proto/vigil/*.proto) into the program, so that their message types are
+/// in Protobuf's generated pool and can be named in a policy file (a
+/// degrade default of type `vigil.builtin.Number`, say). From static
+/// libraries a linker takes only the objects a program refers to; the node
+/// and the policy loader call this, and it costs a few loads.
+void link_own_schemas() noexcept;
+
 } // namespace vigil

@@ -16,6 +16,7 @@
 #include <caf/actor_addr.hpp>
 #include <caf/message.hpp>
 
+#include "vigil/actors/detail/meters.hpp"
 #include "vigil/actors/error.hpp"
 #include "vigil/actors/tool.hpp"
 #include "vigil/resilience/circuit_breaker.hpp"
@@ -94,6 +95,8 @@ struct tool_stats {
   std::atomic<uint64_t> approvals_asked{0};
   std::atomic<uint64_t> approvals_rejected{0};
   std::atomic<uint64_t> approvals_expired{0};
+  /// With metrics on: how long each attempt that returned took (ns).
+  detail::histogram<detail::duration_bounds.size(), true> attempt_ns;
 
   static void bump(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
     c.fetch_add(n, std::memory_order_relaxed);
