@@ -187,6 +187,15 @@ status detail::existing_data_file(const std::string& dir,
 }
 
 status check_data_file(const std::string& dir, bool single_file) {
+  return detail::check_data_file(dir, single_file, false);
+}
+
+bool detail::ends_early(const data_file_info& f) noexcept {
+  return f.exists && f.used_meta >= 0 && f.file_size < f.needed_size;
+}
+
+status detail::check_data_file(const std::string& dir, bool single_file,
+                               bool short_ok) {
   data_file_info f;
   if (auto st = read_data_file(dir, f, single_file))
     return st;
@@ -209,7 +218,7 @@ status check_data_file(const std::string& dir, bool single_file) {
               + "Restore the data dir from a backup or use another "
                 "--data-dir."};
   }
-  if (f.file_size < f.needed_size)
+  if (!short_ok && f.file_size < f.needed_size)
     return {store_errc::corrupt,
             f.path + " is truncated: it holds " + human_bytes(f.file_size)
               + " but its meta page (transaction "
@@ -233,9 +242,17 @@ status detail::vet_data_dir(const store_options& opts,
   auto& dir = opts.dir;
   for (auto& w : permission_warnings(dir))
     notes.push_back(std::move(w));
-  if (auto st = check_data_file(dir))
+  // A file that ends before its meta page's last page is not always
+  // damaged: LMDB does not write a page that its transaction allocated and
+  // freed again (a loose page), so the last pages can be free pages that
+  // were never written, after any commit. Only the walk tells those from
+  // missing pages in use: such a file is walked even without opts.verify,
+  // and refused as truncated only if the walk fails.
+  data_file_info f;
+  bool short_file = read_data_file(dir, f).ok() && ends_early(f);
+  if (auto st = detail::check_data_file(dir, false, short_file))
     return st;
-  if (!opts.verify)
+  if (!opts.verify && !short_file)
     return {};
   verify_report rep;
   verify_options vo;
@@ -278,6 +295,12 @@ status detail::vet_data_dir(const store_options& opts,
                                "repair --move-aside " + x.name
                                + " KEY` moves it aside)"));
   }
+  if (short_file)
+    notes.push_back(f.path + " ends "
+                    + std::to_string((f.needed_size - f.file_size)
+                                     / std::max<uint64_t>(f.page_size, 1))
+                    + " page(s) before its last page: free pages LMDB never "
+                      "wrote (the walk reached every page in use)");
   notes.push_back("data dir " + dir + ": verified " + std::to_string(records)
                   + " records in " + std::to_string(rep.took.count()) + " ms"
                   + (rep.bad_records() > 0

@@ -112,6 +112,14 @@ status existing_data_file(const std::string& dir, data_file_info& info);
 status vet_data_dir(const store_options& opts,
                     std::vector<std::string>& notes);
 
+/// check_data_file, except that with `short_ok` a file that ends before
+/// its meta page's last page passes (the walk decides; see vet_data_dir).
+status check_data_file(const std::string& dir, bool single_file,
+                       bool short_ok);
+
+/// `f` ends before the last page its meta page names.
+bool ends_early(const data_file_info& f) noexcept;
+
 /// Whether `key` has the layout of `which`'s keys (see `db`): a damaged
 /// branch page can make one database's walk read another's pages, whose
 /// records check. False for such a misplaced record.

@@ -207,7 +207,10 @@ status verify_data_dir(const std::string& dir, verify_report& out,
     return {store_errc::not_found,
             "no LMDB file at " + out.file.path
               + ": pass the --data-dir a node ran with"};
-  if (auto st = check_data_file(dir, opts.single_file)) {
+  // A file that ends early is walked: only pages in use past its end are
+  // damage (see vet_data_dir).
+  bool short_file = ends_early(out.file);
+  if (auto st = check_data_file(dir, opts.single_file, short_file)) {
     out.problem = st.message();
     finish();
     return {};
@@ -309,6 +312,11 @@ status verify_data_dir(const std::string& dir, verify_report& out,
       f = "the walk ended early";
     out.problem = f + where + (out.problem.empty() ? "" : "; " + out.problem)
                   + ": the B-tree is damaged";
+  }
+  if (short_file && !out.problem.empty()) {
+    // Pages in use past the end: the file was cut.
+    auto cut = check_data_file(dir, opts.single_file);
+    out.problem = cut.message() + " (the walk: " + out.problem + ")";
   }
   finish();
   return {};
